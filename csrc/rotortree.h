@@ -1,0 +1,147 @@
+/*
+ * rotortree: an n-ary Lean Incremental Merkle Tree (LeanIMT) over BLAKE3,
+ * bit-compatible with the Rust crate `rotortree` 0.15.
+ *
+ * This is the only public header. Everything between CFFI_BEGIN and CFFI_END
+ * is also fed verbatim to cffi by build_ffi.py, so that region must stay
+ * plain declarations: no #include, no #ifdef, no function bodies.
+ *
+ * Conventions:
+ *  - Every fallible function returns an `int` status from enum rt_status;
+ *    RT_OK is 0. Output parameters are written only on RT_OK.
+ *  - A failed call leaves every object exactly as it was.
+ *  - Hashes are 32 raw bytes; buffers are owned by the caller unless stated.
+ *  - All functions may be called from any thread. Tree functions serialise
+ *    through the tree's own reader/writer lock; none of them call back into
+ *    the caller, so they are safe to run with the Python GIL released.
+ */
+#ifndef ROTORTREE_H
+#define ROTORTREE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CFFI_BEGIN */
+#define RT_HASH_LEN 32
+#define RT_MIN_ARITY 2
+#define RT_MAX_ARITY 255
+#define RT_MAX_DEPTH_LIMIT 64
+
+enum rt_status {
+    RT_OK = 0,
+    RT_ERR_INVALID_ARGUMENT = 1, /* a parameter is out of its documented range */
+    RT_ERR_INVALID_LEAF = 2,     /* leaf bytes not a whole number of 32-byte leaves */
+    RT_ERR_EMPTY_BATCH = 3,      /* insert_many with zero leaves */
+    RT_ERR_MAX_DEPTH = 4,        /* the insert would exceed arity^max_depth leaves */
+    RT_ERR_INDEX = 5,            /* level or node index out of range */
+    RT_ERR_NOMEM = 6,            /* allocation failed; nothing was changed */
+    RT_ERR_BUSY = 7,             /* pool reconfiguration refused: work is running */
+    RT_ERR_UNSUPPORTED = 8,      /* SIMD kernel not supported by this CPU or build */
+    RT_ERR_THREAD = 9,           /* a pthread call failed (thread creation, lock) */
+    RT_ERR_EMPTY_TREE = 10       /* the operation needs at least one leaf */
+};
+
+/* SIMD kernels for BLAKE3 parent hashing. */
+enum rt_kernel {
+    RT_KERNEL_PORTABLE = 0,
+    RT_KERNEL_SSE41 = 1,
+    RT_KERNEL_AVX2 = 2
+};
+
+/* Static message for a status code; never NULL, never freed. */
+const char *rt_strerror(int status);
+
+/* ---- hashing ------------------------------------------------------------ */
+
+/* BLAKE3 (default hash mode, 32-byte output) of `len` bytes at `msg` into
+ * `out`. Uses the active kernel for compression. Any thread. */
+void rt_blake3(const uint8_t *msg, size_t len, uint8_t *out);
+
+/* The LeanIMT parent of `count` children laid out contiguously
+ * (count * 32 bytes): blake3(0x01 || count || children). count 2..255. */
+int rt_hash_parent(const uint8_t *children, unsigned count, uint8_t *out);
+
+/* Kernel control. `rt_kernel_select` makes `kernel` the process-wide kernel
+ * (RT_ERR_UNSUPPORTED if this CPU/OS cannot run it). The default is the best
+ * the CPU supports, overridable with ROTORTREE_SIMD at first use. */
+int rt_kernel_available(int kernel);
+int rt_kernel_select(int kernel);
+int rt_kernel_active(void);
+const char *rt_kernel_name(int kernel);
+
+/* ---- thread pool and tunables ------------------------------------------ */
+
+struct rt_pool_config {
+    uint32_t num_threads;        /* threads doing work, the caller included; >= 1 */
+    uint64_t parallel_threshold; /* parents in one level before the pool is used; >= 1 */
+    uint64_t par_chunk_size;     /* parents per work unit; >= 1 */
+};
+
+struct rt_pool_stats {
+    uint64_t jobs;       /* parallel jobs submitted */
+    uint64_t tasks;      /* work units executed */
+    uint64_t steals;     /* units taken from another worker's deque */
+    uint64_t parks;      /* times a worker went to sleep */
+    uint64_t idle_ns;    /* time workers spent parked */
+    uint32_t threads_started; /* worker threads currently alive */
+};
+
+/* Replace the configuration. Fields are all validated before anything
+ * changes. Changing num_threads while parallel work runs returns RT_ERR_BUSY
+ * (threshold and chunk size may change at any time: jobs read them once at
+ * the start). Worker threads start lazily on the first parallel job. */
+int rt_pool_configure(const struct rt_pool_config *config);
+void rt_pool_get_config(struct rt_pool_config *out);
+void rt_pool_get_stats(struct rt_pool_stats *out);
+/* Stop and join the worker threads (they restart on demand). RT_ERR_BUSY if
+ * work is running. Called at interpreter exit. */
+int rt_pool_shutdown(void);
+
+/* ---- trees --------------------------------------------------------------- */
+
+typedef struct rt_tree rt_tree;
+
+/* Create an empty tree. arity 2..255, max_depth 1..RT_MAX_DEPTH_LIMIT.
+ * The caller owns *out and releases it with rt_tree_free. */
+int rt_tree_new(unsigned arity, unsigned max_depth, rt_tree **out);
+/* Free a tree. The caller must ensure no other thread still uses it. */
+void rt_tree_free(rt_tree *tree);
+
+/* Append one leaf (32 bytes); the new root is written to root_out. */
+int rt_tree_insert(rt_tree *tree, const uint8_t *leaf, uint8_t *root_out);
+/* Append `count` leaves stored contiguously (count * 32 bytes) as one atomic
+ * batch: concurrent readers see the tree before or after, never between.
+ * `leaves` may be any caller memory; it is copied before hashing. */
+int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
+                        uint8_t *root_out);
+
+struct rt_tree_state {
+    uint64_t size;
+    uint32_t depth;
+    uint32_t has_root;          /* 0 for the empty tree */
+    uint8_t root[32];
+};
+/* A consistent (size, depth, root) triple under one read lock. */
+void rt_tree_state(rt_tree *tree, struct rt_tree_state *out);
+void rt_tree_shape(const rt_tree *tree, unsigned *arity, unsigned *max_depth);
+
+/* Number of nodes at `level` (0 = leaves); RT_ERR_INDEX above the depth. */
+int rt_tree_level_len(rt_tree *tree, unsigned level, uint64_t *out);
+/* Copy node `index` of `level` into out (32 bytes). */
+int rt_tree_get_node(rt_tree *tree, unsigned level, uint64_t index, uint8_t *out);
+
+/* Root of the LeanIMT over `count` contiguous leaves, without keeping the
+ * tree: memory is O(count / arity). RT_ERR_EMPTY_TREE for count == 0. */
+int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
+                    uint8_t *root_out);
+/* CFFI_END */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ROTORTREE_H */

@@ -1,0 +1,90 @@
+/*
+ * Internal declarations shared between the C sources. cffi never reads this
+ * file; nothing here is part of the public API.
+ */
+#ifndef RT_INTERNAL_H
+#define RT_INTERNAL_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "rotortree.h"
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#define RT_X86 1
+#else
+#define RT_X86 0
+#endif
+
+/* ---- BLAKE3 ---------------------------------------------------------------
+ * Written from the BLAKE3 specification. Only the default hash mode with a
+ * 32-byte output is needed: LeanIMT parents and the test/reference API. */
+
+#define RT_BLAKE3_BLOCK_LEN 64
+#define RT_BLAKE3_CHUNK_LEN 1024
+
+enum rt_blake3_flags {
+    RT_FLAG_CHUNK_START = 1,
+    RT_FLAG_CHUNK_END = 2,
+    RT_FLAG_PARENT = 4,
+    RT_FLAG_ROOT = 8
+};
+
+extern const uint32_t rt_blake3_iv[8];
+
+/* One compression, chaining value updated in place (first 8 output words). */
+void rt_compress_portable(uint32_t cv[8], const uint8_t block[64],
+                          uint8_t block_len, uint64_t counter, uint8_t flags);
+#if RT_X86
+void rt_compress_sse41(uint32_t cv[8], const uint8_t block[64],
+                       uint8_t block_len, uint64_t counter, uint8_t flags);
+#endif
+
+/* Full parents: for i in [0, count), out[32*i..] = blake3(0x01 || arity ||
+ * children[i*arity*32 .. (i+1)*arity*32]). Children of consecutive parents
+ * are contiguous. arity 2..255. Each kernel hashes several parents at once
+ * (one per SIMD lane) and falls back to the single-message path for the
+ * remainder and for messages longer than one BLAKE3 chunk. */
+typedef void (*rt_parents_fn)(const uint8_t *children, size_t count,
+                              unsigned arity, uint8_t *out);
+void rt_hash_parents_portable(const uint8_t *children, size_t count,
+                              unsigned arity, uint8_t *out);
+#if RT_X86
+void rt_hash_parents_sse41(const uint8_t *children, size_t count,
+                           unsigned arity, uint8_t *out);
+void rt_hash_parents_avx2(const uint8_t *children, size_t count,
+                          unsigned arity, uint8_t *out);
+#endif
+
+/* BLAKE3 of (prefix || body) without concatenating them; prefix_len < 64.
+ * `compress` is the single-block compression to use. Any length. */
+typedef void (*rt_compress_fn)(uint32_t cv[8], const uint8_t block[64],
+                               uint8_t block_len, uint64_t counter,
+                               uint8_t flags);
+void rt_blake3_prefixed(rt_compress_fn compress, const uint8_t *prefix,
+                        size_t prefix_len, const uint8_t *body, size_t body_len,
+                        uint8_t out[32]);
+
+/* Dispatch (hash_dispatch.c): the active kernel's functions. */
+rt_parents_fn rt_active_parents_fn(void);
+rt_compress_fn rt_active_compress_fn(void);
+/* Full parents with the active kernel. */
+void rt_hash_parents(const uint8_t *children, size_t count, unsigned arity,
+                     uint8_t *out);
+
+/* ---- pool -----------------------------------------------------------------
+ * A fixed set of worker threads with work stealing (pool.c, see POOL.md). */
+
+/* Work unit callback: process items [begin, end). Must not fail. */
+typedef void (*rt_range_fn)(void *ctx, size_t begin, size_t end);
+
+/* Run fn over [0, n) in units of at most `grain` items on the pool; the
+ * calling thread works too and returns once every unit has finished. Never
+ * fails: if worker threads cannot be started the units run on the caller.
+ * Safe to call from many threads at once, and from inside a unit. */
+void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx);
+
+/* The tunables in force, read once per job. */
+void rt_pool_tunables(uint32_t *num_threads, uint64_t *parallel_threshold,
+                      uint64_t *par_chunk_size);
+
+#endif /* RT_INTERNAL_H */

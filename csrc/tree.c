@@ -1,0 +1,398 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np */
+#endif
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "level.h"
+#include "rt_internal.h"
+
+struct rt_tree {
+    // Writers (inserts) take it exclusively, readers shared. Writer
+    // preference keeps a stream of proof readers from starving inserts.
+    pthread_rwlock_t lock;
+    unsigned arity;
+    unsigned max_depth;
+    unsigned chunk_cap;
+    unsigned depth;
+    uint64_t size;
+    uint64_t capacity; /* arity**max_depth, saturated at UINT64_MAX */
+    rt_level levels[RT_MAX_DEPTH_LIMIT + 1];
+};
+
+/* ---- node stores: one view over chunked levels and flat buffers --------- */
+
+// The hashing loop below serves both tree levels (chunked) and compute_root
+// (flat buffers, including the caller's leaves), so it reads nodes through
+// this small view instead of two copies of the loop.
+typedef struct node_store {
+    rt_chunk *const *chunks; /* chunked storage, or NULL when flat is set */
+    uint8_t *flat;
+    uint64_t chunk_cap;
+} node_store;
+
+static node_store store_of_level(const rt_level *level, unsigned chunk_cap)
+{
+    node_store store = {level->chunks, NULL, chunk_cap};
+    return store;
+}
+
+static node_store store_of_buffer(const uint8_t *buffer)
+{
+    // Flat stores are read-only when they wrap caller memory; the cast only
+    // lets one struct describe both inputs and outputs.
+    node_store store = {NULL, (uint8_t *)buffer, 0};
+    return store;
+}
+
+static inline uint8_t *store_node(const node_store *store, uint64_t index)
+{
+    if (store->flat)
+        return store->flat + index * 32u;
+    return store->chunks[index / store->chunk_cap]->nodes +
+           (index % store->chunk_cap) * 32u;
+}
+
+/* Nodes stored contiguously from `index` on. */
+static inline uint64_t store_run(const node_store *store, uint64_t index)
+{
+    if (store->flat)
+        return UINT64_MAX;
+    return store->chunk_cap - index % store->chunk_cap;
+}
+
+static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+static void store_write(const node_store *out, uint64_t first, const uint8_t *src,
+                        uint64_t count)
+{
+    while (count) {
+        uint64_t run = min_u64(count, store_run(out, first));
+        memcpy(store_node(out, first), src, (size_t)run * 32u);
+        first += run;
+        src += run * 32u;
+        count -= run;
+    }
+}
+
+/*
+ * Parents [first, end) of a level whose child level has `child_len` nodes.
+ * Full groups go to the batch kernel in runs that are contiguous in both
+ * stores (chunk capacities are multiples of the arity, so a group never
+ * straddles chunks); only the level's last parent can have a partial group,
+ * hashed alone or lifted when it has a single child.
+ */
+static void hash_parent_range(const node_store *in, uint64_t child_len,
+                              const node_store *out, unsigned arity,
+                              uint64_t first, uint64_t end, rt_parents_fn kernel)
+{
+    uint64_t full_end = min_u64(end, child_len / arity);
+    uint64_t parent = first;
+    while (parent < full_end) {
+        uint64_t run = full_end - parent;
+        run = min_u64(run, store_run(in, parent * arity) / arity);
+        run = min_u64(run, store_run(out, parent));
+        kernel(store_node(in, parent * arity), (size_t)run, arity,
+               store_node(out, parent));
+        parent += run;
+    }
+    if (parent < end) {
+        uint64_t first_child = parent * arity;
+        unsigned children = (unsigned)(child_len - first_child);
+        if (children == 1)
+            memcpy(store_node(out, parent), store_node(in, first_child), 32);
+        else
+            rt_hash_parent(store_node(in, first_child), children,
+                           store_node(out, parent));
+    }
+}
+
+/* ---- one level of work, sequential or on the pool ----------------------- */
+
+// Leaves are copied into level 0 by the same units that hash them, block by
+// block, so each block is hashed while it is still in cache and the copy
+// itself runs in parallel.
+#define COPY_BLOCK_PARENTS 64
+
+typedef struct level_job {
+    node_store in;
+    node_store out;
+    uint64_t child_len;
+    uint64_t first_parent;
+    unsigned arity;
+    rt_parents_fn kernel;
+    // Level 0 only: leaves [copy_first, child_len) come from copy_src, whose
+    // byte 0 is leaf copy_first.
+    const uint8_t *copy_src;
+    uint64_t copy_first;
+} level_job;
+
+static void run_level_units(void *ctx, size_t begin, size_t end)
+{
+    const level_job *job = ctx;
+    uint64_t first = job->first_parent + begin;
+    uint64_t stop = job->first_parent + end;
+    if (!job->copy_src) {
+        hash_parent_range(&job->in, job->child_len, &job->out, job->arity,
+                          first, stop, job->kernel);
+        return;
+    }
+    for (uint64_t block = first; block < stop; block += COPY_BLOCK_PARENTS) {
+        uint64_t block_end = min_u64(stop, block + COPY_BLOCK_PARENTS);
+        uint64_t child_begin = block * job->arity;
+        uint64_t child_end = min_u64(block_end * job->arity, job->child_len);
+        if (child_begin < job->copy_first)
+            child_begin = job->copy_first;
+        if (child_begin < child_end)
+            store_write(&job->in, child_begin,
+                        job->copy_src + (child_begin - job->copy_first) * 32u,
+                        child_end - child_begin);
+        hash_parent_range(&job->in, job->child_len, &job->out, job->arity,
+                          block, block_end, job->kernel);
+    }
+}
+
+static void run_level(level_job *job, uint64_t parent_count)
+{
+    uint32_t threads;
+    uint64_t threshold, unit;
+    rt_pool_tunables(&threads, &threshold, &unit);
+    if (threads > 1 && parent_count >= threshold && parent_count > unit)
+        rt_pool_parallel_for((size_t)parent_count, (size_t)unit, run_level_units, job);
+    else
+        run_level_units(job, 0, (size_t)parent_count);
+}
+
+/* ---- tree lifecycle ----------------------------------------------------- */
+
+static uint64_t capacity_of(unsigned arity, unsigned max_depth)
+{
+    uint64_t capacity = 1;
+    for (unsigned i = 0; i < max_depth; i++) {
+        if (capacity > UINT64_MAX / arity)
+            return UINT64_MAX;
+        capacity *= arity;
+    }
+    return capacity;
+}
+
+int rt_tree_new(unsigned arity, unsigned max_depth, rt_tree **out)
+{
+    if (!out || arity < RT_MIN_ARITY || arity > RT_MAX_ARITY || max_depth < 1 ||
+        max_depth > RT_MAX_DEPTH_LIMIT)
+        return RT_ERR_INVALID_ARGUMENT;
+    rt_tree *tree = calloc(1, sizeof(*tree));
+    if (!tree)
+        return RT_ERR_NOMEM;
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int failed = pthread_rwlock_init(&tree->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (failed) {
+        free(tree);
+        return RT_ERR_THREAD;
+    }
+    tree->arity = arity;
+    tree->max_depth = max_depth;
+    tree->chunk_cap = rt_chunk_capacity(arity);
+    tree->capacity = capacity_of(arity, max_depth);
+    for (unsigned l = 0; l <= RT_MAX_DEPTH_LIMIT; l++)
+        rt_level_init(&tree->levels[l]);
+    *out = tree;
+    return RT_OK;
+}
+
+void rt_tree_free(rt_tree *tree)
+{
+    if (!tree)
+        return;
+    for (unsigned l = 0; l <= RT_MAX_DEPTH_LIMIT; l++)
+        rt_level_destroy(&tree->levels[l]);
+    pthread_rwlock_destroy(&tree->lock);
+    free(tree);
+}
+
+/* ---- insertion ---------------------------------------------------------- */
+
+static unsigned depth_of(uint64_t size, unsigned arity)
+{
+    unsigned depth = 0;
+    while (size > 1) {
+        size = size / arity + (size % arity != 0);
+        depth++;
+    }
+    return depth;
+}
+
+static void copy_root(const rt_tree *tree, uint8_t *root_out)
+{
+    memcpy(root_out, rt_level_node(&tree->levels[tree->depth], 0, tree->chunk_cap), 32);
+}
+
+/* Caller holds the write lock. */
+static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
+                         uint8_t *root_out)
+{
+    const unsigned arity = tree->arity;
+    const unsigned cap = tree->chunk_cap;
+    const uint64_t old_size = tree->size;
+    if (count > tree->capacity - old_size)
+        return RT_ERR_MAX_DEPTH;
+    const uint64_t new_size = old_size + count;
+    const unsigned new_depth = depth_of(new_size, arity);
+
+    // Level l gets nodes [first[l], len[l]) written; everything is
+    // allocated up front so that the writes below cannot fail half way.
+    uint64_t first[RT_MAX_DEPTH_LIMIT + 1], len[RT_MAX_DEPTH_LIMIT + 1];
+    first[0] = old_size;
+    len[0] = new_size;
+    for (unsigned l = 1; l <= new_depth; l++) {
+        first[l] = first[l - 1] / arity;
+        len[l] = len[l - 1] / arity + (len[l - 1] % arity != 0);
+    }
+    for (unsigned l = 0; l <= new_depth; l++) {
+        int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
+        if (status != RT_OK)
+            return status;
+    }
+
+    rt_parents_fn kernel = rt_active_parents_fn();
+    if (new_depth == 0) {
+        node_store leaves_out = store_of_level(&tree->levels[0], cap);
+        store_write(&leaves_out, old_size, leaves, count);
+    }
+    for (unsigned l = 0; l < new_depth; l++) {
+        level_job job = {
+            .in = store_of_level(&tree->levels[l], cap),
+            .out = store_of_level(&tree->levels[l + 1], cap),
+            .child_len = len[l],
+            .first_parent = first[l + 1],
+            .arity = arity,
+            .kernel = kernel,
+            .copy_src = l == 0 ? leaves : NULL,
+            .copy_first = old_size,
+        };
+        run_level(&job, len[l + 1] - first[l + 1]);
+    }
+
+    for (unsigned l = 0; l <= new_depth; l++)
+        tree->levels[l].len = len[l];
+    tree->size = new_size;
+    tree->depth = new_depth;
+    copy_root(tree, root_out);
+    return RT_OK;
+}
+
+int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
+                        uint8_t *root_out)
+{
+    if (!tree || !root_out || (count && !leaves))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (count == 0)
+        return RT_ERR_EMPTY_BATCH;
+    if (pthread_rwlock_wrlock(&tree->lock) != 0)
+        return RT_ERR_THREAD;
+    int status = insert_locked(tree, leaves, count, root_out);
+    pthread_rwlock_unlock(&tree->lock);
+    return status;
+}
+
+int rt_tree_insert(rt_tree *tree, const uint8_t *leaf, uint8_t *root_out)
+{
+    return rt_tree_insert_many(tree, leaf, 1, root_out);
+}
+
+/* ---- reads -------------------------------------------------------------- */
+
+void rt_tree_state(rt_tree *tree, struct rt_tree_state *out)
+{
+    pthread_rwlock_rdlock(&tree->lock);
+    out->size = tree->size;
+    out->depth = tree->depth;
+    out->has_root = tree->size > 0;
+    if (tree->size)
+        copy_root(tree, out->root);
+    else
+        memset(out->root, 0, sizeof(out->root));
+    pthread_rwlock_unlock(&tree->lock);
+}
+
+void rt_tree_shape(const rt_tree *tree, unsigned *arity, unsigned *max_depth)
+{
+    *arity = tree->arity;
+    *max_depth = tree->max_depth;
+}
+
+int rt_tree_level_len(rt_tree *tree, unsigned level, uint64_t *out)
+{
+    int status = RT_ERR_INDEX;
+    pthread_rwlock_rdlock(&tree->lock);
+    if (level <= tree->depth) {
+        *out = tree->levels[level].len;
+        status = RT_OK;
+    }
+    pthread_rwlock_unlock(&tree->lock);
+    return status;
+}
+
+int rt_tree_get_node(rt_tree *tree, unsigned level, uint64_t index, uint8_t *out)
+{
+    int status = RT_ERR_INDEX;
+    pthread_rwlock_rdlock(&tree->lock);
+    if (level <= tree->depth && index < tree->levels[level].len) {
+        memcpy(out, rt_level_node(&tree->levels[level], index, tree->chunk_cap), 32);
+        status = RT_OK;
+    }
+    pthread_rwlock_unlock(&tree->lock);
+    return status;
+}
+
+/* ---- stateless root ------------------------------------------------------ */
+
+int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
+                    uint8_t *root_out)
+{
+    if (!root_out || (count && !leaves) || arity < RT_MIN_ARITY || arity > RT_MAX_ARITY)
+        return RT_ERR_INVALID_ARGUMENT;
+    if (count == 0)
+        return RT_ERR_EMPTY_TREE;
+    if (count == 1) {
+        memcpy(root_out, leaves, 32);
+        return RT_OK;
+    }
+    // Two ping-pong buffers sized for levels 1 and 2; every later level fits
+    // in whichever of them it lands in, so memory stays O(count / arity).
+    uint64_t level1 = count / arity + (count % arity != 0);
+    uint64_t level2 = level1 / arity + (level1 % arity != 0);
+    uint8_t *buffers[2] = {malloc((size_t)level1 * 32u), malloc((size_t)level2 * 32u)};
+    if (!buffers[0] || !buffers[1]) {
+        free(buffers[0]);
+        free(buffers[1]);
+        return RT_ERR_NOMEM;
+    }
+    rt_parents_fn kernel = rt_active_parents_fn();
+    node_store in = store_of_buffer(leaves);
+    uint64_t child_len = count;
+    unsigned target = 0;
+    while (child_len > 1) {
+        uint64_t parents = child_len / arity + (child_len % arity != 0);
+        level_job job = {
+            .in = in,
+            .out = store_of_buffer(buffers[target]),
+            .child_len = child_len,
+            .first_parent = 0,
+            .arity = arity,
+            .kernel = kernel,
+        };
+        run_level(&job, parents);
+        in = job.out;
+        child_len = parents;
+        target ^= 1;
+    }
+    memcpy(root_out, in.flat, 32);
+    free(buffers[0]);
+    free(buffers[1]);
+    return RT_OK;
+}

@@ -1,0 +1,59 @@
+"""Exception classes.
+
+Every error raised by rotortree derives from :class:`RotorTreeError` and from
+the builtin exception it refines, so callers can catch either
+(``except rotortree.InvalidLeafError``, ``except ValueError`` or
+``except rotortree.RotorTreeError``).
+"""
+
+from __future__ import annotations
+
+import builtins
+
+
+class RotorTreeError(Exception):
+    """Base class of every rotortree error."""
+
+
+class InvalidArgumentError(RotorTreeError, builtins.ValueError):
+    """A parameter is outside its documented range."""
+
+
+class ArgumentTypeError(RotorTreeError, builtins.TypeError):
+    """A parameter has the wrong type (e.g. a str where bytes are expected)."""
+
+
+class InvalidLeafError(RotorTreeError, builtins.ValueError):
+    """A leaf is not exactly 32 bytes, or a leaf buffer is not whole leaves."""
+
+
+class EmptyBatchError(RotorTreeError, builtins.ValueError):
+    """``insert_many`` was given no leaves."""
+
+
+class EmptyTreeError(RotorTreeError, builtins.ValueError):
+    """The operation needs at least one leaf."""
+
+
+class MaxDepthExceededError(RotorTreeError, builtins.ValueError):
+    """The insert would take the tree past ``arity ** max_depth`` leaves."""
+
+
+class NodeIndexError(RotorTreeError, builtins.IndexError):
+    """A level or node index is out of range."""
+
+
+class UnsupportedKernelError(RotorTreeError, builtins.ValueError):
+    """The requested SIMD kernel cannot run on this CPU or build."""
+
+
+class PoolBusyError(RotorTreeError, builtins.RuntimeError):
+    """The thread pool cannot be reconfigured while parallel work runs."""
+
+
+class ThreadError(RotorTreeError, builtins.RuntimeError):
+    """A thread or lock operation failed in the C core."""
+
+
+class OutOfMemoryError(RotorTreeError, builtins.MemoryError):
+    """The C core could not allocate memory; nothing was changed."""

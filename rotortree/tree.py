@@ -1,0 +1,161 @@
+"""The in-memory LeanIMT."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ._leaves import Leaves, leaf_batch, single_leaf
+from ._native import HASH_LEN, check, ffi, lib
+from .errors import ArgumentTypeError, InvalidArgumentError, NodeIndexError
+
+_U64_MAX = (1 << 64) - 1
+
+
+def _int_arg(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+    return value
+
+
+def _index_arg(name: str, value: object, upper: int) -> int:
+    value = _int_arg(name, value)
+    if value < 0 or value > upper:
+        raise NodeIndexError(f"{name} {value} out of range")
+    return value
+
+
+class LeanIMT:
+    """An n-ary Lean Incremental Merkle Tree over BLAKE3.
+
+    Roots are bit-identical to the Rust crate ``rotortree`` 0.15 for the same
+    arity and leaves. Leaves are 32 bytes each and are stored as given (the
+    tree never hashes leaves). The tree is safe to share between threads: a
+    lock in C guards it, and no call holds the GIL while C works.
+    """
+
+    __slots__ = ("_tree", "_arity", "_max_depth", "__weakref__")
+
+    def __init__(self, arity: int = 4, max_depth: int = 32) -> None:
+        arity = _int_arg("arity", arity)
+        max_depth = _int_arg("max_depth", max_depth)
+        if not lib.RT_MIN_ARITY <= arity <= lib.RT_MAX_ARITY:
+            raise InvalidArgumentError(
+                f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {arity}"
+            )
+        if not 1 <= max_depth <= lib.RT_MAX_DEPTH_LIMIT:
+            raise InvalidArgumentError(
+                f"max_depth must be 1..{lib.RT_MAX_DEPTH_LIMIT}, got {max_depth}"
+            )
+        out = ffi.new("rt_tree **")
+        check(lib.rt_tree_new(arity, max_depth, out), "LeanIMT")
+        self._tree = ffi.gc(out[0], lib.rt_tree_free)
+        self._arity = arity
+        self._max_depth = max_depth
+
+    # -- writes ------------------------------------------------------------
+
+    def insert(self, leaf: bytes) -> bytes:
+        """Append one 32-byte leaf; returns the new root."""
+        root = ffi.new("uint8_t[32]")
+        check(lib.rt_tree_insert(self._tree, single_leaf(leaf), root), "insert")
+        return ffi.buffer(root)[:]
+
+    def insert_many(self, leaves: Leaves) -> bytes:
+        """Append a batch atomically; returns the new root.
+
+        ``leaves`` is a bytes-like object of 32*k bytes (bytes, bytearray,
+        memoryview, a C-contiguous uint8 numpy array of shape (k, 32) or
+        (32*k,)), read without a copy, or an iterable of 32-byte leaves.
+        The batch gives the same root as inserting its leaves one by one.
+        """
+        buffer, count = leaf_batch(leaves)
+        root = ffi.new("uint8_t[32]")
+        check(lib.rt_tree_insert_many(self._tree, buffer, count, root), "insert_many")
+        return ffi.buffer(root)[:]
+
+    # -- reads -------------------------------------------------------------
+
+    def _state(self):
+        state = ffi.new("struct rt_tree_state *")
+        lib.rt_tree_state(self._tree, state)
+        return state
+
+    @property
+    def root(self) -> Optional[bytes]:
+        """The root, or None for the empty tree."""
+        state = self._state()
+        return ffi.buffer(state.root)[:] if state.has_root else None
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        return int(self._state().size)
+
+    def __len__(self) -> int:
+        return int(self._state().size)
+
+    @property
+    def depth(self) -> int:
+        """Levels above the leaves: 0 for 0 or 1 leaf, else ceil(log_arity(size))."""
+        return int(self._state().depth)
+
+    @property
+    def arity(self) -> int:
+        return self._arity
+
+    @property
+    def max_depth(self) -> int:
+        return self._max_depth
+
+    @property
+    def capacity(self) -> int:
+        """The most leaves the tree can hold: arity ** max_depth."""
+        return self._arity ** self._max_depth
+
+    def level_len(self, level: int) -> int:
+        """Number of nodes at ``level`` (0 = leaves, up to ``depth``)."""
+        level = _index_arg("level", level, lib.RT_MAX_DEPTH_LIMIT)
+        out = ffi.new("uint64_t *")
+        status = lib.rt_tree_level_len(self._tree, level, out)
+        if status == lib.RT_ERR_INDEX:
+            raise NodeIndexError(f"level {level} out of range for a tree of depth {self.depth}")
+        check(status, "level_len")
+        return int(out[0])
+
+    def get_node(self, level: int, index: int) -> bytes:
+        """The 32-byte node at (level, index)."""
+        level = _index_arg("level", level, lib.RT_MAX_DEPTH_LIMIT)
+        index = _index_arg("index", index, _U64_MAX)
+        out = ffi.new("uint8_t[32]")
+        status = lib.rt_tree_get_node(self._tree, level, index, out)
+        if status == lib.RT_ERR_INDEX:
+            raise NodeIndexError(f"node ({level}, {index}) out of range")
+        check(status, "get_node")
+        return ffi.buffer(out)[:]
+
+    def __repr__(self) -> str:
+        state = self._state()
+        root = ffi.buffer(state.root)[:].hex() if state.has_root else None
+        return (
+            f"LeanIMT(arity={self._arity}, max_depth={self._max_depth}, "
+            f"size={state.size}, root={root})"
+        )
+
+
+def compute_root(leaves: Leaves, arity: int = 4) -> bytes:
+    """Root of the LeanIMT over ``leaves`` without keeping a tree.
+
+    Runs on the thread pool; memory is O(len / arity) beyond the input.
+    """
+    arity = _int_arg("arity", arity)
+    if not lib.RT_MIN_ARITY <= arity <= lib.RT_MAX_ARITY:
+        raise InvalidArgumentError(
+            f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {arity}"
+        )
+    buffer, count = leaf_batch(leaves)
+    root = ffi.new("uint8_t[32]")
+    check(lib.rt_compute_root(buffer, count, arity, root), "compute_root")
+    return ffi.buffer(root)[:]
+
+
+__all__ = ["LeanIMT", "compute_root", "HASH_LEN"]

@@ -1,0 +1,206 @@
+"""The pool path: byte equality with the sequential path, concurrency, fork."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rotortree
+from reference import root_of
+
+
+def random_bytes(count: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(32 * count)
+
+
+def as_leaves(data: bytes) -> list:
+    return [data[i: i + 32] for i in range(0, len(data), 32)]
+
+
+def roots_under(threads, threshold, chunk, arity, data, batches):
+    rotortree.configure(num_threads=threads, parallel_threshold=threshold, par_chunk_size=chunk)
+    tree = rotortree.LeanIMT(arity)
+    offset, roots = 0, []
+    for batch in batches:
+        roots.append(tree.insert_many(data[32 * offset: 32 * (offset + batch)]))
+        offset += batch
+    return roots
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arity=st.integers(2, 33),
+    batches=st.lists(st.integers(1, 5000), min_size=1, max_size=4),
+    threads=st.sampled_from([2, 3, 4]),
+    threshold=st.sampled_from([1, 2, 7, 64, 1024]),
+    chunk=st.sampled_from([1, 2, 3, 64, 100]),
+    seed=st.integers(0, 2**32),
+)
+def test_parallel_equals_sequential(arity, batches, threads, threshold, chunk, seed):
+    data = random_bytes(sum(batches), seed)
+    sequential = roots_under(1, 1024, 64, arity, data, batches)
+    parallel = roots_under(threads, threshold, chunk, arity, data, batches)
+    assert parallel == sequential
+    assert sequential[-1] == root_of(as_leaves(data), arity)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+@pytest.mark.parametrize("arity", [2, 3, 4, 8, 16, 255])
+def test_large_batch_all_thread_counts(threads, arity):
+    data = random_bytes(200_003, arity)
+    rotortree.configure(num_threads=1)
+    expected = rotortree.LeanIMT(arity).insert_many(data)
+    rotortree.configure(num_threads=threads, parallel_threshold=1)
+    assert rotortree.LeanIMT(arity).insert_many(data) == expected
+    assert rotortree.compute_root(data, arity) == expected
+
+
+def test_compute_root_matches_reference_and_tree():
+    for size in (1, 2, 3, 4, 5, 63, 64, 65, 1000, 4097):
+        data = random_bytes(size, size)
+        for arity in (2, 4, 7, 16):
+            expected = root_of(as_leaves(data), arity)
+            assert rotortree.compute_root(data, arity) == expected
+            assert rotortree.compute_root(as_leaves(data), arity=arity) == expected
+
+
+def test_compute_root_errors():
+    with pytest.raises(rotortree.EmptyBatchError):
+        rotortree.compute_root(b"", 4)
+    with pytest.raises(rotortree.InvalidArgumentError):
+        rotortree.compute_root(bytes(64), 1)
+    with pytest.raises(rotortree.InvalidLeafError):
+        rotortree.compute_root(bytes(65), 4)
+    with pytest.raises(TypeError):
+        rotortree.compute_root(bytes(64), "4")
+
+
+def test_concurrent_batches_apply_atomically_in_some_order():
+    rotortree.configure(num_threads=2, parallel_threshold=64, par_chunk_size=16)
+    arity = 4
+    tree = rotortree.LeanIMT(arity)
+    batches = [random_bytes(random.Random(i).randint(1, 3000), 1000 + i) for i in range(24)]
+    returned = {}
+    start = threading.Barrier(8)
+
+    def worker(indices):
+        start.wait()
+        for i in indices:
+            returned[i] = tree.insert_many(batches[i])
+
+    threads = [threading.Thread(target=worker, args=(range(k, 24, 8),)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Recover the order the batches were applied in: at each step exactly
+    # one remaining batch extends the current prefix to the root its own
+    # insert_many returned. Atomicity means such a batch always exists.
+    prefix, order, remaining = b"", [], set(range(24))
+    while remaining:
+        matches = [i for i in remaining
+                   if rotortree.compute_root(prefix + batches[i], arity) == returned[i]]
+        assert len(matches) == 1, f"no unique next batch after {order}"
+        order.append(matches[0])
+        remaining.discard(matches[0])
+        prefix += batches[matches[0]]
+    assert tree.size == len(prefix) // 32
+    assert tree.root == root_of(as_leaves(prefix), arity)
+
+
+def test_many_threads_many_trees():
+    rotortree.configure(num_threads=2, parallel_threshold=16, par_chunk_size=8)
+    data = random_bytes(20_000, 5)
+    expected = {arity: root_of(as_leaves(data), arity) for arity in (2, 5)}
+    failures = []
+
+    def worker(arity):
+        tree = rotortree.LeanIMT(arity)
+        for piece in range(0, len(data), 32 * 2500):
+            tree.insert_many(data[piece: piece + 32 * 2500])
+        if tree.root != expected[arity]:
+            failures.append(arity)
+
+    threads = [threading.Thread(target=worker, args=(2 + 3 * (k % 2),)) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_reconfigure_during_work_is_safe_or_refused():
+    rotortree.configure(num_threads=2, parallel_threshold=1, par_chunk_size=8)
+    data = random_bytes(50_000, 9)
+    expected = root_of(as_leaves(data), 4)
+    stop = threading.Event()
+    wrong = []
+
+    def inserter():
+        while not stop.is_set():
+            if rotortree.LeanIMT(4).insert_many(data) != expected:
+                wrong.append(1)
+
+    thread = threading.Thread(target=inserter)
+    thread.start()
+    outcomes = {"applied": 0, "busy": 0}
+    try:
+        for i in range(200):
+            try:
+                rotortree.configure(num_threads=1 + i % 3, parallel_threshold=1 + i % 5)
+                outcomes["applied"] += 1
+            except rotortree.PoolBusyError as error:
+                assert "busy" in str(error)
+                outcomes["busy"] += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert wrong == []
+    assert outcomes["applied"] + outcomes["busy"] == 200
+    assert outcomes["applied"] > 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_fork_child_gets_a_working_pool():
+    rotortree.configure(num_threads=2, parallel_threshold=1, par_chunk_size=4)
+    data = random_bytes(30_000, 3)
+    expected = rotortree.LeanIMT(4).insert_many(data)  # workers are running now
+    assert rotortree.pool_info()["threads_started"] >= 1
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must not run pytest machinery, only report
+        try:
+            ok = rotortree.LeanIMT(4).insert_many(data) == expected
+            ok = ok and rotortree.pool_info()["threads_started"] >= 1
+            os.write(write_end, b"ok" if ok else b"bad")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read_end, 16)
+    os.close(read_end)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert answer == b"ok"
+    assert rotortree.LeanIMT(4).insert_many(data) == expected
+
+
+def test_interpreter_exit_with_running_pool(tmp_path):
+    import subprocess
+
+    script = (
+        "import rotortree\n"
+        "rotortree.configure(num_threads=2, parallel_threshold=1)\n"
+        "t = rotortree.LeanIMT(4); t.insert_many(bytes(32 * 100000))\n"
+        "print(rotortree.pool_info()['threads_started'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) >= 1
