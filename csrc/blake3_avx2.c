@@ -1,0 +1,416 @@
+/*
+ * BLAKE3 LeanIMT parents with AVX2, written from the BLAKE3 specification:
+ * eight parents at once, one per 32-bit lane of sixteen 256-bit state
+ * vectors. All parents of a call share an arity, so every lane has the same
+ * message length, block count, counters and flags; only the message words
+ * differ, and those are transposed so vector w holds word w of every lane.
+ *
+ * Messages longer than one chunk (arity >= 32) stay lane-wise too: chunk
+ * chaining values and the parent nodes joining them are uniform across
+ * lanes, and already transposed, so the chunk tree is built in registers.
+ *
+ * Only this file's functions carry target("avx2"); the dispatcher calls them
+ * only after checking the CPU and OS support AVX2.
+ */
+#include "rt_internal.h"
+
+#if RT_X86
+#include <immintrin.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2")))
+#define AVX2_INLINE static inline __attribute__((always_inline)) AVX2
+
+#define LANES 8
+
+AVX2_INLINE __m256i add32(__m256i a, __m256i b) { return _mm256_add_epi32(a, b); }
+AVX2_INLINE __m256i xor256(__m256i a, __m256i b) { return _mm256_xor_si256(a, b); }
+
+/* Rotations by whole bytes are one shuffle; the others need two shifts. */
+AVX2_INLINE __m256i rotr16(__m256i x)
+{
+    return _mm256_shuffle_epi8(
+        x, _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
+                            2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+}
+
+AVX2_INLINE __m256i rotr8(__m256i x)
+{
+    return _mm256_shuffle_epi8(
+        x, _mm256_setr_epi8(1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12,
+                            1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12));
+}
+
+AVX2_INLINE __m256i rotr12(__m256i x)
+{
+    return _mm256_or_si256(_mm256_srli_epi32(x, 12), _mm256_slli_epi32(x, 20));
+}
+
+AVX2_INLINE __m256i rotr7(__m256i x)
+{
+    return _mm256_or_si256(_mm256_srli_epi32(x, 7), _mm256_slli_epi32(x, 25));
+}
+
+AVX2_INLINE __m256i loadu256(const void *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
+AVX2_INLINE void storeu256(void *p, __m256i x)
+{
+    _mm256_storeu_si256((__m256i *)p, x);
+}
+
+AVX2_INLINE __m256i set1_u32(uint32_t x) { return _mm256_set1_epi32((int)x); }
+
+/*
+ * The compression function, eight lanes, as inline assembly. Written with
+ * intrinsics, GCC 12 needs one register more than x86 has (16 state vectors
+ * plus a temporary for the shift rotations) and picks values to spill that
+ * are on the critical path: c += d would wait for d's store to be forwarded.
+ * That cost a fifth of the throughput. Here the state lives in ymm0..ymm15
+ * as v0..v15 and v8 alone goes to memory, only while the four rotations by
+ * 12 or 7 borrow its register; by then v8's next use is three steps away.
+ *
+ * Each half round runs four G functions side by side, one step across all
+ * four before the next, so independent work is adjacent:
+ *   a += m[x] + b;  d = (d ^ a) >>> 16;  c += d;  b = (b ^ c) >>> 12;
+ *   a += m[y] + b;  d = (d ^ a) >>> 8;   c += d;  b = (b ^ c) >>> 7.
+ * a + m[x] is formed first so that b, the value computed last, is added
+ * last. Message words are memory operands: m[w] is at w*32 from %[msg].
+ */
+#define YMM(r) "%%ymm" #r
+#define INSN3(op, src, src2_dst) op " " src ", " src2_dst ", " src2_dst "\n\t"
+
+#define ADD_MESSAGE(a, b, w)                                                   \
+    INSN3("vpaddd", #w "*32(%[msg])", YMM(a)) INSN3("vpaddd", YMM(b), YMM(a))
+#define XOR_ROTATE_BYTES(d, a, mask)                                           \
+    INSN3("vpxor", YMM(a), YMM(d)) INSN3("vpshufb", mask, YMM(d))
+#define ADD(c, d) INSN3("vpaddd", YMM(d), YMM(c))
+#define XOR(b, c) INSN3("vpxor", YMM(c), YMM(b))
+/* b = b >>> n, with ymm8 (v8 spilled) as the temporary. */
+#define ROTATE_SHIFTS(b, n)                                                    \
+    "vpsrld $" #n ", " YMM(b) ", %%ymm8\n\t"                                   \
+    "vpslld $(32-" #n "), " YMM(b) ", " YMM(b) "\n\t"                          \
+    INSN3("vpor", "%%ymm8", YMM(b))
+#define SPILL_V8 "vmovdqu %%ymm8, %[spill]\n\t"
+#define RELOAD_V8 "vmovdqu %[spill], %%ymm8\n\t"
+
+#define HALF_ROUND(a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, \
+                   d3, x0, y0, x1, y1, x2, y2, x3, y3)                         \
+    ADD_MESSAGE(a0, b0, x0) ADD_MESSAGE(a1, b1, x1)                            \
+    ADD_MESSAGE(a2, b2, x2) ADD_MESSAGE(a3, b3, x3)                            \
+    XOR_ROTATE_BYTES(d0, a0, "%[rot16]") XOR_ROTATE_BYTES(d1, a1, "%[rot16]")  \
+    XOR_ROTATE_BYTES(d2, a2, "%[rot16]") XOR_ROTATE_BYTES(d3, a3, "%[rot16]")  \
+    RELOAD_V8                                                                  \
+    ADD(c0, d0) ADD(c1, d1) ADD(c2, d2) ADD(c3, d3)                            \
+    XOR(b0, c0) XOR(b1, c1) XOR(b2, c2) XOR(b3, c3)                            \
+    SPILL_V8                                                                   \
+    ROTATE_SHIFTS(b0, 12) ROTATE_SHIFTS(b1, 12)                                \
+    ROTATE_SHIFTS(b2, 12) ROTATE_SHIFTS(b3, 12)                                \
+    ADD_MESSAGE(a0, b0, y0) ADD_MESSAGE(a1, b1, y1)                            \
+    ADD_MESSAGE(a2, b2, y2) ADD_MESSAGE(a3, b3, y3)                            \
+    XOR_ROTATE_BYTES(d0, a0, "%[rot8]") XOR_ROTATE_BYTES(d1, a1, "%[rot8]")    \
+    XOR_ROTATE_BYTES(d2, a2, "%[rot8]") XOR_ROTATE_BYTES(d3, a3, "%[rot8]")    \
+    RELOAD_V8                                                                  \
+    ADD(c0, d0) ADD(c1, d1) ADD(c2, d2) ADD(c3, d3)                            \
+    XOR(b0, c0) XOR(b1, c1) XOR(b2, c2) XOR(b3, c3)                            \
+    SPILL_V8                                                                   \
+    ROTATE_SHIFTS(b0, 7) ROTATE_SHIFTS(b1, 7)                                  \
+    ROTATE_SHIFTS(b2, 7) ROTATE_SHIFTS(b3, 7)
+
+/* One round with message schedule s0..s15: the spec's permutation
+ * {2,6,3,10,7,0,4,13,1,11,12,5,9,14,15,8} applied r times for round r.
+ * Columns (i, 4+i, 8+i, 12+i), then diagonals (i, 4+(i+1)%4, 8+(i+2)%4,
+ * 12+(i+3)%4). */
+#define ROUND(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, \
+              s15)                                                             \
+    HALF_ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, s0, s1,   \
+               s2, s3, s4, s5, s6, s7)                                         \
+    HALF_ROUND(0, 1, 2, 3, 5, 6, 7, 4, 10, 11, 8, 9, 15, 12, 13, 14, s8, s9,   \
+               s10, s11, s12, s13, s14, s15)
+
+static const uint8_t rotate16_mask[32] __attribute__((aligned(32))) = {
+    2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
+    2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
+static const uint8_t rotate8_mask[32] __attribute__((aligned(32))) = {
+    1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12,
+    1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12};
+
+/* m[w] holds message word w of every lane; cv likewise, updated in place.
+ * Counter, length and flags are shared by all lanes. */
+static AVX2 void compress_lanes(__m256i cv[8], const __m256i m[16],
+                                uint64_t counter, uint32_t block_len,
+                                uint32_t flags)
+{
+    const uint32_t row3[4] = {(uint32_t)counter, (uint32_t)(counter >> 32),
+                              block_len, flags};
+    __m256i spill;
+    __asm__(
+        "vmovdqu 0*32(%[cv]), %%ymm0\n\t"
+        "vmovdqu 1*32(%[cv]), %%ymm1\n\t"
+        "vmovdqu 2*32(%[cv]), %%ymm2\n\t"
+        "vmovdqu 3*32(%[cv]), %%ymm3\n\t"
+        "vmovdqu 4*32(%[cv]), %%ymm4\n\t"
+        "vmovdqu 5*32(%[cv]), %%ymm5\n\t"
+        "vmovdqu 6*32(%[cv]), %%ymm6\n\t"
+        "vmovdqu 7*32(%[cv]), %%ymm7\n\t"
+        "vpbroadcastd 0*4(%[iv]), %%ymm8\n\t"
+        "vpbroadcastd 1*4(%[iv]), %%ymm9\n\t"
+        "vpbroadcastd 2*4(%[iv]), %%ymm10\n\t"
+        "vpbroadcastd 3*4(%[iv]), %%ymm11\n\t"
+        "vpbroadcastd 0*4(%[row3]), %%ymm12\n\t"
+        "vpbroadcastd 1*4(%[row3]), %%ymm13\n\t"
+        "vpbroadcastd 2*4(%[row3]), %%ymm14\n\t"
+        "vpbroadcastd 3*4(%[row3]), %%ymm15\n\t"
+        SPILL_V8
+        ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        ROUND(2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8)
+        ROUND(3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1)
+        ROUND(10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6)
+        ROUND(12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4)
+        ROUND(9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7)
+        ROUND(11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13)
+        "vpxor %[spill], %%ymm0, %%ymm0\n\t"
+        "vpxor %%ymm9, %%ymm1, %%ymm1\n\t"
+        "vpxor %%ymm10, %%ymm2, %%ymm2\n\t"
+        "vpxor %%ymm11, %%ymm3, %%ymm3\n\t"
+        "vpxor %%ymm12, %%ymm4, %%ymm4\n\t"
+        "vpxor %%ymm13, %%ymm5, %%ymm5\n\t"
+        "vpxor %%ymm14, %%ymm6, %%ymm6\n\t"
+        "vpxor %%ymm15, %%ymm7, %%ymm7\n\t"
+        "vmovdqu %%ymm0, 0*32(%[cv])\n\t"
+        "vmovdqu %%ymm1, 1*32(%[cv])\n\t"
+        "vmovdqu %%ymm2, 2*32(%[cv])\n\t"
+        "vmovdqu %%ymm3, 3*32(%[cv])\n\t"
+        "vmovdqu %%ymm4, 4*32(%[cv])\n\t"
+        "vmovdqu %%ymm5, 5*32(%[cv])\n\t"
+        "vmovdqu %%ymm6, 6*32(%[cv])\n\t"
+        "vmovdqu %%ymm7, 7*32(%[cv])\n\t"
+        : [spill] "=m"(spill)
+        : [cv] "r"(cv), [msg] "r"(m), [iv] "r"(rt_blake3_iv),
+          [row3] "r"(row3), [rot16] "m"(rotate16_mask),
+          [rot8] "m"(rotate8_mask)
+        : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
+          "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14",
+          "xmm15");
+}
+
+#undef ROUND
+#undef HALF_ROUND
+#undef RELOAD_V8
+#undef SPILL_V8
+#undef ROTATE_SHIFTS
+#undef XOR
+#undef ADD
+#undef XOR_ROTATE_BYTES
+#undef ADD_MESSAGE
+#undef INSN3
+#undef YMM
+
+/* rows[k] = eight consecutive words of lane k -> cols[j] = word j of every
+ * lane. Its own inverse. Pairs of 32-bit words, then 64-bit pairs, then the
+ * 128-bit halves are interleaved. */
+AVX2_INLINE void transpose8(const __m256i rows[8], __m256i cols[8])
+{
+    __m256i pairs_lo[4], pairs_hi[4];
+    for (int k = 0; k < 4; k++) {
+        pairs_lo[k] = _mm256_unpacklo_epi32(rows[2 * k], rows[2 * k + 1]);
+        pairs_hi[k] = _mm256_unpackhi_epi32(rows[2 * k], rows[2 * k + 1]);
+    }
+    /* quads[q][j]: word j (and j+4 in the upper half) of lanes 4q..4q+3. */
+    __m256i quads[2][4];
+    for (int q = 0; q < 2; q++) {
+        quads[q][0] = _mm256_unpacklo_epi64(pairs_lo[2 * q], pairs_lo[2 * q + 1]);
+        quads[q][1] = _mm256_unpackhi_epi64(pairs_lo[2 * q], pairs_lo[2 * q + 1]);
+        quads[q][2] = _mm256_unpacklo_epi64(pairs_hi[2 * q], pairs_hi[2 * q + 1]);
+        quads[q][3] = _mm256_unpackhi_epi64(pairs_hi[2 * q], pairs_hi[2 * q + 1]);
+    }
+    for (int j = 0; j < 4; j++) {
+        cols[j] = _mm256_permute2x128_si256(quads[0][j], quads[1][j], 0x20);
+        cols[j + 4] = _mm256_permute2x128_si256(quads[0][j], quads[1][j], 0x31);
+    }
+}
+
+AVX2_INLINE int load_u16(const uint8_t *p)
+{
+    uint16_t x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+AVX2_INLINE __m256i gather_u16_lanes(const uint8_t *const lane_children[LANES],
+                                     size_t offset)
+{
+    return _mm256_setr_epi32(
+        load_u16(lane_children[0] + offset), load_u16(lane_children[1] + offset),
+        load_u16(lane_children[2] + offset), load_u16(lane_children[3] + offset),
+        load_u16(lane_children[4] + offset), load_u16(lane_children[5] + offset),
+        load_u16(lane_children[6] + offset), load_u16(lane_children[7] + offset));
+}
+
+/* The 32 bytes 0x01, arity, children[0..30): shift the first 32 child bytes
+ * up by two across the 128-bit boundary (alignr only shifts within halves,
+ * so it is fed the low half moved up) and put the header in the gap. */
+AVX2_INLINE __m256i first_message_words(const uint8_t *children, __m256i header)
+{
+    __m256i bytes = loadu256(children);
+    __m256i low_half_moved_up = _mm256_permute2x128_si256(bytes, bytes, 0x08);
+    return _mm256_or_si256(_mm256_alignr_epi8(bytes, low_half_moved_up, 14),
+                           header);
+}
+
+/*
+ * Message block `block` (64-byte index within the whole parent message) of
+ * every lane, transposed into m. The message is 0x01, arity, then the
+ * children, so block b starts at child byte 64b-2. Its length is always 64
+ * except for the last block, which is 2 or 34 bytes because the message
+ * length is 2 + 32*arity.
+ */
+AVX2_INLINE void load_message_lanes(const uint8_t *const lane_children[LANES],
+                                    unsigned arity, size_t block,
+                                    size_t message_len, __m256i m[16])
+{
+    __m256i rows[LANES];
+    size_t start = 64 * block;
+
+    if (block == 0) {
+        __m256i header = _mm256_setr_epi32(0x01 | (int)(arity << 8), 0, 0, 0,
+                                           0, 0, 0, 0);
+        for (int k = 0; k < LANES; k++)
+            rows[k] = first_message_words(lane_children[k], header);
+        transpose8(rows, m);
+        for (int k = 0; k < LANES; k++)
+            rows[k] = loadu256(lane_children[k] + 30);
+        transpose8(rows, m + 8);
+        return;
+    }
+
+    size_t child_offset = start - 2;
+    if (start + 64 <= message_len) {
+        for (int half = 0; half < 2; half++) {
+            for (int k = 0; k < LANES; k++)
+                rows[k] = loadu256(lane_children[k] + child_offset + 32 * half);
+            transpose8(rows, m + 8 * half);
+        }
+        return;
+    }
+
+    /* Final partial block of 2 or 34 bytes: whole words, then the 2-byte
+     * tail. The zero padding comes from zeroed words, never from reading past
+     * a lane's children (the last lane's may end the caller's buffer). */
+    for (int w = 0; w < 16; w++)
+        m[w] = _mm256_setzero_si256();
+    if (message_len - start == 34) {
+        for (int k = 0; k < LANES; k++)
+            rows[k] = loadu256(lane_children[k] + child_offset);
+        transpose8(rows, m);
+        m[8] = gather_u16_lanes(lane_children, child_offset + 32);
+    } else {
+        m[0] = gather_u16_lanes(lane_children, child_offset);
+    }
+}
+
+AVX2_INLINE void set_iv_lanes(__m256i cv[8])
+{
+    for (int i = 0; i < 8; i++)
+        cv[i] = set1_u32(rt_blake3_iv[i]);
+}
+
+/* Chaining values of chunk `chunk` of every lane. is_root: this chunk is the
+ * whole message. */
+AVX2_INLINE void chunk_lanes(const uint8_t *const lane_children[LANES],
+                             unsigned arity, size_t message_len, size_t chunk,
+                             int is_root, __m256i cv[8])
+{
+    size_t total_blocks = (message_len + 63) / 64;
+    size_t first = chunk * (RT_BLAKE3_CHUNK_LEN / 64);
+    size_t end = first + RT_BLAKE3_CHUNK_LEN / 64;
+    if (end > total_blocks)
+        end = total_blocks;
+
+    __m256i m[16];
+    set_iv_lanes(cv);
+    for (size_t block = first; block < end; block++) {
+        uint32_t flags = 0;
+        uint32_t block_len = 64;
+        if (block == first)
+            flags |= RT_FLAG_CHUNK_START;
+        if (block + 1 == end) {
+            flags |= RT_FLAG_CHUNK_END;
+            if (is_root)
+                flags |= RT_FLAG_ROOT;
+            if (end == total_blocks)
+                block_len = (uint32_t)(message_len - 64 * block);
+        }
+        load_message_lanes(lane_children, arity, block, message_len, m);
+        compress_lanes(cv, m, chunk, block_len, flags);
+    }
+}
+
+AVX2_INLINE void parent_lanes(const __m256i left[8], const __m256i right[8],
+                              uint32_t flags, __m256i cv[8])
+{
+    __m256i m[16];
+    for (int i = 0; i < 8; i++) {
+        m[i] = left[i];
+        m[8 + i] = right[i];
+    }
+    set_iv_lanes(cv);
+    compress_lanes(cv, m, 0, 64, RT_FLAG_PARENT | flags);
+}
+
+/* One parent per lane; messages up to 8162 bytes, i.e. at most 8 chunks, so
+ * the subtree stack needs at most 4 entries. */
+static AVX2 void parents_lanes(const uint8_t *const lane_children[LANES],
+                               unsigned arity, uint8_t *const lane_out[LANES])
+{
+    size_t message_len = 2 + (size_t)arity * RT_HASH_LEN;
+    size_t chunks = (message_len + RT_BLAKE3_CHUNK_LEN - 1) / RT_BLAKE3_CHUNK_LEN;
+    __m256i cv[8];
+
+    if (chunks == 1) {
+        chunk_lanes(lane_children, arity, message_len, 0, 1, cv);
+    } else {
+        __m256i stack[4][8];
+        unsigned depth = 0;
+        for (size_t chunk = 0; chunk + 1 < chunks; chunk++) {
+            chunk_lanes(lane_children, arity, message_len, chunk, 0, cv);
+            for (size_t done = chunk + 1; (done & 1) == 0; done >>= 1) {
+                depth--;
+                parent_lanes(stack[depth], cv, 0, cv);
+            }
+            memcpy(stack[depth++], cv, sizeof cv);
+        }
+        chunk_lanes(lane_children, arity, message_len, chunks - 1, 0, cv);
+        while (depth > 0) {
+            depth--;
+            parent_lanes(stack[depth], cv, depth == 0 ? RT_FLAG_ROOT : 0, cv);
+        }
+    }
+
+    __m256i rows[LANES];
+    transpose8(cv, rows);
+    for (int k = 0; k < LANES; k++)
+        storeu256(lane_out[k], rows[k]);
+}
+
+AVX2 void rt_hash_parents_avx2(const uint8_t *children, size_t count,
+                               unsigned arity, uint8_t *out)
+{
+    const size_t stride = (size_t)arity * RT_HASH_LEN;
+    size_t i = 0;
+    for (; i + LANES <= count; i += LANES) {
+        const uint8_t *lane_children[LANES];
+        uint8_t *lane_out[LANES];
+        for (int k = 0; k < LANES; k++) {
+            lane_children[k] = children + (i + k) * stride;
+            lane_out[k] = out + (i + k) * RT_HASH_LEN;
+        }
+        parents_lanes(lane_children, arity, lane_out);
+    }
+    if (i < count)
+        rt_hash_parents_sse41(children + i * stride, count - i, arity,
+                              out + i * RT_HASH_LEN);
+}
+#endif /* RT_X86 */

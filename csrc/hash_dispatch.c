@@ -1,0 +1,165 @@
+/*
+ * Kernel selection: which BLAKE3 implementation the process uses. CPU
+ * features are probed once; the active kernel is one atomic int so any
+ * thread may read it on every call without locking.
+ */
+#include <stdatomic.h>
+
+#include "rt_internal.h"
+
+#if RT_X86
+#include <cpuid.h>
+#endif
+
+#define KERNEL_UNSET (-1)
+#define FEATURES_UNKNOWN (-1)
+#define FEATURE_SSE41 (1 << RT_KERNEL_SSE41)
+#define FEATURE_AVX2 (1 << RT_KERNEL_AVX2)
+
+static atomic_int active_kernel = KERNEL_UNSET;
+/* Bit set of kernels this CPU and OS can run (portable always). Probing is
+ * idempotent, so a race between first callers only repeats the same work. */
+static atomic_int cpu_features = FEATURES_UNKNOWN;
+
+#if RT_X86
+/* The OS must save the YMM registers on context switch, or AVX code would
+ * corrupt other threads' state even though cpuid advertises AVX2. */
+static int os_saves_ymm_state(void)
+{
+    uint32_t eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    (void)edx;
+    return (eax & 0x6) == 0x6;
+}
+
+static int probe_cpu_features(void)
+{
+    unsigned eax, ebx, ecx, edx;
+    int features = 1 << RT_KERNEL_PORTABLE;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx))
+        return features;
+    if (ecx & (1u << 19))
+        features |= FEATURE_SSE41;
+
+    int osxsave = (ecx & (1u << 27)) != 0;
+    int avx = (ecx & (1u << 28)) != 0;
+    if (!osxsave || !avx || !os_saves_ymm_state())
+        return features;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return features;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    /* Our AVX2 kernel also uses SSE4.1 for its remainders. */
+    if ((ebx & (1u << 5)) && (features & FEATURE_SSE41))
+        features |= FEATURE_AVX2;
+    return features;
+}
+#else
+static int probe_cpu_features(void)
+{
+    return 1 << RT_KERNEL_PORTABLE;
+}
+#endif
+
+static int supported_kernels(void)
+{
+    int features = atomic_load_explicit(&cpu_features, memory_order_relaxed);
+    if (features == FEATURES_UNKNOWN) {
+        features = probe_cpu_features();
+        atomic_store_explicit(&cpu_features, features, memory_order_relaxed);
+    }
+    return features;
+}
+
+int rt_kernel_available(int kernel)
+{
+    if (kernel < RT_KERNEL_PORTABLE || kernel > RT_KERNEL_AVX2)
+        return 0;
+    return (supported_kernels() >> kernel) & 1;
+}
+
+static int best_kernel(void)
+{
+    for (int kernel = RT_KERNEL_AVX2; kernel > RT_KERNEL_PORTABLE; kernel--)
+        if (rt_kernel_available(kernel))
+            return kernel;
+    return RT_KERNEL_PORTABLE;
+}
+
+int rt_kernel_active(void)
+{
+    int kernel = atomic_load_explicit(&active_kernel, memory_order_relaxed);
+    if (kernel != KERNEL_UNSET)
+        return kernel;
+    /* Only install the default if nobody selected a kernel meanwhile. */
+    int expected = KERNEL_UNSET;
+    int best = best_kernel();
+    if (atomic_compare_exchange_strong(&active_kernel, &expected, best))
+        return best;
+    return expected;
+}
+
+int rt_kernel_select(int kernel)
+{
+    if (kernel < RT_KERNEL_PORTABLE || kernel > RT_KERNEL_AVX2)
+        return RT_ERR_INVALID_ARGUMENT;
+    if (!rt_kernel_available(kernel))
+        return RT_ERR_UNSUPPORTED;
+    atomic_store(&active_kernel, kernel);
+    return RT_OK;
+}
+
+const char *rt_kernel_name(int kernel)
+{
+    switch (kernel) {
+    case RT_KERNEL_PORTABLE:
+        return "portable";
+    case RT_KERNEL_SSE41:
+        return "sse41";
+    case RT_KERNEL_AVX2:
+        return "avx2";
+    default:
+        return "unknown";
+    }
+}
+
+rt_parents_fn rt_active_parents_fn(void)
+{
+    switch (rt_kernel_active()) {
+#if RT_X86
+    case RT_KERNEL_AVX2:
+        return rt_hash_parents_avx2;
+    case RT_KERNEL_SSE41:
+        return rt_hash_parents_sse41;
+#endif
+    default:
+        return rt_hash_parents_portable;
+    }
+}
+
+rt_compress_fn rt_active_compress_fn(void)
+{
+#if RT_X86
+    if (rt_kernel_active() != RT_KERNEL_PORTABLE)
+        return rt_compress_sse41;
+#endif
+    return rt_compress_portable;
+}
+
+void rt_hash_parents(const uint8_t *children, size_t count, unsigned arity,
+                     uint8_t *out)
+{
+    rt_active_parents_fn()(children, count, arity, out);
+}
+
+void rt_blake3(const uint8_t *msg, size_t len, uint8_t *out)
+{
+    rt_blake3_prefixed(rt_active_compress_fn(), NULL, 0, msg, len, out);
+}
+
+int rt_hash_parent(const uint8_t *children, unsigned count, uint8_t *out)
+{
+    if (count < RT_MIN_ARITY || count > RT_MAX_ARITY)
+        return RT_ERR_INVALID_ARGUMENT;
+    rt_hash_parents(children, 1, count, out);
+    return RT_OK;
+}

@@ -1,0 +1,752 @@
+/*
+ * The thread pool behind rt_pool_parallel_for: a fixed set of pthread
+ * workers that share "jobs" (one per parallel_for call) through per-thread
+ * job queues plus an injector for callers from outside the pool.
+ *
+ * POOL.md describes the protocol. Comments here say why things are the way
+ * they are; the what is in the code.
+ *
+ * This file depends on nothing but rt_internal.h/rotortree.h declarations,
+ * so the pool test driver can be built from it alone.
+ */
+// sched_getaffinity, CPU_COUNT, syscall and pthread_setname_np are GNU/Linux
+// extensions; define it here so the file builds with any -std= flag.
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "rt_internal.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
+
+#define RT_POOL_MAX_THREADS 1024u
+#define RT_POOL_DEFAULT_THRESHOLD 1024u
+#define RT_POOL_DEFAULT_CHUNK 64u
+
+// A level of insert_many is followed within a few microseconds by the next
+// one, so an idle worker spins long enough to catch it without a futex round
+// trip (which costs tens of microseconds on a VM), but no longer: spinning
+// steals the core from the caller's sequential work when cores are scarce.
+#define RT_WORKER_SPIN_NS 50000u
+// When a caller has claimed all of its units it waits for at most one unit
+// per helper (5-20 us each for hashing), so spinning is almost always the
+// right answer; past this bound the units are long and sleeping is cheaper.
+#define RT_OWNER_SPIN_NS 200000u
+// Units only hash; 2 MiB leaves ample room for nested calls and sanitizers
+// while keeping a 1024-thread pool's reserved address space modest.
+#define RT_WORKER_STACK (2u << 20)
+
+#define RT_CACHELINE 64
+
+/* ---- small platform helpers --------------------------------------------- */
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+#ifdef __linux__
+// Sleeping uses the futex directly: a wait on an atomic word we already
+// maintain costs nothing extra on the waking side (no mutex to take), and the
+// kernel compares the word atomically with going to sleep, so a wake that
+// races with the decision to sleep is never lost.
+static void futex_wait(atomic_uint *word, unsigned expected)
+{
+    syscall(SYS_futex, (void *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+static void futex_wake(atomic_uint *word, int count)
+{
+    syscall(SYS_futex, (void *)word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
+}
+#else
+// Portable stand-in with the same contract (spurious wake-ups allowed). The
+// waker changes the word before taking the mutex and the waiter checks it
+// under the mutex, so no wake-up is lost. It wakes everyone; fine for a
+// fallback.
+static pthread_mutex_t futex_emu_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t futex_emu_cv = PTHREAD_COND_INITIALIZER;
+
+static void futex_wait(atomic_uint *word, unsigned expected)
+{
+    pthread_mutex_lock(&futex_emu_mu);
+    if (atomic_load_explicit(word, memory_order_relaxed) == expected)
+        pthread_cond_wait(&futex_emu_cv, &futex_emu_mu);
+    pthread_mutex_unlock(&futex_emu_mu);
+}
+
+static void futex_wake(atomic_uint *word, int count)
+{
+    (void)word;
+    (void)count;
+    pthread_mutex_lock(&futex_emu_mu);
+    pthread_cond_broadcast(&futex_emu_cv);
+    pthread_mutex_unlock(&futex_emu_mu);
+}
+#endif
+
+/* ---- jobs and queues ---------------------------------------------------- */
+
+struct rt_queue;
+
+// One parallel_for call. It lives on the caller's stack: the caller does not
+// return before every helper has dropped its reference (refs), so no
+// allocation is needed per job.
+struct rt_job {
+    // Written by the owner before publication, read-only afterwards.
+    rt_range_fn fn;
+    void *ctx;
+    size_t n;
+    size_t grain;
+    size_t nunits;
+    struct rt_job *parent;   // job whose unit the owner was running, or NULL
+    struct rt_queue *queue;  // where it is published
+    // Links, guarded by queue->mu.
+    struct rt_job *qprev, *qnext;
+
+    // Claim counter on a line of its own: it is the only word written once
+    // per unit, and it must not drag the fields above out of other caches.
+    alignas(RT_CACHELINE) atomic_size_t next;
+
+    // 2 per helper holding the job; bit 0 set while the owner sleeps on it.
+    // Kept away from `next` so the owner can spin on it while helpers claim.
+    alignas(RT_CACHELINE) atomic_uint refs;
+    atomic_int linked;       // still findable in queue (changed under mu)
+};
+
+// A list of published jobs that may still have unclaimed units. A mutex is
+// enough: it is taken a handful of times per job (publish, join, unlink),
+// never per unit, and a job spans tens to thousands of ~10 us units.
+struct rt_queue {
+    pthread_mutex_t mu;
+    struct rt_job *head, *tail;
+    atomic_uint njobs;       // lets scanners skip empty queues without locking
+};
+
+struct rt_worker {
+    alignas(RT_CACHELINE) struct rt_queue q; // jobs published by this worker
+    pthread_t thread;
+    uint32_t index;
+    uint32_t rng;            // picks the first steal victim
+};
+
+/* ---- global state ------------------------------------------------------- */
+
+static struct {
+    // Configuration. Written under mu, read lock-free once per job.
+    _Atomic uint32_t num_threads;
+    _Atomic uint64_t threshold;
+    _Atomic uint64_t chunk;
+
+    // Serialises configure, worker start/stop and fork.
+    pthread_mutex_t mu;
+    // Stable while any job is in flight (they only change under mu with
+    // `reconfiguring` set and inflight == 0).
+    struct rt_worker *workers;
+    uint32_t nqueues;        // entries in workers[] (initialised queues)
+    _Atomic uint32_t nlive;  // worker threads actually running
+    atomic_int started;      // workers[] set up for the current num_threads
+    atomic_int stop;
+
+    // Bumped on every publication (and on stop): idle workers spin on it and
+    // park on it with the futex, so one word carries "there may be work".
+    alignas(RT_CACHELINE) atomic_uint epoch;
+    alignas(RT_CACHELINE) atomic_uint sleepers;
+    // Jobs between publication and completion, against reconfiguration.
+    alignas(RT_CACHELINE) atomic_size_t inflight;
+    atomic_int reconfiguring;
+
+    alignas(RT_CACHELINE) struct rt_queue injector;
+
+    // Statistics: relaxed, and added once per job per thread rather than per
+    // unit, so they cost nothing measurable and stay always on.
+    alignas(RT_CACHELINE) _Atomic uint64_t st_jobs;
+    _Atomic uint64_t st_tasks;
+    _Atomic uint64_t st_steals;
+    _Atomic uint64_t st_parks;
+    _Atomic uint64_t st_idle_ns;
+} pool = {
+    .mu = PTHREAD_MUTEX_INITIALIZER,
+    .injector = {.mu = PTHREAD_MUTEX_INITIALIZER},
+};
+
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static _Thread_local struct rt_worker *tls_worker; // NULL outside the pool
+static _Thread_local struct rt_job *tls_job;       // job whose unit runs here
+
+static void atfork_prepare(void);
+static void atfork_parent(void);
+static void atfork_child(void);
+
+static uint32_t default_num_threads(void)
+{
+    long n = 0;
+#ifdef __linux__
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = CPU_COUNT(&set);
+#endif
+    if (n <= 0)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    if (n > (long)RT_POOL_MAX_THREADS)
+        n = RT_POOL_MAX_THREADS;
+    return (uint32_t)n;
+}
+
+static void pool_init_once(void)
+{
+    atomic_store_explicit(&pool.num_threads, default_num_threads(), memory_order_relaxed);
+    atomic_store_explicit(&pool.threshold, RT_POOL_DEFAULT_THRESHOLD, memory_order_relaxed);
+    atomic_store_explicit(&pool.chunk, RT_POOL_DEFAULT_CHUNK, memory_order_relaxed);
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static inline void pool_init(void)
+{
+    pthread_once(&pool_once, pool_init_once);
+}
+
+/* ---- queue operations --------------------------------------------------- */
+
+static void queue_init(struct rt_queue *q)
+{
+    pthread_mutex_init(&q->mu, NULL);
+    q->head = q->tail = NULL;
+    atomic_store_explicit(&q->njobs, 0, memory_order_relaxed);
+}
+
+static void queue_push(struct rt_queue *q, struct rt_job *j)
+{
+    pthread_mutex_lock(&q->mu);
+    j->qnext = NULL;
+    j->qprev = q->tail;
+    if (q->tail)
+        q->tail->qnext = j;
+    else
+        q->head = j;
+    q->tail = j;
+    atomic_store_explicit(&j->linked, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&q->njobs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&q->mu);
+}
+
+static void queue_unlink_locked(struct rt_queue *q, struct rt_job *j)
+{
+    if (!atomic_load_explicit(&j->linked, memory_order_relaxed))
+        return;
+    if (j->qprev)
+        j->qprev->qnext = j->qnext;
+    else
+        q->head = j->qnext;
+    if (j->qnext)
+        j->qnext->qprev = j->qprev;
+    else
+        q->tail = j->qprev;
+    atomic_fetch_sub_explicit(&q->njobs, 1, memory_order_relaxed);
+    // Release: whoever reads linked == 0 without the lock (job_unlink) must
+    // also see every reference taken under the lock before this point.
+    atomic_store_explicit(&j->linked, 0, memory_order_release);
+}
+
+// Once this returns, no thread can find the job any more, so every helper
+// that will ever touch it is already counted in refs.
+static void job_unlink(struct rt_job *j)
+{
+    if (!atomic_load_explicit(&j->linked, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&j->queue->mu);
+    queue_unlink_locked(j->queue, j);
+    pthread_mutex_unlock(&j->queue->mu);
+}
+
+static bool is_descendant(const struct rt_job *j, const struct rt_job *ancestor)
+{
+    // Every job on the parent chain of a published job is alive: each one's
+    // owner is blocked inside a unit of the next one up.
+    for (const struct rt_job *p = j->parent; p; p = p->parent)
+        if (p == ancestor)
+            return true;
+    return false;
+}
+
+// Join a job from q that still has unclaimed units (and, when `ancestor` is
+// given, was spawned beneath it). Exhausted jobs met on the way are unlinked.
+static struct rt_job *queue_take(struct rt_queue *q, const struct rt_job *ancestor,
+                                 bool newest_first)
+{
+    if (atomic_load_explicit(&q->njobs, memory_order_relaxed) == 0)
+        return NULL;
+    pthread_mutex_lock(&q->mu);
+    struct rt_job *j = newest_first ? q->tail : q->head;
+    while (j) {
+        struct rt_job *following = newest_first ? j->qprev : j->qnext;
+        if (atomic_load_explicit(&j->next, memory_order_relaxed) >= j->nunits) {
+            queue_unlink_locked(q, j);
+        } else if (!ancestor || is_descendant(j, ancestor)) {
+            // Taken under the queue lock, so the owner (who unlinks under the
+            // same lock before waiting) cannot miss this reference.
+            atomic_fetch_add_explicit(&j->refs, 2, memory_order_relaxed);
+            pthread_mutex_unlock(&q->mu);
+            return j;
+        }
+        j = following;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+static struct rt_job *find_job(struct rt_worker *self, const struct rt_job *ancestor)
+{
+    struct rt_job *j;
+    // Own queue newest first: those are jobs nested under our own unit, and
+    // finishing them unblocks us soonest. Foreign queues oldest first.
+    if (self && (j = queue_take(&self->q, ancestor, true)))
+        return j;
+    if ((j = queue_take(&pool.injector, ancestor, false)))
+        return j;
+    uint32_t nq = pool.nqueues;
+    if (nq == 0)
+        return NULL;
+    uint32_t start = 0;
+    if (self) {
+        uint32_t x = self->rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self->rng = x;
+        start = x % nq;
+    }
+    for (uint32_t i = 0; i < nq; i++) {
+        struct rt_worker *v = &pool.workers[(start + i) % nq];
+        if (v != self && (j = queue_take(&v->q, ancestor, false)))
+            return j;
+    }
+    return NULL;
+}
+
+/* ---- running units ------------------------------------------------------ */
+
+static size_t run_units(struct rt_job *j)
+{
+    rt_range_fn fn = j->fn;
+    void *ctx = j->ctx;
+    const size_t n = j->n, grain = j->grain, nunits = j->nunits;
+    struct rt_job *saved = tls_job;
+    tls_job = j;
+    size_t done = 0;
+    for (;;) {
+        // Relaxed is enough: the job's fields were published under the queue
+        // lock, and completion is ordered through refs, not through next.
+        size_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= nunits)
+            break;
+        size_t begin = u * grain;
+        size_t end = n - begin > grain ? begin + grain : n;
+        fn(ctx, begin, end);
+        done++;
+    }
+    tls_job = saved;
+    return done;
+}
+
+// Run a job joined through find_job, then drop the reference.
+static void help(struct rt_job *j)
+{
+    size_t done = run_units(j);
+    job_unlink(j);
+    if (done) {
+        atomic_fetch_add_explicit(&pool.st_tasks, done, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool.st_steals, done, memory_order_relaxed);
+    }
+    // Release: the owner's acquire load of refs then sees all our writes.
+    unsigned old = atomic_fetch_sub_explicit(&j->refs, 2, memory_order_release);
+    // The job may be gone now; waking on its address is harmless (futex
+    // waiters tolerate spurious wake-ups) and reads nothing from it.
+    if (old == 3)
+        futex_wake(&j->refs, 1);
+}
+
+// The owner has claimed every unit; wait for the helpers still running some.
+// While waiting it helps only jobs spawned beneath its own job, so it never
+// picks up unrelated work (which could hold it far longer than its own job
+// needs, or take locks its caller holds).
+static void owner_wait(struct rt_job *j, unsigned seen_epoch)
+{
+    uint64_t deadline = 0;
+    for (unsigned i = 1;; i++) {
+        unsigned r = atomic_load_explicit(&j->refs, memory_order_acquire);
+        if (r <= 1)
+            return;
+        unsigned e = atomic_load_explicit(&pool.epoch, memory_order_acquire);
+        if (e != seen_epoch) {
+            seen_epoch = e;
+            struct rt_job *d = find_job(tls_worker, j);
+            if (d) {
+                help(d);
+                deadline = 0;
+                continue;
+            }
+        }
+        if (deadline == 0)
+            deadline = now_ns() + RT_OWNER_SPIN_NS;
+        if (i % 64 != 0 || now_ns() < deadline) {
+            cpu_relax();
+            continue;
+        }
+        if (!(r & 1u)) {
+            if (!atomic_compare_exchange_weak_explicit(&j->refs, &r, r | 1u,
+                                                       memory_order_acquire,
+                                                       memory_order_acquire))
+                continue;
+            r |= 1u;
+        }
+        futex_wait(&j->refs, r);
+    }
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static bool spin_for_epoch(unsigned e)
+{
+    uint64_t deadline = now_ns() + RT_WORKER_SPIN_NS;
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&pool.epoch, memory_order_acquire) != e)
+            return true;
+        cpu_relax();
+        if (i % 64 == 0 && now_ns() >= deadline)
+            return false;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct rt_worker *w = arg;
+    tls_worker = w;
+    for (;;) {
+        // Read the epoch before looking for work: a job published after the
+        // scan then necessarily changes it, so the spin or the futex sees it.
+        unsigned e = atomic_load_explicit(&pool.epoch, memory_order_acquire);
+        if (atomic_load_explicit(&pool.stop, memory_order_acquire))
+            break;
+        struct rt_job *j = find_job(w, NULL);
+        if (j) {
+            help(j);
+            continue;
+        }
+        if (spin_for_epoch(e))
+            continue;
+        // seq_cst pairs with the publisher's epoch increment and sleepers
+        // load: either it sees us counted or we see its new epoch.
+        atomic_fetch_add_explicit(&pool.sleepers, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&pool.epoch, memory_order_seq_cst) == e) {
+            uint64_t t0 = now_ns();
+            futex_wait(&pool.epoch, e);
+            atomic_fetch_add_explicit(&pool.st_idle_ns, now_ns() - t0, memory_order_relaxed);
+            atomic_fetch_add_explicit(&pool.st_parks, 1, memory_order_relaxed);
+        }
+        atomic_fetch_sub_explicit(&pool.sleepers, 1, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+// Called with mu held and either inflight > 0 (from a job, so configure
+// cannot run) or from nowhere else. Never fails: with no worker the jobs run
+// on their callers.
+static void start_workers_locked(void)
+{
+    uint32_t nt = atomic_load_explicit(&pool.num_threads, memory_order_relaxed);
+    uint32_t want = nt > 1 ? nt - 1 : 0;
+    uint32_t live = 0;
+    struct rt_worker *ws = NULL;
+    if (want)
+        ws = aligned_alloc(RT_CACHELINE, (size_t)want * sizeof *ws);
+    if (ws) {
+        memset(ws, 0, (size_t)want * sizeof *ws);
+        for (uint32_t i = 0; i < want; i++) {
+            queue_init(&ws[i].q);
+            ws[i].index = i;
+            ws[i].rng = 0x9e3779b9u * (i + 1);
+        }
+        // Published before any worker exists; workers and stealers read them
+        // without locks while the pool is started.
+        pool.workers = ws;
+        pool.nqueues = want;
+
+        pthread_attr_t attr;
+        bool have_attr = pthread_attr_init(&attr) == 0;
+        if (have_attr)
+            pthread_attr_setstacksize(&attr, RT_WORKER_STACK);
+        // Workers inherit a fully blocked mask so that signals meant for the
+        // application (Python's SIGINT handling in particular) land on its
+        // own threads, never on a pool thread.
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        for (; live < want; live++) {
+            if (pthread_create(&ws[live].thread, have_attr ? &attr : NULL,
+                               worker_main, &ws[live]) != 0)
+                break;
+#ifdef __linux__
+            char name[24];
+            snprintf(name, sizeof name, "rotortree-%u", (unsigned)live + 1);
+            name[15] = '\0'; // the kernel's limit
+            pthread_setname_np(ws[live].thread, name);
+#endif
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (have_attr)
+            pthread_attr_destroy(&attr);
+    }
+    atomic_store_explicit(&pool.nlive, live, memory_order_relaxed);
+    // A failed start is remembered (no retry storm on every job); the next
+    // configure or shutdown clears it.
+    atomic_store_explicit(&pool.started, 1, memory_order_release);
+}
+
+static bool ensure_started(void)
+{
+    if (!atomic_load_explicit(&pool.started, memory_order_acquire)) {
+        pthread_mutex_lock(&pool.mu);
+        if (!atomic_load_explicit(&pool.started, memory_order_relaxed))
+            start_workers_locked();
+        pthread_mutex_unlock(&pool.mu);
+    }
+    return atomic_load_explicit(&pool.nlive, memory_order_relaxed) > 0;
+}
+
+// With mu held: claim exclusive use of the worker set. Dekker-style with the
+// job path (inflight++ then load reconfiguring): with seq_cst on both sides,
+// either we see its job or it sees our flag and runs on its own thread.
+static bool enter_exclusive_locked(void)
+{
+    atomic_store_explicit(&pool.reconfiguring, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&pool.inflight, memory_order_seq_cst) != 0) {
+        atomic_store_explicit(&pool.reconfiguring, 0, memory_order_release);
+        return false;
+    }
+    return true;
+}
+
+static void leave_exclusive_locked(void)
+{
+    atomic_store_explicit(&pool.reconfiguring, 0, memory_order_release);
+}
+
+static void stop_workers_locked(void)
+{
+    if (!atomic_load_explicit(&pool.started, memory_order_relaxed))
+        return;
+    uint32_t live = atomic_load_explicit(&pool.nlive, memory_order_relaxed);
+    atomic_store_explicit(&pool.stop, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&pool.epoch, 1, memory_order_seq_cst);
+    futex_wake(&pool.epoch, INT_MAX);
+    for (uint32_t i = 0; i < live; i++)
+        pthread_join(pool.workers[i].thread, NULL);
+    for (uint32_t i = 0; i < pool.nqueues; i++)
+        pthread_mutex_destroy(&pool.workers[i].q.mu);
+    free(pool.workers);
+    pool.workers = NULL;
+    pool.nqueues = 0;
+    atomic_store_explicit(&pool.nlive, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.stop, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.started, 0, memory_order_release);
+}
+
+/* ---- fork --------------------------------------------------------------- */
+
+// Holding mu across fork() means the child copies a pool that is not halfway
+// through starting or stopping workers.
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&pool.mu);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&pool.mu);
+}
+
+// Only the forking thread exists in the child: forget the workers (they are
+// re-created on the next parallel job) and any job other threads had in
+// flight. Locks that other threads may have held are re-initialised.
+static void atfork_child(void)
+{
+    free(pool.workers);
+    pool.workers = NULL;
+    pool.nqueues = 0;
+    atomic_store_explicit(&pool.nlive, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.started, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.stop, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.sleepers, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.inflight, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.reconfiguring, 0, memory_order_relaxed);
+    queue_init(&pool.injector);
+    // The forking thread itself holds mu (prepare), so it may unlock it.
+    pthread_mutex_unlock(&pool.mu);
+#ifndef __linux__
+    pthread_mutex_init(&futex_emu_mu, NULL);
+    pthread_cond_init(&futex_emu_cv, NULL);
+#endif
+    tls_worker = NULL;
+    tls_job = NULL;
+}
+
+/* ---- public and internal entry points ----------------------------------- */
+
+void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx)
+{
+    if (grain == 0)
+        grain = 1;
+    if (n <= grain) {
+        if (n)
+            fn(ctx, 0, n);
+        return;
+    }
+    pool_init();
+    if (atomic_load_explicit(&pool.num_threads, memory_order_relaxed) <= 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+    atomic_fetch_add_explicit(&pool.inflight, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&pool.reconfiguring, memory_order_seq_cst) || !ensure_started()) {
+        atomic_fetch_sub_explicit(&pool.inflight, 1, memory_order_release);
+        fn(ctx, 0, n);
+        return;
+    }
+
+    struct rt_job job;
+    job.fn = fn;
+    job.ctx = ctx;
+    job.n = n;
+    job.grain = grain;
+    job.nunits = (n - 1) / grain + 1;
+    job.parent = tls_job;
+    job.queue = tls_worker ? &tls_worker->q : &pool.injector;
+    atomic_init(&job.next, 0);
+    atomic_init(&job.refs, 0);
+    atomic_init(&job.linked, 0);
+    queue_push(job.queue, &job);
+
+    // One wake-up call per job, for as many sleepers as could get a unit.
+    unsigned seen = atomic_fetch_add_explicit(&pool.epoch, 1, memory_order_seq_cst) + 1;
+    unsigned sleeping = atomic_load_explicit(&pool.sleepers, memory_order_seq_cst);
+    if (sleeping) {
+        size_t extra = job.nunits - 1;
+        futex_wake(&pool.epoch, (int)(extra < sleeping ? extra : sleeping));
+    }
+
+    size_t mine = run_units(&job);
+    job_unlink(&job);
+    owner_wait(&job, seen);
+
+    atomic_fetch_sub_explicit(&pool.inflight, 1, memory_order_release);
+    atomic_fetch_add_explicit(&pool.st_jobs, 1, memory_order_relaxed);
+    if (mine)
+        atomic_fetch_add_explicit(&pool.st_tasks, mine, memory_order_relaxed);
+}
+
+void rt_pool_tunables(uint32_t *num_threads, uint64_t *parallel_threshold,
+                      uint64_t *par_chunk_size)
+{
+    pool_init();
+    if (num_threads)
+        *num_threads = atomic_load_explicit(&pool.num_threads, memory_order_relaxed);
+    if (parallel_threshold)
+        *parallel_threshold = atomic_load_explicit(&pool.threshold, memory_order_relaxed);
+    if (par_chunk_size)
+        *par_chunk_size = atomic_load_explicit(&pool.chunk, memory_order_relaxed);
+}
+
+int rt_pool_configure(const struct rt_pool_config *config)
+{
+    if (!config || config->num_threads < 1 || config->num_threads > RT_POOL_MAX_THREADS ||
+        config->parallel_threshold < 1 || config->par_chunk_size < 1)
+        return RT_ERR_INVALID_ARGUMENT;
+    pool_init();
+    int rc = RT_OK;
+    pthread_mutex_lock(&pool.mu);
+    if (config->num_threads != atomic_load_explicit(&pool.num_threads, memory_order_relaxed)) {
+        if (enter_exclusive_locked()) {
+            stop_workers_locked();
+            atomic_store_explicit(&pool.num_threads, config->num_threads, memory_order_relaxed);
+            leave_exclusive_locked();
+        } else {
+            rc = RT_ERR_BUSY;
+        }
+    }
+    if (rc == RT_OK) {
+        atomic_store_explicit(&pool.threshold, config->parallel_threshold, memory_order_relaxed);
+        atomic_store_explicit(&pool.chunk, config->par_chunk_size, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return rc;
+}
+
+void rt_pool_get_config(struct rt_pool_config *out)
+{
+    pool_init();
+    pthread_mutex_lock(&pool.mu);
+    out->num_threads = atomic_load_explicit(&pool.num_threads, memory_order_relaxed);
+    out->parallel_threshold = atomic_load_explicit(&pool.threshold, memory_order_relaxed);
+    out->par_chunk_size = atomic_load_explicit(&pool.chunk, memory_order_relaxed);
+    pthread_mutex_unlock(&pool.mu);
+}
+
+void rt_pool_get_stats(struct rt_pool_stats *out)
+{
+    pool_init();
+    out->jobs = atomic_load_explicit(&pool.st_jobs, memory_order_relaxed);
+    out->tasks = atomic_load_explicit(&pool.st_tasks, memory_order_relaxed);
+    out->steals = atomic_load_explicit(&pool.st_steals, memory_order_relaxed);
+    out->parks = atomic_load_explicit(&pool.st_parks, memory_order_relaxed);
+    out->idle_ns = atomic_load_explicit(&pool.st_idle_ns, memory_order_relaxed);
+    out->threads_started = atomic_load_explicit(&pool.nlive, memory_order_relaxed);
+}
+
+int rt_pool_shutdown(void)
+{
+    pool_init();
+    int rc = RT_OK;
+    pthread_mutex_lock(&pool.mu);
+    if (enter_exclusive_locked()) {
+        stop_workers_locked();
+        leave_exclusive_locked();
+    } else {
+        rc = RT_ERR_BUSY;
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return rc;
+}
