@@ -31,6 +31,7 @@ SOURCES = [
     "csrc/status.c",
     "csrc/level.c",
     "csrc/tree.c",
+    "csrc/proof.c",
     "csrc/pool.c",
     "csrc/hash_dispatch.c",
     "csrc/blake3_portable.c",

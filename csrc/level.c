@@ -34,6 +34,27 @@ void rt_chunk_release(rt_chunk *chunk)
         free(chunk);
 }
 
+static int is_shared(atomic_uint *refcount)
+{
+    return atomic_load_explicit(refcount, memory_order_acquire) > 1;
+}
+
+void rt_table_retain(rt_chunk_table *table)
+{
+    atomic_fetch_add_explicit(&table->refcount, 1, memory_order_relaxed);
+}
+
+void rt_table_release(rt_chunk_table *table)
+{
+    if (!table)
+        return;
+    if (atomic_fetch_sub_explicit(&table->refcount, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < table->count; i++)
+        rt_chunk_release(table->slots[i]);
+    free(table);
+}
+
 void rt_level_init(rt_level *level)
 {
     memset(level, 0, sizeof(*level));
@@ -41,24 +62,46 @@ void rt_level_init(rt_level *level)
 
 void rt_level_destroy(rt_level *level)
 {
-    for (size_t i = 0; i < level->chunk_count; i++)
-        rt_chunk_release(level->chunks[i]);
-    free(level->chunks);
+    rt_table_release(level->table);
     rt_level_init(level);
+}
+
+static size_t table_bytes(size_t cap)
+{
+    return sizeof(rt_chunk_table) + cap * sizeof(rt_chunk *);
 }
 
 static int grow_table(rt_level *level, size_t needed)
 {
-    if (needed <= level->table_cap)
+    rt_chunk_table *old = level->table;
+    size_t old_cap = old ? old->cap : 0;
+    if (needed <= old_cap)
         return RT_OK;
-    size_t cap = level->table_cap ? level->table_cap : 4;
+    size_t cap = old_cap ? old_cap : 4;
     while (cap < needed)
         cap *= 2;
-    rt_chunk **table = realloc(level->chunks, cap * sizeof(*table));
-    if (!table)
+    if (old && !is_shared(&old->refcount)) {
+        rt_chunk_table *grown = realloc(old, table_bytes(cap));
+        if (!grown)
+            return RT_ERR_NOMEM;
+        grown->cap = cap;
+        level->table = grown;
+        return RT_OK;
+    }
+    // A snapshot still reads the old table, so it must stay where it is:
+    // the level moves to a copy that takes its own chunk references.
+    rt_chunk_table *fresh = malloc(table_bytes(cap));
+    if (!fresh)
         return RT_ERR_NOMEM;
-    level->chunks = table;
-    level->table_cap = cap;
+    atomic_init(&fresh->refcount, 1);
+    fresh->cap = cap;
+    fresh->count = old ? old->count : 0;
+    for (size_t i = 0; i < fresh->count; i++) {
+        fresh->slots[i] = old->slots[i];
+        rt_chunk_retain(fresh->slots[i]);
+    }
+    rt_table_release(old);
+    level->table = fresh;
     return RT_OK;
 }
 
@@ -71,32 +114,32 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
     int status = grow_table(level, needed);
     if (status != RT_OK)
         return status;
+    rt_chunk_table *table = level->table;
 
-    // Chunks that already exist and will be written must be private. Only
-    // the chunk holding first_written can be shared in practice (snapshots
-    // share full chunks, which are never written again), but checking the
-    // whole range keeps the invariant local to this function.
+    // Only the chunk holding first_written can be shared in practice (see
+    // level.h), but checking the whole written range keeps the invariant
+    // local to this function.
     size_t first_chunk = (size_t)(first_written / chunk_cap);
-    size_t existing_end = level->chunk_count < needed ? level->chunk_count : needed;
+    size_t existing_end = table->count < needed ? table->count : needed;
     for (size_t c = first_chunk; c < existing_end; c++) {
-        rt_chunk *shared = level->chunks[c];
-        if (atomic_load_explicit(&shared->refcount, memory_order_acquire) == 1)
+        rt_chunk *shared = table->slots[c];
+        if (!is_shared(&shared->refcount))
             continue;
         rt_chunk *copy = rt_chunk_alloc(chunk_cap);
         if (!copy)
             return RT_ERR_NOMEM;
         memcpy(copy->nodes, shared->nodes, (size_t)chunk_cap * 32u);
-        level->chunks[c] = copy;
+        table->slots[c] = copy;
         rt_chunk_release(shared);
     }
     // New chunks are installed as they are allocated: a failure part way
     // leaves spare chunks beyond `len`, which hold no visible data and are
     // reused by the next insert.
-    while (level->chunk_count < needed) {
+    while (table->count < needed) {
         rt_chunk *fresh = rt_chunk_alloc(chunk_cap);
         if (!fresh)
             return RT_ERR_NOMEM;
-        level->chunks[level->chunk_count++] = fresh;
+        table->slots[table->count++] = fresh;
     }
     return RT_OK;
 }

@@ -4,11 +4,19 @@
  * A level is a table of pointers to fixed-size, refcounted chunks of 32-byte
  * nodes. A chunk holds a whole number of sibling groups (its capacity is a
  * multiple of the arity), so every parent's children are contiguous in
- * memory and the hash kernels read them straight from storage. Chunks are
- * refcounted so that snapshots can share them: a chunk whose refcount is
- * above one is never written; the writer copies it first (copy on write).
- * Appending only ever allocates new chunks and grows the pointer table
- * geometrically, so existing full chunks are never copied.
+ * memory and the hash kernels read them straight from storage.
+ *
+ * Sharing. Only the last node of a level is ever rewritten (a later insert
+ * can only change the group it belongs to), so every chunk before the one
+ * holding a level's last node is immutable forever. A snapshot therefore
+ * keeps a reference to the level's table (reading only those immutable
+ * slots) plus a reference to the chunk holding the last node. The writer
+ * obeys two rules that make this safe without copying anything up front:
+ *  - a chunk whose refcount is above one is copied before it is written
+ *    (copy on write), and
+ *  - a table whose refcount is above one is never reallocated in place: it
+ *    is copied into a new table when it must grow.
+ * Appending never copies existing full chunks; tables grow geometrically.
  */
 #ifndef RT_LEVEL_H
 #define RT_LEVEL_H
@@ -28,11 +36,16 @@ typedef struct rt_chunk {
     uint8_t nodes[];
 } rt_chunk;
 
+typedef struct rt_chunk_table {
+    atomic_uint refcount;
+    size_t count; /* slots installed; the table owns one reference to each */
+    size_t cap;
+    rt_chunk *slots[];
+} rt_chunk_table;
+
 typedef struct rt_level {
-    uint64_t len;        /* nodes in use */
-    size_t chunk_count;  /* chunks installed in the table */
-    size_t table_cap;    /* slots allocated in the table */
-    rt_chunk **chunks;   /* the level owns one reference to each chunk */
+    uint64_t len;          /* nodes in use */
+    rt_chunk_table *table; /* NULL until the first chunk is needed */
 } rt_level;
 
 unsigned rt_chunk_capacity(unsigned arity);
@@ -41,22 +54,25 @@ rt_chunk *rt_chunk_alloc(unsigned chunk_cap);
 void rt_chunk_retain(rt_chunk *chunk);
 void rt_chunk_release(rt_chunk *chunk);
 
+void rt_table_retain(rt_chunk_table *table);
+void rt_table_release(rt_chunk_table *table);
+
 void rt_level_init(rt_level *level);
 void rt_level_destroy(rt_level *level);
 
 static inline uint8_t *rt_level_node(const rt_level *level, uint64_t index,
                                      unsigned chunk_cap)
 {
-    return level->chunks[index / chunk_cap]->nodes + (index % chunk_cap) * 32u;
+    return level->table->slots[index / chunk_cap]->nodes + (index % chunk_cap) * 32u;
 }
 
 /*
  * Prepare `level` so that nodes [first_written, new_len) can be written:
  * every chunk covering that range exists and is exclusively owned. All
  * allocation happens here, so the writes that follow cannot fail. On
- * RT_ERR_NOMEM nothing observable changed (the table may have grown, which
- * holds no data). `len` is not updated: the caller publishes it after the
- * writes.
+ * RT_ERR_NOMEM nothing observable changed (spare chunks may have been
+ * installed past `len`, or a shared chunk replaced by an identical private
+ * copy). `len` is not updated: the caller publishes it after the writes.
  */
 int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
                      unsigned chunk_cap);

@@ -42,7 +42,8 @@ enum rt_status {
     RT_ERR_BUSY = 7,             /* pool reconfiguration refused: work is running */
     RT_ERR_UNSUPPORTED = 8,      /* SIMD kernel not supported by this CPU or build */
     RT_ERR_THREAD = 9,           /* a pthread call failed (thread creation, lock) */
-    RT_ERR_EMPTY_TREE = 10       /* the operation needs at least one leaf */
+    RT_ERR_EMPTY_TREE = 10,      /* the operation needs at least one leaf */
+    RT_ERR_INVALID_PROOF = 11    /* a proof is malformed or does not verify */
 };
 
 /* SIMD kernels for BLAKE3 parent hashing. */
@@ -138,6 +139,65 @@ int rt_tree_get_node(rt_tree *tree, unsigned level, uint64_t index, uint8_t *out
  * tree: memory is O(count / arity). RT_ERR_EMPTY_TREE for count == 0. */
 int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
                     uint8_t *root_out);
+
+/* ---- snapshots ----------------------------------------------------------- */
+
+typedef struct rt_snapshot rt_snapshot;
+
+/* An immutable view of the tree as it is now. It shares every chunk with the
+ * tree (the tree copies a chunk before writing one a snapshot still holds),
+ * costs O(depth) to take, and stays valid, unchanged, after the tree grows
+ * or is freed. Reads need no lock: any number of threads may use one
+ * snapshot at once. The caller owns *out; release it with rt_snapshot_free. */
+int rt_tree_snapshot(rt_tree *tree, rt_snapshot **out);
+void rt_snapshot_free(rt_snapshot *snap);
+void rt_snapshot_state(const rt_snapshot *snap, struct rt_tree_state *out);
+unsigned rt_snapshot_arity(const rt_snapshot *snap);
+int rt_snapshot_level_len(const rt_snapshot *snap, unsigned level, uint64_t *out);
+int rt_snapshot_get_node(const rt_snapshot *snap, unsigned level, uint64_t index,
+                         uint8_t *out);
+
+/* ---- proofs ---------------------------------------------------------------
+ * Serialized layouts (all integers little-endian), shared with the
+ * pure-Python rotortree.proofs module:
+ *
+ * inclusion proof: "RTIP" | version u8 | arity u8 | level_count u8 | 0 u8 |
+ *   leaf_index u64 | tree_size u64 | root[32] | leaf[32] |
+ *   per level: position u8 | sibling_count u8 | siblings[32 * sibling_count]
+ * consistency proof: "RTCP" | version u8 | arity u8 | level_count u8 | 0 u8 |
+ *   old_size u64 | new_size u64 | old_root[32] | new_root[32] |
+ *   per level: shared_count u8 | new_count u8 | shared hashes, new hashes
+ */
+#define RT_PROOF_VERSION 1
+#define RT_PROOF_HEADER_LEN 88
+
+/* Batch inclusion proofs in two passes so that the caller owns the output
+ * memory: rt_proofs_layout writes offsets[0..count] (proof i occupies
+ * [offsets[i], offsets[i+1]) of the output), then rt_proofs_fill writes the
+ * proofs on the pool. An index >= size gives RT_ERR_INDEX and, from
+ * layout, its position in *bad_position (may be NULL). */
+int rt_proofs_layout(const rt_snapshot *snap, const uint64_t *indices, size_t count,
+                     uint64_t *offsets, size_t *bad_position);
+int rt_proofs_fill(const rt_snapshot *snap, const uint64_t *indices, size_t count,
+                   const uint64_t *offsets, uint8_t *out);
+/* (rt_proofs_fill returns RT_ERR_INVALID_ARGUMENT, writing nothing outside
+ * each proof's slot, if an index no longer matches the layout.) */
+
+/* RT_OK if the serialized inclusion proof is well formed and its leaf,
+ * index and siblings hash to its root; RT_ERR_INVALID_PROOF otherwise. */
+int rt_verify_inclusion(const uint8_t *proof, size_t len);
+/* Every proof [offsets[i], offsets[i+1]) of `data` (data_len bytes), on
+ * the pool. RT_OK if all verify; else RT_ERR_INVALID_PROOF and the lowest
+ * failing position in *first_invalid (UINT64_MAX when all pass). */
+int rt_verify_inclusion_batch(const uint8_t *data, size_t data_len, const uint64_t *offsets,
+                              size_t count, uint64_t *first_invalid);
+
+/* Consistency proof from old_size (1..size) to the snapshot's size: its
+ * byte length, then the proof itself (out_len must equal that length). The
+ * old root in the proof is recomputed from the snapshot's nodes. */
+int rt_consistency_size(const rt_snapshot *snap, uint64_t old_size, size_t *out);
+int rt_consistency_fill(const rt_snapshot *snap, uint64_t old_size, uint8_t *out,
+                        size_t out_len);
 /* CFFI_END */
 
 #ifdef __cplusplus

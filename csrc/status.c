@@ -14,6 +14,7 @@ const char *rt_strerror(int status)
     case RT_ERR_UNSUPPORTED: return "the SIMD kernel is not supported by this CPU or build";
     case RT_ERR_THREAD: return "a thread operation failed";
     case RT_ERR_EMPTY_TREE: return "the tree is empty";
+    case RT_ERR_INVALID_PROOF: return "the proof is malformed or does not verify";
     default: return "unknown status";
     }
 }

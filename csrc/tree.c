@@ -7,6 +7,7 @@
 
 #include "level.h"
 #include "rt_internal.h"
+#include "snapshot.h"
 
 struct rt_tree {
     // Writers (inserts) take it exclusively, readers shared. Writer
@@ -34,7 +35,7 @@ typedef struct node_store {
 
 static node_store store_of_level(const rt_level *level, unsigned chunk_cap)
 {
-    node_store store = {level->chunks, NULL, chunk_cap};
+    node_store store = {level->table->slots, NULL, chunk_cap};
     return store;
 }
 
@@ -394,5 +395,84 @@ int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
     memcpy(root_out, in.flat, 32);
     free(buffers[0]);
     free(buffers[1]);
+    return RT_OK;
+}
+
+/* ---- snapshots ----------------------------------------------------------- */
+
+int rt_tree_snapshot(rt_tree *tree, rt_snapshot **out)
+{
+    if (!tree || !out)
+        return RT_ERR_INVALID_ARGUMENT;
+    pthread_rwlock_rdlock(&tree->lock);
+    unsigned level_count = tree->size ? tree->depth + 1 : 0;
+    rt_snapshot *snap = malloc(sizeof(*snap) + level_count * sizeof(rt_snapshot_level));
+    if (!snap) {
+        pthread_rwlock_unlock(&tree->lock);
+        return RT_ERR_NOMEM;
+    }
+    snap->arity = tree->arity;
+    snap->chunk_cap = tree->chunk_cap;
+    snap->depth = tree->depth;
+    snap->size = tree->size;
+    memset(snap->root, 0, sizeof(snap->root));
+    if (tree->size)
+        copy_root(tree, snap->root);
+    // Readers may run concurrently with this (shared lock), so only
+    // refcounts change here, atomically; the writer is excluded.
+    for (unsigned l = 0; l < level_count; l++) {
+        const rt_level *level = &tree->levels[l];
+        rt_snapshot_level *shared = &snap->levels[l];
+        shared->len = level->len;
+        shared->table = level->table;
+        shared->tail_slot = (size_t)((level->len - 1) / tree->chunk_cap);
+        shared->tail = level->table->slots[shared->tail_slot];
+        rt_table_retain(shared->table);
+        rt_chunk_retain(shared->tail);
+    }
+    pthread_rwlock_unlock(&tree->lock);
+    *out = snap;
+    return RT_OK;
+}
+
+void rt_snapshot_free(rt_snapshot *snap)
+{
+    if (!snap)
+        return;
+    unsigned level_count = snap->size ? snap->depth + 1 : 0;
+    for (unsigned l = 0; l < level_count; l++) {
+        rt_chunk_release(snap->levels[l].tail);
+        rt_table_release(snap->levels[l].table);
+    }
+    free(snap);
+}
+
+void rt_snapshot_state(const rt_snapshot *snap, struct rt_tree_state *out)
+{
+    out->size = snap->size;
+    out->depth = snap->depth;
+    out->has_root = snap->size > 0;
+    memcpy(out->root, snap->root, sizeof(out->root));
+}
+
+unsigned rt_snapshot_arity(const rt_snapshot *snap)
+{
+    return snap->arity;
+}
+
+int rt_snapshot_level_len(const rt_snapshot *snap, unsigned level, uint64_t *out)
+{
+    if (level > snap->depth)
+        return RT_ERR_INDEX;
+    *out = snap->size ? snap->levels[level].len : 0;
+    return RT_OK;
+}
+
+int rt_snapshot_get_node(const rt_snapshot *snap, unsigned level, uint64_t index,
+                         uint8_t *out)
+{
+    if (!snap->size || level > snap->depth || index >= snap->levels[level].len)
+        return RT_ERR_INDEX;
+    memcpy(out, rt_snapshot_node(snap, level, index), 32);
     return RT_OK;
 }

@@ -26,6 +26,7 @@ _STATUS_ERRORS: dict[int, type[errors.RotorTreeError]] = {
     lib.RT_ERR_UNSUPPORTED: errors.UnsupportedKernelError,
     lib.RT_ERR_THREAD: errors.ThreadError,
     lib.RT_ERR_EMPTY_TREE: errors.EmptyTreeError,
+    lib.RT_ERR_INVALID_PROOF: errors.InvalidProofError,
 }
 
 

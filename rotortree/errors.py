@@ -57,3 +57,8 @@ class ThreadError(RotorTreeError, builtins.RuntimeError):
 
 class OutOfMemoryError(RotorTreeError, builtins.MemoryError):
     """The C core could not allocate memory; nothing was changed."""
+
+
+class InvalidProofError(RotorTreeError, builtins.ValueError):
+    """Proof bytes or a proof dict cannot be decoded (truncated, corrupted,
+    unknown version), or a proof operation got inconsistent proofs."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ._leaves import Leaves, leaf_batch, single_leaf
 from ._native import HASH_LEN, check, ffi, lib
 from .errors import ArgumentTypeError, InvalidArgumentError, NodeIndexError
+
+if TYPE_CHECKING:
+    from .proofs import ConsistencyProof, InclusionProof
+    from .snapshot import ProofBatch, Snapshot
 
 _U64_MAX = (1 << 64) - 1
 
@@ -132,6 +136,28 @@ class LeanIMT:
             raise NodeIndexError(f"node ({level}, {index}) out of range")
         check(status, "get_node")
         return ffi.buffer(out)[:]
+
+    # -- snapshots and proofs -------------------------------------------------
+
+    def snapshot(self) -> "Snapshot":
+        """An immutable view of the tree now; O(depth), shares storage."""
+        from .snapshot import Snapshot
+
+        out = ffi.new("rt_snapshot **")
+        check(lib.rt_tree_snapshot(self._tree, out), "snapshot")
+        return Snapshot(out[0])
+
+    def generate_proof(self, index: int) -> "InclusionProof":
+        """Inclusion proof of leaf ``index`` against the current root."""
+        return self.snapshot().generate_proof(index)
+
+    def generate_proofs(self, indices: Any) -> "ProofBatch":
+        """Inclusion proofs of many leaves against the current root."""
+        return self.snapshot().generate_proofs(indices)
+
+    def generate_consistency_proof(self, old_size: int, old_root: bytes) -> "ConsistencyProof":
+        """Proof that the tree at ``old_size`` (root ``old_root``) is a prefix of this one."""
+        return self.snapshot().generate_consistency_proof(old_size, old_root)
 
     def __repr__(self) -> str:
         state = self._state()

@@ -1,0 +1,318 @@
+"""Snapshots of a tree, and proofs generated from them."""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union, overload
+
+from ._native import check, ffi, lib, raise_status
+from .errors import (
+    ArgumentTypeError,
+    EmptyTreeError,
+    InvalidArgumentError,
+    InvalidProofError,
+    NodeIndexError,
+)
+from .proofs import ConsistencyProof, InclusionProof
+
+_U64_MAX = (1 << 64) - 1
+_BATCH_MAGIC = b"RTPB"
+_BATCH_VERSION = 1
+_BATCH_HEADER = struct.Struct("<4sB3xQ")
+# Formats of 8-byte integers numpy and array use; read in place as uint64
+# (a negative int64 becomes a huge index and is reported as out of range).
+_U64_FORMATS = frozenset({"Q", "L", "q", "l", "<Q", "<q", "=Q", "=q"})
+
+
+def _int_arg(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+    return value
+
+
+def _index_buffer(indices: Any) -> Any:
+    """A C-readable array of uint64 indices; zero-copy for 8-byte int arrays."""
+    if isinstance(indices, (str, bytes, bytearray)):
+        raise ArgumentTypeError(
+            f"indices must be an iterable of ints, not {type(indices).__name__}"
+        )
+    try:
+        view = memoryview(indices)
+    except TypeError:
+        view = None
+    if view is not None:
+        if view.ndim != 1:
+            raise InvalidArgumentError(f"indices must be 1-D, got {view.ndim}-D")
+        if view.format in _U64_FORMATS and view.itemsize == 8 and view.c_contiguous:
+            return ffi.from_buffer("uint64_t[]", indices), len(view)
+        if not view.format.lstrip("<=@").lower() in ("b", "h", "i", "l", "q", "n"):
+            raise ArgumentTypeError(f"indices must be integers, got format {view.format!r}")
+        values: Iterable[Any] = view.tolist()
+    else:
+        try:
+            values = iter(indices)
+        except TypeError:
+            raise ArgumentTypeError(
+                f"indices must be an iterable of ints, not {type(indices).__name__}"
+            ) from None
+    converted = array("Q")
+    for position, value in enumerate(values):
+        value = _int_arg(f"index at position {position}", value)
+        if not 0 <= value <= _U64_MAX:
+            raise NodeIndexError(f"index {value} at position {position} out of range")
+        converted.append(value)
+    return ffi.from_buffer("uint64_t[]", converted) if converted else ffi.NULL, len(converted)
+
+
+class Snapshot:
+    """An immutable view of a tree at one moment.
+
+    It shares storage with the tree (copy on write), costs O(depth) to take,
+    never changes when the tree grows, and may be read from any number of
+    threads while others insert. Memory is freed when it is dropped.
+    """
+
+    __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "__weakref__")
+
+    def __init__(self, handle: Any) -> None:
+        self._snap = ffi.gc(handle, lib.rt_snapshot_free)
+        state = ffi.new("struct rt_tree_state *")
+        lib.rt_snapshot_state(self._snap, state)
+        self._size = int(state.size)
+        self._depth = int(state.depth)
+        self._root = ffi.buffer(state.root)[:] if state.has_root else None
+        self._arity = int(lib.rt_snapshot_arity(self._snap))
+
+    @property
+    def root(self) -> Optional[bytes]:
+        return self._root
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def arity(self) -> int:
+        return self._arity
+
+    def level_len(self, level: int) -> int:
+        level = _int_arg("level", level)
+        out = ffi.new("uint64_t *")
+        if not 0 <= level <= self._depth:
+            raise NodeIndexError(f"level {level} out of range for depth {self._depth}")
+        check(lib.rt_snapshot_level_len(self._snap, level, out), "level_len")
+        return int(out[0])
+
+    def get_node(self, level: int, index: int) -> bytes:
+        level = _int_arg("level", level)
+        index = _int_arg("index", index)
+        if not 0 <= level <= self._depth or not 0 <= index <= _U64_MAX:
+            raise NodeIndexError(f"node ({level}, {index}) out of range")
+        out = ffi.new("uint8_t[32]")
+        status = lib.rt_snapshot_get_node(self._snap, level, index, out)
+        if status == lib.RT_ERR_INDEX:
+            raise NodeIndexError(f"node ({level}, {index}) out of range")
+        check(status, "get_node")
+        return ffi.buffer(out)[:]
+
+    # -- proofs ------------------------------------------------------------
+
+    def generate_proof(self, index: int) -> InclusionProof:
+        """The inclusion proof of leaf ``index``."""
+        index = _int_arg("index", index)
+        if not 0 <= index < self._size:
+            raise NodeIndexError(f"leaf index {index} out of range for size {self._size}")
+        return self.generate_proofs([index])[0]
+
+    def generate_proofs(self, indices: Union[Iterable[int], Any]) -> "ProofBatch":
+        """Inclusion proofs of many leaves in one call into C, on the pool.
+
+        ``indices`` is any iterable of ints; a 1-D array of 8-byte integers
+        (numpy uint64/int64, ``array('Q')``) is read without a copy.
+        """
+        buffer, count = _index_buffer(indices)
+        offsets = array("Q", bytes(8 * (count + 1)))
+        offsets_c = ffi.from_buffer("uint64_t[]", offsets)
+        bad = ffi.new("size_t *")
+        status = lib.rt_proofs_layout(self._snap, buffer, count, offsets_c, bad)
+        if status == lib.RT_ERR_INDEX:
+            raise NodeIndexError(
+                f"leaf index {int(buffer[bad[0]])} at position {bad[0]} out of range "
+                f"for size {self._size}"
+            )
+        check(status, "generate_proofs")
+        data = bytearray(offsets[-1])
+        if count:
+            check(lib.rt_proofs_fill(self._snap, buffer, count, offsets_c,
+                                     ffi.from_buffer("uint8_t[]", data)), "generate_proofs")
+        return ProofBatch._from_parts(data, offsets)
+
+    def generate_consistency_proof(self, old_size: int, old_root: bytes) -> ConsistencyProof:
+        """Proof that the tree of ``old_size`` leaves (root ``old_root``) is a
+        prefix of this snapshot.
+
+        Raises :class:`InvalidArgumentError` if ``old_root`` is not this
+        tree's root at ``old_size``: such a proof could never verify.
+        """
+        old_size = _int_arg("old_size", old_size)
+        if not isinstance(old_root, (bytes, bytearray, memoryview)):
+            raise ArgumentTypeError(f"old_root must be bytes, not {type(old_root).__name__}")
+        old_root = bytes(old_root)
+        if len(old_root) != 32:
+            raise InvalidArgumentError(f"old_root must be 32 bytes, got {len(old_root)}")
+        if self._size == 0:
+            raise EmptyTreeError("cannot prove consistency from an empty tree")
+        if not 1 <= old_size <= self._size:
+            raise NodeIndexError(f"old_size must be 1..{self._size}, got {old_size}")
+        length = ffi.new("size_t *")
+        check(lib.rt_consistency_size(self._snap, old_size, length), "consistency proof")
+        data = bytearray(length[0])
+        check(lib.rt_consistency_fill(self._snap, old_size, ffi.from_buffer("uint8_t[]", data),
+                                      len(data)), "consistency proof")
+        proof = ConsistencyProof.from_bytes(data)
+        if proof.old_root != old_root:
+            raise InvalidArgumentError(
+                f"old_root {old_root.hex()} is not this tree's root at size {old_size} "
+                f"({proof.old_root.hex()})"
+            )
+        return proof
+
+    def __repr__(self) -> str:
+        root = self._root.hex() if self._root else None
+        return f"Snapshot(arity={self._arity}, size={self._size}, root={root})"
+
+
+class ProofBatch(Sequence[InclusionProof]):
+    """Many inclusion proofs in one compact buffer.
+
+    Proofs are materialised as :class:`InclusionProof` objects only when
+    accessed; :meth:`verify` checks them all in C, in parallel.
+    """
+
+    __slots__ = ("_data", "_offsets")
+
+    def __init__(self) -> None:
+        raise TypeError("ProofBatch objects come from Snapshot.generate_proofs or from_bytes")
+
+    @classmethod
+    def _from_parts(cls, data: Union[bytes, bytearray], offsets: "array[int]") -> "ProofBatch":
+        batch = object.__new__(cls)
+        batch._data = data
+        batch._offsets = offsets
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    @overload
+    def __getitem__(self, item: int) -> InclusionProof: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> List[InclusionProof]: ...
+
+    def __getitem__(self, item: Union[int, slice]) -> Any:
+        if isinstance(item, slice):
+            return [self[i] for i in range(*item.indices(len(self)))]
+        index = _int_arg("index", item)
+        count = len(self)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise NodeIndexError(f"proof {item} out of range for a batch of {count}")
+        return InclusionProof.from_bytes(self.proof_bytes(index))
+
+    def __iter__(self) -> Iterator[InclusionProof]:
+        for index in range(len(self)):
+            yield InclusionProof.from_bytes(self.proof_bytes(index))
+
+    def proof_bytes(self, index: int) -> bytes:
+        """The serialized bytes of proof ``index`` (no object is built)."""
+        return bytes(self._data[self._offsets[index]: self._offsets[index + 1]])
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._data)
+
+    def verify(self) -> bool:
+        """True if every proof in the batch verifies (in C, on the pool)."""
+        return self.first_invalid() is None
+
+    def first_invalid(self) -> Optional[int]:
+        """Position of the first proof that does not verify, or None."""
+        count = len(self)
+        if count == 0:
+            return None
+        first = ffi.new("uint64_t *")
+        status = lib.rt_verify_inclusion_batch(
+            ffi.from_buffer("uint8_t[]", self._data), len(self._data),
+            ffi.from_buffer("uint64_t[]", self._offsets), count, first)
+        if status == lib.RT_OK:
+            return None
+        if status == lib.RT_ERR_INVALID_PROOF:
+            return int(first[0])
+        raise_status(status, "verify")
+
+    def to_bytes(self) -> bytes:
+        """``RTPB`` | version u8 | 3 zero bytes | count u64 | the proofs back to back."""
+        return _BATCH_HEADER.pack(_BATCH_MAGIC, _BATCH_VERSION, len(self)) + bytes(self._data)
+
+    @classmethod
+    def from_bytes(cls, data: Union[bytes, bytearray, memoryview]) -> "ProofBatch":
+        """Parse :meth:`to_bytes` output; structure is checked, not validity."""
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError:
+            raise ArgumentTypeError(f"expected bytes-like, not {type(data).__name__}") from None
+        if len(view) < _BATCH_HEADER.size:
+            raise InvalidProofError("proof batch truncated: no header")
+        magic, version, count = _BATCH_HEADER.unpack_from(view)
+        if magic != _BATCH_MAGIC or view[5:8].tobytes() != b"\0\0\0":
+            raise InvalidProofError("not a proof batch (bad magic or reserved bytes)")
+        if version != _BATCH_VERSION:
+            raise InvalidProofError(f"unsupported proof batch version {version}")
+        body = view[_BATCH_HEADER.size:]
+        offsets = array("Q", [0])
+        at = 0
+        for position in range(count):
+            try:
+                at += _inclusion_length(body, at)
+            except InvalidProofError as error:
+                raise InvalidProofError(f"proof {position}: {error}") from None
+            offsets.append(at)
+        if at != len(body):
+            raise InvalidProofError(f"{len(body) - at} trailing bytes after {count} proofs")
+        return cls._from_parts(body.tobytes(), offsets)
+
+    def __repr__(self) -> str:
+        return f"<ProofBatch of {len(self)} proofs, {self.nbytes} bytes>"
+
+
+def _inclusion_length(view: memoryview, at: int) -> int:
+    """Byte length of the serialized inclusion proof starting at ``at``."""
+    header = 88
+    if len(view) - at < header:
+        raise InvalidProofError("truncated inclusion proof header")
+    level_count = view[at + 6]
+    length = header
+    for _ in range(level_count):
+        if len(view) - at < length + 2:
+            raise InvalidProofError("truncated inclusion proof level")
+        length += 2 + 32 * view[at + length + 1]
+    if len(view) - at < length:
+        raise InvalidProofError("truncated inclusion proof siblings")
+    return length
+
+
+def verify_proofs(batch: ProofBatch) -> bool:
+    """True if every proof in ``batch`` verifies (in C, in parallel)."""
+    if not isinstance(batch, ProofBatch):
+        raise ArgumentTypeError(f"expected a ProofBatch, not {type(batch).__name__}")
+    return batch.verify()
