@@ -1,21 +1,25 @@
 """rotortree: an n-ary Lean Incremental Merkle Tree over BLAKE3 with a C core.
 
-Roots are bit-identical to the Rust crate ``rotortree`` 0.15.
+Roots and proofs are bit-identical to the Rust crate ``rotortree`` 0.15.
+
+Proof verification (:mod:`rotortree.proofs`) is pure Python on top of the
+``blake3`` package, so a light client can verify proofs even where the
+compiled core is unavailable: then only the proof classes and errors are
+importable, and touching a tree raises an ImportError that says why.
 """
 
 from __future__ import annotations
 
 import atexit as _atexit
+from typing import Any
 
-from . import config as _config
-from ._native import HASH_LEN, lib as _lib
-from .config import available_cpus, configure, pool_info, pool_stats
 from .errors import (
     ArgumentTypeError,
     EmptyBatchError,
     EmptyTreeError,
     InvalidArgumentError,
     InvalidLeafError,
+    InvalidProofError,
     MaxDepthExceededError,
     NodeIndexError,
     OutOfMemoryError,
@@ -24,29 +28,56 @@ from .errors import (
     ThreadError,
     UnsupportedKernelError,
 )
-from .tree import LeanIMT, compute_root
+from .proofs import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
 
 __version__ = "0.1.0"
+HASH_LEN = 32
 
-_config.apply_environment()
-# Workers are joined at exit so the process does not end while they run C
-# code; if another thread is still hashing, the OS reaps them instead.
-_atexit.register(_lib.rt_pool_shutdown)
+_NATIVE_NAMES = (
+    "LeanIMT", "Snapshot", "ProofBatch", "compute_root", "verify_proofs",
+    "configure", "pool_info", "pool_stats", "available_cpus",
+)
+
+try:
+    from ._native import lib as _lib
+except ImportError as _error:  # the compiled core is missing: light client mode
+    _native_import_error: Any = _error
+else:
+    _native_import_error = None
+    from . import config as _config
+    from .config import available_cpus, configure, pool_info, pool_stats
+    from .snapshot import ProofBatch, Snapshot, verify_proofs
+    from .tree import LeanIMT, compute_root
+
+    _config.apply_environment()
+    # Workers are joined at exit so the process does not end while they run
+    # C code; if another thread is still hashing, the OS reaps them instead.
+    _atexit.register(_lib.rt_pool_shutdown)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NATIVE_NAMES and _native_import_error is not None:
+        raise ImportError(
+            f"rotortree.{name} needs the compiled C core, which failed to import "
+            f"({_native_import_error}); only proof verification is available"
+        )
+    raise AttributeError(f"module 'rotortree' has no attribute {name!r}")
+
 
 __all__ = [
     "HASH_LEN",
-    "LeanIMT",
-    "compute_root",
-    "configure",
-    "pool_info",
-    "pool_stats",
-    "available_cpus",
+    *_NATIVE_NAMES,
+    "InclusionProof",
+    "ConsistencyProof",
+    "ProofLevel",
+    "ConsistencyLevel",
     "RotorTreeError",
     "ArgumentTypeError",
     "EmptyBatchError",
     "EmptyTreeError",
     "InvalidArgumentError",
     "InvalidLeafError",
+    "InvalidProofError",
     "MaxDepthExceededError",
     "NodeIndexError",
     "OutOfMemoryError",
