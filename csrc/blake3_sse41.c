@@ -1,8 +1,10 @@
 /*
  * BLAKE3 with SSE4.1, written from the BLAKE3 specification.
  *
- * rt_compress_sse41: one compression, the 4x4 state held as four rows; the
- * diagonal half-round rotates rows b, c, d so diagonals line up as columns.
+ * rt_compress_sse41: one compression, the 4x4 state held as four rows; for
+ * the diagonal half-round rows a, c, d are rotated so diagonals line up as
+ * columns. Its compressions form one dependency chain, so it is tuned for
+ * latency rather than throughput.
  *
  * rt_hash_parents_sse41: four LeanIMT parents at once, one per 32-bit lane.
  * All parents of a call share an arity, so every lane has the same message
@@ -73,29 +75,47 @@ SSE41_INLINE __m128i set1_u32(uint32_t x) { return _mm_set1_epi32((int)x); }
 SSE41_INLINE void mix_rows(__m128i *a, __m128i *b, __m128i *c, __m128i *d,
                            __m128i x, __m128i y)
 {
-    *a = add32(add32(*a, *b), x);
+    /* b is the value computed last, so it is added last; the empty asm
+     * stops GCC from reassociating to (b + x) + a, which puts two additions
+     * after b on the critical path instead of one. */
+    __m128i a_x = add32(*a, x);
+    __asm__("" : "+x"(a_x));
+    *a = add32(a_x, *b);
     *d = rotr16(xor128(*d, *a));
     *c = add32(*c, *d);
     *b = rotr12(xor128(*b, *c));
-    *a = add32(add32(*a, *b), y);
+    __m128i a_y = add32(*a, y);
+    __asm__("" : "+x"(a_y));
+    *a = add32(a_y, *b);
     *d = rotr8(xor128(*d, *a));
     *c = add32(*c, *d);
     *b = rotr7(xor128(*b, *c));
 }
 
-/* Lane i of each row then holds the state word of diagonal G function i. */
-SSE41_INLINE void diagonalize(__m128i *b, __m128i *c, __m128i *d)
+/*
+ * Line the diagonals up as columns by rotating rows a, c and d rather than
+ * the usual b, c and d: b is the last value each G function produces, so
+ * shuffling it would put a shuffle on the critical path. Afterwards lane i
+ * holds diagonal G function i-1: (a[i-1], b[i], c[i+1], d[i+2]).
+ */
+SSE41_INLINE void diagonalize(__m128i *a, __m128i *c, __m128i *d)
 {
-    *b = _mm_shuffle_epi32(*b, _MM_SHUFFLE(0, 3, 2, 1));
-    *c = _mm_shuffle_epi32(*c, _MM_SHUFFLE(1, 0, 3, 2));
-    *d = _mm_shuffle_epi32(*d, _MM_SHUFFLE(2, 1, 0, 3));
+    *a = _mm_shuffle_epi32(*a, _MM_SHUFFLE(2, 1, 0, 3));
+    *c = _mm_shuffle_epi32(*c, _MM_SHUFFLE(0, 3, 2, 1));
+    *d = _mm_shuffle_epi32(*d, _MM_SHUFFLE(1, 0, 3, 2));
 }
 
-SSE41_INLINE void undiagonalize(__m128i *b, __m128i *c, __m128i *d)
+SSE41_INLINE void undiagonalize(__m128i *a, __m128i *c, __m128i *d)
 {
-    *b = _mm_shuffle_epi32(*b, _MM_SHUFFLE(2, 1, 0, 3));
-    *c = _mm_shuffle_epi32(*c, _MM_SHUFFLE(1, 0, 3, 2));
-    *d = _mm_shuffle_epi32(*d, _MM_SHUFFLE(0, 3, 2, 1));
+    *a = _mm_shuffle_epi32(*a, _MM_SHUFFLE(0, 3, 2, 1));
+    *c = _mm_shuffle_epi32(*c, _MM_SHUFFLE(2, 1, 0, 3));
+    *d = _mm_shuffle_epi32(*d, _MM_SHUFFLE(1, 0, 3, 2));
+}
+
+/* Diagonal G function i-1 runs in lane i: its message words move up a lane. */
+SSE41_INLINE __m128i diagonal_message(__m128i words)
+{
+    return _mm_shuffle_epi32(words, _MM_SHUFFLE(2, 1, 0, 3));
 }
 
 /*
@@ -151,9 +171,10 @@ SSE41 void rt_compress_sse41(uint32_t cv[8], const uint8_t block[64],
 
     for (int round = 0; round < 7; round++) {
         mix_rows(&a, &b, &c, &d, first, second);
-        diagonalize(&b, &c, &d);
-        mix_rows(&a, &b, &c, &d, third, fourth);
-        undiagonalize(&b, &c, &d);
+        diagonalize(&a, &c, &d);
+        mix_rows(&a, &b, &c, &d, diagonal_message(third),
+                 diagonal_message(fourth));
+        undiagonalize(&a, &c, &d);
         if (round < 6)
             permute_message(&first, &second, &third, &fourth);
     }
@@ -164,52 +185,78 @@ SSE41 void rt_compress_sse41(uint32_t cv[8], const uint8_t block[64],
 
 /* ---- four messages at once, one per lane ---------------------------------- */
 
-/* Message word order per round: the spec's permutation applied r times. */
-static const uint8_t schedule[7][16] = {
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8},
-    {3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1},
-    {10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6},
-    {12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4},
-    {9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7},
-    {11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13},
-};
+/*
+ * The compression function, four lanes, as inline assembly for the reason
+ * given in blake3_avx2.c (GCC spills state on the critical path): the state
+ * lives in xmm0..xmm15 as v0..v15 and only v8 goes to memory, while the four
+ * rotations by 12 or 7 borrow its register. Each half round runs four G
+ * functions side by side, one step across all four before the next:
+ *   a += m[x] + b;  d = (d ^ a) >>> 16;  c += d;  b = (b ^ c) >>> 12;
+ *   a += m[y] + b;  d = (d ^ a) >>> 8;   c += d;  b = (b ^ c) >>> 7.
+ * Message words are (aligned) memory operands: m[w] at w*16 from %[msg].
+ */
+#define XMM(r) "%%xmm" #r
+#define INSN2(op, src, dst) op " " src ", " dst "\n\t"
 
-/* Four G functions side by side, each step across all four before the next
- * so independent work is adjacent. diagonal=0 mixes columns (i, 4+i, 8+i,
- * 12+i); diagonal=1 mixes (i, 4+(i+1)%4, 8+(i+2)%4, 12+(i+3)%4). */
-SSE41_INLINE void mix_four(__m128i v[16], int diagonal, const __m128i m[16],
-                           const uint8_t *s)
-{
-    int b[4], c[4], d[4];
-    for (int i = 0; i < 4; i++) {
-        b[i] = 4 + (i + diagonal) % 4;
-        c[i] = 8 + (i + 2 * diagonal) % 4;
-        d[i] = 12 + (i + 3 * diagonal) % 4;
-    }
-    for (int i = 0; i < 4; i++)
-        v[i] = add32(add32(v[i], v[b[i]]), m[s[2 * i]]);
-    for (int i = 0; i < 4; i++)
-        v[d[i]] = rotr16(xor128(v[d[i]], v[i]));
-    for (int i = 0; i < 4; i++)
-        v[c[i]] = add32(v[c[i]], v[d[i]]);
-    for (int i = 0; i < 4; i++)
-        v[b[i]] = rotr12(xor128(v[b[i]], v[c[i]]));
-    for (int i = 0; i < 4; i++)
-        v[i] = add32(add32(v[i], v[b[i]]), m[s[2 * i + 1]]);
-    for (int i = 0; i < 4; i++)
-        v[d[i]] = rotr8(xor128(v[d[i]], v[i]));
-    for (int i = 0; i < 4; i++)
-        v[c[i]] = add32(v[c[i]], v[d[i]]);
-    for (int i = 0; i < 4; i++)
-        v[b[i]] = rotr7(xor128(v[b[i]], v[c[i]]));
-}
+#define ADD_MESSAGE(a, b, w)                                                   \
+    INSN2("paddd", #w "*16(%[msg])", XMM(a)) INSN2("paddd", XMM(b), XMM(a))
+#define XOR_ROTATE_BYTES(d, a, mask)                                           \
+    INSN2("pxor", XMM(a), XMM(d)) INSN2("pshufb", mask, XMM(d))
+#define ADD(c, d) INSN2("paddd", XMM(d), XMM(c))
+#define XOR(b, c) INSN2("pxor", XMM(c), XMM(b))
+/* b = b >>> n, with xmm8 (v8 spilled) as the temporary. */
+#define ROTATE_SHIFTS(b, n)                                                    \
+    INSN2("movdqa", XMM(b), "%%xmm8")                                          \
+    INSN2("psrld", "$" #n, "%%xmm8")                                           \
+    INSN2("pslld", "$(32-" #n ")", XMM(b))                                     \
+    INSN2("por", "%%xmm8", XMM(b))
+#define SPILL_V8 "movdqa %%xmm8, %[spill]\n\t"
+#define RELOAD_V8 "movdqa %[spill], %%xmm8\n\t"
 
-/* m[w] holds message word w of every lane; cv likewise. Counter, length and
- * flags are shared by all lanes. */
-SSE41_INLINE void compress_lanes(__m128i cv[8], const __m128i m[16],
-                                 uint64_t counter, uint32_t block_len,
-                                 uint32_t flags)
+#define HALF_ROUND(a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, \
+                   d3, x0, y0, x1, y1, x2, y2, x3, y3)                         \
+    ADD_MESSAGE(a0, b0, x0) ADD_MESSAGE(a1, b1, x1)                            \
+    ADD_MESSAGE(a2, b2, x2) ADD_MESSAGE(a3, b3, x3)                            \
+    XOR_ROTATE_BYTES(d0, a0, "%[rot16]") XOR_ROTATE_BYTES(d1, a1, "%[rot16]")  \
+    XOR_ROTATE_BYTES(d2, a2, "%[rot16]") XOR_ROTATE_BYTES(d3, a3, "%[rot16]")  \
+    RELOAD_V8                                                                  \
+    ADD(c0, d0) ADD(c1, d1) ADD(c2, d2) ADD(c3, d3)                            \
+    XOR(b0, c0) XOR(b1, c1) XOR(b2, c2) XOR(b3, c3)                            \
+    SPILL_V8                                                                   \
+    ROTATE_SHIFTS(b0, 12) ROTATE_SHIFTS(b1, 12)                                \
+    ROTATE_SHIFTS(b2, 12) ROTATE_SHIFTS(b3, 12)                                \
+    ADD_MESSAGE(a0, b0, y0) ADD_MESSAGE(a1, b1, y1)                            \
+    ADD_MESSAGE(a2, b2, y2) ADD_MESSAGE(a3, b3, y3)                            \
+    XOR_ROTATE_BYTES(d0, a0, "%[rot8]") XOR_ROTATE_BYTES(d1, a1, "%[rot8]")    \
+    XOR_ROTATE_BYTES(d2, a2, "%[rot8]") XOR_ROTATE_BYTES(d3, a3, "%[rot8]")    \
+    RELOAD_V8                                                                  \
+    ADD(c0, d0) ADD(c1, d1) ADD(c2, d2) ADD(c3, d3)                            \
+    XOR(b0, c0) XOR(b1, c1) XOR(b2, c2) XOR(b3, c3)                            \
+    SPILL_V8                                                                   \
+    ROTATE_SHIFTS(b0, 7) ROTATE_SHIFTS(b1, 7)                                  \
+    ROTATE_SHIFTS(b2, 7) ROTATE_SHIFTS(b3, 7)
+
+/* One round with message schedule s0..s15: the spec's permutation
+ * {2,6,3,10,7,0,4,13,1,11,12,5,9,14,15,8} applied r times for round r.
+ * Columns (i, 4+i, 8+i, 12+i), then diagonals (i, 4+(i+1)%4, 8+(i+2)%4,
+ * 12+(i+3)%4). */
+#define ROUND(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, \
+              s15)                                                             \
+    HALF_ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, s0, s1,   \
+               s2, s3, s4, s5, s6, s7)                                         \
+    HALF_ROUND(0, 1, 2, 3, 5, 6, 7, 4, 10, 11, 8, 9, 15, 12, 13, 14, s8, s9,   \
+               s10, s11, s12, s13, s14, s15)
+
+static const uint8_t rotate16_mask[16] __attribute__((aligned(16))) = {
+    2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
+static const uint8_t rotate8_mask[16] __attribute__((aligned(16))) = {
+    1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12};
+
+/* m[w] holds message word w of every lane; cv likewise, updated in place.
+ * Counter, length and flags are shared by all lanes. */
+static __attribute__((noinline)) SSE41 void
+compress_lanes(__m128i cv[8], const __m128i m[16], uint64_t counter,
+               uint32_t block_len, uint32_t flags)
 {
     __m128i v[16];
     for (int i = 0; i < 8; i++)
@@ -221,16 +268,70 @@ SSE41_INLINE void compress_lanes(__m128i cv[8], const __m128i m[16],
     v[14] = set1_u32(block_len);
     v[15] = set1_u32(flags);
 
-    /* Fully unrolled so every schedule lookup is a constant. */
-#pragma GCC unroll 7
-    for (int round = 0; round < 7; round++) {
-        mix_four(v, 0, m, schedule[round]);
-        mix_four(v, 1, m, schedule[round] + 8);
-    }
+    __m128i spill;
+    __asm__(
+        "movdqa 0*16(%[v]), %%xmm0\n\t"
+        "movdqa 1*16(%[v]), %%xmm1\n\t"
+        "movdqa 2*16(%[v]), %%xmm2\n\t"
+        "movdqa 3*16(%[v]), %%xmm3\n\t"
+        "movdqa 4*16(%[v]), %%xmm4\n\t"
+        "movdqa 5*16(%[v]), %%xmm5\n\t"
+        "movdqa 6*16(%[v]), %%xmm6\n\t"
+        "movdqa 7*16(%[v]), %%xmm7\n\t"
+        "movdqa 8*16(%[v]), %%xmm8\n\t"
+        "movdqa 9*16(%[v]), %%xmm9\n\t"
+        "movdqa 10*16(%[v]), %%xmm10\n\t"
+        "movdqa 11*16(%[v]), %%xmm11\n\t"
+        "movdqa 12*16(%[v]), %%xmm12\n\t"
+        "movdqa 13*16(%[v]), %%xmm13\n\t"
+        "movdqa 14*16(%[v]), %%xmm14\n\t"
+        "movdqa 15*16(%[v]), %%xmm15\n\t"
+        SPILL_V8
+        ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        ROUND(2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8)
+        ROUND(3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1)
+        ROUND(10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6)
+        ROUND(12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4)
+        ROUND(9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7)
+        ROUND(11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13)
+        "pxor %[spill], %%xmm0\n\t"
+        "pxor %%xmm9, %%xmm1\n\t"
+        "pxor %%xmm10, %%xmm2\n\t"
+        "pxor %%xmm11, %%xmm3\n\t"
+        "pxor %%xmm12, %%xmm4\n\t"
+        "pxor %%xmm13, %%xmm5\n\t"
+        "pxor %%xmm14, %%xmm6\n\t"
+        "pxor %%xmm15, %%xmm7\n\t"
+        "movdqa %%xmm0, 0*16(%[v])\n\t"
+        "movdqa %%xmm1, 1*16(%[v])\n\t"
+        "movdqa %%xmm2, 2*16(%[v])\n\t"
+        "movdqa %%xmm3, 3*16(%[v])\n\t"
+        "movdqa %%xmm4, 4*16(%[v])\n\t"
+        "movdqa %%xmm5, 5*16(%[v])\n\t"
+        "movdqa %%xmm6, 6*16(%[v])\n\t"
+        "movdqa %%xmm7, 7*16(%[v])\n\t"
+        : [spill] "=m"(spill)
+        : [v] "r"(v), [msg] "r"(m), [rot16] "m"(rotate16_mask),
+          [rot8] "m"(rotate8_mask)
+        : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
+          "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14",
+          "xmm15");
 
     for (int i = 0; i < 8; i++)
-        cv[i] = xor128(v[i], v[i + 8]);
+        cv[i] = v[i];
 }
+
+#undef ROUND
+#undef HALF_ROUND
+#undef RELOAD_V8
+#undef SPILL_V8
+#undef ROTATE_SHIFTS
+#undef XOR
+#undef ADD
+#undef XOR_ROTATE_BYTES
+#undef ADD_MESSAGE
+#undef INSN2
+#undef XMM
 
 /* rows[k] = four consecutive words of lane k -> cols[j] = word j of every
  * lane. Its own inverse. */
@@ -315,11 +416,21 @@ SSE41_INLINE void set_iv_lanes(__m128i cv[8])
         cv[i] = set1_u32(rt_blake3_iv[i]);
 }
 
+/* Four parents hashed together, one per lane. */
+struct lane_group {
+    const uint8_t *children[LANES];
+    uint8_t *out[LANES];
+    /* The next group's children, or NULL: with arity >= 16 each lane reads a
+     * short run of its own, too short for the hardware prefetcher to lock
+     * on to, so the group ahead is prefetched a block at a time. */
+    const uint8_t *const *upcoming;
+};
+
 /* Chaining values of chunk `chunk` of every lane. is_root: this chunk is the
  * whole message. */
-SSE41_INLINE void chunk_lanes(const uint8_t *const lane_children[LANES],
-                              unsigned arity, size_t message_len, size_t chunk,
-                              int is_root, __m128i cv[8])
+SSE41_INLINE void chunk_lanes(const struct lane_group *group, unsigned arity,
+                              size_t message_len, size_t chunk, int is_root,
+                              __m128i cv[8])
 {
     size_t total_blocks = (message_len + 63) / 64;
     size_t first = chunk * (RT_BLAKE3_CHUNK_LEN / 64);
@@ -341,7 +452,11 @@ SSE41_INLINE void chunk_lanes(const uint8_t *const lane_children[LANES],
             if (end == total_blocks)
                 block_len = (uint32_t)(message_len - 64 * block);
         }
-        load_message_lanes(lane_children, arity, block, message_len, m);
+        if (group->upcoming != NULL)
+            for (int k = 0; k < LANES; k++)
+                _mm_prefetch((const char *)group->upcoming[k] + 64 * block,
+                             _MM_HINT_T0);
+        load_message_lanes(group->children, arity, block, message_len, m);
         compress_lanes(cv, m, chunk, block_len, flags);
     }
 }
@@ -358,62 +473,84 @@ SSE41_INLINE void parent_lanes(const __m128i left[8], const __m128i right[8],
     compress_lanes(cv, m, 0, 64, RT_FLAG_PARENT | flags);
 }
 
-/* One parent per lane; messages up to 8162 bytes, i.e. at most 8 chunks, so
- * the subtree stack needs at most 4 entries. */
-static SSE41 void parents_lanes(const uint8_t *const lane_children[LANES],
-                                unsigned arity, uint8_t *const lane_out[LANES])
+/* Messages are at most 8162 bytes, i.e. 8 chunks, so the stack of completed
+ * subtrees needs at most 4 entries. */
+static SSE41 void parents_lanes(const struct lane_group *group, unsigned arity)
 {
     size_t message_len = 2 + (size_t)arity * RT_HASH_LEN;
     size_t chunks = (message_len + RT_BLAKE3_CHUNK_LEN - 1) / RT_BLAKE3_CHUNK_LEN;
     __m128i cv[8];
 
     if (chunks == 1) {
-        chunk_lanes(lane_children, arity, message_len, 0, 1, cv);
+        chunk_lanes(group, arity, message_len, 0, 1, cv);
     } else {
         __m128i stack[4][8];
         unsigned depth = 0;
         for (size_t chunk = 0; chunk + 1 < chunks; chunk++) {
-            chunk_lanes(lane_children, arity, message_len, chunk, 0, cv);
+            chunk_lanes(group, arity, message_len, chunk, 0, cv);
             for (size_t done = chunk + 1; (done & 1) == 0; done >>= 1) {
                 depth--;
                 parent_lanes(stack[depth], cv, 0, cv);
             }
             memcpy(stack[depth++], cv, sizeof cv);
         }
-        chunk_lanes(lane_children, arity, message_len, chunks - 1, 0, cv);
+        chunk_lanes(group, arity, message_len, chunks - 1, 0, cv);
         while (depth > 0) {
             depth--;
             parent_lanes(stack[depth], cv, depth == 0 ? RT_FLAG_ROOT : 0, cv);
         }
     }
 
-    __m128i rows[4];
+    __m128i rows[LANES];
     for (int half = 0; half < 2; half++) {
         transpose4(cv + 4 * half, rows);
         for (int k = 0; k < LANES; k++)
-            storeu128(lane_out[k] + 16 * half, rows[k]);
+            storeu128(group->out[k] + 16 * half, rows[k]);
     }
 }
 
-/* Used by the AVX2 kernel for its remainder as well. */
 SSE41 void rt_hash_parents_sse41(const uint8_t *children, size_t count,
                                  unsigned arity, uint8_t *out)
 {
     const size_t stride = (size_t)arity * RT_HASH_LEN;
-    size_t i = 0;
-    for (; i + LANES <= count; i += LANES) {
-        const uint8_t *lane_children[LANES];
-        uint8_t *lane_out[LANES];
+    size_t groups = count / LANES;
+    const uint8_t *next_children[LANES];
+    struct lane_group group;
+
+    for (size_t g = 0; g < groups; g++) {
+        size_t first = g * LANES;
         for (int k = 0; k < LANES; k++) {
-            lane_children[k] = children + (i + k) * stride;
-            lane_out[k] = out + (i + k) * RT_HASH_LEN;
+            group.children[k] = children + (first + k) * stride;
+            group.out[k] = out + (first + k) * RT_HASH_LEN;
         }
-        parents_lanes(lane_children, arity, lane_out);
+        group.upcoming = NULL;
+        if (g + 1 < groups) {
+            for (int k = 0; k < LANES; k++)
+                next_children[k] = children + (first + LANES + k) * stride;
+            group.upcoming = next_children;
+        }
+        parents_lanes(&group, arity);
     }
 
-    const uint8_t header[2] = {0x01, (uint8_t)arity};
-    for (; i < count; i++)
+    /* A group costs about what one parent does on the single-message path
+     * (whose compressions form one dependency chain), so two or more left
+     * over parents share a group padded with copies of the last one. */
+    size_t done = groups * LANES;
+    size_t left = count - done;
+    if (left >= 2) {
+        uint8_t discarded[LANES][RT_HASH_LEN];
+        for (size_t k = 0; k < LANES; k++) {
+            size_t parent = k < left ? done + k : count - 1;
+            group.children[k] = children + parent * stride;
+            group.out[k] = k < left ? out + parent * RT_HASH_LEN : discarded[k];
+        }
+        group.upcoming = NULL;
+        parents_lanes(&group, arity);
+    } else if (left == 1) {
+        const uint8_t header[2] = {0x01, (uint8_t)arity};
         rt_blake3_prefixed(rt_compress_sse41, header, sizeof header,
-                           children + i * stride, stride, out + i * RT_HASH_LEN);
+                           children + done * stride, stride,
+                           out + done * RT_HASH_LEN);
+    }
 }
 #endif /* RT_X86 */

@@ -41,9 +41,10 @@ void rt_compress_sse41(uint32_t cv[8], const uint8_t block[64],
 
 /* Full parents: for i in [0, count), out[32*i..] = blake3(0x01 || arity ||
  * children[i*arity*32 .. (i+1)*arity*32]). Children of consecutive parents
- * are contiguous. arity 2..255. Each kernel hashes several parents at once
- * (one per SIMD lane) and falls back to the single-message path for the
- * remainder and for messages longer than one BLAKE3 chunk. */
+ * are contiguous. arity 2..255. Each SIMD kernel hashes one parent per lane,
+ * multi-chunk messages (arity >= 32) included; a remainder of two or more
+ * parents runs as one lane group padded with copies of the last parent
+ * (about the cost of a single parent), a lone remainder on the single path. */
 typedef void (*rt_parents_fn)(const uint8_t *children, size_t count,
                               unsigned arity, uint8_t *out);
 void rt_hash_parents_portable(const uint8_t *children, size_t count,
