@@ -110,6 +110,9 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
 {
     if (new_len == 0 || first_written >= new_len)
         return RT_OK;
+    // Slots count from the end of the cold prefix, which is never written.
+    first_written -= level->cold_len;
+    new_len -= level->cold_len;
     size_t needed = (size_t)((new_len - 1) / chunk_cap) + 1;
     int status = grow_table(level, needed);
     if (status != RT_OK)
@@ -141,5 +144,33 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
             return RT_ERR_NOMEM;
         table->slots[table->count++] = fresh;
     }
+    return RT_OK;
+}
+
+int rt_level_make_cold(rt_level *level, const uint8_t *cold, uint64_t cold_len,
+                       unsigned chunk_cap)
+{
+    if (cold_len % chunk_cap || cold_len < level->cold_len || !level->len ||
+        cold_len > (level->len - 1) / chunk_cap * chunk_cap)
+        return RT_ERR_INVALID_ARGUMENT;
+    size_t dropped = (size_t)((cold_len - level->cold_len) / chunk_cap);
+    rt_chunk_table *old = level->table;
+    size_t kept = old->count - dropped;
+    // A fresh table even when unshared: snapshots may hold the old one, and
+    // shifting slots in place would move what they read.
+    rt_chunk_table *fresh = malloc(table_bytes(kept ? kept : 1));
+    if (!fresh)
+        return RT_ERR_NOMEM;
+    atomic_init(&fresh->refcount, 1);
+    fresh->cap = kept ? kept : 1;
+    fresh->count = kept;
+    for (size_t i = 0; i < kept; i++) {
+        fresh->slots[i] = old->slots[dropped + i];
+        rt_chunk_retain(fresh->slots[i]);
+    }
+    rt_table_release(old);
+    level->table = fresh;
+    level->cold = cold;
+    level->cold_len = cold_len;
     return RT_OK;
 }

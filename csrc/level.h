@@ -43,8 +43,17 @@ typedef struct rt_chunk_table {
     rt_chunk *slots[];
 } rt_chunk_table;
 
+/*
+ * A level may start with a cold prefix: nodes [0, cold_len) read in place
+ * from caller memory (a memory-mapped checkpoint file), so trees larger
+ * than RAM work. cold_len is a whole number of chunks and never reaches the
+ * chunk of the level's last node, so nothing is ever written there. Table
+ * slot s holds nodes [cold_len + s * chunk_cap, ...).
+ */
 typedef struct rt_level {
     uint64_t len;          /* nodes in use */
+    const uint8_t *cold;
+    uint64_t cold_len;
     rt_chunk_table *table; /* NULL until the first chunk is needed */
 } rt_level;
 
@@ -60,10 +69,15 @@ void rt_table_release(rt_chunk_table *table);
 void rt_level_init(rt_level *level);
 void rt_level_destroy(rt_level *level);
 
-static inline uint8_t *rt_level_node(const rt_level *level, uint64_t index,
-                                     unsigned chunk_cap)
+static inline const uint8_t *rt_level_node(const rt_level *level, uint64_t index,
+                                           unsigned chunk_cap)
 {
-    return level->table->slots[index / chunk_cap]->nodes + (index % chunk_cap) * 32u;
+    if (index < level->cold_len)
+        return level->cold + index * 32u;
+    // cold_len is a multiple of chunk_cap, so the offset within a chunk is
+    // the same whether counted from 0 or from cold_len.
+    return level->table->slots[(index - level->cold_len) / chunk_cap]->nodes +
+           (index % chunk_cap) * 32u;
 }
 
 /*
@@ -76,5 +90,12 @@ static inline uint8_t *rt_level_node(const rt_level *level, uint64_t index,
  */
 int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
                      unsigned chunk_cap);
+
+/* Serve nodes [0, cold_len) from `cold` (identical bytes, caller-owned and
+ * outliving the level and its snapshots) and drop the chunks that held
+ * them. cold_len must be a multiple of chunk_cap not beyond the start of
+ * the chunk holding the last node. Snapshots keep the chunks they share. */
+int rt_level_make_cold(rt_level *level, const uint8_t *cold, uint64_t cold_len,
+                       unsigned chunk_cap);
 
 #endif /* RT_LEVEL_H */

@@ -52,6 +52,11 @@
 // Units only hash; 2 MiB leaves ample room for nested calls and sanitizers
 // while keeping a 1024-thread pool's reserved address space modest.
 #define RT_WORKER_STACK (2u << 20)
+// Wake-up placement (see the comment above run_units): first yield this long
+// after waking sleepers if no helper has joined yet, then with doubling
+// intervals, at most RT_MAX_YIELDS times per job.
+#define RT_YIELD_NS 25000u
+#define RT_MAX_YIELDS 4u
 
 #define RT_CACHELINE 64
 
@@ -131,6 +136,7 @@ struct rt_job {
     size_t nunits;
     struct rt_job *parent;   // job whose unit the owner was running, or NULL
     struct rt_queue *queue;  // where it is published
+    int owner_cpu;           // CPU the owner published from, or -1
     // Links, guarded by queue->mu.
     struct rt_job *qprev, *qnext;
 
@@ -359,11 +365,60 @@ static struct rt_job *find_job(struct rt_worker *self, const struct rt_job *ance
 
 /* ---- running units ------------------------------------------------------ */
 
-static size_t run_units(struct rt_job *j)
+// Wake-up placement. A sleeper woken by futex is placed by the kernel, and
+// schedulers that pack wakees onto the waker's CPU while it looks lightly
+// loaded (as on the 2-vCPU VMs this was tuned on, where an idle vCPU is
+// halted) put the helper on the owner's CPU: either it preempts the owner or
+// it queues behind it, and the job runs on one core while another idles.
+// Two cheap corrections, each a no-op when placement was right:
+//  - a worker that slept checks, when it joins a job, whether it runs on the
+//    CPU the owner published from, and if so moves itself to another allowed
+//    CPU (the owner resumes at once);
+//  - an owner that woke sleepers yields its CPU a few times while nobody has
+//    joined, so that a helper queued behind it gets to run and move away.
+#ifdef __linux__
+static int current_cpu(void)
+{
+    return sched_getcpu();
+}
+
+static void move_off_cpu(int cpu)
+{
+    cpu_set_t allowed, others;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || !CPU_ISSET(cpu, &allowed) ||
+        CPU_COUNT(&allowed) < 2)
+        return;
+    others = allowed;
+    CPU_CLR(cpu, &others);
+    // Migration happens before the call returns; restoring the mask right
+    // after leaves us where we landed.
+    if (sched_setaffinity(0, sizeof others, &others) == 0)
+        sched_setaffinity(0, sizeof allowed, &allowed);
+}
+#else
+static int current_cpu(void)
+{
+    return -1;
+}
+
+static void move_off_cpu(int cpu)
+{
+    (void)cpu;
+}
+#endif
+
+// Claim and run units until none is left. `woke_at` is nonzero only for an
+// owner that woke sleepers for this job (see "wake-up placement" above).
+static size_t run_units(struct rt_job *j, uint64_t woke_at)
 {
     rt_range_fn fn = j->fn;
     void *ctx = j->ctx;
     const size_t n = j->n, grain = j->grain, nunits = j->nunits;
+    unsigned yields = woke_at ? 0 : RT_MAX_YIELDS;
+    uint64_t next_yield = woke_at + RT_YIELD_NS;
+    // Units may be far shorter than the yield interval: read the clock after
+    // 1, 2, 4, ... (at most 64) units so tiny units do not pay for it.
+    size_t check_at = 1, stride = 1;
     struct rt_job *saved = tls_job;
     tls_job = j;
     size_t done = 0;
@@ -377,6 +432,22 @@ static size_t run_units(struct rt_job *j)
         size_t end = n - begin > grain ? begin + grain : n;
         fn(ctx, begin, end);
         done++;
+        if (yields < RT_MAX_YIELDS && done >= check_at) {
+            if (atomic_load_explicit(&j->refs, memory_order_relaxed) != 0) {
+                yields = RT_MAX_YIELDS; // a helper is in: placement is fine
+            } else {
+                uint64_t t = now_ns();
+                if (t >= next_yield) {
+                    sched_yield();
+                    yields++;
+                    next_yield = t + ((uint64_t)RT_YIELD_NS << yields);
+                    stride = 1;
+                } else if (stride < 64) {
+                    stride *= 2;
+                }
+                check_at = done + stride;
+            }
+        }
     }
     tls_job = saved;
     return done;
@@ -385,7 +456,7 @@ static size_t run_units(struct rt_job *j)
 // Run a job joined through find_job, then drop the reference.
 static void help(struct rt_job *j)
 {
-    size_t done = run_units(j);
+    size_t done = run_units(j, 0);
     job_unlink(j);
     if (done) {
         atomic_fetch_add_explicit(&pool.st_tasks, done, memory_order_relaxed);
@@ -455,6 +526,7 @@ static void *worker_main(void *arg)
 {
     struct rt_worker *w = arg;
     tls_worker = w;
+    bool slept = false;
     for (;;) {
         // Read the epoch before looking for work: a job published after the
         // scan then necessarily changes it, so the spin or the futex sees it.
@@ -463,6 +535,12 @@ static void *worker_main(void *arg)
             break;
         struct rt_job *j = find_job(w, NULL);
         if (j) {
+            if (slept) {
+                slept = false;
+                int cpu = current_cpu();
+                if (cpu >= 0 && cpu == j->owner_cpu)
+                    move_off_cpu(cpu);
+            }
             help(j);
             continue;
         }
@@ -474,6 +552,7 @@ static void *worker_main(void *arg)
         if (atomic_load_explicit(&pool.epoch, memory_order_seq_cst) == e) {
             uint64_t t0 = now_ns();
             futex_wait(&pool.epoch, e);
+            slept = true;
             atomic_fetch_add_explicit(&pool.st_idle_ns, now_ns() - t0, memory_order_relaxed);
             atomic_fetch_add_explicit(&pool.st_parks, 1, memory_order_relaxed);
         }
@@ -654,6 +733,7 @@ void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx)
     job.grain = grain;
     job.nunits = (n - 1) / grain + 1;
     job.parent = tls_job;
+    job.owner_cpu = current_cpu();
     job.queue = tls_worker ? &tls_worker->q : &pool.injector;
     atomic_init(&job.next, 0);
     atomic_init(&job.refs, 0);
@@ -663,12 +743,14 @@ void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx)
     // One wake-up call per job, for as many sleepers as could get a unit.
     unsigned seen = atomic_fetch_add_explicit(&pool.epoch, 1, memory_order_seq_cst) + 1;
     unsigned sleeping = atomic_load_explicit(&pool.sleepers, memory_order_seq_cst);
+    uint64_t woke_at = 0;
     if (sleeping) {
         size_t extra = job.nunits - 1;
         futex_wake(&pool.epoch, (int)(extra < sleeping ? extra : sleeping));
+        woke_at = now_ns();
     }
 
-    size_t mine = run_units(&job);
+    size_t mine = run_units(&job, woke_at);
     job_unlink(&job);
     owner_wait(&job, seen);
 

@@ -156,6 +156,37 @@ unsigned rt_snapshot_arity(const rt_snapshot *snap);
 int rt_snapshot_level_len(const rt_snapshot *snap, unsigned level, uint64_t *out);
 int rt_snapshot_get_node(const rt_snapshot *snap, unsigned level, uint64_t index,
                          uint8_t *out);
+/* Copy nodes [start, start + count) of `level` into out (count * 32 bytes). */
+int rt_snapshot_read_nodes(const rt_snapshot *snap, unsigned level, uint64_t start,
+                           uint64_t count, uint8_t *out);
+
+/* ---- restoring stored trees ------------------------------------------------ */
+
+/* Level l of a stored tree: its nodes, contiguous. The first `borrow` nodes
+ * (rounded down to whole chunks, never the chunk of the last node) are read
+ * in place instead of copied: that memory (e.g. a memory-mapped checkpoint)
+ * must stay valid and unchanged while the tree or any snapshot of it lives. */
+struct rt_level_source {
+    const uint8_t *nodes;
+    uint64_t borrow;
+    const uint8_t *last; /* if not NULL, the level's last node is read here
+                            instead of from nodes (stores that keep the one
+                            mutable node apart from an append-only file) */
+};
+
+/* Fill an empty tree with `size` leaves from stored levels 0..depth(size)
+ * (level_count = depth + 1), without hashing. Trusts the nodes: callers
+ * verify the root (rt_compute_root over level 0) when the source may be
+ * damaged. On failure the tree stays empty. */
+int rt_tree_restore(rt_tree *tree, uint64_t size, const struct rt_level_source *levels,
+                    unsigned level_count);
+
+/* Serve up to `count` leading nodes of `level` from `nodes` (identical bytes,
+ * lifetime rules as for borrow above) and free the RAM that held them. The
+ * prefix actually served (whole chunks, never the last one) goes to
+ * *cold_out; a prefix never shrinks. */
+int rt_tree_make_cold(rt_tree *tree, unsigned level, const uint8_t *nodes, uint64_t count,
+                      uint64_t *cold_out);
 
 /* ---- proofs ---------------------------------------------------------------
  * Serialized layouts (all integers little-endian), shared with the

@@ -10,6 +10,8 @@
 
 typedef struct rt_snapshot_level {
     uint64_t len;
+    const uint8_t *cold;   /* as in rt_level */
+    uint64_t cold_len;
     rt_chunk_table *table; /* slots before tail_slot are immutable */
     rt_chunk *tail;        /* the chunk holding the level's last node */
     size_t tail_slot;
@@ -28,7 +30,9 @@ static inline const uint8_t *rt_snapshot_node(const rt_snapshot *snap, unsigned 
                                               uint64_t index)
 {
     const rt_snapshot_level *lv = &snap->levels[level];
-    size_t slot = (size_t)(index / snap->chunk_cap);
+    if (index < lv->cold_len)
+        return lv->cold + index * 32u;
+    size_t slot = (size_t)((index - lv->cold_len) / snap->chunk_cap);
     const rt_chunk *chunk = slot == lv->tail_slot ? lv->tail : lv->table->slots[slot];
     return chunk->nodes + (index % snap->chunk_cap) * 32u;
 }

@@ -30,12 +30,15 @@ struct rt_tree {
 typedef struct node_store {
     rt_chunk *const *chunks; /* chunked storage, or NULL when flat is set */
     uint8_t *flat;
+    const uint8_t *cold;     /* chunked levels: nodes [0, cold_len) in place */
+    uint64_t cold_len;
     uint64_t chunk_cap;
 } node_store;
 
 static node_store store_of_level(const rt_level *level, unsigned chunk_cap)
 {
-    node_store store = {level->table->slots, NULL, chunk_cap};
+    node_store store = {level->table ? level->table->slots : NULL, NULL, level->cold,
+                        level->cold_len, chunk_cap};
     return store;
 }
 
@@ -43,7 +46,7 @@ static node_store store_of_buffer(const uint8_t *buffer)
 {
     // Flat stores are read-only when they wrap caller memory; the cast only
     // lets one struct describe both inputs and outputs.
-    node_store store = {NULL, (uint8_t *)buffer, 0};
+    node_store store = {NULL, (uint8_t *)buffer, NULL, 0, 0};
     return store;
 }
 
@@ -51,7 +54,11 @@ static inline uint8_t *store_node(const node_store *store, uint64_t index)
 {
     if (store->flat)
         return store->flat + index * 32u;
-    return store->chunks[index / store->chunk_cap]->nodes +
+    // Cold nodes are only ever read: writes start at a level's last node,
+    // which is never cold (see level.h).
+    if (index < store->cold_len)
+        return (uint8_t *)store->cold + index * 32u;
+    return store->chunks[(index - store->cold_len) / store->chunk_cap]->nodes +
            (index % store->chunk_cap) * 32u;
 }
 
@@ -60,6 +67,8 @@ static inline uint64_t store_run(const node_store *store, uint64_t index)
 {
     if (store->flat)
         return UINT64_MAX;
+    if (index < store->cold_len)
+        return store->cold_len - index;
     return store->chunk_cap - index % store->chunk_cap;
 }
 
@@ -424,8 +433,10 @@ int rt_tree_snapshot(rt_tree *tree, rt_snapshot **out)
         const rt_level *level = &tree->levels[l];
         rt_snapshot_level *shared = &snap->levels[l];
         shared->len = level->len;
+        shared->cold = level->cold;
+        shared->cold_len = level->cold_len;
         shared->table = level->table;
-        shared->tail_slot = (size_t)((level->len - 1) / tree->chunk_cap);
+        shared->tail_slot = (size_t)((level->len - 1 - level->cold_len) / tree->chunk_cap);
         shared->tail = level->table->slots[shared->tail_slot];
         rt_table_retain(shared->table);
         rt_chunk_retain(shared->tail);
@@ -475,4 +486,112 @@ int rt_snapshot_get_node(const rt_snapshot *snap, unsigned level, uint64_t index
         return RT_ERR_INDEX;
     memcpy(out, rt_snapshot_node(snap, level, index), 32);
     return RT_OK;
+}
+
+int rt_snapshot_read_nodes(const rt_snapshot *snap, unsigned level, uint64_t start,
+                           uint64_t count, uint8_t *out)
+{
+    if (!snap || (count && !out))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (!snap->size || level > snap->depth || start > snap->levels[level].len ||
+        count > snap->levels[level].len - start)
+        return RT_ERR_INDEX;
+    const rt_snapshot_level *lv = &snap->levels[level];
+    while (count) {
+        uint64_t run = start < lv->cold_len ? lv->cold_len - start
+                                            : snap->chunk_cap - start % snap->chunk_cap;
+        run = min_u64(run, count);
+        memcpy(out, rt_snapshot_node(snap, level, start), (size_t)run * 32u);
+        out += run * 32u;
+        start += run;
+        count -= run;
+    }
+    return RT_OK;
+}
+
+/* ---- restoring and cold levels ------------------------------------------ */
+
+static void reset_levels(rt_tree *tree)
+{
+    for (unsigned l = 0; l <= RT_MAX_DEPTH_LIMIT; l++)
+        rt_level_destroy(&tree->levels[l]);
+    tree->size = 0;
+    tree->depth = 0;
+}
+
+/* Largest cold prefix a level of `len` nodes allows: whole chunks, stopping
+ * before the chunk of the last node (the only node that can change). */
+static uint64_t cold_limit(uint64_t len, unsigned chunk_cap, uint64_t wanted)
+{
+    uint64_t limit = len ? (len - 1) / chunk_cap * chunk_cap : 0;
+    if (wanted < limit)
+        limit = wanted / chunk_cap * chunk_cap;
+    return limit;
+}
+
+int rt_tree_restore(rt_tree *tree, uint64_t size, const struct rt_level_source *levels,
+                    unsigned level_count)
+{
+    if (!tree || !levels || size == 0)
+        return RT_ERR_INVALID_ARGUMENT;
+    if (size > tree->capacity)
+        return RT_ERR_MAX_DEPTH;
+    unsigned depth = depth_of(size, tree->arity);
+    if (level_count != depth + 1)
+        return RT_ERR_INVALID_ARGUMENT;
+    for (unsigned l = 0; l < level_count; l++)
+        if (!levels[l].nodes)
+            return RT_ERR_INVALID_ARGUMENT;
+
+    pthread_rwlock_wrlock(&tree->lock);
+    if (tree->size) {
+        pthread_rwlock_unlock(&tree->lock);
+        return RT_ERR_INVALID_ARGUMENT;
+    }
+    int status = RT_OK;
+    uint64_t len = size;
+    for (unsigned l = 0; status == RT_OK && l <= depth; l++) {
+        rt_level *level = &tree->levels[l];
+        level->cold = levels[l].nodes;
+        level->cold_len = cold_limit(len, tree->chunk_cap, levels[l].borrow);
+        status = rt_level_reserve(level, level->cold_len, len, tree->chunk_cap);
+        if (status == RT_OK) {
+            node_store store = store_of_level(level, tree->chunk_cap);
+            const uint8_t *last = levels[l].last ? levels[l].last : levels[l].nodes + (len - 1) * 32u;
+            store_write(&store, level->cold_len, levels[l].nodes + level->cold_len * 32u,
+                        len - 1 - level->cold_len);
+            store_write(&store, len - 1, last, 1);
+            level->len = len;
+        }
+        len = len / tree->arity + (len % tree->arity != 0);
+    }
+    if (status == RT_OK) {
+        tree->size = size;
+        tree->depth = depth;
+    } else {
+        reset_levels(tree);
+    }
+    pthread_rwlock_unlock(&tree->lock);
+    return status;
+}
+
+int rt_tree_make_cold(rt_tree *tree, unsigned level, const uint8_t *nodes, uint64_t count,
+                      uint64_t *cold_out)
+{
+    if (!tree || !nodes || !cold_out)
+        return RT_ERR_INVALID_ARGUMENT;
+    pthread_rwlock_wrlock(&tree->lock);
+    int status = RT_ERR_INDEX;
+    if (tree->size && level <= tree->depth) {
+        rt_level *target = &tree->levels[level];
+        uint64_t cold = cold_limit(min_u64(count, target->len), tree->chunk_cap, count);
+        status = RT_OK;
+        // Growing the prefix only: a shorter one would need the chunks back.
+        if (cold > target->cold_len)
+            status = rt_level_make_cold(target, nodes, cold, tree->chunk_cap);
+        if (status == RT_OK)
+            *cold_out = target->cold_len;
+    }
+    pthread_rwlock_unlock(&tree->lock);
+    return status;
 }

@@ -73,10 +73,11 @@ class Snapshot:
     threads while others insert. Memory is freed when it is dropped.
     """
 
-    __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "__weakref__")
+    __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "_keepalive", "__weakref__")
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, keepalive: Any = None) -> None:
         self._snap = ffi.gc(handle, lib.rt_snapshot_free)
+        self._keepalive = keepalive
         state = ffi.new("struct rt_tree_state *")
         lib.rt_snapshot_state(self._snap, state)
         self._size = int(state.size)

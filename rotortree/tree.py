@@ -37,7 +37,10 @@ class LeanIMT:
     lock in C guards it, and no call holds the GIL while C works.
     """
 
-    __slots__ = ("_tree", "_arity", "_max_depth", "__weakref__")
+    # _keepalive holds whatever memory the C tree reads in place (memory-
+    # mapped checkpoint files); snapshots hold it too, since they can
+    # outlive the tree.
+    __slots__ = ("_tree", "_arity", "_max_depth", "_keepalive", "__weakref__")
 
     def __init__(self, arity: int = 4, max_depth: int = 32) -> None:
         arity = _int_arg("arity", arity)
@@ -55,6 +58,7 @@ class LeanIMT:
         self._tree = ffi.gc(out[0], lib.rt_tree_free)
         self._arity = arity
         self._max_depth = max_depth
+        self._keepalive: list = []
 
     # -- writes ------------------------------------------------------------
 
@@ -145,7 +149,7 @@ class LeanIMT:
 
         out = ffi.new("rt_snapshot **")
         check(lib.rt_tree_snapshot(self._tree, out), "snapshot")
-        return Snapshot(out[0])
+        return Snapshot(out[0], self._keepalive)
 
     def generate_proof(self, index: int) -> "InclusionProof":
         """Inclusion proof of leaf ``index`` against the current root."""
