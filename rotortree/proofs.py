@@ -1,0 +1,882 @@
+"""Inclusion and consistency proofs: pure-Python verification and encoding.
+
+This module needs only the standard library, ``blake3`` and
+:mod:`rotortree.errors`, so a light client can check proofs without the
+compiled core. Semantics follow ``SPEC.md`` and the Rust crate ``rotortree``
+0.15: a proof made by either verifies with the other.
+
+Hashing: the parent of a group of ``k >= 2`` children is
+``blake3(bytes([0x01, k]) + child_0 + ... + child_{k-1})``; a group of one
+child is lifted (the parent is the child, no hash). A tree of ``size`` leaves
+has ``tree_depth(size, arity)`` levels above the leaves.
+
+Binary layouts (version 1; all integers little-endian; hashes are 32 bytes)
+--------------------------------------------------------------------------
+Inclusion proof::
+
+    offset  size  field
+    0       4     magic b"RTIP"
+    4       1     version u8 = 1
+    5       1     arity u8 (2..255)
+    6       1     level_count u8
+    7       1     reserved u8 = 0
+    8       8     leaf_index u64
+    16      8     tree_size u64
+    24      32    root
+    56      32    leaf
+    88      ...   level_count times, from the leaves up:
+                    position u8 | sibling_count u8 | sibling_count * 32 bytes
+
+Consistency proof::
+
+    offset  size  field
+    0       4     magic b"RTCP"
+    4       1     version u8 = 1
+    5       1     arity u8 (2..255)
+    6       1     level_count u8
+    7       1     reserved u8 = 0
+    8       8     old_size u64
+    16      8     new_size u64
+    24      32    old_root
+    56      32    new_root
+    88      ...   level_count times, from the leaves up:
+                    shared_count u8 | new_count u8 |
+                    shared_count * 32 bytes (shared hashes) |
+                    new_count * 32 bytes (new hashes)
+
+``from_bytes`` checks structure only (magic, version, reserved byte, arity
+range, exact length) and raises :class:`InvalidProofError` otherwise; a
+structurally sound but wrong proof decodes, and its ``verify()`` is False.
+Every decodable input re-encodes to the same bytes.
+
+Dict form (JSON-ready; hashes as lowercase hex)
+-----------------------------------------------
+Inclusion: ``{"arity", "leaf_index", "tree_size", "leaf", "root",
+"level_count", "levels": [{"position", "sibling_count", "siblings": [hex]}]}``.
+Consistency: ``{"arity", "old_size", "new_size", "old_root", "new_root",
+"level_count", "levels": [{"shared_count", "new_count", "hashes": [hex]}]}``
+where ``hashes`` is the shared hashes followed by the new hashes. This is the
+shape of the proof objects in the Rust-made test vectors, plus ``"arity"``;
+``from_dict`` also takes those objects directly with ``arity=`` and ignores
+their ``"verified"`` key.
+
+``verify()`` never raises and never crashes: any malformed proof (wrong
+types, out-of-range numbers, wrong counts or lengths) gives False.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import blake3
+
+from .errors import ArgumentTypeError, InvalidArgumentError, InvalidProofError
+
+__all__ = [
+    "HASH_LEN",
+    "MIN_ARITY",
+    "MAX_ARITY",
+    "INCLUSION_MAGIC",
+    "CONSISTENCY_MAGIC",
+    "FORMAT_VERSION",
+    "ProofLevel",
+    "InclusionProof",
+    "ConsistencyLevel",
+    "ConsistencyProof",
+    "tree_depth",
+]
+
+HASH_LEN = 32
+MIN_ARITY = 2
+MAX_ARITY = 255
+INCLUSION_MAGIC = b"RTIP"
+CONSISTENCY_MAGIC = b"RTCP"
+FORMAT_VERSION = 1
+
+#: What from_bytes accepts (any object with the buffer protocol works).
+BytesLike = Union[bytes, bytearray, memoryview]
+
+_U64_MAX = (1 << 64) - 1
+_U8_MAX = 255
+# magic | version | arity | level_count | reserved | u64 | u64 ; then two hashes
+_HEADER = struct.Struct("<4sBBBBQQ")
+_HEADER_LEN = _HEADER.size + 2 * HASH_LEN  # 88
+_HEX_HASH = re.compile(r"[0-9a-fA-F]{64}")
+# The two header bytes of a parent of k children: 0x01, k.
+_PARENT_HEADERS = tuple(bytes((0x01, k)) for k in range(256))
+_blake3 = blake3.blake3
+_object_setattr = object.__setattr__
+
+_INCLUSION_KEYS = frozenset(
+    {"arity", "leaf_index", "tree_size", "leaf", "root", "level_count", "levels", "verified"}
+)
+_INCLUSION_LEVEL_KEYS = frozenset({"position", "sibling_count", "siblings"})
+_CONSISTENCY_KEYS = frozenset(
+    {"arity", "old_size", "new_size", "old_root", "new_root", "level_count", "levels", "verified"}
+)
+_CONSISTENCY_LEVEL_KEYS = frozenset({"shared_count", "new_count", "hashes"})
+
+
+# -- small helpers -----------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_hash(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == HASH_LEN
+
+
+def _is_hash_seq(values: object, count: int) -> bool:
+    """True if ``values`` is a tuple/list of exactly ``count`` 32-byte hashes."""
+    if not isinstance(values, (tuple, list)) or len(values) != count:
+        return False
+    for value in values:
+        if not isinstance(value, bytes) or len(value) != HASH_LEN:
+            return False
+    return True
+
+
+def _hash_group(children: Sequence[bytes]) -> bytes:
+    """Parent of a group: lifted for one child, else blake3(0x01, k, children)."""
+    count = len(children)
+    if count == 1:
+        return children[0]
+    return _blake3(b"".join((_PARENT_HEADERS[count], *children))).digest()
+
+
+def _normalize_bytes(value: object) -> object:
+    """bytes subclasses, bytearray and memoryview -> plain bytes; anything
+    else unchanged (verify rejects it). Never raises."""
+    if type(value) is not bytes and isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value)
+        except Exception:  # e.g. a released memoryview: leave it for verify to reject
+            return value
+    return value
+
+
+def _normalize_hashes(values: object) -> object:
+    """A list/tuple of hashes -> a tuple of normalized items. Never raises."""
+    if isinstance(values, (tuple, list)):
+        return tuple(_normalize_bytes(value) for value in values)
+    return values
+
+
+def _level_lengths(size: int, arity: int) -> List[int]:
+    """Node counts of levels 0..depth for a tree of ``size >= 1`` leaves."""
+    lengths = [size]
+    while size > 1:
+        size = (size + arity - 1) // arity
+        lengths.append(size)
+    return lengths
+
+
+def tree_depth(size: int, arity: int) -> int:
+    """depth(size): 0 for size <= 1, else the smallest d with arity**d >= size."""
+    if not _is_int(size):
+        raise ArgumentTypeError(f"size must be an int, not {type(size).__name__}")
+    if not _is_int(arity):
+        raise ArgumentTypeError(f"arity must be an int, not {type(arity).__name__}")
+    if not MIN_ARITY <= arity <= MAX_ARITY:
+        raise InvalidArgumentError(f"arity must be {MIN_ARITY}..{MAX_ARITY}, got {arity}")
+    if size < 0:
+        raise InvalidArgumentError(f"size must be >= 0, got {size}")
+    depth, capacity = 0, 1
+    while capacity < size:
+        capacity *= arity
+        depth += 1
+    return depth
+
+
+class _Frozen:
+    """Pickle/copy support for frozen dataclasses with ``__slots__``."""
+
+    __slots__ = ()
+
+    @classmethod
+    def _trusted(cls, *values: object) -> Any:
+        """Build without __post_init__ (decoders: values already plain bytes
+        and tuples)."""
+        obj = object.__new__(cls)
+        names: Tuple[str, ...] = cls.__slots__
+        for name, value in zip(names, values):
+            _object_setattr(obj, name, value)
+        return obj
+
+    def __getstate__(self) -> Tuple[object, ...]:
+        names: Tuple[str, ...] = self.__slots__
+        return tuple(getattr(self, name) for name in names)
+
+    def __setstate__(self, state: Tuple[object, ...]) -> None:
+        names: Tuple[str, ...] = self.__slots__
+        for name, value in zip(names, state):
+            object.__setattr__(self, name, value)
+
+
+# -- encoding helpers ----------------------------------------------------------
+
+
+def _check_encodable_int(name: str, value: object, low: int, high: int) -> int:
+    if not _is_int(value):
+        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+    assert isinstance(value, int)
+    if not low <= value <= high:
+        raise InvalidArgumentError(f"{name} must be {low}..{high} to encode, got {value}")
+    return value
+
+
+def _check_encodable_hash(name: str, value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise ArgumentTypeError(f"{name} must be bytes, not {type(value).__name__}")
+    if len(value) != HASH_LEN:
+        raise InvalidArgumentError(f"{name} must be {HASH_LEN} bytes, got {len(value)}")
+    return value
+
+
+def _check_encodable_hashes(name: str, values: object) -> Tuple[bytes, ...]:
+    if not isinstance(values, (tuple, list)):
+        raise ArgumentTypeError(f"{name} must be a tuple of bytes, not {type(values).__name__}")
+    if len(values) > _U8_MAX:
+        raise InvalidArgumentError(f"{name}: at most {_U8_MAX} hashes per level, got {len(values)}")
+    return tuple(_check_encodable_hash(f"{name}[{i}]", value) for i, value in enumerate(values))
+
+
+def _check_encodable_levels(values: object, level_type: type) -> Tuple[Any, ...]:
+    if not isinstance(values, (tuple, list)):
+        raise ArgumentTypeError(f"levels must be a tuple, not {type(values).__name__}")
+    if len(values) > _U8_MAX:
+        raise InvalidArgumentError(f"at most {_U8_MAX} levels can be encoded, got {len(values)}")
+    for i, level in enumerate(values):
+        if not isinstance(level, level_type):
+            raise ArgumentTypeError(
+                f"levels[{i}] must be a {level_type.__name__}, not {type(level).__name__}"
+            )
+    return tuple(values)
+
+
+def _byte_view(data: object) -> bytes:
+    """The bytes of any bytes-like object; ArgumentTypeError otherwise."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        raise ArgumentTypeError("expected a bytes-like object, not str")
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise ArgumentTypeError(
+            f"expected a bytes-like object, not {type(data).__name__}"
+        ) from None
+    with view:
+        return view.tobytes()
+
+
+def _decode_header(data: bytes, magic: bytes, what: str) -> Tuple[int, int, int, int]:
+    """Check magic/version/reserved/arity; returns (arity, level_count, a, b)."""
+    if len(data) < 4:
+        raise InvalidProofError(f"{what} truncated: {len(data)} bytes, no magic")
+    if data[:4] != magic:
+        other = {INCLUSION_MAGIC: "an inclusion proof", CONSISTENCY_MAGIC: "a consistency proof"}
+        hint = f" (this looks like {other[data[:4]]})" if data[:4] in other else ""
+        raise InvalidProofError(
+            f"not {what}: magic {data[:4]!r}, expected {magic!r}{hint}"
+        )
+    if len(data) >= 5 and data[4] != FORMAT_VERSION:
+        raise InvalidProofError(
+            f"unknown {what} version {data[4]} (this library reads version {FORMAT_VERSION})"
+        )
+    if len(data) < _HEADER_LEN:
+        raise InvalidProofError(
+            f"{what} truncated: {len(data)} bytes, the header needs {_HEADER_LEN}"
+        )
+    _, _, arity, level_count, reserved, first, second = _HEADER.unpack_from(data, 0)
+    if reserved != 0:
+        raise InvalidProofError(f"{what}: reserved byte is {reserved}, must be 0")
+    if not MIN_ARITY <= arity <= MAX_ARITY:
+        raise InvalidProofError(f"{what}: arity {arity} out of range {MIN_ARITY}..{MAX_ARITY}")
+    return arity, level_count, first, second
+
+
+def _split_hashes(data: bytes, start: int, count: int) -> Tuple[bytes, ...]:
+    if count <= 1:  # the common case at arity 2, and lifted levels
+        return (data[start:start + HASH_LEN],) if count else ()
+    return tuple([data[at:at + HASH_LEN]
+                  for at in range(start, start + count * HASH_LEN, HASH_LEN)])
+
+
+def _dict_get(d: Mapping[str, Any], key: str, where: str) -> Any:
+    try:
+        return d[key]
+    except KeyError:
+        raise InvalidProofError(f"{where}: missing key {key!r}") from None
+
+
+def _dict_int(d: Mapping[str, Any], key: str, where: str, low: int, high: int) -> int:
+    value = _dict_get(d, key, where)
+    if not _is_int(value):
+        raise InvalidProofError(f"{where}: {key} must be an int, not {type(value).__name__}")
+    assert isinstance(value, int)
+    if not low <= value <= high:
+        raise InvalidProofError(f"{where}: {key} {value} out of range {low}..{high}")
+    return value
+
+
+def _hex_hash(value: object, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidProofError(f"{where} must be a hex string, not {type(value).__name__}")
+    if not _HEX_HASH.fullmatch(value):
+        raise InvalidProofError(
+            f"{where} must be {2 * HASH_LEN} hex digits, got {value[:80]!r}"
+        )
+    return bytes.fromhex(value)
+
+
+def _hex_list(value: object, where: str) -> Tuple[bytes, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise InvalidProofError(f"{where} must be a list, not {type(value).__name__}")
+    return tuple(_hex_hash(item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def _check_mapping(d: object, allowed: frozenset[str], where: str) -> Mapping[str, Any]:
+    if not isinstance(d, Mapping):
+        raise InvalidProofError(f"{where} must be a dict, not {type(d).__name__}")
+    unknown = [key for key in d if key not in allowed]
+    if unknown:
+        raise InvalidProofError(f"{where}: unknown keys {sorted(map(repr, unknown))}")
+    return d
+
+
+def _dict_arity(d: Mapping[str, Any], arity: Optional[int], where: str) -> int:
+    if arity is not None:
+        if not _is_int(arity) or not MIN_ARITY <= arity <= MAX_ARITY:
+            raise InvalidProofError(f"arity= must be an int in {MIN_ARITY}..{MAX_ARITY}, got {arity!r}")
+        if "arity" in d and d["arity"] != arity:
+            raise InvalidProofError(f"{where}: arity {d['arity']!r} disagrees with arity={arity}")
+        if "arity" in d:
+            _dict_int(d, "arity", where, MIN_ARITY, MAX_ARITY)
+        return arity
+    if "arity" not in d:
+        raise InvalidProofError(f"{where}: missing key 'arity' (or pass arity=)")
+    return _dict_int(d, "arity", where, MIN_ARITY, MAX_ARITY)
+
+
+def _dict_levels(d: Mapping[str, Any], where: str) -> List[Any]:
+    level_count = _dict_int(d, "level_count", where, 0, _U8_MAX)
+    levels = _dict_get(d, "levels", where)
+    if not isinstance(levels, (list, tuple)):
+        raise InvalidProofError(f"{where}: levels must be a list, not {type(levels).__name__}")
+    if len(levels) != level_count:
+        raise InvalidProofError(
+            f"{where}: level_count {level_count} but {len(levels)} levels"
+        )
+    return list(levels)
+
+
+# -- inclusion proofs ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProofLevel(_Frozen):
+    """One level of an inclusion proof: the path node's position in its group
+    and the other members of the group, in order (none if it was lifted)."""
+
+    __slots__ = ("position", "siblings")
+
+    position: int
+    siblings: Tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "siblings", _normalize_hashes(self.siblings))
+
+
+@dataclass(frozen=True)
+class InclusionProof(_Frozen):
+    """Proof that ``leaf`` is leaf ``leaf_index`` of the tree of ``tree_size``
+    leaves whose root is ``root``. ``levels`` go from the leaves up."""
+
+    __slots__ = ("root", "leaf", "leaf_index", "tree_size", "arity", "levels")
+
+    root: bytes
+    leaf: bytes
+    leaf_index: int
+    tree_size: int
+    arity: int
+    levels: Tuple[ProofLevel, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", _normalize_bytes(self.root))
+        object.__setattr__(self, "leaf", _normalize_bytes(self.leaf))
+        if isinstance(self.levels, list):
+            object.__setattr__(self, "levels", tuple(self.levels))
+
+    @property
+    def level_count(self) -> int:
+        return len(self.levels)
+
+    # -- verification --------------------------------------------------------
+
+    def verify(self) -> bool:
+        """True iff the proof is well formed and its path hashes to ``root``.
+
+        Checks arity (2..255), 0 <= leaf_index < tree_size <= 2**64-1,
+        32-byte hashes, level_count == depth(tree_size), each position equal
+        to the base-arity digit of leaf_index, each sibling count equal to
+        the size of that group in a tree of tree_size leaves minus one, and
+        the recomputed root. Never raises.
+        """
+        try:
+            return self._verify()
+        except Exception:  # a safety net: malformed input is False, never an error
+            return False
+
+    def _verify(self) -> bool:
+        arity, index, size = self.arity, self.leaf_index, self.tree_size
+        if not (_is_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
+            return False
+        if not (_is_int(size) and 1 <= size <= _U64_MAX):
+            return False
+        if not (_is_int(index) and 0 <= index < size):
+            return False
+        root, current = self.root, self.leaf
+        if not (_is_hash(root) and _is_hash(current)):
+            return False
+        levels = self.levels
+        if not isinstance(levels, tuple) or len(levels) != tree_depth(size, arity):
+            return False
+        level_len = size
+        for level in levels:
+            if not isinstance(level, ProofLevel):
+                return False
+            position = index % arity
+            if not _is_int(level.position) or level.position != position:
+                return False
+            group_start = index - position
+            expected = min(arity, level_len - group_start) - 1
+            siblings = level.siblings
+            if not _is_hash_seq(siblings, expected):
+                return False
+            if expected:
+                parts = [_PARENT_HEADERS[expected + 1], *siblings]
+                parts.insert(position + 1, current)
+                current = _blake3(b"".join(parts)).digest()
+            index //= arity
+            level_len = (level_len + arity - 1) // arity
+        return current == root
+
+    def verify_against(self, trusted_root: bytes) -> bool:
+        """verify() and root == trusted_root (a root the caller trusts)."""
+        trusted = _normalize_bytes(trusted_root)
+        try:
+            return _is_hash(trusted) and self.verify() and self.root == trusted
+        except Exception:  # only reachable with objects forced past the constructor
+            return False
+
+    # -- encoding ------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The version-1 binary form (see the module docstring)."""
+        arity = _check_encodable_int("arity", self.arity, MIN_ARITY, MAX_ARITY)
+        leaf_index = _check_encodable_int("leaf_index", self.leaf_index, 0, _U64_MAX)
+        tree_size = _check_encodable_int("tree_size", self.tree_size, 0, _U64_MAX)
+        root = _check_encodable_hash("root", self.root)
+        leaf = _check_encodable_hash("leaf", self.leaf)
+        levels = _check_encodable_levels(self.levels, ProofLevel)
+        parts = [
+            _HEADER.pack(INCLUSION_MAGIC, FORMAT_VERSION, arity, len(levels), 0,
+                         leaf_index, tree_size),
+            root,
+            leaf,
+        ]
+        for i, level in enumerate(levels):
+            position = _check_encodable_int(f"levels[{i}].position", level.position, 0, _U8_MAX)
+            siblings = _check_encodable_hashes(f"levels[{i}].siblings", level.siblings)
+            parts.append(bytes((position, len(siblings))))
+            parts.extend(siblings)
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: BytesLike) -> InclusionProof:
+        """Decode :meth:`to_bytes` output from any bytes-like object.
+
+        Raises :class:`InvalidProofError` on a structural problem; the result
+        may still fail :meth:`verify`.
+        """
+        buf = _byte_view(data)
+        what = "inclusion proof"
+        arity, level_count, leaf_index, tree_size = _decode_header(buf, INCLUSION_MAGIC, what)
+        root = buf[24:56]
+        leaf = buf[56:88]
+        at, end = _HEADER_LEN, len(buf)
+        levels = []
+        for number in range(level_count):
+            if end - at < 2:
+                raise InvalidProofError(f"{what} truncated in level {number} of {level_count}")
+            position, count = buf[at], buf[at + 1]
+            at += 2
+            if end - at < count * HASH_LEN:
+                raise InvalidProofError(
+                    f"{what} truncated in the siblings of level {number} of {level_count}"
+                )
+            levels.append(ProofLevel._trusted(position, _split_hashes(buf, at, count)))
+            at += count * HASH_LEN
+        if at != end:
+            raise InvalidProofError(f"{what}: {end - at} trailing bytes after {at}")
+        proof: InclusionProof = cls._trusted(root, leaf, leaf_index, tree_size, arity,
+                                             tuple(levels))
+        return proof
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict (hashes as lowercase hex); see the module docstring."""
+        self.to_bytes()  # the same encodability checks as the binary form
+        return {
+            "arity": self.arity,
+            "leaf_index": self.leaf_index,
+            "tree_size": self.tree_size,
+            "leaf": self.leaf.hex(),
+            "root": self.root.hex(),
+            "level_count": len(self.levels),
+            "levels": [
+                {
+                    "position": level.position,
+                    "sibling_count": len(level.siblings),
+                    "siblings": [sibling.hex() for sibling in level.siblings],
+                }
+                for level in self.levels
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, arity: Optional[int] = None) -> InclusionProof:
+        """Decode :meth:`to_dict` output, or a vector's proof object with
+        ``arity=``. A ``"verified"`` key is ignored. Raises
+        :class:`InvalidProofError` on missing or unknown keys, wrong types,
+        bad hex, out-of-range numbers or counts that disagree with lists."""
+        where = "inclusion proof"
+        d = _check_mapping(d, _INCLUSION_KEYS, where)
+        proof_arity = _dict_arity(d, arity, where)
+        leaf_index = _dict_int(d, "leaf_index", where, 0, _U64_MAX)
+        tree_size = _dict_int(d, "tree_size", where, 0, _U64_MAX)
+        leaf = _hex_hash(_dict_get(d, "leaf", where), f"{where}: leaf")
+        root = _hex_hash(_dict_get(d, "root", where), f"{where}: root")
+        levels = []
+        for number, raw in enumerate(_dict_levels(d, where)):
+            at = f"{where}: levels[{number}]"
+            raw = _check_mapping(raw, _INCLUSION_LEVEL_KEYS, at)
+            position = _dict_int(raw, "position", at, 0, _U8_MAX)
+            count = _dict_int(raw, "sibling_count", at, 0, _U8_MAX)
+            siblings = _hex_list(_dict_get(raw, "siblings", at), f"{at}.siblings")
+            if len(siblings) != count:
+                raise InvalidProofError(
+                    f"{at}: sibling_count {count} but {len(siblings)} siblings"
+                )
+            levels.append(ProofLevel(position, siblings))
+        return cls(root, leaf, leaf_index, tree_size, proof_arity, tuple(levels))
+
+
+# -- consistency proofs --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsistencyLevel(_Frozen):
+    """One level of a consistency proof: the shared hashes (in both trees)
+    and the new hashes (only in the new tree) of the old boundary's group."""
+
+    __slots__ = ("shared", "new")
+
+    shared: Tuple[bytes, ...]
+    new: Tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shared", _normalize_hashes(self.shared))
+        object.__setattr__(self, "new", _normalize_hashes(self.new))
+
+
+@dataclass(frozen=True)
+class ConsistencyProof(_Frozen):
+    """Proof that the tree of ``old_size`` leaves (root ``old_root``) is a
+    prefix of the tree of ``new_size`` leaves (root ``new_root``)."""
+
+    __slots__ = ("arity", "old_size", "new_size", "old_root", "new_root", "levels")
+
+    arity: int
+    old_size: int
+    new_size: int
+    old_root: bytes
+    new_root: bytes
+    levels: Tuple[ConsistencyLevel, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "old_root", _normalize_bytes(self.old_root))
+        object.__setattr__(self, "new_root", _normalize_bytes(self.new_root))
+        if isinstance(self.levels, list):
+            object.__setattr__(self, "levels", tuple(self.levels))
+
+    @property
+    def level_count(self) -> int:
+        return len(self.levels)
+
+    # -- verification --------------------------------------------------------
+
+    def verify(self) -> bool:
+        """True iff both roots are recomputed from the proof.
+
+        The old root comes from the shared hashes alone, the new root from
+        the shared and new hashes, level by level (SPEC.md). Sizes must
+        satisfy 1 <= old_size <= new_size <= 2**64-1 and every count must be
+        exactly what they imply; old_size == new_size carries no levels and
+        holds iff old_root == new_root. Never raises.
+        """
+        try:
+            return self._walk(None)
+        except Exception:  # a safety net: malformed input is False, never an error
+            return False
+
+    def _walk(self, boundaries: Optional[List[bytes]]) -> bool:
+        """Verify; if ``boundaries`` is a list, append to it, per level l, the
+        new tree's value of the old boundary's group parent (node l+1 of the
+        new boundary path), for :meth:`update_inclusion_proof`."""
+        arity, old_size, new_size = self.arity, self.old_size, self.new_size
+        if not (_is_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
+            return False
+        if not (_is_int(old_size) and _is_int(new_size) and 1 <= old_size <= new_size <= _U64_MAX):
+            return False
+        old_root, new_root, levels = self.old_root, self.new_root, self.levels
+        if not (_is_hash(old_root) and _is_hash(new_root) and isinstance(levels, tuple)):
+            return False
+        if old_size == new_size:
+            return not levels and old_root == new_root
+        if len(levels) != tree_depth(new_size, arity):
+            return False
+        old_len, new_len = old_size, new_size
+        old_node = new_node = b""
+        for number, level in enumerate(levels):
+            # len(levels) == depth(new_size), so new_len > 1 here.
+            if not isinstance(level, ConsistencyLevel):
+                return False
+            boundary = old_len - 1
+            boundary_pos = boundary % arity
+            group_start = boundary - boundary_pos
+            shared, new = level.shared, level.new
+            new_count = min(new_len, group_start + arity) - boundary - 1
+            if number == 0:
+                if not (_is_hash_seq(shared, boundary_pos + 1) and _is_hash_seq(new, new_count)):
+                    return False
+                old_node = _hash_group(shared)
+                new_node = _hash_group((*shared, *new))
+            else:
+                if not (_is_hash_seq(shared, boundary_pos) and _is_hash_seq(new, new_count)):
+                    return False
+                old_node = _hash_group((*shared, old_node))
+                new_node = _hash_group((*shared, new_node, *new))
+            if boundaries is not None:
+                boundaries.append(new_node)
+            old_len = (old_len + arity - 1) // arity
+            new_len = (new_len + arity - 1) // arity
+        return old_node == old_root and new_node == new_root
+
+    def verify_against(self, old_root: bytes, new_root: bytes) -> bool:
+        """verify() and both roots equal the given ones."""
+        old, new = _normalize_bytes(old_root), _normalize_bytes(new_root)
+        try:
+            return (_is_hash(old) and _is_hash(new) and self.verify()
+                    and self.old_root == old and self.new_root == new)
+        except Exception:  # only reachable with objects forced past the constructor
+            return False
+
+    def verify_transition(self, trusted_old_root: bytes) -> bool:
+        """verify() and old_root == trusted_old_root. If True, the caller may
+        trust ``new_root`` as a root of an extension of the trusted tree."""
+        trusted = _normalize_bytes(trusted_old_root)
+        try:
+            return _is_hash(trusted) and self.verify() and self.old_root == trusted
+        except Exception:  # only reachable with objects forced past the constructor
+            return False
+
+    # -- inclusion proof update ----------------------------------------------
+
+    def update_inclusion_proof(self, old_proof: InclusionProof) -> InclusionProof:
+        """The inclusion proof of ``old_proof``'s leaf against ``new_root``.
+
+        ``old_proof`` must verify against ``old_root`` for a tree of
+        ``old_size`` leaves of the same arity; only data in the two proofs is
+        used. The result equals a proof generated from the new tree.
+        Raises :class:`InvalidArgumentError` if old_size == new_size (as the
+        Rust crate does), if this proof does not verify, or if ``old_proof``
+        does not fit it.
+        """
+        if not isinstance(old_proof, InclusionProof):
+            raise ArgumentTypeError(
+                f"old_proof must be an InclusionProof, not {type(old_proof).__name__}"
+            )
+        if _is_int(self.old_size) and self.old_size == self.new_size:
+            raise InvalidArgumentError(
+                "old_size == new_size: the tree did not grow, there is nothing to update"
+            )
+        boundaries: List[bytes] = []
+        try:
+            verified = self._walk(boundaries)
+        except Exception:
+            verified = False
+        if not verified:
+            raise InvalidArgumentError("the consistency proof does not verify")
+        if old_proof.arity != self.arity:
+            raise InvalidArgumentError(
+                f"arity mismatch: inclusion proof {old_proof.arity!r}, "
+                f"consistency proof {self.arity}"
+            )
+        if old_proof.tree_size != self.old_size:
+            raise InvalidArgumentError(
+                f"the inclusion proof is for a tree of {old_proof.tree_size!r} leaves, "
+                f"the consistency proof starts at {self.old_size}"
+            )
+        if not old_proof.verify_against(self.old_root):
+            raise InvalidArgumentError(
+                "the inclusion proof does not verify against the consistency proof's old_root"
+            )
+
+        arity = self.arity
+        index = old_proof.leaf_index
+        old_len = self.old_size
+        old_levels = old_proof.levels
+        levels: List[ProofLevel] = []
+        for number, level in enumerate(self.levels):
+            position = index % arity
+            boundary = old_len - 1
+            if index - position != boundary - boundary % arity:
+                # The path's group lies wholly before the old boundary's
+                # group: complete in both trees, so unchanged. (Above the
+                # old depth the path is always in the boundary group, so
+                # this level exists in the old proof.)
+                levels.append(old_levels[number])
+            else:
+                # The boundary group: shared hashes, the new value of the
+                # boundary node (recomputed from the level below; at level 0
+                # it is a leaf, among the shared hashes) and the new hashes.
+                if number == 0:
+                    members = (*level.shared, *level.new)
+                else:
+                    members = (*level.shared, boundaries[number - 1], *level.new)
+                levels.append(ProofLevel(position, members[:position] + members[position + 1:]))
+            index //= arity
+            old_len = (old_len + arity - 1) // arity
+        proof = InclusionProof(
+            root=self.new_root,
+            leaf=old_proof.leaf,
+            leaf_index=old_proof.leaf_index,
+            tree_size=self.new_size,
+            arity=arity,
+            levels=tuple(levels),
+        )
+        if not proof.verify():  # only a hash collision between the two proofs gets here
+            raise InvalidArgumentError("the inclusion and consistency proofs disagree")
+        return proof
+
+    # -- encoding ------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The version-1 binary form (see the module docstring)."""
+        arity = _check_encodable_int("arity", self.arity, MIN_ARITY, MAX_ARITY)
+        old_size = _check_encodable_int("old_size", self.old_size, 0, _U64_MAX)
+        new_size = _check_encodable_int("new_size", self.new_size, 0, _U64_MAX)
+        old_root = _check_encodable_hash("old_root", self.old_root)
+        new_root = _check_encodable_hash("new_root", self.new_root)
+        levels = _check_encodable_levels(self.levels, ConsistencyLevel)
+        parts = [
+            _HEADER.pack(CONSISTENCY_MAGIC, FORMAT_VERSION, arity, len(levels), 0,
+                         old_size, new_size),
+            old_root,
+            new_root,
+        ]
+        for i, level in enumerate(levels):
+            shared = _check_encodable_hashes(f"levels[{i}].shared", level.shared)
+            new = _check_encodable_hashes(f"levels[{i}].new", level.new)
+            parts.append(bytes((len(shared), len(new))))
+            parts.extend(shared)
+            parts.extend(new)
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: BytesLike) -> ConsistencyProof:
+        """Decode :meth:`to_bytes` output from any bytes-like object.
+
+        Raises :class:`InvalidProofError` on a structural problem; the result
+        may still fail :meth:`verify`.
+        """
+        buf = _byte_view(data)
+        what = "consistency proof"
+        arity, level_count, old_size, new_size = _decode_header(buf, CONSISTENCY_MAGIC, what)
+        old_root = buf[24:56]
+        new_root = buf[56:88]
+        at, end = _HEADER_LEN, len(buf)
+        levels = []
+        for number in range(level_count):
+            if end - at < 2:
+                raise InvalidProofError(f"{what} truncated in level {number} of {level_count}")
+            shared_count, new_count = buf[at], buf[at + 1]
+            at += 2
+            if end - at < (shared_count + new_count) * HASH_LEN:
+                raise InvalidProofError(
+                    f"{what} truncated in the hashes of level {number} of {level_count}"
+                )
+            shared = _split_hashes(buf, at, shared_count)
+            at += shared_count * HASH_LEN
+            new = _split_hashes(buf, at, new_count)
+            at += new_count * HASH_LEN
+            levels.append(ConsistencyLevel._trusted(shared, new))
+        if at != end:
+            raise InvalidProofError(f"{what}: {end - at} trailing bytes after {at}")
+        proof: ConsistencyProof = cls._trusted(arity, old_size, new_size, old_root, new_root,
+                                               tuple(levels))
+        return proof
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict (hashes as lowercase hex); see the module docstring."""
+        self.to_bytes()  # the same encodability checks as the binary form
+        return {
+            "arity": self.arity,
+            "old_size": self.old_size,
+            "new_size": self.new_size,
+            "old_root": self.old_root.hex(),
+            "new_root": self.new_root.hex(),
+            "level_count": len(self.levels),
+            "levels": [
+                {
+                    "shared_count": len(level.shared),
+                    "new_count": len(level.new),
+                    "hashes": [h.hex() for h in level.shared] + [h.hex() for h in level.new],
+                }
+                for level in self.levels
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, arity: Optional[int] = None) -> ConsistencyProof:
+        """Decode :meth:`to_dict` output, or a vector's proof object with
+        ``arity=``. A ``"verified"`` key is ignored. Raises
+        :class:`InvalidProofError` on missing or unknown keys, wrong types,
+        bad hex, out-of-range numbers or counts that disagree with lists."""
+        where = "consistency proof"
+        d = _check_mapping(d, _CONSISTENCY_KEYS, where)
+        proof_arity = _dict_arity(d, arity, where)
+        old_size = _dict_int(d, "old_size", where, 0, _U64_MAX)
+        new_size = _dict_int(d, "new_size", where, 0, _U64_MAX)
+        old_root = _hex_hash(_dict_get(d, "old_root", where), f"{where}: old_root")
+        new_root = _hex_hash(_dict_get(d, "new_root", where), f"{where}: new_root")
+        levels = []
+        for number, raw in enumerate(_dict_levels(d, where)):
+            at = f"{where}: levels[{number}]"
+            raw = _check_mapping(raw, _CONSISTENCY_LEVEL_KEYS, at)
+            shared_count = _dict_int(raw, "shared_count", at, 0, _U8_MAX)
+            new_count = _dict_int(raw, "new_count", at, 0, _U8_MAX)
+            hashes = _hex_list(_dict_get(raw, "hashes", at), f"{at}.hashes")
+            if len(hashes) != shared_count + new_count:
+                raise InvalidProofError(
+                    f"{at}: shared_count {shared_count} + new_count {new_count} "
+                    f"but {len(hashes)} hashes"
+                )
+            levels.append(ConsistencyLevel(hashes[:shared_count], hashes[shared_count:]))
+        return cls(proof_arity, old_size, new_size, old_root, new_root, tuple(levels))
