@@ -62,3 +62,31 @@ def write_results(name: str, payload: Dict[str, object], markdown: str) -> pathl
     path = RESULTS / f"{name}.md"
     path.write_text(markdown + "\n")
     return path
+
+
+def write_results_to(directory: pathlib.Path, name: str, payload: Dict[str, object],
+                     markdown: str) -> pathlib.Path:
+    """Like write_results, into any directory (created if missing)."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    path = directory / f"{name}.md"
+    path.write_text(markdown + "\n")
+    return path
+
+
+def load_pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend, or None (with a
+    note on stderr) when matplotlib, an optional dependency, is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        import sys
+
+        print("note: matplotlib is not installed, skipping the plot "
+              "(pip install matplotlib, or pip install -e '.[bench]')", file=sys.stderr)
+        return None
+    return plt

@@ -42,8 +42,9 @@
 
 // A level of insert_many is followed within a few microseconds by the next
 // one, so an idle worker spins long enough to catch it without a futex round
-// trip (which costs tens of microseconds on a VM), but no longer: spinning
-// steals the core from the caller's sequential work when cores are scarce.
+// trip (50-150 us on a KVM guest whose idle vCPU is halted), but no longer:
+// spinning takes the core from the caller's sequential work when cores are
+// scarce, and an idle process must not burn CPU.
 #define RT_WORKER_SPIN_NS 50000u
 // When a caller has claimed all of its units it waits for at most one unit
 // per helper (5-20 us each for hashing), so spinning is almost always the
@@ -188,6 +189,8 @@ static struct {
     // park on it with the futex, so one word carries "there may be work".
     alignas(RT_CACHELINE) atomic_uint epoch;
     alignas(RT_CACHELINE) atomic_uint sleepers;
+    // CPU of the last thread that woke sleepers (see "wake-up placement").
+    atomic_int waker_cpu;
     // Jobs between publication and completion, against reconfiguration.
     alignas(RT_CACHELINE) atomic_size_t inflight;
     atomic_int reconfiguring;
@@ -203,6 +206,7 @@ static struct {
     _Atomic uint64_t st_idle_ns;
 } pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
+    .waker_cpu = -1,
     .injector = {.mu = PTHREAD_MUTEX_INITIALIZER},
 };
 
@@ -371,9 +375,9 @@ static struct rt_job *find_job(struct rt_worker *self, const struct rt_job *ance
 // halted) put the helper on the owner's CPU: either it preempts the owner or
 // it queues behind it, and the job runs on one core while another idles.
 // Two cheap corrections, each a no-op when placement was right:
-//  - a worker that slept checks, when it joins a job, whether it runs on the
-//    CPU the owner published from, and if so moves itself to another allowed
-//    CPU (the owner resumes at once);
+//  - a worker that slept checks, before it joins a job, whether it runs on
+//    the CPU of the thread that woke it, and if so moves itself to another
+//    allowed CPU (the owner resumes at once);
 //  - an owner that woke sleepers yields its CPU a few times while nobody has
 //    joined, so that a helper queued behind it gets to run and move away.
 #ifdef __linux__
@@ -533,14 +537,17 @@ static void *worker_main(void *arg)
         unsigned e = atomic_load_explicit(&pool.epoch, memory_order_acquire);
         if (atomic_load_explicit(&pool.stop, memory_order_acquire))
             break;
+        // Move before joining: migrating can wait for a busy CPU's time
+        // slice, and a helper holding a job reference meanwhile would keep
+        // the owner waiting after all units are done.
+        if (slept) {
+            slept = false;
+            int cpu = current_cpu();
+            if (cpu >= 0 && cpu == atomic_load_explicit(&pool.waker_cpu, memory_order_relaxed))
+                move_off_cpu(cpu);
+        }
         struct rt_job *j = find_job(w, NULL);
         if (j) {
-            if (slept) {
-                slept = false;
-                int cpu = current_cpu();
-                if (cpu >= 0 && cpu == j->owner_cpu)
-                    move_off_cpu(cpu);
-            }
             help(j);
             continue;
         }
@@ -745,6 +752,7 @@ void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx)
     unsigned sleeping = atomic_load_explicit(&pool.sleepers, memory_order_seq_cst);
     uint64_t woke_at = 0;
     if (sleeping) {
+        atomic_store_explicit(&pool.waker_cpu, job.owner_cpu, memory_order_relaxed);
         size_t extra = job.nunits - 1;
         futex_wake(&pool.epoch, (int)(extra < sleeping ? extra : sleeping));
         woke_at = now_ns();
