@@ -2,8 +2,12 @@
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include "rotortree.h"
+#include "rt_internal.h"
 
 unsigned rt_chunk_capacity(unsigned arity)
 {
@@ -11,14 +15,144 @@ unsigned rt_chunk_capacity(unsigned arity)
     return groups * arity;
 }
 
-rt_chunk *rt_chunk_alloc(unsigned chunk_cap)
+/* ---- slabs ---------------------------------------------------------------- */
+
+#define HUGE_PAGE (2u << 20)
+// Slabs of at least this size are mappings advised for huge pages.
+#define MAPPED_SLAB_MIN HUGE_PAGE
+// Growth is geometric (a new slab holds as many chunks as the level has),
+// capped so a huge level does not reserve gigabytes of address space ahead.
+#define SLAB_MAX_CHUNKS 16384
+#define SLAB_MIN_CHUNKS 4
+
+static size_t chunk_stride(unsigned chunk_cap)
 {
-    void *memory = NULL;
-    if (posix_memalign(&memory, 64, sizeof(rt_chunk) + (size_t)chunk_cap * 32u) != 0)
+    return sizeof(rt_chunk) + (size_t)chunk_cap * 32u; // a multiple of 32; header 64
+}
+
+static rt_slab *slab_new(size_t bytes)
+{
+    rt_slab *slab = malloc(sizeof(*slab));
+    if (!slab)
         return NULL;
-    rt_chunk *chunk = memory;
-    atomic_init(&chunk->refcount, 1);
-    return chunk;
+    slab->mapped = 0;
+    slab->base = NULL;
+#ifdef __linux__
+    if (bytes >= MAPPED_SLAB_MIN) {
+        // Over-map by one huge page and trim, so the slab starts on a
+        // huge-page boundary and every 2 MiB of it can be one page.
+        size_t rounded = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
+        uint8_t *raw = mmap(NULL, rounded + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (raw != MAP_FAILED) {
+            uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) &
+                                           ~(uintptr_t)(HUGE_PAGE - 1));
+            if (aligned > raw)
+                munmap(raw, (size_t)(aligned - raw));
+            size_t tail = (size_t)(raw + rounded + HUGE_PAGE - (aligned + rounded));
+            if (tail)
+                munmap(aligned + rounded, tail);
+            madvise(aligned, rounded, MADV_HUGEPAGE); // advice only: may be refused
+            slab->base = aligned;
+            slab->bytes = rounded;
+            slab->mapped = 1;
+        }
+    }
+#endif
+    if (!slab->base) {
+        void *memory = NULL;
+        if (posix_memalign(&memory, 64, bytes) != 0) {
+            free(slab);
+            return NULL;
+        }
+        slab->base = memory;
+        slab->bytes = bytes;
+    }
+    slab->carved = 0;
+    atomic_init(&slab->live, 1); // the carving level's hold
+    return slab;
+}
+
+static void slab_release(rt_slab *slab)
+{
+    if (atomic_fetch_sub_explicit(&slab->live, 1, memory_order_acq_rel) != 1)
+        return;
+#ifdef __linux__
+    if (slab->mapped)
+        munmap(slab->base, slab->bytes);
+    else
+#endif
+        free(slab->base);
+    free(slab);
+}
+
+/* Make sure the level's carver has room for at least one chunk, starting a
+ * new slab sized for `wanted` more chunks when it is full. */
+static rt_slab *carver_with_room(rt_level *level, size_t stride, size_t wanted)
+{
+    rt_slab *slab = level->carver;
+    if (slab && slab->bytes - slab->carved >= stride)
+        return slab;
+    size_t chunks = level->table ? level->table->count : 0;
+    if (chunks < wanted)
+        chunks = wanted;
+    if (chunks < SLAB_MIN_CHUNKS)
+        chunks = SLAB_MIN_CHUNKS;
+    if (chunks > SLAB_MAX_CHUNKS)
+        chunks = SLAB_MAX_CHUNKS;
+    rt_slab *fresh = slab_new(chunks * stride);
+    if (!fresh)
+        return NULL;
+    if (slab)
+        slab_release(slab);
+    level->carver = fresh;
+    return fresh;
+}
+
+typedef struct header_job {
+    rt_slab *slab;
+    uint8_t *first;
+    size_t stride;
+} header_job;
+
+static void init_headers(void *ctx, size_t begin, size_t end)
+{
+    const header_job *job = ctx;
+    for (size_t i = begin; i < end; i++) {
+        rt_chunk *chunk = (rt_chunk *)(job->first + i * job->stride);
+        atomic_init(&chunk->refcount, 1);
+        chunk->slab = job->slab;
+    }
+}
+
+// Writing a header is the first touch of fresh memory, so for a large run
+// the page faults (zeroing) are spread over the pool instead of landing on
+// the calling thread before any parallel hashing can start.
+#define PARALLEL_HEADER_MIN 512
+#define HEADER_UNIT 64
+
+/* Carve up to `wanted` fresh chunks (refcount 1) from the level's slab into
+ * out[]; returns how many (0 only when memory is exhausted). */
+static size_t carve_chunks(rt_level *level, unsigned chunk_cap, size_t wanted, rt_chunk **out)
+{
+    size_t stride = chunk_stride(chunk_cap);
+    rt_slab *slab = carver_with_room(level, stride, wanted);
+    if (!slab)
+        return 0;
+    size_t room = (slab->bytes - slab->carved) / stride;
+    size_t count = wanted < room ? wanted : room;
+    header_job job = {slab, slab->base + slab->carved, stride};
+    uint32_t threads;
+    rt_pool_tunables(&threads, NULL, NULL);
+    if (threads > 1 && count >= PARALLEL_HEADER_MIN)
+        rt_pool_parallel_for(count, HEADER_UNIT, init_headers, &job);
+    else
+        init_headers(&job, 0, count);
+    slab->carved += count * stride;
+    atomic_fetch_add_explicit(&slab->live, (unsigned)count, memory_order_relaxed);
+    for (size_t i = 0; i < count; i++)
+        out[i] = (rt_chunk *)(job.first + i * stride);
+    return count;
 }
 
 void rt_chunk_retain(rt_chunk *chunk)
@@ -31,7 +165,7 @@ void rt_chunk_release(rt_chunk *chunk)
     // acq_rel: the thread that frees must see every write made by the
     // threads that held the other references.
     if (atomic_fetch_sub_explicit(&chunk->refcount, 1, memory_order_acq_rel) == 1)
-        free(chunk);
+        slab_release(chunk->slab);
 }
 
 static int is_shared(atomic_uint *refcount)
@@ -63,6 +197,8 @@ void rt_level_init(rt_level *level)
 void rt_level_destroy(rt_level *level)
 {
     rt_table_release(level->table);
+    if (level->carver)
+        slab_release(level->carver);
     rt_level_init(level);
 }
 
@@ -128,8 +264,8 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
         rt_chunk *shared = table->slots[c];
         if (!is_shared(&shared->refcount))
             continue;
-        rt_chunk *copy = rt_chunk_alloc(chunk_cap);
-        if (!copy)
+        rt_chunk *copy;
+        if (!carve_chunks(level, chunk_cap, 1, &copy))
             return RT_ERR_NOMEM;
         memcpy(copy->nodes, shared->nodes, (size_t)chunk_cap * 32u);
         table->slots[c] = copy;
@@ -139,10 +275,11 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
     // leaves spare chunks beyond `len`, which hold no visible data and are
     // reused by the next insert.
     while (table->count < needed) {
-        rt_chunk *fresh = rt_chunk_alloc(chunk_cap);
-        if (!fresh)
+        size_t carved = carve_chunks(level, chunk_cap, needed - table->count,
+                                     table->slots + table->count);
+        if (!carved)
             return RT_ERR_NOMEM;
-        table->slots[table->count++] = fresh;
+        table->count += carved;
     }
     return RT_OK;
 }

@@ -29,10 +29,28 @@
  * this: 4 KiB chunks for power-of-two arities up to 128. */
 #define RT_CHUNK_TARGET_NODES 128
 
+/*
+ * Chunks are carved from slabs, one slab at a time per level. A slab lives
+ * while any of its chunks does (or while its level still carves from it).
+ * Large slabs are anonymous mappings advised for transparent huge pages:
+ * a fresh 1M-leaf batch then takes a few dozen page faults instead of
+ * ~10,000 4 KiB ones (each costly under virtualisation, and taken on the
+ * calling thread before any parallel work could start). Small slabs come
+ * from malloc, so many small trees do not each hold a mapping.
+ */
+typedef struct rt_slab {
+    atomic_uint live;   /* chunks alive in it, +1 while its level carves */
+    int mapped;         /* 1: munmap(base, bytes); 0: free(base) */
+    uint8_t *base;
+    size_t bytes;
+    size_t carved;      /* bytes handed out; only the carving level moves it */
+} rt_slab;
+
 typedef struct rt_chunk {
     atomic_uint refcount;
+    rt_slab *slab;
     /* Pads the header to one cache line so node data starts aligned. */
-    unsigned char pad_[64 - sizeof(atomic_uint)];
+    unsigned char pad_[64 - sizeof(atomic_uint) - sizeof(rt_slab *)];
     uint8_t nodes[];
 } rt_chunk;
 
@@ -55,11 +73,11 @@ typedef struct rt_level {
     const uint8_t *cold;
     uint64_t cold_len;
     rt_chunk_table *table; /* NULL until the first chunk is needed */
+    rt_slab *carver;       /* where this level's next chunks come from */
 } rt_level;
 
 unsigned rt_chunk_capacity(unsigned arity);
 
-rt_chunk *rt_chunk_alloc(unsigned chunk_cap);
 void rt_chunk_retain(rt_chunk *chunk);
 void rt_chunk_release(rt_chunk *chunk);
 
