@@ -120,11 +120,6 @@ static void hash_parent_range(const node_store *in, uint64_t child_len,
 
 /* ---- one level of work, sequential or on the pool ----------------------- */
 
-// Leaves are copied into level 0 by the same units that hash them, block by
-// block, so each block is hashed while it is still in cache and the copy
-// itself runs in parallel.
-#define COPY_BLOCK_PARENTS 64
-
 typedef struct level_job {
     node_store in;
     node_store out;
@@ -132,35 +127,13 @@ typedef struct level_job {
     uint64_t first_parent;
     unsigned arity;
     rt_parents_fn kernel;
-    // Level 0 only: leaves [copy_first, child_len) come from copy_src, whose
-    // byte 0 is leaf copy_first.
-    const uint8_t *copy_src;
-    uint64_t copy_first;
 } level_job;
 
 static void run_level_units(void *ctx, size_t begin, size_t end)
 {
     const level_job *job = ctx;
-    uint64_t first = job->first_parent + begin;
-    uint64_t stop = job->first_parent + end;
-    if (!job->copy_src) {
-        hash_parent_range(&job->in, job->child_len, &job->out, job->arity,
-                          first, stop, job->kernel);
-        return;
-    }
-    for (uint64_t block = first; block < stop; block += COPY_BLOCK_PARENTS) {
-        uint64_t block_end = min_u64(stop, block + COPY_BLOCK_PARENTS);
-        uint64_t child_begin = block * job->arity;
-        uint64_t child_end = min_u64(block_end * job->arity, job->child_len);
-        if (child_begin < job->copy_first)
-            child_begin = job->copy_first;
-        if (child_begin < child_end)
-            store_write(&job->in, child_begin,
-                        job->copy_src + (child_begin - job->copy_first) * 32u,
-                        child_end - child_begin);
-        hash_parent_range(&job->in, job->child_len, &job->out, job->arity,
-                          block, block_end, job->kernel);
-    }
+    hash_parent_range(&job->in, job->child_len, &job->out, job->arity,
+                      job->first_parent + begin, job->first_parent + end, job->kernel);
 }
 
 static void run_level(level_job *job, uint64_t parent_count)
@@ -172,6 +145,110 @@ static void run_level(level_job *job, uint64_t parent_count)
         rt_pool_parallel_for((size_t)parent_count, (size_t)unit, run_level_units, job);
     else
         run_level_units(job, 0, (size_t)parent_count);
+}
+
+/* ---- the lowest levels, fused by aligned subtree ------------------------ */
+
+// Node (l, j) depends only on the leaves of its aligned subtree (SPEC.md), so
+// the lowest `top` levels are computed block by block: a unit takes blocks
+// of arity**top leaves, copies them in, and hashes every level of each
+// block while it is still in cache. A level at a time would stream the
+// whole batch through memory once per level, and with two threads half of
+// each level's input would have been written on the other core. Above
+// `top` the levels are small and run a level at a time.
+
+typedef struct fused_job {
+    const node_store *stores; /* levels 0..top */
+    const uint64_t *len;      /* nodes per level after the insert */
+    const uint64_t *first;    /* first node written per level */
+    unsigned top;             /* levels 1..top are computed per block */
+    unsigned arity;
+    uint64_t block_leaves;    /* a power of the arity, at least arity**top */
+    uint64_t first_block;
+    rt_parents_fn kernel;
+    // Leaves [copy_first, len[0]) come from copy_src (NULL: already stored).
+    const uint8_t *copy_src;
+    uint64_t copy_first;
+} fused_job;
+
+static void run_fused_blocks(void *ctx, size_t begin, size_t end)
+{
+    const fused_job *job = ctx;
+    for (uint64_t block = job->first_block + begin; block < job->first_block + end; block++) {
+        uint64_t span = job->block_leaves; // nodes of this block at level l
+        for (unsigned l = 0; l < job->top; l++) {
+            if (l == 0 && job->copy_src) {
+                uint64_t from = block * span, to = min_u64(job->len[0], from + span);
+                if (from < job->copy_first)
+                    from = job->copy_first;
+                if (from < to)
+                    store_write(&job->stores[0], from,
+                                job->copy_src + (from - job->copy_first) * 32u, to - from);
+            }
+            span /= job->arity;
+            uint64_t lo = block * span, hi = min_u64(job->len[l + 1], lo + span);
+            if (lo < job->first[l + 1])
+                lo = job->first[l + 1];
+            if (lo < hi)
+                hash_parent_range(&job->stores[l], job->len[l], &job->stores[l + 1],
+                                  job->arity, lo, hi, job->kernel);
+        }
+    }
+}
+
+/* Block shape: blocks of arity**block_height leaves, whose level-1 parents
+ * fill about one work unit; levels are fused while a block still has at
+ * least a full AVX2 lane group of parents there (fewer would waste lanes
+ * on padding and lose more than locality gains). Returns the fused height. */
+#define FUSED_MIN_PARENTS 8
+
+static unsigned fused_shape(unsigned arity, uint64_t unit, unsigned depth,
+                            uint64_t *block_leaves)
+{
+    unsigned height = 1;
+    uint64_t level1_parents = 1;
+    while (height < depth && level1_parents * arity <= unit) {
+        level1_parents *= arity;
+        height++;
+    }
+    *block_leaves = level1_parents * arity;
+    unsigned top = 1;
+    uint64_t parents = level1_parents; // per block at level `top`
+    while (top < height && parents / arity >= FUSED_MIN_PARENTS) {
+        parents /= arity;
+        top++;
+    }
+    return top;
+}
+
+/* Compute levels 1..depth (writes from first[l] on) from level 0. */
+static void build_levels(const node_store *stores, const uint64_t *len, const uint64_t *first,
+                         unsigned depth, unsigned arity, const uint8_t *copy_src,
+                         uint64_t copy_first)
+{
+    uint32_t threads;
+    uint64_t threshold, unit;
+    rt_pool_tunables(&threads, &threshold, &unit);
+    rt_parents_fn kernel = rt_active_parents_fn();
+
+    uint64_t block_leaves;
+    unsigned top = fused_shape(arity, unit, depth, &block_leaves);
+    fused_job fused = {stores, len, first, top, arity, block_leaves,
+                       first[0] / block_leaves, kernel, copy_src, copy_first};
+    uint64_t blocks = (len[0] - 1) / block_leaves + 1 - fused.first_block;
+    uint64_t level1_work = len[1] - first[1];
+    uint64_t grain = unit / (block_leaves / arity);
+    if (grain == 0)
+        grain = 1;
+    if (threads > 1 && level1_work >= threshold && blocks > grain)
+        rt_pool_parallel_for((size_t)blocks, (size_t)grain, run_fused_blocks, &fused);
+    else
+        run_fused_blocks(&fused, 0, (size_t)blocks);
+
+    for (unsigned l = top; l < depth; l++) {
+        level_job job = {stores[l], stores[l + 1], len[l], first[l + 1], arity, kernel};
+        run_level(&job, len[l + 1] - first[l + 1]);
+    }
 }
 
 /* ---- tree lifecycle ----------------------------------------------------- */
@@ -268,23 +345,14 @@ static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
             return status;
     }
 
-    rt_parents_fn kernel = rt_active_parents_fn();
     if (new_depth == 0) {
         node_store leaves_out = store_of_level(&tree->levels[0], cap);
         store_write(&leaves_out, old_size, leaves, count);
-    }
-    for (unsigned l = 0; l < new_depth; l++) {
-        level_job job = {
-            .in = store_of_level(&tree->levels[l], cap),
-            .out = store_of_level(&tree->levels[l + 1], cap),
-            .child_len = len[l],
-            .first_parent = first[l + 1],
-            .arity = arity,
-            .kernel = kernel,
-            .copy_src = l == 0 ? leaves : NULL,
-            .copy_first = old_size,
-        };
-        run_level(&job, len[l + 1] - first[l + 1]);
+    } else {
+        node_store stores[RT_MAX_DEPTH_LIMIT + 1];
+        for (unsigned l = 0; l <= new_depth; l++)
+            stores[l] = store_of_level(&tree->levels[l], cap);
+        build_levels(stores, len, first, new_depth, arity, leaves, old_size);
     }
 
     for (unsigned l = 0; l <= new_depth; l++)
@@ -372,38 +440,29 @@ int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
         memcpy(root_out, leaves, 32);
         return RT_OK;
     }
-    // Two ping-pong buffers sized for levels 1 and 2; every later level fits
-    // in whichever of them it lands in, so memory stays O(count / arity).
-    uint64_t level1 = count / arity + (count % arity != 0);
-    uint64_t level2 = level1 / arity + (level1 % arity != 0);
-    uint8_t *buffers[2] = {malloc((size_t)level1 * 32u), malloc((size_t)level2 * 32u)};
-    if (!buffers[0] || !buffers[1]) {
-        free(buffers[0]);
-        free(buffers[1]);
+    // Levels 1..depth side by side in one buffer: about count / (arity - 1)
+    // nodes, so memory stays O(count / arity).
+    unsigned depth = depth_of(count, arity);
+    uint64_t len[RT_MAX_DEPTH_LIMIT + 1], first[RT_MAX_DEPTH_LIMIT + 1] = {0};
+    len[0] = count;
+    uint64_t total = 0;
+    for (unsigned l = 1; l <= depth; l++) {
+        len[l] = len[l - 1] / arity + (len[l - 1] % arity != 0);
+        total += len[l];
+    }
+    uint8_t *upper = malloc((size_t)total * 32u);
+    if (!upper)
         return RT_ERR_NOMEM;
+    node_store stores[RT_MAX_DEPTH_LIMIT + 1];
+    stores[0] = store_of_buffer(leaves);
+    uint8_t *cursor = upper;
+    for (unsigned l = 1; l <= depth; l++) {
+        stores[l] = store_of_buffer(cursor);
+        cursor += len[l] * 32u;
     }
-    rt_parents_fn kernel = rt_active_parents_fn();
-    node_store in = store_of_buffer(leaves);
-    uint64_t child_len = count;
-    unsigned target = 0;
-    while (child_len > 1) {
-        uint64_t parents = child_len / arity + (child_len % arity != 0);
-        level_job job = {
-            .in = in,
-            .out = store_of_buffer(buffers[target]),
-            .child_len = child_len,
-            .first_parent = 0,
-            .arity = arity,
-            .kernel = kernel,
-        };
-        run_level(&job, parents);
-        in = job.out;
-        child_len = parents;
-        target ^= 1;
-    }
-    memcpy(root_out, in.flat, 32);
-    free(buffers[0]);
-    free(buffers[1]);
+    build_levels(stores, len, first, depth, arity, NULL, 0);
+    memcpy(root_out, stores[depth].flat, 32);
+    free(upper);
     return RT_OK;
 }
 
