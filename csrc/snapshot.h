@@ -32,9 +32,9 @@ static inline const uint8_t *rt_snapshot_node(const rt_snapshot *snap, unsigned 
     const rt_snapshot_level *lv = &snap->levels[level];
     if (index < lv->cold_len)
         return lv->cold + index * 32u;
-    size_t slot = (size_t)((index - lv->cold_len) / snap->chunk_cap);
+    size_t slot = (size_t)rt_div(index - lv->cold_len, snap->chunk_cap);
     const rt_chunk *chunk = slot == lv->tail_slot ? lv->tail : lv->table->slots[slot];
-    return chunk->nodes + (index % snap->chunk_cap) * 32u;
+    return chunk->nodes + rt_mod(index, snap->chunk_cap) * 32u;
 }
 
 #endif /* RT_SNAPSHOT_H */
