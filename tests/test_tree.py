@@ -311,3 +311,27 @@ def test_huge_max_depth_saturates_capacity():
     tree = rotortree.LeanIMT(255, max_depth=64)
     leaves = random_leaves(300)
     assert tree.insert_many(leaves) == root_of(leaves, 255)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arity=st.sampled_from([2, 3, 4, 5, 8, 16, 31, 32, 33, 255]),
+    steps=st.lists(st.tuples(st.booleans(), st.integers(1, 40)), min_size=1, max_size=25),
+    seed=st.integers(0, 2**32),
+)
+def test_single_and_batch_inserts_interleaved(arity, steps, seed):
+    # Single inserts reuse per-level hashing state between calls; batches and
+    # snapshots in between must never leave it stale.
+    leaves = random_leaves(sum(n for _, n in steps), seed)
+    tree = rotortree.LeanIMT(arity, max_depth=64)
+    offset = 0
+    for single, n in steps:
+        if single:
+            for leaf in leaves[offset: offset + n]:
+                root = tree.insert(leaf)
+        else:
+            root = tree.insert_many(leaves[offset: offset + n])
+        offset += n
+        assert root == root_of(leaves[:offset], arity)
+        if n % 3 == 0:
+            tree.snapshot()
