@@ -15,6 +15,9 @@ from typing import Any
 
 from .errors import (
     ArgumentTypeError,
+    ClosedTreeError,
+    CorruptionError,
+    DurabilityError,
     EmptyBatchError,
     EmptyTreeError,
     InvalidArgumentError,
@@ -25,7 +28,9 @@ from .errors import (
     OutOfMemoryError,
     PoolBusyError,
     RotorTreeError,
+    StorageMismatchError,
     ThreadError,
+    TreeLockedError,
     UnsupportedKernelError,
 )
 from .proofs import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
@@ -36,6 +41,7 @@ HASH_LEN = 32
 _NATIVE_NAMES = (
     "LeanIMT", "Snapshot", "ProofBatch", "compute_root", "verify_proofs",
     "configure", "pool_info", "pool_stats", "available_cpus",
+    "RotorTree", "FlushPolicy", "CheckpointPolicy", "DurabilityToken",
 )
 
 try:
@@ -46,6 +52,7 @@ else:
     _native_import_error = None
     from . import config as _config
     from .config import available_cpus, configure, pool_info, pool_stats
+    from .durable import CheckpointPolicy, DurabilityToken, FlushPolicy, RotorTree
     from .snapshot import ProofBatch, Snapshot, verify_proofs
     from .tree import LeanIMT, compute_root
 
@@ -84,4 +91,9 @@ __all__ = [
     "PoolBusyError",
     "ThreadError",
     "UnsupportedKernelError",
+    "CorruptionError",
+    "TreeLockedError",
+    "DurabilityError",
+    "ClosedTreeError",
+    "StorageMismatchError",
 ]

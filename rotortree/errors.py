@@ -62,3 +62,39 @@ class OutOfMemoryError(RotorTreeError, builtins.MemoryError):
 class InvalidProofError(RotorTreeError, builtins.ValueError):
     """Proof bytes or a proof dict cannot be decoded (truncated, corrupted,
     unknown version), or a proof operation got inconsistent proofs."""
+
+
+# -- durable trees (rotortree.durable / rotortree.storage) --------------------
+
+
+class CorruptionError(RotorTreeError, builtins.ValueError):
+    """Stored tree data is damaged or inconsistent: a checksum mismatch, a
+    truncated or missing file, a root that does not match the leaves. The
+    message names the file and what is wrong; ``path`` holds the file."""
+
+    def __init__(self, message: str, path: "str | None" = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class TreeLockedError(RotorTreeError, builtins.BlockingIOError):
+    """The durable tree's directory is already open (its lock file is held by
+    another ``RotorTree``, in this process or another one)."""
+
+
+class DurabilityError(RotorTreeError, builtins.OSError):
+    """A write, fsync, rename or truncate of a durable tree's files failed, or
+    an entry was not made durable. ``operation`` names the failed step and
+    ``filename`` the file. After an fsync failure the tree refuses writes
+    until it is reopened (the state of the file on disk is unknown)."""
+
+    operation: "str | None" = None
+
+
+class ClosedTreeError(RotorTreeError, builtins.ValueError):
+    """The durable tree was closed."""
+
+
+class StorageMismatchError(RotorTreeError, builtins.ValueError):
+    """A durable tree was opened with a different arity or max_depth than the
+    one its files were written with."""

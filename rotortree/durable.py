@@ -1,0 +1,1341 @@
+"""Durable trees: a LeanIMT backed by a write-ahead log and checkpoints.
+
+``RotorTree.open(path)`` opens (or creates) a directory holding a tree. Every
+insert is appended to a write-ahead log (WAL) before it reaches the in-memory
+tree; a background thread (or you, with ``flush()``) fsyncs the log, and the
+token an insert returns tells when its entry is on disk. Checkpoints write the
+tree's new nodes to append-only level files plus a small metadata record, so
+that reopening does not replay the whole history; levels below ``mmap_levels``
+are then served from memory-mapped level files instead of RAM.
+
+The file formats are described in :mod:`rotortree.storage`.
+
+Guarantees
+----------
+* An entry whose token reported durable (``wait()`` returned True, or
+  ``insert_durable`` / ``flush`` returned) survives a crash of the process or
+  of the machine, provided fsync keeps its promise.
+* Recovery replays the WAL after the last checkpoint and drops a torn tail
+  (a frame whose CRC does not match, or that is cut short). Damage that
+  cannot be a torn tail (a bad checkpoint, a damaged frame followed by frames
+  that were written after it was acknowledged) raises
+  :class:`~rotortree.CorruptionError` naming the file; the tree is never
+  opened with a wrong root.
+* A call that fails changes nothing: not the in-memory tree, not the data the
+  files commit to (a failed insert's partial frame is truncated away; a
+  failed checkpoint leaves the previous metadata record, the committed prefix
+  of every level file and every WAL entry as they were: it may leave bytes
+  past the committed end of level files and an extra, rotated WAL segment,
+  which recovery ignores or replays). The exception is ``insert_durable``,
+  whose insert is done before its fsync fails. An fsync failure anywhere
+  makes the tree refuse every later write (``DurabilityError``) until it is
+  reopened, because after a failed fsync the kernel may have dropped the
+  unsynced data ("fsyncgate"); a failed write whose partial frame could be
+  truncated away does not.
+
+Recovery (``RotorTree.open``)
+-----------------------------
+1. Take the directory's lock; read ``meta`` (CRC-checked always).
+2. Map each level file; check its length; with ``verify_checkpoint`` check
+   its CRC and recompute the root from level 0 (``compute_root`` on the
+   pool, reading the mapping in place) against the recorded root. Restore
+   the tree from the files without hashing (levels below ``mmap_levels`` are
+   served from the mappings, the rest copied).
+3. Replay the WAL segments from ``wal_gen`` on, in order, while frames are
+   valid and their sequence numbers and first indices continue exactly.
+   The first bad frame (short, bad magic, bad CRC) or a gap at a segment
+   boundary is the torn tail -- unless a valid frame after it records that
+   the missing entry had been acknowledged as durable, which is reported as
+   :class:`~rotortree.CorruptionError`. The torn tail is truncated away,
+   later segments are deleted, replayed segments are fsynced (a crashed
+   process may have left them in the page cache only), and a new segment is
+   started for new entries.
+
+Threads
+-------
+All methods may be called from any thread. Inserts are serialised by one lock
+(the WAL append and the in-memory insert happen under it); fsyncs are
+serialised by another, so concurrent ``insert_durable`` callers share fsyncs
+(group commit); checkpoints are serialised by a third and run concurrently
+with inserts (they write from a snapshot). The lock order is
+checkpoint -> sync -> write.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import fcntl
+import os
+import threading
+import time
+import weakref
+import zlib
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import storage
+from ._leaves import Leaves, leaf_batch, single_leaf
+from ._native import check, ffi, lib, raise_status
+from .errors import (
+    ArgumentTypeError,
+    ClosedTreeError,
+    CorruptionError,
+    DurabilityError,
+    InvalidArgumentError,
+    MaxDepthExceededError,
+    StorageMismatchError,
+    TreeLockedError,
+)
+from .storage import (
+    NODE,
+    SEGMENT_HEADER_LEN,
+    LevelRecord,
+    Meta,
+    level_file_name,
+    level_lengths,
+    segment_name,
+    stored_count,
+)
+from .tree import LeanIMT
+
+__all__ = ["RotorTree", "FlushPolicy", "CheckpointPolicy", "DurabilityToken"]
+
+_LOCK_NAME = "LOCK"
+# WAL payload replayed into the tree per insert_many call during recovery.
+_REPLAY_BATCH_BYTES = 32 << 20
+
+
+# ---------------------------------------------------------------------------
+# Policies
+
+
+class FlushPolicy:
+    """When the WAL is fsynced.
+
+    * ``FlushPolicy.interval(seconds=0.010)`` (the default): a background
+      thread fsyncs every ``seconds`` if anything was written, so tokens
+      become durable on their own within about one interval.
+    * ``FlushPolicy.manual()``: nothing is fsynced until ``flush()``,
+      ``insert_durable``, a checkpoint or ``close()``; ``token.wait()`` blocks
+      until one of those runs (in another thread).
+
+    ``insert_durable`` and ``flush`` fsync immediately under both policies.
+    """
+
+    __slots__ = ("_interval",)
+
+    def __init__(self, interval: Optional[float]) -> None:
+        self._interval = interval
+
+    @classmethod
+    def interval(cls, seconds: float = 0.010) -> "FlushPolicy":
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise ArgumentTypeError(f"interval must be a number, not {type(seconds).__name__}")
+        if not 0 < seconds <= 3600:
+            raise InvalidArgumentError(f"interval must be in (0, 3600] seconds, got {seconds}")
+        return cls(float(seconds))
+
+    @classmethod
+    def manual(cls) -> "FlushPolicy":
+        return cls(None)
+
+    @property
+    def seconds(self) -> Optional[float]:
+        """The interval, or None for the manual policy."""
+        return self._interval
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FlushPolicy) and other._interval == self._interval
+
+    def __hash__(self) -> int:
+        return hash(self._interval)
+
+    def __repr__(self) -> str:
+        if self._interval is None:
+            return "FlushPolicy.manual()"
+        return f"FlushPolicy.interval({self._interval})"
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When checkpoints are written (besides explicit ``checkpoint()`` calls).
+
+    * ``CheckpointPolicy.manual()``: never automatically.
+    * ``CheckpointPolicy.every_entries(n)``: after every ``n`` WAL entries
+      (insert / insert_many calls) since the last checkpoint.
+    * ``CheckpointPolicy.memory_threshold(nbytes)``: when the nodes added
+      since the last checkpoint take about ``nbytes`` of RAM (estimated as
+      32 * new leaves * arity / (arity - 1)).
+    * ``CheckpointPolicy.on_close()``: when the tree is closed.
+
+    Policies combine with ``|``: ``CheckpointPolicy.every_entries(10_000) |
+    CheckpointPolicy.on_close()`` checkpoints on whichever comes first, and
+    on close. Automatic checkpoints run on a background thread, so inserts
+    are not delayed; a failed background checkpoint is reported by the next
+    write call (insert, flush, checkpoint) and retried later.
+
+    The default of ``RotorTree.open`` is
+    ``memory_threshold(64 MiB) | on_close()``.
+    """
+
+    entries: Optional[int] = None
+    nbytes: Optional[int] = None
+    at_close: bool = False
+
+    @classmethod
+    def manual(cls) -> "CheckpointPolicy":
+        return cls()
+
+    @classmethod
+    def every_entries(cls, n: int) -> "CheckpointPolicy":
+        return cls(entries=_positive("n", n))
+
+    @classmethod
+    def memory_threshold(cls, nbytes: int) -> "CheckpointPolicy":
+        return cls(nbytes=_positive("nbytes", nbytes))
+
+    @classmethod
+    def on_close(cls) -> "CheckpointPolicy":
+        return cls(at_close=True)
+
+    def __or__(self, other: "CheckpointPolicy") -> "CheckpointPolicy":
+        if not isinstance(other, CheckpointPolicy):
+            return NotImplemented
+
+        def least(a: Optional[int], b: Optional[int]) -> Optional[int]:
+            return b if a is None else a if b is None else min(a, b)
+
+        return CheckpointPolicy(least(self.entries, other.entries),
+                                least(self.nbytes, other.nbytes),
+                                self.at_close or other.at_close)
+
+    @property
+    def automatic(self) -> bool:
+        return self.entries is not None or self.nbytes is not None
+
+    def __repr__(self) -> str:
+        parts = []
+        if self.entries is not None:
+            parts.append(f"CheckpointPolicy.every_entries({self.entries})")
+        if self.nbytes is not None:
+            parts.append(f"CheckpointPolicy.memory_threshold({self.nbytes})")
+        if self.at_close:
+            parts.append("CheckpointPolicy.on_close()")
+        return " | ".join(parts) or "CheckpointPolicy.manual()"
+
+
+def _positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise InvalidArgumentError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+DEFAULT_CHECKPOINT_POLICY = CheckpointPolicy.memory_threshold(64 << 20) | CheckpointPolicy.on_close()
+
+
+# ---------------------------------------------------------------------------
+# Durability tokens
+
+
+class _SyncState:
+    """What is durable, shared by a tree, its tokens and its finalizer."""
+
+    __slots__ = ("cond", "synced", "written", "error", "closed", "reported")
+
+    def __init__(self, synced: int) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.synced = synced      # every entry with seq <= synced is durable
+        self.written = synced     # highest seq written to the WAL
+        self.error: Optional[DurabilityError] = None
+        self.closed = False
+        self.reported = False     # the error was raised to a caller at least once
+
+    def advance(self, seq: int) -> None:
+        with self.cond:
+            if seq > self.synced:
+                self.synced = seq
+            self.cond.notify_all()
+
+    def fail(self, error: DurabilityError) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = error
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def failure(self, what: str) -> DurabilityError:
+        """A fresh DurabilityError for ``what``, caused by the recorded error."""
+        self.reported = True
+        cause = self.error
+        error = DurabilityError(getattr(cause, "errno", None) or _errno.EIO,
+                                f"{what}: {cause.strerror if cause else 'tree closed'}")
+        error.operation = getattr(cause, "operation", None)
+        error.filename = getattr(cause, "filename", None)
+        error.__cause__ = cause
+        return error
+
+
+class DurabilityToken:
+    """Returned by ``RotorTree.insert`` / ``insert_many``: tells when that
+    entry is on disk. Tokens are cheap, hold no reference to the tree, and
+    may be waited on from any thread."""
+
+    __slots__ = ("_state", "seq")
+
+    def __init__(self, state: _SyncState, seq: int) -> None:
+        self._state = state
+        self.seq = seq  # the entry's WAL sequence number
+
+    @property
+    def durable(self) -> bool:
+        """True if the entry is known to be on disk (never blocks or raises)."""
+        return self._state.synced >= self.seq
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the entry is fsynced: True; False if ``timeout``
+        seconds pass first. Raises :class:`DurabilityError` if the entry can
+        no longer become durable (an fsync failed, or the tree was closed or
+        collected without syncing it)."""
+        state = self._state
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with state.cond:
+            while True:
+                if state.synced >= self.seq:
+                    return True
+                if state.error is not None or state.closed:
+                    raise state.failure(f"WAL entry {self.seq} is not durable")
+                if deadline is None:
+                    state.cond.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    state.cond.wait(remaining)
+
+    def __repr__(self) -> str:
+        return f"<DurabilityToken seq={self.seq} durable={self.durable}>"
+
+
+# ---------------------------------------------------------------------------
+# Files owned by an open tree (shared with its finalizer)
+
+
+class _Segment:
+    __slots__ = ("gen", "path", "fd", "offset", "synced")
+
+    def __init__(self, gen: int, path: str, fd: int, offset: int) -> None:
+        self.gen = gen
+        self.path = path
+        self.fd = fd           # -1 when not open
+        self.offset = offset   # where the next frame goes
+        self.synced = fd < 0
+
+
+class _Files:
+    """File descriptors of an open tree. The finalizer of a tree that is
+    garbage-collected without close() fsyncs and closes them."""
+
+    __slots__ = ("lock_fd", "segment", "retired", "level_fds")
+
+    def __init__(self) -> None:
+        self.lock_fd: Optional[int] = None
+        self.segment: Optional[_Segment] = None
+        self.retired: List[_Segment] = []
+        self.level_fds: Dict[int, int] = {}
+
+    def segments(self) -> List[_Segment]:
+        return self.retired + ([self.segment] if self.segment else [])
+
+    def close_all(self) -> None:
+        for segment in self.segments():
+            if segment.fd >= 0:
+                os.close(segment.fd)
+                segment.fd = -1
+        for fd in self.level_fds.values():
+            os.close(fd)
+        self.level_fds.clear()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)   # releases the flock
+            self.lock_fd = None
+
+
+def _finalize(files: _Files, state: _SyncState) -> None:
+    """A tree was collected (or the interpreter exits) without close()."""
+    try:
+        written = state.written
+        for segment in files.segments():
+            if segment.fd >= 0 and not segment.synced:
+                os.fsync(segment.fd)
+        if state.error is None:
+            state.advance(written)
+    except OSError as error:
+        state.fail(storage.io_error("fsync", "WAL", error))
+    finally:
+        try:
+            files.close_all()
+        finally:
+            state.close()
+
+
+# ---------------------------------------------------------------------------
+# Background threads (they hold only a weak reference to the tree)
+
+
+def _flusher_main(ref: "weakref.ref[RotorTree]", stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        tree = ref()
+        if tree is None:
+            return
+        try:
+            if tree._seq > tree._state.synced:
+                tree._sync_upto(tree._seq, report=False)
+        except (ClosedTreeError, DurabilityError):
+            return  # closed, or failed: tokens and the next call report it
+        finally:
+            del tree
+
+
+def _checkpointer_main(ref: "weakref.ref[RotorTree]", wake: threading.Event,
+                       stop: threading.Event) -> None:
+    while True:
+        wake.wait()
+        if stop.is_set():
+            return
+        wake.clear()
+        tree = ref()
+        if tree is None:
+            return
+        failed = False
+        try:
+            while not stop.is_set() and tree._checkpoint_due():
+                tree._checkpoint(automatic=True)
+        except ClosedTreeError:
+            return
+        except Exception as error:  # reported by the next write call
+            failed = True
+            if tree._failed is None:
+                tree._background_error = error
+        finally:
+            del tree
+        if failed and stop.wait(1.0):  # back off before retrying
+            return
+
+
+# ---------------------------------------------------------------------------
+# The durable tree
+
+
+def _leaf_bytes(leaf: object) -> bytes:
+    value = single_leaf(leaf)
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return bytes(ffi.buffer(value, NODE))
+
+
+class RotorTree:
+    """A LeanIMT whose inserts survive crashes. Create with :meth:`open`.
+
+    Reads (``root``, ``size``, ``len()``, ``depth``, ``level_len``,
+    ``get_node``, ``snapshot()``, proofs) behave as on :class:`LeanIMT` and
+    see every insert at once, durable or not: the root an insert returns is
+    the in-memory root; its token says when it is on disk.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("use RotorTree.open(path, ...) to open or create a durable tree")
+
+    # -- opening ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Any, arity: Optional[int] = 4, max_depth: Optional[int] = 32,
+             flush_policy: Optional[FlushPolicy] = None,
+             checkpoint_policy: Optional[CheckpointPolicy] = None,
+             verify_checkpoint: bool = True, mmap_levels: int = 0) -> "RotorTree":
+        """Open the tree stored in directory ``path``, creating it if needed.
+
+        ``arity`` / ``max_depth`` must match an existing tree
+        (:class:`StorageMismatchError` otherwise); pass None to accept what is
+        stored (4 and 32 for a new tree). ``flush_policy`` defaults to
+        ``FlushPolicy.interval(0.010)``, ``checkpoint_policy`` to
+        ``memory_threshold(64 MiB) | on_close()``. With ``verify_checkpoint``
+        the checkpoint's level files are checksummed and its root recomputed
+        from the leaves (in parallel) before the tree opens. ``mmap_levels=L``
+        serves the checkpointed prefix of levels 0..L-1 from memory-mapped
+        level files instead of RAM.
+
+        Raises :class:`TreeLockedError` if the tree is open elsewhere,
+        :class:`CorruptionError` if its files are damaged.
+        """
+        self = cls.__new__(cls)
+        self._setup(path, arity, max_depth, flush_policy, checkpoint_policy,
+                    verify_checkpoint, mmap_levels)
+        return self
+
+    def _setup(self, path: Any, arity: Optional[int], max_depth: Optional[int],
+               flush_policy: Optional[FlushPolicy],
+               checkpoint_policy: Optional[CheckpointPolicy],
+               verify_checkpoint: bool, mmap_levels: int) -> None:
+        for name, value in (("arity", arity), ("max_depth", max_depth)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ArgumentTypeError(f"{name} must be an int or None, not "
+                                        f"{type(value).__name__}")
+        if isinstance(mmap_levels, bool) or not isinstance(mmap_levels, int):
+            raise ArgumentTypeError(f"mmap_levels must be an int, not {type(mmap_levels).__name__}")
+        if not 0 <= mmap_levels <= lib.RT_MAX_DEPTH_LIMIT + 1:
+            raise InvalidArgumentError(f"mmap_levels must be 0..{lib.RT_MAX_DEPTH_LIMIT + 1}, "
+                                       f"got {mmap_levels}")
+        if flush_policy is None:
+            flush_policy = FlushPolicy.interval()
+        if checkpoint_policy is None:
+            checkpoint_policy = DEFAULT_CHECKPOINT_POLICY
+        if not isinstance(flush_policy, FlushPolicy):
+            raise ArgumentTypeError(f"flush_policy must be a FlushPolicy, not "
+                                    f"{type(flush_policy).__name__}")
+        if not isinstance(checkpoint_policy, CheckpointPolicy):
+            raise ArgumentTypeError(f"checkpoint_policy must be a CheckpointPolicy, not "
+                                    f"{type(checkpoint_policy).__name__}")
+        if arity is not None or max_depth is not None:
+            storage.check_arity(4 if arity is None else arity,
+                                32 if max_depth is None else max_depth)
+
+        try:
+            directory = os.path.abspath(os.fspath(path))
+        except TypeError:
+            raise ArgumentTypeError(f"path must be a str or os.PathLike, not "
+                                    f"{type(path).__name__}") from None
+        self._dir = directory
+        self._flush_policy = flush_policy
+        self._checkpoint_policy = checkpoint_policy
+        self._mmap_levels = mmap_levels
+        self._imt: Optional[LeanIMT] = None
+        self._lock = threading.Lock()        # WAL appends + in-memory inserts
+        self._sync_lock = threading.Lock()   # fsync rounds
+        self._ckpt_lock = threading.Lock()   # checkpoints, close
+        self._files = _Files()
+        self._state = _SyncState(0)
+        self._failed: Optional[DurabilityError] = None
+        self._background_error: Optional[BaseException] = None
+        self._closing = False
+        self._closed = False
+        self._maps: Dict[int, Tuple[Any, Any, int]] = {}
+        self._cold: Dict[int, int] = {}
+        self._entries_since = 0
+        self._leaves_since = 0
+        self._checkpoints = 0
+        self._threads: List[threading.Thread] = []
+        self._stop = threading.Event()
+        self._wake_checkpointer = threading.Event()
+        self.recovery: Dict[str, Any] = {}
+        try:
+            self._open_files(arity, max_depth, verify_checkpoint)
+        except BaseException:
+            self._files.close_all()
+            self._imt = None
+            raise
+        self._finalizer = weakref.finalize(self, _finalize, self._files, self._state)
+        self._start_threads()
+
+    def _open_files(self, arity: Optional[int], max_depth: Optional[int],
+                    verify: bool) -> None:
+        started = time.perf_counter()
+        directory = self._dir
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise InvalidArgumentError(f"{directory} exists and is not a directory")
+        if not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+            storage.fsync_dir(os.path.dirname(directory) or "/")
+        self._lock_directory()
+        storage.unlink_quietly(os.path.join(directory, storage.META_NAME + ".tmp"))
+
+        meta = storage.read_meta(directory)
+        if meta is None:
+            strays = [n for n in os.listdir(directory)
+                      if storage.parse_segment_name(n) is not None
+                      or (n.startswith("level-") and n.endswith(".dat"))]
+            if strays:
+                raise CorruptionError(
+                    f"{directory}: the checkpoint metadata file '{storage.META_NAME}' is "
+                    f"missing but tree files exist ({', '.join(sorted(strays)[:3])})",
+                    os.path.join(directory, storage.META_NAME))
+            meta = Meta(4 if arity is None else arity, 32 if max_depth is None else max_depth)
+            storage.atomic_write(os.path.join(directory, storage.META_NAME), meta.encode())
+        else:
+            if arity is not None and arity != meta.arity:
+                raise StorageMismatchError(
+                    f"{directory} holds a tree of arity {meta.arity}; opened with arity {arity}")
+            if max_depth is not None and max_depth != meta.max_depth:
+                raise StorageMismatchError(
+                    f"{directory} holds a tree of max_depth {meta.max_depth}; opened with "
+                    f"max_depth {max_depth}")
+        self._meta = meta
+        self._arity = meta.arity
+        self._max_depth = meta.max_depth
+        self._capacity = meta.arity ** meta.max_depth
+        # Checkpoint thresholds in entries and leaves (inf: never), and the
+        # buffer inserts write roots into (used under self._lock only).
+        policy = self._checkpoint_policy
+        self._due_entries = float("inf") if policy.entries is None else policy.entries
+        self._due_leaves = float("inf") if policy.nbytes is None else \
+            -(-policy.nbytes * (meta.arity - 1) // (NODE * meta.arity))
+        self._root_out = ffi.new("uint8_t[32]")
+        self._imt = LeanIMT(meta.arity, meta.max_depth)
+        self._restore_checkpoint(meta, verify)
+        loaded = time.perf_counter()
+        replay = self._replay_wal(meta)
+        self._state = _SyncState(self._seq)
+        self._next_gen = replay["next_gen"]
+        self._files.segment = self._create_segment(self._next_gen)
+        self._next_gen += 1
+        self.recovery = {
+            "checkpoint_size": meta.size,
+            "checkpoint_seq": meta.last_seq,
+            "verified": bool(verify and meta.size),
+            "checkpoint_seconds": loaded - started,
+            "replay_seconds": time.perf_counter() - loaded,
+            **{k: v for k, v in replay.items() if k != "next_gen"},
+        }
+
+    def _lock_directory(self) -> None:
+        path = os.path.join(self._dir, _LOCK_NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise TreeLockedError(
+                _errno.EWOULDBLOCK,
+                f"durable tree {self._dir} is already open (its lock file {path} is held by "
+                f"another RotorTree, in this or another process)") from None
+        except OSError:
+            os.close(fd)
+            raise
+        self._files.lock_fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # diagnostics only
+
+    # -- recovery -------------------------------------------------------------
+
+    def _level_path(self, level: int) -> str:
+        return os.path.join(self._dir, level_file_name(level))
+
+    def _restore_checkpoint(self, meta: Meta, verify: bool) -> None:
+        self._seq = meta.last_seq
+        self._size = meta.size
+        if meta.size == 0:
+            return
+        arity = meta.arity
+        count = len(meta.levels)
+        sources = ffi.new("struct rt_level_source[]", count)
+        held: List[Tuple[Any, Any]] = []   # (mapping, cdata) per level
+        lasts = []
+        try:
+            for level, record in enumerate(meta.levels):
+                path = self._level_path(level)
+                last = ffi.from_buffer("uint8_t[]", record.last)
+                lasts.append(last)
+                mapping = cdata = None
+                if record.stored:
+                    needed = record.stored * NODE
+                    try:
+                        mapping = storage.map_file(path)
+                    except DurabilityError as error:
+                        if isinstance(error.__cause__, FileNotFoundError):
+                            raise CorruptionError(
+                                f"level file {path} is missing; the checkpoint needs "
+                                f"{record.stored} nodes from it", path) from None
+                        raise
+                    have = 0 if mapping is None else len(mapping)
+                    if have < needed:
+                        storage.release_mapping(mapping)
+                        raise CorruptionError(
+                            f"level file {path} is truncated: {have} bytes, the checkpoint "
+                            f"needs {needed}", path)
+                    if verify:
+                        if storage.crc_of(mapping, needed) != record.crc:
+                            storage.release_mapping(mapping)
+                            raise CorruptionError(
+                                f"level file {path}: checksum mismatch over its first "
+                                f"{record.stored} nodes (the data is damaged)", path)
+                    cdata = ffi.from_buffer("uint8_t[]", mapping)
+                held.append((mapping, cdata))
+                sources[level].nodes = cdata if cdata is not None else last
+                sources[level].borrow = record.stored if level < self._mmap_levels else 0
+                sources[level].last = last if level > 0 else ffi.NULL
+            if verify:
+                leaves_map = held[0][0]
+                path = self._level_path(0)
+                if leaves_map[(meta.size - 1) * NODE: meta.size * NODE] != meta.levels[0].last:
+                    raise CorruptionError(
+                        f"level file {path}: the last leaf differs from the one recorded in "
+                        f"{storage.META_NAME}", path)
+                root = storage.root_of_buffer(leaves_map, meta.size * NODE, arity)
+                if root != meta.root:
+                    raise CorruptionError(
+                        f"level file {path}: the root recomputed from its {meta.size} leaves "
+                        f"({root.hex()}) differs from the root recorded in "
+                        f"{storage.META_NAME} ({meta.root.hex() if meta.root else None})", path)
+            status = lib.rt_tree_restore(self._live()._tree, meta.size, sources, count)
+            if status == lib.RT_ERR_INVALID_ARGUMENT:
+                raise CorruptionError(f"{self._dir}: the checkpoint's levels do not form a tree",
+                                      os.path.join(self._dir, storage.META_NAME))
+            check(status, f"restore {self._dir}")
+        except BaseException:
+            for mapping, cdata in held:
+                storage.release_mapping(mapping, cdata)
+            raise
+        keep = self._live()._keepalive
+        for level, (mapping, cdata) in enumerate(held):
+            if mapping is None:
+                continue
+            if level < self._mmap_levels:
+                keep.extend((mapping, cdata))
+                self._maps[level] = (mapping, cdata, len(mapping))
+                if verify:
+                    storage.drop_resident_pages(mapping)
+                self._cold[level] = self._make_cold(level, cdata, meta.levels[level].stored)
+            else:
+                storage.release_mapping(mapping, cdata)
+        keep.append(lasts)
+
+    def _make_cold(self, level: int, cdata: Any, count: int) -> int:
+        out = ffi.new("uint64_t *")
+        status = lib.rt_tree_make_cold(self._live()._tree, level, cdata, count, out)
+        return int(out[0]) if status == lib.RT_OK else self._cold.get(level, 0)
+
+    def _replay_wal(self, meta: Meta) -> Dict[str, Any]:
+        directory = self._dir
+        gens = sorted(g for g in (storage.parse_segment_name(n) for n in os.listdir(directory))
+                      if g is not None)
+        for gen in gens:
+            if gen < meta.wal_gen:  # covered by the checkpoint; deletion was interrupted
+                storage.unlink_quietly(os.path.join(directory, segment_name(gen)))
+        live = [g for g in gens if g >= meta.wal_gen]
+        expected, size = meta.last_seq + 1, meta.size
+        batch: List[bytes] = []
+        batch_bytes = 0
+        entries = leaves = 0
+        tear: Optional[Tuple[int, int, str]] = None   # (index in live, offset, reason)
+
+        def apply() -> None:
+            nonlocal batch, batch_bytes
+            if batch:
+                data = b"".join(batch)
+                root = ffi.new("uint8_t[32]")
+                check(lib.rt_tree_insert_many(self._live()._tree, data, len(data) // NODE, root),
+                      "WAL replay")
+                batch, batch_bytes = [], 0
+
+        empty = set()   # segments holding no entry: deleted once recovery is done
+        for index, gen in enumerate(live):
+            path = os.path.join(directory, segment_name(gen))
+            mapping = storage.map_file(path)
+            empty.add(gen)
+            try:
+                if mapping is None or len(mapping) <= SEGMENT_HEADER_LEN:
+                    try:
+                        header_ok = mapping is not None and bool(
+                            storage.decode_segment_header(mapping, path))
+                    except CorruptionError:
+                        header_ok = False
+                    if not header_ok:  # created, but the header never reached the disk
+                        tear = (index, 0, "segment header incomplete")
+                        break
+                    continue
+                seg_arity, seg_depth, seg_gen = storage.decode_segment_header(mapping, path)
+                if (seg_arity, seg_depth, seg_gen) != (meta.arity, meta.max_depth, gen):
+                    raise CorruptionError(
+                        f"WAL segment {path}: header says arity {seg_arity}, max_depth "
+                        f"{seg_depth}, generation {seg_gen}; expected {meta.arity}, "
+                        f"{meta.max_depth}, {gen}", path)
+                first = True
+                for frame, reason in storage.iter_frames(mapping):
+                    if reason:
+                        tear = (index, frame.offset, reason)
+                        break
+                    if frame.seq != expected or frame.first_index != size:
+                        if first and frame.seq > expected:
+                            tear = (index, frame.offset,
+                                    f"entries {expected}..{frame.seq - 1} are missing")
+                            break
+                        raise CorruptionError(
+                            f"WAL segment {path}: frame at offset {frame.offset} has sequence "
+                            f"{frame.seq} at leaf {frame.first_index}, expected sequence "
+                            f"{expected} at leaf {size}", path)
+                    if size + frame.count > self._capacity:
+                        raise CorruptionError(
+                            f"WAL segment {path}: frame at offset {frame.offset} takes the "
+                            f"tree past arity ** max_depth leaves", path)
+                    batch.append(mapping[frame.payload_offset:frame.end])
+                    batch_bytes += frame.end - frame.payload_offset
+                    if batch_bytes >= _REPLAY_BATCH_BYTES:
+                        apply()
+                    expected += 1
+                    size += frame.count
+                    entries += 1
+                    leaves += frame.count
+                    first = False
+                    empty.discard(gen)
+            finally:
+                storage.release_mapping(mapping)
+            if tear is not None:
+                break
+        apply()
+
+        dropped = 0
+        if tear is not None:
+            dropped = self._drop_torn_tail(live, tear, expected)
+        # Make what was replayed durable before anything is acknowledged on top
+        # of it: a crashed process may have left it in the page cache only.
+        for gen in live:
+            path = os.path.join(directory, segment_name(gen))
+            if gen in empty:
+                storage.unlink_quietly(path)
+            elif os.path.exists(path):
+                fd = storage.open_fd(path, os.O_RDONLY)
+                try:
+                    storage.fsync_fd(fd, path)
+                finally:
+                    os.close(fd)
+                self._files.retired.append(_Segment(gen, path, -1, 0))
+        if tear is not None:
+            storage.fsync_dir(directory)
+        self._seq = expected - 1
+        self._size = size
+        return {
+            "replayed_entries": entries,
+            "replayed_leaves": leaves,
+            "torn_tail": tear[2] if tear else None,
+            "dropped_bytes": dropped,
+            "next_gen": max(gens + [meta.wal_gen - 1]) + 1,
+        }
+
+    def _drop_torn_tail(self, live: List[int], tear: Tuple[int, int, str], expected: int) -> int:
+        """Cut the WAL at the tear, after checking that nothing beyond it was
+        ever acknowledged (frames record the durable sequence at write time)."""
+        index, offset, reason = tear
+        directory = self._dir
+        for position, gen in enumerate(live[index:]):
+            path = os.path.join(directory, segment_name(gen))
+            mapping = storage.map_file(path)
+            if mapping is None:
+                continue
+            try:
+                # From the tear itself: after a gap the frame there is valid.
+                start = (offset if position == 0 else SEGMENT_HEADER_LEN) - 8
+                for frame in storage.later_valid_frames(mapping, start):
+                    if frame.synced >= expected:
+                        raise CorruptionError(
+                            f"WAL segment {os.path.join(directory, segment_name(live[index]))}: "
+                            f"the frame at offset {offset} is damaged ({reason}) but entry "
+                            f"{expected} had been acknowledged as durable (frame {frame.seq} "
+                            f"in {path} says so): this is corruption, not a torn tail", path)
+            finally:
+                storage.release_mapping(mapping)
+        dropped = 0
+        first_path = os.path.join(directory, segment_name(live[index]))
+        file_size = os.path.getsize(first_path)
+        if offset <= 0:
+            dropped += file_size
+            os.unlink(first_path)
+        else:
+            dropped += file_size - offset
+            fd = storage.open_fd(first_path, os.O_WRONLY)
+            try:
+                storage.truncate_fd(fd, offset, first_path)
+                storage.fsync_fd(fd, first_path)
+            finally:
+                os.close(fd)
+        for gen in live[index + 1:]:
+            path = os.path.join(directory, segment_name(gen))
+            dropped += os.path.getsize(path)
+            os.unlink(path)
+        return dropped
+
+    def _create_segment(self, gen: int) -> _Segment:
+        path = os.path.join(self._dir, segment_name(gen))
+        fd = storage.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            storage.write_all(fd, storage.encode_segment_header(self._arity, self._max_depth, gen),
+                              0, path)
+            storage.fsync_fd(fd, path)
+            storage.fsync_dir(self._dir)
+        except BaseException:
+            os.close(fd)
+            storage.unlink_quietly(path)
+            raise
+        return _Segment(gen, path, fd, SEGMENT_HEADER_LEN)
+
+    def _start_threads(self) -> None:
+        ref = weakref.ref(self)
+        if self._flush_policy.seconds is not None:
+            thread = threading.Thread(target=_flusher_main,
+                                      args=(ref, self._stop, self._flush_policy.seconds),
+                                      name=f"rotortree-flush {self._dir}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self._checkpoint_policy.automatic:
+            thread = threading.Thread(target=_checkpointer_main,
+                                      args=(ref, self._wake_checkpointer, self._stop),
+                                      name=f"rotortree-checkpoint {self._dir}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    # -- state checks -------------------------------------------------------
+
+    def _current_segment(self) -> _Segment:
+        segment = self._files.segment
+        assert segment is not None, "the WAL segment is set up before the tree is usable"
+        return segment
+
+    def _live(self) -> LeanIMT:
+        imt = self._imt
+        if imt is None or self._closed:
+            raise ClosedTreeError(f"durable tree {self._dir} is closed")
+        return imt
+
+    def _check_writable(self, closing: bool = False, background: bool = True) -> None:
+        """Called with self._lock held. ``background``: also report (once) a
+        failed background checkpoint."""
+        if self._closed or (self._closing and not closing):
+            raise ClosedTreeError(f"durable tree {self._dir} is closed")
+        if self._failed is not None:
+            raise self._state.failure(
+                f"durable tree {self._dir} refuses writes after an fsync failure; reopen it")
+        error = self._background_error
+        if background and error is not None:
+            self._background_error = None
+            raise DurabilityError(getattr(error, "errno", None) or _errno.EIO,
+                                  f"a background checkpoint of {self._dir} failed (nothing "
+                                  f"was changed; it will be retried): {error}") from error
+
+    def _poison(self, error: DurabilityError) -> None:
+        with self._lock:
+            if self._failed is None:
+                self._failed = error
+        self._state.fail(error)
+
+    def _poison_on_fsync(self, error: BaseException) -> None:
+        if isinstance(error, DurabilityError) and error.operation == "fsync":
+            self._poison(error)
+
+    # -- writes -------------------------------------------------------------
+
+    def insert(self, leaf: bytes) -> Tuple[bytes, DurabilityToken]:
+        """Append one 32-byte leaf: (new root, token). The entry is in the WAL
+        (written, not yet fsynced) and in the tree when this returns."""
+        return self._append(_leaf_bytes(leaf), 1)
+
+    def insert_many(self, leaves: Leaves) -> Tuple[bytes, DurabilityToken]:
+        """Append a batch atomically, as one WAL entry: (new root, token).
+        Accepts what :meth:`LeanIMT.insert_many` accepts; the leaves are
+        copied once, so the caller may reuse its buffer at once."""
+        buffer, count = leaf_batch(leaves)
+        payload = buffer if type(buffer) is bytes else bytes(ffi.buffer(buffer, count * NODE))
+        return self._append(payload, count)
+
+    def insert_durable(self, leaves: Leaves) -> bytes:
+        """Insert one leaf (32 bytes) or a batch and return the new root once
+        it is fsynced (concurrent callers share fsyncs). If the fsync fails
+        the entry stays in the in-memory tree, is not durable, this raises
+        :class:`DurabilityError`, and the tree refuses further writes."""
+        root, token = self.insert_many(leaves)
+        self._sync_upto(token.seq)
+        return root
+
+    def _append(self, payload: bytes, count: int) -> Tuple[bytes, DurabilityToken]:
+        imt = self._live()
+        with self._lock:
+            if self._closing or self._failed is not None or self._background_error is not None:
+                self._check_writable()
+            if self._size + count > self._capacity:
+                raise MaxDepthExceededError(
+                    f"inserting {count} leaves into a tree of {self._size} would exceed "
+                    f"arity ** max_depth = {self._capacity} leaves")
+            seq = self._seq + 1
+            segment = self._current_segment()
+            header = storage.encode_frame_header(seq, self._size, count, self._state.synced,
+                                                 payload)
+            offset = segment.offset
+            try:
+                if count <= 128:
+                    frame = header + payload
+                    written = storage._pwrite(segment.fd, frame, offset)   # usually all of it
+                    if written != len(frame):
+                        storage.write_all(segment.fd, memoryview(frame)[max(written, 0):],
+                                          offset + max(written, 0), segment.path)
+                else:
+                    storage.write_all(segment.fd, header, offset, segment.path)
+                    storage.write_all(segment.fd, payload, offset + len(header), segment.path)
+            except OSError as error:
+                self._rollback(segment, offset)
+                if isinstance(error, DurabilityError):
+                    raise
+                raise storage.io_error("write", segment.path, error) from error
+            root = self._root_out
+            status = lib.rt_tree_insert_many(imt._tree, payload, count, root)
+            if status != lib.RT_OK:
+                self._rollback(segment, offset)
+                raise_status(status, "insert")
+            new_root = ffi.buffer(root)[:]
+            segment.offset = offset + len(header) + len(payload)
+            segment.synced = False
+            self._seq = seq
+            self._state.written = seq
+            self._size += count
+            self._entries_since += 1
+            self._leaves_since += count
+            due = (self._entries_since >= self._due_entries
+                   or self._leaves_since >= self._due_leaves)
+        if due:
+            self._wake_checkpointer.set()
+        return new_root, DurabilityToken(self._state, seq)
+
+    def _rollback(self, segment: _Segment, offset: int) -> None:
+        """Undo a partly written frame (called with self._lock held)."""
+        try:
+            storage.truncate_fd(segment.fd, offset, segment.path)
+        except DurabilityError as error:
+            # The WAL's tail is unknown: refuse writes from now on.
+            if self._failed is None:
+                self._failed = error
+            self._state.fail(error)
+
+    # -- fsync --------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync everything written so far; returns when it is durable."""
+        with self._lock:
+            self._check_writable()
+            seq = self._seq
+        self._sync_upto(seq)
+
+    def _sync_upto(self, seq: int, report: bool = True) -> None:
+        """fsync the WAL up to at least ``seq``. ``report``: the caller will
+        see the error (False for the background flusher)."""
+        state = self._state
+        with self._sync_lock:
+            if state.synced >= seq:
+                return
+            if state.error is not None:
+                if not report:
+                    raise state.error
+                raise state.failure(f"WAL entry {seq} of {self._dir} is not durable")
+            with self._lock:
+                if self._closed:
+                    raise ClosedTreeError(f"durable tree {self._dir} is closed")
+                target = self._seq
+                segments = [s for s in self._files.retired if s.fd >= 0 and not s.synced]
+                segments.append(self._current_segment())
+            try:
+                for segment in segments:
+                    storage.fsync_fd(segment.fd, segment.path)
+            except DurabilityError as error:
+                self._poison(error)
+                if report:
+                    state.reported = True
+                raise
+            for segment in segments[:-1]:
+                segment.synced = True  # retired: nothing is written to it any more
+            state.advance(target)
+
+    # -- checkpoints --------------------------------------------------------
+
+    def _checkpoint_due_locked(self) -> bool:
+        return (self._entries_since >= self._due_entries
+                or self._leaves_since >= self._due_leaves)
+
+    def _checkpoint_due(self) -> bool:
+        with self._lock:
+            return (not self._closing and self._failed is None
+                    and self._checkpoint_due_locked())
+
+    def checkpoint(self) -> bool:
+        """Write a checkpoint now: new level nodes, then the metadata record
+        (atomically), then delete WAL segments it covers. Inserts continue
+        meanwhile. Returns False if there was nothing new to write."""
+        self._live()
+        return self._checkpoint()
+
+    def _checkpoint(self, automatic: bool = False, closing: bool = False) -> bool:
+        with self._ckpt_lock:
+            with self._lock:
+                # A failed background checkpoint is reported to callers, not
+                # to the retry (automatic) or the final checkpoint (closing).
+                self._check_writable(closing, background=not (automatic or closing))
+                if self._seq == self._meta.last_seq:
+                    return False
+                gen = self._next_gen
+                self._next_gen += 1
+            try:
+                segment = self._create_segment(gen)
+            except DurabilityError as error:
+                self._poison_on_fsync(error)
+                raise
+            with self._lock:
+                try:
+                    self._check_writable(closing, background=False)
+                except BaseException:
+                    os.close(segment.fd)
+                    storage.unlink_quietly(segment.path)
+                    raise
+                snap = self._live().snapshot()
+                seq = self._seq
+                self._files.retired.append(self._current_segment())
+                self._files.segment = segment
+                entries, leaves = self._entries_since, self._leaves_since
+                self._entries_since = self._leaves_since = 0
+            try:
+                meta = self._write_checkpoint(snap, seq, gen)
+            except BaseException as error:
+                with self._lock:
+                    self._entries_since += entries
+                    self._leaves_since += leaves
+                self._poison_on_fsync(error)
+                raise
+            self._meta = meta
+            self._checkpoints += 1
+            self._state.advance(seq)   # everything up to seq is in the checkpoint
+            self._retire_segments(gen)
+            self._serve_levels_from_files(meta)
+            return True
+
+    def _level_fd(self, level: int) -> int:
+        fd = self._files.level_fds.get(level)
+        if fd is None:
+            fd = storage.open_fd(self._level_path(level), os.O_RDWR | os.O_CREAT)
+            self._files.level_fds[level] = fd
+        return fd
+
+    def _write_checkpoint(self, snap: Any, seq: int, gen: int) -> Meta:
+        old = self._meta
+        records = []
+        handle = snap._snap
+        for level, length in enumerate(level_lengths(snap.size, self._arity)):
+            stored = stored_count(level, length)
+            previous = old.levels[level] if level < len(old.levels) else LevelRecord(0, 0, b"")
+            crc = previous.crc
+            if stored > previous.stored:
+                path = self._level_path(level)
+                fd = self._level_fd(level)
+                if level < self._mmap_levels:
+                    self._preallocate(fd, path, stored * NODE)
+                offset = previous.stored * NODE
+                for piece in storage.snapshot_pieces(handle, level, previous.stored, stored):
+                    crc = zlib.crc32(piece, crc)
+                    storage.write_all(fd, piece, offset, path)
+                    offset += piece.nbytes
+                storage.fsync_fd(fd, path)
+            records.append(LevelRecord(stored, crc, storage.snapshot_node(handle, level,
+                                                                            length - 1)))
+        meta = Meta(self._arity, self._max_depth, snap.size, seq, gen, snap.root, records)
+        if self._failed is not None:
+            raise self._state.failure(f"checkpoint of {self._dir} abandoned")
+        storage.atomic_write(os.path.join(self._dir, storage.META_NAME), meta.encode())
+        return meta
+
+    @staticmethod
+    def _preallocate(fd: int, path: str, needed: int) -> None:
+        """Grow a memory-mapped level's file geometrically (sparse), so that
+        one mapping serves several checkpoints: each new mapping stays alive
+        as long as the tree and its snapshots, so they must be few."""
+        size = os.fstat(fd).st_size
+        if size >= needed:
+            return
+        target = max(needed, 2 * size, 1 << 20)
+        target = -(-target // (1 << 16)) * (1 << 16)
+        storage.truncate_fd(fd, target, path)
+
+    def _retire_segments(self, keep_from: int) -> None:
+        """Close and delete WAL segments older than ``keep_from`` (all their
+        entries are in the committed checkpoint)."""
+        with self._sync_lock:
+            with self._lock:
+                old = [s for s in self._files.retired if s.gen < keep_from]
+                self._files.retired = [s for s in self._files.retired if s.gen >= keep_from]
+            for segment in old:
+                if segment.fd >= 0:
+                    os.close(segment.fd)
+                    segment.fd = -1
+        # Not fsyncing the directory is safe: recovery ignores (and deletes)
+        # segments older than the metadata's wal_gen.
+        for name in os.listdir(self._dir):
+            gen = storage.parse_segment_name(name)
+            if gen is not None and gen < keep_from:
+                storage.unlink_quietly(os.path.join(self._dir, name))
+
+    def _serve_levels_from_files(self, meta: Meta) -> None:
+        keep = self._imt._keepalive if self._imt is not None else None
+        if keep is None:
+            return
+        for level in range(min(self._mmap_levels, len(meta.levels))):
+            stored = meta.levels[level].stored
+            if stored == 0:
+                continue
+            entry = self._maps.get(level)
+            if entry is None or entry[2] < stored * NODE:
+                try:
+                    mapping = storage.map_file(self._level_path(level), self._level_fd(level))
+                except (OSError, ValueError):
+                    continue  # stays in RAM; correct, just not smaller
+                if mapping is None:
+                    continue
+                cdata = ffi.from_buffer("uint8_t[]", mapping)
+                keep.extend((mapping, cdata))
+                entry = self._maps[level] = (mapping, cdata, len(mapping))
+            self._cold[level] = self._make_cold(level, entry[1], stored)
+
+    # -- closing ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the background threads, fsync the WAL, checkpoint if the
+        policy says so, and release the files and the lock. Idempotent.
+        Raises :class:`DurabilityError` if the final fsync or checkpoint
+        fails, or if an earlier fsync failure was never reported to a
+        caller; the tree is closed either way."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        self._stop.set()
+        self._wake_checkpointer.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join()
+        error: Optional[BaseException] = None
+        try:
+            if self._failed is None:
+                self._sync_upto(self._seq)
+                if self._checkpoint_policy.at_close:
+                    self._checkpoint(closing=True)
+        except BaseException as caught:
+            error = caught
+        finally:
+            with self._ckpt_lock, self._sync_lock, self._lock:
+                self._closed = True
+                self._files.close_all()
+            self._state.close()
+            self._finalizer.detach()
+            self._imt = None
+            self._maps.clear()
+        if error is None and self._failed is not None and not self._state.reported:
+            error = self._state.failure(f"durable tree {self._dir} lost unsynced entries")
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> "RotorTree":
+        self._live()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self.close()
+        except DurabilityError:
+            if exc_type is None:
+                raise  # otherwise the exception in flight says more
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- reads (delegated to the in-memory tree) ----------------------------
+
+    @property
+    def root(self) -> Optional[bytes]:
+        return self._live().root
+
+    @property
+    def size(self) -> int:
+        return self._live().size
+
+    def __len__(self) -> int:
+        return len(self._live())
+
+    @property
+    def depth(self) -> int:
+        return self._live().depth
+
+    @property
+    def arity(self) -> int:
+        return self._arity
+
+    @property
+    def max_depth(self) -> int:
+        return self._max_depth
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def level_len(self, level: int) -> int:
+        return self._live().level_len(level)
+
+    def get_node(self, level: int, index: int) -> bytes:
+        return self._live().get_node(level, index)
+
+    def snapshot(self) -> Any:
+        """An immutable view of the in-memory tree (see :meth:`LeanIMT.snapshot`)."""
+        return self._live().snapshot()
+
+    def generate_proof(self, index: int) -> Any:
+        return self.snapshot().generate_proof(index)
+
+    def generate_proofs(self, indices: Any) -> Any:
+        return self.snapshot().generate_proofs(indices)
+
+    def generate_consistency_proof(self, old_size: int, old_root: bytes) -> Any:
+        return self.snapshot().generate_consistency_proof(old_size, old_root)
+
+    # -- introspection ------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return self._dir
+
+    @property
+    def flush_policy(self) -> FlushPolicy:
+        return self._flush_policy
+
+    @property
+    def checkpoint_policy(self) -> CheckpointPolicy:
+        return self._checkpoint_policy
+
+    @property
+    def mmap_levels(self) -> int:
+        return self._mmap_levels
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters: sequence numbers (written, durable, checkpointed), the
+        checkpoint's size, checkpoints written by this handle, entries and
+        leaves since the last checkpoint, WAL segments, and the nodes of each
+        memory-mapped level served from its file."""
+        with self._lock:
+            return {
+                "seq": self._seq,
+                "synced_seq": self._state.synced,
+                "checkpoint_seq": self._meta.last_seq,
+                "checkpoint_size": self._meta.size,
+                "checkpoints": self._checkpoints,
+                "uncheckpointed_entries": self._entries_since,
+                "uncheckpointed_leaves": self._leaves_since,
+                "wal_segments": len(self._files.segments()),
+                "cold_nodes": dict(self._cold),
+                "failed": self._failed is not None,
+            }
+
+    def __repr__(self) -> str:
+        if self._closed or self._imt is None:
+            return f"<RotorTree {self._dir} closed>"
+        root = self._imt.root
+        return (f"RotorTree({self._dir!r}, arity={self._arity}, max_depth={self._max_depth}, "
+                f"size={self._imt.size}, root={root.hex() if root else None})")
