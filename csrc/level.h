@@ -25,6 +25,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "rt_internal.h"
+
 /* Nodes per chunk are the smallest multiple of the arity that is at least
  * this: 4 KiB chunks for power-of-two arities up to 128. */
 #define RT_CHUNK_TARGET_NODES 128
@@ -77,20 +79,6 @@ typedef struct rt_level {
 } rt_level;
 
 unsigned rt_chunk_capacity(unsigned arity);
-
-/* x / d and x % d for a runtime d that is usually a power of two (arities 2,
- * 4, 8, 16 and their 128-node chunks): a shift or mask instead of a 64-bit
- * divide, which costs tens of cycles and sits on the single-insert path
- * dozens of times. */
-static inline uint64_t rt_div(uint64_t x, unsigned d)
-{
-    return (d & (d - 1)) ? x / d : x >> __builtin_ctz(d);
-}
-
-static inline uint64_t rt_mod(uint64_t x, unsigned d)
-{
-    return (d & (d - 1)) ? x % d : x & (d - 1);
-}
 
 void rt_chunk_retain(rt_chunk *chunk);
 void rt_chunk_release(rt_chunk *chunk);

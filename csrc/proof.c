@@ -9,21 +9,6 @@
 #include "rt_internal.h"
 #include "snapshot.h"
 
-static inline uint64_t ceil_div(uint64_t a, uint64_t b)
-{
-    return a / b + (a % b != 0);
-}
-
-static unsigned depth_of(uint64_t size, unsigned arity)
-{
-    unsigned depth = 0;
-    while (size > 1) {
-        size = ceil_div(size, arity);
-        depth++;
-    }
-    return depth;
-}
-
 static void put_u64(uint8_t *out, uint64_t value)
 {
     for (int i = 0; i < 8; i++)
@@ -175,7 +160,7 @@ static int verify_inclusion(const uint8_t *proof, size_t len)
     uint64_t index = get_u64(proof + 8);
     uint64_t level_len = get_u64(proof + 16);
     if (arity < RT_MIN_ARITY || index >= level_len ||
-        level_count != depth_of(level_len, arity))
+        level_count != rt_depth_of(level_len, arity))
         return RT_ERR_INVALID_PROOF;
     const uint8_t *root = proof + 24;
     uint8_t current[32];
@@ -204,7 +189,7 @@ static int verify_inclusion(const uint8_t *proof, size_t len)
         }
         at += 32u * siblings;
         index /= arity;
-        level_len = ceil_div(level_len, arity);
+        level_len = rt_ceil_div(level_len, arity);
     }
     if (at != len || memcmp(current, root, 32) != 0)
         return RT_ERR_INVALID_PROOF;
@@ -299,8 +284,8 @@ int rt_consistency_size(const rt_snapshot *snap, uint64_t old_size, size_t *out)
     for (unsigned l = 0; old_size != snap->size && (old_len > 1 || new_len > 1); l++) {
         consistency_level shape = consistency_shape(l, old_len, new_len, snap->arity);
         size += 2 + 32u * (size_t)(shape.shared + shape.fresh);
-        old_len = ceil_div(old_len, snap->arity);
-        new_len = ceil_div(new_len, snap->arity);
+        old_len = rt_ceil_div(old_len, snap->arity);
+        new_len = rt_ceil_div(new_len, snap->arity);
     }
     *out = size;
     return RT_OK;
@@ -341,8 +326,8 @@ int rt_consistency_fill(const rt_snapshot *snap, uint64_t old_size, uint8_t *out
             memcpy(group + 32u * (old_members - 1), old_boundary, 32);
             rt_hash_parent(group, old_members, old_boundary);
         }
-        old_len = ceil_div(old_len, snap->arity);
-        new_len = ceil_div(new_len, snap->arity);
+        old_len = rt_ceil_div(old_len, snap->arity);
+        new_len = rt_ceil_div(new_len, snap->arity);
         level_count++;
     }
     // old_boundary is now the old root (a lone node is its own root).

@@ -311,16 +311,6 @@ void rt_tree_free(rt_tree *tree)
 
 /* ---- insertion ---------------------------------------------------------- */
 
-static unsigned depth_of(uint64_t size, unsigned arity)
-{
-    unsigned depth = 0;
-    while (size > 1) {
-        size = rt_div(size, arity) + (rt_mod(size, arity) != 0);
-        depth++;
-    }
-    return depth;
-}
-
 static void copy_root(const rt_tree *tree, uint8_t *root_out)
 {
     memcpy(root_out, rt_level_node(&tree->levels[tree->depth], 0, tree->chunk_cap), 32);
@@ -418,7 +408,7 @@ static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
     if (count > tree->capacity - old_size)
         return RT_ERR_MAX_DEPTH;
     const uint64_t new_size = old_size + count;
-    const unsigned new_depth = depth_of(new_size, arity);
+    const unsigned new_depth = rt_depth_of(new_size, arity);
 
     // Level l gets nodes [first[l], len[l]) written; everything is
     // allocated up front so that the writes below cannot fail half way.
@@ -427,7 +417,7 @@ static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
     len[0] = new_size;
     for (unsigned l = 1; l <= new_depth; l++) {
         first[l] = rt_div(first[l - 1], arity);
-        len[l] = rt_div(len[l - 1], arity) + (rt_mod(len[l - 1], arity) != 0);
+        len[l] = rt_ceil_div(len[l - 1], arity);
     }
     for (unsigned l = 0; l <= new_depth; l++) {
         int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
@@ -534,12 +524,12 @@ int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
     }
     // Levels 1..depth side by side in one buffer: about count / (arity - 1)
     // nodes, so memory stays O(count / arity).
-    unsigned depth = depth_of(count, arity);
+    unsigned depth = rt_depth_of(count, arity);
     uint64_t len[RT_MAX_DEPTH_LIMIT + 1], first[RT_MAX_DEPTH_LIMIT + 1] = {0};
     len[0] = count;
     uint64_t total = 0;
     for (unsigned l = 1; l <= depth; l++) {
-        len[l] = len[l - 1] / arity + (len[l - 1] % arity != 0);
+        len[l] = rt_ceil_div(len[l - 1], arity);
         total += len[l];
     }
     uint8_t *upper = malloc((size_t)total * 32u);
@@ -687,7 +677,7 @@ int rt_tree_restore(rt_tree *tree, uint64_t size, const struct rt_level_source *
         return RT_ERR_INVALID_ARGUMENT;
     if (size > tree->capacity)
         return RT_ERR_MAX_DEPTH;
-    unsigned depth = depth_of(size, tree->arity);
+    unsigned depth = rt_depth_of(size, tree->arity);
     if (level_count != depth + 1)
         return RT_ERR_INVALID_ARGUMENT;
     for (unsigned l = 0; l < level_count; l++)
@@ -714,7 +704,7 @@ int rt_tree_restore(rt_tree *tree, uint64_t size, const struct rt_level_source *
             store_write(&store, len - 1, last, 1);
             level->len = len;
         }
-        len = len / tree->arity + (len % tree->arity != 0);
+        len = rt_ceil_div(len, tree->arity);
     }
     if (status == RT_OK) {
         tree->size = size;
