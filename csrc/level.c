@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
+#include <pthread.h>
 #include <sys/mman.h>
 #endif
 
@@ -30,6 +31,116 @@ static size_t chunk_stride(unsigned chunk_cap)
     return sizeof(rt_chunk) + (size_t)chunk_cap * 32u; // a multiple of 32; header 64
 }
 
+#ifdef __linux__
+/*
+ * Mappings of freed slabs are kept for reuse, up to a byte budget. The
+ * kernel zeroes every fresh page before handing it over, which for a 1M-leaf
+ * batch is ~40 MB of extra memory writes competing with the copy and the
+ * hashing for bandwidth (a fifth of the insert on this machine); a service
+ * that rebuilds or replaces trees pays it once instead of every time.
+ * ROTORTREE_MEMORY_CACHE_MB sets the budget (default 256, 0 disables it);
+ * rt_release_cached_memory() returns everything to the system.
+ */
+#define MAPPING_CACHE_SLOTS 64
+#define MAPPING_CACHE_DEFAULT_MB 256
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_once_t once;
+    size_t limit, bytes, count;
+    struct cached_mapping {
+        uint8_t *base;
+        size_t bytes;
+    } slots[MAPPING_CACHE_SLOTS];
+} mapping_cache = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_ONCE_INIT, 0, 0, 0, {{0}}};
+
+// A child forked while another thread held the lock would deadlock on it.
+static void cache_lock_prepare(void) { pthread_mutex_lock(&mapping_cache.lock); }
+static void cache_lock_release(void) { pthread_mutex_unlock(&mapping_cache.lock); }
+
+static void mapping_cache_init(void)
+{
+    const char *env = getenv("ROTORTREE_MEMORY_CACHE_MB");
+    char *end = NULL;
+    unsigned long long mb = env && *env ? strtoull(env, &end, 10) : MAPPING_CACHE_DEFAULT_MB;
+    if (env && *env && (!end || *end))
+        mb = MAPPING_CACHE_DEFAULT_MB; // unparsable: keep the default
+    mapping_cache.limit = (size_t)mb << 20;
+    pthread_atfork(cache_lock_prepare, cache_lock_release, cache_lock_release);
+}
+
+/* A cached mapping of at least `bytes` (and not wastefully larger), or NULL. */
+static uint8_t *mapping_take(size_t bytes, size_t *got)
+{
+    pthread_once(&mapping_cache.once, mapping_cache_init);
+    pthread_mutex_lock(&mapping_cache.lock);
+    size_t best = MAPPING_CACHE_SLOTS;
+    for (size_t i = 0; i < mapping_cache.count; i++) {
+        size_t have = mapping_cache.slots[i].bytes;
+        if (have >= bytes && have <= 2 * bytes &&
+            (best == MAPPING_CACHE_SLOTS || have < mapping_cache.slots[best].bytes))
+            best = i;
+    }
+    uint8_t *base = NULL;
+    if (best != MAPPING_CACHE_SLOTS) {
+        base = mapping_cache.slots[best].base;
+        *got = mapping_cache.slots[best].bytes;
+        mapping_cache.bytes -= *got;
+        mapping_cache.slots[best] = mapping_cache.slots[--mapping_cache.count];
+    }
+    pthread_mutex_unlock(&mapping_cache.lock);
+    return base;
+}
+
+static void mapping_give_back(uint8_t *base, size_t bytes)
+{
+    pthread_once(&mapping_cache.once, mapping_cache_init);
+    pthread_mutex_lock(&mapping_cache.lock);
+    int kept = mapping_cache.count < MAPPING_CACHE_SLOTS &&
+               mapping_cache.bytes + bytes <= mapping_cache.limit;
+    if (kept) {
+        mapping_cache.slots[mapping_cache.count].base = base;
+        mapping_cache.slots[mapping_cache.count].bytes = bytes;
+        mapping_cache.count++;
+        mapping_cache.bytes += bytes;
+    }
+    pthread_mutex_unlock(&mapping_cache.lock);
+    if (!kept)
+        munmap(base, bytes);
+}
+
+static uint8_t *mapping_new(size_t rounded)
+{
+    // Over-map by one huge page and trim, so the slab starts on a huge-page
+    // boundary and every 2 MiB of it can be one page.
+    uint8_t *raw = mmap(NULL, rounded + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (aligned > raw)
+        munmap(raw, (size_t)(aligned - raw));
+    size_t tail = (size_t)(raw + rounded + HUGE_PAGE - (aligned + rounded));
+    if (tail)
+        munmap(aligned + rounded, tail);
+    madvise(aligned, rounded, MADV_HUGEPAGE); // advice only: may be refused
+    return aligned;
+}
+#endif
+
+void rt_release_cached_memory(void)
+{
+#ifdef __linux__
+    pthread_once(&mapping_cache.once, mapping_cache_init);
+    pthread_mutex_lock(&mapping_cache.lock);
+    for (size_t i = 0; i < mapping_cache.count; i++)
+        munmap(mapping_cache.slots[i].base, mapping_cache.slots[i].bytes);
+    mapping_cache.count = 0;
+    mapping_cache.bytes = 0;
+    pthread_mutex_unlock(&mapping_cache.lock);
+#endif
+}
+
 static rt_slab *slab_new(size_t bytes)
 {
     rt_slab *slab = malloc(sizeof(*slab));
@@ -39,24 +150,13 @@ static rt_slab *slab_new(size_t bytes)
     slab->base = NULL;
 #ifdef __linux__
     if (bytes >= MAPPED_SLAB_MIN) {
-        // Over-map by one huge page and trim, so the slab starts on a
-        // huge-page boundary and every 2 MiB of it can be one page.
         size_t rounded = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
-        uint8_t *raw = mmap(NULL, rounded + HUGE_PAGE, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (raw != MAP_FAILED) {
-            uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) &
-                                           ~(uintptr_t)(HUGE_PAGE - 1));
-            if (aligned > raw)
-                munmap(raw, (size_t)(aligned - raw));
-            size_t tail = (size_t)(raw + rounded + HUGE_PAGE - (aligned + rounded));
-            if (tail)
-                munmap(aligned + rounded, tail);
-            madvise(aligned, rounded, MADV_HUGEPAGE); // advice only: may be refused
-            slab->base = aligned;
+        slab->base = mapping_take(rounded, &slab->bytes);
+        if (!slab->base) {
+            slab->base = mapping_new(rounded);
             slab->bytes = rounded;
-            slab->mapped = 1;
         }
+        slab->mapped = slab->base != NULL;
     }
 #endif
     if (!slab->base) {
@@ -79,7 +179,7 @@ static void slab_release(rt_slab *slab)
         return;
 #ifdef __linux__
     if (slab->mapped)
-        munmap(slab->base, slab->bytes);
+        mapping_give_back(slab->base, slab->bytes);
     else
 #endif
         free(slab->base);
@@ -128,7 +228,9 @@ static void init_headers(void *ctx, size_t begin, size_t end)
 // Writing a header is the first touch of fresh memory, so for a large run
 // the page faults (zeroing) are spread over the pool instead of landing on
 // the calling thread before any parallel hashing can start.
+#ifndef PARALLEL_HEADER_MIN
 #define PARALLEL_HEADER_MIN 512
+#endif
 #define HEADER_UNIT 64
 
 /* Carve up to `wanted` fresh chunks (refcount 1) from the level's slab into

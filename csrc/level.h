@@ -51,10 +51,12 @@ typedef struct rt_slab {
 typedef struct rt_chunk {
     atomic_uint refcount;
     rt_slab *slab;
-    /* Pads the header to one cache line so node data starts aligned. */
-    unsigned char pad_[64 - sizeof(atomic_uint) - sizeof(rt_slab *)];
-    uint8_t nodes[];
+    /* Node data starts on its own cache line: kernels load whole lines and
+     * the leaf copy uses aligned streaming stores. */
+    _Alignas(64) uint8_t nodes[];
 } rt_chunk;
+
+_Static_assert(sizeof(rt_chunk) == 64, "chunk header must be one cache line");
 
 typedef struct rt_chunk_table {
     atomic_uint refcount;

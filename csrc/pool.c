@@ -45,7 +45,9 @@
 // trip (50-150 us on a KVM guest whose idle vCPU is halted), but no longer:
 // spinning takes the core from the caller's sequential work when cores are
 // scarce, and an idle process must not burn CPU.
+#ifndef RT_WORKER_SPIN_NS
 #define RT_WORKER_SPIN_NS 50000u
+#endif
 // When a caller has claimed all of its units it waits for at most one unit
 // per helper (5-20 us each for hashing), so spinning is almost always the
 // right answer; past this bound the units are long and sleeping is cheaper.
@@ -189,7 +191,7 @@ static struct {
     // park on it with the futex, so one word carries "there may be work".
     alignas(RT_CACHELINE) atomic_uint epoch;
     alignas(RT_CACHELINE) atomic_uint sleepers;
-    // CPU of the last thread that woke sleepers (see "wake-up placement").
+    // CPU of the last thread that published a job (see "wake-up placement").
     atomic_int waker_cpu;
     // Jobs between publication and completion, against reconfiguration.
     alignas(RT_CACHELINE) atomic_size_t inflight;
@@ -375,9 +377,9 @@ static struct rt_job *find_job(struct rt_worker *self, const struct rt_job *ance
 // halted) put the helper on the owner's CPU: either it preempts the owner or
 // it queues behind it, and the job runs on one core while another idles.
 // Two cheap corrections, each a no-op when placement was right:
-//  - a worker that slept checks, before it joins a job, whether it runs on
-//    the CPU of the thread that woke it, and if so moves itself to another
-//    allowed CPU (the owner resumes at once);
+//  - a worker checks, before it joins a job, whether it runs on the CPU of
+//    the thread that published the latest job, and if so moves itself to
+//    another allowed CPU (the owner resumes at once);
 //  - an owner that woke sleepers yields its CPU a few times while nobody has
 //    joined, so that a helper queued behind it gets to run and move away.
 #ifdef __linux__
@@ -530,22 +532,22 @@ static void *worker_main(void *arg)
 {
     struct rt_worker *w = arg;
     tls_worker = w;
-    bool slept = false;
     for (;;) {
         // Read the epoch before looking for work: a job published after the
         // scan then necessarily changes it, so the spin or the futex sees it.
         unsigned e = atomic_load_explicit(&pool.epoch, memory_order_acquire);
         if (atomic_load_explicit(&pool.stop, memory_order_acquire))
             break;
+        // A worker on the CPU its work comes from would share one core with
+        // the owner. That happens at wake-up, at thread start, and whenever
+        // the load balancer packs the spinning worker onto the owner's CPU,
+        // so it is checked before every join (sched_getcpu is a vDSO call).
         // Move before joining: migrating can wait for a busy CPU's time
         // slice, and a helper holding a job reference meanwhile would keep
         // the owner waiting after all units are done.
-        if (slept) {
-            slept = false;
-            int cpu = current_cpu();
-            if (cpu >= 0 && cpu == atomic_load_explicit(&pool.waker_cpu, memory_order_relaxed))
-                move_off_cpu(cpu);
-        }
+        int cpu = current_cpu();
+        if (cpu >= 0 && cpu == atomic_load_explicit(&pool.waker_cpu, memory_order_relaxed))
+            move_off_cpu(cpu);
         struct rt_job *j = find_job(w, NULL);
         if (j) {
             help(j);
@@ -559,7 +561,6 @@ static void *worker_main(void *arg)
         if (atomic_load_explicit(&pool.epoch, memory_order_seq_cst) == e) {
             uint64_t t0 = now_ns();
             futex_wait(&pool.epoch, e);
-            slept = true;
             atomic_fetch_add_explicit(&pool.st_idle_ns, now_ns() - t0, memory_order_relaxed);
             atomic_fetch_add_explicit(&pool.st_parks, 1, memory_order_relaxed);
         }
@@ -601,6 +602,7 @@ static void start_workers_locked(void)
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
+        atomic_store_explicit(&pool.waker_cpu, current_cpu(), memory_order_relaxed);
         for (; live < want; live++) {
             if (pthread_create(&ws[live].thread, have_attr ? &attr : NULL,
                                worker_main, &ws[live]) != 0)
@@ -742,6 +744,7 @@ void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx)
     job.parent = tls_job;
     job.owner_cpu = current_cpu();
     job.queue = tls_worker ? &tls_worker->q : &pool.injector;
+    atomic_store_explicit(&pool.waker_cpu, job.owner_cpu, memory_order_relaxed);
     atomic_init(&job.next, 0);
     atomic_init(&job.refs, 0);
     atomic_init(&job.linked, 0);
@@ -752,7 +755,6 @@ void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx)
     unsigned sleeping = atomic_load_explicit(&pool.sleepers, memory_order_seq_cst);
     uint64_t woke_at = 0;
     if (sleeping) {
-        atomic_store_explicit(&pool.waker_cpu, job.owner_cpu, memory_order_relaxed);
         size_t extra = job.nunits - 1;
         futex_wake(&pool.epoch, (int)(extra < sleeping ? extra : sleeping));
         woke_at = now_ns();

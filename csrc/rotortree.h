@@ -102,6 +102,12 @@ void rt_pool_get_stats(struct rt_pool_stats *out);
  * work is running. Called at interpreter exit. */
 int rt_pool_shutdown(void);
 
+/* Large level storage freed by dropped trees is kept mapped for reuse, up to
+ * ROTORTREE_MEMORY_CACHE_MB (default 256; 0 disables), so a new tree does
+ * not pay for the kernel zeroing fresh pages. This returns it all to the
+ * system now. Any thread. */
+void rt_release_cached_memory(void);
+
 /* ---- trees --------------------------------------------------------------- */
 
 typedef struct rt_tree rt_tree;

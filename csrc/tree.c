@@ -9,6 +9,10 @@
 #include "rt_internal.h"
 #include "snapshot.h"
 
+#if RT_X86
+#include <emmintrin.h>
+#endif
+
 struct rt_tree {
     // Writers (inserts) take it exclusively, readers shared. Writer
     // preference keeps a stream of proof readers from starving inserts.
@@ -179,29 +183,100 @@ typedef struct fused_job {
     uint64_t copy_first;
 } fused_job;
 
+/* Parents [first, end) at level 1 whose children are all new leaves, read
+ * straight from the caller's buffer (leaf i at src + (i - src_first) * 32). */
+static void hash_from_source(const fused_job *job, uint64_t first, uint64_t end)
+{
+    const unsigned arity = job->arity;
+    const node_store *out = &job->stores[1];
+    uint64_t full_end = min_u64(end, rt_div(job->len[0], arity));
+    uint64_t parent = first;
+    while (parent < full_end) {
+        uint64_t run = min_u64(full_end - parent, store_run(out, parent));
+        job->kernel(job->copy_src + (parent * arity - job->copy_first) * 32u, (size_t)run,
+                    arity, store_node(out, parent));
+        parent += run;
+    }
+    if (parent < end) {
+        const uint8_t *children = job->copy_src + (parent * arity - job->copy_first) * 32u;
+        unsigned count = (unsigned)(job->len[0] - parent * arity);
+        if (count == 1)
+            memcpy(store_node(out, parent), children, 32);
+        else
+            rt_hash_parent(children, count, store_node(out, parent));
+    }
+}
+
+/* Copy leaves into level 0 with streaming stores: the hashing read them from
+ * the caller's buffer already, and bypassing the cache saves the read of
+ * every destination line that an ordinary store would make first, which is
+ * a sixth of the memory traffic of a large batch. */
+static void copy_leaves_streaming(const node_store *level0, uint64_t first,
+                                  const uint8_t *src, uint64_t count)
+{
+#if RT_X86 && !defined(RT_NO_STREAMING)
+    while (count) {
+        uint64_t run = min_u64(count, store_run(level0, first));
+        __m128i *dst = (__m128i *)store_node(level0, first); // nodes are 32-byte aligned
+        for (uint64_t i = 0; i < run * 2; i++)
+            _mm_stream_si128(dst + i, _mm_loadu_si128((const __m128i *)src + i));
+        first += run;
+        src += run * 32u;
+        count -= run;
+    }
+#else
+    store_write(level0, first, src, count);
+#endif
+}
+
 static void run_fused_blocks(void *ctx, size_t begin, size_t end)
 {
     const fused_job *job = ctx;
     for (uint64_t block = job->first_block + begin; block < job->first_block + end; block++) {
         uint64_t span = job->block_leaves; // nodes of this block at level l
         for (unsigned l = 0; l < job->top; l++) {
-            if (l == 0 && job->copy_src) {
-                uint64_t from = block * span, to = min_u64(job->len[0], from + span);
-                if (from < job->copy_first)
-                    from = job->copy_first;
-                if (from < to)
-                    store_write(&job->stores[0], from,
-                                job->copy_src + (from - job->copy_first) * 32u, to - from);
-            }
-            span /= job->arity;
+            uint64_t child_lo = block * span;
+            span = rt_div(span, job->arity);
             uint64_t lo = block * span, hi = min_u64(job->len[l + 1], lo + span);
             if (lo < job->first[l + 1])
                 lo = job->first[l + 1];
+            if (l == 0 && job->copy_src) {
+                // Parents with an old leaf among their children (only at the
+                // start of a batch) must read level 0, so those leaves go in
+                // first; the rest hash from the caller's buffer.
+                uint64_t from = child_lo < job->copy_first ? job->copy_first : child_lo;
+                uint64_t to = min_u64(job->len[0], child_lo + span * job->arity);
+                uint64_t split = rt_ceil_div(job->copy_first, job->arity);
+                if (split < lo)
+                    split = lo;
+                if (split > hi)
+                    split = hi;
+                if (lo < split) {
+                    uint64_t head_end = min_u64(to, split * job->arity);
+                    store_write(&job->stores[0], from, job->copy_src + (from - job->copy_first) * 32u,
+                                head_end - from);
+                    hash_parent_range(&job->stores[0], job->len[0], &job->stores[1],
+                                      job->arity, lo, split, job->kernel);
+                    from = head_end;
+                }
+                if (split < hi)
+                    hash_from_source(job, split, hi);
+                if (from < to)
+                    copy_leaves_streaming(&job->stores[0], from,
+                                          job->copy_src + (from - job->copy_first) * 32u, to - from);
+                continue;
+            }
             if (lo < hi)
                 hash_parent_range(&job->stores[l], job->len[l], &job->stores[l + 1],
                                   job->arity, lo, hi, job->kernel);
         }
     }
+#if RT_X86
+    // Streaming stores are weakly ordered: make them visible before the
+    // pool's release of this unit publishes them to other threads.
+    if (job->copy_src)
+        _mm_sfence();
+#endif
 }
 
 /* Block shape: blocks of arity**block_height leaves, whose level-1 parents
