@@ -28,7 +28,10 @@ unsigned rt_chunk_capacity(unsigned arity)
 
 static size_t chunk_stride(unsigned chunk_cap)
 {
-    return sizeof(rt_chunk) + (size_t)chunk_cap * 32u; // a multiple of 32; header 64
+    // Rounded up to 64: rt_chunk is 64-byte aligned (its nodes start a cache
+    // line), and an odd chunk_cap (odd arities) would otherwise put every
+    // other chunk of a slab 32 bytes off (undefined behaviour, UBSan).
+    return (sizeof(rt_chunk) + (size_t)chunk_cap * 32u + 63) & ~(size_t)63;
 }
 
 #ifdef __linux__

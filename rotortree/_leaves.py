@@ -17,8 +17,13 @@ BytesLike = Union[bytes, bytearray, memoryview]
 Leaves = Union[BytesLike, Iterable[BytesLike], Any]
 
 # Formats whose items are single bytes: bytes/bytearray ('B'), numpy uint8
-# ('B'), int8 ('b') and char ('c') arrays.
+# ('B'), int8 ('b') and char ('c') arrays; ctypes arrays spell them with a
+# byte-order prefix ('<B'), which means nothing for one-byte items.
 _BYTE_FORMATS = frozenset({"B", "b", "c"})
+
+
+def _is_byte_format(view: memoryview) -> bool:
+    return view.itemsize == 1 and view.format.lstrip("@=<>!") in _BYTE_FORMATS
 
 
 def _leaf_view(value: object, position: str) -> memoryview:
@@ -28,6 +33,12 @@ def _leaf_view(value: object, position: str) -> memoryview:
             f"not {type(value).__name__}"
         )
     view = memoryview(value)  # type: ignore[arg-type]
+    if not _is_byte_format(view):
+        # The same rule as for batches: a float32[8] is 32 bytes, but not
+        # a leaf.
+        raise ArgumentTypeError(
+            f"{position} must hold bytes (uint8), got item format {view.format!r}"
+        )
     if view.nbytes != HASH_LEN:
         raise InvalidLeafError(
             f"{position} must be exactly {HASH_LEN} bytes, got {view.nbytes}"
@@ -40,6 +51,8 @@ def _is_buffer(value: object) -> bool:
         memoryview(value)  # type: ignore[arg-type]
     except TypeError:
         return False
+    except ValueError:  # a released memoryview
+        raise ArgumentTypeError(f"cannot read leaves from {value!r}") from None
     return True
 
 
@@ -54,7 +67,7 @@ def single_leaf(leaf: object) -> Any:
 
 
 def _check_buffer_shape(view: memoryview) -> int:
-    if view.format not in _BYTE_FORMATS or view.itemsize != 1:
+    if not _is_byte_format(view):
         raise ArgumentTypeError(
             f"leaf buffers must hold bytes (uint8), got item format {view.format!r}"
         )
@@ -88,6 +101,8 @@ def leaf_batch(leaves: Leaves) -> Tuple[Any, int]:
         view = memoryview(leaves)  # type: ignore[arg-type]
     except TypeError:
         view = None
+    except ValueError:  # a released memoryview
+        raise ArgumentTypeError(f"cannot read leaves from {leaves!r}") from None
     if view is not None:
         count = _check_buffer_shape(view)
         return ffi.from_buffer("uint8_t[]", leaves), count

@@ -122,7 +122,8 @@ class Snapshot:
         if status == lib.RT_ERR_INDEX:
             raise NodeIndexError(f"node ({level}, {index}) out of range")
         check(status, "get_node")
-        return ffi.buffer(out)[:]
+        node: bytes = ffi.buffer(out)[:]
+        return node
 
     # -- proofs ------------------------------------------------------------
 
@@ -199,6 +200,8 @@ class ProofBatch(Sequence[InclusionProof]):
     """
 
     __slots__ = ("_data", "_offsets")
+    _data: Union[bytes, bytearray]
+    _offsets: "array[int]"
 
     def __init__(self) -> None:
         raise TypeError("ProofBatch objects come from Snapshot.generate_proofs or from_bytes")
@@ -222,20 +225,25 @@ class ProofBatch(Sequence[InclusionProof]):
     def __getitem__(self, item: Union[int, slice]) -> Any:
         if isinstance(item, slice):
             return [self[i] for i in range(*item.indices(len(self)))]
+        return InclusionProof.from_bytes(self.proof_bytes(item))
+
+    def _position(self, item: object) -> int:
         index = _int_arg("index", item)
         count = len(self)
         if index < 0:
             index += count
         if not 0 <= index < count:
             raise NodeIndexError(f"proof {item} out of range for a batch of {count}")
-        return InclusionProof.from_bytes(self.proof_bytes(index))
+        return index
 
     def __iter__(self) -> Iterator[InclusionProof]:
         for index in range(len(self)):
             yield InclusionProof.from_bytes(self.proof_bytes(index))
 
     def proof_bytes(self, index: int) -> bytes:
-        """The serialized bytes of proof ``index`` (no object is built)."""
+        """The serialized bytes of proof ``index`` (no object is built);
+        negative indices count from the end, as for ``batch[index]``."""
+        index = self._position(index)
         return bytes(self._data[self._offsets[index]: self._offsets[index + 1]])
 
     @property

@@ -1,0 +1,1974 @@
+/*
+ * Test driver for the tree core through the public header (rotortree.h):
+ * levels, trees, snapshots, proofs, restore / make_cold, compute_root and
+ * allocation failures, checked against a tiny reference LeanIMT kept in this
+ * file (it shares nothing with tree.c but rt_hash_parent, which
+ * tests/c/test_hash.c checks against the reference BLAKE3).
+ *
+ * Built and run by tests/test_c_core.py under ASan+UBSan, under TSan and
+ * under valgrind memcheck. By hand:
+ *
+ *   gcc -O1 -g -std=c11 -D_GNU_SOURCE -pthread -fsanitize=address,undefined \
+ *       -DRT_TEST_WRAP=1 -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
+ *       -Wl,--wrap=posix_memalign,--wrap=mmap \
+ *       -Icsrc tests/c/test_core.c csrc/[!b]*.c csrc/blake3_*.c -o test_core
+ *   ASAN_OPTIONS=allocator_may_return_null=1 ./test_core asan [seed]
+ *
+ * Profiles (argv[1]): asan (default), tsan (concurrency-heavy, smaller),
+ * valgrind (small: valgrind is ~50x slower), long (everything bigger).
+ * With -DRT_TEST_WRAP=1 and the --wrap link flags, every malloc, calloc,
+ * realloc, posix_memalign and mmap made by the library can be made to fail
+ * on demand: each such failure must give RT_ERR_NOMEM and leave every tree
+ * and snapshot exactly as it was.
+ *
+ * Prints "core driver: N passed, M failed" and exits non-zero on failure.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "rotortree.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/types.h>
+#include <time.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
+#ifndef RT_TEST_WRAP
+#define RT_TEST_WRAP 0
+#endif
+
+/* ---- checks ----------------------------------------------------------------
+ * Checks run on many threads, so the counters are atomic; only the first
+ * failures are printed. */
+
+static atomic_long passed, failed;
+
+#define CHECK(cond, ...)                                                         \
+    do {                                                                         \
+        if (cond) {                                                              \
+            atomic_fetch_add_explicit(&passed, 1, memory_order_relaxed);         \
+        } else if (atomic_fetch_add(&failed, 1) < 40) {                          \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                 \
+            fprintf(stderr, __VA_ARGS__);                                        \
+            fputc('\n', stderr);                                                 \
+        }                                                                        \
+    } while (0)
+
+#define REQUIRE(cond, ...)                                                       \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "FATAL %s:%d: ", __FILE__, __LINE__);                \
+            fprintf(stderr, __VA_ARGS__);                                        \
+            fputc('\n', stderr);                                                 \
+            exit(2);                                                             \
+        }                                                                        \
+    } while (0)
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    REQUIRE(p, "driver allocation of %zu bytes failed", n);
+    return p;
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    REQUIRE(p, "driver reallocation of %zu bytes failed", n);
+    return p;
+}
+
+/* ---- profile ------------------------------------------------------------- */
+
+typedef struct profile {
+    const char *name;
+    unsigned random_trees;     /* random (arity, size) trees */
+    uint64_t random_max;       /* leaves per random tree, at most */
+    uint64_t big_tree;         /* one large tree (mapped slabs), 0: none */
+    unsigned proof_all_max;    /* generate every proof of trees up to this size */
+    unsigned conc_rounds;      /* concurrency rounds (one arity each) */
+    uint64_t conc_leaves;      /* leaves inserted per round */
+    unsigned conc_readers;
+    unsigned inject_sweeps;    /* allocation-failure sweeps */
+    unsigned inject_random_ops;
+    int absurd_sizes;          /* SIZE_MAX-sized requests (needs allocator_may_return_null) */
+    double conc_seconds;       /* concurrency rounds continue at least this long */
+} profile;
+
+static const profile PROFILES[] = {
+    {"asan", 50, 3000, 150000, 600, 3, 60000, 3, 5, 400, 1, 4.0},
+    {"tsan", 20, 1500, 0, 200, 3, 20000, 3, 2, 200, 0, 6.0},
+    {"valgrind", 24, 800, 0, 150, 2, 4000, 2, 2, 120, 0, 4.0},
+    {"long", 400, 20000, 1500000, 2000, 8, 300000, 4, 20, 4000, 1, 120.0},
+};
+
+static const profile *P;
+
+/* ---- random numbers and leaves ------------------------------------------- */
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+static uint64_t rng_next(rng *r)
+{
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rng_below(rng *r, uint64_t n)
+{
+    return n ? rng_next(r) % n : 0;
+}
+
+static void leaf_of(uint64_t seed, uint64_t index, uint8_t *out)
+{
+    rng r = {seed * 0x2545F4914F6CDD1Dull ^ index};
+    for (int i = 0; i < 4; i++) {
+        uint64_t v = rng_next(&r);
+        memcpy(out + 8 * i, &v, 8);
+    }
+}
+
+static uint8_t *make_leaves(uint64_t seed, uint64_t n)
+{
+    uint8_t *leaves = xmalloc((size_t)n * 32u);
+    for (uint64_t i = 0; i < n; i++)
+        leaf_of(seed, i, leaves + i * 32u);
+    return leaves;
+}
+
+static uint64_t global_seed;
+
+/* ---- the reference LeanIMT ----------------------------------------------
+ * Levels are plain growable arrays; an append rehashes the right edge of
+ * every level with rt_hash_parent (or lifts a lone child), nothing else. */
+
+#define LEVELS (RT_MAX_DEPTH_LIMIT + 2)
+
+typedef struct ref {
+    unsigned arity;
+    unsigned depth;
+    uint64_t len[LEVELS];
+    uint64_t cap[LEVELS];
+    uint8_t *nodes[LEVELS];
+} ref;
+
+static void ref_init(ref *r, unsigned arity)
+{
+    memset(r, 0, sizeof(*r));
+    r->arity = arity;
+}
+
+static void ref_free(ref *r)
+{
+    for (unsigned l = 0; l < LEVELS; l++)
+        free(r->nodes[l]);
+    memset(r, 0, sizeof(*r));
+}
+
+static const uint8_t *ref_node(const ref *r, unsigned level, uint64_t index)
+{
+    return r->nodes[level] + index * 32u;
+}
+
+static const uint8_t *ref_root(const ref *r)
+{
+    return r->len[0] ? ref_node(r, r->depth, 0) : NULL;
+}
+
+static void ref_put(ref *r, unsigned level, uint64_t index, const uint8_t *node)
+{
+    REQUIRE(level < LEVELS && index <= r->len[level], "reference put out of order");
+    if (index == r->len[level]) {
+        if (r->len[level] == r->cap[level]) {
+            r->cap[level] = r->cap[level] ? 2 * r->cap[level] : 16;
+            r->nodes[level] = xrealloc(r->nodes[level], (size_t)r->cap[level] * 32u);
+        }
+        r->len[level]++;
+    }
+    memcpy(r->nodes[level] + index * 32u, node, 32);
+}
+
+static void ref_append(ref *r, const uint8_t *leaf)
+{
+    ref_put(r, 0, r->len[0], leaf);
+    for (unsigned l = 0; r->len[l] > 1; l++) {
+        uint64_t index = r->len[l] - 1;
+        uint64_t start = index - index % r->arity;
+        unsigned members = (unsigned)(r->len[l] - start);
+        uint8_t parent[32];
+        if (members == 1)
+            memcpy(parent, ref_node(r, l, start), 32);
+        else
+            REQUIRE(rt_hash_parent(ref_node(r, l, start), members, parent) == RT_OK,
+                    "rt_hash_parent(%u) failed", members);
+        ref_put(r, l + 1, start / r->arity, parent);
+        if (l + 1 > r->depth)
+            r->depth = l + 1;
+    }
+}
+
+/* Reference of the first n leaves of `leaves`; roots (n + 1 entries of 32
+ * bytes, entry 0 zero) gets the root after every append when not NULL. */
+static void ref_build(ref *r, unsigned arity, const uint8_t *leaves, uint64_t n, uint8_t *roots)
+{
+    ref_init(r, arity);
+    if (roots)
+        memset(roots, 0, 32);
+    for (uint64_t i = 0; i < n; i++) {
+        ref_append(r, leaves + i * 32u);
+        if (roots)
+            memcpy(roots + (i + 1) * 32u, ref_root(r), 32);
+    }
+}
+
+static unsigned depth_for(uint64_t size, unsigned arity)
+{
+    unsigned depth = 0;
+    while (size > 1) {
+        size = size / arity + (size % arity != 0);
+        depth++;
+    }
+    return depth;
+}
+
+static void put_u64(uint8_t *out, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        out[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const uint8_t *in)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)in[i] << (8 * i);
+    return v;
+}
+
+static size_t header(uint8_t *out, const char *magic, unsigned arity, unsigned levels,
+                     uint64_t a, uint64_t b, const uint8_t *ha, const uint8_t *hb)
+{
+    memcpy(out, magic, 4);
+    out[4] = RT_PROOF_VERSION;
+    out[5] = (uint8_t)arity;
+    out[6] = (uint8_t)levels;
+    out[7] = 0;
+    put_u64(out + 8, a);
+    put_u64(out + 16, b);
+    memcpy(out + 24, ha, 32);
+    memcpy(out + 56, hb, 32);
+    return RT_PROOF_HEADER_LEN;
+}
+
+/* The inclusion proof of leaf `index` as the header documents it, from the
+ * reference (which must hold exactly the proof's tree). Caller frees. */
+static uint8_t *expect_inclusion(const ref *r, uint64_t index, size_t *len_out)
+{
+    unsigned depth = r->len[0] > 1 ? r->depth : 0;
+    size_t len = RT_PROOF_HEADER_LEN;
+    uint64_t i = index;
+    for (unsigned l = 0; l < depth; l++) {
+        uint64_t start = i - i % r->arity;
+        uint64_t end = start + r->arity < r->len[l] ? start + r->arity : r->len[l];
+        len += 2 + 32u * (size_t)(end - start - 1);
+        i /= r->arity;
+    }
+    uint8_t *out = xmalloc(len);
+    size_t at = header(out, "RTIP", r->arity, depth, index, r->len[0], ref_root(r),
+                       ref_node(r, 0, index));
+    i = index;
+    for (unsigned l = 0; l < depth; l++) {
+        uint64_t position = i % r->arity, start = i - position;
+        uint64_t end = start + r->arity < r->len[l] ? start + r->arity : r->len[l];
+        out[at++] = (uint8_t)position;
+        out[at++] = (uint8_t)(end - start - 1);
+        for (uint64_t j = start; j < end; j++) {
+            if (j == i)
+                continue;
+            memcpy(out + at, ref_node(r, l, j), 32);
+            at += 32;
+        }
+        i /= r->arity;
+    }
+    REQUIRE(at == len, "expected proof length");
+    *len_out = len;
+    return out;
+}
+
+/* The consistency proof from old_size to the reference's size. */
+static uint8_t *expect_consistency(const ref *r, uint64_t old_size, const uint8_t *old_root,
+                                   size_t *len_out)
+{
+    uint64_t new_size = r->len[0];
+    size_t cap = RT_PROOF_HEADER_LEN;
+    for (unsigned l = 0; l <= r->depth; l++)
+        cap += 2 + 32u * (size_t)r->arity;
+    uint8_t *out = xmalloc(cap);
+    size_t at = RT_PROOF_HEADER_LEN;
+    unsigned levels = 0;
+    uint64_t old_len = old_size, new_len = new_size;
+    for (unsigned l = 0; old_size != new_size && (old_len > 1 || new_len > 1); l++) {
+        uint64_t boundary = old_len - 1;
+        uint64_t group_start = boundary - boundary % r->arity;
+        uint64_t shared_end = l == 0 ? boundary + 1 : boundary;
+        uint64_t new_end = group_start + r->arity < new_len ? group_start + r->arity : new_len;
+        out[at++] = (uint8_t)(shared_end - group_start);
+        out[at++] = (uint8_t)(new_end - boundary - 1);
+        for (uint64_t j = group_start; j < shared_end; j++, at += 32)
+            memcpy(out + at, ref_node(r, l, j), 32);
+        for (uint64_t j = boundary + 1; j < new_end; j++, at += 32)
+            memcpy(out + at, ref_node(r, l, j), 32);
+        old_len = old_len / r->arity + (old_len % r->arity != 0);
+        new_len = new_len / r->arity + (new_len % r->arity != 0);
+        levels++;
+    }
+    header(out, "RTCP", r->arity, levels, old_size, new_size, old_root, ref_root(r));
+    *len_out = at;
+    return out;
+}
+
+/* ---- allocation failure injection ---------------------------------------- */
+
+#if RT_TEST_WRAP
+void *__real_malloc(size_t size);
+void *__real_calloc(size_t count, size_t size);
+void *__real_realloc(void *ptr, size_t size);
+int __real_posix_memalign(void **out, size_t align, size_t size);
+void *__real_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);
+
+/* mode 0: off; 1: allocation number `target` and every later one fail;
+ * 2: each fails with probability permille/1000. Only the library's calls
+ * made while armed count (the driver arms around single API calls). */
+static atomic_int inject_mode;
+static atomic_long inject_seen;
+static atomic_long inject_failures;
+static long inject_target;
+static unsigned inject_permille;
+static atomic_uint_least64_t inject_state = 12345;
+
+static int inject_should_fail(void)
+{
+    int mode = atomic_load(&inject_mode);
+    if (mode == 0)
+        return 0;
+    long n = atomic_fetch_add(&inject_seen, 1);
+    int fail;
+    if (mode == 1) {
+        fail = n >= inject_target;
+    } else {
+        uint64_t s = atomic_fetch_add(&inject_state, 0x9E3779B97F4A7C15ull);
+        rng r = {s};
+        fail = rng_below(&r, 1000) < inject_permille;
+    }
+    if (fail)
+        atomic_fetch_add(&inject_failures, 1);
+    return fail;
+}
+
+void *__wrap_malloc(size_t size)
+{
+    if (inject_should_fail()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __real_malloc(size);
+}
+
+void *__wrap_calloc(size_t count, size_t size)
+{
+    if (inject_should_fail()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __real_calloc(count, size);
+}
+
+void *__wrap_realloc(void *ptr, size_t size)
+{
+    if (inject_should_fail()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __real_realloc(ptr, size);
+}
+
+int __wrap_posix_memalign(void **out, size_t align, size_t size)
+{
+    if (inject_should_fail())
+        return ENOMEM;
+    return __real_posix_memalign(out, align, size);
+}
+
+void *__wrap_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+{
+    if (inject_should_fail()) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    return __real_mmap(addr, length, prot, flags, fd, offset);
+}
+
+static void arm_from(long target)
+{
+    inject_target = target;
+    atomic_store(&inject_seen, 0);
+    atomic_store(&inject_failures, 0);
+    atomic_store(&inject_mode, 1);
+}
+
+static void arm_random(unsigned permille)
+{
+    inject_permille = permille;
+    atomic_store(&inject_seen, 0);
+    atomic_store(&inject_failures, 0);
+    atomic_store(&inject_mode, 2);
+}
+
+static long disarm(void)
+{
+    atomic_store(&inject_mode, 0);
+    return atomic_load(&inject_failures);
+}
+#endif
+
+/* ---- pool helpers ---------------------------------------------------------- */
+
+static void set_pool(uint32_t threads, uint64_t threshold, uint64_t chunk)
+{
+    struct rt_pool_config c = {threads, threshold, chunk};
+    int rc = rt_pool_configure(&c);
+    REQUIRE(rc == RT_OK, "rt_pool_configure(%u, %llu, %llu) = %d", threads,
+            (unsigned long long)threshold, (unsigned long long)chunk, rc);
+}
+
+static void random_pool(rng *r)
+{
+    static const uint64_t thresholds[] = {1, 2, 8, 64, 1024};
+    static const uint64_t chunks[] = {1, 3, 8, 64, 512};
+    set_pool((uint32_t)(1 + rng_below(r, 3)), thresholds[rng_below(r, 5)],
+             chunks[rng_below(r, 5)]);
+}
+
+static int kernels[3], kernel_count;
+
+static void find_kernels(void)
+{
+    for (int k = RT_KERNEL_PORTABLE; k <= RT_KERNEL_AVX2; k++)
+        if (rt_kernel_available(k))
+            kernels[kernel_count++] = k;
+    CHECK(kernel_count >= 1 && kernels[0] == RT_KERNEL_PORTABLE, "portable kernel missing");
+}
+
+/* ---- comparing trees and snapshots with the reference --------------------- */
+
+static bool same_hash(const uint8_t *a, const uint8_t *b)
+{
+    return memcmp(a, b, 32) == 0;
+}
+
+/* Every node (or a sample of `sample` per level when nonzero) of the tree. */
+static void check_tree(rt_tree *tree, const ref *r, const char *what, uint64_t sample, rng *g)
+{
+    struct rt_tree_state st;
+    rt_tree_state(tree, &st);
+    uint64_t size = r->len[0];
+    unsigned depth = size > 1 ? r->depth : 0;
+    CHECK(st.size == size, "%s: size %llu, expected %llu", what, (unsigned long long)st.size,
+          (unsigned long long)size);
+    CHECK(st.depth == depth, "%s: depth %u, expected %u", what, st.depth, depth);
+    CHECK(st.has_root == (size > 0), "%s: has_root", what);
+    if (size && st.size == size)
+        CHECK(same_hash(st.root, ref_root(r)), "%s: root differs at size %llu", what,
+              (unsigned long long)size);
+    if (st.size != size || st.depth != depth)
+        return;
+    for (unsigned l = 0; l <= depth; l++) {
+        uint64_t len = 0, want = size ? r->len[l] : 0;
+        CHECK(rt_tree_level_len(tree, l, &len) == RT_OK && len == want,
+              "%s: level %u len %llu, expected %llu", what, l, (unsigned long long)len,
+              (unsigned long long)want);
+        uint8_t node[32];
+        bool all = !sample || want <= sample;
+        uint64_t count = all ? want : sample;
+        long bad = 0;
+        for (uint64_t k = 0; k < count; k++) {
+            uint64_t i = all ? k : rng_below(g, want);
+            if (rt_tree_get_node(tree, l, i, node) != RT_OK || !same_hash(node, ref_node(r, l, i)))
+                bad++;
+        }
+        CHECK(bad == 0, "%s: %ld nodes of level %u differ", what, bad, l);
+        CHECK(rt_tree_get_node(tree, l, want, node) == RT_ERR_INDEX, "%s: node past level end",
+              what);
+    }
+    uint64_t len;
+    uint8_t node[32];
+    CHECK(rt_tree_level_len(tree, depth + 1, &len) == RT_ERR_INDEX, "%s: level past depth", what);
+    CHECK(rt_tree_get_node(tree, depth + 1, 0, node) == RT_ERR_INDEX, "%s: node past depth", what);
+    CHECK(rt_tree_level_len(tree, UINT32_MAX, &len) == RT_ERR_INDEX, "%s: level UINT_MAX", what);
+    CHECK(rt_tree_get_node(tree, 0, UINT64_MAX, node) == RT_ERR_INDEX, "%s: index max", what);
+}
+
+static void check_snapshot(const rt_snapshot *snap, const ref *r, const char *what,
+                           uint64_t sample, rng *g)
+{
+    struct rt_tree_state st;
+    rt_snapshot_state(snap, &st);
+    uint64_t size = r->len[0];
+    unsigned depth = size > 1 ? r->depth : 0;
+    CHECK(st.size == size && st.depth == depth && st.has_root == (size > 0),
+          "%s: snapshot state size %llu depth %u, expected %llu %u", what,
+          (unsigned long long)st.size, st.depth, (unsigned long long)size, depth);
+    CHECK(rt_snapshot_arity(snap) == r->arity, "%s: snapshot arity", what);
+    if (st.size != size || st.depth != depth)
+        return;
+    if (size)
+        CHECK(same_hash(st.root, ref_root(r)), "%s: snapshot root differs at size %llu", what,
+              (unsigned long long)size);
+    for (unsigned l = 0; l <= depth; l++) {
+        uint64_t len = 0, want = size ? r->len[l] : 0;
+        CHECK(rt_snapshot_level_len(snap, l, &len) == RT_OK && len == want,
+              "%s: snapshot level %u len", what, l);
+        uint8_t node[32];
+        bool all = !sample || want <= sample;
+        uint64_t count = all ? want : sample;
+        long bad = 0;
+        for (uint64_t k = 0; k < count; k++) {
+            uint64_t i = all ? k : rng_below(g, want);
+            if (rt_snapshot_get_node(snap, l, i, node) != RT_OK ||
+                !same_hash(node, ref_node(r, l, i)))
+                bad++;
+        }
+        CHECK(bad == 0, "%s: %ld snapshot nodes of level %u differ", what, bad, l);
+        CHECK(rt_snapshot_get_node(snap, l, want, node) == RT_ERR_INDEX,
+              "%s: snapshot node past end", what);
+        if (want) {
+            // A random run, and the whole level when small.
+            uint64_t start = rng_below(g, want), count2 = 1 + rng_below(g, want - start);
+            if (want <= 4096) {
+                start = 0;
+                count2 = want;
+            }
+            uint8_t *buf = xmalloc((size_t)count2 * 32u);
+            CHECK(rt_snapshot_read_nodes(snap, l, start, count2, buf) == RT_OK &&
+                      memcmp(buf, ref_node(r, l, start), (size_t)count2 * 32u) == 0,
+                  "%s: read_nodes level %u [%llu, +%llu)", what, l, (unsigned long long)start,
+                  (unsigned long long)count2);
+            free(buf);
+            CHECK(rt_snapshot_read_nodes(snap, l, want, 0, NULL) == RT_OK,
+                  "%s: empty read at end", what);
+            CHECK(rt_snapshot_read_nodes(snap, l, start, want - start + 1, node) == RT_ERR_INDEX,
+                  "%s: read past end", what);
+            CHECK(rt_snapshot_read_nodes(snap, l, UINT64_MAX, 1, node) == RT_ERR_INDEX,
+                  "%s: read at UINT64_MAX", what);
+        }
+    }
+    uint64_t len;
+    CHECK(rt_snapshot_level_len(snap, depth + 1, &len) == RT_ERR_INDEX, "%s: level past depth",
+          what);
+}
+
+/* Proofs for `count` indices (all of them when count == size) through the
+ * two-pass API, compared byte for byte with the reference, verified one by
+ * one and as a batch; some are tampered with. */
+static void check_proofs(const rt_snapshot *snap, const ref *r, uint64_t count, rng *g,
+                         const char *what, int tamper)
+{
+    uint64_t size = r->len[0];
+    if (!size) {
+        uint64_t idx = 0, offsets[2];
+        size_t bad = 99;
+        CHECK(rt_proofs_layout(snap, &idx, 1, offsets, &bad) == RT_ERR_INDEX && bad == 0,
+              "%s: proof from an empty snapshot", what);
+        CHECK(rt_proofs_layout(snap, NULL, 0, offsets, NULL) == RT_OK && offsets[0] == 0,
+              "%s: no proofs from an empty snapshot", what);
+        return;
+    }
+    bool all = count >= size;
+    if (all)
+        count = size;
+    uint64_t *idx = xmalloc((size_t)count * 8u);
+    for (uint64_t k = 0; k < count; k++)
+        idx[k] = all ? k : rng_below(g, size);
+    uint64_t *offsets = xmalloc((size_t)(count + 1) * 8u);
+    size_t bad = SIZE_MAX;
+    int rc = rt_proofs_layout(snap, idx, (size_t)count, offsets, &bad);
+    CHECK(rc == RT_OK, "%s: layout %d", what, rc);
+    if (rc != RT_OK) {
+        free(idx);
+        free(offsets);
+        return;
+    }
+    uint8_t *data = xmalloc((size_t)offsets[count]);
+    CHECK(rt_proofs_fill(snap, idx, (size_t)count, offsets, data) == RT_OK, "%s: fill", what);
+    long mismatched = 0, unverified = 0;
+    for (uint64_t k = 0; k < count; k++) {
+        size_t len;
+        uint8_t *want = expect_inclusion(r, idx[k], &len);
+        uint8_t *got = data + offsets[k];
+        if (len != offsets[k + 1] - offsets[k] || memcmp(want, got, len) != 0)
+            mismatched++;
+        if (rt_verify_inclusion(got, (size_t)(offsets[k + 1] - offsets[k])) != RT_OK)
+            unverified++;
+        free(want);
+    }
+    CHECK(mismatched == 0, "%s: %ld of %llu proofs differ from the reference", what, mismatched,
+          (unsigned long long)count);
+    CHECK(unverified == 0, "%s: %ld proofs do not verify", what, unverified);
+    uint64_t first = 0;
+    CHECK(rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, (size_t)count,
+                                    &first) == RT_OK && first == UINT64_MAX,
+          "%s: batch verify", what);
+
+    if (tamper && count) {
+        // Break one proof in the middle of the batch (its root, leaf or
+        // levels): the batch must name exactly that position.
+        uint64_t victim = rng_below(g, count);
+        size_t plen = (size_t)(offsets[victim + 1] - offsets[victim]);
+        size_t at = (size_t)offsets[victim] + 24 + (size_t)rng_below(g, plen - 24);
+        data[at] ^= (uint8_t)(1u << rng_below(g, 8));
+        first = 0;
+        rc = rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, (size_t)count,
+                                       &first);
+        CHECK(rc == RT_ERR_INVALID_PROOF && first == victim,
+              "%s: tampered proof %llu: rc %d first %llu", what, (unsigned long long)victim, rc,
+              (unsigned long long)first);
+    }
+    free(data);
+    free(offsets);
+    free(idx);
+}
+
+/* Every single-bit flip of every byte of one proof, and every truncation.
+ * A flip of the leaf index, the root, the leaf or a level must never
+ * verify. A flip of the arity or tree_size byte may: the root commits to
+ * neither (a 3-leaf tree has the same root for every arity >= 3, and sizes
+ * with the same group shapes give the same path), so such a proof still
+ * states a true fact: this leaf at this index under this root. */
+static void check_mutations(const rt_snapshot *snap, uint64_t index, const char *what, rng *g)
+{
+    uint64_t offsets[2];
+    if (rt_proofs_layout(snap, &index, 1, offsets, NULL) != RT_OK)
+        return;
+    size_t len = (size_t)offsets[1];
+    uint8_t *proof = xmalloc(len + 1);
+    CHECK(rt_proofs_fill(snap, &index, 1, offsets, proof) == RT_OK, "%s: fill", what);
+    CHECK(rt_verify_inclusion(proof, len) == RT_OK, "%s: genuine proof", what);
+    long false_accepts = 0;
+    // Every bit of the header and of the first level's counts; in long
+    // proofs (high arities) a sample of the sibling bytes, one bit each.
+    size_t tries = len <= 2048 ? len : 2048;
+    for (size_t t = 0; t < tries; t++) {
+        size_t at = len <= 2048 || t < RT_PROOF_HEADER_LEN + 2 ? t : (size_t)rng_below(g, len);
+        unsigned bits = at < RT_PROOF_HEADER_LEN + 2 || len <= 2048 ? 8 : 1;
+        for (unsigned b = 0; b < bits; b++) {
+            unsigned bit = bits == 8 ? b : (unsigned)rng_below(g, 8);
+            proof[at] ^= (uint8_t)(1u << bit);
+            if (rt_verify_inclusion(proof, len) == RT_OK && (at >= 24 || (at >= 8 && at < 16)))
+                false_accepts++;
+            proof[at] ^= (uint8_t)(1u << bit);
+        }
+    }
+    CHECK(false_accepts == 0, "%s: %ld bit flips verified", what, false_accepts);
+    for (size_t cut = 0; cut < len; cut += cut < 256 ? 1 : 1 + (size_t)rng_below(g, 64))
+        if (rt_verify_inclusion(proof, cut) == RT_OK)
+            false_accepts++;
+    proof[len] = 0;
+    if (rt_verify_inclusion(proof, len + 1) == RT_OK)
+        false_accepts++;
+    CHECK(false_accepts == 0, "%s: truncated or extended proofs verified", what);
+    free(proof);
+}
+
+static void check_consistency(const rt_snapshot *snap, const ref *r, uint64_t old_size,
+                              const uint8_t *old_root, const char *what)
+{
+    size_t len = 0;
+    int rc = rt_consistency_size(snap, old_size, &len);
+    CHECK(rc == RT_OK, "%s: consistency size from %llu: %d", what,
+          (unsigned long long)old_size, rc);
+    if (rc != RT_OK)
+        return;
+    uint8_t *got = xmalloc(len);
+    CHECK(rt_consistency_fill(snap, old_size, got, len) == RT_OK, "%s: consistency fill", what);
+    size_t want_len;
+    uint8_t *want = expect_consistency(r, old_size, old_root, &want_len);
+    CHECK(want_len == len && memcmp(want, got, len) == 0,
+          "%s: consistency proof %llu -> %llu differs", what, (unsigned long long)old_size,
+          (unsigned long long)r->len[0]);
+    if (len > 1)
+        CHECK(rt_consistency_fill(snap, old_size, got, len - 1) == RT_ERR_INVALID_ARGUMENT,
+              "%s: short consistency buffer", what);
+    free(want);
+    free(got);
+}
+
+/* ---- 1. API contract: bad arguments ---------------------------------------- */
+
+static void test_api_errors(void)
+{
+    rt_tree *tree = NULL;
+    CHECK(rt_tree_new(1, 4, &tree) == RT_ERR_INVALID_ARGUMENT && !tree, "arity 1");
+    CHECK(rt_tree_new(256, 4, &tree) == RT_ERR_INVALID_ARGUMENT && !tree, "arity 256");
+    CHECK(rt_tree_new(4, 0, &tree) == RT_ERR_INVALID_ARGUMENT && !tree, "max_depth 0");
+    CHECK(rt_tree_new(4, RT_MAX_DEPTH_LIMIT + 1, &tree) == RT_ERR_INVALID_ARGUMENT && !tree,
+          "max_depth 65");
+    CHECK(rt_tree_new(4, 4, NULL) == RT_ERR_INVALID_ARGUMENT, "NULL out");
+    rt_tree_free(NULL);
+    rt_snapshot_free(NULL);
+
+    for (int status = -2; status <= 20; status++) {
+        const char *msg = rt_strerror(status);
+        CHECK(msg && *msg, "rt_strerror(%d)", status);
+    }
+    uint8_t buf[RT_MAX_ARITY * 32 + 32] = {0}, out[32];
+    CHECK(rt_hash_parent(buf, 0, out) == RT_ERR_INVALID_ARGUMENT, "hash_parent 0");
+    CHECK(rt_hash_parent(buf, 1, out) == RT_ERR_INVALID_ARGUMENT, "hash_parent 1");
+    CHECK(rt_hash_parent(buf, 256, out) == RT_ERR_INVALID_ARGUMENT, "hash_parent 256");
+    CHECK(rt_hash_parent(buf, 255, out) == RT_OK, "hash_parent 255");
+    CHECK(rt_kernel_select(-1) == RT_ERR_INVALID_ARGUMENT, "kernel -1");
+    CHECK(rt_kernel_select(3) == RT_ERR_INVALID_ARGUMENT, "kernel 3");
+    CHECK(!rt_kernel_available(-1) && !rt_kernel_available(99), "kernel availability");
+    CHECK(strcmp(rt_kernel_name(42), "unknown") == 0, "kernel name");
+
+    struct rt_pool_config before, bad;
+    rt_pool_get_config(&before);
+    CHECK(rt_pool_configure(NULL) == RT_ERR_INVALID_ARGUMENT, "configure NULL");
+    bad = before;
+    bad.num_threads = 0;
+    CHECK(rt_pool_configure(&bad) == RT_ERR_INVALID_ARGUMENT, "threads 0");
+    bad = before;
+    bad.num_threads = 1025;
+    CHECK(rt_pool_configure(&bad) == RT_ERR_INVALID_ARGUMENT, "threads 1025");
+    bad = before;
+    bad.parallel_threshold = 0;
+    CHECK(rt_pool_configure(&bad) == RT_ERR_INVALID_ARGUMENT, "threshold 0");
+    bad = before;
+    bad.par_chunk_size = 0;
+    CHECK(rt_pool_configure(&bad) == RT_ERR_INVALID_ARGUMENT, "chunk 0");
+    struct rt_pool_config after;
+    rt_pool_get_config(&after);
+    CHECK(before.num_threads == after.num_threads &&
+              before.parallel_threshold == after.parallel_threshold &&
+              before.par_chunk_size == after.par_chunk_size,
+          "a refused configure changed nothing");
+
+    // Insert errors on a tree of capacity 2 (arity 2, max_depth 1).
+    REQUIRE(rt_tree_new(2, 1, &tree) == RT_OK, "tree");
+    uint8_t leaves[3 * 32];
+    for (int i = 0; i < 3; i++)
+        leaf_of(7, (uint64_t)i, leaves + 32 * i);
+    uint8_t root[32];
+    CHECK(rt_tree_insert_many(NULL, leaves, 1, root) == RT_ERR_INVALID_ARGUMENT, "NULL tree");
+    CHECK(rt_tree_insert_many(tree, NULL, 1, root) == RT_ERR_INVALID_ARGUMENT, "NULL leaves");
+    CHECK(rt_tree_insert_many(tree, leaves, 1, NULL) == RT_ERR_INVALID_ARGUMENT, "NULL root");
+    CHECK(rt_tree_insert_many(tree, leaves, 0, root) == RT_ERR_EMPTY_BATCH, "empty batch");
+    CHECK(rt_tree_insert_many(tree, NULL, 0, root) == RT_ERR_EMPTY_BATCH, "empty NULL batch");
+    CHECK(rt_tree_insert_many(tree, leaves, 3, root) == RT_ERR_MAX_DEPTH, "3 into capacity 2");
+    // The capacity check comes before anything reads the leaves: a count
+    // far beyond the buffer must be refused without touching it.
+    CHECK(rt_tree_insert_many(tree, leaves, SIZE_MAX, root) == RT_ERR_MAX_DEPTH, "SIZE_MAX");
+    CHECK(rt_tree_insert_many(tree, leaves, 2, root) == RT_OK, "exact capacity");
+    uint8_t want[32];
+    CHECK(rt_hash_parent(leaves, 2, want) == RT_OK && same_hash(root, want), "root at capacity");
+    CHECK(rt_tree_insert(tree, leaves + 64, root) == RT_ERR_MAX_DEPTH, "one past capacity");
+    CHECK(rt_tree_insert_many(tree, leaves, 1, root) == RT_ERR_MAX_DEPTH, "batch past capacity");
+    struct rt_tree_state st;
+    rt_tree_state(tree, &st);
+    CHECK(st.size == 2 && st.depth == 1 && same_hash(st.root, want), "full tree unchanged");
+    unsigned arity = 0, max_depth = 0;
+    rt_tree_shape(tree, &arity, &max_depth);
+    CHECK(arity == 2 && max_depth == 1, "shape");
+
+    rt_snapshot *snap = NULL;
+    CHECK(rt_tree_snapshot(NULL, &snap) == RT_ERR_INVALID_ARGUMENT, "snapshot NULL tree");
+    CHECK(rt_tree_snapshot(tree, NULL) == RT_ERR_INVALID_ARGUMENT, "snapshot NULL out");
+    REQUIRE(rt_tree_snapshot(tree, &snap) == RT_OK, "snapshot");
+    uint64_t idx[2] = {0, 5}, offsets[3];
+    size_t bad_pos = 0;
+    CHECK(rt_proofs_layout(NULL, idx, 1, offsets, NULL) == RT_ERR_INVALID_ARGUMENT, "layout NULL");
+    CHECK(rt_proofs_layout(snap, NULL, 1, offsets, NULL) == RT_ERR_INVALID_ARGUMENT,
+          "layout NULL indices");
+    CHECK(rt_proofs_layout(snap, idx, 1, NULL, NULL) == RT_ERR_INVALID_ARGUMENT,
+          "layout NULL offsets");
+    CHECK(rt_proofs_layout(snap, idx, 2, offsets, &bad_pos) == RT_ERR_INDEX && bad_pos == 1,
+          "layout bad index position");
+    CHECK(rt_proofs_layout(snap, idx, 2, offsets, NULL) == RT_ERR_INDEX, "layout NULL bad_pos");
+    CHECK(rt_proofs_layout(snap, idx, 1, offsets, NULL) == RT_OK, "layout");
+    uint8_t proof[RT_PROOF_HEADER_LEN + 64];
+    REQUIRE(offsets[1] <= sizeof(proof), "proof size");
+    CHECK(rt_proofs_fill(NULL, idx, 1, offsets, proof) == RT_ERR_INVALID_ARGUMENT, "fill NULL");
+    CHECK(rt_proofs_fill(snap, idx, 1, offsets, NULL) == RT_ERR_INVALID_ARGUMENT, "fill NULL out");
+    // An index that no longer matches its slot is refused, not written.
+    uint64_t other[1] = {7};
+    CHECK(rt_proofs_fill(snap, other, 1, offsets, proof) == RT_ERR_INVALID_ARGUMENT,
+          "fill index past size");
+    CHECK(rt_proofs_fill(snap, idx, 1, offsets, proof) == RT_OK, "fill");
+    CHECK(rt_verify_inclusion(NULL, 10) == RT_ERR_INVALID_ARGUMENT, "verify NULL");
+    CHECK(rt_verify_inclusion(proof, (size_t)offsets[1]) == RT_OK, "verify");
+    uint64_t first = 0;
+    CHECK(rt_verify_inclusion_batch(proof, (size_t)offsets[1], NULL, 1, &first) ==
+              RT_ERR_INVALID_ARGUMENT, "batch NULL offsets");
+    CHECK(rt_verify_inclusion_batch(proof, (size_t)offsets[1], offsets, 1, NULL) ==
+              RT_ERR_INVALID_ARGUMENT, "batch NULL first");
+    CHECK(rt_verify_inclusion_batch(NULL, 0, offsets, 1, &first) == RT_ERR_INVALID_ARGUMENT,
+          "batch NULL data");
+    CHECK(rt_verify_inclusion_batch(proof, (size_t)offsets[1] - 1, offsets, 1, &first) ==
+              RT_ERR_INVALID_ARGUMENT, "batch offsets past data");
+    uint64_t backwards[3] = {0, 100, 50};
+    CHECK(rt_verify_inclusion_batch(proof, sizeof(proof), backwards, 2, &first) ==
+              RT_ERR_INVALID_ARGUMENT, "batch decreasing offsets");
+    uint64_t none[1] = {0};
+    CHECK(rt_verify_inclusion_batch(NULL, 0, none, 0, &first) == RT_OK && first == UINT64_MAX,
+          "empty batch verifies");
+    size_t clen = 0;
+    CHECK(rt_consistency_size(NULL, 1, &clen) == RT_ERR_INVALID_ARGUMENT, "consistency NULL");
+    CHECK(rt_consistency_size(snap, 0, &clen) == RT_ERR_INDEX, "consistency from 0");
+    CHECK(rt_consistency_size(snap, 3, &clen) == RT_ERR_INDEX, "consistency past size");
+    CHECK(rt_consistency_size(snap, 1, &clen) == RT_OK, "consistency 1 -> 2");
+    CHECK(rt_consistency_fill(snap, 1, NULL, clen) == RT_ERR_INVALID_ARGUMENT,
+          "consistency NULL out");
+    CHECK(rt_snapshot_read_nodes(NULL, 0, 0, 1, proof) == RT_ERR_INVALID_ARGUMENT,
+          "read_nodes NULL");
+    CHECK(rt_snapshot_read_nodes(snap, 0, 0, 1, NULL) == RT_ERR_INVALID_ARGUMENT,
+          "read_nodes NULL out");
+    rt_snapshot_free(snap);
+
+    // Restore and make_cold argument errors.
+    struct rt_level_source src[2] = {{leaves, 0, NULL}, {want, 0, NULL}};
+    uint64_t cold = 0;
+    CHECK(rt_tree_restore(NULL, 2, src, 2) == RT_ERR_INVALID_ARGUMENT, "restore NULL tree");
+    CHECK(rt_tree_restore(tree, 2, src, 2) == RT_ERR_INVALID_ARGUMENT, "restore non-empty");
+    CHECK(rt_tree_make_cold(NULL, 0, leaves, 2, &cold) == RT_ERR_INVALID_ARGUMENT, "cold NULL");
+    CHECK(rt_tree_make_cold(tree, 0, NULL, 2, &cold) == RT_ERR_INVALID_ARGUMENT,
+          "cold NULL nodes");
+    CHECK(rt_tree_make_cold(tree, 0, leaves, 2, NULL) == RT_ERR_INVALID_ARGUMENT,
+          "cold NULL out");
+    CHECK(rt_tree_make_cold(tree, 5, leaves, 2, &cold) == RT_ERR_INDEX, "cold level past depth");
+    cold = 77;
+    CHECK(rt_tree_make_cold(tree, 0, leaves, 2, &cold) == RT_OK && cold == 0,
+          "no whole chunk to make cold");
+    rt_tree_free(tree);
+
+    REQUIRE(rt_tree_new(2, 1, &tree) == RT_OK, "tree");
+    CHECK(rt_tree_restore(tree, 0, src, 1) == RT_ERR_INVALID_ARGUMENT, "restore size 0");
+    CHECK(rt_tree_restore(tree, 3, src, 2) == RT_ERR_MAX_DEPTH, "restore past capacity");
+    CHECK(rt_tree_restore(tree, 2, src, 1) == RT_ERR_INVALID_ARGUMENT, "restore level count");
+    CHECK(rt_tree_restore(tree, 2, src, 3) == RT_ERR_INVALID_ARGUMENT, "restore level count 3");
+    CHECK(rt_tree_restore(tree, 2, NULL, 2) == RT_ERR_INVALID_ARGUMENT, "restore NULL levels");
+    struct rt_level_source hole[2] = {{leaves, 0, NULL}, {NULL, 0, NULL}};
+    CHECK(rt_tree_restore(tree, 2, hole, 2) == RT_ERR_INVALID_ARGUMENT, "restore NULL nodes");
+    rt_tree_state(tree, &st);
+    CHECK(st.size == 0 && !st.has_root, "refused restores leave the tree empty");
+    CHECK(rt_tree_make_cold(tree, 0, leaves, 2, &cold) == RT_ERR_INDEX, "cold on empty tree");
+    CHECK(rt_tree_restore(tree, 2, src, 2) == RT_OK, "restore");
+    rt_tree_state(tree, &st);
+    CHECK(st.size == 2 && same_hash(st.root, want), "restored root");
+    rt_tree_free(tree);
+
+    // Empty trees and snapshots.
+    REQUIRE(rt_tree_new(4, 8, &tree) == RT_OK, "tree");
+    rt_tree_state(tree, &st);
+    CHECK(st.size == 0 && st.depth == 0 && !st.has_root, "empty state");
+    uint64_t len = 9;
+    CHECK(rt_tree_level_len(tree, 0, &len) == RT_OK && len == 0, "empty level 0");
+    CHECK(rt_tree_get_node(tree, 0, 0, out) == RT_ERR_INDEX, "empty node");
+    REQUIRE(rt_tree_snapshot(tree, &snap) == RT_OK, "empty snapshot");
+    rt_tree_free(tree); // the snapshot outlives its (empty) tree
+    rt_snapshot_state(snap, &st);
+    CHECK(st.size == 0 && !st.has_root, "empty snapshot state");
+    CHECK(rt_snapshot_level_len(snap, 0, &len) == RT_OK && len == 0, "empty snapshot level");
+    CHECK(rt_snapshot_level_len(snap, 1, &len) == RT_ERR_INDEX, "empty snapshot level 1");
+    CHECK(rt_snapshot_get_node(snap, 0, 0, out) == RT_ERR_INDEX, "empty snapshot node");
+    CHECK(rt_snapshot_read_nodes(snap, 0, 0, 1, out) == RT_ERR_INDEX, "empty read");
+    CHECK(rt_consistency_size(snap, 1, &clen) == RT_ERR_EMPTY_TREE, "empty consistency");
+    ref empty;
+    ref_init(&empty, 4);
+    rng g = {1};
+    check_proofs(snap, &empty, 1, &g, "empty", 0);
+    rt_snapshot_free(snap);
+
+    // compute_root errors.
+    CHECK(rt_compute_root(leaves, 0, 4, out) == RT_ERR_EMPTY_TREE, "compute_root empty");
+    CHECK(rt_compute_root(NULL, 0, 4, out) == RT_ERR_EMPTY_TREE, "compute_root NULL empty");
+    CHECK(rt_compute_root(NULL, 2, 4, out) == RT_ERR_INVALID_ARGUMENT, "compute_root NULL");
+    CHECK(rt_compute_root(leaves, 2, 1, out) == RT_ERR_INVALID_ARGUMENT, "compute_root arity 1");
+    CHECK(rt_compute_root(leaves, 2, 256, out) == RT_ERR_INVALID_ARGUMENT, "arity 256");
+    CHECK(rt_compute_root(leaves, 2, 4, NULL) == RT_ERR_INVALID_ARGUMENT, "compute_root NULL out");
+    CHECK(rt_compute_root(leaves, 1, 4, out) == RT_OK && same_hash(out, leaves), "one leaf");
+
+    // Saturated capacity (255**64 > 2**64): an absurd count must be refused
+    // with RT_ERR_NOMEM before any leaf is read, not wrap around or crash.
+    if (P->absurd_sizes) {
+        REQUIRE(rt_tree_new(255, 64, &tree) == RT_OK, "tree");
+        CHECK(rt_tree_insert_many(tree, leaves, SIZE_MAX, root) == RT_ERR_NOMEM,
+              "SIZE_MAX leaves into a saturated tree");
+        CHECK(rt_tree_insert_many(tree, leaves, SIZE_MAX / 64, root) == RT_ERR_NOMEM,
+              "SIZE_MAX/64 leaves into a saturated tree");
+        CHECK(rt_tree_insert_many(tree, leaves, 3, root) == RT_OK, "and then a real insert");
+        rt_tree_free(tree);
+    }
+}
+
+/* ---- 2. random trees against the reference -------------------------------- */
+
+static const unsigned EDGE_ARITIES[] = {2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64,
+                                        127, 128, 129, 200, 254, 255};
+
+static uint64_t batch_size(rng *g, unsigned arity, uint64_t left)
+{
+    uint64_t k;
+    switch (rng_below(g, 8)) {
+    case 0:
+    case 1:
+        k = 1;
+        break;
+    case 2:
+        k = 1 + rng_below(g, arity);
+        break;
+    case 3:
+        k = arity;
+        break;
+    case 4:
+        k = 128 - rng_below(g, 3) + rng_below(g, 3); // chunk boundaries
+        break;
+    case 5:
+        k = 1 + rng_below(g, 400);
+        break;
+    default:
+        k = 1 + rng_below(g, 40);
+    }
+    return k < left ? k : left;
+}
+
+typedef struct held_snapshot {
+    rt_snapshot *snap;
+    uint64_t size;
+} held_snapshot;
+
+static void random_tree(rng *g, unsigned arity, uint64_t n, int kernel, bool outlive)
+{
+    char what[96];
+    snprintf(what, sizeof(what), "arity %u, %llu leaves, kernel %d", arity,
+             (unsigned long long)n, kernel);
+    uint64_t seed = rng_next(g);
+    uint8_t *leaves = make_leaves(seed, n);
+    uint8_t *roots = xmalloc((size_t)(n + 1) * 32u);
+    ref full;
+    ref_build(&full, arity, leaves, n, roots);
+    REQUIRE(rt_kernel_select(kernel) == RT_OK, "kernel");
+    random_pool(g);
+
+    unsigned max_depth = depth_for(n, arity);
+    max_depth = max_depth < 1 ? 1 : max_depth;
+    if (rng_below(g, 2))
+        max_depth = RT_MAX_DEPTH_LIMIT - (unsigned)rng_below(g, 30);
+    rt_tree *tree;
+    REQUIRE(rt_tree_new(arity, max_depth, &tree) == RT_OK, "tree");
+    held_snapshot held[12];
+    unsigned nheld = 0;
+    uint64_t size = 0;
+    long wrong_roots = 0;
+    while (size < n) {
+        uint64_t k = batch_size(g, arity, n - size);
+        uint8_t root[32];
+        int rc = k == 1 && rng_below(g, 2) ? rt_tree_insert(tree, leaves + size * 32u, root)
+                                           : rt_tree_insert_many(tree, leaves + size * 32u,
+                                                                 (size_t)k, root);
+        CHECK(rc == RT_OK, "%s: insert of %llu at %llu: %d", what, (unsigned long long)k,
+              (unsigned long long)size, rc);
+        if (rc != RT_OK)
+            break;
+        size += k;
+        if (!same_hash(root, roots + size * 32u))
+            wrong_roots++;
+        if (nheld < 12 && rng_below(g, n / 8 + 1) < 2) {
+            REQUIRE(rt_tree_snapshot(tree, &held[nheld].snap) == RT_OK, "snapshot");
+            held[nheld++].size = size;
+        }
+        if (rng_below(g, 64) == 0)
+            random_pool(g);
+    }
+    CHECK(wrong_roots == 0, "%s: %ld inserts returned a wrong root", what, wrong_roots);
+    if (max_depth == depth_for(n, arity) && n == size) {
+        // Exactly full only when n is a power of the arity; otherwise one
+        // more batch may fit. Past capacity is always refused.
+        uint8_t root[32];
+        uint64_t cap = 1;
+        for (unsigned i = 0; i < max_depth; i++)
+            cap *= arity;
+        if (cap == n)
+            CHECK(rt_tree_insert(tree, leaves, root) == RT_ERR_MAX_DEPTH, "%s: full", what);
+    }
+    check_tree(tree, &full, what, 0, g);
+
+    rt_snapshot *last;
+    REQUIRE(rt_tree_snapshot(tree, &last) == RT_OK, "snapshot");
+    check_snapshot(last, &full, what, 0, g);
+    check_proofs(last, &full, n <= P->proof_all_max ? n : 200, g, what, 1);
+    if (n && rng_below(g, 4) == 0)
+        check_mutations(last, rng_below(g, n), what, g);
+    for (int c = 0; c < 3 && n; c++) {
+        uint64_t old = 1 + rng_below(g, n);
+        check_consistency(last, &full, old, roots + old * 32u, what);
+    }
+    if (n)
+        check_consistency(last, &full, n, roots + n * 32u, what);
+
+    if (outlive)
+        rt_tree_free(tree); // every snapshot below outlives the tree
+    for (unsigned h = 0; h < nheld; h++) {
+        ref part;
+        ref_build(&part, arity, leaves, held[h].size, NULL);
+        char hwhat[128];
+        snprintf(hwhat, sizeof(hwhat), "%s, snapshot at %llu", what,
+                 (unsigned long long)held[h].size);
+        check_snapshot(held[h].snap, &part, hwhat, 0, g);
+        check_proofs(held[h].snap, &part, 64, g, hwhat, 0);
+        if (held[h].size > 1) {
+            uint64_t old = 1 + rng_below(g, held[h].size);
+            check_consistency(held[h].snap, &part, old, roots + old * 32u, hwhat);
+        }
+        ref_free(&part);
+        rt_snapshot_free(held[h].snap);
+    }
+    if (!outlive)
+        rt_tree_free(tree);
+    // The last snapshot, after the tree is gone, reads the same nodes.
+    check_snapshot(last, &full, what, 500, g);
+    rt_snapshot_free(last);
+
+    uint8_t root[32];
+    if (n) {
+        int rc = rt_compute_root(leaves, (size_t)n, arity, root);
+        CHECK(rc == RT_OK && same_hash(root, roots + n * 32u), "%s: compute_root", what);
+    }
+    ref_free(&full);
+    free(roots);
+    free(leaves);
+}
+
+static void test_random_trees(rng *g)
+{
+    unsigned edges = sizeof(EDGE_ARITIES) / sizeof(EDGE_ARITIES[0]);
+    for (unsigned t = 0; t < P->random_trees; t++) {
+        unsigned arity = t < edges ? EDGE_ARITIES[t] : 2 + (unsigned)rng_below(g, 254);
+        uint64_t n;
+        switch (rng_below(g, 4)) {
+        case 0:
+            n = rng_below(g, arity * 2 + 2); // around the first levels
+            break;
+        case 1: {
+            uint64_t power = arity; // exactly a power of the arity, +-1
+            while (power * arity <= P->random_max)
+                power *= arity;
+            n = power - 1 + rng_below(g, 3);
+            break;
+        }
+        default:
+            n = rng_below(g, P->random_max + 1);
+        }
+        int kernel = kernels[t % (unsigned)kernel_count];
+        random_tree(g, arity, n, kernel, rng_below(g, 2));
+    }
+    // Exactly full trees of max_depth 1 at both arity extremes.
+    for (unsigned arity = 2; arity <= 255; arity += 253) {
+        uint8_t *leaves = make_leaves(rng_next(g), arity + 1);
+        rt_tree *tree;
+        REQUIRE(rt_tree_new(arity, 1, &tree) == RT_OK, "tree");
+        uint8_t root[32], want[32];
+        CHECK(rt_tree_insert_many(tree, leaves, arity, root) == RT_OK, "max_depth 1 fill");
+        REQUIRE(rt_hash_parent(leaves, arity, want) == RT_OK, "hash");
+        CHECK(same_hash(root, want), "max_depth 1 root, arity %u", arity);
+        CHECK(rt_tree_insert(tree, leaves + arity * 32u, root) == RT_ERR_MAX_DEPTH,
+              "max_depth 1 full, arity %u", arity);
+        rt_tree_free(tree);
+        free(leaves);
+    }
+}
+
+/* One large tree: slabs big enough to be huge-page mappings, tables that
+ * grow many times, parallel batch paths. */
+static void test_big_tree(rng *g)
+{
+    if (!P->big_tree)
+        return;
+    uint64_t n = P->big_tree;
+    uint8_t *leaves = make_leaves(rng_next(g), n);
+    for (unsigned arity = 2; arity <= 4; arity += 2) {
+        uint8_t *roots = xmalloc((size_t)(n + 1) * 32u);
+        ref full;
+        ref_build(&full, arity, leaves, n, roots);
+        set_pool(2, 64, 32);
+        rt_tree *tree;
+        REQUIRE(rt_tree_new(arity, 40, &tree) == RT_OK, "tree");
+        uint64_t size = 0;
+        rt_snapshot *snaps[6];
+        uint64_t snap_sizes[6];
+        unsigned nsnaps = 0;
+        long wrong = 0;
+        while (size < n) {
+            uint64_t k = rng_below(g, 3) ? 1 + rng_below(g, 50000) : 1 + rng_below(g, 8);
+            k = k < n - size ? k : n - size;
+            uint8_t root[32];
+            REQUIRE(rt_tree_insert_many(tree, leaves + size * 32u, (size_t)k, root) == RT_OK,
+                    "big insert");
+            size += k;
+            wrong += !same_hash(root, roots + size * 32u);
+            if (nsnaps < 6 && rng_below(g, 4) == 0) {
+                REQUIRE(rt_tree_snapshot(tree, &snaps[nsnaps]) == RT_OK, "snapshot");
+                snap_sizes[nsnaps++] = size;
+            }
+        }
+        CHECK(wrong == 0, "big tree arity %u: %ld wrong roots", arity, wrong);
+        check_tree(tree, &full, "big tree", 0, g);
+        rt_tree_free(tree);
+        for (unsigned s = 0; s < nsnaps; s++) {
+            struct rt_tree_state st;
+            rt_snapshot_state(snaps[s], &st);
+            CHECK(st.size == snap_sizes[s] && same_hash(st.root, roots + st.size * 32u),
+                  "big snapshot %u root", s);
+            uint8_t node[32];
+            uint64_t i = rng_below(g, st.size);
+            CHECK(rt_snapshot_get_node(snaps[s], 0, i, node) == RT_OK &&
+                      same_hash(node, leaves + i * 32u), "big snapshot leaf");
+            rt_snapshot_free(snaps[s]);
+        }
+        uint8_t root[32];
+        CHECK(rt_compute_root(leaves, (size_t)n, arity, root) == RT_OK &&
+                  same_hash(root, roots + n * 32u), "big compute_root");
+        ref_free(&full);
+        free(roots);
+    }
+    free(leaves);
+}
+
+/* ---- 3. restore and cold levels ------------------------------------------- */
+
+/* A private copy of the reference's levels: restored trees read borrowed
+ * memory in place, so it must not move while they (or snapshots) live. */
+static uint8_t **copy_levels(const ref *r)
+{
+    uint8_t **levels = xmalloc(LEVELS * sizeof(*levels));
+    for (unsigned l = 0; l < LEVELS; l++) {
+        levels[l] = NULL;
+        if (r->len[l]) {
+            levels[l] = xmalloc((size_t)r->len[l] * 32u);
+            memcpy(levels[l], r->nodes[l], (size_t)r->len[l] * 32u);
+        }
+    }
+    return levels;
+}
+
+static void free_levels(uint8_t **levels)
+{
+    for (unsigned l = 0; l < LEVELS; l++)
+        free(levels[l]);
+    free(levels);
+}
+
+static void restore_case(rng *g, unsigned arity, uint64_t size, uint64_t more)
+{
+    char what[96];
+    snprintf(what, sizeof(what), "restore arity %u size %llu +%llu", arity,
+             (unsigned long long)size, (unsigned long long)more);
+    uint64_t n = size + more;
+    uint8_t *leaves = make_leaves(rng_next(g), n);
+    uint8_t *roots = xmalloc((size_t)(n + 1) * 32u);
+    ref full, part;
+    ref_build(&full, arity, leaves, n, roots);
+    ref_build(&part, arity, leaves, size, NULL);
+    uint8_t **stored = copy_levels(&part);
+    // The level's last node, kept apart (as the durable store does) and
+    // deliberately different in the main buffer, which must not be read.
+    unsigned depth = depth_for(size, arity);
+    uint8_t lasts[LEVELS][32];
+    struct rt_level_source src[LEVELS];
+    for (unsigned l = 0; l <= depth; l++) {
+        uint64_t len = part.len[l];
+        int mode = (int)rng_below(g, 3); // borrow nothing, everything, or some
+        src[l].nodes = stored[l];
+        src[l].borrow = mode == 0 ? 0 : mode == 1 ? len : rng_below(g, len + 1);
+        src[l].last = NULL;
+        if (rng_below(g, 2)) {
+            memcpy(lasts[l], stored[l] + (len - 1) * 32u, 32);
+            stored[l][(len - 1) * 32u] ^= 0xA5;
+            src[l].last = lasts[l];
+        }
+    }
+    random_pool(g);
+    rt_tree *tree;
+    REQUIRE(rt_tree_new(arity, 40, &tree) == RT_OK, "tree");
+    int rc = rt_tree_restore(tree, size, src, depth + 1);
+    CHECK(rc == RT_OK, "%s: %d", what, rc);
+    check_tree(tree, &part, what, 0, g);
+    rt_snapshot *at_restore;
+    REQUIRE(rt_tree_snapshot(tree, &at_restore) == RT_OK, "snapshot");
+    check_proofs(at_restore, &part, 100, g, what, 0);
+    uint64_t old = 1 + rng_below(g, size);
+    check_consistency(at_restore, &part, old, roots + old * 32u, what);
+
+    // Grow past the restored part; then serve prefixes of the grown tree's
+    // levels from (identical) caller memory and drop their chunks.
+    uint64_t at = size;
+    while (at < n) {
+        uint64_t k = batch_size(g, arity, n - at);
+        uint8_t root[32];
+        REQUIRE(rt_tree_insert_many(tree, leaves + at * 32u, (size_t)k, root) == RT_OK,
+                "insert after restore");
+        at += k;
+        CHECK(same_hash(root, roots + at * 32u), "%s: root after restore at %llu", what,
+              (unsigned long long)at);
+    }
+    check_tree(tree, &full, what, 0, g);
+    rt_snapshot *before_cold;
+    REQUIRE(rt_tree_snapshot(tree, &before_cold) == RT_OK, "snapshot");
+    uint8_t **cold_copy = copy_levels(&full);
+    unsigned full_depth = depth_for(n, arity);
+    for (unsigned l = 0; l <= full_depth; l++) {
+        uint64_t want = rng_below(g, 2) ? full.len[l] : rng_below(g, full.len[l] + 1);
+        uint64_t prior = UINT64_MAX, cold = UINT64_MAX;
+        CHECK(rt_tree_make_cold(tree, l, cold_copy[l], 0, &prior) == RT_OK,
+              "%s: make_cold of nothing", what);
+        rc = rt_tree_make_cold(tree, l, cold_copy[l], want, &cold);
+        // Whole chunks, never the last node's, never shrinking.
+        CHECK(rc == RT_OK && cold >= prior && (cold <= want || cold == prior) &&
+                  (cold == prior || cold < full.len[l]),
+              "%s: make_cold level %u of %llu: rc %d cold %llu (was %llu)", what, l,
+              (unsigned long long)want, rc, (unsigned long long)cold,
+              (unsigned long long)prior);
+        // A shorter prefix later never shrinks it.
+        uint64_t again = 0;
+        CHECK(rt_tree_make_cold(tree, l, cold_copy[l], 0, &again) == RT_OK && again == cold,
+              "%s: cold prefix shrank", what);
+    }
+    check_tree(tree, &full, what, 0, g);
+    // More inserts on top of cold levels.
+    uint64_t extra = 1 + rng_below(g, 300);
+    uint8_t *more_leaves = make_leaves(rng_next(g), extra);
+    for (uint64_t i = 0; i < extra; i++)
+        ref_append(&full, more_leaves + i * 32u);
+    uint8_t root[32];
+    CHECK(rt_tree_insert_many(tree, more_leaves, (size_t)extra, root) == RT_OK &&
+              same_hash(root, ref_root(&full)), "%s: insert over cold levels", what);
+    check_tree(tree, &full, what, 0, g);
+    rt_snapshot *after_cold;
+    REQUIRE(rt_tree_snapshot(tree, &after_cold) == RT_OK, "snapshot");
+    rt_tree_free(tree);
+    check_snapshot(after_cold, &full, what, 0, g);
+    check_proofs(after_cold, &full, 100, g, what, 0);
+    old = 1 + rng_below(g, n);
+    check_consistency(after_cold, &full, old, roots + old * 32u, what);
+    rt_snapshot_free(after_cold);
+    check_snapshot(at_restore, &part, what, 0, g);
+    rt_snapshot_free(at_restore);
+    rt_snapshot_free(before_cold);
+    free_levels(cold_copy);
+    free_levels(stored);
+    free(more_leaves);
+    ref_free(&full);
+    ref_free(&part);
+    free(roots);
+    free(leaves);
+}
+
+static void test_restore(rng *g)
+{
+    unsigned cases = P->random_trees / 4 + 2;
+    for (unsigned c = 0; c < cases; c++) {
+        unsigned arity = c < 3 ? (unsigned[]){2, 4, 255}[c] : 2 + (unsigned)rng_below(g, 254);
+        uint64_t size = 1 + rng_below(g, P->random_max);
+        restore_case(g, arity, size, rng_below(g, P->random_max / 2 + 1));
+    }
+}
+
+/* ---- 4. compute_root ---------------------------------------------------------- */
+
+static void test_compute_root(rng *g)
+{
+    unsigned cases = P->random_trees / 2 + 4;
+    for (unsigned c = 0; c < cases; c++) {
+        unsigned arity = 2 + (unsigned)rng_below(g, 254);
+        if (c < 4)
+            arity = (unsigned[]){2, 3, 4, 255}[c];
+        uint64_t n = 1 + rng_below(g, c % 3 == 0 ? P->random_max * 8 : 300);
+        uint8_t *leaves = make_leaves(rng_next(g), n);
+        ref r;
+        ref_build(&r, arity, leaves, n, NULL);
+        random_pool(g);
+        REQUIRE(rt_kernel_select(kernels[c % (unsigned)kernel_count]) == RT_OK, "kernel");
+        uint8_t root[32];
+        int rc = rt_compute_root(leaves, (size_t)n, arity, root);
+        CHECK(rc == RT_OK && same_hash(root, ref_root(&r)), "compute_root arity %u n %llu", arity,
+              (unsigned long long)n);
+        ref_free(&r);
+        free(leaves);
+    }
+}
+
+/* ---- 5. random proofs never verify ---------------------------------------- */
+
+static void test_garbage_proofs(rng *g)
+{
+    unsigned cases = P->random_trees * 20;
+    long accepted = 0;
+    for (unsigned c = 0; c < cases; c++) {
+        unsigned arity = 2 + (unsigned)rng_below(g, 254);
+        uint64_t size = 1 + rng_below(g, rng_below(g, 2) ? 1000 : UINT64_MAX - 1);
+        uint64_t index = rng_below(g, size);
+        unsigned depth = depth_for(size, arity);
+        size_t cap = RT_PROOF_HEADER_LEN + (size_t)depth * (2 + 32 * 255) + 64;
+        uint8_t *proof = xmalloc(cap);
+        uint8_t root[32], leaf[32];
+        leaf_of(c, 1, root);
+        leaf_of(c, 2, leaf);
+        size_t at = header(proof, "RTIP", arity, depth, index, size, root, leaf);
+        // Well-shaped levels (right positions and counts) with random hashes.
+        uint64_t i = index, len = size;
+        for (unsigned l = 0; l < depth; l++) {
+            uint64_t start = i - i % arity;
+            uint64_t members = len - start < arity ? len - start : arity;
+            proof[at++] = (uint8_t)(i % arity);
+            proof[at++] = (uint8_t)(members - 1);
+            for (uint64_t s = 0; s + 1 < members; s++, at += 32)
+                leaf_of(c, 3 + at, proof + at);
+            i /= arity;
+            len = len / arity + (len % arity != 0);
+        }
+        if (rt_verify_inclusion(proof, at) == RT_OK && !(depth == 0 && same_hash(root, leaf)))
+            accepted++;
+        // Random header fields and random bytes after a valid header prefix.
+        for (int m = 0; m < 4; m++) {
+            size_t cut = (size_t)rng_below(g, at + 1);
+            for (size_t b = (size_t)rng_below(g, cut + 1); b < cut; b++)
+                proof[b] = (uint8_t)rng_next(g);
+            memcpy(proof, "RTIP\x01", 5);
+            proof[7] = 0;
+            if (rt_verify_inclusion(proof, cut) == RT_OK)
+                accepted++;
+        }
+        free(proof);
+    }
+    CHECK(accepted == 0, "%ld random proofs verified", accepted);
+}
+
+/* ---- 6. allocation failures --------------------------------------------------- */
+
+#if RT_TEST_WRAP
+/* Sweep the allocation at which failures start over one insert_many: every
+ * failure must be RT_ERR_NOMEM with the tree and its snapshot unchanged,
+ * and the same insert must then succeed. */
+static void inject_insert_sweep(rng *g, unsigned arity, uint64_t size, uint64_t k, bool snapshot)
+{
+    char what[96];
+    snprintf(what, sizeof(what), "injected arity %u size %llu +%llu%s", arity,
+             (unsigned long long)size, (unsigned long long)k, snapshot ? " (shared)" : "");
+    uint8_t *leaves = make_leaves(rng_next(g), size + k);
+    ref before, after;
+    ref_build(&before, arity, leaves, size, NULL);
+    ref_build(&after, arity, leaves, size + k, NULL);
+    rt_tree *tree;
+    REQUIRE(rt_tree_new(arity, 48, &tree) == RT_OK, "tree");
+    uint8_t root[32];
+    if (size)
+        REQUIRE(rt_tree_insert_many(tree, leaves, (size_t)size, root) == RT_OK, "setup insert");
+    rt_snapshot *snap = NULL;
+    if (snapshot)
+        REQUIRE(rt_tree_snapshot(tree, &snap) == RT_OK, "snapshot");
+    long target = 0;
+    int rc;
+    for (;; target++) {
+        arm_from(target);
+        rc = rt_tree_insert_many(tree, leaves + size * 32u, (size_t)k, root);
+        long injected = disarm();
+        if (rc == RT_OK) {
+            CHECK(same_hash(root, ref_root(&after)), "%s: root after %ld", what, target);
+            break;
+        }
+        CHECK(rc == RT_ERR_NOMEM && injected > 0, "%s: failure at allocation %ld gave %d", what,
+              target, rc);
+        check_tree(tree, &before, what, 64, g);
+        if (snap)
+            check_snapshot(snap, &before, what, 64, g);
+        if (target > 100000)
+            break;
+    }
+    check_tree(tree, &after, what, 0, g);
+    if (snap) {
+        check_snapshot(snap, &before, what, 0, g);
+        rt_snapshot_free(snap);
+    }
+    // A snapshot and a compute_root under the same sweep.
+    for (target = 0;; target++) {
+        arm_from(target);
+        snap = NULL;
+        rc = rt_tree_snapshot(tree, &snap);
+        disarm();
+        if (rc == RT_OK)
+            break;
+        CHECK(rc == RT_ERR_NOMEM && snap == NULL, "%s: snapshot failure %d", what, rc);
+    }
+    check_snapshot(snap, &after, what, 64, g);
+    rt_snapshot_free(snap);
+    for (target = 0;; target++) {
+        arm_from(target);
+        rc = rt_compute_root(leaves, (size_t)(size + k), arity, root);
+        disarm();
+        if (rc == RT_OK) {
+            CHECK(same_hash(root, ref_root(&after)), "%s: compute_root", what);
+            break;
+        }
+        CHECK(rc == RT_ERR_NOMEM, "%s: compute_root failure %d", what, rc);
+    }
+    rt_tree_free(tree);
+    ref_free(&before);
+    ref_free(&after);
+    free(leaves);
+}
+
+static void inject_restore_sweep(rng *g, unsigned arity, uint64_t size)
+{
+    char what[64];
+    snprintf(what, sizeof(what), "injected restore arity %u size %llu", arity,
+             (unsigned long long)size);
+    uint8_t *leaves = make_leaves(rng_next(g), size + 1);
+    ref r, empty;
+    ref_build(&r, arity, leaves, size, NULL);
+    ref_init(&empty, arity);
+    uint8_t **stored = copy_levels(&r);
+    unsigned depth = depth_for(size, arity);
+    struct rt_level_source src[LEVELS];
+    for (unsigned l = 0; l <= depth; l++) {
+        src[l].nodes = stored[l];
+        src[l].borrow = l % 2 ? r.len[l] : 0;
+        src[l].last = NULL;
+    }
+    rt_tree *tree = NULL;
+    long target;
+    int rc;
+    for (target = 0;; target++) {
+        arm_from(target);
+        rc = rt_tree_new(arity, 40, &tree);
+        disarm();
+        if (rc == RT_OK)
+            break;
+        CHECK(rc == RT_ERR_NOMEM, "%s: tree_new failure %d", what, rc);
+    }
+    // A first insert whose last allocation fails leaves spare chunks in
+    // the empty tree's lower levels; restore must cope with them.
+    uint8_t root[32];
+    rt_tree *scratch;
+    REQUIRE(rt_tree_new(arity, 40, &scratch) == RT_OK, "tree");
+    arm_from(LONG_MAX);
+    REQUIRE(rt_tree_insert_many(scratch, leaves, (size_t)size, root) == RT_OK, "count");
+    long allocations = atomic_load(&inject_seen);
+    disarm();
+    rt_tree_free(scratch);
+    if (allocations > 0) {
+        arm_from(allocations - 1);
+        rc = rt_tree_insert_many(tree, leaves, (size_t)size, root);
+        disarm();
+        CHECK(rc == RT_ERR_NOMEM, "%s: setup failure %d", what, rc);
+        check_tree(tree, &empty, what, 0, g);
+    }
+    for (target = 0;; target++) {
+        arm_from(target);
+        rc = rt_tree_restore(tree, size, src, depth + 1);
+        disarm();
+        if (rc == RT_OK)
+            break;
+        CHECK(rc == RT_ERR_NOMEM, "%s: failure %d", what, rc);
+        check_tree(tree, &empty, what, 0, g);
+    }
+    check_tree(tree, &r, what, 0, g);
+    // make_cold under failures: the level stays readable and correct.
+    uint8_t **cold_copy = copy_levels(&r);
+    for (unsigned l = 0; l <= depth; l++) {
+        for (target = 0;; target++) {
+            uint64_t cold = 0;
+            arm_from(target);
+            rc = rt_tree_make_cold(tree, l, cold_copy[l], r.len[l], &cold);
+            disarm();
+            if (rc == RT_OK)
+                break;
+            CHECK(rc == RT_ERR_NOMEM, "%s: make_cold failure %d", what, rc);
+            check_tree(tree, &r, what, 64, g);
+        }
+    }
+    check_tree(tree, &r, what, 0, g);
+    ref_append(&r, leaves + size * 32u);
+    CHECK(rt_tree_insert(tree, leaves + size * 32u, root) == RT_OK &&
+              same_hash(root, ref_root(&r)), "%s: insert after", what);
+    rt_tree_free(tree);
+    free_levels(cold_copy);
+    free_levels(stored);
+    ref_free(&r);
+    free(leaves);
+}
+
+/* Random failures over a long run of operations, on the pool. */
+static void inject_random_run(rng *g, unsigned arity)
+{
+    uint64_t n = P->inject_random_ops * 40;
+    uint8_t *leaves = make_leaves(rng_next(g), n);
+    ref r;
+    ref_init(&r, arity);
+    rt_tree *tree;
+    REQUIRE(rt_tree_new(arity, 40, &tree) == RT_OK, "tree");
+    set_pool(2, 4, 4);
+    rt_snapshot *held[4] = {0};
+    uint64_t held_size[4] = {0};
+    uint64_t size = 0;
+    long failures = 0, wrong = 0;
+    for (unsigned op = 0; op < P->inject_random_ops && size < n; op++) {
+        uint64_t k = batch_size(g, arity, n - size);
+        uint8_t root[32];
+        arm_random(150);
+        int rc = rt_tree_insert_many(tree, leaves + size * 32u, (size_t)k, root);
+        disarm();
+        if (rc == RT_OK) {
+            for (uint64_t i = 0; i < k; i++)
+                ref_append(&r, leaves + (size + i) * 32u);
+            size += k;
+            wrong += !same_hash(root, ref_root(&r));
+        } else {
+            failures++;
+            CHECK(rc == RT_ERR_NOMEM, "random injection: insert gave %d", rc);
+            struct rt_tree_state st;
+            rt_tree_state(tree, &st);
+            CHECK(st.size == size && (!size || same_hash(st.root, ref_root(&r))),
+                  "random injection: failed insert changed the tree");
+        }
+        unsigned slot = (unsigned)rng_below(g, 4);
+        if (rng_below(g, 4) == 0) {
+            rt_snapshot *snap = NULL;
+            arm_random(300);
+            rc = rt_tree_snapshot(tree, &snap);
+            disarm();
+            if (rc == RT_OK) {
+                if (held[slot])
+                    rt_snapshot_free(held[slot]);
+                held[slot] = snap;
+                held_size[slot] = size;
+            } else {
+                CHECK(rc == RT_ERR_NOMEM && !snap, "random injection: snapshot gave %d", rc);
+            }
+        }
+    }
+    CHECK(wrong == 0, "random injection: %ld wrong roots", wrong);
+    CHECK(failures > 0, "random injection injected nothing");
+    check_tree(tree, &r, "random injection", 0, g);
+    rt_tree_free(tree);
+    for (unsigned s = 0; s < 4; s++) {
+        if (!held[s])
+            continue;
+        ref part;
+        ref_build(&part, arity, leaves, held_size[s], NULL);
+        check_snapshot(held[s], &part, "random injection snapshot", 0, g);
+        ref_free(&part);
+        rt_snapshot_free(held[s]);
+    }
+    ref_free(&r);
+    free(leaves);
+}
+
+static void test_injection(rng *g)
+{
+    set_pool(1, 1024, 64);
+    for (unsigned s = 0; s < P->inject_sweeps; s++) {
+        unsigned arity = s == 0 ? 4 : s == 1 ? 2 : 2 + (unsigned)rng_below(g, 254);
+        // Empty tree; a chunk boundary; a size whose table must grow; the
+        // last slab-sized jump (mapped slab, then the malloc fallback).
+        inject_insert_sweep(g, arity, 0, 1 + rng_below(g, 3 * 128), false);
+        inject_insert_sweep(g, arity, 128 * (1 + rng_below(g, 4)), 1, true);
+        inject_insert_sweep(g, arity, 1 + rng_below(g, 2000), 1 + rng_below(g, 3000),
+                            rng_below(g, 2));
+        if (s == 0 && P->big_tree)
+            inject_insert_sweep(g, 4, 1000, 70000, true);
+        inject_restore_sweep(g, arity, 1 + rng_below(g, 2000));
+    }
+    inject_random_run(g, 4);
+    inject_random_run(g, 3);
+}
+#endif
+
+/* ---- 7. concurrency ------------------------------------------------------------ */
+
+typedef struct conc {
+    rt_tree *tree;
+    unsigned arity;
+    uint64_t n;
+    const uint8_t *leaves;
+    const uint8_t *roots;
+    atomic_int done;
+    atomic_long snapshots, proofs, configures, busy;
+    pthread_mutex_t mu;
+    rt_snapshot *box[8];
+    unsigned boxed;
+    rt_snapshot *kept[8];
+    unsigned nkept;
+} conc;
+
+static void check_live_snapshot(conc *c, const rt_snapshot *snap, rng *g)
+{
+    struct rt_tree_state st;
+    rt_snapshot_state(snap, &st);
+    CHECK(st.size <= c->n, "concurrent snapshot size %llu", (unsigned long long)st.size);
+    if (!st.size || st.size > c->n)
+        return;
+    CHECK(same_hash(st.root, c->roots + st.size * 32u),
+          "concurrent snapshot root differs from the reference at size %llu",
+          (unsigned long long)st.size);
+    uint8_t node[32];
+    uint64_t i = rng_below(g, st.size);
+    CHECK(rt_snapshot_get_node(snap, 0, i, node) == RT_OK && same_hash(node, c->leaves + i * 32u),
+          "concurrent snapshot leaf %llu", (unsigned long long)i);
+    uint64_t len = 0;
+    CHECK(rt_snapshot_level_len(snap, 0, &len) == RT_OK && len == st.size, "concurrent level 0");
+    CHECK(rt_snapshot_level_len(snap, st.depth, &len) == RT_OK && len == 1, "concurrent top");
+}
+
+static void *conc_writer(void *arg)
+{
+    conc *c = arg;
+    rng g = {global_seed ^ 0xABCDEF};
+    uint64_t size = 0;
+    long wrong = 0;
+    while (size < c->n) {
+        uint64_t k;
+        switch (rng_below(&g, 10)) {
+        case 0:
+            k = 1 + rng_below(&g, 3000);
+            break;
+        case 1:
+        case 2:
+            k = 1 + rng_below(&g, 300);
+            break;
+        default:
+            k = 1 + rng_below(&g, 4);
+        }
+        k = k < c->n - size ? k : c->n - size;
+        uint8_t root[32];
+        int rc = k == 1 ? rt_tree_insert(c->tree, c->leaves + size * 32u, root)
+                        : rt_tree_insert_many(c->tree, c->leaves + size * 32u, (size_t)k, root);
+        CHECK(rc == RT_OK, "concurrent insert: %d", rc);
+        if (rc != RT_OK)
+            break;
+        size += k;
+        wrong += !same_hash(root, c->roots + size * 32u);
+        if (rng_below(&g, 16) == 0) {
+            struct timespec ts = {0, (long)rng_below(&g, 300000)};
+            nanosleep(&ts, NULL);
+        }
+    }
+    CHECK(wrong == 0, "concurrent writer: %ld wrong roots", wrong);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+static void *conc_reader(void *arg)
+{
+    conc *c = arg;
+    static atomic_uint reader_ids;
+    rng g = {global_seed ^ (0x1234567ull * (1 + atomic_fetch_add(&reader_ids, 1)))};
+    uint64_t prev_size = 0;
+    unsigned rounds = 0;
+    while (!atomic_load(&c->done) || rounds < 3) {
+        rounds++;
+        struct rt_tree_state st;
+        rt_tree_state(c->tree, &st);
+        CHECK(st.size >= prev_size && st.size <= c->n, "tree size went backwards");
+        if (st.size)
+            CHECK(same_hash(st.root, c->roots + st.size * 32u),
+                  "rt_tree_state root differs at size %llu", (unsigned long long)st.size);
+        if (st.size) {
+            uint8_t node[32];
+            uint64_t i = rng_below(&g, st.size);
+            CHECK(rt_tree_get_node(c->tree, 0, i, node) == RT_OK &&
+                      same_hash(node, c->leaves + i * 32u), "live leaf %llu",
+                  (unsigned long long)i);
+        }
+        rt_snapshot *snap;
+        int rc = rt_tree_snapshot(c->tree, &snap);
+        CHECK(rc == RT_OK, "concurrent snapshot %d", rc);
+        if (rc != RT_OK)
+            continue;
+        atomic_fetch_add(&c->snapshots, 1);
+        check_live_snapshot(c, snap, &g);
+        struct rt_tree_state ss;
+        rt_snapshot_state(snap, &ss);
+        if (ss.size) {
+            size_t count = 1 + (size_t)rng_below(&g, rng_below(&g, 8) ? 16 : 600);
+            uint64_t *idx = xmalloc(count * 8u), *offsets = xmalloc((count + 1) * 8u);
+            for (size_t k = 0; k < count; k++)
+                idx[k] = rng_below(&g, ss.size);
+            CHECK(rt_proofs_layout(snap, idx, count, offsets, NULL) == RT_OK, "layout");
+            uint8_t *data = xmalloc((size_t)offsets[count]);
+            CHECK(rt_proofs_fill(snap, idx, count, offsets, data) == RT_OK, "fill");
+            long bad = 0;
+            for (size_t k = 0; k < count; k++) {
+                const uint8_t *p = data + offsets[k];
+                size_t plen = (size_t)(offsets[k + 1] - offsets[k]);
+                if (rt_verify_inclusion(p, plen) != RT_OK || get_u64(p + 8) != idx[k] ||
+                    get_u64(p + 16) != ss.size || !same_hash(p + 24, c->roots + ss.size * 32u) ||
+                    !same_hash(p + 56, c->leaves + idx[k] * 32u))
+                    bad++;
+            }
+            CHECK(bad == 0, "%ld concurrent proofs wrong", bad);
+            uint64_t first = 0;
+            CHECK(rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, count,
+                                            &first) == RT_OK, "concurrent batch verify");
+            atomic_fetch_add(&c->proofs, (long)count);
+            free(data);
+            free(offsets);
+            free(idx);
+            if (prev_size && prev_size <= ss.size) {
+                size_t clen = 0;
+                CHECK(rt_consistency_size(snap, prev_size, &clen) == RT_OK, "consistency size");
+                uint8_t *cp = xmalloc(clen);
+                CHECK(rt_consistency_fill(snap, prev_size, cp, clen) == RT_OK &&
+                          same_hash(cp + 24, c->roots + prev_size * 32u) &&
+                          same_hash(cp + 56, c->roots + ss.size * 32u),
+                      "concurrent consistency %llu -> %llu", (unsigned long long)prev_size,
+                      (unsigned long long)ss.size);
+                free(cp);
+            }
+            if (rng_below(&g, 50) == 0 && ss.size <= 20000) {
+                uint8_t root[32];
+                CHECK(rt_compute_root(c->leaves, (size_t)ss.size, c->arity, root) == RT_OK &&
+                          same_hash(root, c->roots + ss.size * 32u), "concurrent compute_root");
+            }
+        }
+        prev_size = ss.size > prev_size ? ss.size : prev_size;
+        // Hand the snapshot to another thread, or keep it past the tree.
+        pthread_mutex_lock(&c->mu);
+        if (c->nkept < 8 && rng_below(&g, 20) == 0) {
+            c->kept[c->nkept++] = snap;
+            snap = NULL;
+        } else if (c->boxed < 8) {
+            c->box[c->boxed++] = snap;
+            snap = NULL;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (snap)
+            rt_snapshot_free(snap);
+    }
+    return NULL;
+}
+
+/* Takes snapshots other threads made, reads them and frees them. */
+static void *conc_consumer(void *arg)
+{
+    conc *c = arg;
+    rng g = {global_seed ^ 0x5151};
+    for (;;) {
+        rt_snapshot *snap = NULL;
+        int done = atomic_load(&c->done);
+        pthread_mutex_lock(&c->mu);
+        if (c->boxed)
+            snap = c->box[--c->boxed];
+        pthread_mutex_unlock(&c->mu);
+        if (!snap) {
+            if (done)
+                break;
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        check_live_snapshot(c, snap, &g);
+        rt_snapshot_free(snap);
+    }
+    return NULL;
+}
+
+/* Reconfigures the pool and switches kernels while everything runs: each
+ * call either applies or is refused with RT_ERR_BUSY. */
+static void *conc_configure(void *arg)
+{
+    conc *c = arg;
+    rng g = {global_seed ^ 0xC0FF};
+    while (!atomic_load(&c->done)) {
+        struct rt_pool_config cfg = {(uint32_t)(1 + rng_below(&g, 4)), 1 + rng_below(&g, 64),
+                                     1 + rng_below(&g, 64)};
+        int rc = rt_pool_configure(&cfg);
+        CHECK(rc == RT_OK || rc == RT_ERR_BUSY, "concurrent configure gave %d", rc);
+        atomic_fetch_add(rc == RT_OK ? &c->configures : &c->busy, 1);
+        CHECK(rt_kernel_select(kernels[rng_below(&g, (uint64_t)kernel_count)]) == RT_OK,
+              "concurrent kernel select");
+        struct rt_pool_stats stats;
+        rt_pool_get_stats(&stats);
+        struct timespec ts = {0, (long)(100000 + rng_below(&g, 2000000))};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* Builds and drops private trees at the same time (allocator and pool
+ * traffic from an unrelated writer). */
+static void *conc_churn(void *arg)
+{
+    conc *c = arg;
+    rng g = {global_seed ^ 0x7777};
+    while (!atomic_load(&c->done)) {
+        unsigned arity = 2 + (unsigned)rng_below(&g, 20);
+        uint64_t n = 1 + rng_below(&g, c->n < 2000 ? c->n : 2000);
+        rt_tree *tree;
+        REQUIRE(rt_tree_new(arity, 40, &tree) == RT_OK, "churn tree");
+        uint8_t root[32], want[32];
+        CHECK(rt_tree_insert_many(tree, c->leaves, (size_t)n, root) == RT_OK, "churn insert");
+        CHECK(rt_compute_root(c->leaves, (size_t)n, arity, want) == RT_OK && same_hash(root, want),
+              "churn root");
+        rt_snapshot *snap;
+        CHECK(rt_tree_snapshot(tree, &snap) == RT_OK, "churn snapshot");
+        rt_tree_free(tree);
+        struct rt_tree_state st;
+        rt_snapshot_state(snap, &st);
+        CHECK(st.size == n && same_hash(st.root, want), "churn snapshot after free");
+        rt_snapshot_free(snap);
+    }
+    return NULL;
+}
+
+static double now_s(void);
+
+static void test_concurrency(rng *g)
+{
+    static const unsigned arities[] = {4, 2, 16, 3, 255, 7, 8, 64};
+    double start = now_s();
+    for (unsigned round = 0; round < P->conc_rounds || now_s() - start < P->conc_seconds;
+         round++) {
+        conc c;
+        memset(&c, 0, sizeof(c));
+        c.arity = arities[round % 8];
+        c.n = P->conc_leaves;
+        uint8_t *leaves = make_leaves(rng_next(g), c.n);
+        uint8_t *roots = xmalloc((size_t)(c.n + 1) * 32u);
+        ref full;
+        ref_build(&full, c.arity, leaves, c.n, roots);
+        c.leaves = leaves;
+        c.roots = roots;
+        pthread_mutex_init(&c.mu, NULL);
+        set_pool(2, 8, 4);
+        REQUIRE(rt_tree_new(c.arity, 40, &c.tree) == RT_OK, "tree");
+
+        pthread_t writer, consumer, configure, churn, readers[8];
+        unsigned nreaders = P->conc_readers < 8 ? P->conc_readers : 8;
+        REQUIRE(pthread_create(&writer, NULL, conc_writer, &c) == 0, "thread");
+        for (unsigned r = 0; r < nreaders; r++)
+            REQUIRE(pthread_create(&readers[r], NULL, conc_reader, &c) == 0, "thread");
+        REQUIRE(pthread_create(&consumer, NULL, conc_consumer, &c) == 0, "thread");
+        REQUIRE(pthread_create(&configure, NULL, conc_configure, &c) == 0, "thread");
+        REQUIRE(pthread_create(&churn, NULL, conc_churn, &c) == 0, "thread");
+        pthread_join(writer, NULL);
+        for (unsigned r = 0; r < nreaders; r++)
+            pthread_join(readers[r], NULL);
+        pthread_join(consumer, NULL);
+        pthread_join(configure, NULL);
+        pthread_join(churn, NULL);
+
+        CHECK(atomic_load(&c.snapshots) > 0 && atomic_load(&c.proofs) > 0,
+              "concurrency round did no reads");
+        check_tree(c.tree, &full, "after concurrency", 0, g);
+        rt_tree_free(c.tree);
+        // Snapshots kept past the tree (and any left in the box).
+        for (unsigned k = 0; k < c.nkept; k++) {
+            check_live_snapshot(&c, c.kept[k], g);
+            struct rt_tree_state st;
+            rt_snapshot_state(c.kept[k], &st);
+            if (st.size) {
+                ref part;
+                ref_build(&part, c.arity, leaves, st.size, NULL);
+                check_snapshot(c.kept[k], &part, "kept snapshot", 256, g);
+                check_proofs(c.kept[k], &part, 32, g, "kept snapshot", 0);
+                ref_free(&part);
+            }
+            rt_snapshot_free(c.kept[k]);
+        }
+        for (unsigned k = 0; k < c.boxed; k++)
+            rt_snapshot_free(c.box[k]);
+        printf("concurrency round %u (arity %u, %llu leaves): %ld snapshots, %ld proofs, "
+               "%ld configures applied, %ld refused busy\n",
+               round, c.arity, (unsigned long long)c.n, atomic_load(&c.snapshots),
+               atomic_load(&c.proofs), atomic_load(&c.configures), atomic_load(&c.busy));
+        pthread_mutex_destroy(&c.mu);
+        ref_free(&full);
+        free(roots);
+        free(leaves);
+    }
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+#define RUN(section, ...)                                                            \
+    do {                                                                             \
+        double t0_ = now_s();                                                        \
+        section(__VA_ARGS__);                                                        \
+        printf("%-22s %7.2f s  (%ld checks so far, %ld failed)\n", #section,           \
+               now_s() - t0_, atomic_load(&passed), atomic_load(&failed));           \
+        fflush(stdout);                                                              \
+    } while (0)
+
+int main(int argc, char **argv)
+{
+    const char *name = argc > 1 ? argv[1] : "asan";
+    for (size_t i = 0; i < sizeof(PROFILES) / sizeof(PROFILES[0]); i++)
+        if (strcmp(PROFILES[i].name, name) == 0)
+            P = &PROFILES[i];
+    REQUIRE(P, "unknown profile %s (asan, tsan, valgrind, long)", name);
+    global_seed = argc > 2 ? strtoull(argv[2], NULL, 0) : (uint64_t)time(NULL);
+    printf("core driver: profile %s, seed %llu, tsan %d, wrap %d\n", P->name,
+           (unsigned long long)global_seed, UNDER_TSAN, RT_TEST_WRAP + 0);
+    rng g = {global_seed};
+    struct rt_pool_config initial;
+    rt_pool_get_config(&initial);
+
+    find_kernels();
+    RUN(test_api_errors);
+    RUN(test_random_trees, &g);
+    RUN(test_big_tree, &g);
+    RUN(test_restore, &g);
+    RUN(test_compute_root, &g);
+    RUN(test_garbage_proofs, &g);
+#if RT_TEST_WRAP
+    RUN(test_injection, &g);
+#else
+    printf("test_injection         skipped (build with -DRT_TEST_WRAP=1 and --wrap)\n");
+#endif
+    RUN(test_concurrency, &g);
+
+    REQUIRE(rt_pool_configure(&initial) == RT_OK, "restore pool config");
+    CHECK(rt_pool_shutdown() == RT_OK, "pool shutdown");
+    long ok = atomic_load(&passed), bad = atomic_load(&failed);
+    printf("core driver: %ld passed, %ld failed (seed %llu)\n", ok, bad,
+           (unsigned long long)global_seed);
+    return bad ? 1 : 0;
+}
