@@ -71,9 +71,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'rotortree' has no attribute {name!r}")
 
 
+# _NATIVE_NAMES spelled out: type checkers read only literal names here.
 __all__ = [
     "HASH_LEN",
-    *_NATIVE_NAMES,
+    "LeanIMT", "Snapshot", "ProofBatch", "compute_root", "verify_proofs",
+    "configure", "pool_info", "pool_stats", "available_cpus",
+    "RotorTree", "FlushPolicy", "CheckpointPolicy", "DurabilityToken",
     "InclusionProof",
     "ConsistencyProof",
     "ProofLevel",

@@ -1,32 +1,59 @@
 """Thread pool and SIMD kernel configuration.
 
-Defaults come from the environment when the package is imported:
+Every setting comes from the first of these that gives it:
 
-========================================  ==========================================
-``ROTORTREE_NUM_THREADS``                 threads that hash (the caller included)
-``ROTORTREE_PARALLEL_THRESHOLD``          parents in a level before the pool is used
-``ROTORTREE_PAR_CHUNK_SIZE``              parents per work unit
-``ROTORTREE_SIMD``                        ``auto``, ``portable``, ``sse41`` or ``avx2``
-========================================  ==========================================
+1. an argument to :func:`configure` (source ``"argument"``);
+2. an environment variable, read at import (source ``"environment"``):
 
-Without ``ROTORTREE_NUM_THREADS`` the thread count is the number of CPUs this
-process may really use: its CPU affinity, further capped by a cgroup CPU quota
-when one is set (containers), never the machine's total.
+   ========================================  ==========================================
+   ``ROTORTREE_NUM_THREADS``                 threads that hash (the caller included)
+   ``ROTORTREE_PARALLEL_THRESHOLD``          parents in a level before the pool is used
+   ``ROTORTREE_PAR_CHUNK_SIZE``              parents per work unit
+   ``ROTORTREE_SIMD``                        ``auto``, ``portable``, ``sse41`` or ``avx2``
+   ========================================  ==========================================
+
+3. the config file, read at import (source ``"config file"``): a JSON object
+   with any of the keys ``num_threads``, ``parallel_threshold``,
+   ``par_chunk_size`` and ``simd`` (``null`` = not set), plus ``tuned``, free
+   metadata that ``rotortree tune`` writes and the loader ignores. It lives at
+   ``$ROTORTREE_CONFIG`` if set, else ``$XDG_CONFIG_HOME/rotortree/config.json``,
+   else ``~/.config/rotortree/config.json``; a missing file is no error;
+4. the default (source ``"default"``).
+
+An invalid environment variable or config file makes ``import rotortree`` fail
+with a message naming the variable or the file.
+
+Without any setting the thread count is the number of CPUs this process may
+really use: its CPU affinity, further capped by a cgroup CPU quota when one is
+set (containers), never the machine's total.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pathlib
-from typing import Dict, Optional, Union
+import tempfile
+from typing import Any, Dict, List, Mapping, Optional, TypedDict
 
 from ._native import check, ffi, lib
 from .errors import ArgumentTypeError, InvalidArgumentError, UnsupportedKernelError
 
+
 DEFAULT_PARALLEL_THRESHOLD = 1024
 DEFAULT_PAR_CHUNK_SIZE = 64
 MAX_THREADS = 1024
+
+SETTINGS = ("num_threads", "parallel_threshold", "par_chunk_size", "simd")
+ENVIRONMENT_VARIABLES: Dict[str, str] = {
+    "num_threads": "ROTORTREE_NUM_THREADS",
+    "parallel_threshold": "ROTORTREE_PARALLEL_THRESHOLD",
+    "par_chunk_size": "ROTORTREE_PAR_CHUNK_SIZE",
+    "simd": "ROTORTREE_SIMD",
+}
+CONFIG_ENV = "ROTORTREE_CONFIG"
+CONFIG_METADATA_KEY = "tuned"
 
 KERNELS: Dict[str, int] = {
     "portable": lib.RT_KERNEL_PORTABLE,
@@ -36,6 +63,20 @@ KERNELS: Dict[str, int] = {
 
 # Where each effective value came from, for pool_info().
 _sources: Dict[str, str] = {}
+# The config file applied at import, if one existed.
+_loaded_config_file: Optional[str] = None
+
+
+class PoolInfo(TypedDict):
+    num_threads: int
+    parallel_threshold: int
+    par_chunk_size: int
+    simd: str
+    available_simd: List[str]
+    threads_started: int
+    available_cpus: int
+    sources: Dict[str, str]
+    config_file: Optional[str]
 
 
 def _affinity_cpus() -> int:
@@ -113,7 +154,7 @@ def _kernel_number(simd: object) -> int:
     return number
 
 
-def available_kernels() -> list:
+def available_kernels() -> List[str]:
     return [name for name, number in KERNELS.items() if lib.rt_kernel_available(number)]
 
 
@@ -136,10 +177,11 @@ def configure(
     _configure(num_threads, parallel_threshold, par_chunk_size, simd, "argument")
 
 
-def _configure(num_threads, parallel_threshold, par_chunk_size, simd, source: str) -> None:
+def _configure(num_threads: object, parallel_threshold: object, par_chunk_size: object,
+               simd: object, source: str) -> None:
     config = ffi.new("struct rt_pool_config *")
     lib.rt_pool_get_config(config)
-    updates = {}
+    updates: Dict[str, object] = {}
     if num_threads is not None:
         config.num_threads = updates["num_threads"] = _positive_int(
             "num_threads", num_threads, MAX_THREADS
@@ -161,8 +203,8 @@ def _configure(num_threads, parallel_threshold, par_chunk_size, simd, source: st
         _sources[key] = source
 
 
-def pool_info() -> Dict[str, Union[int, str, list, Dict[str, str]]]:
-    """The settings in force and where each came from."""
+def pool_info() -> PoolInfo:
+    """The settings in force, where each came from, and the config file read."""
     config = ffi.new("struct rt_pool_config *")
     lib.rt_pool_get_config(config)
     stats = ffi.new("struct rt_pool_stats *")
@@ -175,10 +217,8 @@ def pool_info() -> Dict[str, Union[int, str, list, Dict[str, str]]]:
         "available_simd": available_kernels(),
         "threads_started": int(stats.threads_started),
         "available_cpus": available_cpus(),
-        "sources": {
-            key: _sources.get(key, "default")
-            for key in ("num_threads", "parallel_threshold", "par_chunk_size", "simd")
-        },
+        "sources": {key: _sources.get(key, "default") for key in SETTINGS},
+        "config_file": _loaded_config_file,
     }
 
 
@@ -192,8 +232,107 @@ def pool_stats() -> Dict[str, int]:
     }
 
 
-def _env_int(name: str) -> Optional[int]:
-    raw = os.environ.get(name)
+# -- environment and config file ---------------------------------------------
+
+
+def config_file_path(environ: Optional[Mapping[str, str]] = None) -> Optional[pathlib.Path]:
+    """Where the config file is looked for (it need not exist); None when
+    there is no home directory to put it in."""
+    environ = os.environ if environ is None else environ
+    explicit = environ.get(CONFIG_ENV, "").strip()
+    if explicit:
+        return pathlib.Path(explicit).expanduser()
+    xdg = environ.get("XDG_CONFIG_HOME", "").strip()
+    # The XDG spec says relative values are invalid and must be ignored.
+    if xdg and os.path.isabs(xdg):
+        return pathlib.Path(xdg) / "rotortree" / "config.json"
+    home = environ.get("HOME", "").strip()
+    # A caller's own mapping without HOME must not fall back to the real home.
+    if not home and environ is os.environ:
+        try:
+            home = str(pathlib.Path.home())
+        except (RuntimeError, KeyError):
+            return None
+    if not home:
+        return None
+    return pathlib.Path(home) / ".config" / "rotortree" / "config.json"
+
+
+def _config_error(path: pathlib.Path, message: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"bad rotortree config file {path}: {message} (fix or delete the file)"
+    )
+
+
+def read_config_file(path: pathlib.Path) -> Optional[Dict[str, Any]]:
+    """The settings in ``path`` (keys with ``null`` values left out), or None
+    if the file does not exist. Structure is checked here, values when they
+    are applied."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise _config_error(path, f"cannot be read ({reason})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise _config_error(
+            path, f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise _config_error(path, f"expected a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(SETTINGS) - {CONFIG_METADATA_KEY})
+    if unknown:
+        raise _config_error(
+            path, f"unknown key(s) {', '.join(map(repr, unknown))}; "
+                  f"expected {', '.join(SETTINGS)}"
+        )
+    return {key: data[key] for key in SETTINGS if data.get(key) is not None}
+
+
+def write_config_file(settings: Mapping[str, object],
+                      path: Optional[pathlib.Path] = None,
+                      metadata: Optional[Mapping[str, object]] = None) -> pathlib.Path:
+    """Store ``settings`` in the config file (merged over what it holds),
+    atomically; returns the path. Values are validated first."""
+    if path is None:
+        path = config_file_path()
+        if path is None:
+            raise InvalidArgumentError(
+                f"no home directory for the config file; set {CONFIG_ENV}")
+    for key, value in settings.items():
+        if key not in SETTINGS:
+            raise InvalidArgumentError(f"unknown setting {key!r}; expected {', '.join(SETTINGS)}")
+        if key == "simd":
+            _kernel_number(value)
+        else:
+            _positive_int(key, value, MAX_THREADS if key == "num_threads" else None)
+    stored: Dict[str, Any] = dict(read_config_file(path) or {})
+    stored.update(settings)
+    if metadata is not None:
+        stored[CONFIG_METADATA_KEY] = dict(metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write-then-rename so a crash never leaves a half-written file that
+    # would make every later import fail.
+    fd, temporary = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(stored, stream, indent=2, sort_keys=True)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> Optional[int]:
+    raw = environ.get(name)
     if raw is None or not raw.strip():
         return None
     try:
@@ -202,16 +341,33 @@ def _env_int(name: str) -> Optional[int]:
         raise InvalidArgumentError(f"{name}={raw!r} is not an integer") from None
 
 
-def apply_environment() -> None:
-    """Apply defaults and ``ROTORTREE_*`` variables; run once at import."""
+def apply_environment(environ: Optional[Mapping[str, str]] = None) -> None:
+    """Apply defaults, then the config file, then ``ROTORTREE_*`` variables;
+    run once at import (and by tests with a fake ``environ``)."""
+    global _loaded_config_file
+    environ = os.environ if environ is None else environ
+    _configure(available_cpus(), DEFAULT_PARALLEL_THRESHOLD, DEFAULT_PAR_CHUNK_SIZE,
+               "auto", "default")
+
+    path = config_file_path(environ)
+    _loaded_config_file = None
+    settings = read_config_file(path) if path is not None else None
+    if path is not None and settings is not None:
+        try:
+            _configure(settings.get("num_threads"), settings.get("parallel_threshold"),
+                       settings.get("par_chunk_size"), settings.get("simd"), "config file")
+        except (InvalidArgumentError, ArgumentTypeError, UnsupportedKernelError) as error:
+            raise type(error)(
+                f"bad rotortree config file {path}: {error} (fix or delete the file)"
+            ) from None
+        _loaded_config_file = str(path)
+
     try:
-        env_threads = _env_int("ROTORTREE_NUM_THREADS")
-        env_threshold = _env_int("ROTORTREE_PARALLEL_THRESHOLD")
-        env_chunk = _env_int("ROTORTREE_PAR_CHUNK_SIZE")
-        _configure(available_cpus(), DEFAULT_PARALLEL_THRESHOLD, DEFAULT_PAR_CHUNK_SIZE,
-                   None, "default")
+        env_threads = _env_int(environ, "ROTORTREE_NUM_THREADS")
+        env_threshold = _env_int(environ, "ROTORTREE_PARALLEL_THRESHOLD")
+        env_chunk = _env_int(environ, "ROTORTREE_PAR_CHUNK_SIZE")
         _configure(env_threads, env_threshold, env_chunk, None, "environment")
-        simd = os.environ.get("ROTORTREE_SIMD", "").strip()
+        simd = environ.get("ROTORTREE_SIMD", "").strip()
         if simd:
             _configure(None, None, None, simd, "environment")
     except (InvalidArgumentError, UnsupportedKernelError) as error:

@@ -507,7 +507,7 @@ class RotorTree:
                                 32 if max_depth is None else max_depth)
 
         try:
-            directory = os.path.abspath(os.fspath(path))
+            directory: str = os.path.abspath(os.fspath(path))
         except TypeError:
             raise ArgumentTypeError(f"path must be a str or os.PathLike, not "
                                     f"{type(path).__name__}") from None
@@ -578,7 +578,7 @@ class RotorTree:
         self._meta = meta
         self._arity = meta.arity
         self._max_depth = meta.max_depth
-        self._capacity = meta.arity ** meta.max_depth
+        self._capacity: int = meta.arity ** meta.max_depth
         # Checkpoint thresholds in entries and leaves (inf: never), and the
         # buffer inserts write roots into (used under self._lock only).
         policy = self._checkpoint_policy

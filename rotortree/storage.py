@@ -95,7 +95,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Type
 
 from ._native import check, ffi, lib
 from .errors import CorruptionError, DurabilityError, InvalidArgumentError
@@ -110,7 +110,7 @@ _ZERO32 = bytes(32)
 # I/O hooks (replace in tests to inject failures)
 
 
-def _pwrite(fd: int, data, offset: int) -> int:
+def _pwrite(fd: int, data: Any, offset: int) -> int:
     return os.pwrite(fd, data, offset)
 
 
@@ -137,7 +137,7 @@ def io_error(operation: str, path: str, error: BaseException) -> DurabilityError
     return result
 
 
-def write_all(fd: int, data, offset: int, path: str) -> None:
+def write_all(fd: int, data: Any, offset: int, path: str) -> None:
     """pwrite all of ``data`` at ``offset`` (looping over short writes)."""
     view = memoryview(data).cast("B")
     try:
@@ -372,7 +372,7 @@ def encode_segment_header(arity: int, max_depth: int, gen: int) -> bytes:
     return head[:-4] + _CRC.pack(zlib.crc32(head[:-4]))
 
 
-def decode_segment_header(data, path: str) -> Tuple[int, int, int]:
+def decode_segment_header(data: Any, path: str) -> Tuple[int, int, int]:
     """(arity, max_depth, gen); CorruptionError if the header is bad."""
     if len(data) < SEGMENT_HEADER_LEN:
         raise CorruptionError(f"WAL segment {path}: header truncated", path)
@@ -387,7 +387,7 @@ def decode_segment_header(data, path: str) -> Tuple[int, int, int]:
 
 
 def encode_frame_header(seq: int, first_index: int, count: int, synced: int,
-                        payload) -> bytes:
+                        payload: Any) -> bytes:
     prefix = _FRAME_PREFIX.pack(FRAME_MAGIC, 0, seq, first_index, count, synced)
     return prefix + _FRAME_SUFFIX.pack(zlib.crc32(payload, zlib.crc32(prefix)))
 
@@ -406,7 +406,7 @@ class Frame:
         return self.payload_offset + NODE * self.count
 
 
-def frame_at(buf, offset: int) -> Tuple[Optional[Frame], str]:
+def frame_at(buf: Any, offset: int) -> Tuple[Optional[Frame], str]:
     """The valid frame at ``offset`` of ``buf``, or (None, why not)."""
     remaining = len(buf) - offset
     if remaining < FRAME_HEADER_LEN:
@@ -429,7 +429,7 @@ def frame_at(buf, offset: int) -> Tuple[Optional[Frame], str]:
     return Frame(offset, seq, first, count, synced, payload_offset), ""
 
 
-def iter_frames(buf, offset: int = SEGMENT_HEADER_LEN) -> Iterator[Tuple[Frame, str]]:
+def iter_frames(buf: Any, offset: int = SEGMENT_HEADER_LEN) -> Iterator[Tuple[Frame, str]]:
     """Frames from ``offset`` on: yields (frame, "") for each valid frame, then
     (a Frame holding only the offset, reason) at the first invalid one (the
     tear); nothing more at a clean end."""
@@ -443,7 +443,7 @@ def iter_frames(buf, offset: int = SEGMENT_HEADER_LEN) -> Iterator[Tuple[Frame, 
         offset = frame.end
 
 
-def later_valid_frames(buf, offset: int) -> Iterator[Frame]:
+def later_valid_frames(buf: Any, offset: int) -> Iterator[Frame]:
     """Valid frames found by searching for the frame magic at 8-byte aligned
     offsets after ``offset`` (used only after a tear, to look for frames
     written after the damaged or missing one)."""
@@ -467,7 +467,7 @@ def later_valid_frames(buf, offset: int) -> Iterator[Frame]:
 _PIECE_NODES = 1 << 16  # 2 MiB per read
 
 
-def snapshot_pieces(snap_handle, level: int, start: int, stop: int) -> Iterator[memoryview]:
+def snapshot_pieces(snap_handle: Any, level: int, start: int, stop: int) -> Iterator[memoryview]:
     """Nodes [start, stop) of ``level`` of a C snapshot, as successive views
     of one reused buffer (consume each before asking for the next)."""
     if stop <= start:
@@ -489,10 +489,11 @@ def snapshot_pieces(snap_handle, level: int, start: int, stop: int) -> Iterator[
         position += count
 
 
-def snapshot_node(snap_handle, level: int, index: int) -> bytes:
+def snapshot_node(snap_handle: Any, level: int, index: int) -> bytes:
     out = ffi.new("uint8_t[32]")
     check(lib.rt_snapshot_get_node(snap_handle, level, index, out), "read snapshot node")
-    return ffi.buffer(out)[:]
+    node: bytes = ffi.buffer(out)[:]
+    return node
 
 
 # --------------------------------------------------------------------------
@@ -515,7 +516,7 @@ def map_file(path: str, fd: Optional[int] = None) -> Optional[mmap.mmap]:
     return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
 
 
-def release_mapping(mapping: Optional[mmap.mmap], *cdatas) -> None:
+def release_mapping(mapping: Optional[mmap.mmap], *cdatas: Any) -> None:
     """Release cffi views of ``mapping`` and unmap it (when nothing else
     exports it; otherwise the garbage collector unmaps it later)."""
     for cdata in cdatas:
@@ -543,7 +544,7 @@ def drop_resident_pages(mapping: Optional[mmap.mmap]) -> None:
             pass
 
 
-def crc_of(mapping, nbytes: int) -> int:
+def crc_of(mapping: Any, nbytes: int) -> int:
     crc = 0
     step = 1 << 24
     with memoryview(mapping) as view:
@@ -554,7 +555,7 @@ def crc_of(mapping, nbytes: int) -> int:
     return crc
 
 
-def root_of_buffer(mapping, nbytes: int, arity: int) -> bytes:
+def root_of_buffer(mapping: Any, nbytes: int, arity: int) -> bytes:
     """compute_root over the first ``nbytes`` of ``mapping``, in place."""
     from .tree import compute_root
 
@@ -576,7 +577,7 @@ _SAVE_LEVEL = struct.Struct("<QI4x")  # 16
 _SAVE_CRC = struct.Struct("<I4x")  # 8
 
 
-def save_tree(tree: "LeanIMT", path) -> None:
+def save_tree(tree: "LeanIMT", path: Any) -> None:
     """Write ``tree`` to ``path`` atomically (see the module docstring)."""
     path = os.fspath(path)
     snap = tree.snapshot()
@@ -611,7 +612,8 @@ def save_tree(tree: "LeanIMT", path) -> None:
     fsync_dir(directory)
 
 
-def load_tree(cls, path, verify: bool = True, in_place: bool = False) -> "LeanIMT":
+def load_tree(cls: "Type[LeanIMT]", path: Any, verify: bool = True,
+              in_place: bool = False) -> "LeanIMT":
     """Read a file written by :func:`save_tree` into a new tree without
     rehashing it (see the module docstring for what ``verify`` checks).
     ``in_place``: serve the nodes from a read-only shared mapping of the file

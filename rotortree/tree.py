@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 from ._leaves import Leaves, leaf_batch, single_leaf
 from ._native import HASH_LEN, check, ffi, lib, raise_status
@@ -59,7 +59,7 @@ class LeanIMT:
         self._tree = ffi.gc(out[0], lib.rt_tree_free)
         self._arity = arity
         self._max_depth = max_depth
-        self._keepalive: list = []
+        self._keepalive: List[Any] = []
 
     # -- writes ------------------------------------------------------------
 
@@ -74,7 +74,8 @@ class LeanIMT:
         status = lib.rt_tree_insert(self._tree, leaf, root)
         if status:
             raise_status(status, "insert")
-        return ffi.buffer(root)[:]
+        new_root: bytes = ffi.buffer(root)[:]
+        return new_root
 
     def insert_many(self, leaves: Leaves) -> bytes:
         """Append a batch atomically; returns the new root.
@@ -87,11 +88,12 @@ class LeanIMT:
         buffer, count = leaf_batch(leaves)
         root = ffi.new("uint8_t[32]")
         check(lib.rt_tree_insert_many(self._tree, buffer, count, root), "insert_many")
-        return ffi.buffer(root)[:]
+        new_root: bytes = ffi.buffer(root)[:]
+        return new_root
 
     # -- reads -------------------------------------------------------------
 
-    def _state(self):
+    def _state(self) -> Any:
         state = ffi.new("struct rt_tree_state *")
         lib.rt_tree_state(self._tree, state)
         return state
@@ -100,7 +102,8 @@ class LeanIMT:
     def root(self) -> Optional[bytes]:
         """The root, or None for the empty tree."""
         state = self._state()
-        return ffi.buffer(state.root)[:] if state.has_root else None
+        root: Optional[bytes] = ffi.buffer(state.root)[:] if state.has_root else None
+        return root
 
     @property
     def size(self) -> int:
@@ -126,7 +129,8 @@ class LeanIMT:
     @property
     def capacity(self) -> int:
         """The most leaves the tree can hold: arity ** max_depth."""
-        return self._arity ** self._max_depth
+        capacity: int = self._arity ** self._max_depth
+        return capacity
 
     def level_len(self, level: int) -> int:
         """Number of nodes at ``level`` (0 = leaves, up to ``depth``)."""
@@ -147,7 +151,8 @@ class LeanIMT:
         if status == lib.RT_ERR_INDEX:
             raise NodeIndexError(f"node ({level}, {index}) out of range")
         check(status, "get_node")
-        return ffi.buffer(out)[:]
+        node: bytes = ffi.buffer(out)[:]
+        return node
 
     # -- snapshots and proofs -------------------------------------------------
 
@@ -218,7 +223,8 @@ def compute_root(leaves: Leaves, arity: int = 4) -> bytes:
     buffer, count = leaf_batch(leaves)
     root = ffi.new("uint8_t[32]")
     check(lib.rt_compute_root(buffer, count, arity, root), "compute_root")
-    return ffi.buffer(root)[:]
+    result: bytes = ffi.buffer(root)[:]
+    return result
 
 
 __all__ = ["LeanIMT", "compute_root", "HASH_LEN"]

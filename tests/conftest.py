@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+# Tests never read or write the user's config file: before rotortree is
+# imported (it loads the file at import), point both ways of locating it at
+# an empty directory. XDG_CONFIG_HOME also covers subprocesses that drop the
+# ROTORTREE_* variables to test defaults.
+_CONFIG_HOME = tempfile.mkdtemp(prefix="rotortree-test-config-")
+atexit.register(shutil.rmtree, _CONFIG_HOME, True)
+os.environ["XDG_CONFIG_HOME"] = _CONFIG_HOME
+os.environ["ROTORTREE_CONFIG"] = os.path.join(_CONFIG_HOME, "absent", "config.json")
 
 import rotortree  # noqa: E402
 from rotortree import config as rt_config  # noqa: E402

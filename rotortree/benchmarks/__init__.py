@@ -1,0 +1,8 @@
+"""The benchmark suite behind ``rotortree bench`` (and the scripts in bench/).
+
+Modules: :mod:`.scaling` (thread scaling, parallel threshold), :mod:`.kernels`
+(SIMD kernels against the BLAKE3 bound), :mod:`.operations` (single inserts,
+snapshots, proofs), :mod:`.tune` (``rotortree tune``) and :mod:`.suite`
+(runs them and writes the report with plots). They live in the package so
+that ``rotortree bench`` works after a plain ``pip install``.
+"""
