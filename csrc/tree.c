@@ -183,36 +183,21 @@ typedef struct fused_job {
     uint64_t copy_first;
 } fused_job;
 
-/* Parents [first, end) at level 1 whose children are all new leaves, read
- * straight from the caller's buffer (leaf i at src + (i - src_first) * 32). */
-static void hash_from_source(const fused_job *job, uint64_t first, uint64_t end)
-{
-    const unsigned arity = job->arity;
-    const node_store *out = &job->stores[1];
-    uint64_t full_end = min_u64(end, rt_div(job->len[0], arity));
-    uint64_t parent = first;
-    while (parent < full_end) {
-        uint64_t run = min_u64(full_end - parent, store_run(out, parent));
-        job->kernel(job->copy_src + (parent * arity - job->copy_first) * 32u, (size_t)run,
-                    arity, store_node(out, parent));
-        parent += run;
-    }
-    if (parent < end) {
-        const uint8_t *children = job->copy_src + (parent * arity - job->copy_first) * 32u;
-        unsigned count = (unsigned)(job->len[0] - parent * arity);
-        if (count == 1)
-            memcpy(store_node(out, parent), children, 32);
-        else
-            rt_hash_parent(children, count, store_node(out, parent));
-    }
-}
+/* New leaves pass through a per-thread staging buffer: they are hashed from
+ * it and stored from it, so the stored leaves and their parents come from
+ * the same bytes even if the caller changes its buffer during the call (read
+ * twice from the caller, a torn read would store leaves that do not hash to
+ * their parent and corrupt the tree). 64 KiB stays in L1/L2 and holds eight
+ * full groups even at arity 255, one batch of the 8-lane kernel. */
+#define STAGING_BYTES 65536u
+static _Thread_local uint8_t leaf_staging[STAGING_BYTES];
 
-/* Copy leaves into level 0 with streaming stores: the hashing read them from
- * the caller's buffer already, and bypassing the cache saves the read of
- * every destination line that an ordinary store would make first, which is
- * a sixth of the memory traffic of a large batch. */
-static void copy_leaves_streaming(const node_store *level0, uint64_t first,
-                                  const uint8_t *src, uint64_t count)
+/* Store staged leaves into level 0 with streaming stores: they were just
+ * hashed from cache, and bypassing the cache saves the read of every
+ * destination line an ordinary store makes first, a sixth of the memory
+ * traffic of a large batch. */
+static void store_leaves_streaming(const node_store *level0, uint64_t first,
+                                   const uint8_t *src, uint64_t count)
 {
 #if RT_X86 && !defined(RT_NO_STREAMING)
     while (count) {
@@ -229,6 +214,38 @@ static void copy_leaves_streaming(const node_store *level0, uint64_t first,
 #endif
 }
 
+/* Level-1 parents [first, end) whose children are all new leaves (leaf i at
+ * copy_src + (i - copy_first) * 32): stage, hash, store, a piece at a time. */
+static void hash_and_store_new_leaves(const fused_job *job, uint64_t first, uint64_t end)
+{
+    const unsigned arity = job->arity;
+    const node_store *out = &job->stores[1];
+    const uint64_t piece_parents = STAGING_BYTES / (32u * arity);
+    for (uint64_t parent = first; parent < end;) {
+        uint64_t piece_end = min_u64(end, parent + piece_parents);
+        uint64_t leaf_lo = parent * arity, leaf_hi = min_u64(job->len[0], piece_end * arity);
+        memcpy(leaf_staging, job->copy_src + (leaf_lo - job->copy_first) * 32u,
+               (size_t)(leaf_hi - leaf_lo) * 32u);
+        uint64_t full_end = min_u64(piece_end, rt_div(job->len[0], arity));
+        for (uint64_t at = parent; at < full_end;) {
+            uint64_t run = min_u64(full_end - at, store_run(out, at));
+            job->kernel(leaf_staging + (at - parent) * arity * 32u, (size_t)run, arity,
+                        store_node(out, at));
+            at += run;
+        }
+        if (full_end < piece_end) { // the level's last parent, with a partial group
+            const uint8_t *children = leaf_staging + (full_end - parent) * arity * 32u;
+            unsigned count = (unsigned)(job->len[0] - full_end * arity);
+            if (count == 1)
+                memcpy(store_node(out, full_end), children, 32);
+            else
+                rt_hash_parent(children, count, store_node(out, full_end));
+        }
+        store_leaves_streaming(&job->stores[0], leaf_lo, leaf_staging, leaf_hi - leaf_lo);
+        parent = piece_end;
+    }
+}
+
 static void run_fused_blocks(void *ctx, size_t begin, size_t end)
 {
     const fused_job *job = ctx;
@@ -243,7 +260,7 @@ static void run_fused_blocks(void *ctx, size_t begin, size_t end)
             if (l == 0 && job->copy_src) {
                 // Parents with an old leaf among their children (only at the
                 // start of a batch) must read level 0, so those leaves go in
-                // first; the rest hash from the caller's buffer.
+                // first; the rest are staged, hashed and stored piece by piece.
                 uint64_t from = child_lo < job->copy_first ? job->copy_first : child_lo;
                 uint64_t to = min_u64(job->len[0], child_lo + span * job->arity);
                 uint64_t split = rt_ceil_div(job->copy_first, job->arity);
@@ -257,13 +274,11 @@ static void run_fused_blocks(void *ctx, size_t begin, size_t end)
                                 head_end - from);
                     hash_parent_range(&job->stores[0], job->len[0], &job->stores[1],
                                       job->arity, lo, split, job->kernel);
-                    from = head_end;
                 }
+                // The leaves of parents [split, hi) are exactly those left in
+                // [from, to): every new leaf of the block is stored once.
                 if (split < hi)
-                    hash_from_source(job, split, hi);
-                if (from < to)
-                    copy_leaves_streaming(&job->stores[0], from,
-                                          job->copy_src + (from - job->copy_first) * 32u, to - from);
+                    hash_and_store_new_leaves(job, split, hi);
                 continue;
             }
             if (lo < hi)
