@@ -6,7 +6,7 @@ const char *rt_strerror(int status)
     case RT_OK: return "ok";
     case RT_ERR_INVALID_ARGUMENT: return "invalid argument";
     case RT_ERR_INVALID_LEAF: return "leaves must be a whole number of 32-byte values";
-    case RT_ERR_EMPTY_BATCH: return "empty batch: insert_many needs at least one leaf";
+    case RT_ERR_EMPTY_BATCH: return "empty batch: at least one leaf is needed";
     case RT_ERR_MAX_DEPTH: return "the tree is full: the insert would exceed arity**max_depth leaves";
     case RT_ERR_INDEX: return "index out of range";
     case RT_ERR_NOMEM: return "out of memory";

@@ -80,7 +80,7 @@ def _check_buffer_shape(view: memoryview) -> int:
     if view.ndim not in (1, 2):
         raise InvalidLeafError(f"a leaf buffer must be 1-D or 2-D, got {view.ndim}-D")
     if view.nbytes == 0:
-        raise EmptyBatchError("insert_many needs at least one leaf")
+        raise EmptyBatchError("empty batch: at least one leaf is needed")
     if view.nbytes % HASH_LEN:
         raise InvalidLeafError(
             f"leaf buffer of {view.nbytes} bytes is not a whole number of "
@@ -120,5 +120,5 @@ def leaf_batch(leaves: Leaves) -> Tuple[Any, int]:
         else:
             parts.append(_leaf_view(item, f"leaf {index}").tobytes())
     if not parts:
-        raise EmptyBatchError("insert_many needs at least one leaf")
+        raise EmptyBatchError("empty batch: at least one leaf is needed")
     return b"".join(parts), len(parts)

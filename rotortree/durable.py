@@ -302,6 +302,10 @@ class DurabilityToken:
         seconds pass first. Raises :class:`DurabilityError` if the entry can
         no longer become durable (an fsync failed, or the tree was closed or
         collected without syncing it)."""
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, (int, float))):
+            raise ArgumentTypeError(f"timeout must be a number of seconds or None, not "
+                                    f"{type(timeout).__name__}")
         state = self._state
         deadline = None if timeout is None else time.monotonic() + timeout
         with state.cond:
@@ -487,6 +491,10 @@ class RotorTree:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ArgumentTypeError(f"{name} must be an int or None, not "
                                         f"{type(value).__name__}")
+        if not isinstance(verify_checkpoint, bool):
+            # A truthy string such as "no" must not silently mean True.
+            raise ArgumentTypeError(f"verify_checkpoint must be a bool, not "
+                                    f"{type(verify_checkpoint).__name__}")
         if isinstance(mmap_levels, bool) or not isinstance(mmap_levels, int):
             raise ArgumentTypeError(f"mmap_levels must be an int, not {type(mmap_levels).__name__}")
         if not 0 <= mmap_levels <= lib.RT_MAX_DEPTH_LIMIT + 1:

@@ -46,9 +46,11 @@ def _index_buffer(indices: Any) -> Any:
             raise InvalidArgumentError(f"indices must be 1-D, got {view.ndim}-D")
         if view.format in _U64_FORMATS and view.itemsize == 8 and view.c_contiguous:
             return ffi.from_buffer("uint64_t[]", indices), len(view)
-        if not view.format.lstrip("<=@").lower() in ("b", "h", "i", "l", "q", "n"):
+        if not view.format.lstrip("<>!=@").lower() in ("b", "h", "i", "l", "q", "n"):
             raise ArgumentTypeError(f"indices must be integers, got format {view.format!r}")
-        values: Iterable[Any] = view.tolist()
+        # struct, unlike memoryview.tolist(), reads byte-swapped ('>u8') items.
+        values: Iterable[Any] = (item for (item,) in
+                                 struct.iter_unpack(view.format, view.tobytes()))
     else:
         try:
             values = iter(indices)
@@ -277,9 +279,12 @@ class ProofBatch(Sequence[InclusionProof]):
     def from_bytes(cls, data: Union[bytes, bytearray, memoryview]) -> "ProofBatch":
         """Parse :meth:`to_bytes` output; structure is checked, not validity."""
         try:
-            view = memoryview(data).cast("B")
+            view = memoryview(data)
         except TypeError:
             raise ArgumentTypeError(f"expected bytes-like, not {type(data).__name__}") from None
+        except ValueError:  # a released memoryview
+            raise ArgumentTypeError("cannot read a released buffer") from None
+        view = (view if view.c_contiguous else memoryview(view.tobytes())).cast("B")
         if len(view) < _BATCH_HEADER.size:
             raise InvalidProofError("proof batch truncated: no header")
         magic, version, count = _BATCH_HEADER.unpack_from(view)

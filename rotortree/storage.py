@@ -98,7 +98,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Type
 
 from ._native import check, ffi, lib
-from .errors import CorruptionError, DurabilityError, InvalidArgumentError
+from .errors import ArgumentTypeError, CorruptionError, DurabilityError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from .tree import LeanIMT
@@ -577,9 +577,20 @@ _SAVE_LEVEL = struct.Struct("<QI4x")  # 16
 _SAVE_CRC = struct.Struct("<I4x")  # 8
 
 
+def _file_path(path: Any) -> str:
+    try:
+        result: "str | bytes" = os.fspath(path)
+    except TypeError:
+        raise ArgumentTypeError(f"path must be a str or os.PathLike, not "
+                                f"{type(path).__name__}") from None
+    if isinstance(result, bytes):
+        return os.fsdecode(result)
+    return result
+
+
 def save_tree(tree: "LeanIMT", path: Any) -> None:
     """Write ``tree`` to ``path`` atomically (see the module docstring)."""
-    path = os.fspath(path)
+    path = _file_path(path)
     snap = tree.snapshot()
     lengths = level_lengths(snap.size, snap.arity)
     header_len = _SAVE_HEAD.size + len(lengths) * _SAVE_LEVEL.size + _SAVE_CRC.size
@@ -619,7 +630,7 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, verify: bool = True,
     ``in_place``: serve the nodes from a read-only shared mapping of the file
     instead of copying them (only each level's last chunk is copied); the
     mapping lives as long as the tree and its snapshots."""
-    path = os.fspath(path)
+    path = _file_path(path)
 
     def bad(what: str) -> CorruptionError:
         return CorruptionError(f"saved tree {path}: {what}", path)

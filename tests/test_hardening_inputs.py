@@ -386,6 +386,12 @@ READ_CASES = [
     Case("generate_proofs numpy uint8", lambda t: t.generate_proofs(np.arange(5, dtype=np.uint8)),
          OK),
     Case("generate_proofs range", lambda t: t.generate_proofs(range(0, SIZE, 7)), OK),
+    Case("generate_proofs big-endian u8", lambda t: t.generate_proofs(
+        np.array([0, 7, SIZE - 1], dtype=">u8")), OK),
+    Case("generate_proofs big-endian i2", lambda t: t.generate_proofs(
+        np.array([3, 2, 1], dtype=">i2")), OK),
+    Case("generate_proofs big-endian negative", lambda t: t.generate_proofs(
+        np.array([1, -1], dtype=">i8")), NodeIndexError, "-1 at position 1"),
     Case("consistency at full size", lambda t: t.generate_consistency_proof(SIZE, t.root), OK),
 ]
 
@@ -602,7 +608,17 @@ BATCH_DECODE_CASES = [
     Case("bytearray", lambda d: ProofBatch.from_bytes(bytearray(d)), OK),
     Case("read-only numpy", lambda d: ProofBatch.from_bytes(np.frombuffer(d, np.uint8)), OK),
     Case("memoryview", lambda d: ProofBatch.from_bytes(memoryview(d)), OK),
+    Case("non-contiguous numpy", lambda d: ProofBatch.from_bytes(
+        np.repeat(np.frombuffer(d, np.uint8), 2)[::2]), OK),
+    Case("released memoryview", lambda d: ProofBatch.from_bytes(_released(d)),
+         ArgumentTypeError, "released"),
 ]
+
+
+def _released(data: bytes) -> memoryview:
+    view = memoryview(data)
+    view.release()
+    return view
 
 
 @pytest.mark.parametrize("case", BATCH_DECODE_CASES, ids=ids(BATCH_DECODE_CASES))
@@ -764,10 +780,13 @@ def test_update_inclusion_proof_bad_arguments(tree):
 def test_save_and_load_bad_arguments(tree, tmp_path):
     before = fingerprint(tree)
     for path in (None, 5, 1.5):
-        with pytest.raises(TypeError):
+        with pytest.raises(ArgumentTypeError, match="path must be"):
             tree.save(path)
-        with pytest.raises(TypeError):
+        with pytest.raises(ArgumentTypeError, match="path must be"):
             LeanIMT.load(path)
+    saved_as_bytes = bytes(tmp_path / "as-bytes")
+    tree.save(saved_as_bytes)
+    assert fingerprint(LeanIMT.load(saved_as_bytes)) == before
     with pytest.raises(OSError):
         LeanIMT.load(tmp_path / "missing")
     with pytest.raises(OSError):
@@ -819,6 +838,10 @@ OPEN_CASES = [
          ArgumentTypeError, "mmap_levels"),
     Case("mmap_levels bool", lambda p: RotorTree.open(p / "t", mmap_levels=True),
          ArgumentTypeError, "bool"),
+    Case("verify_checkpoint str", lambda p: RotorTree.open(p / "t", verify_checkpoint="no"),
+         ArgumentTypeError, "verify_checkpoint must be a bool"),
+    Case("verify_checkpoint None", lambda p: RotorTree.open(p / "t", verify_checkpoint=None),
+         ArgumentTypeError, "verify_checkpoint"),
     Case("flush_policy str", lambda p: RotorTree.open(p / "t", flush_policy="manual"),
          ArgumentTypeError, "FlushPolicy"),
     Case("checkpoint_policy int", lambda p: RotorTree.open(p / "t", checkpoint_policy=5),
@@ -963,3 +986,16 @@ def test_tokens_of_a_closed_tree(tmp_path):
     tree.close()                      # close fsyncs the WAL
     assert synced.wait(timeout=1) and pending.wait(timeout=1)
     assert synced.durable and pending.durable
+
+
+def test_token_wait_checks_its_timeout(tmp_path):
+    tree = _open(tmp_path / "t", arity=3)
+    try:
+        _, token = tree.insert(LEAVES[0])
+        tree.flush()
+        for bad in ("1", b"1", [1], True):
+            with pytest.raises(ArgumentTypeError, match="timeout"):
+                token.wait(timeout=bad)
+        assert token.wait(timeout=0) and token.wait(timeout=1.5) and token.wait()
+    finally:
+        tree.close()
