@@ -14,8 +14,6 @@ except ImportError:  # run from a checkout whose package is built in place
     sys.path.insert(0, str(HERE.parent))
 
 from rotortree.benchmarks._common import (  # noqa: E402,F401
-    deterministic_leaves,
-    load_pyplot,
     machine,
     median,
     time_runs,
