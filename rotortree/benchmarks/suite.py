@@ -21,9 +21,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import rotortree
 
 from . import kernels, operations, scaling
+from . import proofs as proof_bench
 from ._common import fmt_ms, fmt_rate, load_pyplot, machine, stderr, write_json
 
-SECTIONS = ("scaling", "kernels", "operations", "durability")
+SECTIONS = ("scaling", "kernels", "operations", "proofs", "durability")
 
 Payload = Dict[str, Any]
 
@@ -75,6 +76,17 @@ def run_operations(quick: bool, leaves: Optional[int],
     if leaves is not None:
         proofs, singles = min(proofs, max(1, leaves // 10)), min(singles, leaves)
     return operations.run(size, 4, proofs, singles, 3 if quick else 5, show_progress=progress)
+
+
+def run_proofs(quick: bool, leaves: Optional[int], progress: bool) -> Tuple[Payload, str]:
+    # Quick keeps the 1M-leaf proof tree the targets speak of and drops the
+    # 10M snapshot tree, whose rebuilds are most of a full run's time.
+    max_leaves = 1_000_000 if quick else proof_bench.SNAPSHOT_SIZES[-1]
+    proof_leaves, count, repeat = proof_bench.TARGET_LEAVES, 100_000, 5 if quick else 7
+    if leaves is not None:
+        max_leaves = proof_leaves = leaves
+        count, repeat = max(1, min(count, leaves // 10)), 3
+    return proof_bench.run(max_leaves, proof_leaves, count, repeat, show_progress=progress)
 
 
 def durability_runner() -> Optional[Callable[[List[str]], int]]:
@@ -175,7 +187,15 @@ def summary_table(sections: Dict[str, Payload]) -> List[str]:
             lines.append(f"| single insert | {single['per_call_us']:.2f} µs (Python call "
                          f"included) | {ops['reference_rust_single_insert_us']} µs "
                          "(Rust call) |")
-    if lines and sc and sc["settings"]["leaves"] != 1_000_000:
+    pr = sections.get("proofs")
+    if pr:
+        if not lines:
+            lines += ["| measurement | rotortree (this run) | Rust crate rotortree 0.15 |",
+                      "|---|---:|---:|"]
+        lines += [f"| {row['what']} | {row['ours']} | {row['rust']} (Rust call) |"
+                  for row in pr["comparison"]]
+    if lines and ((sc and sc["settings"]["leaves"] != 1_000_000)
+                  or (pr and pr["proofs"]["leaves"] != proof_bench.TARGET_LEAVES)):
         lines += ["", "The Rust figures are for 1,000,000 leaves; this run used another size."]
     return lines
 
@@ -273,6 +293,7 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
     titles = {"scaling": "Thread scaling and parallel threshold",
               "kernels": "SIMD kernels",
               "operations": "Single inserts, snapshots and proofs",
+              "proofs": "Snapshot cost and proof throughput",
               "durability": "Durable trees"}
     for name in SECTIONS:
         if name in texts:
@@ -302,6 +323,8 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
             sections[name], texts[name] = run_kernels(quick, leaves, progress)
         elif name == "operations":
             sections[name], texts[name] = run_operations(quick, leaves, progress)
+        elif name == "proofs":
+            sections[name], texts[name] = run_proofs(quick, leaves, progress)
         elif name == "durability":
             result = run_durability(quick, leaves, progress)
             if result is None:
@@ -317,8 +340,9 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
             notes += ["Plots: matplotlib is not installed, so no PNG was written "
                       "(pip install 'rotortree[bench]').", ""]
     if quick:
-        notes += ["Quick run: fewer repetitions and smaller kernel trees than the full "
-                  "`rotortree bench`; figures are noisier.", ""]
+        notes += ["Quick run: fewer repetitions, smaller kernel trees and no 10M-leaf "
+                  "snapshot tree, unlike the full `rotortree bench`; figures are noisier.",
+                  ""]
     facts = machine()
     runtime = time.perf_counter() - started
     text = report(facts, command, runtime, sections, texts, written, notes)
