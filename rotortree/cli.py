@@ -453,16 +453,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="run the benchmark suite; write report.md, results.json and plots",
         description="Run the benchmark suite (thread scaling, parallel threshold, SIMD "
-                    "kernels, single inserts and proofs, durable trees where present) and "
+                    "kernels, single inserts, snapshots and proofs, durable trees) and "
                     "write OUT/report.md, OUT/results.json and, with matplotlib, "
                     "OUT/speedup_vs_threads.png, OUT/threshold_impact.png and "
                     "OUT/throughput_vs_arity.png.")
     bench.add_argument("--quick", action="store_true",
-                       help="fewer repetitions and smaller kernel trees (about a minute)")
+                       help="fewer repetitions and smaller trees (under a minute here)")
     bench.add_argument("--out", default="rotortree-bench",
                        help="output directory (default ./rotortree-bench)")
     bench.add_argument("--only", default=None, metavar="SECTIONS",
-                       help="comma-separated subset of scaling,kernels,operations,durability")
+                       help="comma-separated subset of scaling,kernels,operations,proofs,durability")
     bench.add_argument("--leaves", type=_positive, default=None,
                        help="leaves per large batch instead of 1,000,000 (for smoke tests)")
     bench.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")

@@ -9,10 +9,10 @@ OUT/throughput_vs_arity.png.
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
+import io
 import json
 import pathlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import rotortree
 
-from . import kernels, operations, scaling
+from . import durability, kernels, operations, scaling
 from . import proofs as proof_bench
 from ._common import fmt_ms, fmt_rate, load_pyplot, machine, stderr, write_json
 
@@ -89,35 +89,14 @@ def run_proofs(quick: bool, leaves: Optional[int], progress: bool) -> Tuple[Payl
     return proof_bench.run(max_leaves, proof_leaves, count, repeat, show_progress=progress)
 
 
-def durability_runner() -> Optional[Callable[[List[str]], int]]:
-    """The durability benchmark's main(argv): from the package when it is
-    there, else from a source checkout's bench/durability.py (run in a
-    subprocess), else None (a plain install without it)."""
-    try:
-        module = importlib.import_module(f"{__package__}.durability")
-    except ImportError:
-        pass
-    else:
-        runner: Callable[[List[str]], int] = module.main
-        return runner
-    script = pathlib.Path(rotortree.__file__).resolve().parent.parent / "bench" / "durability.py"
-    if not script.is_file():
-        return None
-
-    def run_script(argv: List[str]) -> int:
-        return subprocess.run([sys.executable, str(script), *argv],
-                              stdout=subprocess.DEVNULL).returncode
-
-    return run_script
-
-
-def run_durability(quick: bool, leaves: Optional[int], progress: bool) -> Optional[Tuple[Payload, str]]:
-    runner = durability_runner()
-    if runner is None:
-        return None
-    stderr("durability: running (prints its own progress)", progress)
-    with tempfile.TemporaryDirectory(prefix="rotortree-bench-") as scratch:
-        status = runner([*durability_argv(quick, leaves), "--out", scratch])
+def run_durability(quick: bool, leaves: Optional[int], progress: bool) -> Tuple[Payload, str]:
+    stderr("durability: running", progress)
+    # Its main() prints the table for standalone use; here the report has it.
+    sink = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="rotortree-bench-") as scratch, \
+            contextlib.redirect_stdout(sink), \
+            contextlib.redirect_stderr(sys.stderr if progress else sink):
+        status = durability.main([*durability_argv(quick, leaves), "--out", scratch])
         md = pathlib.Path(scratch) / "durability.md"
         js = pathlib.Path(scratch) / "durability.json"
         if status != 0 or not md.exists():
@@ -326,13 +305,7 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
         elif name == "proofs":
             sections[name], texts[name] = run_proofs(quick, leaves, progress)
         elif name == "durability":
-            result = run_durability(quick, leaves, progress)
-            if result is None:
-                notes += ["Durability: the durable-tree benchmark is not part of this "
-                          "installation (it runs from a source checkout), so it was "
-                          "skipped.", ""]
-            else:
-                sections[name], texts[name] = result
+            sections[name], texts[name] = run_durability(quick, leaves, progress)
     written = []
     if plots and "scaling" in sections:
         written = write_plots(out, sections["scaling"])
