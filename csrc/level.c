@@ -1,5 +1,6 @@
 #include "level.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
@@ -142,6 +143,56 @@ void rt_release_cached_memory(void)
     mapping_cache.bytes = 0;
     pthread_mutex_unlock(&mapping_cache.lock);
 #endif
+}
+
+/* Result buffers of at least MAPPED_SLAB_MIN bytes are mappings (cached,
+ * possibly larger than asked, or new) and smaller ones come from malloc; a
+ * cache line in front of the data records which, and the mapping's size. */
+#define BUFFER_HEADER 64u
+
+void *rt_buffer_alloc(size_t bytes)
+{
+    if (bytes > SIZE_MAX - BUFFER_HEADER - HUGE_PAGE)
+        return NULL;
+    size_t total = bytes + BUFFER_HEADER;
+    uint8_t *base = NULL;
+    size_t mapped = 0;
+#ifdef __linux__
+    if (total >= MAPPED_SLAB_MIN) {
+        size_t rounded = (total + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
+        base = mapping_take(rounded, &mapped);
+        if (!base) {
+            base = mapping_new(rounded);
+            mapped = rounded;
+        }
+        if (!base)
+            return NULL;
+    }
+#endif
+    if (!base) {
+        void *memory = NULL;
+        if (posix_memalign(&memory, BUFFER_HEADER, total) != 0)
+            return NULL;
+        base = memory;
+    }
+    memcpy(base, &mapped, sizeof(mapped)); // 0: malloc
+    return base + BUFFER_HEADER;
+}
+
+void rt_buffer_free(void *buffer)
+{
+    if (!buffer)
+        return;
+    uint8_t *base = (uint8_t *)buffer - BUFFER_HEADER;
+    size_t mapped;
+    memcpy(&mapped, base, sizeof(mapped));
+#ifdef __linux__
+    if (mapped) {
+        mapping_give_back(base, mapped);
+        return;
+    }
+#endif
+    free(base);
 }
 
 static rt_slab *slab_new(size_t bytes)

@@ -108,6 +108,14 @@ int rt_pool_shutdown(void);
  * system now. Any thread. */
 void rt_release_cached_memory(void);
 
+/* Memory for large results (proof batches), from the same cache of mappings:
+ * a service generating batch after batch reuses pages already faulted in
+ * instead of the kernel zeroing ~1 KB of fresh memory per proof (slower than
+ * generating the proof on this machine kind). Contents are unspecified; NULL
+ * when out of memory. Any thread. */
+void *rt_buffer_alloc(size_t bytes);
+void rt_buffer_free(void *buffer);
+
 /* ---- trees --------------------------------------------------------------- */
 
 typedef struct rt_tree rt_tree;

@@ -727,6 +727,34 @@ static void check_consistency(const rt_snapshot *snap, const ref *r, uint64_t ol
 
 /* ---- 1. API contract: bad arguments ---------------------------------------- */
 
+/* Result buffers: every size class (malloc, new mapping, reused mapping of
+ * the same or a smaller size) is writable end to end and freed cleanly. */
+static void test_result_buffers(void)
+{
+    rt_buffer_free(NULL);
+    const size_t sizes[] = {0, 1, 4096, (2u << 20) - 64, (2u << 20) - 63, 3u << 20,
+                            3u << 20, (5u << 20) + 7, 1u << 20};
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+            uint8_t *buffer = rt_buffer_alloc(sizes[i]);
+            CHECK(buffer != NULL, "rt_buffer_alloc(%zu)", sizes[i]);
+            if (!buffer)
+                continue;
+            CHECK(((uintptr_t)buffer & 63) == 0, "buffer of %zu bytes not 64-byte aligned",
+                  sizes[i]);
+            memset(buffer, (int)i, sizes[i]);
+            long wrong = 0;
+            for (size_t at = 0; at < sizes[i]; at += 4093)
+                wrong += buffer[at] != (uint8_t)i;
+            CHECK(wrong == 0, "buffer of %zu bytes lost writes", sizes[i]);
+            rt_buffer_free(buffer);
+        }
+        rt_release_cached_memory(); // the second round maps afresh
+    }
+    CHECK(rt_buffer_alloc(SIZE_MAX) == NULL, "SIZE_MAX buffer");
+    CHECK(rt_buffer_alloc(SIZE_MAX - 64) == NULL, "SIZE_MAX - 64 buffer");
+}
+
 static void test_api_errors(void)
 {
     rt_tree *tree = NULL;
@@ -1953,6 +1981,7 @@ int main(int argc, char **argv)
 
     find_kernels();
     RUN(test_api_errors);
+    RUN(test_result_buffers);
     RUN(test_random_trees, &g);
     RUN(test_big_tree, &g);
     RUN(test_restore, &g);
