@@ -134,7 +134,14 @@ class Snapshot:
         index = _int_arg("index", index)
         if not 0 <= index < self._size:
             raise NodeIndexError(f"leaf index {index} out of range for size {self._size}")
-        return self.generate_proofs([index])[0]
+        # The batch path's index conversion, offsets array and ProofBatch
+        # would cost more than the proof itself.
+        indices = ffi.new("uint64_t[1]", [index])
+        offsets = ffi.new("uint64_t[2]")
+        check(lib.rt_proofs_layout(self._snap, indices, 1, offsets, ffi.NULL), "generate_proof")
+        out = ffi.new("uint8_t[]", offsets[1])
+        check(lib.rt_proofs_fill(self._snap, indices, 1, offsets, out), "generate_proof")
+        return InclusionProof.from_bytes(ffi.buffer(out))
 
     def generate_proofs(self, indices: Union[Iterable[int], Any]) -> "ProofBatch":
         """Inclusion proofs of many leaves in one call into C, on the pool.
