@@ -204,3 +204,32 @@ def test_interpreter_exit_with_running_pool(tmp_path):
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip()) >= 1
+
+
+def test_concurrent_single_inserts_each_return_their_own_root():
+    # insert() reuses a per-thread root buffer: a root returned to one thread
+    # must never be another thread's, and each must be the tree's root just
+    # after that thread's leaf went in.
+    tree = rotortree.LeanIMT(3)
+    per_thread, count = 4, 400
+    returned = [[] for _ in range(per_thread)]
+    start = threading.Barrier(per_thread)
+
+    def work(me):
+        start.wait()
+        for i in range(count):
+            leaf = (me * count + i).to_bytes(32, "little")
+            returned[me].append((leaf, tree.insert(leaf)))
+
+    threads = [threading.Thread(target=work, args=(me,)) for me in range(per_thread)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = [tree.get_node(0, i) for i in range(tree.size)]
+    position = {leaf: i for i, leaf in enumerate(stored)}
+    data = b"".join(stored)
+    for mine in returned:
+        for leaf, root in mine:
+            size = position[leaf] + 1
+            assert root == rotortree.compute_root(data[:32 * size], 3)
