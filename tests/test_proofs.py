@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from array import array
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -265,3 +266,136 @@ def test_light_client_verifies_without_the_compiled_core():
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "light client ok: True"
+
+
+# -- batch verification hashes proofs side by side ------------------------------
+# rt_verify_inclusion_batch walks blocks of proofs level by level and hashes
+# the groups of equal member count together with the multi-lane kernel. These
+# batches mix full groups, partial right-edge groups, lifted levels, several
+# arities and tree sizes, and broken proofs at chosen places; the verdict and
+# first failing position must be exactly what proof-by-proof verification gives.
+
+# (arity, size): every size leaves a partial last group; 4097 and 256 (arity
+# 255) have a top level where the last node is lifted.
+SIDE_BY_SIDE_TREES = [(2, 777), (3, 734), (4, 4097), (4, 1030), (16, 775), (255, 772),
+                      (255, 256)]
+HEADER_LEN = 88
+
+
+def path_indices(arity: int, size: int, rng: random.Random) -> list[int]:
+    """Leaves whose paths cross partial groups and lifted levels (the right
+    edge at every level), the first leaf, and random ones."""
+    picks = {0, size - 1}
+    picks.update(range(max(0, size - 2 * arity), size))
+    span = 1
+    while span < size:
+        last_group = (size - 1) // span // arity * arity  # first node of the last group
+        picks.update({last_group * span, max(0, last_group * span - 1)})
+        span *= arity
+    picks.update(rng.randrange(size) for _ in range(40))
+    return sorted(i for i in picks if i < size)
+
+
+def sibling_offsets(proof: bytes) -> list[int]:
+    """Byte offsets of every sibling hash in a serialized inclusion proof."""
+    at, offsets = HEADER_LEN, []
+    for _ in range(proof[6]):
+        count = proof[at + 1]
+        offsets.extend(at + 2 + 32 * k for k in range(count))
+        at += 2 + 32 * count
+    return offsets
+
+
+def break_proof(proof: bytes, kind: str, rng: random.Random) -> bytes:
+    broken = bytearray(proof)
+    if kind == "sibling":
+        broken[rng.choice(sibling_offsets(proof)) + rng.randrange(32)] ^= 1 << rng.randrange(8)
+    elif kind == "root":
+        broken[24 + rng.randrange(32)] ^= 1 << rng.randrange(8)
+    elif kind == "leaf":
+        broken[56 + rng.randrange(32)] ^= 1 << rng.randrange(8)
+    elif kind == "position":  # malformed: parsing fails before any hashing
+        level_at = HEADER_LEN
+        broken[level_at] ^= 1
+    else:  # malformed header
+        broken[4] = 2
+    return bytes(broken)
+
+
+@pytest.fixture(scope="module")
+def side_by_side_pool():
+    """(good, bad) serialized proofs per tree, bad ones being single-byte
+    breaks of good ones, every kind for every tree; and the pure-Python
+    verdict of each."""
+    rng = random.Random(7)
+    pool = {}
+    for arity, size in SIDE_BY_SIDE_TREES:
+        snap = tree_of(arity, size).snapshot()
+        good = [snap.generate_proof(i).to_bytes() for i in path_indices(arity, size, rng)]
+        bad = []
+        for proof in rng.sample(good, 12) + [good[-1], good[-2]]:
+            kinds = ["root", "leaf", "position", "header"] + (["sibling"] * 3 if proof[6] else [])
+            bad.extend(break_proof(proof, kind, rng) for kind in kinds)
+        pool[(arity, size)] = (good, bad)
+    verdicts = {proof: python_verifies(proof) for good, bad in pool.values()
+                for proof in good + bad}
+    assert all(verdicts[p] for good, _ in pool.values() for p in good)
+    assert not any(verdicts[p] for _, bad in pool.values() for p in bad)
+    return pool, verdicts
+
+
+def batch_of(proofs: list[bytes]) -> ProofBatch:
+    offsets = array("Q", [0])
+    for proof in proofs:
+        offsets.append(offsets[-1] + len(proof))
+    return ProofBatch._from_parts(b"".join(proofs), offsets)
+
+
+def first_failure(proofs: list[bytes], verdicts: dict) -> Optional[int]:
+    return next((position for position, proof in enumerate(proofs) if not verdicts[proof]),
+                None)
+
+
+def side_by_side_batches(pool, rng: random.Random):
+    """Batches of >= 256 proofs (enough for the pool at 2 threads)."""
+    keys = list(pool)
+    mixed_good = [p for k in keys for p in pool[k][0]]
+    mixed_bad = [p for k in keys for p in pool[k][1]]
+    for good, bad in [pool[k] for k in keys] + [(mixed_good, mixed_bad)]:
+        base = [rng.choice(good) for _ in range(300)]
+        yield base
+        # One broken proof at every lane of the first blocks and around block
+        # and unit (64 proofs) boundaries; then clusters of several.
+        for position in list(range(0, 34)) + [63, 64, 65, 127, 255, 256, 299]:
+            batch = list(base)
+            batch[position] = rng.choice(bad)
+            yield batch
+        for _ in range(12):
+            batch = list(base)
+            around = rng.randrange(300)
+            for _ in range(rng.randrange(2, 6)):
+                batch[min(299, around + rng.randrange(20))] = rng.choice(bad)
+            yield batch
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kernel", kernels())
+def test_side_by_side_batch_matches_single_proofs(side_by_side_pool, kernel, threads):
+    pool, verdicts = side_by_side_pool
+    rng = random.Random(f"{kernel}-{threads}")
+    rotortree.configure(simd=kernel, num_threads=threads)
+    # Proof by proof, the C verifier (this kernel) agrees with pure Python.
+    assert {proof: c_verifies(proof) for proof in verdicts} == verdicts
+    checked = 0
+    for proofs in side_by_side_batches(pool, rng):
+        want = first_failure(proofs, verdicts)
+        batch = batch_of(proofs)
+        assert batch.first_invalid() == want
+        assert batch.verify() is (want is None)
+        assert rotortree.verify_proofs(batch) is (want is None)
+        # A suffix starts the blocks of 16 at a different proof.
+        start = rng.randrange(1, 40)
+        assert batch_of(proofs[start:]).first_invalid() == first_failure(proofs[start:],
+                                                                         verdicts)
+        checked += 1
+    assert checked == 8 * 54

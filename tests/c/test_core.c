@@ -590,6 +590,59 @@ static void check_snapshot(const rt_snapshot *snap, const ref *r, const char *wh
           what);
 }
 
+/* The batch verifier hashes up to 16 proofs side by side, level by level, and
+ * stops a block at a malformed proof: break several proofs at once, some
+ * malformed (bad version byte) and some with a flipped hash byte (root, leaf
+ * or sibling), then check every sub-batch starting at a sample of positions
+ * names the lowest broken proof at or after its start. Restores the data. */
+static void check_batch_victims(uint8_t *data, const uint64_t *offsets, uint64_t count, rng *g,
+                                const char *what)
+{
+    enum { VICTIMS = 6 };
+    uint64_t victim[VICTIMS];
+    size_t at[VICTIMS];
+    uint8_t saved[VICTIMS];
+    unsigned victims = (unsigned)(1 + rng_below(g, VICTIMS));
+    if (victims > count)
+        victims = (unsigned)count;
+    for (unsigned v = 0; v < victims; v++) {
+        // Distinct proofs: two flips of one byte could cancel out.
+        bool again;
+        do {
+            victim[v] = rng_below(g, count);
+            again = false;
+            for (unsigned u = 0; u < v; u++)
+                again |= victim[u] == victim[v];
+        } while (again);
+        size_t plen = (size_t)(offsets[victim[v] + 1] - offsets[victim[v]]);
+        at[v] = (size_t)offsets[victim[v]] +
+                (rng_below(g, 4) == 0 ? 4 : 24 + (size_t)rng_below(g, plen - 24));
+        saved[v] = data[at[v]];
+        data[at[v]] ^= (uint8_t)(1u << rng_below(g, 8));
+    }
+    for (unsigned v = 0; v < victims; v++)
+        CHECK(rt_verify_inclusion(data + offsets[victim[v]],
+                                  (size_t)(offsets[victim[v] + 1] - offsets[victim[v]])) ==
+                  RT_ERR_INVALID_PROOF,
+              "%s: broken proof %llu verifies alone", what, (unsigned long long)victim[v]);
+    for (unsigned t = 0; t < 24; t++) {
+        uint64_t start = t == 0 ? 0 : rng_below(g, count);
+        uint64_t want = UINT64_MAX;
+        for (unsigned v = 0; v < victims; v++)
+            if (victim[v] >= start && (want == UINT64_MAX || victim[v] - start < want))
+                want = victim[v] - start;
+        uint64_t first = 0;
+        int rc = rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets + start,
+                                           (size_t)(count - start), &first);
+        CHECK(rc == (want == UINT64_MAX ? RT_OK : RT_ERR_INVALID_PROOF) && first == want,
+              "%s: %u broken proofs, sub-batch from %llu: rc %d first %llu, want %llu", what,
+              victims, (unsigned long long)start, rc, (unsigned long long)first,
+              (unsigned long long)want);
+    }
+    for (unsigned v = victims; v-- > 0;)
+        data[at[v]] = saved[v];
+}
+
 /* Proofs for `count` indices (all of them when count == size) through the
  * two-pass API, compared byte for byte with the reference, verified one by
  * one and as a batch; some are tampered with. */
@@ -648,6 +701,7 @@ static void check_proofs(const rt_snapshot *snap, const ref *r, uint64_t count, 
         uint64_t victim = rng_below(g, count);
         size_t plen = (size_t)(offsets[victim + 1] - offsets[victim]);
         size_t at = (size_t)offsets[victim] + 24 + (size_t)rng_below(g, plen - 24);
+        uint8_t saved = data[at];
         data[at] ^= (uint8_t)(1u << rng_below(g, 8));
         first = 0;
         rc = rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, (size_t)count,
@@ -655,6 +709,8 @@ static void check_proofs(const rt_snapshot *snap, const ref *r, uint64_t count, 
         CHECK(rc == RT_ERR_INVALID_PROOF && first == victim,
               "%s: tampered proof %llu: rc %d first %llu", what, (unsigned long long)victim, rc,
               (unsigned long long)first);
+        data[at] = saved;
+        check_batch_victims(data, offsets, count, g, what);
     }
     free(data);
     free(offsets);
