@@ -90,25 +90,43 @@ static uint8_t *mapping_take(size_t bytes, size_t *got)
         base = mapping_cache.slots[best].base;
         *got = mapping_cache.slots[best].bytes;
         mapping_cache.bytes -= *got;
-        mapping_cache.slots[best] = mapping_cache.slots[--mapping_cache.count];
+        // Keep the slots in the order they were freed (oldest first).
+        memmove(&mapping_cache.slots[best], &mapping_cache.slots[best + 1],
+                (mapping_cache.count - best - 1) * sizeof(mapping_cache.slots[0]));
+        mapping_cache.count--;
     }
     pthread_mutex_unlock(&mapping_cache.lock);
     return base;
 }
 
+/* The most recently freed mapping is the likeliest to be asked for again
+ * (the next tree of a rebuild loop, the next proof batch of a service), so
+ * when the budget is full the oldest mappings make room for it. */
 static void mapping_give_back(uint8_t *base, size_t bytes)
 {
     pthread_once(&mapping_cache.once, mapping_cache_init);
+    struct cached_mapping evicted[MAPPING_CACHE_SLOTS];
+    size_t evicted_count = 0;
+    int kept = 0;
     pthread_mutex_lock(&mapping_cache.lock);
-    int kept = mapping_cache.count < MAPPING_CACHE_SLOTS &&
-               mapping_cache.bytes + bytes <= mapping_cache.limit;
-    if (kept) {
+    if (bytes <= mapping_cache.limit) {
+        while (mapping_cache.count == MAPPING_CACHE_SLOTS ||
+               mapping_cache.bytes + bytes > mapping_cache.limit) {
+            evicted[evicted_count++] = mapping_cache.slots[0];
+            mapping_cache.bytes -= mapping_cache.slots[0].bytes;
+            mapping_cache.count--;
+            memmove(&mapping_cache.slots[0], &mapping_cache.slots[1],
+                    mapping_cache.count * sizeof(mapping_cache.slots[0]));
+        }
         mapping_cache.slots[mapping_cache.count].base = base;
         mapping_cache.slots[mapping_cache.count].bytes = bytes;
         mapping_cache.count++;
         mapping_cache.bytes += bytes;
+        kept = 1;
     }
     pthread_mutex_unlock(&mapping_cache.lock);
+    for (size_t i = 0; i < evicted_count; i++)
+        munmap(evicted[i].base, evicted[i].bytes);
     if (!kept)
         munmap(base, bytes);
 }
