@@ -39,7 +39,7 @@ from rotortree import (
 from rotortree import config as rt_config
 from reference import build_levels, hash_parent
 
-SOAK_SECONDS = float(os.environ.get("ROTORTREE_SOAK_SECONDS", "20"))
+SOAK_SECONDS = float(os.environ.get("ROTORTREE_SOAK_SECONDS", "30"))
 # Rate limit of the writers: the reference is pure Python, so the final tree
 # must stay a size it can rebuild in a second or two.
 MAX_LEAVES = int(os.environ.get("ROTORTREE_SOAK_MAX_LEAVES", str(300_000)))
