@@ -77,6 +77,14 @@ def test_json_structure(run):
 
     assert len(data["targets"]) == 3
     assert all({"target", "measured", "status"} <= t.keys() for t in data["targets"])
+    ceiling = data["two_thread_ceiling"]
+    if cpus >= 2:
+        # Two threads of independent hashing: above 1x on any multi-core
+        # machine, and never (beyond noise) above the thread count.
+        assert 1.0 < ceiling < 2.5
+        assert f"ceiling in the same run: {ceiling:.2f}x" in data["targets"][1]["measured"]
+    else:
+        assert ceiling is None
 
 
 def test_roots_identical_across_configurations(run):
