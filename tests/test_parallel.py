@@ -233,3 +233,19 @@ def test_concurrent_single_inserts_each_return_their_own_root():
         for leaf, root in mine:
             size = position[leaf] + 1
             assert root == rotortree.compute_root(data[:32 * size], 3)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("arity", [2, 3, 4, 16])
+def test_large_unaligned_batches_match_the_reference(threads, arity):
+    # Batches big enough for the largest fused blocks (1024 level-1 parents
+    # each), starting and ending inside groups and blocks.
+    batches = [1001, 70_001, 5, 50_003]
+    data = random_bytes(sum(batches), 1000 + arity)
+    rotortree.configure(num_threads=threads, parallel_threshold=1024)
+    tree = rotortree.LeanIMT(arity)
+    at = 0
+    for count in batches:
+        root = tree.insert_many(data[32 * at: 32 * (at + count)])
+        at += count
+        assert root == root_of(as_leaves(data[: 32 * at]), arity), (arity, at)
