@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union, overload
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
 from ._native import check, ffi, lib, raise_status
 from .errors import (
@@ -320,6 +320,11 @@ class ProofBatch(Sequence[InclusionProof]):
         if at != len(body):
             raise InvalidProofError(f"{len(body) - at} trailing bytes after {count} proofs")
         return cls._from_parts(body.tobytes(), offsets)
+
+    def __reduce__(self) -> Tuple[Any, Tuple[bytes, "array[int]"]]:
+        # A generated batch's data is a cffi buffer over C memory, which
+        # neither pickles nor deep-copies: both get the bytes instead.
+        return ProofBatch._from_parts, (bytes(self._data), self._offsets)
 
     def __repr__(self) -> str:
         return f"<ProofBatch of {len(self)} proofs, {self.nbytes} bytes>"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import gc
+import pickle
 import random
 from array import array
 from typing import Optional
@@ -195,6 +198,46 @@ def test_batch_round_trip_and_decoding_errors():
         ProofBatch()
     with pytest.raises(IndexError):
         batch[3]
+
+
+def test_generated_batch_pickles_and_copies():
+    # Generated batches hold C memory behind a cffi buffer; they must still
+    # pickle and copy like batches parsed from bytes (and like they did when
+    # the data was a bytearray).
+    snap = tree_of(4, 300_000 // 32).snapshot()
+    batch = snap.generate_proofs(range(0, snap.size, 3))
+    raw = batch.to_bytes()
+    for again in (pickle.loads(pickle.dumps(batch)), copy.copy(batch), copy.deepcopy(batch)):
+        assert isinstance(again, ProofBatch)
+        assert again.to_bytes() == raw and len(again) == len(batch)
+        assert again.verify() and again[-1] == batch[-1]
+
+
+def test_generated_batch_outlives_everything_else():
+    # The cffi buffer keeps the gc'd C memory alive: with the tree, snapshot
+    # and other batches gone (their mappings back in the cache and reused),
+    # the batch still reads its own bytes.
+    def batch_of_fresh_tree(size: int) -> ProofBatch:
+        tree = tree_of(4, size, rng_bytes(32 * size))
+        return tree.snapshot().generate_proofs(range(0, size, 2))
+
+    batch = batch_of_fresh_tree(100_000)
+    raw = batch.to_bytes()
+    proofs = batch[5:9]
+    data = batch._data
+    del batch
+    for _ in range(3):
+        gc.collect()
+        other = batch_of_fresh_tree(100_000)
+        assert other.verify()
+        del other
+    gc.collect()
+    assert bytes(data) == raw[16:]
+    assert all(proof.verify() for proof in proofs)
+
+
+def rng_bytes(count: int) -> bytes:
+    return random.Random(count).randbytes(count)
 
 
 # -- C verification agrees with the pure-Python verifier -------------------------
