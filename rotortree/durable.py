@@ -306,8 +306,13 @@ class DurabilityToken:
                                     or not isinstance(timeout, (int, float))):
             raise ArgumentTypeError(f"timeout must be a number of seconds or None, not "
                                     f"{type(timeout).__name__}")
+        if timeout is not None and timeout != timeout:  # NaN would never expire
+            raise InvalidArgumentError("timeout must not be NaN")
         state = self._state
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # Past TIMEOUT_MAX (about 292 years) is forever; inf and huge ints
+        # would overflow the clock arithmetic or Condition.wait.
+        deadline = (None if timeout is None
+                    else time.monotonic() + min(timeout, threading.TIMEOUT_MAX))
         with state.cond:
             while True:
                 if state.synced >= self.seq:
@@ -320,7 +325,7 @@ class DurabilityToken:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    state.cond.wait(remaining)
+                    state.cond.wait(min(remaining, threading.TIMEOUT_MAX))
 
     def __repr__(self) -> str:
         return f"<DurabilityToken seq={self.seq} durable={self.durable}>"

@@ -999,3 +999,32 @@ def test_token_wait_checks_its_timeout(tmp_path):
         assert token.wait(timeout=0) and token.wait(timeout=1.5) and token.wait()
     finally:
         tree.close()
+
+
+def test_token_wait_with_nan_or_infinite_timeout(tmp_path):
+    # NaN compared false with everything: the wait loop spun, taking and
+    # dropping the lock, until the entry became durable. An infinite or huge
+    # timeout reached Condition.wait and raised OverflowError.
+    import threading
+    import time
+
+    tree = _open(tmp_path / "t", arity=3)
+    try:
+        _, pending = tree.insert(LEAVES[0])
+        rescue = threading.Timer(1.0, tree.flush)  # ends the spin, if any
+        rescue.start()
+        with pytest.raises(InvalidArgumentError, match="timeout"):
+            pending.wait(timeout=float("nan"))
+        rescue.join()
+        for huge in (float("inf"), 1e300, 10**30, 10**400):
+            _, pending = tree.insert(LEAVES[1])
+            flusher = threading.Timer(0.2, tree.flush)
+            flusher.start()
+            started = time.monotonic()
+            assert pending.wait(timeout=huge) is True
+            assert time.monotonic() - started < 30
+            flusher.join()
+        _, pending = tree.insert(LEAVES[2])
+        assert pending.wait(timeout=-1) is False and pending.wait(timeout=0) is False
+    finally:
+        tree.close()
