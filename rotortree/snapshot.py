@@ -48,7 +48,15 @@ def _index_buffer(indices: Any) -> Any:
             return ffi.from_buffer("uint64_t[]", indices), len(view)
         if not view.format.lstrip("<>!=@").lower() in ("b", "h", "i", "l", "q", "n"):
             raise ArgumentTypeError(f"indices must be integers, got format {view.format!r}")
-        # struct, unlike memoryview.tolist(), reads byte-swapped ('>u8') items.
+        # struct, unlike memoryview.tolist(), reads byte-swapped ('>u8') items,
+        # provided it agrees with the exporter on the format and item size.
+        try:
+            item_size = struct.calcsize(view.format)
+        except struct.error:
+            item_size = -1
+        if item_size != view.itemsize:
+            raise ArgumentTypeError(f"indices of format {view.format!r} with "
+                                    f"{view.itemsize}-byte items cannot be read")
         values: Iterable[Any] = (item for (item,) in
                                  struct.iter_unpack(view.format, view.tobytes()))
     else:

@@ -1028,3 +1028,37 @@ def test_token_wait_with_nan_or_infinite_timeout(tmp_path):
         assert pending.wait(timeout=-1) is False and pending.wait(timeout=0) is False
     finally:
         tree.close()
+
+
+def test_index_formats_struct_cannot_read_are_type_errors(monkeypatch):
+    # Every format numpy, array, ctypes and _testbuffer produce is one struct
+    # reads with the exporter's item size; an exporter that disagrees (8-byte
+    # items labelled '<l', struct's 4 bytes) or uses a format struct rejects
+    # ('<n') must not yield misread indices or a struct.error.
+    import rotortree.snapshot as snapshot_module
+
+    real = memoryview
+
+    class Labelled:
+        def __init__(self, view, fmt):
+            self._view, self.format = view, fmt
+            self.ndim, self.itemsize = view.ndim, view.itemsize
+            self.c_contiguous = view.c_contiguous
+
+        def __len__(self):
+            return len(self._view)
+
+        def tobytes(self):
+            return self._view.tobytes()
+
+    tree = LeanIMT(4)
+    tree.insert_many(bytes(32 * 100))
+    snap = tree.snapshot()
+    for fmt in ("<l", ">L", "<n", "@<q", "<>q"):
+        monkeypatch.setattr(snapshot_module, "memoryview",
+                            lambda obj, fmt=fmt: Labelled(real(obj), fmt), raising=False)
+        with pytest.raises(ArgumentTypeError, match="format"):
+            snap.generate_proofs(np.array([3, 1, 99], dtype=np.int64))
+    monkeypatch.undo()
+    assert [p.leaf_index for p in snap.generate_proofs(np.array([3, 1, 99], dtype=">i8"))] \
+        == [3, 1, 99]
