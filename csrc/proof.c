@@ -298,6 +298,8 @@ typedef struct verify_prefetch {
 
 static void prefetch_slice(verify_prefetch *ahead)
 {
+    if (ahead->at >= ahead->end) // the cursor steps by lines and may overshoot
+        return;
     uintptr_t stop = ahead->end - ahead->at > ahead->step ? ahead->at + ahead->step
                                                            : ahead->end;
     for (; ahead->at < stop; ahead->at += 64)
