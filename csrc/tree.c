@@ -635,7 +635,9 @@ int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
         len[l] = rt_ceil_div(len[l - 1], arity);
         total += len[l];
     }
-    uint8_t *upper = malloc((size_t)total * 32u);
+    // From the mapping cache: repeated calls (checkpoint verification, a
+    // service hashing batches) reuse pages instead of faulting in fresh ones.
+    uint8_t *upper = rt_buffer_alloc((size_t)total * 32u);
     if (!upper)
         return RT_ERR_NOMEM;
     node_store stores[RT_MAX_DEPTH_LIMIT + 1];
@@ -647,7 +649,7 @@ int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
     }
     build_levels(stores, len, first, depth, arity, NULL, 0);
     memcpy(root_out, stores[depth].flat, 32);
-    free(upper);
+    rt_buffer_free(upper);
     return RT_OK;
 }
 
