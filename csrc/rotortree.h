@@ -79,7 +79,8 @@ const char *rt_kernel_name(int kernel);
 struct rt_pool_config {
     uint32_t num_threads;        /* threads doing work, the caller included; >= 1 */
     uint64_t parallel_threshold; /* parents in one level before the pool is used; >= 1 */
-    uint64_t par_chunk_size;     /* parents per work unit; >= 1 */
+    uint64_t par_chunk_size;     /* parents per work unit, and the least level-1
+                                    parents of a fused block; >= 1 */
 };
 
 struct rt_pool_stats {

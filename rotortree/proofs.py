@@ -514,7 +514,10 @@ class InclusionProof(_Frozen):
         root = buf[24:56]
         leaf = buf[56:88]
         at, end = _HEADER_LEN, len(buf)
+        # Decoding is most of a single proof's cost from Python, so the loop
+        # builds each level directly rather than through _trusted.
         levels = []
+        append, new_level, runs = levels.append, object.__new__, _HASH_RUNS
         for number in range(level_count):
             if end - at < 2:
                 raise InvalidProofError(f"{what} truncated in level {number} of {level_count}")
@@ -524,7 +527,10 @@ class InclusionProof(_Frozen):
                 raise InvalidProofError(
                     f"{what} truncated in the siblings of level {number} of {level_count}"
                 )
-            levels.append(ProofLevel._trusted(position, _split_hashes(buf, at, count)))
+            level = new_level(ProofLevel)
+            _object_setattr(level, "position", position)
+            _object_setattr(level, "siblings", runs[count].unpack_from(buf, at))
+            append(level)
             at += count * HASH_LEN
         if at != end:
             raise InvalidProofError(f"{what}: {end - at} trailing bytes after {at}")
