@@ -516,7 +516,7 @@ class InclusionProof(_Frozen):
         at, end = _HEADER_LEN, len(buf)
         # Decoding is most of a single proof's cost from Python, so the loop
         # builds each level directly rather than through _trusted.
-        levels = []
+        levels: List[ProofLevel] = []
         append, new_level, runs = levels.append, object.__new__, _HASH_RUNS
         for number in range(level_count):
             if end - at < 2:
