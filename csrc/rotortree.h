@@ -103,7 +103,8 @@ void rt_pool_get_stats(struct rt_pool_stats *out);
  * work is running. Called at interpreter exit. */
 int rt_pool_shutdown(void);
 
-/* Large level storage freed by dropped trees is kept mapped for reuse, up to
+/* Large level storage freed by dropped trees (and large result buffers) is
+ * kept mapped for reuse, most recently freed first, up to
  * ROTORTREE_MEMORY_CACHE_MB (default 256; 0 disables), so a new tree does
  * not pay for the kernel zeroing fresh pages. This returns it all to the
  * system now. Any thread. */

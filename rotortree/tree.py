@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from .snapshot import ProofBatch, Snapshot
 
 _U64_MAX = (1 << 64) - 1
-_ROOT_TYPE = ffi.typeof("uint8_t[32]")
 
 # Single inserts write the root into a per-thread buffer that C sees through
 # a cached cdata: allocating a cdata and copying through ffi.buffer cost
