@@ -18,6 +18,8 @@ import time
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 from .benchmarks._common import deterministic_leaves
+from .benchmarks._common import non_negative_int as _non_negative
+from .benchmarks._common import positive_int as _positive
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -46,26 +48,6 @@ def _say(message: str, quiet: bool = False) -> None:
     """Diagnostics go to stderr so that stdout carries only results."""
     if not quiet:
         print(message, file=sys.stderr, flush=True)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""), 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""), 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def _arity(text: str) -> int:

@@ -3,6 +3,7 @@ progress reporting and optional plotting."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import platform
@@ -10,6 +11,25 @@ import statistics
 import sys
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+
+def int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
+    """An argparse type: a base-10 integer (underscores allowed) >= minimum."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wording}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {wording}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1, "a positive integer")
+non_negative_int = int_at_least(0, "an integer >= 0")
 
 
 def deterministic_leaves(count: int, seed: bytes = b"rotortree demo") -> bytes:

@@ -36,7 +36,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import rotortree
 from rotortree.proofs import InclusionProof
 
-from ._common import Progress, deterministic_leaves, fmt_rate, machine, median, write_results_to
+from ._common import (Progress, deterministic_leaves, fmt_rate, machine, median, positive_int,
+                      write_results_to)
 
 ARITY = 4
 SNAPSHOT_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
@@ -469,25 +470,18 @@ def run(max_leaves: int = SNAPSHOT_SIZES[-1], proof_leaves: int = TARGET_LEAVES,
     return payload, render(payload)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def main(argv: Optional[List[str]] = None, default_out: pathlib.Path = pathlib.Path("."),
          prog: Optional[str] = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--max-leaves", type=_positive, default=SNAPSHOT_SIZES[-1],
+    parser.add_argument("--max-leaves", type=positive_int, default=SNAPSHOT_SIZES[-1],
                         help="largest snapshot tree (default 10,000,000)")
-    parser.add_argument("--proof-leaves", type=_positive, default=TARGET_LEAVES,
+    parser.add_argument("--proof-leaves", type=positive_int, default=TARGET_LEAVES,
                         help="tree size for the proof figures (default 1,000,000)")
-    parser.add_argument("--proofs", type=_positive, default=100_000,
+    parser.add_argument("--proofs", type=positive_int, default=100_000,
                         help="random leaves per generate_proofs batch (default 100,000)")
-    parser.add_argument("--snapshot-calls", type=_positive, default=2_000,
+    parser.add_argument("--snapshot-calls", type=positive_int, default=2_000,
                         help="snapshots timed per column per round (default 2,000)")
-    parser.add_argument("--repeat", type=_positive, default=7,
+    parser.add_argument("--repeat", type=positive_int, default=7,
                         help="rounds after the warm-up (default 7)")
     parser.add_argument("--quick", action="store_true",
                         help="5 rounds, snapshot trees up to 1,000,000 leaves")
