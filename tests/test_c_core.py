@@ -28,12 +28,12 @@ import concurrent.futures
 import os
 import random
 import re
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from c_build import compiler, sanitizer_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -51,17 +51,6 @@ ASAN = ["-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
         "-fno-sanitize-recover=all"]
 TSAN = ["-O1", "-fsanitize=thread"]
 PLAIN = ["-O1"]
-
-
-def compiler():
-    env_cc = os.environ.get("CC")
-    if env_cc:
-        return shlex.split(env_cc)
-    for name in ("gcc", "cc", "clang"):
-        path = shutil.which(name)
-        if path:
-            return [path]
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -87,34 +76,6 @@ def driver_env(extra=None):
     if extra:
         env.update(extra)
     return env
-
-
-def probe(cc, flags, tmp_path, what):
-    """Command prefix that runs programs built with `flags` here, or skip
-    saying why they cannot be built or run."""
-    src = tmp_path / "probe.c"
-    exe = tmp_path / "probe"
-    src.write_text("#include <pthread.h>\n#include <stdlib.h>\n"
-                   "int main(void) { void *p = malloc(8); free(p); return 0; }\n")
-    res = subprocess.run(cc + flags + [str(src), "-o", str(exe), "-pthread"],
-                         capture_output=True, text=True, timeout=TIMEOUT)
-    if res.returncode != 0:
-        pytest.skip(f"the C compiler lacks {what} ({' '.join(flags)} failed): "
-                    f"{res.stderr.strip()[:300]}")
-    res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=TIMEOUT,
-                         env=driver_env())
-    if res.returncode == 0:
-        return []
-    # Some sanitizer runtimes refuse high-entropy ASLR layouts; running
-    # without randomisation is the documented workaround.
-    setarch = shutil.which("setarch")
-    if setarch:
-        prefix = [setarch, os.uname().machine, "-R"]
-        res2 = subprocess.run(prefix + [str(exe)], capture_output=True, text=True,
-                              timeout=TIMEOUT, env=driver_env())
-        if res2.returncode == 0:
-            return prefix
-    pytest.skip(f"{what} programs do not run on this machine: {res.stderr.strip()[:300]}")
 
 
 def build_driver(cc, flags, out_dir: Path) -> Path:
@@ -167,7 +128,8 @@ def assert_clean(run, report):
 
 
 def test_core_driver_asan_ubsan(cc, tmp_path):
-    prefix = probe(cc, ASAN, tmp_path, "AddressSanitizer/UBSan")
+    prefix = sanitizer_prefix(cc, ASAN, tmp_path, "AddressSanitizer/UBSan", driver_env(),
+                              TIMEOUT)
     exe = build_driver(cc, ASAN, tmp_path / "asan")
     profile = os.environ.get("ROTORTREE_C_PROFILE", "asan").strip() or "asan"
     run, report = run_driver(prefix + [str(exe), profile, str(seed())], driver_env(),
@@ -176,7 +138,7 @@ def test_core_driver_asan_ubsan(cc, tmp_path):
 
 
 def test_core_driver_tsan(cc, tmp_path):
-    prefix = probe(cc, TSAN, tmp_path, "ThreadSanitizer")
+    prefix = sanitizer_prefix(cc, TSAN, tmp_path, "ThreadSanitizer", driver_env(), TIMEOUT)
     exe = build_driver(cc, TSAN, tmp_path / "tsan")
     run, report = run_driver(prefix + [str(exe), "tsan", str(seed())], driver_env(), "TSan")
     assert_clean(run, report)

@@ -7,12 +7,11 @@ depend on the cffi extension being built.
 
 import os
 import re
-import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from c_build import compiler, sanitizer_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -29,23 +28,12 @@ WARN_FLAGS = ["-O3", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes",
               "-std=c11", "-D_GNU_SOURCE", "-pthread", "-Werror"]
 
 
-def _compiler():
-    env_cc = os.environ.get("CC")
-    if env_cc:
-        return shlex.split(env_cc)
-    for name in ("gcc", "cc", "clang"):
-        path = shutil.which(name)
-        if path:
-            return [path]
-    return None
-
-
 @pytest.fixture(scope="module")
 def cc():
-    compiler = _compiler()
-    if compiler is None:
+    found = compiler()
+    if found is None:
         pytest.skip("no C compiler (gcc, cc or clang) on PATH")
-    return compiler
+    return found
 
 
 def _sanitizer_env():
@@ -56,35 +44,8 @@ def _sanitizer_env():
     return env
 
 
-def _probe(cc, flags, tmp_path, what):
-    """Compile and run a trivial program with `flags`; return the command
-    prefix that runs sanitized programs here, or skip saying why not."""
-    src = tmp_path / "probe.c"
-    exe = tmp_path / "probe"
-    src.write_text("#include <pthread.h>\nint main(void) { return 0; }\n")
-    res = subprocess.run(cc + flags + [str(src), "-o", str(exe), "-pthread"],
-                         capture_output=True, text=True, timeout=TIMEOUT)
-    if res.returncode != 0:
-        pytest.skip(f"the C compiler lacks {what} ({' '.join(flags)} failed): "
-                    f"{res.stderr.strip()[:300]}")
-    res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=TIMEOUT,
-                         env=_sanitizer_env())
-    if res.returncode == 0:
-        return []
-    # Some sanitizer runtimes refuse high-entropy ASLR layouts; running
-    # without randomisation is the documented workaround.
-    setarch = shutil.which("setarch")
-    if setarch:
-        prefix = [setarch, os.uname().machine, "-R"]
-        res2 = subprocess.run(prefix + [str(exe)], capture_output=True, text=True,
-                              timeout=TIMEOUT, env=_sanitizer_env())
-        if res2.returncode == 0:
-            return prefix
-    pytest.skip(f"{what} programs do not run on this machine: {res.stderr.strip()[:300]}")
-
-
 def _build_and_run(cc, flags, tmp_path, what):
-    prefix = _probe(cc, flags, tmp_path, what)
+    prefix = sanitizer_prefix(cc, flags, tmp_path, what, _sanitizer_env(), TIMEOUT)
     exe = tmp_path / "test_pool"
     build = subprocess.run(
         cc + flags + ["-I", str(CSRC), str(DRIVER_C), str(POOL_C), "-o", str(exe), "-pthread"],
