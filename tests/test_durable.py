@@ -1025,8 +1025,15 @@ def test_sigkill_never_loses_acknowledged_inserts(tmp_path):
         assert first.startswith("open"), first + child.stderr.read()
         time.sleep(rng.uniform(0.05, 0.5))
         child.send_signal(signal.SIGKILL)
-        out, _ = child.communicate(timeout=60)
-        acks = [line.split() for line in out.splitlines() if line.startswith("ack")]
+        # Read through the same buffered reader as readline() above, which
+        # may hold data it read ahead (communicate() would skip it), and keep
+        # only whole lines: the kill can cut the last one short.
+        out = child.stdout.read()
+        child.stdout.close()
+        child.stderr.close()
+        child.wait(timeout=60)
+        acks = [line.split() for line in out.split("\n")[:-1] if line.startswith("ack ")]
+        assert all(len(ack) == 3 and len(ack[2]) == 64 for ack in acks), acks
         total_acks += len(acks)
         with RotorTree.open(path, arity=3, verify_checkpoint=True, mmap_levels=1,
                             flush_policy=FlushPolicy.manual(),
