@@ -48,3 +48,12 @@ def sanitizer_prefix(cc, flags, tmp_path, what, env, timeout):
         if res2.returncode == 0:
             return prefix
     pytest.skip(f"{what} programs do not run on this machine: {res.stderr.strip()[:300]}")
+
+
+@pytest.fixture(scope="module")
+def cc():
+    """The C compiler command, or skip the module's C tests saying why."""
+    found = compiler()
+    if found is None:
+        pytest.skip("no C compiler (gcc, cc or clang) on PATH")
+    return found

@@ -33,7 +33,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from c_build import compiler, sanitizer_prefix
+from c_build import cc, sanitizer_prefix  # noqa: F401 (cc is a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -51,14 +51,6 @@ ASAN = ["-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
         "-fno-sanitize-recover=all"]
 TSAN = ["-O1", "-fsanitize=thread"]
 PLAIN = ["-O1"]
-
-
-@pytest.fixture(scope="module")
-def cc():
-    found = compiler()
-    if found is None:
-        pytest.skip("no C compiler (gcc, cc or clang) on PATH")
-    return found
 
 
 def driver_env(extra=None):

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from c_build import compiler, sanitizer_prefix
+from c_build import cc, sanitizer_prefix  # noqa: F401 (cc is a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -26,14 +26,6 @@ ASAN_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer",
               "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 WARN_FLAGS = ["-O3", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes",
               "-std=c11", "-D_GNU_SOURCE", "-pthread", "-Werror"]
-
-
-@pytest.fixture(scope="module")
-def cc():
-    found = compiler()
-    if found is None:
-        pytest.skip("no C compiler (gcc, cc or clang) on PATH")
-    return found
 
 
 def _sanitizer_env():
