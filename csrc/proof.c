@@ -201,6 +201,7 @@ int rt_proofs_fill(const rt_snapshot *snap, const uint64_t *indices, size_t coun
 typedef struct verify_lane {
     const uint8_t *proof;
     const uint8_t *record; /* the next level's position byte */
+    uint64_t tree_size; /* as parsed: the shape was derived from it */
     unsigned arity, level, levels;
     uint8_t position[VERIFY_MAX_LEVELS];
     uint8_t members[VERIFY_MAX_LEVELS];
@@ -218,6 +219,7 @@ static int parse_inclusion(const uint8_t *proof, size_t len, verify_lane *lane)
     unsigned level_count = proof[6];
     uint64_t index = get_u64(proof + 8);
     uint64_t level_len = get_u64(proof + 16);
+    lane->tree_size = level_len;
     if (arity < RT_MIN_ARITY || index >= level_len ||
         level_count != rt_depth_of(level_len, arity))
         return RT_ERR_INVALID_PROOF;
@@ -355,7 +357,26 @@ static void walk_lanes(verify_lane *lanes, unsigned n, rt_parents_fn parents,
     }
 }
 
-int rt_verify_inclusion(const uint8_t *proof, size_t len)
+/* What the verifier trusts; root NULL means only the proof's own root. */
+typedef struct verify_trust {
+    const uint8_t *root;
+    uint64_t size;
+} verify_trust;
+
+/* A walked lane proves its statement only if it reached the root the proof
+ * carries and, when the caller trusts a root, that root at the trusted size:
+ * the size is what fixes the path's shape (see rotortree.h). */
+static int lane_proves(const verify_lane *lane, const verify_trust *trust)
+{
+    if (memcmp(lane->current, lane->proof + 24, 32) != 0)
+        return 0;
+    if (!trust->root)
+        return 1;
+    return lane->tree_size == trust->size && memcmp(lane->current, trust->root, 32) == 0;
+}
+
+int rt_verify_inclusion(const uint8_t *proof, size_t len, const uint8_t *trusted_root,
+                        uint64_t trusted_size)
 {
     if (!proof)
         return RT_ERR_INVALID_ARGUMENT;
@@ -364,12 +385,14 @@ int rt_verify_inclusion(const uint8_t *proof, size_t len)
     if (parse_inclusion(proof, len, &lane) != RT_OK)
         return RT_ERR_INVALID_PROOF;
     walk_lanes(&lane, 1, rt_active_parents_fn(), scratch, sizeof scratch, NULL);
-    return memcmp(lane.current, proof + 24, 32) == 0 ? RT_OK : RT_ERR_INVALID_PROOF;
+    verify_trust trust = {trusted_root, trusted_size};
+    return lane_proves(&lane, &trust) ? RT_OK : RT_ERR_INVALID_PROOF;
 }
 
 typedef struct verify_job {
     const uint8_t *data;
     const uint64_t *offsets;
+    verify_trust trust;
     _Atomic uint64_t first_invalid;
 } verify_job;
 
@@ -438,7 +461,7 @@ static void verify_units(void *ctx, size_t begin, size_t end)
         walk_lanes(lanes, n, parents, scratch, scratch_len, next);
         uint64_t failed = malformed;
         for (unsigned k = 0; k < n; k++)
-            if (memcmp(lanes[k].current, lanes[k].proof + 24, 32) != 0) {
+            if (!lane_proves(&lanes[k], &job->trust)) {
                 failed = first + k;
                 break;
             }
@@ -451,14 +474,15 @@ static void verify_units(void *ctx, size_t begin, size_t end)
 }
 
 int rt_verify_inclusion_batch(const uint8_t *data, size_t data_len, const uint64_t *offsets,
-                              size_t count, uint64_t *first_invalid)
+                              size_t count, const uint8_t *trusted_root,
+                              uint64_t trusted_size, uint64_t *first_invalid)
 {
     if (!offsets || !first_invalid || (count && !data) || offsets[count] > data_len)
         return RT_ERR_INVALID_ARGUMENT;
     for (size_t i = 0; i < count; i++)
         if (offsets[i + 1] < offsets[i])
             return RT_ERR_INVALID_ARGUMENT;
-    verify_job job = {data, offsets, UINT64_MAX};
+    verify_job job = {data, offsets, {trusted_root, trusted_size}, UINT64_MAX};
     run_units(count, verify_units, &job);
     *first_invalid = atomic_load(&job.first_invalid);
     return *first_invalid == UINT64_MAX ? RT_OK : RT_ERR_INVALID_PROOF;

@@ -231,13 +231,27 @@ int rt_proofs_fill(const rt_snapshot *snap, const uint64_t *indices, size_t coun
  * each proof's slot, if an index no longer matches the layout.) */
 
 /* RT_OK if the serialized inclusion proof is well formed and its leaf,
- * index and siblings hash to its root; RT_ERR_INVALID_PROOF otherwise. */
-int rt_verify_inclusion(const uint8_t *proof, size_t len);
+ * index and siblings hash to its root; RT_ERR_INVALID_PROOF otherwise.
+ *
+ * trusted_root (32 bytes) and trusted_size are what the verifier trusts,
+ * for instance from a signed tree head: with trusted_root non-NULL the
+ * proof is valid only if its root equals trusted_root, its tree_size equals
+ * trusted_size, and its path hashes to that root. Leaves are not domain
+ * separated from parents, so a root alone does not fix the tree's shape:
+ * without the size a lifted node or an internal node can pass for a leaf at
+ * another index. With the size fixed the path's shape is fixed, and a
+ * forgery needs a BLAKE3 collision. With trusted_root NULL the proof is only
+ * checked against the root it carries (self-consistency, not a security
+ * check) and trusted_size is ignored. */
+int rt_verify_inclusion(const uint8_t *proof, size_t len, const uint8_t *trusted_root,
+                        uint64_t trusted_size);
 /* Every proof [offsets[i], offsets[i+1]) of `data` (data_len bytes), on
- * the pool. RT_OK if all verify; else RT_ERR_INVALID_PROOF and the lowest
- * failing position in *first_invalid (UINT64_MAX when all pass). */
+ * the pool, under the same trust rule as rt_verify_inclusion. RT_OK if all
+ * verify; else RT_ERR_INVALID_PROOF and the lowest failing position in
+ * *first_invalid (UINT64_MAX when all pass). */
 int rt_verify_inclusion_batch(const uint8_t *data, size_t data_len, const uint64_t *offsets,
-                              size_t count, uint64_t *first_invalid);
+                              size_t count, const uint8_t *trusted_root,
+                              uint64_t trusted_size, uint64_t *first_invalid);
 
 /* Consistency proof from old_size (1..size) to the snapshot's size: its
  * byte length, then the proof itself (out_len must equal that length). The

@@ -117,11 +117,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         batch = snapshot.generate_proofs(indices)
         generated = time.perf_counter() - start
         start = time.perf_counter()
-        batch_ok = batch.verify()
+        batch_ok = batch.verify_against(root, args.leaves)
         verified = time.perf_counter() - start
         # The light-client path: pure Python, no C core involved.
         sample = [batch[i] for i in range(min(len(batch), 20))]
-        python_ok = all(p.verify_against(root) and p.leaf == leaves[32 * p.leaf_index:
+        python_ok = all(p.verify_against(root, args.leaves) and p.leaf == leaves[32 * p.leaf_index:
                                                                     32 * p.leaf_index + 32]
                         for p in sample)
         print(f"proofs        {len(batch):,} generated in {generated * 1e3:.1f} ms, verified in "
@@ -133,7 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             old_size = args.leaves // 2
             old_root = rotortree.compute_root(leaves[: 32 * old_size], args.arity)
             consistency = snapshot.generate_consistency_proof(old_size, old_root)
-            consistent = consistency.verify_against(old_root, root)
+            consistent = consistency.verify_against(old_root, old_size, root, args.leaves)
             print(f"consistency   {old_size:,} -> {args.leaves:,} leaves: "
                   f"{'valid' if consistent else 'INVALID'}")
             ok = ok and consistent
@@ -366,13 +366,23 @@ def _load_proofs(path: str) -> List[Dict[str, Any]]:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .proofs import ConsistencyProof, InclusionProof
 
+    # A root does not fix its tree's size, and a proof checked against a
+    # root at a size the verifier did not choose can be a forgery: a
+    # trusted root only counts together with its trusted size.
+    for root_flag, root, size_flag, size in (("--root", args.root, "--size", args.size),
+                                             ("--old-root", args.old_root, "--old-size",
+                                              args.old_size)):
+        if (root is None) != (size is None):
+            given, missing = (root_flag, size_flag) if size is None else (size_flag, root_flag)
+            raise CliError(f"{given} needs {missing}: a root is trusted together with the "
+                           "size of its tree")
     items = _load_proofs(args.proof)
     invalid = 0
     for position, item in enumerate(items):
         label = f"proof {position}" if len(items) > 1 else "proof"
         if "leaf_index" in item:
             inclusion = InclusionProof.from_dict(item)
-            valid = (inclusion.verify_against(args.root) if args.root is not None
+            valid = (inclusion.verify_against(args.root, args.size) if args.root is not None
                      else inclusion.verify())
             what = (f"inclusion of leaf {inclusion.leaf_index:,} in a tree of "
                     f"{inclusion.tree_size:,} leaves, root {inclusion.root.hex()}")
@@ -380,9 +390,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             consistency = ConsistencyProof.from_dict(item)
             valid = consistency.verify()
             if args.old_root is not None:
-                valid = valid and consistency.old_root == args.old_root
+                valid = (valid and consistency.old_root == args.old_root
+                         and consistency.old_size == args.old_size)
             if args.root is not None:
-                valid = valid and consistency.new_root == args.root
+                valid = (valid and consistency.new_root == args.root
+                         and consistency.new_size == args.size)
             what = (f"consistency of {consistency.old_size:,} -> {consistency.new_size:,} "
                     f"leaves, root {consistency.old_root.hex()} -> "
                     f"{consistency.new_root.hex()}")
@@ -393,8 +405,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not args.quiet or not valid:
             print(f"{label}: {'valid' if valid else 'INVALID'}: {what}")
     if args.root is None and args.old_root is None and not args.quiet:
-        _say("note: each proof was checked against the root it carries; pass --root "
-             "(and --old-root) to check roots you trust")
+        _say("note: each proof was checked only against the root and size it carries, "
+             "which proves nothing by itself; pass --root and --size (and --old-root and "
+             "--old-size) to check a tree head you trust")
     if invalid:
         _say(f"{invalid} of {len(items)} proof(s) invalid")
         return EXIT_FAILED
@@ -518,10 +531,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "pure Python. Exit status 0 if all are valid, 1 otherwise.")
     verify.add_argument("proof", metavar="PROOF", help="JSON file, or - for stdin")
     verify.add_argument("--root", type=_hash_hex, default=None, metavar="HEX",
-                        help="trusted root: inclusion proofs must prove against it, "
-                             "consistency proofs must end at it")
+                        help="trusted root (requires --size): inclusion proofs must prove "
+                             "against it, consistency proofs must end at it")
+    verify.add_argument("--size", type=_positive, default=None, metavar="N",
+                        help="trusted number of leaves of the tree whose root is --root")
     verify.add_argument("--old-root", type=_hash_hex, default=None, metavar="HEX",
-                        help="trusted old root that consistency proofs must start from")
+                        help="trusted old root that consistency proofs must start from "
+                             "(requires --old-size)")
+    verify.add_argument("--old-size", type=_positive, default=None, metavar="M",
+                        help="trusted number of leaves of the tree whose root is --old-root")
     verify.add_argument("--quiet", action="store_true", help="print only invalid proofs")
     verify.set_defaults(run=cmd_verify)
     return parser

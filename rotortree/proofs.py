@@ -425,6 +425,12 @@ class InclusionProof(_Frozen):
     def verify(self) -> bool:
         """True iff the proof is well formed and its path hashes to ``root``.
 
+        This is a self-consistency check, not a security check: it trusts the
+        proof's own ``root``, ``tree_size`` and ``leaf_index``. Leaves are not
+        domain-separated from parents, so without a trusted size an internal
+        node or a lifted node can pass for a leaf at another index of a tree
+        of another size with the same root. Use :meth:`verify_against`.
+
         Checks arity (2..255), 0 <= leaf_index < tree_size <= 2**64-1,
         32-byte hashes, level_count == depth(tree_size), each position equal
         to the base-arity digit of leaf_index, each sibling count equal to
@@ -470,11 +476,23 @@ class InclusionProof(_Frozen):
             level_len = (level_len + arity - 1) // arity
         return current == root
 
-    def verify_against(self, trusted_root: bytes) -> bool:
-        """verify() and root == trusted_root (a root the caller trusts)."""
+    def verify_against(self, trusted_root: bytes, trusted_size: int) -> bool:
+        """True iff ``leaf`` is leaf ``leaf_index`` of the tree of
+        ``trusted_size`` leaves whose root is ``trusted_root``.
+
+        ``trusted_root`` and ``trusted_size`` are what the verifier trusts
+        (for instance a signed tree head); the proof's own claims are data.
+        The proof must carry exactly that root and size, and its path must
+        hash to the root. With the size fixed, the depth, every group's
+        member count and every position on the path are fixed, so a proof
+        for any (leaf, index) that is not in that tree needs a BLAKE3
+        collision. Never raises: malformed arguments give False.
+        """
         trusted = _normalize_bytes(trusted_root)
         try:
-            return _is_hash(trusted) and self.verify() and self.root == trusted
+            return (_is_hash(trusted) and _is_int(trusted_size)
+                    and self.tree_size == trusted_size and self.root == trusted
+                    and self.verify())
         except Exception:  # only reachable with objects forced past the constructor
             return False
 
@@ -633,6 +651,11 @@ class ConsistencyProof(_Frozen):
     def verify(self) -> bool:
         """True iff both roots are recomputed from the proof.
 
+        A self-consistency check, not a security check: it trusts the sizes
+        the proof carries, and a root does not fix its tree's size (a proof
+        "4 -> 8 leaves" can hold between the real roots of 8 and 16 leaves).
+        Use :meth:`verify_against` with the sizes you trust.
+
         The old root comes from the shared hashes alone, the new root from
         the shared and new hashes, level by level (SPEC.md). Sizes must
         satisfy 1 <= old_size <= new_size <= 2**64-1 and every count must be
@@ -687,21 +710,23 @@ class ConsistencyProof(_Frozen):
             new_len = (new_len + arity - 1) // arity
         return old_node == old_root and new_node == new_root
 
-    def verify_against(self, old_root: bytes, new_root: bytes) -> bool:
-        """verify() and both roots equal the given ones."""
+    def verify_against(self, old_root: bytes, old_size: int,
+                       new_root: bytes, new_size: int) -> bool:
+        """True iff the tree of ``old_size`` leaves with root ``old_root`` is
+        a prefix of the tree of ``new_size`` leaves with root ``new_root``.
+
+        All four values are what the verifier trusts (two signed tree heads,
+        say); the proof must carry exactly them and recompute both roots.
+        The sizes fix the shape of both boundary paths, so a false statement
+        needs a BLAKE3 collision. The new size is not implied by the new
+        root: a proof can recompute a real new root under a wrong new size,
+        which is why it must be trusted too. Never raises.
+        """
         old, new = _normalize_bytes(old_root), _normalize_bytes(new_root)
         try:
-            return (_is_hash(old) and _is_hash(new) and self.verify()
-                    and self.old_root == old and self.new_root == new)
-        except Exception:  # only reachable with objects forced past the constructor
-            return False
-
-    def verify_transition(self, trusted_old_root: bytes) -> bool:
-        """verify() and old_root == trusted_old_root. If True, the caller may
-        trust ``new_root`` as a root of an extension of the trusted tree."""
-        trusted = _normalize_bytes(trusted_old_root)
-        try:
-            return _is_hash(trusted) and self.verify() and self.old_root == trusted
+            return (_is_hash(old) and _is_hash(new) and _is_int(old_size) and _is_int(new_size)
+                    and self.old_size == old_size and self.new_size == new_size
+                    and self.old_root == old and self.new_root == new and self.verify())
         except Exception:  # only reachable with objects forced past the constructor
             return False
 
@@ -713,6 +738,11 @@ class ConsistencyProof(_Frozen):
         ``old_proof`` must verify against ``old_root`` for a tree of
         ``old_size`` leaves of the same arity; only data in the two proofs is
         used. The result equals a proof generated from the new tree.
+
+        Nothing here is trusted: the result is exactly as trustworthy as its
+        inputs. Check it with ``verify_against(trusted_new_root,
+        trusted_new_size)`` (a forged pair of inputs gives a proof for a
+        wrong size, which that check rejects).
         Raises :class:`InvalidArgumentError` if old_size == new_size (as the
         Rust crate does), if this proof does not verify, or if ``old_proof``
         does not fit it.
@@ -742,7 +772,7 @@ class ConsistencyProof(_Frozen):
                 f"the inclusion proof is for a tree of {old_proof.tree_size!r} leaves, "
                 f"the consistency proof starts at {self.old_size}"
             )
-        if not old_proof.verify_against(self.old_root):
+        if not old_proof.verify_against(self.old_root, self.old_size):
             raise InvalidArgumentError(
                 "the inclusion proof does not verify against the consistency proof's old_root"
             )

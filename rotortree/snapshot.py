@@ -276,18 +276,42 @@ class ProofBatch(Sequence[InclusionProof]):
         return len(self._data)
 
     def verify(self) -> bool:
-        """True if every proof in the batch verifies (in C, on the pool)."""
+        """True if every proof hashes to the root it carries (in C, on the
+        pool). A self-consistency check, not a security check: see
+        :meth:`verify_against`."""
         return self.first_invalid() is None
 
+    def verify_against(self, trusted_root: bytes, trusted_size: int) -> bool:
+        """True if every proof proves its leaf at its index in the tree of
+        ``trusted_size`` leaves whose root is ``trusted_root`` (in C, on the
+        pool); the rule of :meth:`InclusionProof.verify_against`."""
+        return self.first_invalid_against(trusted_root, trusted_size) is None
+
     def first_invalid(self) -> Optional[int]:
-        """Position of the first proof that does not verify, or None."""
+        """Position of the first proof that does not hash to the root it
+        carries, or None."""
+        return self._first_invalid(ffi.NULL, 0)
+
+    def first_invalid_against(self, trusted_root: bytes, trusted_size: int) -> Optional[int]:
+        """Position of the first proof that :meth:`verify_against` rejects,
+        or None. A root that is not 32 bytes or a size outside 1..2**64-1
+        rejects every proof (position 0 of a non-empty batch)."""
+        root = _trusted_root_bytes(trusted_root)
+        exact_int = isinstance(trusted_size, int) and not isinstance(trusted_size, bool)
+        size = trusted_size if exact_int else -1
+        if root is None or not 1 <= size <= _U64_MAX:
+            return 0 if len(self) else None
+        return self._first_invalid(root, size)
+
+    def _first_invalid(self, trusted_root: Any, trusted_size: int) -> Optional[int]:
         count = len(self)
         if count == 0:
             return None
         first = ffi.new("uint64_t *")
         status = lib.rt_verify_inclusion_batch(
             ffi.from_buffer("uint8_t[]", self._data), len(self._data),
-            ffi.from_buffer("uint64_t[]", self._offsets), count, first)
+            ffi.from_buffer("uint64_t[]", self._offsets), count, trusted_root, trusted_size,
+            first)
         if status == lib.RT_OK:
             return None
         if status == lib.RT_ERR_INVALID_PROOF:
@@ -352,6 +376,17 @@ def _inclusion_length(view: memoryview, at: int) -> int:
     if len(view) - at < length:
         raise InvalidProofError("truncated inclusion proof siblings")
     return length
+
+
+def _trusted_root_bytes(value: object) -> Optional[bytes]:
+    """The 32 bytes of a trusted root given as any bytes-like object, or
+    None when it is not one (verification then fails rather than raises,
+    like :meth:`InclusionProof.verify_against`)."""
+    try:
+        root = bytes(memoryview(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return root if len(root) == 32 else None
 
 
 def verify_proofs(batch: ProofBatch) -> bool:

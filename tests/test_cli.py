@@ -98,6 +98,11 @@ def test_no_command_is_an_error(capsys):
     (["root"], "FILE"),
     (["root", "x", "--bogus"], "unrecognized arguments"),
     (["verify", "p.json", "--root", "zz"], "64 hex digits"),
+    (["verify", "p.json", "--root", "00" * 32], "--root needs --size"),
+    (["verify", "p.json", "--size", "5"], "--size needs --root"),
+    (["verify", "p.json", "--old-root", "00" * 32, "--root", "00" * 32, "--size", "3"],
+     "--old-root needs --old-size"),
+    (["verify", "p.json", "--root", "00" * 32, "--size", "0"], "--size"),
     (["config", "--json", "--path"], "not allowed with"),
 ])
 def test_usage_errors_are_one_line_exit_2(argv, fragment, capsys):
@@ -264,9 +269,12 @@ def test_prove_and_verify_inclusion(leaf_file, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count(": valid: inclusion of leaf") == 3
 
-    assert cli.main(["verify", str(proofs), "--root", root, "--quiet"]) == 0
+    assert cli.main(["verify", str(proofs), "--root", root, "--size", "10000", "--quiet"]) == 0
     assert capsys.readouterr().out == ""
-    assert cli.main(["verify", str(proofs), "--root", "00" * 32]) == 1
+    assert cli.main(["verify", str(proofs), "--root", "00" * 32, "--size", "10000"]) == 1
+    assert capsys.readouterr().out.count("INVALID") == 3
+    # The right root at another size is not the tree the proofs are about.
+    assert cli.main(["verify", str(proofs), "--root", root, "--size", "9999"]) == 1
     assert capsys.readouterr().out.count("INVALID") == 3
 
 
@@ -303,8 +311,11 @@ def test_prove_and_verify_consistency(leaf_file, tmp_path, capsys):
     assert (document["old_root"], document["new_root"]) == (old_root, new_root)
     proof = tmp_path / "consistency.json"
     proof.write_text(json.dumps(document))
-    assert cli.main(["verify", str(proof), "--old-root", old_root, "--root", new_root]) == 0
-    assert cli.main(["verify", str(proof), "--old-root", new_root]) == 1
+    assert cli.main(["verify", str(proof), "--old-root", old_root, "--old-size", "1234",
+                     "--root", new_root, "--size", "5000"]) == 0
+    assert cli.main(["verify", str(proof), "--old-root", new_root, "--old-size", "1234"]) == 1
+    assert cli.main(["verify", str(proof), "--old-root", old_root, "--old-size", "1233"]) == 1
+    assert cli.main(["verify", str(proof), "--root", new_root, "--size", "5001"]) == 1
 
 
 def test_prove_and_verify_through_a_pipe(leaf_file):

@@ -105,7 +105,7 @@ def genuinely_included(root: bytes, index: int, leaf_bytes: bytes) -> bool:
 
 def c_verify(data: bytes) -> bool:
     return lib.rt_verify_inclusion(ffi.from_buffer("uint8_t[]", data) if data else ffi.new(
-        "uint8_t[1]"), len(data)) == lib.RT_OK
+        "uint8_t[1]"), len(data), ffi.NULL, 0) == lib.RT_OK
 
 
 def py_decode_verify(data: bytes) -> Tuple[bool, object]:
@@ -280,7 +280,8 @@ def test_mutated_consistency_proofs(shape, old_pick, ops):
         return
     assert proof.to_bytes() == data
     if not proof.verify():
-        assert not proof.verify_transition(proof.old_root)
+        assert not proof.verify_against(proof.old_root, proof.old_size,
+                                        proof.new_root, proof.new_size)
         return
     if proof.old_size == proof.new_size:
         assert proof.old_root == proof.new_root

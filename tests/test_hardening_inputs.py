@@ -743,7 +743,7 @@ def test_proof_objects_with_garbage_fields_never_verify_or_crash(tree, fields):
     values.update(fields)
     proof = InclusionProof(**values)
     assert proof.verify() is False
-    assert proof.verify_against(genuine.root) is False
+    assert proof.verify_against(genuine.root, genuine.tree_size) is False
     try:
         data = proof.to_bytes()
     except (ArgumentTypeError, InvalidArgumentError):

@@ -89,9 +89,9 @@ def test_exactly_at_capacity(arity, max_depth):
     indices = sorted({0, 1, capacity // 2, capacity - 2, capacity - 1,
                       *range(0, capacity, max(1, capacity // 300))})
     batch = snap.generate_proofs(indices)
-    assert batch.verify()
+    assert batch.verify() and batch.verify_against(root, capacity)
     last = batch[-1]
-    assert last.leaf_index == capacity - 1 and last.verify_against(root)
+    assert last.leaf_index == capacity - 1 and last.verify_against(root, capacity)
     assert all(len(level.siblings) == arity - 1 for level in last.levels)
     consistency = snap.generate_consistency_proof(capacity - 1, rotortree.compute_root(
         leaves[:-1], arity))

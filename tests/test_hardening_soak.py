@@ -140,19 +140,19 @@ def reader(load: Load, tree: LeanIMT, seed: int) -> None:
         count = rng.choice((1, 8, 64, 700))
         indices = np.array([rng.randrange(size) for _ in range(count)], dtype=np.uint64)
         batch = snap.generate_proofs(indices)
-        if not batch.verify() or not rotortree.verify_proofs(batch):
+        if not batch.verify_against(root, size) or not rotortree.verify_proofs(batch):
             load.fail(f"a batch of {count} proofs at size {size} does not verify")
         load.count("proofs", count)
         position = rng.randrange(count)
         proof = batch[position]
         leaf = snap.get_node(0, int(indices[position]))
-        if not (proof.verify_against(root) and proof.leaf == leaf and proof.tree_size == size):
+        if not (proof.verify_against(root, size) and proof.leaf == leaf):
             load.fail(f"proof of leaf {indices[position]} at size {size} is wrong (pure Python)")
         if previous is not None and previous[0] <= size:
             old_size, old_root = previous
             consistency = snap.generate_consistency_proof(old_size, old_root)
             decoded = ConsistencyProof.from_bytes(consistency.to_bytes())
-            if not decoded.verify_transition(old_root) or decoded.new_root != root:
+            if not decoded.verify_against(old_root, old_size, root, size):
                 load.fail(f"consistency {old_size} -> {size} does not verify")
             load.count("consistency proofs")
         previous = (size, root)
@@ -236,7 +236,7 @@ def durable_writer(load: Load, tree: RotorTree, seed: int) -> None:
                 with load.lock:
                     load.durable_snapshots.append((snap.size, snap.root))
                 index = rng.randrange(snap.size)
-                if not snap.generate_proof(index).verify_against(snap.root):
+                if not snap.generate_proof(index).verify_against(snap.root, snap.size):
                     load.fail(f"durable proof of {index} at size {snap.size} does not verify")
             load.count("durable snapshots")
         if len(tokens) > 50:

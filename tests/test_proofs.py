@@ -49,7 +49,7 @@ def test_vector_inclusion_proofs_are_byte_identical(kernel):
             proof = snap.generate_proof(expected["leaf_index"])
             assert proof.to_dict() == dict_without_verified(expected, vector["n"])
             assert proof.verify() is True
-            assert lib.rt_verify_inclusion(proof.to_bytes(), len(proof.to_bytes())) == lib.RT_OK
+            assert lib.rt_verify_inclusion(proof.to_bytes(), len(proof.to_bytes()), ffi.NULL, 0) == lib.RT_OK
             count += 1
     assert count == 96
 
@@ -92,7 +92,7 @@ def test_update_inclusion_proof_equals_fresh_proof(arity, new_size, data):
     old = tree_of(arity, old_size).snapshot()
     new = tree_of(arity, new_size).snapshot()
     consistency = new.generate_consistency_proof(old_size, old.root)
-    assert consistency.verify_transition(old.root)
+    assert consistency.verify_against(old.root, old_size, new.root, new_size)
     updated = consistency.update_inclusion_proof(old.generate_proof(index))
     assert updated == new.generate_proof(index)
 
@@ -244,7 +244,7 @@ def rng_bytes(count: int) -> bytes:
 
 
 def c_verifies(data: bytes) -> bool:
-    return lib.rt_verify_inclusion(ffi.from_buffer(data), len(data)) == lib.RT_OK
+    return lib.rt_verify_inclusion(ffi.from_buffer(data), len(data), ffi.NULL, 0) == lib.RT_OK
 
 
 def python_verifies(data: bytes) -> bool:
@@ -283,8 +283,10 @@ def test_consistency_proof_round_trips():
     proof = snap.generate_consistency_proof(333, tree_of(4, 333).root)
     assert ConsistencyProof.from_bytes(proof.to_bytes()) == proof
     assert ConsistencyProof.from_dict(proof.to_dict()) == proof
-    assert proof.verify_against(tree_of(4, 333).root, snap.root)
-    assert not proof.verify_transition(tree_of(4, 332).root)
+    assert proof.verify_against(tree_of(4, 333).root, 333, snap.root, 1025)
+    assert not proof.verify_against(tree_of(4, 332).root, 333, snap.root, 1025)
+    assert not proof.verify_against(tree_of(4, 333).root, 332, snap.root, 1025)
+    assert not proof.verify_against(tree_of(4, 333).root, 333, snap.root, 1024)
 
 
 def test_light_client_verifies_without_the_compiled_core():

@@ -149,7 +149,8 @@ def test_vector_inclusion_proofs(vector):
         assert raw["verified"] is True
         proof = InclusionProof.from_dict(raw, arity=arity)
         assert proof.verify()
-        assert proof.verify_against(vector_root)
+        assert proof.verify_against(vector_root, size)
+        assert not proof.verify_against(vector_root, size + 1)
         assert proof.level_count == raw["level_count"] == tree_depth(size, arity)
         # The reference generator makes the very same proof.
         assert proof == ref_proof(arity, size, raw["leaf_index"])
@@ -162,7 +163,7 @@ def test_vector_inclusion_proofs(vector):
         assert proof.to_dict() == expected
         assert InclusionProof.from_dict(proof.to_dict()) == proof
         assert InclusionProof.from_dict(json.loads(json.dumps(proof.to_dict()))) == proof
-        assert not proof.verify_against(flip(vector_root))
+        assert not proof.verify_against(flip(vector_root), size)
 
 
 @pytest.mark.parametrize("vector", PROOF_VECTORS, ids=vector_id)
@@ -173,8 +174,9 @@ def test_vector_consistency_proof(vector):
     proof = ConsistencyProof.from_dict(raw, arity=arity)
     old_root, new_root = bytes.fromhex(raw["old_root"]), bytes.fromhex(raw["new_root"])
     assert proof.verify()
-    assert proof.verify_against(old_root, new_root)
-    assert proof.verify_transition(old_root)
+    assert proof.verify_against(old_root, proof.old_size, new_root, size)
+    assert not proof.verify_against(old_root, proof.old_size + 1, new_root, size)
+    assert not proof.verify_against(old_root, proof.old_size, new_root, size + 1)
     assert new_root == bytes.fromhex(vector["root"]) and proof.new_size == size
     assert proof.level_count == raw["level_count"]
     assert proof == ref_consistency(arity, proof.old_size, size)
@@ -222,7 +224,7 @@ def test_reference_inclusion_proofs_verify(data):
     index = data.draw(st.integers(0, size - 1))
     proof = ref_proof(arity, size, index)
     assert proof.verify()
-    assert proof.verify_against(root(arity, size))
+    assert proof.verify_against(root(arity, size), size)
     assert proof.level_count == depth_of(size, arity) == tree_depth(size, arity)
     assert InclusionProof.from_bytes(proof.to_bytes()) == proof
     assert InclusionProof.from_dict(proof.to_dict()) == proof
@@ -270,7 +272,7 @@ def test_reference_consistency_proofs_verify(data):
     old_size = data.draw(st.integers(1, new_size))
     proof = ref_consistency(arity, old_size, new_size)
     assert proof.verify()
-    assert proof.verify_against(root(arity, old_size), root(arity, new_size))
+    assert proof.verify_against(root(arity, old_size), old_size, root(arity, new_size), new_size)
     assert proof.level_count == (0 if old_size == new_size else tree_depth(new_size, arity))
     assert ConsistencyProof.from_bytes(proof.to_bytes()) == proof
     assert ConsistencyProof.from_dict(proof.to_dict()) == proof
@@ -304,7 +306,7 @@ def check_update(arity: int, old_size: int, new_size: int, index: int) -> None:
     consistency = ref_consistency(arity, old_size, new_size)
     updated = consistency.update_inclusion_proof(ref_proof(arity, old_size, index))
     assert updated == ref_proof(arity, new_size, index), (arity, old_size, new_size, index)
-    assert updated.verify_against(consistency.new_root)
+    assert updated.verify_against(consistency.new_root, new_size)
 
 
 @settings(FAST, max_examples=250)
@@ -861,11 +863,16 @@ def test_verify_never_raises_on_garbage_inclusion():
     for changes in garbage:
         bad = copy_with(proof, **changes)
         assert bad.verify() is False, changes
-        assert bad.verify_against(proof.root) is False, changes
-    assert proof.verify_against(None) is False  # type: ignore[arg-type]
-    assert proof.verify_against(proof.root.hex()) is False  # type: ignore[arg-type]
-    assert proof.verify_against(Weird(proof.root)) is True
-    assert copy_with(proof, root=flip(proof.root)).verify_against(Weird(proof.root)) is False
+        assert bad.verify_against(proof.root, proof.tree_size) is False, changes
+    size = proof.tree_size
+    assert proof.verify_against(None, size) is False  # type: ignore[arg-type]
+    assert proof.verify_against(proof.root.hex(), size) is False  # type: ignore[arg-type]
+    assert proof.verify_against(proof.root, None) is False  # type: ignore[arg-type]
+    assert proof.verify_against(proof.root, str(size)) is False  # type: ignore[arg-type]
+    assert proof.verify_against(proof.root, float(size)) is False  # type: ignore[arg-type]
+    assert proof.verify_against(proof.root, 10 ** 500) is False
+    assert proof.verify_against(Weird(proof.root), size) is True
+    assert copy_with(proof, root=flip(proof.root)).verify_against(Weird(proof.root), size) is False
     # bytes subclasses and bytes-likes become plain bytes in the constructors.
     weird_sibling = (Weird(level.siblings[0]),) + level.siblings[1:]
     for weird in (copy_with(proof, leaf=Weird(proof.leaf), root=Weird(proof.root)),
@@ -875,9 +882,9 @@ def test_verify_never_raises_on_garbage_inclusion():
     # Even a value forced past the constructor cannot make verify raise.
     forced = copy_with(proof)
     object.__setattr__(forced, "root", Weird(proof.root))
-    assert forced.verify() is False and forced.verify_against(proof.root) is False
-    assert proof.verify_against(bytearray(proof.root)) is True
-    assert proof.verify_against(memoryview(proof.root)) is True
+    assert forced.verify() is False and forced.verify_against(proof.root, size) is False
+    assert proof.verify_against(bytearray(proof.root), size) is True
+    assert proof.verify_against(memoryview(proof.root), size) is True
 
 
 def test_verify_never_raises_on_garbage_consistency():
@@ -900,20 +907,21 @@ def test_verify_never_raises_on_garbage_consistency():
     for changes in garbage:
         bad = copy_with(proof, **changes)
         assert bad.verify() is False, changes
-        assert bad.verify_transition(proof.old_root) is False
-        assert bad.verify_against(proof.old_root, proof.new_root) is False
-    assert proof.verify_transition(None) is False  # type: ignore[arg-type]
-    assert proof.verify_against(proof.old_root, None) is False  # type: ignore[arg-type]
-    assert proof.verify_transition(flip(proof.old_root)) is False
-    assert proof.verify_against(proof.old_root, flip(proof.new_root)) is False
-    assert proof.verify_transition(bytearray(proof.old_root)) is True
+        assert bad.verify_against(proof.old_root, 6, proof.new_root, 300) is False
+    assert proof.verify_against(None, 6, proof.new_root, 300) is False  # type: ignore[arg-type]
+    assert proof.verify_against(proof.old_root, 6, None, 300) is False  # type: ignore[arg-type]
+    assert proof.verify_against(proof.old_root, "6", proof.new_root, 300) is False  # type: ignore[arg-type]
+    assert proof.verify_against(proof.old_root, 6, proof.new_root, None) is False  # type: ignore[arg-type]
+    assert proof.verify_against(flip(proof.old_root), 6, proof.new_root, 300) is False
+    assert proof.verify_against(proof.old_root, 6, flip(proof.new_root), 300) is False
+    assert proof.verify_against(bytearray(proof.old_root), 6, proof.new_root, 300) is True
     weird = copy_with(proof, new_root=Weird(proof.new_root))
     assert weird == proof and type(weird.new_root) is bytes and weird.verify()
-    assert proof.verify_against(Weird(proof.old_root), Weird(proof.new_root)) is True
+    assert proof.verify_against(Weird(proof.old_root), 6, Weird(proof.new_root), 300) is True
     forced = copy_with(proof)
     object.__setattr__(forced, "old_root", Weird(proof.old_root))
-    assert forced.verify() is False and forced.verify_transition(proof.old_root) is False
-    assert forced.verify_against(proof.old_root, proof.new_root) is False
+    assert forced.verify() is False
+    assert forced.verify_against(proof.old_root, 6, proof.new_root, 300) is False
 
 
 ANY = st.one_of(

@@ -99,13 +99,15 @@ def run(leaves: int = 1_000_000, arity: int = 4, proofs: int = 10_000,
             one_calls)
         progress.update()
 
-        add(f"ProofBatch.verify ({proofs:,} per call)", _timed(batch.verify, repeat), proofs,
+        add(f"ProofBatch.verify_against ({proofs:,} per call)",
+            _timed(lambda: batch.verify_against(snapshot.root, leaves), repeat), proofs,
             note="per proof; C, on the pool")
         progress.update()
 
         objects: List[InclusionProof] = [batch[i] for i in range(python_proofs)]
-        add("InclusionProof.verify (pure Python)",
-            _timed(lambda: [p.verify() for p in objects], repeat), python_proofs,
+        add("InclusionProof.verify_against (pure Python)",
+            _timed(lambda: [p.verify_against(snapshot.root, leaves) for p in objects], repeat),
+            python_proofs,
             note="the light-client path: blake3 package, no C core")
         add("JSON round trip (to_dict/from_dict)",
             _timed(lambda: [InclusionProof.from_dict(json.loads(json.dumps(p.to_dict())))
@@ -120,13 +122,15 @@ def run(leaves: int = 1_000_000, arity: int = 4, proofs: int = 10_000,
                             for _ in range(consistency_calls)], repeat), consistency_calls,
             note=f"{old_size:,} -> {leaves:,} leaves")
         consistency = snapshot.generate_consistency_proof(old_size, old_root)
-        add("ConsistencyProof.verify (pure Python)",
-            _timed(lambda: [consistency.verify() for _ in range(consistency_calls)], repeat),
+        add("ConsistencyProof.verify_against (pure Python)",
+            _timed(lambda: [consistency.verify_against(old_root, old_size, snapshot.root, leaves)
+                            for _ in range(consistency_calls)], repeat),
             consistency_calls)
         progress.update()
 
-    all_valid = (batch.verify() and all(p.verify() for p in objects)
-                 and consistency.verify())
+    all_valid = (batch.verify_against(snapshot.root, leaves)
+                 and all(p.verify_against(snapshot.root, leaves) for p in objects)
+                 and consistency.verify_against(old_root, old_size, snapshot.root, leaves))
     problems = [] if all_valid else ["a generated proof did not verify"]
     info = rotortree.pool_info()
     lines = [

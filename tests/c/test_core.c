@@ -622,7 +622,7 @@ static void check_batch_victims(uint8_t *data, const uint64_t *offsets, uint64_t
     }
     for (unsigned v = 0; v < victims; v++)
         CHECK(rt_verify_inclusion(data + offsets[victim[v]],
-                                  (size_t)(offsets[victim[v] + 1] - offsets[victim[v]])) ==
+                                  (size_t)(offsets[victim[v] + 1] - offsets[victim[v]]), NULL, 0) ==
                   RT_ERR_INVALID_PROOF,
               "%s: broken proof %llu verifies alone", what, (unsigned long long)victim[v]);
     for (unsigned t = 0; t < 24; t++) {
@@ -633,7 +633,7 @@ static void check_batch_victims(uint8_t *data, const uint64_t *offsets, uint64_t
                 want = victim[v] - start;
         uint64_t first = 0;
         int rc = rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets + start,
-                                           (size_t)(count - start), &first);
+                                           (size_t)(count - start), NULL, 0, &first);
         CHECK(rc == (want == UINT64_MAX ? RT_OK : RT_ERR_INVALID_PROOF) && first == want,
               "%s: %u broken proofs, sub-batch from %llu: rc %d first %llu, want %llu", what,
               victims, (unsigned long long)start, rc, (unsigned long long)first,
@@ -683,7 +683,7 @@ static void check_proofs(const rt_snapshot *snap, const ref *r, uint64_t count, 
         uint8_t *got = data + offsets[k];
         if (len != offsets[k + 1] - offsets[k] || memcmp(want, got, len) != 0)
             mismatched++;
-        if (rt_verify_inclusion(got, (size_t)(offsets[k + 1] - offsets[k])) != RT_OK)
+        if (rt_verify_inclusion(got, (size_t)(offsets[k + 1] - offsets[k]), NULL, 0) != RT_OK)
             unverified++;
         free(want);
     }
@@ -691,9 +691,31 @@ static void check_proofs(const rt_snapshot *snap, const ref *r, uint64_t count, 
           (unsigned long long)count);
     CHECK(unverified == 0, "%s: %ld proofs do not verify", what, unverified);
     uint64_t first = 0;
-    CHECK(rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, (size_t)count,
+    CHECK(rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, (size_t)count, NULL, 0,
                                     &first) == RT_OK && first == UINT64_MAX,
           "%s: batch verify", what);
+    if (count) {
+        // Against what a verifier trusts: the snapshot's root at its size
+        // passes; the same root at any other size fails every proof.
+        uint8_t trusted[32];
+        memcpy(trusted, data + 24, 32);
+        CHECK(rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, (size_t)count,
+                                        trusted, size, &first) == RT_OK && first == UINT64_MAX,
+              "%s: batch verify against the trusted root and size", what);
+        CHECK(rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, (size_t)count,
+                                        trusted, size + 1, &first) == RT_ERR_INVALID_PROOF &&
+                  first == 0,
+              "%s: batch verified against a wrong size", what);
+        CHECK(rt_verify_inclusion(data, (size_t)offsets[1], trusted, size) == RT_OK &&
+                  rt_verify_inclusion(data, (size_t)offsets[1], trusted, size - 1) ==
+                      RT_ERR_INVALID_PROOF,
+              "%s: single verify against the trusted size", what);
+        trusted[0] ^= 1;
+        CHECK(rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, (size_t)count,
+                                        trusted, size, &first) == RT_ERR_INVALID_PROOF &&
+                  first == 0,
+              "%s: batch verified against a wrong root", what);
+    }
 
     if (tamper && count) {
         // Break one proof in the middle of the batch (its root, leaf or
@@ -704,7 +726,7 @@ static void check_proofs(const rt_snapshot *snap, const ref *r, uint64_t count, 
         uint8_t saved = data[at];
         data[at] ^= (uint8_t)(1u << rng_below(g, 8));
         first = 0;
-        rc = rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, (size_t)count,
+        rc = rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, (size_t)count, NULL, 0,
                                        &first);
         CHECK(rc == RT_ERR_INVALID_PROOF && first == victim,
               "%s: tampered proof %llu: rc %d first %llu", what, (unsigned long long)victim, rc,
@@ -731,7 +753,7 @@ static void check_mutations(const rt_snapshot *snap, uint64_t index, const char 
     size_t len = (size_t)offsets[1];
     uint8_t *proof = xmalloc(len + 1);
     CHECK(rt_proofs_fill(snap, &index, 1, offsets, proof) == RT_OK, "%s: fill", what);
-    CHECK(rt_verify_inclusion(proof, len) == RT_OK, "%s: genuine proof", what);
+    CHECK(rt_verify_inclusion(proof, len, NULL, 0) == RT_OK, "%s: genuine proof", what);
     long false_accepts = 0;
     // Every bit of the header and of the first level's counts; in long
     // proofs (high arities) a sample of the sibling bytes, one bit each.
@@ -742,17 +764,17 @@ static void check_mutations(const rt_snapshot *snap, uint64_t index, const char 
         for (unsigned b = 0; b < bits; b++) {
             unsigned bit = bits == 8 ? b : (unsigned)rng_below(g, 8);
             proof[at] ^= (uint8_t)(1u << bit);
-            if (rt_verify_inclusion(proof, len) == RT_OK && (at >= 24 || (at >= 8 && at < 16)))
+            if (rt_verify_inclusion(proof, len, NULL, 0) == RT_OK && (at >= 24 || (at >= 8 && at < 16)))
                 false_accepts++;
             proof[at] ^= (uint8_t)(1u << bit);
         }
     }
     CHECK(false_accepts == 0, "%s: %ld bit flips verified", what, false_accepts);
     for (size_t cut = 0; cut < len; cut += cut < 256 ? 1 : 1 + (size_t)rng_below(g, 64))
-        if (rt_verify_inclusion(proof, cut) == RT_OK)
+        if (rt_verify_inclusion(proof, cut, NULL, 0) == RT_OK)
             false_accepts++;
     proof[len] = 0;
-    if (rt_verify_inclusion(proof, len + 1) == RT_OK)
+    if (rt_verify_inclusion(proof, len + 1, NULL, 0) == RT_OK)
         false_accepts++;
     CHECK(false_accepts == 0, "%s: truncated or extended proofs verified", what);
     free(proof);
@@ -910,22 +932,22 @@ static void test_api_errors(void)
     CHECK(rt_proofs_fill(snap, other, 1, offsets, proof) == RT_ERR_INVALID_ARGUMENT,
           "fill index past size");
     CHECK(rt_proofs_fill(snap, idx, 1, offsets, proof) == RT_OK, "fill");
-    CHECK(rt_verify_inclusion(NULL, 10) == RT_ERR_INVALID_ARGUMENT, "verify NULL");
-    CHECK(rt_verify_inclusion(proof, (size_t)offsets[1]) == RT_OK, "verify");
+    CHECK(rt_verify_inclusion(NULL, 10, NULL, 0) == RT_ERR_INVALID_ARGUMENT, "verify NULL");
+    CHECK(rt_verify_inclusion(proof, (size_t)offsets[1], NULL, 0) == RT_OK, "verify");
     uint64_t first = 0;
-    CHECK(rt_verify_inclusion_batch(proof, (size_t)offsets[1], NULL, 1, &first) ==
+    CHECK(rt_verify_inclusion_batch(proof, (size_t)offsets[1], NULL, 1, NULL, 0, &first) ==
               RT_ERR_INVALID_ARGUMENT, "batch NULL offsets");
-    CHECK(rt_verify_inclusion_batch(proof, (size_t)offsets[1], offsets, 1, NULL) ==
+    CHECK(rt_verify_inclusion_batch(proof, (size_t)offsets[1], offsets, 1, NULL, 0, NULL) ==
               RT_ERR_INVALID_ARGUMENT, "batch NULL first");
-    CHECK(rt_verify_inclusion_batch(NULL, 0, offsets, 1, &first) == RT_ERR_INVALID_ARGUMENT,
+    CHECK(rt_verify_inclusion_batch(NULL, 0, offsets, 1, NULL, 0, &first) == RT_ERR_INVALID_ARGUMENT,
           "batch NULL data");
-    CHECK(rt_verify_inclusion_batch(proof, (size_t)offsets[1] - 1, offsets, 1, &first) ==
+    CHECK(rt_verify_inclusion_batch(proof, (size_t)offsets[1] - 1, offsets, 1, NULL, 0, &first) ==
               RT_ERR_INVALID_ARGUMENT, "batch offsets past data");
     uint64_t backwards[3] = {0, 100, 50};
-    CHECK(rt_verify_inclusion_batch(proof, sizeof(proof), backwards, 2, &first) ==
+    CHECK(rt_verify_inclusion_batch(proof, sizeof(proof), backwards, 2, NULL, 0, &first) ==
               RT_ERR_INVALID_ARGUMENT, "batch decreasing offsets");
     uint64_t none[1] = {0};
-    CHECK(rt_verify_inclusion_batch(NULL, 0, none, 0, &first) == RT_OK && first == UINT64_MAX,
+    CHECK(rt_verify_inclusion_batch(NULL, 0, none, 0, NULL, 0, &first) == RT_OK && first == UINT64_MAX,
           "empty batch verifies");
     size_t clen = 0;
     CHECK(rt_consistency_size(NULL, 1, &clen) == RT_ERR_INVALID_ARGUMENT, "consistency NULL");
@@ -1441,7 +1463,7 @@ static void test_garbage_proofs(rng *g)
             i /= arity;
             len = len / arity + (len % arity != 0);
         }
-        if (rt_verify_inclusion(proof, at) == RT_OK && !(depth == 0 && same_hash(root, leaf)))
+        if (rt_verify_inclusion(proof, at, NULL, 0) == RT_OK && !(depth == 0 && same_hash(root, leaf)))
             accepted++;
         // Random header fields and random bytes after a valid header prefix.
         for (int m = 0; m < 4; m++) {
@@ -1450,7 +1472,7 @@ static void test_garbage_proofs(rng *g)
                 proof[b] = (uint8_t)rng_next(g);
             memcpy(proof, "RTIP\x01", 5);
             proof[7] = 0;
-            if (rt_verify_inclusion(proof, cut) == RT_OK)
+            if (rt_verify_inclusion(proof, cut, NULL, 0) == RT_OK)
                 accepted++;
         }
         free(proof);
@@ -1815,7 +1837,7 @@ static void *conc_reader(void *arg)
             for (size_t k = 0; k < count; k++) {
                 const uint8_t *p = data + offsets[k];
                 size_t plen = (size_t)(offsets[k + 1] - offsets[k]);
-                if (rt_verify_inclusion(p, plen) != RT_OK || get_u64(p + 8) != idx[k] ||
+                if (rt_verify_inclusion(p, plen, NULL, 0) != RT_OK || get_u64(p + 8) != idx[k] ||
                     get_u64(p + 16) != ss.size || !same_hash(p + 24, c->roots + ss.size * 32u) ||
                     !same_hash(p + 56, c->leaves + idx[k] * 32u))
                     bad++;
@@ -1823,6 +1845,7 @@ static void *conc_reader(void *arg)
             CHECK(bad == 0, "%ld concurrent proofs wrong", bad);
             uint64_t first = 0;
             CHECK(rt_verify_inclusion_batch(data, (size_t)offsets[count], offsets, count,
+                                            c->roots + ss.size * 32u, ss.size,
                                             &first) == RT_OK, "concurrent batch verify");
             atomic_fetch_add(&c->proofs, (long)count);
             free(data);
