@@ -8,12 +8,14 @@ Properties:
 * The C verifier (``lib.rt_verify_inclusion``, and batches through
   ``ProofBatch.from_bytes`` / ``first_invalid``) and the pure-Python one
   (``InclusionProof.from_bytes(...).verify()``) give the same verdict.
-* Nothing verifies falsely: a mutated inclusion proof that verifies claims
-  a (root, leaf index, leaf) triple that is genuinely true of one of the
-  trees the proofs came from (the root does not commit to ``tree_size`` or
-  ``arity``, so a proof with a changed size or arity can still state a true
-  fact); a mutated consistency proof that verifies links two genuine roots
-  (old prefix, new tree) or states old_root == new_root for equal sizes.
+* Nothing verifies falsely against what a verifier trusts: a mutated
+  inclusion proof accepted by ``verify_against(root, size)`` (C and Python
+  agreeing) for the root and size of the tree it came from states a true
+  fact of that tree. Self-consistency (``verify()``) alone proves nothing
+  (a root does not fix its tree's size; ``tests/test_forgery.py`` builds
+  such proofs), so it is only compared between C and Python here. A mutated
+  consistency proof that verifies links two genuine roots (old prefix, new
+  tree) or states old_root == new_root for equal sizes.
 * Decodable bytes re-encode to the same bytes.
 * Opening a durable tree whose meta, level or WAL files were damaged at
   random either recovers a prefix of the written history (its root is the
@@ -36,7 +38,7 @@ import struct
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import blake3
 import pytest
@@ -85,27 +87,10 @@ def tree_of(arity: int, size: int):
     return leaves, tree.snapshot()
 
 
-# Genuine facts: root -> leaves of every tree (and every prefix) made here.
-@lru_cache(maxsize=None)
-def genuine_roots() -> Dict[bytes, List[bytes]]:
-    facts: Dict[bytes, List[bytes]] = {}
-    for arity in ARITIES:
-        for size in SIZES:
-            leaves, snap = tree_of(arity, size)
-            for prefix in range(1, size + 1):
-                root = rotortree.compute_root(b"".join(leaves[:prefix]), arity)
-                facts.setdefault(root, leaves[:prefix])
-    return facts
-
-
-def genuinely_included(root: bytes, index: int, leaf_bytes: bytes) -> bool:
-    leaves = genuine_roots().get(root)
-    return leaves is not None and 0 <= index < len(leaves) and leaves[index] == leaf_bytes
-
-
-def c_verify(data: bytes) -> bool:
+def c_verify(data: bytes, trusted_root: Optional[bytes] = None, trusted_size: int = 0) -> bool:
     return lib.rt_verify_inclusion(ffi.from_buffer("uint8_t[]", data) if data else ffi.new(
-        "uint8_t[1]"), len(data), ffi.NULL, 0) == lib.RT_OK
+        "uint8_t[1]"), len(data), ffi.NULL if trusted_root is None else trusted_root,
+        trusted_size) == lib.RT_OK
 
 
 def py_decode_verify(data: bytes) -> Tuple[bool, object]:
@@ -176,8 +161,11 @@ def test_mutated_inclusion_proofs(shape, ops):
     py_ok, proof = py_decode_verify(data)
     assert c_ok == py_ok, f"C says {c_ok}, Python says {py_ok} for {data.hex()}"
     event("verifies" if py_ok else "decodes, fails" if proof is not None else "rejected")
-    if py_ok:
-        assert genuinely_included(proof.root, proof.leaf_index, proof.leaf), (
+    c_trusted = c_verify(data, snap.root, size)
+    py_trusted = proof is not None and proof.verify_against(snap.root, size)
+    assert c_trusted == py_trusted, f"trusted: C says {c_trusted}, Python {py_trusted}"
+    if py_trusted:
+        assert proof.tree_size == size and leaves[proof.leaf_index] == proof.leaf, (
             f"false proof verified: index {proof.leaf_index} root {proof.root.hex()}")
 
 
@@ -204,6 +192,8 @@ def test_mutated_proof_batches(shapes, ops, header_ops):
     for arity, size, pick in shapes:
         _, snap = tree_of(arity, size)
         proofs.append(snap.generate_proof(pick % size).to_bytes())
+    # The verifier trusts the head of the first proof's tree.
+    trusted_leaves, trusted = tree_of(*shapes[0][:2])
     for position, mutations in ops:
         if position < len(proofs):
             proofs[position] = mutate(proofs[position], mutations)
@@ -219,10 +209,16 @@ def test_mutated_proof_batches(shapes, ops, header_ops):
     expected_first = next((i for i, ok in enumerate(verdicts) if not ok), None)
     assert batch.first_invalid() == expected_first
     assert rotortree.verify_proofs(batch) == (expected_first is None)
-    for i, ok in enumerate(verdicts):
+    trusted_verdicts = [batch[i].verify_against(trusted.root, trusted.size)
+                        for i in range(len(batch))]
+    assert trusted_verdicts == [c_verify(batch.proof_bytes(i), trusted.root, trusted.size)
+                                for i in range(len(batch))]
+    assert batch.first_invalid_against(trusted.root, trusted.size) == next(
+        (i for i, ok in enumerate(trusted_verdicts) if not ok), None)
+    for i, ok in enumerate(trusted_verdicts):
         if ok:
             p = batch[i]
-            assert genuinely_included(p.root, p.leaf_index, p.leaf)
+            assert p.tree_size == trusted.size and trusted_leaves[p.leaf_index] == p.leaf
     assert ProofBatch.from_bytes(batch.to_bytes()).to_bytes() == batch.to_bytes()
 
 

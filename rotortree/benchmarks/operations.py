@@ -84,6 +84,8 @@ def run(leaves: int = 1_000_000, arity: int = 4, proofs: int = 10_000,
         progress.update()
 
         snapshot = tree.snapshot()
+        root = snapshot.root
+        assert root is not None
         batch_holder: List[Any] = []
 
         def generate() -> None:
@@ -100,13 +102,13 @@ def run(leaves: int = 1_000_000, arity: int = 4, proofs: int = 10_000,
         progress.update()
 
         add(f"ProofBatch.verify_against ({proofs:,} per call)",
-            _timed(lambda: batch.verify_against(snapshot.root, leaves), repeat), proofs,
+            _timed(lambda: batch.verify_against(root, leaves), repeat), proofs,
             note="per proof; C, on the pool")
         progress.update()
 
         objects: List[InclusionProof] = [batch[i] for i in range(python_proofs)]
         add("InclusionProof.verify_against (pure Python)",
-            _timed(lambda: [p.verify_against(snapshot.root, leaves) for p in objects], repeat),
+            _timed(lambda: [p.verify_against(root, leaves) for p in objects], repeat),
             python_proofs,
             note="the light-client path: blake3 package, no C core")
         add("JSON round trip (to_dict/from_dict)",
@@ -123,14 +125,14 @@ def run(leaves: int = 1_000_000, arity: int = 4, proofs: int = 10_000,
             note=f"{old_size:,} -> {leaves:,} leaves")
         consistency = snapshot.generate_consistency_proof(old_size, old_root)
         add("ConsistencyProof.verify_against (pure Python)",
-            _timed(lambda: [consistency.verify_against(old_root, old_size, snapshot.root, leaves)
+            _timed(lambda: [consistency.verify_against(old_root, old_size, root, leaves)
                             for _ in range(consistency_calls)], repeat),
             consistency_calls)
         progress.update()
 
-    all_valid = (batch.verify_against(snapshot.root, leaves)
-                 and all(p.verify_against(snapshot.root, leaves) for p in objects)
-                 and consistency.verify_against(old_root, old_size, snapshot.root, leaves))
+    all_valid = (batch.verify_against(root, leaves)
+                 and all(p.verify_against(root, leaves) for p in objects)
+                 and consistency.verify_against(old_root, old_size, root, leaves))
     problems = [] if all_valid else ["a generated proof did not verify"]
     info = rotortree.pool_info()
     lines = [
