@@ -25,7 +25,7 @@ from conftest import kernels
 from reference import build_levels, vector_leaf
 from rotortree import cli
 from rotortree._native import lib
-from rotortree.proofs import ConsistencyProof, InclusionProof
+from rotortree.proofs import ConsistencyLevel, ConsistencyProof, InclusionProof
 from rotortree.snapshot import ProofBatch
 
 BATCH_HEADER = struct.Struct("<4sB3xQ")
@@ -129,6 +129,20 @@ def test_consistency_proof_between_real_roots_under_false_sizes():
     assert forged.verify_against(root8, 8, root16, 16) is False
     assert forged.verify_against(root8, 4, root16, 16) is False
     assert forged.verify_against(root8, 8, root16, 8) is False
+
+
+def test_consistency_proof_recomputes_a_real_new_root_under_a_wrong_new_size():
+    # Arity 2: the real tree of 3 leaves, claimed as 4 with the lifted leaf 2
+    # offered as node (1, 1). The old side is genuine (size 1, root leaf 0).
+    leaves = leaves_of(3)
+    root3 = rotortree.compute_root(b"".join(leaves), 2)
+    forged = ConsistencyProof(2, 1, 4, leaves[0], root3,
+                              (ConsistencyLevel((leaves[0],), (leaves[1],)),
+                               ConsistencyLevel((), (leaves[2],))))
+    assert forged.verify()
+    assert forged.verify_against(leaves[0], 1, root3, 3) is False
+    genuine = tree_of(2, leaves).snapshot().generate_consistency_proof(1, leaves[0])
+    assert genuine.verify_against(leaves[0], 1, root3, 3)
 
 
 def test_update_inclusion_proof_does_not_launder_a_forgery():
