@@ -37,7 +37,7 @@ static inline uint64_t rt_ceil_div(uint64_t x, unsigned d)
 }
 
 /* Levels above the leaves: 0 for size <= 1, else the least d with
- * arity**d >= size (SPEC.md). */
+ * arity**d >= size (docs/spec.md §1). */
 static inline unsigned rt_depth_of(uint64_t size, unsigned arity)
 {
     unsigned depth = 0;

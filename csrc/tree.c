@@ -161,7 +161,7 @@ static void run_level(level_job *job, uint64_t parent_count)
 
 /* ---- the lowest levels, fused by aligned subtree ------------------------ */
 
-// Node (l, j) depends only on the leaves of its aligned subtree (SPEC.md), so
+// Node (l, j) depends only on the leaves of its aligned subtree (docs/spec.md §1), so
 // the lowest `top` levels are computed block by block: a unit takes blocks
 // of arity**top leaves, copies them in, and hashes every level of each
 // block while it is still in cache. A level at a time would stream the

@@ -5,7 +5,7 @@ and so is a file that cannot be mapped.
 
 The root of a file is computed segment by segment: a segment holds
 ``arity ** k`` leaves, aligned, so its root is node (k, j) of the whole tree
-(SPEC.md, "useful fact"); the segment roots are therefore level k, and the
+(docs/spec.md §1, aligned subtrees); the segment roots are therefore level k, and the
 root of the LeanIMT over them is the root of the file.
 """
 

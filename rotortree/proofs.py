@@ -2,7 +2,7 @@
 
 This module needs only the standard library, ``blake3`` and
 :mod:`rotortree.errors`, so a light client can check proofs without the
-compiled core. Semantics follow ``SPEC.md`` and the Rust crate ``rotortree``
+compiled core. Semantics follow ``docs/spec.md`` and the Rust crate ``rotortree``
 0.15: a proof made by either verifies with the other.
 
 Hashing: the parent of a group of ``k >= 2`` children is
@@ -657,7 +657,7 @@ class ConsistencyProof(_Frozen):
         Use :meth:`verify_against` with the sizes you trust.
 
         The old root comes from the shared hashes alone, the new root from
-        the shared and new hashes, level by level (SPEC.md). Sizes must
+        the shared and new hashes, level by level (docs/spec.md §3). Sizes must
         satisfy 1 <= old_size <= new_size <= 2**64-1 and every count must be
         exactly what they imply; old_size == new_size carries no levels and
         holds iff old_root == new_root. Never raises.

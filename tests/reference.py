@@ -1,5 +1,5 @@
 """A deliberately plain pure-Python LeanIMT, the oracle the C core is tested
-against. It follows SPEC.md line by line and shares no code with the package.
+against. It follows docs/spec.md line by line and shares no code with the package.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def vector_leaf(i: int) -> bytes:
 
 
 def inclusion_proof_levels(leaves: Sequence[bytes], arity: int, index: int):
-    """SPEC's inclusion proof of leaf `index`, from the leaves up, as a list
+    """The specification's inclusion proof of leaf `index`, from the leaves up, as a list
     of (position, [siblings]): the path node's index within its group and
     the other members of that group in order (none when it is lifted)."""
     assert 0 <= index < len(leaves)
@@ -62,7 +62,7 @@ def inclusion_proof_levels(leaves: Sequence[bytes], arity: int, index: int):
 
 
 def consistency_levels(leaves: Sequence[bytes], arity: int, old_size: int):
-    """SPEC's consistency proof from the first `old_size` leaves to all of
+    """The specification's consistency proof from the first `old_size` leaves to all of
     `leaves`, as a list of (shared, new) hash lists from the leaves up."""
     assert 1 <= old_size <= len(leaves)
     if old_size == len(leaves):
