@@ -390,7 +390,8 @@ def _trusted_root_bytes(value: object) -> Optional[bytes]:
 
 
 def verify_proofs(batch: ProofBatch) -> bool:
-    """True if every proof in ``batch`` verifies (in C, in parallel)."""
+    """``batch.verify()``: every proof hashes to the root it carries (in C, in
+    parallel). Self-consistency only; use ``batch.verify_against(root, size)``."""
     if not isinstance(batch, ProofBatch):
         raise ArgumentTypeError(f"expected a ProofBatch, not {type(batch).__name__}")
     return batch.verify()
