@@ -7,6 +7,16 @@ import operator
 from .errors import ArgumentTypeError
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A caller's value for a one-line message: repr() (which escapes
+    newlines), cut when long. Never str() of a huge int, which Python refuses
+    past 4300 digits: the message would turn into a bare ValueError."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
 def int_arg(name: str, value: object) -> int:
     """``value`` as a plain int. Anything with ``__index__`` is accepted
     (numpy integer scalars, IntEnum members), so indices computed with numpy
@@ -22,4 +32,4 @@ def int_arg(name: str, value: object) -> int:
         raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}") from None
 
 
-__all__ = ["int_arg"]
+__all__ = ["int_arg", "shown"]

@@ -52,6 +52,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, TypedDict
 
 from ._native import check, ffi, lib
 from ._validate import int_arg
+from ._validate import shown as _shown
 from .errors import (
     ArgumentTypeError,
     InvalidArgumentError,
@@ -271,16 +272,6 @@ def pool_stats() -> Dict[str, int]:
 
 
 # -- environment and config file ---------------------------------------------
-
-
-def _shown(value: object, limit: int = 60) -> str:
-    """A user's value for a one-line message: repr() (escapes newlines), cut
-    when long, and never str() of a huge int (Python refuses to convert
-    integers of more than 4300 digits)."""
-    if isinstance(value, int) and value.bit_length() > 128:
-        return f"<an integer of {value.bit_length()} bits>"
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 def _shown_path(path: object) -> str:

@@ -432,8 +432,13 @@ def test_broken_config_file_fails_clearly(tmp_path):
     path = tmp_path / "config.json"
     path.write_text("{nope")
     proc = run_cli("config", env={"ROTORTREE_CONFIG": str(path)})
-    assert proc.returncode != 0
-    assert f"bad rotortree config file {path}" in proc.stderr.decode()
+    assert proc.returncode == 2
+    one_error_line(proc.stderr.decode(), f"config file {path} ignored: not valid JSON",
+                   "rotortree config --reset")
+    reset = run_cli("config", "--reset", env={"ROTORTREE_CONFIG": str(path)})
+    assert reset.returncode == 0 and reset.stderr == b"", reset.stderr
+    assert not path.exists()
+    assert run_cli("config", env={"ROTORTREE_CONFIG": str(path)}).returncode == 0
 
 
 # -- bench ------------------------------------------------------------------------------------
