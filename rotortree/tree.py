@@ -56,11 +56,11 @@ class LeanIMT:
         max_depth = _int_arg("max_depth", max_depth)
         if not lib.RT_MIN_ARITY <= arity <= lib.RT_MAX_ARITY:
             raise InvalidArgumentError(
-                f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {arity}"
+                f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {shown(arity)}"
             )
         if not 1 <= max_depth <= lib.RT_MAX_DEPTH_LIMIT:
             raise InvalidArgumentError(
-                f"max_depth must be 1..{lib.RT_MAX_DEPTH_LIMIT}, got {max_depth}"
+                f"max_depth must be 1..{lib.RT_MAX_DEPTH_LIMIT}, got {shown(max_depth)}"
             )
         out = ffi.new("rt_tree **")
         check(lib.rt_tree_new(arity, max_depth, out), "LeanIMT")
@@ -251,7 +251,7 @@ def compute_root(leaves: Leaves, arity: int = 4) -> bytes:
     arity = _int_arg("arity", arity)
     if not lib.RT_MIN_ARITY <= arity <= lib.RT_MAX_ARITY:
         raise InvalidArgumentError(
-            f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {arity}"
+            f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {shown(arity)}"
         )
     buffer, count = leaf_batch(leaves)
     root = ffi.new("uint8_t[32]")

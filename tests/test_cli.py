@@ -335,6 +335,9 @@ def test_prove_errors(leaf_file, argv, fragment, capsys):
     ("[1]", "is not a JSON object"),
     ('{"a": 1}', "neither an inclusion proof"),
     ('{"leaf_index": 1}', "proof"),
+    # json's own limits: its recursion and Python's int() digit limit
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"leaf_index": ' + "9" * 5000 + "}", "too many digits"),
 ])
 def test_verify_errors(tmp_path, content, fragment, capsys):
     path = tmp_path / "proof.json"
