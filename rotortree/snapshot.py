@@ -137,7 +137,8 @@ class Snapshot:
     # -- proofs ------------------------------------------------------------
 
     def generate_proof(self, index: int) -> InclusionProof:
-        """The inclusion proof of leaf ``index``."""
+        """The inclusion proof of leaf ``index``: an int or any integer with
+        ``__index__`` (numpy integers), not a bool."""
         index = _int_arg("index", index)
         if not 0 <= index < self._size:
             raise NodeIndexError(f"leaf index {shown(index)} out of range for size {self._size}")
@@ -153,8 +154,9 @@ class Snapshot:
     def generate_proofs(self, indices: Union[Iterable[int], Any]) -> "ProofBatch":
         """Inclusion proofs of many leaves in one call into C, on the pool.
 
-        ``indices`` is any iterable of ints; a 1-D array of 8-byte integers
-        (numpy uint64/int64, ``array('Q')``) is read without a copy.
+        ``indices`` is any iterable of integers (ints or anything with
+        ``__index__``, not bools); a 1-D array of 8-byte integers (numpy
+        uint64/int64, ``array('Q')``) is read without a copy.
         """
         buffer, count = _index_buffer(indices)
         try:

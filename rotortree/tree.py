@@ -95,6 +95,8 @@ class LeanIMT:
         memoryview, a C-contiguous uint8 numpy array of shape (k, 32) or
         (32*k,)), read without a copy, or an iterable of 32-byte leaves.
         The batch gives the same root as inserting its leaves one by one.
+        A batch that would take the tree past :attr:`capacity` raises
+        :class:`~rotortree.MaxDepthExceededError` and inserts nothing.
         """
         buffer, count = leaf_batch(leaves)
         root = ffi.new("uint8_t[32]")
@@ -198,7 +200,8 @@ class LeanIMT:
         return Snapshot(out[0], self._keepalive)
 
     def generate_proof(self, index: int) -> "InclusionProof":
-        """Inclusion proof of leaf ``index`` against the current root."""
+        """Inclusion proof of leaf ``index`` (any integer with ``__index__``,
+        numpy integers included; not a bool) against the current root."""
         return self.snapshot().generate_proof(index)
 
     def generate_proofs(self, indices: Any) -> "ProofBatch":
