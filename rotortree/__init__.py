@@ -41,7 +41,6 @@ __version__ = "0.1.0"
 HASH_LEN = 32
 
 
-
 def _run_as_command() -> bool:
     """True when this interpreter was started as the ``rotortree`` command
     (``python -m rotortree`` or the console script). The package is imported
