@@ -63,14 +63,39 @@ static struct {
 static void cache_lock_prepare(void) { pthread_mutex_lock(&mapping_cache.lock); }
 static void cache_lock_release(void) { pthread_mutex_unlock(&mapping_cache.lock); }
 
+static int c_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/* ASCII digits between optional whitespace, at most SIZE_MAX >> 20; anything
+ * else keeps the default. strtoull alone would take "-5" as 2**64 - 5, an
+ * unlimited cache. rotortree/config.py applies the same rule to report the
+ * values ignored here, so the two must change together. */
+static size_t mapping_cache_limit(const char *env)
+{
+    const size_t fallback = (size_t)MAPPING_CACHE_DEFAULT_MB << 20;
+    if (!env)
+        return fallback;
+    while (c_space(*env))
+        env++;
+    if (*env < '0' || *env > '9')
+        return fallback; // also the empty and all-blank values
+    size_t mb = 0;
+    for (; *env >= '0' && *env <= '9'; env++) {
+        unsigned digit = (unsigned)(*env - '0');
+        if (mb > ((SIZE_MAX >> 20) - digit) / 10)
+            return fallback;
+        mb = mb * 10 + digit;
+    }
+    while (c_space(*env))
+        env++;
+    return *env ? fallback : mb << 20;
+}
+
 static void mapping_cache_init(void)
 {
-    const char *env = getenv("ROTORTREE_MEMORY_CACHE_MB");
-    char *end = NULL;
-    unsigned long long mb = env && *env ? strtoull(env, &end, 10) : MAPPING_CACHE_DEFAULT_MB;
-    if (env && *env && (!end || *end))
-        mb = MAPPING_CACHE_DEFAULT_MB; // unparsable: keep the default
-    mapping_cache.limit = (size_t)mb << 20;
+    mapping_cache.limit = mapping_cache_limit(getenv("ROTORTREE_MEMORY_CACHE_MB"));
     pthread_atfork(cache_lock_prepare, cache_lock_release, cache_lock_release);
 }
 

@@ -11,6 +11,7 @@ importable, and touching a tree raises an ImportError that says why.
 from __future__ import annotations
 
 import atexit as _atexit
+import sys as _sys
 from typing import Any
 
 from .errors import (
@@ -28,6 +29,7 @@ from .errors import (
     OutOfMemoryError,
     PoolBusyError,
     RotorTreeError,
+    RotorTreeWarning,
     StorageMismatchError,
     ThreadError,
     TreeLockedError,
@@ -37,6 +39,31 @@ from .proofs import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLev
 
 __version__ = "0.1.0"
 HASH_LEN = 32
+
+
+def _run_as_command() -> bool:
+    """True when this interpreter was started as the ``rotortree`` command
+    (``python -m rotortree`` or the console script). The package is imported
+    before the command's own code runs, so only the command line can tell;
+    the command then reports ignored settings as its one error line instead
+    of a warning printed ahead of it."""
+    import os
+
+    argv = getattr(_sys, "argv", None) or [""]
+    if argv[0] == "-m":  # runpy sets the real argv[0] only after importing the package
+        orig_argv = getattr(_sys, "orig_argv", None) or []  # Python 3.10+
+        if len(orig_argv) < len(argv):
+            return False
+        module = orig_argv[len(orig_argv) - len(argv)]  # "rotortree", or "-mrotortree"
+        if module.startswith("-m"):
+            module = module[2:]
+        return module in ("rotortree", "rotortree.__main__")
+    # The console script pip writes (bin/rotortree, Scripts/rotortree-script.py)
+    # imports rotortree.__main__ as its first statement.
+    script = getattr(_sys.modules.get("__main__"), "__file__", None)
+    return script == argv[0] and os.path.splitext(os.path.basename(script))[0] in (
+        "rotortree", "rotortree-script")
+
 
 _NATIVE_NAMES = (
     "LeanIMT", "Snapshot", "ProofBatch", "compute_root", "verify_proofs",
@@ -56,7 +83,9 @@ else:
     from .snapshot import ProofBatch, Snapshot, verify_proofs
     from .tree import LeanIMT, compute_root
 
-    _config.apply_environment()
+    # A bad setting is ignored with a warning, never an ImportError: that
+    # would also take away pure-Python proof verification.
+    _config.apply_environment(warn=not _run_as_command())
     # Workers are joined at exit so the process does not end while they run
     # C code; if another thread is still hashing, the OS reaps them instead.
     _atexit.register(_lib.rt_pool_shutdown)
@@ -82,6 +111,7 @@ __all__ = [
     "ProofLevel",
     "ConsistencyLevel",
     "RotorTreeError",
+    "RotorTreeWarning",
     "ArgumentTypeError",
     "EmptyBatchError",
     "EmptyTreeError",

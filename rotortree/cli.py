@@ -2,8 +2,10 @@
 
 Subcommands: demo, bench, tune, config, root, prove, verify; ``--help`` on
 each. Exit status: 0 success, 1 a check failed (a proof does not verify,
-roots disagree), 2 an error (bad arguments, unreadable input), which is
-reported as one line on stderr, 130 interrupted.
+roots disagree), 2 an error (bad arguments, unreadable input, a
+``ROTORTREE_*`` variable or config file that import had to ignore), which is
+reported as one line on stderr, 130 interrupted. ``rotortree config --reset``
+and ``--path`` run even with an invalid config file.
 """
 
 from __future__ import annotations
@@ -217,9 +219,12 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(path)
         return EXIT_OK
     if args.reset:
-        if path is None or not path.exists():
+        if path is None or not (path.exists() or path.is_symlink()):
             print(f"no config file at {path}")
             return EXIT_OK
+        if path.is_dir() and not path.is_symlink():
+            raise CliError(f"{path} is a directory, not a config file: not removed (point "
+                           f"{rt_config.CONFIG_ENV} at a file)")
         path.unlink()
         print(f"removed {path}; the defaults apply from the next import")
         return EXIT_OK
@@ -352,6 +357,10 @@ def _load_proofs(path: str) -> List[Dict[str, Any]]:
     except json.JSONDecodeError as error:
         raise CliError(f"{name}: not valid JSON: {error.msg} at line {error.lineno} "
                        f"column {error.colno}") from None
+    except ValueError:  # json's int() refuses numbers of more than 4300 digits
+        raise CliError(f"{name}: not a proof: a number has too many digits") from None
+    except RecursionError:
+        raise CliError(f"{name}: not a proof: JSON nested too deeply") from None
     if isinstance(data, dict) and isinstance(data.get("proofs"), list):
         data = data["proofs"]
     items = data if isinstance(data, list) else [data]
@@ -545,6 +554,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ignored_settings() -> List[str]:
+    """The settings import ignored (rotortree.pool_info()["config_errors"]).
+    Measurements and saved settings made with them would silently not be
+    what the user asked for, so commands refuse to run instead."""
+    try:
+        from . import config
+    except ImportError:  # no C core (light client): nothing was configured
+        return []
+    return list(config._config_errors)
+
+
 def _error_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         where = error.filename if error.filename is not None else ""
@@ -571,6 +591,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     from .errors import RotorTreeError
 
+    # --reset and --path are how a bad config file gets found and fixed.
+    if not (args.command == "config" and (args.reset or args.path)):
+        problems = _ignored_settings()
+        if problems:
+            print(f"{PROG} {args.command}: error: invalid settings: {'; '.join(problems)} "
+                  f"(fix or unset them; 'rotortree config --reset' deletes the config file)",
+                  file=sys.stderr)
+            return EXIT_ERROR
     try:
         return run(args)
     except (CliError, RotorTreeError, OSError, MemoryError) as error:

@@ -12,6 +12,10 @@ Every setting comes from the first of these that gives it:
    ``ROTORTREE_SIMD``                        ``auto``, ``portable``, ``sse41`` or ``avx2``
    ========================================  ==========================================
 
+   (``ROTORTREE_MEMORY_CACHE_MB``, a decimal number of MiB, is read by the C
+   core itself; it is checked here too, so a bad value is reported like the
+   others.)
+
 3. the config file, read at import (source ``"config file"``): a JSON object
    with any of the keys ``num_threads``, ``parallel_threshold``,
    ``par_chunk_size`` and ``simd`` (``null`` = not set), plus ``tuned``, free
@@ -20,8 +24,14 @@ Every setting comes from the first of these that gives it:
    else ``~/.config/rotortree/config.json``; a missing file is no error;
 4. the default (source ``"default"``).
 
-An invalid environment variable or config file makes ``import rotortree`` fail
-with a message naming the variable or the file.
+A bad setting never makes ``import rotortree`` fail: an invalid environment
+variable, an unknown key or invalid value in the config file, or a config file
+that cannot be read or parsed is ignored (as if it were not given, so the next
+source in the list applies), with a :class:`~rotortree.RotorTreeWarning`, a
+warning on the ``rotortree`` logger, and a one-line message in
+``pool_info()["config_errors"]``. The ``rotortree`` command refuses to run
+with such settings (one line on stderr, exit status 2), except ``rotortree
+config --reset`` and ``--path``, which help fix them.
 
 Without any setting the thread count is the number of CPUs this process may
 really use: its CPU affinity, further capped by a cgroup CPU quota when one is
@@ -31,14 +41,25 @@ set (containers), never the machine's total.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import pathlib
+import stat
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, TypedDict
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Tuple, TypedDict
 
 from ._native import check, ffi, lib
-from .errors import ArgumentTypeError, InvalidArgumentError, UnsupportedKernelError
+from ._validate import int_arg
+from ._validate import shown as _shown
+from .errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    RotorTreeError,
+    RotorTreeWarning,
+    UnsupportedKernelError,
+)
 
 
 DEFAULT_PARALLEL_THRESHOLD = 1024
@@ -54,6 +75,19 @@ ENVIRONMENT_VARIABLES: Dict[str, str] = {
 }
 CONFIG_ENV = "ROTORTREE_CONFIG"
 CONFIG_METADATA_KEY = "tuned"
+MEMORY_CACHE_ENV = "ROTORTREE_MEMORY_CACHE_MB"
+# The C core shifts the MiB count left by 20 into a size_t; csrc/level.c
+# ignores larger values, and so must the check here.
+MEMORY_CACHE_MAX_MB = ((1 << (8 * ffi.sizeof("size_t"))) - 1) >> 20
+# A config file is a few lines; the cap keeps ROTORTREE_CONFIG=/dev/zero (or
+# a huge file named by mistake) from exhausting memory at import.
+CONFIG_FILE_MAX_BYTES = 1 << 20
+
+# Libraries leave output to the application: without this, Python's
+# last-resort handler would print every warning logged here a second time
+# next to the RotorTreeWarning.
+logger = logging.getLogger("rotortree")
+logger.addHandler(logging.NullHandler())
 
 KERNELS: Dict[str, int] = {
     "portable": lib.RT_KERNEL_PORTABLE,
@@ -65,6 +99,8 @@ KERNELS: Dict[str, int] = {
 _sources: Dict[str, str] = {}
 # The config file applied at import, if one existed.
 _loaded_config_file: Optional[str] = None
+# One line per setting ignored by the last apply_environment(), for pool_info().
+_config_errors: List[str] = []
 
 
 class PoolInfo(TypedDict):
@@ -77,6 +113,7 @@ class PoolInfo(TypedDict):
     available_cpus: int
     sources: Dict[str, str]
     config_file: Optional[str]
+    config_errors: List[str]
 
 
 def _affinity_cpus() -> int:
@@ -125,13 +162,12 @@ def available_cpus() -> int:
 
 
 def _positive_int(name: str, value: object, upper: Optional[int] = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+    value = int_arg(name, value)
     if value < 1 or (upper is not None and value > upper):
         bound = f"1..{upper}" if upper is not None else ">= 1"
-        raise InvalidArgumentError(f"{name} must be {bound}, got {value}")
+        raise InvalidArgumentError(f"{name} must be {bound}, got {_shown(value)}")
     if value >= 1 << 64:
-        raise InvalidArgumentError(f"{name} must be below 2**64, got {value}")
+        raise InvalidArgumentError(f"{name} must be below 2**64, got {_shown(value)}")
     return value
 
 
@@ -143,7 +179,7 @@ def _kernel_number(simd: object) -> int:
         return best_kernel_number()
     if name not in KERNELS:
         raise InvalidArgumentError(
-            f"unknown SIMD kernel {simd!r}: expected auto, {', '.join(KERNELS)}"
+            f"unknown SIMD kernel {_shown(simd)}: expected auto, {', '.join(KERNELS)}"
         )
     number = KERNELS[name]
     if not lib.rt_kernel_available(number):
@@ -204,7 +240,9 @@ def _configure(num_threads: object, parallel_threshold: object, par_chunk_size: 
 
 
 def pool_info() -> PoolInfo:
-    """The settings in force, where each came from, and the config file read."""
+    """The settings in force, where each came from, the config file read, and
+    ``config_errors``: one line for each setting ignored at import because it
+    was invalid (empty when all were valid)."""
     config = ffi.new("struct rt_pool_config *")
     lib.rt_pool_get_config(config)
     stats = ffi.new("struct rt_pool_stats *")
@@ -219,6 +257,7 @@ def pool_info() -> PoolInfo:
         "available_cpus": available_cpus(),
         "sources": {key: _sources.get(key, "default") for key in SETTINGS},
         "config_file": _loaded_config_file,
+        "config_errors": list(_config_errors),
     }
 
 
@@ -235,13 +274,24 @@ def pool_stats() -> Dict[str, int]:
 # -- environment and config file ---------------------------------------------
 
 
+def _shown_path(path: object) -> str:
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def config_file_path(environ: Optional[Mapping[str, str]] = None) -> Optional[pathlib.Path]:
     """Where the config file is looked for (it need not exist); None when
-    there is no home directory to put it in."""
+    there is no home directory to put it in. Raises InvalidArgumentError
+    when ``$ROTORTREE_CONFIG`` starts with ``~user`` and there is no such user."""
     environ = os.environ if environ is None else environ
     explicit = environ.get(CONFIG_ENV, "").strip()
     if explicit:
-        return pathlib.Path(explicit).expanduser()
+        try:
+            return pathlib.Path(explicit).expanduser()
+        except RuntimeError:
+            raise InvalidArgumentError(
+                f"{CONFIG_ENV}={_shown(explicit)}: cannot expand '~' (no such user or "
+                "home directory)") from None
     xdg = environ.get("XDG_CONFIG_HOME", "").strip()
     # The XDG spec says relative values are invalid and must be ignored.
     if xdg and os.path.isabs(xdg):
@@ -260,36 +310,77 @@ def config_file_path(environ: Optional[Mapping[str, str]] = None) -> Optional[pa
 
 def _config_error(path: pathlib.Path, message: str) -> InvalidArgumentError:
     return InvalidArgumentError(
-        f"bad rotortree config file {path}: {message} (fix or delete the file)"
+        f"bad rotortree config file {_shown_path(path)}: {message} (fix or delete the file)"
     )
+
+
+def _read_config_object(path: pathlib.Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """(the JSON object in ``path``, None), (None, None) when there is no
+    file, or (None, why it cannot be used). Never raises: it runs at import."""
+    # Non-blocking, so that a FIFO named as the config file does not hang
+    # the import; the fstat then refuses anything but a regular file.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        return None, f"cannot be read ({reason})"
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            kind = "is a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            return None, f"cannot be read ({kind})"
+        with os.fdopen(fd, "rb") as stream:
+            raw = stream.read(CONFIG_FILE_MAX_BYTES + 1)
+    except OSError as error:
+        return None, f"cannot be read ({error.strerror or error})"
+    if len(raw) > CONFIG_FILE_MAX_BYTES:
+        return None, f"cannot be read (larger than {CONFIG_FILE_MAX_BYTES} bytes)"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, f"cannot be read (not UTF-8: byte {error.start} is {raw[error.start]:#04x})"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+    except ValueError:  # json's int() of a number longer than Python converts
+        return None, "not valid JSON here: a number has too many digits"
+    except RecursionError:
+        return None, "not valid JSON here: nested too deeply"
+    if not isinstance(data, dict):
+        return None, f"expected a JSON object, got {type(data).__name__}"
+    return data, None
 
 
 def read_config_file(path: pathlib.Path) -> Optional[Dict[str, Any]]:
     """The settings in ``path`` (keys with ``null`` values left out), or None
-    if the file does not exist. Structure is checked here, values when they
-    are applied."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if the file does not exist; InvalidArgumentError naming the file if it
+    cannot be read, is not a JSON object or has unknown keys. Structure is
+    checked here, values when they are applied."""
+    data, reason = _read_config_object(path)
+    if reason is not None:
+        raise _config_error(path, reason)
+    if data is None:
         return None
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise _config_error(path, f"cannot be read ({reason})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise _config_error(
-            path, f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
-    if not isinstance(data, dict):
-        raise _config_error(path, f"expected a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(SETTINGS) - {CONFIG_METADATA_KEY})
     if unknown:
         raise _config_error(
-            path, f"unknown key(s) {', '.join(map(repr, unknown))}; "
+            path, f"unknown key(s) {', '.join(map(_shown, unknown))}; "
                   f"expected {', '.join(SETTINGS)}"
         )
     return {key: data[key] for key in SETTINGS if data.get(key) is not None}
+
+
+def _check_setting(key: str, value: object) -> object:
+    """``value`` if it is valid for ``key``; the error configure() would raise otherwise."""
+    if key == "simd":
+        _kernel_number(value)
+        return value
+    return _positive_int(key, value, MAX_THREADS if key == "num_threads" else None)
 
 
 def write_config_file(settings: Mapping[str, object],
@@ -305,17 +396,14 @@ def write_config_file(settings: Mapping[str, object],
     for key, value in settings.items():
         if key not in SETTINGS:
             raise InvalidArgumentError(f"unknown setting {key!r}; expected {', '.join(SETTINGS)}")
-        if key == "simd":
-            _kernel_number(value)
-        else:
-            _positive_int(key, value, MAX_THREADS if key == "num_threads" else None)
+        _check_setting(key, value)
     stored: Dict[str, Any] = dict(read_config_file(path) or {})
     stored.update(settings)
     if metadata is not None:
         stored[CONFIG_METADATA_KEY] = dict(metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write-then-rename so a crash never leaves a half-written file that
-    # would make every later import fail.
+    # Write-then-rename so a crash never leaves a half-written file (which
+    # every later import would have to ignore).
     fd, temporary = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
@@ -331,44 +419,116 @@ def write_config_file(settings: Mapping[str, object],
     return path
 
 
-def _env_int(environ: Mapping[str, str], name: str) -> Optional[int]:
-    raw = environ.get(name)
-    if raw is None or not raw.strip():
-        return None
+def _parse_int(text: str) -> int:
     try:
-        return int(raw.strip(), 10)
+        return int(text, 10)
     except ValueError:
-        raise InvalidArgumentError(f"{name}={raw!r} is not an integer") from None
+        digits = text.lstrip("+-")
+        if digits.isascii() and digits.isdigit():  # past Python's int() digit limit
+            raise InvalidArgumentError(f"a {len(digits)}-digit integer is out of range") from None
+        raise InvalidArgumentError("not an integer") from None
 
 
-def apply_environment(environ: Optional[Mapping[str, str]] = None) -> None:
+def _file_settings(path: pathlib.Path, problems: List[str]) -> Optional[Dict[str, object]]:
+    """The valid settings of the config file, or None if there is no usable
+    file; each thing ignored is added to ``problems``."""
+    data, reason = _read_config_object(path)
+    if reason is not None:
+        problems.append(f"config file {_shown_path(path)} ignored: {reason}")
+    if data is None:
+        return None
+    for key in sorted(set(data) - set(SETTINGS) - {CONFIG_METADATA_KEY}):
+        problems.append(f"config file {_shown_path(path)}: unknown key {_shown(key)} ignored "
+                        f"(expected {', '.join(SETTINGS)})")
+    settings: Dict[str, object] = {}
+    for key in SETTINGS:
+        value = data.get(key)
+        if value is not None:
+            try:
+                settings[key] = _check_setting(key, value)
+            except RotorTreeError as error:
+                problems.append(f"config file {_shown_path(path)}: {key}={_shown(value)} "
+                                f"ignored: {error}")
+    return settings
+
+
+def _environment_settings(environ: Mapping[str, str], problems: List[str]) -> Dict[str, object]:
+    settings: Dict[str, object] = {}
+    for key in SETTINGS:
+        name = ENVIRONMENT_VARIABLES[key]
+        raw = environ.get(name)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            value = raw.strip() if key == "simd" else _parse_int(raw.strip())
+            settings[key] = _check_setting(key, value)
+        except RotorTreeError as error:
+            problems.append(f"{name}={_shown(raw)} ignored: {error}")
+    return settings
+
+
+def _memory_cache_problem(environ: Mapping[str, str]) -> Optional[str]:
+    """Why the C core ignores ``ROTORTREE_MEMORY_CACHE_MB``, or None. The
+    rule is the one csrc/level.c applies: ASCII digits between optional
+    C-locale whitespace, at most MEMORY_CACHE_MAX_MB."""
+    raw = environ.get(MEMORY_CACHE_ENV)
+    text = "" if raw is None else raw.strip(" \t\n\v\f\r")
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        reason = "not a non-negative integer"
+    elif len(text.lstrip("0")) > 20 or int(text) > MEMORY_CACHE_MAX_MB:
+        reason = f"more than {MEMORY_CACHE_MAX_MB} MiB"
+    else:
+        return None
+    return f"{MEMORY_CACHE_ENV}={_shown(raw)} ignored: {reason} (the default, 256 MiB, applies)"
+
+
+def _apply(settings: Mapping[str, object], source: str, problems: List[str]) -> None:
+    try:
+        _configure(settings.get("num_threads"), settings.get("parallel_threshold"),
+                   settings.get("par_chunk_size"), settings.get("simd"), source)
+    except RotorTreeError as error:  # validated already: only a failing C core gets here
+        problems.append(f"{source} settings not applied: {error}")
+
+
+def apply_environment(environ: Optional[Mapping[str, str]] = None, *,
+                      warn: bool = True) -> List[str]:
     """Apply defaults, then the config file, then ``ROTORTREE_*`` variables;
-    run once at import (and by tests with a fake ``environ``)."""
+    run once at import (and by tests with a fake ``environ``).
+
+    Never raises because of a setting: whatever is invalid is ignored, so the
+    next source applies. Returns one line per ignored thing (also kept for
+    ``pool_info()["config_errors"]``); with ``warn`` each is also issued as a
+    :class:`~rotortree.RotorTreeWarning` and logged on the ``rotortree`` logger.
+    """
     global _loaded_config_file
     environ = os.environ if environ is None else environ
-    _configure(available_cpus(), DEFAULT_PARALLEL_THRESHOLD, DEFAULT_PAR_CHUNK_SIZE,
-               "auto", "default")
+    problems: List[str] = []
+    _configure(min(available_cpus(), MAX_THREADS), DEFAULT_PARALLEL_THRESHOLD,
+               DEFAULT_PAR_CHUNK_SIZE, "auto", "default")
 
-    path = config_file_path(environ)
     _loaded_config_file = None
-    settings = read_config_file(path) if path is not None else None
-    if path is not None and settings is not None:
-        try:
-            _configure(settings.get("num_threads"), settings.get("parallel_threshold"),
-                       settings.get("par_chunk_size"), settings.get("simd"), "config file")
-        except (InvalidArgumentError, ArgumentTypeError, UnsupportedKernelError) as error:
-            raise type(error)(
-                f"bad rotortree config file {path}: {error} (fix or delete the file)"
-            ) from None
-        _loaded_config_file = str(path)
-
     try:
-        env_threads = _env_int(environ, "ROTORTREE_NUM_THREADS")
-        env_threshold = _env_int(environ, "ROTORTREE_PARALLEL_THRESHOLD")
-        env_chunk = _env_int(environ, "ROTORTREE_PAR_CHUNK_SIZE")
-        _configure(env_threads, env_threshold, env_chunk, None, "environment")
-        simd = environ.get("ROTORTREE_SIMD", "").strip()
-        if simd:
-            _configure(None, None, None, simd, "environment")
-    except (InvalidArgumentError, UnsupportedKernelError) as error:
-        raise type(error)(f"bad rotortree environment setting: {error}") from None
+        path = config_file_path(environ)
+    except InvalidArgumentError as error:
+        problems.append(f"{error}; no config file read")
+        path = None
+    if path is not None:
+        file_settings = _file_settings(path, problems)
+        if file_settings is not None:
+            _apply(file_settings, "config file", problems)
+            _loaded_config_file = str(path)
+    _apply(_environment_settings(environ, problems), "environment", problems)
+    memory_cache = _memory_cache_problem(environ)
+    if memory_cache is not None:
+        problems.append(memory_cache)
+
+    _config_errors[:] = problems
+    if warn:
+        for problem in problems:
+            # stacklevel 3: the line that imported rotortree (importlib's
+            # frames are skipped), which is where a user looks.
+            warnings.warn(problem, RotorTreeWarning, stacklevel=3)
+            logger.warning("%s", problem)
+    return list(problems)

@@ -98,3 +98,13 @@ class ClosedTreeError(RotorTreeError, builtins.ValueError):
 class StorageMismatchError(RotorTreeError, builtins.ValueError):
     """A durable tree was opened with a different arity or max_depth than the
     one its files were written with."""
+
+
+# -- warnings ----------------------------------------------------------------------
+
+
+class RotorTreeWarning(UserWarning):
+    """A setting (a ``ROTORTREE_*`` environment variable or the config file)
+    was ignored at import; ``rotortree.pool_info()["config_errors"]`` lists
+    them. A warning, not an error: proof verification and trees keep working
+    with the other settings and the defaults."""

@@ -271,6 +271,8 @@ def _byte_view(data: object) -> bytes:
         raise ArgumentTypeError(
             f"expected a bytes-like object, not {type(data).__name__}"
         ) from None
+    except ValueError:  # a released memoryview
+        raise ArgumentTypeError("cannot read a released buffer") from None
     with view:
         return view.tobytes()
 

@@ -7,12 +7,15 @@ from array import array
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
 from ._native import check, ffi, lib, raise_status
+from ._validate import int_arg as _int_arg
+from ._validate import shown
 from .errors import (
     ArgumentTypeError,
     EmptyTreeError,
     InvalidArgumentError,
     InvalidProofError,
     NodeIndexError,
+    OutOfMemoryError,
 )
 from .proofs import ConsistencyProof, InclusionProof
 
@@ -25,12 +28,6 @@ _BATCH_HEADER = struct.Struct("<4sB3xQ")
 _U64_FORMATS = frozenset({"Q", "L", "q", "l", "<Q", "<q", "=Q", "=q"})
 
 
-def _int_arg(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
-    return value
-
-
 def _index_buffer(indices: Any) -> Any:
     """A C-readable array of uint64 indices; zero-copy for 8-byte int arrays."""
     if isinstance(indices, (str, bytes, bytearray)):
@@ -41,6 +38,8 @@ def _index_buffer(indices: Any) -> Any:
         view = memoryview(indices)
     except TypeError:
         view = None
+    except ValueError:  # a released memoryview
+        raise ArgumentTypeError(f"cannot read indices from {indices!r}") from None
     if view is not None:
         if view.ndim != 1:
             raise InvalidArgumentError(f"indices must be 1-D, got {view.ndim}-D")
@@ -70,7 +69,7 @@ def _index_buffer(indices: Any) -> Any:
     for position, value in enumerate(values):
         value = _int_arg(f"index at position {position}", value)
         if not 0 <= value <= _U64_MAX:
-            raise NodeIndexError(f"index {value} at position {position} out of range")
+            raise NodeIndexError(f"index {shown(value)} at position {position} out of range")
         converted.append(value)
     return ffi.from_buffer("uint64_t[]", converted) if converted else ffi.NULL, len(converted)
 
@@ -118,7 +117,7 @@ class Snapshot:
         level = _int_arg("level", level)
         out = ffi.new("uint64_t *")
         if not 0 <= level <= self._depth:
-            raise NodeIndexError(f"level {level} out of range for depth {self._depth}")
+            raise NodeIndexError(f"level {shown(level)} out of range for depth {self._depth}")
         check(lib.rt_snapshot_level_len(self._snap, level, out), "level_len")
         return int(out[0])
 
@@ -126,7 +125,7 @@ class Snapshot:
         level = _int_arg("level", level)
         index = _int_arg("index", index)
         if not 0 <= level <= self._depth or not 0 <= index <= _U64_MAX:
-            raise NodeIndexError(f"node ({level}, {index}) out of range")
+            raise NodeIndexError(f"node ({shown(level)}, {shown(index)}) out of range")
         out = ffi.new("uint8_t[32]")
         status = lib.rt_snapshot_get_node(self._snap, level, index, out)
         if status == lib.RT_ERR_INDEX:
@@ -138,10 +137,11 @@ class Snapshot:
     # -- proofs ------------------------------------------------------------
 
     def generate_proof(self, index: int) -> InclusionProof:
-        """The inclusion proof of leaf ``index``."""
+        """The inclusion proof of leaf ``index``: an int or any integer with
+        ``__index__`` (numpy integers), not a bool."""
         index = _int_arg("index", index)
         if not 0 <= index < self._size:
-            raise NodeIndexError(f"leaf index {index} out of range for size {self._size}")
+            raise NodeIndexError(f"leaf index {shown(index)} out of range for size {self._size}")
         # The batch path's index conversion, offsets array and ProofBatch
         # would cost more than the proof itself.
         indices = ffi.new("uint64_t[1]", [index])
@@ -154,11 +154,15 @@ class Snapshot:
     def generate_proofs(self, indices: Union[Iterable[int], Any]) -> "ProofBatch":
         """Inclusion proofs of many leaves in one call into C, on the pool.
 
-        ``indices`` is any iterable of ints; a 1-D array of 8-byte integers
-        (numpy uint64/int64, ``array('Q')``) is read without a copy.
+        ``indices`` is any iterable of integers (ints or anything with
+        ``__index__``, not bools); a 1-D array of 8-byte integers (numpy
+        uint64/int64, ``array('Q')``) is read without a copy.
         """
         buffer, count = _index_buffer(indices)
-        offsets = array("Q", bytes(8 * (count + 1)))
+        try:
+            offsets = array("Q", bytes(8 * (count + 1)))
+        except MemoryError:
+            raise OutOfMemoryError(f"cannot allocate the offsets of {count:,} proofs") from None
         offsets_c = ffi.from_buffer("uint64_t[]", offsets)
         bad = ffi.new("size_t *")
         status = lib.rt_proofs_layout(self._snap, buffer, count, offsets_c, bad)
@@ -175,7 +179,7 @@ class Snapshot:
         # than generating the proof; C hands out reused mappings instead.
         memory = lib.rt_buffer_alloc(size)
         if memory == ffi.NULL:
-            raise MemoryError(f"cannot allocate {size:,} bytes for {count:,} proofs")
+            raise OutOfMemoryError(f"cannot allocate {size:,} bytes for {count:,} proofs")
         memory = ffi.gc(memory, lib.rt_buffer_free, size=size)
         check(lib.rt_proofs_fill(self._snap, buffer, count, offsets_c,
                                  ffi.cast("uint8_t *", memory)), "generate_proofs")
@@ -192,13 +196,16 @@ class Snapshot:
         old_size = _int_arg("old_size", old_size)
         if not isinstance(old_root, (bytes, bytearray, memoryview)):
             raise ArgumentTypeError(f"old_root must be bytes, not {type(old_root).__name__}")
-        old_root = bytes(old_root)
+        try:
+            old_root = bytes(old_root)
+        except ValueError:  # a released memoryview
+            raise ArgumentTypeError("cannot read old_root: the buffer was released") from None
         if len(old_root) != 32:
             raise InvalidArgumentError(f"old_root must be 32 bytes, got {len(old_root)}")
         if self._size == 0:
             raise EmptyTreeError("cannot prove consistency from an empty tree")
         if not 1 <= old_size <= self._size:
-            raise NodeIndexError(f"old_size must be 1..{self._size}, got {old_size}")
+            raise NodeIndexError(f"old_size must be 1..{self._size}, got {shown(old_size)}")
         length = ffi.new("size_t *")
         check(lib.rt_consistency_size(self._snap, old_size, length), "consistency proof")
         data = bytearray(length[0])
@@ -229,7 +236,8 @@ class ProofBatch(Sequence[InclusionProof]):
     _offsets: "array[int]"
 
     def __init__(self) -> None:
-        raise TypeError("ProofBatch objects come from Snapshot.generate_proofs or from_bytes")
+        raise ArgumentTypeError(
+            "ProofBatch objects come from Snapshot.generate_proofs or from_bytes")
 
     @classmethod
     def _from_parts(cls, data: Union[bytes, bytearray, Any], offsets: "array[int]") -> "ProofBatch":
@@ -253,12 +261,11 @@ class ProofBatch(Sequence[InclusionProof]):
         return InclusionProof.from_bytes(self.proof_bytes(item))
 
     def _position(self, item: object) -> int:
-        index = _int_arg("index", item)
+        given = _int_arg("index", item)
         count = len(self)
-        if index < 0:
-            index += count
+        index = given + count if given < 0 else given
         if not 0 <= index < count:
-            raise NodeIndexError(f"proof {item} out of range for a batch of {count}")
+            raise NodeIndexError(f"proof {shown(given)} out of range for a batch of {count}")
         return index
 
     def __iter__(self) -> Iterator[InclusionProof]:

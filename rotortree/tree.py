@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 from ._leaves import Leaves, leaf_batch, single_leaf
 from ._native import HASH_LEN, check, ffi, lib, raise_status
-from .errors import ArgumentTypeError, InvalidArgumentError, NodeIndexError
+from ._validate import int_arg as _int_arg
+from ._validate import shown
+from .errors import InvalidArgumentError, MaxDepthExceededError, NodeIndexError
 
 if TYPE_CHECKING:
     from .proofs import ConsistencyProof, InclusionProof
@@ -28,16 +30,10 @@ def _new_root_buffer() -> "tuple[bytearray, Any]":
     return out, ffi.from_buffer("uint8_t[]", out)
 
 
-def _int_arg(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
-    return value
-
-
 def _index_arg(name: str, value: object, upper: int) -> int:
     value = _int_arg(name, value)
     if value < 0 or value > upper:
-        raise NodeIndexError(f"{name} {value} out of range")
+        raise NodeIndexError(f"{name} {shown(value)} out of range")
     return value
 
 
@@ -60,11 +56,11 @@ class LeanIMT:
         max_depth = _int_arg("max_depth", max_depth)
         if not lib.RT_MIN_ARITY <= arity <= lib.RT_MAX_ARITY:
             raise InvalidArgumentError(
-                f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {arity}"
+                f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {shown(arity)}"
             )
         if not 1 <= max_depth <= lib.RT_MAX_DEPTH_LIMIT:
             raise InvalidArgumentError(
-                f"max_depth must be 1..{lib.RT_MAX_DEPTH_LIMIT}, got {max_depth}"
+                f"max_depth must be 1..{lib.RT_MAX_DEPTH_LIMIT}, got {shown(max_depth)}"
             )
         out = ffi.new("rt_tree **")
         check(lib.rt_tree_new(arity, max_depth, out), "LeanIMT")
@@ -87,6 +83,8 @@ class LeanIMT:
         new_root = bytes(buffer[0])
         _per_thread.root = buffer
         if status:
+            if status == lib.RT_ERR_MAX_DEPTH:
+                raise self._capacity_error(1)
             raise_status(status, "insert")
         return new_root
 
@@ -97,12 +95,36 @@ class LeanIMT:
         memoryview, a C-contiguous uint8 numpy array of shape (k, 32) or
         (32*k,)), read without a copy, or an iterable of 32-byte leaves.
         The batch gives the same root as inserting its leaves one by one.
+        A batch that would take the tree past :attr:`capacity` raises
+        :class:`~rotortree.MaxDepthExceededError` and inserts nothing.
         """
         buffer, count = leaf_batch(leaves)
         root = ffi.new("uint8_t[32]")
-        check(lib.rt_tree_insert_many(self._tree, buffer, count, root), "insert_many")
+        status = lib.rt_tree_insert_many(self._tree, buffer, count, root)
+        if status == lib.RT_ERR_MAX_DEPTH:
+            raise self._capacity_error(count)
+        check(status, "insert_many")
         new_root: bytes = ffi.buffer(root)[:]
         return new_root
+
+    def _capacity_error(self, count: int) -> MaxDepthExceededError:
+        """What the refused insert of ``count`` leaves ran into: a full tree,
+        or a batch larger than the room left (the C core's message cannot
+        tell them apart)."""
+        size = self.size
+        capacity = self.capacity
+        limit = f"arity**max_depth = {self._arity}**{self._max_depth}"
+        if capacity > _U64_MAX:  # sizes are 64-bit: that is the real limit
+            capacity = _U64_MAX
+            limit = f"2**64 - 1 leaves (arity**max_depth = {self._arity}**{self._max_depth} is more)"
+        else:
+            limit += f" = {capacity:,} leaves"
+        if size >= capacity:
+            return MaxDepthExceededError(
+                f"the tree is full: it holds {size:,} leaves, its capacity {limit}")
+        return MaxDepthExceededError(
+            f"inserting {count:,} leaves would exceed the capacity {limit} of a tree holding "
+            f"{size:,} (room for {capacity - size:,} more); nothing was inserted")
 
     # -- reads -------------------------------------------------------------
 
@@ -178,7 +200,8 @@ class LeanIMT:
         return Snapshot(out[0], self._keepalive)
 
     def generate_proof(self, index: int) -> "InclusionProof":
-        """Inclusion proof of leaf ``index`` against the current root."""
+        """Inclusion proof of leaf ``index`` (any integer with ``__index__``,
+        numpy integers included; not a bool) against the current root."""
         return self.snapshot().generate_proof(index)
 
     def generate_proofs(self, indices: Any) -> "ProofBatch":
@@ -231,7 +254,7 @@ def compute_root(leaves: Leaves, arity: int = 4) -> bytes:
     arity = _int_arg("arity", arity)
     if not lib.RT_MIN_ARITY <= arity <= lib.RT_MAX_ARITY:
         raise InvalidArgumentError(
-            f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {arity}"
+            f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {shown(arity)}"
         )
     buffer, count = leaf_batch(leaves)
     root = ffi.new("uint8_t[32]")

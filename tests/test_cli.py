@@ -346,6 +346,9 @@ def test_prove_errors(leaf_file, argv, fragment, capsys):
     ("[1]", "is not a JSON object"),
     ('{"a": 1}', "neither an inclusion proof"),
     ('{"leaf_index": 1}', "proof"),
+    # json's own limits: its recursion and Python's int() digit limit
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"leaf_index": ' + "9" * 5000 + "}", "too many digits"),
 ])
 def test_verify_errors(tmp_path, content, fragment, capsys):
     path = tmp_path / "proof.json"
@@ -443,8 +446,13 @@ def test_broken_config_file_fails_clearly(tmp_path):
     path = tmp_path / "config.json"
     path.write_text("{nope")
     proc = run_cli("config", env={"ROTORTREE_CONFIG": str(path)})
-    assert proc.returncode != 0
-    assert f"bad rotortree config file {path}" in proc.stderr.decode()
+    assert proc.returncode == 2
+    one_error_line(proc.stderr.decode(), f"config file {path} ignored: not valid JSON",
+                   "rotortree config --reset")
+    reset = run_cli("config", "--reset", env={"ROTORTREE_CONFIG": str(path)})
+    assert reset.returncode == 0 and reset.stderr == b"", reset.stderr
+    assert not path.exists()
+    assert run_cli("config", env={"ROTORTREE_CONFIG": str(path)}).returncode == 0
 
 
 # -- bench ------------------------------------------------------------------------------------

@@ -96,17 +96,34 @@ def test_defaults_without_environment():
 @pytest.mark.parametrize(
     "name,value,message",
     [
-        ("ROTORTREE_NUM_THREADS", "lots", "ROTORTREE_NUM_THREADS='lots' is not an integer"),
+        ("ROTORTREE_NUM_THREADS", "lots", "ROTORTREE_NUM_THREADS='lots' ignored: not an integer"),
         ("ROTORTREE_NUM_THREADS", "0", "num_threads must be"),
+        ("ROTORTREE_NUM_THREADS", "9" * 5000, "5000-digit integer is out of range"),
         ("ROTORTREE_PARALLEL_THRESHOLD", "-5", "parallel_threshold must be"),
         ("ROTORTREE_SIMD", "sse9", "unknown SIMD kernel"),
+        ("ROTORTREE_MEMORY_CACHE_MB", "-5", "not a non-negative integer"),
+        ("ROTORTREE_MEMORY_CACHE_MB", "lots", "not a non-negative integer"),
+        ("ROTORTREE_MEMORY_CACHE_MB", "1" * 30, "more than"),
     ],
 )
-def test_bad_environment_fails_import_clearly(name, value, message):
-    result = run_python("import rotortree", **{name: value})
-    assert result.returncode != 0
-    assert "bad rotortree environment setting" in result.stderr
-    assert message in result.stderr
+def test_bad_environment_is_ignored_with_a_warning(name, value, message):
+    result = run_python(INFO, **{name: value})
+    assert result.returncode == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if "RotorTreeWarning" in line]
+    assert len(warning) == 1 and message in warning[0], result.stderr
+    info = json.loads(result.stdout)
+    assert len(info["config_errors"]) == 1
+    assert info["config_errors"][0].startswith(f"{name}=")
+    assert message in info["config_errors"][0]
+    assert len(info["config_errors"][0]) < 300   # one readable line, not the value in full
+    assert set(info["sources"].values()) == {"default"}
+
+
+@pytest.mark.parametrize("value", ["0", "1024", " 64 ", ""])
+def test_valid_memory_cache_values_are_accepted(value):
+    result = run_python(INFO, ROTORTREE_MEMORY_CACHE_MB=value)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert json.loads(result.stdout)["config_errors"] == []
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")

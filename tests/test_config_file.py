@@ -34,10 +34,12 @@ def restore_loaded_state():
     settings (which conftest's autouse fixture restores)."""
     sources = dict(rt_config._sources)
     loaded = rt_config._loaded_config_file
+    errors = list(rt_config._config_errors)
     yield
     rt_config._sources.clear()
     rt_config._sources.update(sources)
     rt_config._loaded_config_file = loaded
+    rt_config._config_errors[:] = errors
 
 
 # -- where the file is ----------------------------------------------------------------
@@ -150,19 +152,40 @@ def test_defaults_when_nothing_is_set(tmp_path, restore_loaded_state):
     assert info["config_file"] is None
 
 
-@pytest.mark.parametrize("content,error,fragment", [
-    ({"num_threads": 0}, rotortree.InvalidArgumentError, "num_threads must be 1..1024"),
-    ({"num_threads": "2"}, rotortree.ArgumentTypeError, "num_threads must be an int"),
-    ({"par_chunk_size": 1.5}, rotortree.ArgumentTypeError, "par_chunk_size must be an int"),
-    ({"simd": "sse9"}, rotortree.InvalidArgumentError, "unknown SIMD kernel"),
+@pytest.mark.parametrize("content,fragment", [
+    ({"num_threads": 0}, "num_threads=0 ignored: num_threads must be 1..1024"),
+    ({"num_threads": "2"}, "num_threads='2' ignored: num_threads must be an int"),
+    ({"par_chunk_size": 1.5}, "par_chunk_size=1.5 ignored: par_chunk_size must be an int"),
+    ({"simd": "sse9"}, "simd='sse9' ignored: unknown SIMD kernel"),
+    ({"num_thread": 2}, "unknown key 'num_thread' ignored"),
 ])
-def test_bad_values_name_the_file(tmp_path, content, error, fragment, restore_loaded_state):
+def test_bad_values_are_ignored_naming_the_file(tmp_path, content, fragment,
+                                                restore_loaded_state):
+    """A bad value costs only that setting: the file's other settings apply."""
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(content))
-    with pytest.raises(error) as caught:
-        rt_config.apply_environment({"ROTORTREE_CONFIG": str(path)})
-    assert f"bad rotortree config file {path}" in str(caught.value)
-    assert fragment in str(caught.value)
+    path.write_text(json.dumps({**content, "parallel_threshold": 321}))
+    problems = rt_config.apply_environment({"ROTORTREE_CONFIG": str(path)}, warn=False)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"config file {path}: ")
+    assert fragment in problems[0]
+    info = rotortree.pool_info()
+    assert info["config_errors"] == problems
+    assert info["parallel_threshold"] == 321
+    assert info["sources"]["parallel_threshold"] == "config file"
+    for key in set(content) & set(SETTINGS):
+        assert info["sources"][key] == "default"
+    assert info["config_file"] == str(path)
+
+
+def test_warnings_are_issued_and_logged(tmp_path, restore_loaded_state, caplog):
+    path = tmp_path / "config.json"
+    path.write_text("{")
+    with pytest.warns(rotortree.RotorTreeWarning, match="not valid JSON") as caught:
+        with caplog.at_level("WARNING", logger="rotortree"):
+            problems = rt_config.apply_environment({"ROTORTREE_CONFIG": str(path)})
+    assert [str(w.message) for w in caught] == problems
+    assert [r.getMessage() for r in caplog.records if r.name == "rotortree"] == problems
+    assert rotortree.pool_info()["config_file"] is None
 
 
 # -- precedence, at import (what users get) -------------------------------------------------
@@ -202,22 +225,28 @@ def test_home_config_is_found(tmp_path):
     assert info["par_chunk_size"] == 16 and info["sources"]["par_chunk_size"] == "config file"
 
 
-def test_malformed_config_file_fails_import_naming_it(tmp_path):
+def test_malformed_config_file_is_ignored_at_import_naming_it(tmp_path):
     path = tmp_path / "config.json"
     path.write_text('{"num_threads": 2,}')
-    result = run_python("import rotortree", ROTORTREE_CONFIG=str(path))
-    assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert f"bad rotortree config file {path}: not valid JSON" in last
+    result = run_python(INFO, ROTORTREE_CONFIG=str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"RotorTreeWarning: config file {path} ignored: not valid JSON" in result.stderr
+    info = json.loads(result.stdout)
+    assert info["config_errors"] == [
+        f"config file {path} ignored: not valid JSON: Expecting property name enclosed in "
+        "double quotes at line 1 column 19"]
+    assert info["sources"] == dict.fromkeys(SETTINGS, "default")
+    assert info["config_file"] is None
 
 
-def test_bad_environment_still_reported_with_a_config_file(tmp_path):
+def test_bad_environment_falls_back_to_the_config_file(tmp_path):
     path = tmp_path / "config.json"
     path.write_text('{"num_threads": 2}')
-    result = run_python("import rotortree", ROTORTREE_CONFIG=str(path),
-                        ROTORTREE_NUM_THREADS="lots")
-    assert result.returncode != 0
-    assert "bad rotortree environment setting" in result.stderr
+    result = run_python(INFO, ROTORTREE_CONFIG=str(path), ROTORTREE_NUM_THREADS="lots")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["config_errors"] == ["ROTORTREE_NUM_THREADS='lots' ignored: not an integer"]
+    assert info["num_threads"] == 2 and info["sources"]["num_threads"] == "config file"
 
 
 def test_the_test_suite_never_sees_a_user_config():

@@ -200,7 +200,7 @@ BAD_BATCHES = [
     ("numpy 3-D", lambda: np.zeros((2, 2, 32), dtype=np.uint8), rotortree.InvalidLeafError,
      "3-D"),
     ("past max_depth", lambda: random_leaves(3**6 - 100 + 1), rotortree.MaxDepthExceededError,
-     "full"),
+     "would exceed the capacity"),
 ]
 
 
