@@ -27,6 +27,7 @@ from .errors import (
     NodeIndexError,
     OutOfMemoryError,
     PoolBusyError,
+    ReadOnlyTreeError,
     RotorTreeError,
     StorageMismatchError,
     ThreadError,
@@ -99,4 +100,5 @@ __all__ = [
     "DurabilityError",
     "ClosedTreeError",
     "StorageMismatchError",
+    "ReadOnlyTreeError",
 ]

@@ -98,3 +98,10 @@ class ClosedTreeError(RotorTreeError, builtins.ValueError):
 class StorageMismatchError(RotorTreeError, builtins.ValueError):
     """A durable tree was opened with a different arity or max_depth than the
     one its files were written with."""
+
+
+class ReadOnlyTreeError(RotorTreeError, builtins.PermissionError):
+    """A write to a durable tree opened with ``read_only=True``, or a
+    writable open of a tree whose directory or files cannot be written (a
+    read-only filesystem, missing permissions): open it with
+    ``read_only=True`` to serve reads and proofs from it."""
