@@ -120,6 +120,10 @@ def _fsync(fd: int) -> None:
     os.fsync(fd)
 
 
+def _fdatasync(fd: int) -> None:
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
 def _rename(src: str, dst: str) -> None:
     os.rename(src, dst)
 
@@ -158,6 +162,15 @@ def write_all(fd: int, data: Any, offset: int, path: str) -> None:
 def fsync_fd(fd: int, path: str) -> None:
     try:
         _fsync(fd)
+    except OSError as error:
+        raise io_error("fsync", path, error) from error
+
+
+def fdatasync_fd(fd: int, path: str) -> None:
+    """fsync for a file overwritten in place (its size never changes): the
+    data without the timestamps, which spares a journal commit."""
+    try:
+        _fdatasync(fd)
     except OSError as error:
         raise io_error("fsync", path, error) from error
 
@@ -522,7 +535,7 @@ class SyncRecord:
             return
         write_all(self.fd, encode_sync_slot(self.slot, seq), SYNC_SLOT_OFFSETS[self.slot],
                   self.path)
-        fsync_fd(self.fd, self.path)
+        fdatasync_fd(self.fd, self.path)
         # Only a completed write moves on: after a failed one the same slot
         # is rewritten, so the slot holding the last good seq stays intact.
         self.seq = seq

@@ -347,9 +347,7 @@ def test_sync_record_written_before_acknowledging(tmp_path, monkeypatch):
 def test_sync_record_fsync_failure_refuses_writes(tmp_path, monkeypatch):
     path = tmp_path / "t"
     tree = manual(path, arity=4)
-    real = storage._fsync
-    monkeypatch.setattr(storage, "_fsync", lambda fd: (
-        _fail()() if fd_path_endswith(fd, "/" + storage.SYNC_NAME) else real(fd)))
+    monkeypatch.setattr(storage, "_fdatasync", _fail())   # only the sync record uses it
     with pytest.raises(DurabilityError):
         tree.insert_durable(leaf(0))
     monkeypatch.undo()
