@@ -15,18 +15,25 @@ Guarantees
 * An entry whose token reported durable (``wait()`` returned True, or
   ``insert_durable`` / ``flush`` returned) survives a crash of the process or
   of the machine, provided fsync keeps its promise.
-* Recovery replays the WAL after the last checkpoint and drops a torn tail
-  (a frame whose CRC does not match, or that is cut short). Damage that
-  cannot be a torn tail (a bad checkpoint, a damaged frame followed by frames
-  that were written after it was acknowledged) raises
-  :class:`~rotortree.CorruptionError` naming the file; the tree is never
-  opened with a wrong root.
+* Before an entry is reported durable, its sequence number is fsynced to
+  the sync record (``synced``). Recovery replays the WAL after the last
+  checkpoint and drops a torn tail (a frame cut short, damaged, or not the
+  next entry, and everything after it) only if it lies beyond that record:
+  acknowledged entries that are missing (a deleted, emptied or truncated
+  segment, a damaged frame) raise :class:`~rotortree.CorruptionError`
+  naming the file. What cannot be detected: the loss of entries never
+  acknowledged (they may legitimately be torn), and an older copy of the
+  sync record put back together with an older WAL.
+* ``verify_checkpoint=True`` rehashes every stored level to the recorded
+  root, so a changed node is caught even when its CRC was kept valid; the
+  tree is never opened with a wrong root or a wrong stored node.
 * A call that fails changes nothing: not the in-memory tree, not the data the
-  files commit to (a failed insert's partial frame is truncated away; a
-  failed checkpoint leaves the previous metadata record, the committed prefix
-  of every level file and every WAL entry as they were: it may leave bytes
-  past the committed end of level files and an extra, rotated WAL segment,
-  which recovery ignores or replays). The exception is ``insert_durable``,
+  files commit to, not the open descriptors (a failed insert's partial frame
+  is truncated away; a failed checkpoint leaves the previous metadata record,
+  the committed prefix of every level file and every WAL entry as they were,
+  and deletes the WAL segment it started unless an insert already went
+  there: it may leave bytes past the committed end of level files, which
+  recovery ignores). The exception is ``insert_durable``,
   whose insert is done before its fsync fails. An fsync failure anywhere
   makes the tree refuse every later write (``DurabilityError``) until it is
   reopened, because after a failed fsync the kernel may have dropped the
@@ -35,21 +42,29 @@ Guarantees
 
 Recovery (``RotorTree.open``)
 -----------------------------
-1. Take the directory's lock; read ``meta`` (CRC-checked always).
+1. Lock the directory (``flock`` on ``LOCK`` and on the directory itself,
+   which cannot be deleted away under an open tree); read ``meta``
+   (CRC-checked always) and the sync record.
 2. Map each level file; check its length; with ``verify_checkpoint`` check
-   its CRC and recompute the root from level 0 (``compute_root`` on the
-   pool, reading the mapping in place) against the recorded root. Restore
-   the tree from the files without hashing (levels below ``mmap_levels`` are
-   served from the mappings, the rest copied).
-3. Replay the WAL segments from ``wal_gen`` on, in order, while frames are
-   valid and their sequence numbers and first indices continue exactly.
-   The first bad frame (short, bad magic, bad CRC) or a gap at a segment
-   boundary is the torn tail -- unless a valid frame after it records that
-   the missing entry had been acknowledged as durable, which is reported as
-   :class:`~rotortree.CorruptionError`. The torn tail is truncated away,
-   later segments are deleted, replayed segments are fsynced (a crashed
-   process may have left them in the page cache only), and a new segment is
-   started for new entries.
+   its CRC and rehash every level to the recorded root (``compute_root`` on
+   the pool; level 0 and the files are read in place, a level above is
+   copied once with its last node from ``meta``). Restore the tree from the
+   files without hashing (levels below ``mmap_levels`` are served from the
+   mappings, the rest copied).
+3. Replay the WAL segments from ``wal_gen`` on, in order, frame after frame,
+   while frames are valid and their sequence numbers and first indices
+   continue exactly. The first bad frame (short, bad magic, bad CRC, not the
+   next entry) is the torn tail; nothing after it in that segment is read.
+   If the sync record (or a valid frame of a later segment, read from its
+   header) says an entry beyond the replayed ones was acknowledged, that is
+   :class:`~rotortree.CorruptionError`. Otherwise the torn tail is truncated
+   away, later segments are deleted, and a warning is logged on the
+   ``rotortree`` logger (as for every other repair). Replayed segments are
+   fsynced (a crashed process may have left them in the page cache only),
+   the sync record is advanced to them, and a new segment is started.
+
+With ``read_only=True`` steps 1-3 write nothing: a shared lock on the
+directory only, and a torn tail is ignored in memory (and logged), not cut.
 
 Threads
 -------

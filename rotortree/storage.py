@@ -8,14 +8,29 @@ Durable tree directory (``RotorTree.open(path)``)
 
 ``LOCK``
     Empty-ish lock file (it holds the owner's pid, for diagnostics only).
-    ``fcntl.flock(LOCK_EX | LOCK_NB)`` on it makes a directory single-owner.
+    ``fcntl.flock(LOCK_EX | LOCK_NB)`` on it and on the directory itself
+    makes a directory single-owner; the directory lock still holds if
+    ``LOCK`` is deleted. Read-only opens take only a shared lock on the
+    directory.
+
+``synced``
+    The sync record: the highest WAL sequence number ever reported durable.
+    Two 32-byte slots at offsets 0 and 512, written alternately (a torn
+    write spoils one slot only; the valid slot with the higher seq counts)::
+
+        magic "RTSY" | version u16 (=1) | slot u16 | seq u64 | 0 u64 |
+        crc32 u32 over the previous 24 bytes | 0 u32
+
+    Each group commit fsyncs the WAL, then writes and fdatasyncs the record,
+    then reports the entries durable; recovery that finds fewer entries than
+    the record names reports corruption instead of a torn tail.
 
 ``meta``
     The checkpoint record, replaced atomically (written to ``meta.tmp``,
     fsynced, renamed over ``meta``, directory fsynced)::
 
         magic "RTMD" | version u16 (=1) | arity u16 | max_depth u16 |
-        level_count u16 | flags u32 (=0) | size u64 | last_seq u64 |
+        level_count u16 | flags u32 | size u64 | last_seq u64 |
         wal_gen u64 | root[32] (zeros when empty)                      72 bytes
         level_count times:  stored u64 | crc32 u32 | 0 u32 | last[32]  48 bytes
         crc32 u32 over everything before it
@@ -29,7 +44,9 @@ Durable tree directory (``RotorTree.open(path)``)
     the last WAL entry the checkpoint contains; ``wal_gen`` the first WAL
     segment that may hold later entries (older segments are garbage).
     A fresh directory gets a record with size 0 before anything else, so
-    arity and max_depth are always on disk.
+    arity and max_depth are always on disk. ``flags`` bit 0: the directory
+    keeps a sync record (a missing one is damage, not a tree written before
+    the record existed); other bits are 0.
 
 ``level-LL.dat`` (LL = two decimal digits, the level)
     Raw nodes, node i at byte offset 32 * i, no header (so the file can be
@@ -53,8 +70,10 @@ Durable tree directory (``RotorTree.open(path)``)
     ``seq`` numbers entries 1, 2, 3, ... over the life of the tree (one entry
     per insert / insert_many call), ``first_index`` is the tree size before
     the entry, ``synced`` is the highest seq already known durable when the
-    frame was written (used to tell a torn tail from damage to acknowledged
-    data), and the crc covers the first 40 header bytes and the leaves. A
+    frame was written (a frame of a segment after a tear that says so shows
+    the tear is damage to acknowledged data), and the crc covers the first
+    40 header bytes and the leaves. Frames are read strictly one after the
+    other: a frame's leaves are never searched for frames. A
     checkpoint starts a new segment, so that segments wholly covered by a
     committed checkpoint can be deleted ("WAL truncation").
 
@@ -82,9 +101,9 @@ I/O hooks
 ---------
 
 Every write, fsync, rename and truncate of this package's files goes through
-the module-level functions ``_pwrite``, ``_fsync``, ``_rename`` and
-``_truncate``, looked up at call time, so tests can inject failures by
-replacing them. Failures are reported as :class:`DurabilityError` with
+the module-level functions ``_pwrite``, ``_fsync``, ``_fdatasync`` (the sync
+record only), ``_rename`` and ``_truncate``, looked up at call time, so tests
+can inject failures by replacing them. Failures are reported as :class:`DurabilityError` with
 ``operation`` set to ``"write"``, ``"fsync"``, ``"rename"``, ``"truncate"``
 or ``"open"``.
 """
