@@ -817,13 +817,13 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, verify: bool = True,
                     for level, (part, (_count, level_crc)) in enumerate(zip(parts, table)):
                         if crc_of(part, part.nbytes) != level_crc:
                             raise bad(f"level {level} checksum mismatch")
-                    level = first_bad_level([(part, count, None) for part, count
-                                             in zip(parts, lengths)], arity, root)
-                    if level == 0:
+                    damaged = first_bad_level([(part, count, None) for part, count
+                                               in zip(parts, lengths)], arity, root)
+                    if damaged == 0:
                         raise bad("the root recomputed from the leaves differs from the "
                                   "recorded root")
-                    if level is not None:
-                        raise bad(f"level {level}'s nodes do not hash to the root of the "
+                    if damaged is not None:
+                        raise bad(f"level {damaged}'s nodes do not hash to the root of the "
                                   f"leaves (the level is damaged; its checksum was kept "
                                   f"valid)")
                 if bytes(parts[-1]) != root:
