@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import struct
@@ -47,7 +48,10 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
 
 
 def open_fds() -> dict:
-    """This process's descriptors and what they point at."""
+    """This process's descriptors and what they point at (after collecting
+    garbage, so that an earlier test's unreachable objects cannot close
+    theirs between two calls)."""
+    gc.collect()
     result = {}
     for name in os.listdir("/proc/self/fd"):
         try:
@@ -89,13 +93,14 @@ def test_repeated_checkpoint_failures_keep_files_and_descriptors(tmp_path, monke
     tree.checkpoint()
     tree.insert_many(leaves(100, 100))
     tree.flush()
-    fds, files = open_fds(), wal_state(path)
+    fds, files, root = open_fds(), wal_state(path), tree.root
     monkeypatch.setattr(storage, "_rename", _fail())
     for _ in range(300):   # past a 256-descriptor limit if each kept one
         with pytest.raises(DurabilityError):
             tree.checkpoint()
         assert open_fds() == fds
     assert wal_state(path) == files
+    assert tree.root == root and tree.stats()["wal_segments"] == 1
     monkeypatch.undo()
     tree.insert(leaf(200))
     assert tree.checkpoint()
@@ -191,11 +196,11 @@ def test_level_edit_that_keeps_the_crc_fails_verification(tmp_path, level, mmap_
     path = tmp_path / "t"
     expected = _checkpointed(path)
     _edit_level_keeping_crc(path, level)
-    fds = open_fds()
+    fds, files = open_fds(), file_bytes(path)
     with pytest.raises(CorruptionError, match=storage.level_file_name(level)) as info:
         manual(path, arity=4, mmap_levels=mmap_levels)
     assert "hash" in str(info.value)
-    assert open_fds() == fds
+    assert open_fds() == fds and file_bytes(path) == files
     # verify_checkpoint=False trusts the files by contract: the damage shows.
     with manual(path, arity=4, verify_checkpoint=False) as tree:
         assert tree.get_node(level, 3) != expected[level][3]
@@ -272,11 +277,11 @@ def test_lost_acknowledged_wal_entries_are_corruption(tmp_path, damage):
                "cut in entry 4": storage.SEGMENT_HEADER_LEN + 3 * frame + 100,
                "cut after entry 5 header": length - 10 * 32}[damage]
         os.truncate(wal, cut)
-    files = file_bytes(path)
+    files, fds = file_bytes(path), open_fds()
     with pytest.raises(CorruptionError, match="acknowledged") as info:
         manual(path, arity=4)
     assert "not a torn tail" in str(info.value)
-    assert file_bytes(path) == files   # recovery repaired nothing
+    assert file_bytes(path) == files and open_fds() == fds   # recovery repaired nothing
     with pytest.raises(CorruptionError, match="acknowledged"):
         RotorTree.open(path, arity=4, read_only=True)
 
@@ -362,7 +367,6 @@ def test_garbage_collected_tree_records_what_its_finalizer_synced(tmp_path):
     tree = manual(path, arity=4)
     _, token = tree.insert(leaf(0))
     del tree
-    import gc
     gc.collect()
     assert token.wait(1.0)
     assert storage.read_sync_record(str(path))[0] == 1
