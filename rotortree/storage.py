@@ -103,9 +103,9 @@ I/O hooks
 Every write, fsync, rename and truncate of this package's files goes through
 the module-level functions ``_pwrite``, ``_fsync``, ``_fdatasync`` (the sync
 record only), ``_rename`` and ``_truncate``, looked up at call time, so tests
-can inject failures by replacing them. Failures are reported as :class:`DurabilityError` with
-``operation`` set to ``"write"``, ``"fsync"``, ``"rename"``, ``"truncate"``
-or ``"open"``.
+can inject failures by replacing them. Failures are reported as
+:class:`DurabilityError` with ``operation`` set to ``"write"``, ``"fsync"``
+(also for fdatasync), ``"rename"``, ``"truncate"`` or ``"open"``.
 """
 
 from __future__ import annotations
