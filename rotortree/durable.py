@@ -436,8 +436,13 @@ def _flusher_main(ref: "weakref.ref[RotorTree]", stop: threading.Event, interval
         try:
             if tree._seq > tree._state.synced:
                 tree._sync_upto(tree._seq, report=False)
-        except (ClosedTreeError, DurabilityError):
-            return  # closed, or failed: tokens and the next call report it
+        except ClosedTreeError:
+            return
+        except DurabilityError:
+            if tree._failed is not None:
+                return  # failed: tokens and the next call report it
+            # A write of the sync record failed, which poisons nothing:
+            # retried at the next interval, so tokens still become durable.
         finally:
             del tree
 

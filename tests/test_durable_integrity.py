@@ -22,8 +22,10 @@ import pytest
 import rotortree
 from reference import build_levels, root_of
 from rotortree import (
+    CheckpointPolicy,
     CorruptionError,
     DurabilityError,
+    FlushPolicy,
     LeanIMT,
     ReadOnlyTreeError,
     RotorTree,
@@ -347,6 +349,26 @@ def test_sync_record_written_before_acknowledging(tmp_path, monkeypatch):
     tree.flush()   # a failed record write refuses nothing: it is retried
     assert token.durable and storage.read_sync_record(str(path))[0] == 2
     tree.close()
+
+
+def test_interval_flusher_retries_a_failed_sync_record_write(tmp_path, monkeypatch):
+    path = tmp_path / "t"
+    real = storage._pwrite
+    failures = []
+
+    def fail_twice(fd, data, offset):
+        if fd_path_endswith(fd, "/" + storage.SYNC_NAME) and len(failures) < 2:
+            failures.append(fd)
+            raise OSError(errno.EIO, "injected")
+        return real(fd, data, offset)
+
+    with RotorTree.open(path, arity=4, flush_policy=FlushPolicy.interval(0.002),
+                        checkpoint_policy=CheckpointPolicy.manual()) as tree:
+        monkeypatch.setattr(storage, "_pwrite", fail_twice)
+        _, token = tree.insert(leaf(0))
+        assert token.wait(10.0)
+        assert len(failures) == 2 and not tree.stats()["failed"]
+    assert storage.read_sync_record(str(path))[0] == 1
 
 
 def test_sync_record_fsync_failure_refuses_writes(tmp_path, monkeypatch):
