@@ -1137,9 +1137,12 @@ class RotorTree:
 
     def insert_durable(self, leaves: Leaves) -> bytes:
         """Insert one leaf (32 bytes) or a batch and return the new root once
-        it is fsynced (concurrent callers share fsyncs). If the fsync fails
-        the entry stays in the in-memory tree, is not durable, this raises
-        :class:`DurabilityError`, and the tree refuses further writes."""
+        it is fsynced and recorded in the sync record (concurrent callers
+        share both). If the fsync fails the entry stays in the in-memory
+        tree, is not durable, this raises :class:`DurabilityError`, and the
+        tree refuses further writes; if only writing the sync record fails,
+        the same except that the tree stays writable and the next flush
+        retries."""
         root, token = self.insert_many(leaves)
         self._sync_upto(token.seq)
         return root
@@ -1206,7 +1209,9 @@ class RotorTree:
     # -- fsync --------------------------------------------------------------
 
     def flush(self) -> None:
-        """fsync everything written so far; returns when it is durable."""
+        """fsync everything written so far and record it in the sync
+        record; returns when it is durable (see :meth:`insert_durable` for
+        failures)."""
         with self._lock:
             self._check_writable()
             seq = self._seq
