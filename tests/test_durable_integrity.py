@@ -15,6 +15,7 @@ import logging
 import os
 import struct
 import subprocess
+import sys
 import zlib
 
 import pytest
@@ -442,7 +443,7 @@ def test_deleting_the_lock_file_does_not_admit_a_writer_from_another_process(tmp
             f"    rotortree.RotorTree.open({str(path)!r}, arity=4)\n"
             "except rotortree.TreeLockedError:\n"
             "    sys.exit(3)\n")
-    result = subprocess.run([os.sys.executable, "-c", code], capture_output=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert result.returncode == 3, result.stderr
     tree.close()
 
