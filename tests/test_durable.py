@@ -488,9 +488,9 @@ def abandon(tree) -> None:
 
 
 def crash_at(monkeypatch, n: int) -> list:
-    """Make the n-th write/fsync/rename/truncate from now raise Crash."""
+    """Make the n-th write/fsync/fdatasync/rename/truncate from now raise Crash."""
     calls = []
-    for name in ("_pwrite", "_fsync", "_rename", "_truncate"):
+    for name in ("_pwrite", "_fsync", "_fdatasync", "_rename", "_truncate"):
         real = getattr(storage, name)
 
         def hook(*args, _real=real, _name=name):
