@@ -28,6 +28,7 @@ from .errors import (
     NodeIndexError,
     OutOfMemoryError,
     PoolBusyError,
+    ReadOnlyTreeError,
     RotorTreeError,
     RotorTreeWarning,
     StorageMismatchError,
@@ -129,4 +130,5 @@ __all__ = [
     "DurabilityError",
     "ClosedTreeError",
     "StorageMismatchError",
+    "ReadOnlyTreeError",
 ]

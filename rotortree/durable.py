@@ -15,18 +15,25 @@ Guarantees
 * An entry whose token reported durable (``wait()`` returned True, or
   ``insert_durable`` / ``flush`` returned) survives a crash of the process or
   of the machine, provided fsync keeps its promise.
-* Recovery replays the WAL after the last checkpoint and drops a torn tail
-  (a frame whose CRC does not match, or that is cut short). Damage that
-  cannot be a torn tail (a bad checkpoint, a damaged frame followed by frames
-  that were written after it was acknowledged) raises
-  :class:`~rotortree.CorruptionError` naming the file; the tree is never
-  opened with a wrong root.
+* Before an entry is reported durable, its sequence number is fsynced to
+  the sync record (``synced``). Recovery replays the WAL after the last
+  checkpoint and drops a torn tail (a frame cut short, damaged, or not the
+  next entry, and everything after it) only if it lies beyond that record:
+  acknowledged entries that are missing (a deleted, emptied or truncated
+  segment, a damaged frame) raise :class:`~rotortree.CorruptionError`
+  naming the file. What cannot be detected: the loss of entries never
+  acknowledged (they may legitimately be torn), and an older copy of the
+  sync record put back together with an older WAL.
+* ``verify_checkpoint=True`` rehashes every stored level to the recorded
+  root, so a changed node is caught even when its CRC was kept valid; the
+  tree is never opened with a wrong root or a wrong stored node.
 * A call that fails changes nothing: not the in-memory tree, not the data the
-  files commit to (a failed insert's partial frame is truncated away; a
-  failed checkpoint leaves the previous metadata record, the committed prefix
-  of every level file and every WAL entry as they were: it may leave bytes
-  past the committed end of level files and an extra, rotated WAL segment,
-  which recovery ignores or replays). The exception is ``insert_durable``,
+  files commit to, not the open descriptors (a failed insert's partial frame
+  is truncated away; a failed checkpoint leaves the previous metadata record,
+  the committed prefix of every level file and every WAL entry as they were,
+  and deletes the WAL segment it started unless an insert already went
+  there: it may leave bytes past the committed end of level files, which
+  recovery ignores). The exception is ``insert_durable``,
   whose insert is done before its fsync fails. An fsync failure anywhere
   makes the tree refuse every later write (``DurabilityError``) until it is
   reopened, because after a failed fsync the kernel may have dropped the
@@ -35,21 +42,29 @@ Guarantees
 
 Recovery (``RotorTree.open``)
 -----------------------------
-1. Take the directory's lock; read ``meta`` (CRC-checked always).
+1. Lock the directory (``flock`` on ``LOCK`` and on the directory itself,
+   which cannot be deleted away under an open tree); read ``meta``
+   (CRC-checked always) and the sync record.
 2. Map each level file; check its length; with ``verify_checkpoint`` check
-   its CRC and recompute the root from level 0 (``compute_root`` on the
-   pool, reading the mapping in place) against the recorded root. Restore
-   the tree from the files without hashing (levels below ``mmap_levels`` are
-   served from the mappings, the rest copied).
-3. Replay the WAL segments from ``wal_gen`` on, in order, while frames are
-   valid and their sequence numbers and first indices continue exactly.
-   The first bad frame (short, bad magic, bad CRC) or a gap at a segment
-   boundary is the torn tail -- unless a valid frame after it records that
-   the missing entry had been acknowledged as durable, which is reported as
-   :class:`~rotortree.CorruptionError`. The torn tail is truncated away,
-   later segments are deleted, replayed segments are fsynced (a crashed
-   process may have left them in the page cache only), and a new segment is
-   started for new entries.
+   its CRC and rehash every level to the recorded root (``compute_root`` on
+   the pool; level 0 and the files are read in place, a level above is
+   copied once with its last node from ``meta``). Restore the tree from the
+   files without hashing (levels below ``mmap_levels`` are served from the
+   mappings, the rest copied).
+3. Replay the WAL segments from ``wal_gen`` on, in order, frame after frame,
+   while frames are valid and their sequence numbers and first indices
+   continue exactly. The first bad frame (short, bad magic, bad CRC, not the
+   next entry) is the torn tail; nothing after it in that segment is read.
+   If the sync record (or a valid frame of a later segment, read from its
+   header) says an entry beyond the replayed ones was acknowledged, that is
+   :class:`~rotortree.CorruptionError`. Otherwise the torn tail is truncated
+   away, later segments are deleted, and a warning is logged on the
+   ``rotortree`` logger (as for every other repair). Replayed segments are
+   fsynced (a crashed process may have left them in the page cache only),
+   the sync record is advanced to them, and a new segment is started.
+
+With ``read_only=True`` steps 1-3 write nothing: a shared lock on the
+directory only, and a torn tail is ignored in memory (and logged), not cut.
 
 Threads
 -------
@@ -65,6 +80,7 @@ from __future__ import annotations
 
 import errno as _errno
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -83,6 +99,7 @@ from .errors import (
     DurabilityError,
     InvalidArgumentError,
     MaxDepthExceededError,
+    ReadOnlyTreeError,
     StorageMismatchError,
     TreeLockedError,
 )
@@ -101,6 +118,12 @@ from .tree import LeanIMT
 __all__ = ["RotorTree", "FlushPolicy", "CheckpointPolicy", "DurabilityToken"]
 
 _LOCK_NAME = "LOCK"
+# Every recovery that drops or repairs something says so here (besides
+# ``tree.recovery``), so that an operator's log shows it.
+_log = logging.getLogger("rotortree")
+# errnos meaning "this storage cannot be written": a writable open turns them
+# into ReadOnlyTreeError pointing at read_only=True.
+_READ_ONLY_ERRNOS = frozenset({_errno.EROFS, _errno.EACCES, _errno.EPERM})
 # WAL payload replayed into the tree per insert_many call during recovery.
 _REPLAY_BATCH_BYTES = 32 << 20
 
@@ -350,13 +373,15 @@ class _Files:
     """File descriptors of an open tree. The finalizer of a tree that is
     garbage-collected without close() fsyncs and closes them."""
 
-    __slots__ = ("lock_fd", "segment", "retired", "level_fds")
+    __slots__ = ("lock_fd", "dir_lock_fd", "segment", "retired", "level_fds", "sync")
 
     def __init__(self) -> None:
         self.lock_fd: Optional[int] = None
+        self.dir_lock_fd: Optional[int] = None
         self.segment: Optional[_Segment] = None
         self.retired: List[_Segment] = []
         self.level_fds: Dict[int, int] = {}
+        self.sync: Optional[storage.SyncRecord] = None
 
     def segments(self) -> List[_Segment]:
         return self.retired + ([self.segment] if self.segment else [])
@@ -369,6 +394,11 @@ class _Files:
         for fd in self.level_fds.values():
             os.close(fd)
         self.level_fds.clear()
+        if self.sync is not None:
+            self.sync.close()
+        if self.dir_lock_fd is not None:
+            os.close(self.dir_lock_fd)   # releases the directory's flock
+            self.dir_lock_fd = None
         if self.lock_fd is not None:
             os.close(self.lock_fd)   # releases the flock
             self.lock_fd = None
@@ -382,6 +412,8 @@ def _finalize(files: _Files, state: _SyncState) -> None:
             if segment.fd >= 0 and not segment.synced:
                 os.fsync(segment.fd)
         if state.error is None:
+            if files.sync is not None:
+                files.sync.write(written)   # acknowledged from now on
             state.advance(written)
     except OSError as error:
         state.fail(storage.io_error("fsync", "WAL", error))
@@ -404,8 +436,13 @@ def _flusher_main(ref: "weakref.ref[RotorTree]", stop: threading.Event, interval
         try:
             if tree._seq > tree._state.synced:
                 tree._sync_upto(tree._seq, report=False)
-        except (ClosedTreeError, DurabilityError):
-            return  # closed, or failed: tokens and the next call report it
+        except ClosedTreeError:
+            return
+        except DurabilityError:
+            if tree._failed is not None:
+                return  # failed: tokens and the next call report it
+            # A write of the sync record failed, which poisons nothing:
+            # retried at the next interval, so tokens still become durable.
         finally:
             del tree
 
@@ -467,7 +504,8 @@ class RotorTree:
     def open(cls, path: Any, arity: Optional[int] = 4, max_depth: Optional[int] = 32,
              flush_policy: Optional[FlushPolicy] = None,
              checkpoint_policy: Optional[CheckpointPolicy] = None,
-             verify_checkpoint: bool = True, mmap_levels: int = 0) -> "RotorTree":
+             verify_checkpoint: bool = True, mmap_levels: int = 0, *,
+             read_only: bool = False) -> "RotorTree":
         """Open the tree stored in directory ``path``, creating it if needed.
 
         ``arity`` / ``max_depth`` must match an existing tree
@@ -475,31 +513,43 @@ class RotorTree:
         stored (4 and 32 for a new tree). ``flush_policy`` defaults to
         ``FlushPolicy.interval(0.010)``, ``checkpoint_policy`` to
         ``memory_threshold(64 MiB) | on_close()``. With ``verify_checkpoint``
-        the checkpoint's level files are checksummed and its root recomputed
-        from the leaves (in parallel) before the tree opens. ``mmap_levels=L``
-        serves the checkpointed prefix of levels 0..L-1 from memory-mapped
-        level files instead of RAM.
+        the checkpoint's level files are checksummed and every level is
+        rehashed to the recorded root (in parallel), so any changed node is
+        caught whatever its checksum. ``mmap_levels=L`` serves the
+        checkpointed prefix of levels 0..L-1 from memory-mapped level files
+        instead of RAM.
 
-        Raises :class:`TreeLockedError` if the tree is open elsewhere,
-        :class:`CorruptionError` if its files are damaged.
+        ``read_only=True`` serves reads and proofs of an existing tree
+        without writing anything: no lock file, no new WAL segment, no
+        truncation of a torn tail (it is left on disk, ignored, and logged),
+        no background threads; every write raises
+        :class:`ReadOnlyTreeError`. Read-only opens share the directory
+        (a shared ``flock`` on it) and exclude writable ones.
+
+        Raises :class:`TreeLockedError` if the tree is open elsewhere (for
+        writing, or for reading when opening for writing),
+        :class:`CorruptionError` if its files are damaged,
+        :class:`ReadOnlyTreeError` if a writable open cannot write to the
+        directory (a read-only filesystem, no permission), or if
+        ``read_only=True`` finds no tree.
         """
         self = cls.__new__(cls)
         self._setup(path, arity, max_depth, flush_policy, checkpoint_policy,
-                    verify_checkpoint, mmap_levels)
+                    verify_checkpoint, mmap_levels, read_only)
         return self
 
     def _setup(self, path: Any, arity: Optional[int], max_depth: Optional[int],
                flush_policy: Optional[FlushPolicy],
                checkpoint_policy: Optional[CheckpointPolicy],
-               verify_checkpoint: bool, mmap_levels: int) -> None:
+               verify_checkpoint: bool, mmap_levels: int, read_only: bool) -> None:
         for name, value in (("arity", arity), ("max_depth", max_depth)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ArgumentTypeError(f"{name} must be an int or None, not "
                                         f"{type(value).__name__}")
-        if not isinstance(verify_checkpoint, bool):
-            # A truthy string such as "no" must not silently mean True.
-            raise ArgumentTypeError(f"verify_checkpoint must be a bool, not "
-                                    f"{type(verify_checkpoint).__name__}")
+        for name, flag in (("verify_checkpoint", verify_checkpoint), ("read_only", read_only)):
+            if not isinstance(flag, bool):
+                # A truthy string such as "no" must not silently mean True.
+                raise ArgumentTypeError(f"{name} must be a bool, not {type(flag).__name__}")
         if isinstance(mmap_levels, bool) or not isinstance(mmap_levels, int):
             raise ArgumentTypeError(f"mmap_levels must be an int, not {type(mmap_levels).__name__}")
         if not 0 <= mmap_levels <= lib.RT_MAX_DEPTH_LIMIT + 1:
@@ -525,6 +575,7 @@ class RotorTree:
             raise ArgumentTypeError(f"path must be a str or os.PathLike, not "
                                     f"{type(path).__name__}") from None
         self._dir = directory
+        self._read_only = read_only
         self._flush_policy = flush_policy
         self._checkpoint_policy = checkpoint_policy
         self._mmap_levels = mmap_levels
@@ -549,26 +600,51 @@ class RotorTree:
         self.recovery: Dict[str, Any] = {}
         try:
             self._open_files(arity, max_depth, verify_checkpoint)
-        except BaseException:
+        except BaseException as error:
             self._files.close_all()
             self._imt = None
+            if (not read_only and isinstance(error, OSError)
+                    and not isinstance(error, TreeLockedError)
+                    and error.errno in _READ_ONLY_ERRNOS):
+                raise ReadOnlyTreeError(
+                    error.errno,
+                    f"cannot open durable tree {directory} for writing: "
+                    f"{error.strerror or error} ({error.filename or directory}); open it with "
+                    f"RotorTree.open(path, read_only=True) to serve reads and proofs from "
+                    f"read-only storage", error.filename or directory) from error
             raise
         self._finalizer = weakref.finalize(self, _finalize, self._files, self._state)
-        self._start_threads()
+        if not read_only:
+            self._start_threads()
 
     def _open_files(self, arity: Optional[int], max_depth: Optional[int],
                     verify: bool) -> None:
         started = time.perf_counter()
         directory = self._dir
+        read_only = self._read_only
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise InvalidArgumentError(f"{directory} exists and is not a directory")
-        if not os.path.isdir(directory):
-            os.makedirs(directory, exist_ok=True)
-            storage.fsync_dir(os.path.dirname(directory) or "/")
-        self._lock_directory()
-        storage.unlink_quietly(os.path.join(directory, storage.META_NAME + ".tmp"))
+        if read_only:
+            if not os.path.isdir(directory):
+                raise ReadOnlyTreeError(_errno.ENOENT, f"no durable tree at {directory}: "
+                                        f"read_only=True never creates one", directory)
+            self._files.dir_lock_fd = self._hold_directory_lock(shared=True)
+        else:
+            if not os.path.isdir(directory):
+                os.makedirs(directory, exist_ok=True)
+                storage.fsync_dir(os.path.dirname(directory) or "/")
+            self._lock_directory()
+            tmp = os.path.join(directory, storage.META_NAME + ".tmp")
+            if os.path.exists(tmp):
+                _log.warning("rotortree: %s: removed %s left by an interrupted checkpoint",
+                             directory, tmp)
+                storage.unlink_quietly(tmp)
 
         meta = storage.read_meta(directory)
+        if meta is None and read_only:
+            raise ReadOnlyTreeError(
+                _errno.ENOENT, f"no durable tree at {directory} (no '{storage.META_NAME}' file): "
+                f"read_only=True never creates one", os.path.join(directory, storage.META_NAME))
         if meta is None:
             strays = [n for n in os.listdir(directory)
                       if storage.parse_segment_name(n) is not None
@@ -579,6 +655,9 @@ class RotorTree:
                     f"missing but tree files exist ({', '.join(sorted(strays)[:3])})",
                     os.path.join(directory, storage.META_NAME))
             meta = Meta(4 if arity is None else arity, 32 if max_depth is None else max_depth)
+            # The sync record first: the meta's flag then never promises a
+            # record that is not there.
+            storage.SyncRecord.create(directory, 0)
             storage.atomic_write(os.path.join(directory, storage.META_NAME), meta.encode())
         else:
             if arity is not None and arity != meta.arity:
@@ -600,13 +679,27 @@ class RotorTree:
             -(-policy.nbytes * (meta.arity - 1) // (NODE * meta.arity))
         self._root_out = ffi.new("uint8_t[32]")
         self._imt = LeanIMT(meta.arity, meta.max_depth)
+        record = storage.read_sync_record(directory)
+        if record is None and meta.flags & storage.META_FLAG_SYNC_RECORD:
+            path = os.path.join(directory, storage.SYNC_NAME)
+            raise CorruptionError(
+                f"sync record {path} is missing: the WAL's acknowledged end is unknown, so "
+                f"acknowledged entries may have been lost", path)
         self._restore_checkpoint(meta, verify)
         loaded = time.perf_counter()
-        replay = self._replay_wal(meta)
+        replay = self._replay_wal(meta, 0 if record is None else record[0])
         self._state = _SyncState(self._seq)
         self._next_gen = replay["next_gen"]
-        self._files.segment = self._create_segment(self._next_gen)
-        self._next_gen += 1
+        if not read_only:
+            # Everything replayed is fsynced now and new entries build on
+            # it: record it as acknowledged, so that losing it is detected.
+            if record is None:   # a tree written before the record existed
+                storage.SyncRecord.create(directory, self._seq)
+                record = (self._seq, 0)
+            self._files.sync = storage.SyncRecord(directory, record[0], record[1])
+            self._files.sync.write(self._seq)
+            self._files.segment = self._create_segment(self._next_gen)
+            self._next_gen += 1
         self.recovery = {
             "checkpoint_size": meta.size,
             "checkpoint_seq": meta.last_seq,
@@ -636,6 +729,31 @@ class RotorTree:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except OSError:
             pass  # diagnostics only
+        self._files.dir_lock_fd = self._hold_directory_lock(shared=False)
+
+    def _hold_directory_lock(self, shared: bool) -> int:
+        """flock the directory itself. The LOCK file can be deleted (or
+        replaced) under an open tree, and the next opener would lock a new
+        inode; the directory cannot be swapped that way while our
+        descriptor holds it, so a second writer is refused even then.
+        Read-only opens take the lock shared: they need no write access
+        (LOCK cannot be created on read-only storage) and exclude writers,
+        which would truncate and delete files under them."""
+        fd = os.open(self._dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise TreeLockedError(
+                _errno.EWOULDBLOCK,
+                f"durable tree {self._dir} is already open "
+                f"{'for writing' if shared else 'for reading or writing'} (the directory is "
+                f"locked by another RotorTree, in this or another process)") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     # -- recovery -------------------------------------------------------------
 
@@ -692,12 +810,24 @@ class RotorTree:
                     raise CorruptionError(
                         f"level file {path}: the last leaf differs from the one recorded in "
                         f"{storage.META_NAME}", path)
-                root = storage.root_of_buffer(leaves_map, meta.size * NODE, arity)
-                if root != meta.root:
+                assert meta.root is not None
+                bad = storage.first_bad_level(
+                    [(mapping if mapping is not None else b"", record.stored,
+                      record.last if level else None)
+                     for level, ((mapping, _), record) in enumerate(zip(held, meta.levels))],
+                    arity, meta.root)
+                if bad == 0:
                     raise CorruptionError(
                         f"level file {path}: the root recomputed from its {meta.size} leaves "
-                        f"({root.hex()}) differs from the root recorded in "
-                        f"{storage.META_NAME} ({meta.root.hex() if meta.root else None})", path)
+                        f"differs from the root recorded in {storage.META_NAME} "
+                        f"({meta.root.hex()})", path)
+                if bad is not None:
+                    path = self._level_path(bad)
+                    raise CorruptionError(
+                        f"level file {path}: its {meta.levels[bad].stored} nodes (with the "
+                        f"level's last node from {storage.META_NAME}) do not hash to the root "
+                        f"of the leaves: the level is damaged (its checksum was kept valid)",
+                        path)
             status = lib.rt_tree_restore(self._live()._tree, meta.size, sources, count)
             if status == lib.RT_ERR_INVALID_ARGUMENT:
                 raise CorruptionError(f"{self._dir}: the checkpoint's levels do not form a tree",
@@ -726,12 +856,20 @@ class RotorTree:
         status = lib.rt_tree_make_cold(self._live()._tree, level, cdata, count, out)
         return int(out[0]) if status == lib.RT_OK else self._cold.get(level, 0)
 
-    def _replay_wal(self, meta: Meta) -> Dict[str, Any]:
+    def _replay_wal(self, meta: Meta, acknowledged: int) -> Dict[str, Any]:
+        """Replay the WAL after the checkpoint. ``acknowledged``: the sync
+        record's seq; entries up to it were reported durable and must all be
+        found, or the WAL is damaged (not torn)."""
         directory = self._dir
+        read_only = self._read_only
         gens = sorted(g for g in (storage.parse_segment_name(n) for n in os.listdir(directory))
                       if g is not None)
-        for gen in gens:
-            if gen < meta.wal_gen:  # covered by the checkpoint; deletion was interrupted
+        stale = [g for g in gens if g < meta.wal_gen]
+        if stale and not read_only:
+            # Covered by the checkpoint; their deletion was interrupted.
+            _log.warning("rotortree: %s: removed %d WAL segment(s) already covered by the "
+                         "checkpoint (an interrupted clean-up)", directory, len(stale))
+            for gen in stale:
                 storage.unlink_quietly(os.path.join(directory, segment_name(gen)))
         live = [g for g in gens if g >= meta.wal_gen]
         expected, size = meta.last_seq + 1, meta.size
@@ -765,26 +903,20 @@ class RotorTree:
                         tear = (index, 0, "segment header incomplete")
                         break
                     continue
-                seg_arity, seg_depth, seg_gen = storage.decode_segment_header(mapping, path)
-                if (seg_arity, seg_depth, seg_gen) != (meta.arity, meta.max_depth, gen):
-                    raise CorruptionError(
-                        f"WAL segment {path}: header says arity {seg_arity}, max_depth "
-                        f"{seg_depth}, generation {seg_gen}; expected {meta.arity}, "
-                        f"{meta.max_depth}, {gen}", path)
-                first = True
+                self._check_segment_header(mapping, path, gen, meta)
+                # Strictly in order: a frame ends where the next begins, so
+                # once one is invalid (torn, damaged, or not the next entry)
+                # nothing after it in this segment is read as a frame; the
+                # leaves of a torn frame may hold frame-like bytes.
                 for frame, reason in storage.iter_frames(mapping):
+                    if not reason and frame.seq > expected and frame.first_index > size:
+                        reason = f"entries {expected}..{frame.seq - 1} are missing"
+                    elif not reason and (frame.seq != expected or frame.first_index != size):
+                        reason = (f"frame has sequence {frame.seq} at leaf {frame.first_index}, "
+                                  f"expected sequence {expected} at leaf {size}")
                     if reason:
                         tear = (index, frame.offset, reason)
                         break
-                    if frame.seq != expected or frame.first_index != size:
-                        if first and frame.seq > expected:
-                            tear = (index, frame.offset,
-                                    f"entries {expected}..{frame.seq - 1} are missing")
-                            break
-                        raise CorruptionError(
-                            f"WAL segment {path}: frame at offset {frame.offset} has sequence "
-                            f"{frame.seq} at leaf {frame.first_index}, expected sequence "
-                            f"{expected} at leaf {size}", path)
                     if size + frame.count > self._capacity:
                         raise CorruptionError(
                             f"WAL segment {path}: frame at offset {frame.offset} takes the "
@@ -797,7 +929,6 @@ class RotorTree:
                     size += frame.count
                     entries += 1
                     leaves += frame.count
-                    first = False
                     empty.discard(gen)
             finally:
                 storage.release_mapping(mapping)
@@ -805,25 +936,44 @@ class RotorTree:
                 break
         apply()
 
+        replayed = expected - 1
+        claim, source = acknowledged, os.path.join(directory, storage.SYNC_NAME)
+        if tear is not None:
+            later, later_source = self._acknowledged_after(live, tear, meta)
+            if later > claim:
+                claim, source = later, later_source
+        if claim > replayed:
+            where = (f"WAL segment {os.path.join(directory, segment_name(live[tear[0]]))} "
+                     f"ends at offset {tear[1]} ({tear[2]})" if tear is not None
+                     else "the WAL segment that held them is missing or was truncated")
+            raise CorruptionError(
+                f"{directory}: entries up to {claim} had been acknowledged as durable ({source} "
+                f"says so) but the WAL holds entries only up to {replayed}: {where}; this is "
+                f"corruption, not a torn tail",
+                os.path.join(directory, segment_name(live[tear[0]])) if tear is not None
+                else source)
+
         dropped = 0
         if tear is not None:
-            dropped = self._drop_torn_tail(live, tear, expected)
-        # Make what was replayed durable before anything is acknowledged on top
-        # of it: a crashed process may have left it in the page cache only.
-        for gen in live:
-            path = os.path.join(directory, segment_name(gen))
-            if gen in empty:
-                storage.unlink_quietly(path)
-            elif os.path.exists(path):
-                fd = storage.open_fd(path, os.O_RDONLY)
-                try:
-                    storage.fsync_fd(fd, path)
-                finally:
-                    os.close(fd)
-                self._files.retired.append(_Segment(gen, path, -1, 0))
-        if tear is not None:
-            storage.fsync_dir(directory)
-        self._seq = expected - 1
+            dropped = self._drop_torn_tail(live, tear, replayed)
+        if not read_only:
+            # Make what was replayed durable before anything is acknowledged
+            # on top of it: a crashed process may have left it in the page
+            # cache only.
+            for gen in live:
+                path = os.path.join(directory, segment_name(gen))
+                if gen in empty:
+                    storage.unlink_quietly(path)
+                elif os.path.exists(path):
+                    fd = storage.open_fd(path, os.O_RDONLY)
+                    try:
+                        storage.fsync_fd(fd, path)
+                    finally:
+                        os.close(fd)
+                    self._files.retired.append(_Segment(gen, path, -1, 0))
+            if tear is not None:
+                storage.fsync_dir(directory)
+        self._seq = replayed
         self._size = size
         return {
             "replayed_entries": entries,
@@ -833,45 +983,69 @@ class RotorTree:
             "next_gen": max(gens + [meta.wal_gen - 1]) + 1,
         }
 
-    def _drop_torn_tail(self, live: List[int], tear: Tuple[int, int, str], expected: int) -> int:
-        """Cut the WAL at the tear, after checking that nothing beyond it was
-        ever acknowledged (frames record the durable sequence at write time)."""
-        index, offset, reason = tear
-        directory = self._dir
-        for position, gen in enumerate(live[index:]):
-            path = os.path.join(directory, segment_name(gen))
+    @staticmethod
+    def _check_segment_header(mapping: Any, path: str, gen: int, meta: Meta) -> None:
+        seg_arity, seg_depth, seg_gen = storage.decode_segment_header(mapping, path)
+        if (seg_arity, seg_depth, seg_gen) != (meta.arity, meta.max_depth, gen):
+            raise CorruptionError(
+                f"WAL segment {path}: header says arity {seg_arity}, max_depth "
+                f"{seg_depth}, generation {seg_gen}; expected {meta.arity}, "
+                f"{meta.max_depth}, {gen}", path)
+
+    def _acknowledged_after(self, live: List[int], tear: Tuple[int, int, str],
+                            meta: Meta) -> Tuple[int, str]:
+        """The highest durable seq recorded by frames in the segments after
+        the torn one (each read strictly from its header: a segment starts
+        at a known boundary, unlike the bytes after a tear), and the file
+        saying so. Catches lost acknowledged entries of trees whose sync
+        record is older than the WAL (written before the record existed)."""
+        best, source = 0, ""
+        for gen in live[tear[0] + 1:]:
+            path = os.path.join(self._dir, segment_name(gen))
             mapping = storage.map_file(path)
             if mapping is None:
                 continue
             try:
-                # From the tear itself: after a gap the frame there is valid.
-                start = (offset if position == 0 else SEGMENT_HEADER_LEN) - 8
-                for frame in storage.later_valid_frames(mapping, start):
-                    if frame.synced >= expected:
-                        raise CorruptionError(
-                            f"WAL segment {os.path.join(directory, segment_name(live[index]))}: "
-                            f"the frame at offset {offset} is damaged ({reason}) but entry "
-                            f"{expected} had been acknowledged as durable (frame {frame.seq} "
-                            f"in {path} says so): this is corruption, not a torn tail", path)
+                if len(mapping) <= SEGMENT_HEADER_LEN:
+                    continue
+                self._check_segment_header(mapping, path, gen, meta)
+                for frame, reason in storage.iter_frames(mapping):
+                    if reason:
+                        break
+                    if frame.synced > best:
+                        best, source = frame.synced, f"frame {frame.seq} in {path}"
             finally:
                 storage.release_mapping(mapping)
-        dropped = 0
+        return best, source
+
+    def _drop_torn_tail(self, live: List[int], tear: Tuple[int, int, str], replayed: int) -> int:
+        """Cut the WAL at the tear (nothing beyond it was acknowledged: the
+        caller checked) and log it; a read-only open leaves the files alone."""
+        index, offset, reason = tear
+        directory = self._dir
         first_path = os.path.join(directory, segment_name(live[index]))
-        file_size = os.path.getsize(first_path)
+        later = [os.path.join(directory, segment_name(gen)) for gen in live[index + 1:]]
+        dropped = os.path.getsize(first_path) - max(offset, 0) + \
+            sum(os.path.getsize(path) for path in later)
+        if self._read_only:
+            _log.warning("rotortree: %s: WAL segment %s has a torn tail at offset %d (%s); "
+                         "ignoring %d bytes after entry %d (read-only: the files are left "
+                         "as they are)", directory, first_path, offset, reason, dropped, replayed)
+            return dropped
+        _log.warning("rotortree: %s: dropped the torn tail of WAL segment %s at offset %d (%s): "
+                     "%d bytes after entry %d, never acknowledged as durable%s", directory,
+                     first_path, offset, reason, dropped, replayed,
+                     f"; deleted {len(later)} later segment(s)" if later else "")
         if offset <= 0:
-            dropped += file_size
             os.unlink(first_path)
         else:
-            dropped += file_size - offset
             fd = storage.open_fd(first_path, os.O_WRONLY)
             try:
                 storage.truncate_fd(fd, offset, first_path)
                 storage.fsync_fd(fd, first_path)
             finally:
                 os.close(fd)
-        for gen in live[index + 1:]:
-            path = os.path.join(directory, segment_name(gen))
-            dropped += os.path.getsize(path)
+        for path in later:
             os.unlink(path)
         return dropped
 
@@ -922,6 +1096,10 @@ class RotorTree:
         failed background checkpoint."""
         if self._closed or (self._closing and not closing):
             raise ClosedTreeError(f"durable tree {self._dir} is closed")
+        if self._read_only:
+            raise ReadOnlyTreeError(_errno.EROFS, f"durable tree {self._dir} was opened with "
+                                    f"read_only=True: it serves reads and proofs only",
+                                    self._dir)
         if self._failed is not None:
             raise self._state.failure(
                 f"durable tree {self._dir} refuses writes after an fsync failure; reopen it")
@@ -959,9 +1137,12 @@ class RotorTree:
 
     def insert_durable(self, leaves: Leaves) -> bytes:
         """Insert one leaf (32 bytes) or a batch and return the new root once
-        it is fsynced (concurrent callers share fsyncs). If the fsync fails
-        the entry stays in the in-memory tree, is not durable, this raises
-        :class:`DurabilityError`, and the tree refuses further writes."""
+        it is fsynced and recorded in the sync record (concurrent callers
+        share both). If the fsync fails the entry stays in the in-memory
+        tree, is not durable, this raises :class:`DurabilityError`, and the
+        tree refuses further writes; if only writing the sync record fails,
+        the same except that the tree stays writable and the next flush
+        retries."""
         root, token = self.insert_many(leaves)
         self._sync_upto(token.seq)
         return root
@@ -969,7 +1150,8 @@ class RotorTree:
     def _append(self, payload: bytes, count: int) -> Tuple[bytes, DurabilityToken]:
         imt = self._live()
         with self._lock:
-            if self._closing or self._failed is not None or self._background_error is not None:
+            if (self._closing or self._failed is not None or self._background_error is not None
+                    or self._read_only):
                 self._check_writable()
             if self._size + count > self._capacity:
                 raise MaxDepthExceededError(
@@ -1027,7 +1209,9 @@ class RotorTree:
     # -- fsync --------------------------------------------------------------
 
     def flush(self) -> None:
-        """fsync everything written so far; returns when it is durable."""
+        """fsync everything written so far and record it in the sync
+        record; returns when it is durable (see :meth:`insert_durable` for
+        failures)."""
         with self._lock:
             self._check_writable()
             seq = self._seq
@@ -1053,13 +1237,20 @@ class RotorTree:
             try:
                 for segment in segments:
                     storage.fsync_fd(segment.fd, segment.path)
+                record = self._files.sync
+                assert record is not None, "writable trees keep their sync record open"
+                record.write(target)
             except DurabilityError as error:
-                self._poison(error)
+                self._poison_on_fsync(error)
                 if report:
                     state.reported = True
                 raise
             for segment in segments[:-1]:
-                segment.synced = True  # retired: nothing is written to it any more
+                # Retired: nothing is written to it any more, so its
+                # descriptor is done with (recovery reads it by name).
+                segment.synced = True
+                os.close(segment.fd)
+                segment.fd = -1
             state.advance(target)
 
     # -- checkpoints --------------------------------------------------------
@@ -1104,7 +1295,8 @@ class RotorTree:
                     raise
                 snap = self._live().snapshot()
                 seq = self._seq
-                self._files.retired.append(self._current_segment())
+                previous = self._current_segment()
+                self._files.retired.append(previous)
                 self._files.segment = segment
                 entries, leaves = self._entries_since, self._leaves_since
                 self._entries_since = self._leaves_since = 0
@@ -1115,6 +1307,7 @@ class RotorTree:
                     self._entries_since += entries
                     self._leaves_since += leaves
                 self._poison_on_fsync(error)
+                self._undo_rotation(previous, segment)
                 raise
             self._meta = meta
             self._checkpoints += 1
@@ -1122,6 +1315,36 @@ class RotorTree:
             self._retire_segments(gen)
             self._serve_levels_from_files(meta)
             return True
+
+    def _undo_rotation(self, previous: _Segment, segment: _Segment) -> None:
+        """A checkpoint failed: if no entry went to its new WAL segment,
+        delete that segment and write to ``previous`` again, so that a failed
+        checkpoint leaves the files and descriptors as they were (repeated
+        failures must not pile up open segments). Not done when the new
+        metadata may be on disk (it names the new segment as the start of
+        the WAL, so entries written to ``previous`` would be discarded as
+        covered by it) or when the tree refuses writes anyway."""
+        if self._failed is not None:
+            return
+        try:
+            current = storage.read_meta(self._dir)
+        except (OSError, CorruptionError):
+            return
+        if current is None or current.wal_gen >= segment.gen:
+            return
+        with self._sync_lock, self._lock:
+            if (self._files.segment is not segment or segment.offset != SEGMENT_HEADER_LEN
+                    or previous.fd < 0 or not self._files.retired
+                    or self._files.retired[-1] is not previous):
+                return
+            self._files.retired.pop()
+            self._files.segment = previous
+            self._next_gen = segment.gen
+            os.close(segment.fd)
+            segment.fd = -1
+        # Not fsyncing the directory is safe: an empty segment that comes
+        # back after a crash holds no entry, and recovery deletes it.
+        storage.unlink_quietly(segment.path)
 
     def _level_fd(self, level: int) -> int:
         fd = self._files.level_fds.get(level)
@@ -1227,7 +1450,7 @@ class RotorTree:
                 thread.join()
         error: Optional[BaseException] = None
         try:
-            if self._failed is None:
+            if self._failed is None and not self._read_only:
                 self._sync_upto(self._seq)
                 if self._checkpoint_policy.at_close:
                     self._checkpoint(closing=True)
@@ -1260,6 +1483,11 @@ class RotorTree:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def read_only(self) -> bool:
+        """True if opened with ``read_only=True`` (writes raise)."""
+        return self._read_only
 
     # -- reads (delegated to the in-memory tree) ----------------------------
 

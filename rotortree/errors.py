@@ -100,6 +100,13 @@ class StorageMismatchError(RotorTreeError, builtins.ValueError):
     one its files were written with."""
 
 
+class ReadOnlyTreeError(RotorTreeError, builtins.PermissionError):
+    """A write to a durable tree opened with ``read_only=True``, or a
+    writable open of a tree whose directory or files cannot be written (a
+    read-only filesystem, missing permissions): open it with
+    ``read_only=True`` to serve reads and proofs from it."""
+
+
 # -- warnings ----------------------------------------------------------------------
 
 

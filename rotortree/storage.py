@@ -8,14 +8,29 @@ Durable tree directory (``RotorTree.open(path)``)
 
 ``LOCK``
     Empty-ish lock file (it holds the owner's pid, for diagnostics only).
-    ``fcntl.flock(LOCK_EX | LOCK_NB)`` on it makes a directory single-owner.
+    ``fcntl.flock(LOCK_EX | LOCK_NB)`` on it and on the directory itself
+    makes a directory single-owner; the directory lock still holds if
+    ``LOCK`` is deleted. Read-only opens take only a shared lock on the
+    directory.
+
+``synced``
+    The sync record: the highest WAL sequence number ever reported durable.
+    Two 32-byte slots at offsets 0 and 512, written alternately (a torn
+    write spoils one slot only; the valid slot with the higher seq counts)::
+
+        magic "RTSY" | version u16 (=1) | slot u16 | seq u64 | 0 u64 |
+        crc32 u32 over the previous 24 bytes | 0 u32
+
+    Each group commit fsyncs the WAL, then writes and fdatasyncs the record,
+    then reports the entries durable; recovery that finds fewer entries than
+    the record names reports corruption instead of a torn tail.
 
 ``meta``
     The checkpoint record, replaced atomically (written to ``meta.tmp``,
     fsynced, renamed over ``meta``, directory fsynced)::
 
         magic "RTMD" | version u16 (=1) | arity u16 | max_depth u16 |
-        level_count u16 | flags u32 (=0) | size u64 | last_seq u64 |
+        level_count u16 | flags u32 | size u64 | last_seq u64 |
         wal_gen u64 | root[32] (zeros when empty)                      72 bytes
         level_count times:  stored u64 | crc32 u32 | 0 u32 | last[32]  48 bytes
         crc32 u32 over everything before it
@@ -29,7 +44,9 @@ Durable tree directory (``RotorTree.open(path)``)
     the last WAL entry the checkpoint contains; ``wal_gen`` the first WAL
     segment that may hold later entries (older segments are garbage).
     A fresh directory gets a record with size 0 before anything else, so
-    arity and max_depth are always on disk.
+    arity and max_depth are always on disk. ``flags`` bit 0: the directory
+    keeps a sync record (a missing one is damage, not a tree written before
+    the record existed); other bits are 0.
 
 ``level-LL.dat`` (LL = two decimal digits, the level)
     Raw nodes, node i at byte offset 32 * i, no header (so the file can be
@@ -53,8 +70,10 @@ Durable tree directory (``RotorTree.open(path)``)
     ``seq`` numbers entries 1, 2, 3, ... over the life of the tree (one entry
     per insert / insert_many call), ``first_index`` is the tree size before
     the entry, ``synced`` is the highest seq already known durable when the
-    frame was written (used to tell a torn tail from damage to acknowledged
-    data), and the crc covers the first 40 header bytes and the leaves. A
+    frame was written (a frame of a segment after a tear that says so shows
+    the tear is damage to acknowledged data), and the crc covers the first
+    40 header bytes and the leaves. Frames are read strictly one after the
+    other: a frame's leaves are never searched for frames. A
     checkpoint starts a new segment, so that segments wholly covered by a
     committed checkpoint can be deleted ("WAL truncation").
 
@@ -70,9 +89,11 @@ fsync)::
     crc32 u32 | 0 u32 over the header and table                        8 bytes
     level 0 nodes, level 1 nodes, ..., level depth nodes (all nodes)
 
-``load(verify=True)`` checks every level's crc and recomputes the root from
-the leaves (in parallel, ``compute_root``); ``verify=False`` checks only the
-header's crc, the file's length and that the top node is the root. Neither
+``load(verify=True)`` checks every level's crc and rehashes every level to
+the root (in parallel, ``compute_root``; see :func:`first_bad_level`), so
+any change to a stored node is caught, whatever its crc; ``verify=False``
+checks only the header's crc, the file's length and that the top node is
+the root. Neither
 rehashes the tree to rebuild it: the nodes are copied into the tree, or with
 ``mmap=True`` served in place from a shared read-only mapping of the file.
 
@@ -80,11 +101,11 @@ I/O hooks
 ---------
 
 Every write, fsync, rename and truncate of this package's files goes through
-the module-level functions ``_pwrite``, ``_fsync``, ``_rename`` and
-``_truncate``, looked up at call time, so tests can inject failures by
-replacing them. Failures are reported as :class:`DurabilityError` with
-``operation`` set to ``"write"``, ``"fsync"``, ``"rename"``, ``"truncate"``
-or ``"open"``.
+the module-level functions ``_pwrite``, ``_fsync``, ``_fdatasync`` (the sync
+record only), ``_rename`` and ``_truncate``, looked up at call time, so tests
+can inject failures by replacing them. Failures are reported as
+:class:`DurabilityError` with ``operation`` set to ``"write"``, ``"fsync"``
+(also for fdatasync), ``"rename"``, ``"truncate"`` or ``"open"``.
 """
 
 from __future__ import annotations
@@ -116,6 +137,10 @@ def _pwrite(fd: int, data: Any, offset: int) -> int:
 
 def _fsync(fd: int) -> None:
     os.fsync(fd)
+
+
+def _fdatasync(fd: int) -> None:
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def _rename(src: str, dst: str) -> None:
@@ -156,6 +181,15 @@ def write_all(fd: int, data: Any, offset: int, path: str) -> None:
 def fsync_fd(fd: int, path: str) -> None:
     try:
         _fsync(fd)
+    except OSError as error:
+        raise io_error("fsync", path, error) from error
+
+
+def fdatasync_fd(fd: int, path: str) -> None:
+    """fsync for a file overwritten in place (its size never changes): the
+    data without the timestamps, which spares a journal commit."""
+    try:
+        _fdatasync(fd)
     except OSError as error:
         raise io_error("fsync", path, error) from error
 
@@ -265,6 +299,12 @@ class LevelRecord:
     last: bytes
 
 
+# Meta flag: the directory keeps a sync record (SYNC_NAME); its absence is
+# then damage, not an older tree that never had one.
+META_FLAG_SYNC_RECORD = 1
+_META_KNOWN_FLAGS = META_FLAG_SYNC_RECORD
+
+
 @dataclass
 class Meta:
     arity: int
@@ -274,11 +314,12 @@ class Meta:
     wal_gen: int = 1
     root: Optional[bytes] = None
     levels: List[LevelRecord] = field(default_factory=list)
+    flags: int = META_FLAG_SYNC_RECORD
 
     def encode(self) -> bytes:
         head = _META_HEAD.pack(META_MAGIC, META_VERSION, self.arity, self.max_depth,
-                               len(self.levels), 0, self.size, self.last_seq, self.wal_gen,
-                               self.root or _ZERO32)
+                               len(self.levels), self.flags, self.size, self.last_seq,
+                               self.wal_gen, self.root or _ZERO32)
         body = head + b"".join(_META_LEVEL.pack(r.stored, r.crc, r.last) for r in self.levels)
         return body + _CRC.pack(zlib.crc32(body))
 
@@ -302,8 +343,8 @@ class Meta:
             raise bad("checksum mismatch (the record is damaged)")
         if version != META_VERSION:
             raise bad(f"unsupported version {version}")
-        if not 2 <= arity <= 255 or not 1 <= max_depth <= 64 or flags:
-            raise bad(f"invalid header (arity {arity}, max_depth {max_depth})")
+        if not 2 <= arity <= 255 or not 1 <= max_depth <= 64 or flags & ~_META_KNOWN_FLAGS:
+            raise bad(f"invalid header (arity {arity}, max_depth {max_depth}, flags {flags:#x})")
         levels = []
         offset = _META_HEAD.size
         for _ in range(level_count):
@@ -311,7 +352,7 @@ class Meta:
             levels.append(LevelRecord(stored, level_crc, last))
             offset += _META_LEVEL.size
         meta = cls(arity, max_depth, size, last_seq, wal_gen,
-                   root if size else None, levels)
+                   root if size else None, levels, flags)
         lengths = level_lengths(size, arity)
         if len(lengths) != level_count:
             raise bad(f"{level_count} levels recorded, a tree of {size} leaves has "
@@ -443,22 +484,86 @@ def iter_frames(buf: Any, offset: int = SEGMENT_HEADER_LEN) -> Iterator[Tuple[Fr
         offset = frame.end
 
 
-def later_valid_frames(buf: Any, offset: int) -> Iterator[Frame]:
-    """Valid frames found by searching for the frame magic at 8-byte aligned
-    offsets after ``offset`` (used only after a tear, to look for frames
-    written after the damaged or missing one)."""
-    position = offset + 8
-    while True:
-        position = buf.find(FRAME_MAGIC, position)
-        if position < 0:
+# --------------------------------------------------------------------------
+# Sync record: the highest WAL sequence ever acknowledged as durable
+
+SYNC_NAME = "synced"
+SYNC_MAGIC = b"RTSY"
+SYNC_VERSION = 1
+_SYNC_SLOT = struct.Struct("<4sHHQ8xI4x")  # 32 bytes, crc over the first 24
+# Two slots in different 512-byte sectors, written alternately: a crash that
+# tears one write damages one slot, and the other still holds the previous
+# acknowledged point, which is all that was acknowledged (the torn write's
+# fsync never returned).
+SYNC_SLOT_OFFSETS = (0, 512)
+SYNC_FILE_LEN = SYNC_SLOT_OFFSETS[1] + _SYNC_SLOT.size
+
+
+def encode_sync_slot(slot: int, seq: int) -> bytes:
+    head = _SYNC_SLOT.pack(SYNC_MAGIC, SYNC_VERSION, slot, seq, 0)
+    return head[:24] + _CRC.pack(zlib.crc32(head[:24])) + bytes(4)
+
+
+def read_sync_record(directory: str) -> Optional[Tuple[int, int]]:
+    """(acknowledged seq, the slot holding it), None if the file is missing;
+    CorruptionError if neither slot is valid."""
+    path = os.path.join(directory, SYNC_NAME)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(SYNC_FILE_LEN)
+    except FileNotFoundError:
+        return None
+    best: Optional[Tuple[int, int]] = None
+    for slot, offset in enumerate(SYNC_SLOT_OFFSETS):
+        if len(data) < offset + _SYNC_SLOT.size:
+            continue
+        magic, version, stored_slot, seq, crc = _SYNC_SLOT.unpack_from(data, offset)
+        if (magic == SYNC_MAGIC and version == SYNC_VERSION and stored_slot == slot
+                and zlib.crc32(data[offset:offset + 24]) == crc
+                and (best is None or seq > best[0])):
+            best = (seq, slot)
+    if best is None:
+        raise CorruptionError(f"sync record {path}: no valid slot ({len(data)} bytes); the "
+                              f"WAL's acknowledged end is unknown", path)
+    return best
+
+
+class SyncRecord:
+    """The open sync record of a writable tree. ``write(seq)`` makes ``seq``
+    the recorded acknowledged point; callers serialise it (the tree's sync
+    lock, or the finalizer once nothing else runs)."""
+
+    __slots__ = ("fd", "path", "seq", "slot")
+
+    def __init__(self, directory: str, seq: int, slot: int) -> None:
+        self.path = os.path.join(directory, SYNC_NAME)
+        self.fd = open_fd(self.path, os.O_RDWR)
+        self.seq = seq
+        self.slot = slot ^ 1   # the next write spares the slot holding seq
+
+    @staticmethod
+    def create(directory: str, seq: int) -> None:
+        """Write a fresh record holding ``seq`` in both slots, atomically."""
+        data = bytearray(SYNC_FILE_LEN)
+        for slot, offset in enumerate(SYNC_SLOT_OFFSETS):
+            data[offset:offset + _SYNC_SLOT.size] = encode_sync_slot(slot, seq)
+        atomic_write(os.path.join(directory, SYNC_NAME), bytes(data))
+
+    def write(self, seq: int) -> None:
+        if seq <= self.seq:
             return
-        if position % 8 == 0:
-            frame, _ = frame_at(buf, position)
-            if frame is not None:
-                yield frame
-                position = frame.end
-                continue
-        position += 1
+        write_all(self.fd, encode_sync_slot(self.slot, seq), SYNC_SLOT_OFFSETS[self.slot],
+                  self.path)
+        fdatasync_fd(self.fd, self.path)
+        # Only a completed write moves on: after a failed one the same slot
+        # is rewritten, so the slot holding the last good seq stays intact.
+        self.seq = seq
+        self.slot ^= 1
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 # --------------------------------------------------------------------------
@@ -555,16 +660,40 @@ def crc_of(mapping: Any, nbytes: int) -> int:
     return crc
 
 
-def root_of_buffer(mapping: Any, nbytes: int, arity: int) -> bytes:
-    """compute_root over the first ``nbytes`` of ``mapping``, in place."""
+def root_of_buffer(mapping: Any, nbytes: int, arity: int, last: Optional[bytes] = None) -> bytes:
+    """compute_root over the first ``nbytes`` of ``mapping`` (in place), or,
+    given ``last``, over those bytes followed by the node ``last``."""
     from .tree import compute_root
 
     with memoryview(mapping) as view:
         part = view[:nbytes]
         try:
-            return compute_root(part, arity)
+            if last is None:
+                return compute_root(part, arity)
+            # One transient copy of at most len(level 0) / arity nodes, no
+            # more than compute_root of level 0 already allocates.
+            return compute_root(b"".join((part, last)), arity)
         finally:
             part.release()
+
+
+def first_bad_level(levels: List[Tuple[Any, int, Optional[bytes]]], arity: int,
+                    root: bytes) -> Optional[int]:
+    """The first level whose nodes do not hash up to ``root``, or None.
+
+    ``levels[l]`` is (buffer, nodes of level l at its start, the level's last
+    node when it is kept outside the buffer, else None). Every level is
+    rehashed to the root with ``compute_root`` on the pool. Level lengths are
+    fixed by the size, so a level that differs from the one the leaves
+    produce yet hashes to the same root would be a BLAKE3 collision: with
+    level 0 checked against the root, this proves every stored node, unlike
+    a CRC, which a deliberate edit can keep valid."""
+    for level, (buffer, count, last) in enumerate(levels):
+        if count + (last is not None) <= 1:
+            continue   # the top node: compared with the root by the caller
+        if root_of_buffer(buffer, count * NODE, arity, last) != root:
+            return level
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -688,9 +817,15 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, verify: bool = True,
                     for level, (part, (_count, level_crc)) in enumerate(zip(parts, table)):
                         if crc_of(part, part.nbytes) != level_crc:
                             raise bad(f"level {level} checksum mismatch")
-                    if root_of_buffer(parts[0], parts[0].nbytes, arity) != root:
+                    damaged = first_bad_level([(part, count, None) for part, count
+                                               in zip(parts, lengths)], arity, root)
+                    if damaged == 0:
                         raise bad("the root recomputed from the leaves differs from the "
                                   "recorded root")
+                    if damaged is not None:
+                        raise bad(f"level {damaged}'s nodes do not hash to the root of the "
+                                  f"leaves (the level is damaged; its checksum was kept "
+                                  f"valid)")
                 if bytes(parts[-1]) != root:
                     raise bad("the top level's node differs from the recorded root")
                 if in_place:

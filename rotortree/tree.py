@@ -225,9 +225,11 @@ class LeanIMT:
 
     @classmethod
     def load(cls, path: Any, verify: bool = True, mmap: bool = False) -> "LeanIMT":
-        """Read a file written by :meth:`save` without rehashing the tree.
-        With ``verify`` every level's CRC is checked and the root recomputed
-        from the leaves (in parallel); otherwise only the header is checked.
+        """Read a file written by :meth:`save`.
+        With ``verify`` every level's CRC is checked and every level is
+        rehashed to the root (in parallel), so a changed node is caught even
+        when its CRC was kept valid; otherwise only the header is checked and
+        nothing is rehashed.
         With ``mmap`` the nodes are read in place from a memory mapping of the
         file instead of copied into RAM (the file must then not be modified
         in place or truncated while the tree or its snapshots live; ``save``

@@ -281,15 +281,17 @@ def test_reopening_does_not_pile_up_segments(tmp_path):
 
 
 def _three_entries_then_one(path):
-    with manual(path) as tree:
-        tree.insert(leaf(0))
-        tree.insert_many(leaves(1, 2))
-        tree.insert(leaf(3))
-        tree.flush()
-        good = os.path.getsize(current_segment(path))
-        tree.insert_many(leaves(4, 3))
-        tree.flush()
-        full = os.path.getsize(current_segment(path))
+    """Three acknowledged entries, then one written but never acknowledged
+    (the process dies before an fsync returns): only that one may be torn."""
+    tree = manual(path)
+    tree.insert(leaf(0))
+    tree.insert_many(leaves(1, 2))
+    tree.insert(leaf(3))
+    tree.flush()
+    good = os.path.getsize(current_segment(path))
+    tree.insert_many(leaves(4, 3))
+    full = os.path.getsize(current_segment(path))
+    abandon(tree)
     return good, full
 
 
@@ -343,11 +345,11 @@ def test_damage_before_acknowledged_frames_is_corruption(tmp_path):
 
 def test_unacknowledged_tail_after_a_gap_is_dropped(tmp_path):
     path = tmp_path / "t"
-    with manual(path) as tree:
-        tree.insert_durable(leaf(0))
-        tree.insert(leaf(1))
-        tree.insert(leaf(2))   # never fsynced: may be torn anywhere
-        tree.flush()
+    tree = manual(path)
+    tree.insert_durable(leaf(0))
+    tree.insert(leaf(1))
+    tree.insert(leaf(2))   # never fsynced: may be torn anywhere
+    abandon(tree)
     wal = current_segment(path)
     flip_byte(wal, storage.SEGMENT_HEADER_LEN + 80 + 60)   # entry 2; entry 3 intact
     with manual(path) as tree:
@@ -356,21 +358,28 @@ def test_unacknowledged_tail_after_a_gap_is_dropped(tmp_path):
 
 @pytest.mark.parametrize("acknowledged", [False, True])
 def test_gap_between_segments(tmp_path, monkeypatch, acknowledged):
-    """Entries lost at the end of an older segment: a torn tail if nothing
-    written later says they were durable, corruption otherwise."""
+    """Entries lost at the end of an older segment: a torn tail if they were
+    never acknowledged, corruption otherwise."""
     path = tmp_path / "t"
-    with manual(path) as tree:
-        tree.insert_durable(leaf(0))
-        tree.insert(leaf(1))
-        if acknowledged:
-            tree.flush()
-        lost_from = os.path.getsize(current_segment(path)) - 80
-        monkeypatch.setattr(storage, "_rename", _fail())
-        with pytest.raises(DurabilityError):
-            tree.checkpoint()   # rotated the WAL, did not commit
-        monkeypatch.undo()
-        tree.insert(leaf(2))     # first entry of the newer segment
+    tree = manual(path)
+    tree.insert_durable(leaf(0))
+    tree.insert(leaf(1))
+    if acknowledged:
         tree.flush()
+    lost_from = os.path.getsize(current_segment(path)) - 80
+
+    def rename_fails(*args):
+        tree.insert(leaf(2))     # first entry of the newer segment
+        raise OSError(errno.EIO, "injected")
+    monkeypatch.setattr(storage, "_rename", rename_fails)
+    with pytest.raises(DurabilityError):
+        tree.checkpoint()   # rotated the WAL, did not commit
+    monkeypatch.undo()
+    if acknowledged:
+        tree.close()
+    else:
+        abandon(tree)
+    assert len(segments(path)) == 2
     older = os.path.join(path, segments(path)[0])
     with open(older, "r+b") as handle:
         handle.truncate(lost_from)   # entry 2 never reached the disk
@@ -479,9 +488,9 @@ def abandon(tree) -> None:
 
 
 def crash_at(monkeypatch, n: int) -> list:
-    """Make the n-th write/fsync/rename/truncate from now raise Crash."""
+    """Make the n-th write/fsync/fdatasync/rename/truncate from now raise Crash."""
     calls = []
-    for name in ("_pwrite", "_fsync", "_rename", "_truncate"):
+    for name in ("_pwrite", "_fsync", "_fdatasync", "_rename", "_truncate"):
         real = getattr(storage, name)
 
         def hook(*args, _real=real, _name=name):
