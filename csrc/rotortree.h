@@ -110,6 +110,19 @@ int rt_pool_shutdown(void);
  * system now. Any thread. */
 void rt_release_cached_memory(void);
 
+/* Memory held for tree levels, process-wide. Level storage is carved in
+ * chunks from slabs; a freed chunk (for instance a snapshot's copy of a
+ * level's last chunk, dropped with the snapshot) is reused by the next
+ * chunk wanted with the same capacity, and a slab returns to the system
+ * (or to the cache above) once none of its chunks is in use. */
+struct rt_memory_stats {
+    uint64_t chunk_bytes;      /* every slab alive, free chunks included */
+    uint64_t free_chunk_bytes; /* freed chunks waiting in those slabs for reuse */
+    uint64_t slabs;            /* slabs alive */
+    uint64_t cached_bytes;     /* freed mappings kept by the cache above */
+};
+void rt_memory_get_stats(struct rt_memory_stats *out);
+
 /* Memory for large results (proof batches), from the same cache of mappings:
  * a service generating batch after batch reuses pages already faulted in
  * instead of the kernel zeroing ~1 KB of fresh memory per proof (slower than
