@@ -14,6 +14,11 @@
  *  - All functions may be called from any thread. Tree functions serialise
  *    through the tree's own reader/writer lock; none of them call back into
  *    the caller, so they are safe to run with the Python GIL released.
+ *  - fork() is safe while other threads use the library: it waits until it
+ *    holds every live tree's write lock (so for any insert in progress), and
+ *    the child can read and modify every tree and snapshot, each as it was
+ *    before or after any batch. fork() from inside a library call is
+ *    impossible (no callbacks); from a signal handler it is not supported.
  */
 #ifndef ROTORTREE_H
 #define ROTORTREE_H
