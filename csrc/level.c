@@ -321,18 +321,17 @@ static void slab_destroy(rt_slab *slab)
     free(slab);
 }
 
-/* Drop one hold on `slab` (a live chunk's or its carving level's); with
- * `chunk` set, that chunk becomes free for reuse unless the slab dies. */
-static void slab_release(rt_slab *slab, rt_chunk *chunk)
+/* Caller holds heap.lock. Drops one hold on `slab` (a live chunk's or its
+ * carving level's); with `chunk` set, that chunk becomes free for reuse.
+ * Returns 1 when that was the last hold: the slab is unlisted and the
+ * caller destroys it once the lock is released. */
+static int slab_drop_locked(rt_slab *slab, rt_chunk *chunk)
 {
-    pthread_mutex_lock(&heap.lock);
     // acq_rel: the thread that destroys the slab must see every write made
     // by the threads that held the other chunks.
     if (atomic_fetch_sub_explicit(&slab->live, 1, memory_order_acq_rel) == 1) {
         slab_unlist(slab);
-        pthread_mutex_unlock(&heap.lock);
-        slab_destroy(slab);
-        return;
+        return 1;
     }
     if (chunk) {
         chunk->next_free = slab->free;
@@ -345,7 +344,38 @@ static void slab_release(rt_slab *slab, rt_chunk *chunk)
         atomic_fetch_add_explicit(&heap.free_bytes, chunk_stride(slab->chunk_cap),
                                   memory_order_relaxed);
     }
+    return 0;
+}
+
+/* The carving level's hold on its slab. */
+static void slab_release(rt_slab *slab)
+{
+    pthread_mutex_lock(&heap.lock);
+    int dead = slab_drop_locked(slab, NULL);
     pthread_mutex_unlock(&heap.lock);
+    if (dead)
+        slab_destroy(slab);
+}
+
+/* Chunks whose last reference is gone, under one lock (a dropped table
+ * frees thousands at once). */
+static void chunks_free(rt_chunk *const *chunks, size_t count)
+{
+    rt_slab *dying = NULL; // chained through next_listed, unused once unlisted
+    pthread_mutex_lock(&heap.lock);
+    for (size_t i = 0; i < count; i++) {
+        rt_slab *slab = chunks[i]->slab;
+        if (slab_drop_locked(slab, chunks[i])) {
+            slab->next_listed = dying;
+            dying = slab;
+        }
+    }
+    pthread_mutex_unlock(&heap.lock);
+    while (dying) {
+        rt_slab *next = dying->next_listed;
+        slab_destroy(dying);
+        dying = next;
+    }
 }
 
 /* Up to `wanted` freed chunks of this capacity, reused (refcount 1). */
@@ -435,7 +465,7 @@ static rt_slab *carver_with_room(rt_level *level, unsigned chunk_cap, size_t str
     if (!fresh)
         return NULL;
     if (slab)
-        slab_release(slab, NULL);
+        slab_release(slab);
     level->carver = fresh;
     return fresh;
 }
@@ -502,7 +532,7 @@ void rt_chunk_release(rt_chunk *chunk)
     // acq_rel: the thread that reuses or frees the chunk must see every
     // write made by the threads that held the other references.
     if (atomic_fetch_sub_explicit(&chunk->refcount, 1, memory_order_acq_rel) == 1)
-        slab_release(chunk->slab, chunk);
+        chunks_free(&chunk, 1);
 }
 
 static int is_shared(atomic_uint *refcount)
@@ -521,8 +551,12 @@ void rt_table_release(rt_chunk_table *table)
         return;
     if (atomic_fetch_sub_explicit(&table->refcount, 1, memory_order_acq_rel) != 1)
         return;
+    // The table's own slots collect the chunks that die with it.
+    size_t dead = 0;
     for (size_t i = 0; i < table->count; i++)
-        rt_chunk_release(table->slots[i]);
+        if (atomic_fetch_sub_explicit(&table->slots[i]->refcount, 1, memory_order_acq_rel) == 1)
+            table->slots[dead++] = table->slots[i];
+    chunks_free(table->slots, dead);
     free(table);
 }
 
@@ -535,7 +569,7 @@ void rt_level_destroy(rt_level *level)
 {
     rt_table_release(level->table);
     if (level->carver)
-        slab_release(level->carver, NULL);
+        slab_release(level->carver);
     rt_level_init(level);
 }
 
