@@ -1,10 +1,10 @@
 #include "level.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
-#include <pthread.h>
 #include <sys/mman.h>
 #endif
 
@@ -26,6 +26,8 @@ unsigned rt_chunk_capacity(unsigned arity)
 // capped so a huge level does not reserve gigabytes of address space ahead.
 #define SLAB_MAX_CHUNKS 16384
 #define SLAB_MIN_CHUNKS 4
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
 static size_t chunk_stride(unsigned chunk_cap)
 {
@@ -58,10 +60,6 @@ static struct {
         size_t bytes;
     } slots[MAPPING_CACHE_SLOTS];
 } mapping_cache = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_ONCE_INIT, 0, 0, 0, {{0}}};
-
-// A child forked while another thread held the lock would deadlock on it.
-static void cache_lock_prepare(void) { pthread_mutex_lock(&mapping_cache.lock); }
-static void cache_lock_release(void) { pthread_mutex_unlock(&mapping_cache.lock); }
 
 static int c_space(char c)
 {
@@ -96,7 +94,8 @@ static size_t mapping_cache_limit(const char *env)
 static void mapping_cache_init(void)
 {
     mapping_cache.limit = mapping_cache_limit(getenv("ROTORTREE_MEMORY_CACHE_MB"));
-    pthread_atfork(cache_lock_prepare, cache_lock_release, cache_lock_release);
+    // A child forked while another thread held the lock would deadlock on it.
+    rt_fork_handlers_install();
 }
 
 /* A cached mapping of at least `bytes` (and not wastefully larger), or NULL. */
@@ -239,7 +238,63 @@ void rt_buffer_free(void *buffer)
     free(base);
 }
 
-static rt_slab *slab_new(size_t bytes)
+/* ---- the chunk heap: freed chunks, by size class ---------------------------- */
+
+// Chunk capacities are the least multiple of the arity that is at least
+// RT_CHUNK_TARGET_NODES, so for arities 2..255 they lie in [T, 2T).
+#define CHUNK_CLASSES RT_CHUNK_TARGET_NODES
+
+static struct {
+    // Guards every slab's free list and the class lists. A thread holding it
+    // never waits for anything else (slabs are destroyed after unlocking),
+    // which the fork handlers rely on.
+    pthread_mutex_t lock;
+    rt_slab *listed[CHUNK_CLASSES]; /* slabs with free chunks */
+    // Read without the lock so that carving skips it when a class has
+    // nothing to reuse (the common case for a fresh tree).
+    atomic_size_t free_chunks[CHUNK_CLASSES];
+    // Accounting for rt_memory_get_stats.
+    atomic_size_t slab_bytes, slabs, free_bytes;
+} heap = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static unsigned class_of(unsigned chunk_cap)
+{
+    return chunk_cap - RT_CHUNK_TARGET_NODES;
+}
+
+/* Caller holds heap.lock. */
+static void slab_list(rt_slab *slab)
+{
+    rt_slab **head = &heap.listed[class_of(slab->chunk_cap)];
+    slab->prev_listed = NULL;
+    slab->next_listed = *head;
+    if (*head)
+        (*head)->prev_listed = slab;
+    *head = slab;
+    slab->listed = 1;
+}
+
+/* Caller holds heap.lock. Forgets the slab's free chunks too. */
+static void slab_unlist(rt_slab *slab)
+{
+    if (!slab->listed)
+        return;
+    if (slab->prev_listed)
+        slab->prev_listed->next_listed = slab->next_listed;
+    else
+        heap.listed[class_of(slab->chunk_cap)] = slab->next_listed;
+    if (slab->next_listed)
+        slab->next_listed->prev_listed = slab->prev_listed;
+    slab->listed = 0;
+    size_t stride = chunk_stride(slab->chunk_cap);
+    atomic_fetch_sub_explicit(&heap.free_chunks[class_of(slab->chunk_cap)], slab->free_count,
+                              memory_order_relaxed);
+    atomic_fetch_sub_explicit(&heap.free_bytes, slab->free_count * stride, memory_order_relaxed);
+    slab->free = NULL;
+    slab->free_count = 0;
+}
+
+static rt_slab *slab_new(size_t bytes, unsigned chunk_cap)
 {
     rt_slab *slab = malloc(sizeof(*slab));
     if (!slab)
@@ -266,15 +321,22 @@ static rt_slab *slab_new(size_t bytes)
         slab->base = memory;
         slab->bytes = bytes;
     }
+    slab->chunk_cap = chunk_cap;
     slab->carved = 0;
+    slab->free = NULL;
+    slab->free_count = 0;
+    slab->prev_listed = slab->next_listed = NULL;
+    slab->listed = 0;
     atomic_init(&slab->live, 1); // the carving level's hold
+    atomic_fetch_add_explicit(&heap.slab_bytes, slab->bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&heap.slabs, 1, memory_order_relaxed);
     return slab;
 }
 
-static void slab_release(rt_slab *slab)
+static void slab_destroy(rt_slab *slab)
 {
-    if (atomic_fetch_sub_explicit(&slab->live, 1, memory_order_acq_rel) != 1)
-        return;
+    atomic_fetch_sub_explicit(&heap.slab_bytes, slab->bytes, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&heap.slabs, 1, memory_order_relaxed);
 #ifdef __linux__
     if (slab->mapped)
         mapping_give_back(slab->base, slab->bytes);
@@ -284,9 +346,135 @@ static void slab_release(rt_slab *slab)
     free(slab);
 }
 
+/* Caller holds heap.lock. Drops one hold on `slab` (a live chunk's or its
+ * carving level's); with `chunk` set, that chunk becomes free for reuse.
+ * Returns 1 when that was the last hold: the slab is unlisted and the
+ * caller destroys it once the lock is released. */
+static int slab_drop_locked(rt_slab *slab, rt_chunk *chunk)
+{
+    // acq_rel: the thread that destroys the slab must see every write made
+    // by the threads that held the other chunks.
+    if (atomic_fetch_sub_explicit(&slab->live, 1, memory_order_acq_rel) == 1) {
+        slab_unlist(slab);
+        return 1;
+    }
+    if (chunk) {
+        chunk->next_free = slab->free;
+        slab->free = chunk;
+        slab->free_count++;
+        if (!slab->listed)
+            slab_list(slab);
+        atomic_fetch_add_explicit(&heap.free_chunks[class_of(slab->chunk_cap)], 1,
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&heap.free_bytes, chunk_stride(slab->chunk_cap),
+                                  memory_order_relaxed);
+    }
+    return 0;
+}
+
+/* The carving level's hold on its slab. */
+static void slab_release(rt_slab *slab)
+{
+    pthread_mutex_lock(&heap.lock);
+    int dead = slab_drop_locked(slab, NULL);
+    pthread_mutex_unlock(&heap.lock);
+    if (dead)
+        slab_destroy(slab);
+}
+
+/* Chunks whose last reference is gone, under one lock (a dropped table
+ * frees thousands at once). */
+static void chunks_free(rt_chunk *const *chunks, size_t count)
+{
+    rt_slab *dying = NULL; // chained through next_listed, unused once unlisted
+    pthread_mutex_lock(&heap.lock);
+    for (size_t i = 0; i < count; i++) {
+        rt_slab *slab = chunks[i]->slab;
+        if (slab_drop_locked(slab, chunks[i])) {
+            slab->next_listed = dying;
+            dying = slab;
+        }
+    }
+    pthread_mutex_unlock(&heap.lock);
+    while (dying) {
+        rt_slab *next = dying->next_listed;
+        slab_destroy(dying);
+        dying = next;
+    }
+}
+
+/* Up to `wanted` freed chunks of this capacity, reused (refcount 1). */
+static size_t take_free_chunks(unsigned chunk_cap, size_t wanted, rt_chunk **out)
+{
+    unsigned cls = class_of(chunk_cap);
+    if (!atomic_load_explicit(&heap.free_chunks[cls], memory_order_relaxed))
+        return 0;
+    size_t got = 0;
+    pthread_mutex_lock(&heap.lock);
+    while (got < wanted && heap.listed[cls]) {
+        rt_slab *slab = heap.listed[cls];
+        rt_chunk *chunk = slab->free;
+        slab->free = chunk->next_free;
+        slab->free_count--;
+        if (!slab->free_count)
+            slab_unlist(slab);
+        // The slab cannot die meanwhile: it is only destroyed under the lock.
+        atomic_fetch_add_explicit(&slab->live, 1, memory_order_relaxed);
+        atomic_store_explicit(&chunk->refcount, 1, memory_order_relaxed);
+        out[got++] = chunk;
+    }
+    atomic_fetch_sub_explicit(&heap.free_chunks[cls], got, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&heap.free_bytes, got * chunk_stride(chunk_cap),
+                              memory_order_relaxed);
+    pthread_mutex_unlock(&heap.lock);
+    return got;
+}
+
+void rt_memory_get_stats(struct rt_memory_stats *out)
+{
+    out->chunk_bytes = atomic_load_explicit(&heap.slab_bytes, memory_order_relaxed);
+    out->free_chunk_bytes = atomic_load_explicit(&heap.free_bytes, memory_order_relaxed);
+    out->slabs = atomic_load_explicit(&heap.slabs, memory_order_relaxed);
+    out->cached_bytes = 0;
+#ifdef __linux__
+    pthread_mutex_lock(&mapping_cache.lock);
+    out->cached_bytes = mapping_cache.bytes;
+    pthread_mutex_unlock(&mapping_cache.lock);
+#endif
+}
+
+void rt_memory_fork_prepare(void)
+{
+    pthread_mutex_lock(&heap.lock);
+#ifdef __linux__
+    pthread_mutex_lock(&mapping_cache.lock);
+#endif
+}
+
+void rt_memory_fork_parent(void)
+{
+#ifdef __linux__
+    pthread_mutex_unlock(&mapping_cache.lock);
+#endif
+    pthread_mutex_unlock(&heap.lock);
+}
+
+// In the child the forking thread is the only thread and has a new thread
+// id, so the locks it took in prepare are made fresh rather than unlocked.
+void rt_memory_fork_child(void)
+{
+#ifdef __linux__
+    pthread_mutex_init(&mapping_cache.lock, NULL);
+#endif
+    pthread_mutex_init(&heap.lock, NULL);
+}
+
+/* ---- carving ------------------------------------------------------------------ */
+
 /* Make sure the level's carver has room for at least one chunk, starting a
  * new slab sized for `wanted` more chunks when it is full. */
-static rt_slab *carver_with_room(rt_level *level, size_t stride, size_t wanted)
+static rt_slab *carver_with_room(rt_level *level, unsigned chunk_cap, size_t stride,
+                                 size_t wanted)
 {
     rt_slab *slab = level->carver;
     if (slab && slab->bytes - slab->carved >= stride)
@@ -298,7 +486,7 @@ static rt_slab *carver_with_room(rt_level *level, size_t stride, size_t wanted)
         chunks = SLAB_MIN_CHUNKS;
     if (chunks > SLAB_MAX_CHUNKS)
         chunks = SLAB_MAX_CHUNKS;
-    rt_slab *fresh = slab_new(chunks * stride);
+    rt_slab *fresh = slab_new(chunks * stride, chunk_cap);
     if (!fresh)
         return NULL;
     if (slab)
@@ -331,12 +519,16 @@ static void init_headers(void *ctx, size_t begin, size_t end)
 #endif
 #define HEADER_UNIT 64
 
-/* Carve up to `wanted` fresh chunks (refcount 1) from the level's slab into
- * out[]; returns how many (0 only when memory is exhausted). */
+/* Up to `wanted` chunks (refcount 1) into out[]: freed ones first, else
+ * carved from the level's slab; returns how many (0 only when memory is
+ * exhausted). */
 static size_t carve_chunks(rt_level *level, unsigned chunk_cap, size_t wanted, rt_chunk **out)
 {
+    size_t reused = take_free_chunks(chunk_cap, wanted, out);
+    if (reused)
+        return reused;
     size_t stride = chunk_stride(chunk_cap);
-    rt_slab *slab = carver_with_room(level, stride, wanted);
+    rt_slab *slab = carver_with_room(level, chunk_cap, stride, wanted);
     if (!slab)
         return 0;
     size_t room = (slab->bytes - slab->carved) / stride;
@@ -362,10 +554,10 @@ void rt_chunk_retain(rt_chunk *chunk)
 
 void rt_chunk_release(rt_chunk *chunk)
 {
-    // acq_rel: the thread that frees must see every write made by the
-    // threads that held the other references.
+    // acq_rel: the thread that reuses or frees the chunk must see every
+    // write made by the threads that held the other references.
     if (atomic_fetch_sub_explicit(&chunk->refcount, 1, memory_order_acq_rel) == 1)
-        slab_release(chunk->slab);
+        chunks_free(&chunk, 1);
 }
 
 static int is_shared(atomic_uint *refcount)
@@ -384,8 +576,12 @@ void rt_table_release(rt_chunk_table *table)
         return;
     if (atomic_fetch_sub_explicit(&table->refcount, 1, memory_order_acq_rel) != 1)
         return;
+    // The table's own slots collect the chunks that die with it.
+    size_t dead = 0;
     for (size_t i = 0; i < table->count; i++)
-        rt_chunk_release(table->slots[i]);
+        if (atomic_fetch_sub_explicit(&table->slots[i]->refcount, 1, memory_order_acq_rel) == 1)
+            table->slots[dead++] = table->slots[i];
+    chunks_free(table->slots, dead);
     free(table);
 }
 
@@ -467,7 +663,12 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
         rt_chunk *copy;
         if (!carve_chunks(level, chunk_cap, 1, &copy))
             return RT_ERR_NOMEM;
-        memcpy(copy->nodes, shared->nodes, (size_t)chunk_cap * 32u);
+        // Only nodes below len are visible; the rest of the chunk is written
+        // before it is published. Under a snapshot per single insert this
+        // copy is most of the insert's memory traffic.
+        uint64_t chunk_first = (uint64_t)c * chunk_cap + level->cold_len;
+        uint64_t used = level->len > chunk_first ? min_u64(level->len - chunk_first, chunk_cap) : 0;
+        memcpy(copy->nodes, shared->nodes, (size_t)used * 32u);
         table->slots[c] = copy;
         rt_chunk_release(shared);
     }

@@ -14,6 +14,11 @@
  *  - All functions may be called from any thread. Tree functions serialise
  *    through the tree's own reader/writer lock; none of them call back into
  *    the caller, so they are safe to run with the Python GIL released.
+ *  - fork() is safe while other threads use the library: it waits until it
+ *    holds every live tree's write lock (so for any insert in progress), and
+ *    the child can read and modify every tree and snapshot, each as it was
+ *    before or after any batch. fork() from inside a library call is
+ *    impossible (no callbacks); from a signal handler it is not supported.
  */
 #ifndef ROTORTREE_H
 #define ROTORTREE_H
@@ -109,6 +114,19 @@ int rt_pool_shutdown(void);
  * not pay for the kernel zeroing fresh pages. This returns it all to the
  * system now. Any thread. */
 void rt_release_cached_memory(void);
+
+/* Memory held for tree levels, process-wide. Level storage is carved in
+ * chunks from slabs; a freed chunk (for instance a snapshot's copy of a
+ * level's last chunk, dropped with the snapshot) is reused by the next
+ * chunk wanted with the same capacity, and a slab returns to the system
+ * (or to the cache above) once none of its chunks is in use. */
+struct rt_memory_stats {
+    uint64_t chunk_bytes;      /* every slab alive, free chunks included */
+    uint64_t free_chunk_bytes; /* freed chunks waiting in those slabs for reuse */
+    uint64_t slabs;            /* slabs alive */
+    uint64_t cached_bytes;     /* freed mappings kept by the cache above */
+};
+void rt_memory_get_stats(struct rt_memory_stats *out);
 
 /* Memory for large results (proof batches), from the same cache of mappings:
  * a service generating batch after batch reuses pages already faulted in

@@ -119,4 +119,11 @@ void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx);
 void rt_pool_tunables(uint32_t *num_threads, uint64_t *parallel_threshold,
                       uint64_t *par_chunk_size);
 
+/* ---- fork ------------------------------------------------------------------
+ * Registers the library's fork handlers once (tree.c): every live tree's
+ * lock and the allocator's locks are held across fork(), so a child never
+ * inherits a lock that a thread which does not exist there still holds.
+ * Called by everything that creates such state before it first locks. */
+void rt_fork_handlers_install(void);
+
 #endif /* RT_INTERNAL_H */

@@ -14,8 +14,7 @@
 #endif
 
 struct rt_tree {
-    // Writers (inserts) take it exclusively, readers shared. Writer
-    // preference keeps a stream of proof readers from starving inserts.
+    // Writers (inserts) take it exclusively, readers shared (init_tree_lock).
     pthread_rwlock_t lock;
     unsigned arity;
     unsigned max_depth;
@@ -32,6 +31,10 @@ struct rt_tree {
         unsigned blocks;
         uint32_t cv[8];
     } prefix[RT_MAX_DEPTH_LIMIT];
+    // Links in the registry of live trees (under live_trees.lock), which the
+    // fork handlers walk; fork_locked: prepare holds this tree's lock.
+    struct rt_tree *live_prev, *live_next;
+    int fork_locked;
 };
 
 /* ---- node stores: one view over chunked levels and flat buffers --------- */
@@ -375,20 +378,92 @@ static uint64_t capacity_of(unsigned arity, unsigned max_depth)
     return capacity;
 }
 
+/* ---- fork ----------------------------------------------------------------- */
+
+// A child gets only the forking thread. Had another thread been inside an
+// insert, the child would inherit the tree's lock held by a thread that does
+// not exist there, and its first read of that tree would wait forever. So
+// fork() waits, in prepare, until it holds every live tree's write lock:
+// the child sees each tree before or after any batch, and usable.
+static struct {
+    pthread_mutex_t lock;
+    rt_tree *head;
+} live_trees = {PTHREAD_MUTEX_INITIALIZER, NULL};
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static int init_tree_lock(pthread_rwlock_t *lock)
+{
+    // Writer preference keeps a stream of proof readers from starving
+    // inserts.
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int failed = pthread_rwlock_init(lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    return failed;
+}
+
+// Lock order: trees, then the allocator (a writer holding its tree's lock
+// takes the allocator's locks, never the reverse), then the pool, whose own
+// prepare handler runs after this one (registered before it, see below): an
+// insert holding its tree's lock may be starting pool workers.
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&live_trees.lock);
+    for (rt_tree *tree = live_trees.head; tree; tree = tree->live_next)
+        tree->fork_locked = pthread_rwlock_wrlock(&tree->lock) == 0;
+    rt_memory_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+    rt_memory_fork_parent();
+    for (rt_tree *tree = live_trees.head; tree; tree = tree->live_next) {
+        if (tree->fork_locked)
+            pthread_rwlock_unlock(&tree->lock);
+        tree->fork_locked = 0;
+    }
+    pthread_mutex_unlock(&live_trees.lock);
+}
+
+// The forking thread has a new thread id in the child, and a write-locked
+// rwlock checks its owner's id on unlock, so the locks are made fresh.
+static void fork_child(void)
+{
+    rt_memory_fork_child();
+    for (rt_tree *tree = live_trees.head; tree; tree = tree->live_next) {
+        init_tree_lock(&tree->lock);
+        tree->fork_locked = 0;
+    }
+    pthread_mutex_init(&live_trees.lock, NULL);
+}
+
+static void register_fork_handlers(void)
+{
+    // Prepare handlers run in reverse order of registration: initialising
+    // the pool first registers its handlers first, so ours run before them.
+    rt_pool_tunables(NULL, NULL, NULL);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void rt_fork_handlers_install(void)
+{
+    pthread_once(&fork_once, register_fork_handlers);
+}
+
+/* ---- tree lifecycle (continued) ----------------------------------------- */
+
 int rt_tree_new(unsigned arity, unsigned max_depth, rt_tree **out)
 {
     if (!out || arity < RT_MIN_ARITY || arity > RT_MAX_ARITY || max_depth < 1 ||
         max_depth > RT_MAX_DEPTH_LIMIT)
         return RT_ERR_INVALID_ARGUMENT;
+    rt_fork_handlers_install();
     rt_tree *tree = calloc(1, sizeof(*tree));
     if (!tree)
         return RT_ERR_NOMEM;
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    int failed = pthread_rwlock_init(&tree->lock, &attr);
-    pthread_rwlockattr_destroy(&attr);
-    if (failed) {
+    if (init_tree_lock(&tree->lock)) {
         free(tree);
         return RT_ERR_THREAD;
     }
@@ -398,6 +473,12 @@ int rt_tree_new(unsigned arity, unsigned max_depth, rt_tree **out)
     tree->capacity = capacity_of(arity, max_depth);
     for (unsigned l = 0; l <= RT_MAX_DEPTH_LIMIT; l++)
         rt_level_init(&tree->levels[l]);
+    pthread_mutex_lock(&live_trees.lock);
+    tree->live_next = live_trees.head;
+    if (live_trees.head)
+        live_trees.head->live_prev = tree;
+    live_trees.head = tree;
+    pthread_mutex_unlock(&live_trees.lock);
     *out = tree;
     return RT_OK;
 }
@@ -406,6 +487,14 @@ void rt_tree_free(rt_tree *tree)
 {
     if (!tree)
         return;
+    pthread_mutex_lock(&live_trees.lock);
+    if (tree->live_prev)
+        tree->live_prev->live_next = tree->live_next;
+    else
+        live_trees.head = tree->live_next;
+    if (tree->live_next)
+        tree->live_next->live_prev = tree->live_prev;
+    pthread_mutex_unlock(&live_trees.lock);
     for (unsigned l = 0; l <= RT_MAX_DEPTH_LIMIT; l++)
         rt_level_destroy(&tree->levels[l]);
     pthread_rwlock_destroy(&tree->lock);

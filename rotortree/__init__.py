@@ -68,7 +68,7 @@ def _run_as_command() -> bool:
 
 _NATIVE_NAMES = (
     "LeanIMT", "Snapshot", "ProofBatch", "compute_root", "verify_proofs",
-    "configure", "pool_info", "pool_stats", "available_cpus",
+    "configure", "pool_info", "pool_stats", "memory_stats", "available_cpus",
     "RotorTree", "FlushPolicy", "CheckpointPolicy", "DurabilityToken",
 )
 
@@ -79,7 +79,7 @@ except ImportError as _error:  # the compiled core is missing: light client mode
 else:
     _native_import_error = None
     from . import config as _config
-    from .config import available_cpus, configure, pool_info, pool_stats
+    from .config import available_cpus, configure, memory_stats, pool_info, pool_stats
     from .durable import CheckpointPolicy, DurabilityToken, FlushPolicy, RotorTree
     from .snapshot import ProofBatch, Snapshot, verify_proofs
     from .tree import LeanIMT, compute_root
@@ -105,7 +105,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "HASH_LEN",
     "LeanIMT", "Snapshot", "ProofBatch", "compute_root", "verify_proofs",
-    "configure", "pool_info", "pool_stats", "available_cpus",
+    "configure", "pool_info", "pool_stats", "memory_stats", "available_cpus",
     "RotorTree", "FlushPolicy", "CheckpointPolicy", "DurabilityToken",
     "InclusionProof",
     "ConsistencyProof",

@@ -271,6 +271,23 @@ def pool_stats() -> Dict[str, int]:
     }
 
 
+def memory_stats() -> Dict[str, int]:
+    """Bytes the C core holds for tree levels, process-wide.
+
+    ``chunk_bytes``: all level storage alive (slabs), including
+    ``free_chunk_bytes`` of freed chunks kept in them for reuse (the copies
+    dropped snapshots held, for instance); ``slabs``: how many slabs;
+    ``cached_bytes``: freed large mappings kept for new trees, up to
+    ``ROTORTREE_MEMORY_CACHE_MB``.
+    """
+    stats = ffi.new("struct rt_memory_stats *")
+    lib.rt_memory_get_stats(stats)
+    return {
+        field: int(getattr(stats, field))
+        for field in ("chunk_bytes", "free_chunk_bytes", "slabs", "cached_bytes")
+    }
+
+
 # -- environment and config file ---------------------------------------------
 
 

@@ -44,6 +44,8 @@ class LeanIMT:
     arity and leaves. Leaves are 32 bytes each and are stored as given (the
     tree never hashes leaves). The tree is safe to share between threads: a
     lock in C guards it, and no call holds the GIL while C works.
+    ``os.fork()`` while other threads insert waits for the batch in progress;
+    the child sees the tree before or after it, and can use it.
     """
 
     # _keepalive holds whatever memory the C tree reads in place (memory-
@@ -192,7 +194,12 @@ class LeanIMT:
     # -- snapshots and proofs -------------------------------------------------
 
     def snapshot(self) -> "Snapshot":
-        """An immutable view of the tree now; O(depth), shares storage."""
+        """An immutable view of the tree now; O(depth), shares storage.
+
+        The tree's next write to a level's last chunk copies that chunk once
+        per snapshot; the copy is reused once the snapshot is dropped, so a
+        writer publishing a snapshot per insert grows like the tree itself.
+        """
         from .snapshot import Snapshot
 
         out = ffi.new("rt_snapshot **")

@@ -49,6 +49,8 @@ RUN_TIMEOUT = 1800
 SUBSET = [
     "test_tree.py",
     "test_snapshot.py",
+    "test_snapshot_memory.py",
+    "test_fork_tree.py",
     "test_proofs.py",
     "test_parallel.py",
     "test_restore.py",

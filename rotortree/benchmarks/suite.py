@@ -20,11 +20,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import rotortree
 
-from . import durability, kernels, operations, scaling
+from . import churn, durability, kernels, operations, scaling
 from . import proofs as proof_bench
 from ._common import fmt_ms, fmt_rate, load_pyplot, machine, stderr, write_json
 
-SECTIONS = ("scaling", "kernels", "operations", "proofs", "durability")
+SECTIONS = ("scaling", "kernels", "operations", "proofs", "durability", "churn")
 
 Payload = Dict[str, Any]
 
@@ -104,6 +104,13 @@ def run_durability(quick: bool, leaves: Optional[int], progress: bool) -> Tuple[
                     f"The durability benchmark failed (exit status {status}).")
         payload: Payload = json.loads(js.read_text()) if js.exists() else {}
         return payload, md.read_text().rstrip("\n")
+
+
+def run_churn(quick: bool, leaves: Optional[int], progress: bool) -> Tuple[Payload, str]:
+    base, ops = (20_000, 20_000) if quick else (100_000, 100_000)
+    if leaves is not None:
+        base = ops = max(1, min(leaves, 100_000))
+    return churn.run(base, ops, show_progress=progress)
 
 
 # -- report ------------------------------------------------------------------
@@ -273,7 +280,8 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
               "kernels": "SIMD kernels",
               "operations": "Single inserts, snapshots and proofs",
               "proofs": "Snapshot cost and proof throughput",
-              "durability": "Durable trees"}
+              "durability": "Durable trees",
+              "churn": "Memory under snapshot churn"}
     for name in SECTIONS:
         if name in texts:
             out += [f"## {titles[name]}", "", demote(texts[name]), ""]
@@ -306,6 +314,8 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
             sections[name], texts[name] = run_proofs(quick, leaves, progress)
         elif name == "durability":
             sections[name], texts[name] = run_durability(quick, leaves, progress)
+        elif name == "churn":
+            sections[name], texts[name] = run_churn(quick, leaves, progress)
     written = []
     if plots and "scaling" in sections:
         written = write_plots(out, sections["scaling"])
