@@ -12,7 +12,8 @@ so the public header stays the single place the C API is declared.
   The interpreter is not instrumented, so the ASan runtime must be preloaded:
   ``LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0``.
 * ``profile``: ``-O3 -g -fno-omit-frame-pointer`` so that
-  ``perf record -g`` shows the kernels and pool functions by name.
+  ``perf record -g`` shows the kernels and pool functions by name. The
+  pool's counters (``pool_stats()``) are always on, in every flavour.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ SOURCES = [
     "csrc/status.c",
     "csrc/level.c",
     "csrc/tree.c",
+    "csrc/build.c",
+    "csrc/fork.c",
+    "csrc/snapshot.c",
+    "csrc/restore.c",
     "csrc/proof.c",
     "csrc/pool.c",
     "csrc/hash_dispatch.c",
@@ -40,7 +45,8 @@ SOURCES = [
 ]
 
 WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wno-unused-parameter"]
-COMMON = ["-std=c11", "-D_GNU_SOURCE", "-pthread"]
+# Feature macros (_GNU_SOURCE) come from csrc/rt_config.h, not from here.
+COMMON = ["-std=c11", "-pthread"]
 
 FLAVOURS = {
     "release": (["-O3"], []),
@@ -49,7 +55,7 @@ FLAVOURS = {
          "-fno-sanitize-recover=undefined"],
         ["-fsanitize=address,undefined"],
     ),
-    "profile": (["-O3", "-g", "-fno-omit-frame-pointer", "-DRT_POOL_STATS=1"], []),
+    "profile": (["-O3", "-g", "-fno-omit-frame-pointer"], []),
 }
 
 

@@ -4,9 +4,11 @@
  * rt_blake3_prefixed takes the single-block compression as a parameter so the
  * SIMD files only have to provide faster compressions.
  */
+#include "rt_config.h"
+
 #include <string.h>
 
-#include "rt_internal.h"
+#include "rt_blake3.h"
 
 const uint32_t rt_blake3_iv[8] = {
     0x6A09E667u, 0xBB67AE85u, 0x3C6EF372u, 0xA54FF53Au,

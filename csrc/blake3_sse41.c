@@ -7,13 +7,15 @@
  * latency rather than throughput.
  *
  * rt_hash_parents_sse41: four LeanIMT parents at once, one per 32-bit lane.
- * All parents of a call share an arity, so every lane has the same message
- * length, block count, counters and flags, and only the message words differ.
+ * This file provides the four-lane compression, message loading and
+ * transposes; the lane groups, the chunk/parent walk and the remainder are
+ * the shared driver in blake3_lanes.h.
  *
  * Only this file's functions carry target("sse4.1"), so the project builds
  * without global -m flags and the dispatcher decides at run time.
  */
-#include "rt_internal.h"
+#include "rt_config.h"
+#include "rt_blake3.h"
 
 #if RT_X86
 #include <immintrin.h>
@@ -410,147 +412,26 @@ SSE41_INLINE void load_message_lanes(const uint8_t *const lane_children[LANES],
                                    (int)load_u16(lane_children[3] + tail));
 }
 
-SSE41_INLINE void set_iv_lanes(__m128i cv[8])
+/* Transpose the chaining values back and store each lane's parent. */
+SSE41_INLINE void store_lanes(const __m128i cv[8], uint8_t *const out[LANES])
 {
-    for (int i = 0; i < 8; i++)
-        cv[i] = set1_u32(rt_blake3_iv[i]);
-}
-
-/* Four parents hashed together, one per lane. */
-struct lane_group {
-    const uint8_t *children[LANES];
-    uint8_t *out[LANES];
-    /* The next group's children, or NULL: with arity >= 16 each lane reads a
-     * short run of its own, too short for the hardware prefetcher to lock
-     * on to, so the group ahead is prefetched a block at a time. */
-    const uint8_t *const *upcoming;
-};
-
-/* Chaining values of chunk `chunk` of every lane. is_root: this chunk is the
- * whole message. */
-SSE41_INLINE void chunk_lanes(const struct lane_group *group, unsigned arity,
-                              size_t message_len, size_t chunk, int is_root,
-                              __m128i cv[8])
-{
-    size_t total_blocks = (message_len + 63) / 64;
-    size_t first = chunk * (RT_BLAKE3_CHUNK_LEN / 64);
-    size_t end = first + RT_BLAKE3_CHUNK_LEN / 64;
-    if (end > total_blocks)
-        end = total_blocks;
-
-    __m128i m[16];
-    set_iv_lanes(cv);
-    for (size_t block = first; block < end; block++) {
-        uint32_t flags = 0;
-        uint32_t block_len = 64;
-        if (block == first)
-            flags |= RT_FLAG_CHUNK_START;
-        if (block + 1 == end) {
-            flags |= RT_FLAG_CHUNK_END;
-            if (is_root)
-                flags |= RT_FLAG_ROOT;
-            if (end == total_blocks)
-                block_len = (uint32_t)(message_len - 64 * block);
-        }
-        if (group->upcoming != NULL)
-            for (int k = 0; k < LANES; k++)
-                _mm_prefetch((const char *)group->upcoming[k] + 64 * block,
-                             _MM_HINT_T0);
-        load_message_lanes(group->children, arity, block, message_len, m);
-        compress_lanes(cv, m, chunk, block_len, flags);
-    }
-}
-
-SSE41_INLINE void parent_lanes(const __m128i left[8], const __m128i right[8],
-                               uint32_t flags, __m128i cv[8])
-{
-    __m128i m[16];
-    for (int i = 0; i < 8; i++) {
-        m[i] = left[i];
-        m[8 + i] = right[i];
-    }
-    set_iv_lanes(cv);
-    compress_lanes(cv, m, 0, 64, RT_FLAG_PARENT | flags);
-}
-
-/* Messages are at most 8162 bytes, i.e. 8 chunks, so the stack of completed
- * subtrees needs at most 4 entries. */
-static SSE41 void parents_lanes(const struct lane_group *group, unsigned arity)
-{
-    size_t message_len = 2 + (size_t)arity * RT_HASH_LEN;
-    size_t chunks = (message_len + RT_BLAKE3_CHUNK_LEN - 1) / RT_BLAKE3_CHUNK_LEN;
-    __m128i cv[8];
-
-    if (chunks == 1) {
-        chunk_lanes(group, arity, message_len, 0, 1, cv);
-    } else {
-        __m128i stack[4][8];
-        unsigned depth = 0;
-        for (size_t chunk = 0; chunk + 1 < chunks; chunk++) {
-            chunk_lanes(group, arity, message_len, chunk, 0, cv);
-            for (size_t done = chunk + 1; (done & 1) == 0; done >>= 1) {
-                depth--;
-                parent_lanes(stack[depth], cv, 0, cv);
-            }
-            memcpy(stack[depth++], cv, sizeof cv);
-        }
-        chunk_lanes(group, arity, message_len, chunks - 1, 0, cv);
-        while (depth > 0) {
-            depth--;
-            parent_lanes(stack[depth], cv, depth == 0 ? RT_FLAG_ROOT : 0, cv);
-        }
-    }
-
     __m128i rows[LANES];
     for (int half = 0; half < 2; half++) {
         transpose4(cv + 4 * half, rows);
         for (int k = 0; k < LANES; k++)
-            storeu128(group->out[k] + 16 * half, rows[k]);
+            storeu128(out[k] + 16 * half, rows[k]);
     }
 }
 
-SSE41 void rt_hash_parents_sse41(const uint8_t *children, size_t count,
-                                 unsigned arity, uint8_t *out)
-{
-    const size_t stride = (size_t)arity * RT_HASH_LEN;
-    size_t groups = count / LANES;
-    const uint8_t *next_children[LANES];
-    struct lane_group group;
+/* ---- the lane driver (blake3_lanes.h), instantiated for SSE4.1 ----------- */
 
-    for (size_t g = 0; g < groups; g++) {
-        size_t first = g * LANES;
-        for (int k = 0; k < LANES; k++) {
-            group.children[k] = children + (first + k) * stride;
-            group.out[k] = out + (first + k) * RT_HASH_LEN;
-        }
-        group.upcoming = NULL;
-        if (g + 1 < groups) {
-            for (int k = 0; k < LANES; k++)
-                next_children[k] = children + (first + LANES + k) * stride;
-            group.upcoming = next_children;
-        }
-        parents_lanes(&group, arity);
-    }
-
-    /* A group costs about what one parent does on the single-message path
-     * (whose compressions form one dependency chain), so two or more left
-     * over parents share a group padded with copies of the last one. */
-    size_t done = groups * LANES;
-    size_t left = count - done;
-    if (left >= 2) {
-        uint8_t discarded[LANES][RT_HASH_LEN];
-        for (size_t k = 0; k < LANES; k++) {
-            size_t parent = k < left ? done + k : count - 1;
-            group.children[k] = children + parent * stride;
-            group.out[k] = k < left ? out + parent * RT_HASH_LEN : discarded[k];
-        }
-        group.upcoming = NULL;
-        parents_lanes(&group, arity);
-    } else if (left == 1) {
-        const uint8_t header[2] = {0x01, (uint8_t)arity};
-        rt_blake3_prefixed(rt_compress_sse41, header, sizeof header,
-                           children + done * stride, stride,
-                           out + done * RT_HASH_LEN);
-    }
-}
+typedef __m128i lane_vec;
+#define LANE_TARGET SSE41
+#define LANES_ENTRY rt_hash_parents_sse41
+#define lanes_set1 set1_u32
+#define lanes_compress compress_lanes
+#define lanes_load_message load_message_lanes
+#define lanes_store store_lanes
+#define LANES_COMPRESS_ONE rt_compress_sse41
+#include "blake3_lanes.h"
 #endif /* RT_X86 */

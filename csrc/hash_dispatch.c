@@ -3,9 +3,11 @@
  * features are probed once; the active kernel is one atomic int so any
  * thread may read it on every call without locking.
  */
+#include "rt_config.h"
+
 #include <stdatomic.h>
 
-#include "rt_internal.h"
+#include "rt_blake3.h"
 
 #if RT_X86
 #include <cpuid.h>

@@ -1,4 +1,4 @@
-#include "level.h"
+#include "rt_config.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -8,8 +8,10 @@
 #include <sys/mman.h>
 #endif
 
+#include "level.h"
 #include "rotortree.h"
-#include "rt_internal.h"
+#include "rt_pool.h"
+#include "rt_tree.h"
 
 unsigned rt_chunk_capacity(unsigned arity)
 {
@@ -26,8 +28,6 @@ unsigned rt_chunk_capacity(unsigned arity)
 // capped so a huge level does not reserve gigabytes of address space ahead.
 #define SLAB_MAX_CHUNKS 16384
 #define SLAB_MIN_CHUNKS 4
-
-static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
 static size_t chunk_stride(unsigned chunk_cap)
 {
@@ -667,7 +667,7 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
         // before it is published. Under a snapshot per single insert this
         // copy is most of the insert's memory traffic.
         uint64_t chunk_first = (uint64_t)c * chunk_cap + level->cold_len;
-        uint64_t used = level->len > chunk_first ? min_u64(level->len - chunk_first, chunk_cap) : 0;
+        uint64_t used = level->len > chunk_first ? rt_min_u64(level->len - chunk_first, chunk_cap) : 0;
         memcpy(copy->nodes, shared->nodes, (size_t)used * 32u);
         table->slots[c] = copy;
         rt_chunk_release(shared);

@@ -21,11 +21,13 @@
 #ifndef RT_LEVEL_H
 #define RT_LEVEL_H
 
+#include "rt_config.h"
+
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
 
-#include "rt_internal.h"
+#include "rt_arith.h"
 
 /* Nodes per chunk are the smallest multiple of the arity that is at least
  * this: 4 KiB chunks for power-of-two arities up to 128. */

@@ -6,16 +6,13 @@
  * POOL.md describes the protocol. Comments here say why things are the way
  * they are; the what is in the code.
  *
- * This file depends on nothing but rt_internal.h/rotortree.h declarations,
+ * This file depends on nothing but rt_config.h/rt_pool.h/rotortree.h,
  * so the pool test driver can be built from it alone.
  */
-// sched_getaffinity, CPU_COUNT, syscall and pthread_setname_np are GNU/Linux
-// extensions; define it here so the file builds with any -std= flag.
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+#include "rt_config.h"
 
-#include "rt_internal.h"
+#include "rotortree.h"
+#include "rt_pool.h"
 
 #include <limits.h>
 #include <pthread.h>

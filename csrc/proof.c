@@ -3,11 +3,15 @@
  * verification of the serialized form. The byte layouts are documented in
  * rotortree.h (and mirrored by the pure-Python rotortree/proofs.py).
  */
+#include "rt_config.h"
+
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "rt_internal.h"
+#include "rt_arith.h"
+#include "rt_blake3.h"
+#include "rt_pool.h"
 #include "snapshot.h"
 
 static void put_u64(uint8_t *out, uint64_t value)

@@ -8,10 +8,10 @@
  * Built and run by tests/test_c_core.py under ASan+UBSan, under TSan and
  * under valgrind memcheck. By hand:
  *
- *   gcc -O1 -g -std=c11 -D_GNU_SOURCE -pthread -fsanitize=address,undefined \
+ *   gcc -O1 -g -std=c11 -pthread -fsanitize=address,undefined \
  *       -DRT_TEST_WRAP=1 -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
  *       -Wl,--wrap=posix_memalign,--wrap=mmap \
- *       -Icsrc tests/c/test_core.c csrc/[!b]*.c csrc/blake3_*.c -o test_core
+ *       -Icsrc tests/c/test_core.c csrc/*.c -o test_core
  *   ASAN_OPTIONS=allocator_may_return_null=1 ./test_core asan [seed]
  *
  * Profiles (argv[1]): asan (default), tsan (concurrency-heavy, smaller),
@@ -28,6 +28,7 @@
 #endif
 
 #include "rotortree.h"
+#include "harness.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -44,60 +45,9 @@
 #include <unistd.h>
 #include <time.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
 #ifndef RT_TEST_WRAP
 #define RT_TEST_WRAP 0
 #endif
-
-/* ---- checks ----------------------------------------------------------------
- * Checks run on many threads, so the counters are atomic; only the first
- * failures are printed. */
-
-static atomic_long passed, failed;
-
-#define CHECK(cond, ...)                                                         \
-    do {                                                                         \
-        if (cond) {                                                              \
-            atomic_fetch_add_explicit(&passed, 1, memory_order_relaxed);         \
-        } else if (atomic_fetch_add(&failed, 1) < 40) {                          \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                 \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-        }                                                                        \
-    } while (0)
-
-#define REQUIRE(cond, ...)                                                       \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "FATAL %s:%d: ", __FILE__, __LINE__);                \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            exit(2);                                                             \
-        }                                                                        \
-    } while (0)
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    REQUIRE(p, "driver allocation of %zu bytes failed", n);
-    return p;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    REQUIRE(p, "driver reallocation of %zu bytes failed", n);
-    return p;
-}
 
 /* ---- profile ------------------------------------------------------------- */
 
@@ -126,23 +76,6 @@ static const profile PROFILES[] = {
 static const profile *P;
 
 /* ---- random numbers and leaves ------------------------------------------- */
-
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r)
-{
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rng_below(rng *r, uint64_t n)
-{
-    return n ? rng_next(r) % n : 0;
-}
 
 static void leaf_of(uint64_t seed, uint64_t index, uint8_t *out)
 {
@@ -2191,7 +2124,7 @@ static double now_s(void)
         double t0_ = now_s();                                                        \
         section(__VA_ARGS__);                                                        \
         printf("%-22s %7.2f s  (%ld checks so far, %ld failed)\n", #section,           \
-               now_s() - t0_, atomic_load(&passed), atomic_load(&failed));           \
+               now_s() - t0_, atomic_load(&harness_passed), atomic_load(&harness_failed));           \
         fflush(stdout);                                                              \
     } while (0)
 

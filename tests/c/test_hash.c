@@ -12,34 +12,24 @@
  * children trips AddressSanitizer, and outputs go to odd offsets between
  * guard bytes so a stray write is caught even without it.
  */
+#include "rt_config.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "rt_internal.h"
+#include "rt_blake3.h"
 
-static unsigned passed, failed;
+#include "harness.h"
 
-static void check(int ok, const char *what, unsigned a, unsigned b)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    if (failed <= 20)
-        printf("FAIL: %s (%u, %u)\n", what, a, b);
-}
+/* The known-answer and kernel comparisons report what and where. */
+#define check(ok, what, a, b) CHECK(ok, "%s (%u, %u)", what, (unsigned)(a), (unsigned)(b))
 
-/* xorshift64*: reproducible without depending on the libc rand(). */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static rng data_rng = {0x9E3779B97F4A7C15ull};
 
 static uint64_t next_random(void)
 {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
+    return rng_next(&data_rng);
 }
 
 static void fill_random(uint8_t *p, size_t n)
@@ -290,6 +280,6 @@ int main(void)
     printf("kernels tested:");
     for (size_t k = 0; k < kernel_count; k++)
         printf(" %s", rt_kernel_name(kernels[k].kernel));
-    printf("\nhash driver: %u passed, %u failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    printf("\n");
+    return harness_summary("hash", "");
 }

@@ -11,7 +11,10 @@
 #define _GNU_SOURCE
 #endif
 
-#include "rt_internal.h"
+#include "rotortree.h"
+#include "rt_pool.h"
+
+#include "harness.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -25,34 +28,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
-
-
-// Checks are made from the main thread only (or, in the fork test, the
-// child's only pool-using thread); callbacks record problems in atomics.
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (cond) {                                                            \
-            passed++;                                                          \
-        } else {                                                               \
-            failed++;                                                          \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);               \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fputc('\n', stderr);                                               \
-        }                                                                      \
-    } while (0)
 
 static void set_threads(uint32_t nt)
 {
@@ -70,13 +45,6 @@ static bool cfg_eq(const struct rt_pool_config *a, const struct rt_pool_config *
 {
     return a->num_threads == b->num_threads && a->parallel_threshold == b->parallel_threshold &&
            a->par_chunk_size == b->par_chunk_size;
-}
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static uint64_t cpu_ns(void)
@@ -595,6 +563,5 @@ int main(void)
     test_reconfigure_race();
     test_fork();
     CHECK(rt_pool_shutdown() == RT_OK, "final shutdown");
-    printf("pool driver: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return harness_summary("pool", "");
 }

@@ -1,0 +1,71 @@
+/*
+ * BLAKE3 internals shared by the kernels, the dispatcher and their callers
+ * (internal; cffi never reads this file). Written from the BLAKE3
+ * specification. Only the default hash mode with a 32-byte output is needed:
+ * LeanIMT parents and the test/reference API.
+ */
+#ifndef RT_BLAKE3_H
+#define RT_BLAKE3_H
+
+#include "rt_config.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rotortree.h"
+
+#define RT_BLAKE3_BLOCK_LEN 64
+#define RT_BLAKE3_CHUNK_LEN 1024
+
+enum rt_blake3_flags {
+    RT_FLAG_CHUNK_START = 1,
+    RT_FLAG_CHUNK_END = 2,
+    RT_FLAG_PARENT = 4,
+    RT_FLAG_ROOT = 8
+};
+
+extern const uint32_t rt_blake3_iv[8];
+
+/* One compression, chaining value updated in place (first 8 output words). */
+void rt_compress_portable(uint32_t cv[8], const uint8_t block[64],
+                          uint8_t block_len, uint64_t counter, uint8_t flags);
+#if RT_X86
+void rt_compress_sse41(uint32_t cv[8], const uint8_t block[64],
+                       uint8_t block_len, uint64_t counter, uint8_t flags);
+#endif
+
+/* Full parents: for i in [0, count), out[32*i..] = blake3(0x01 || arity ||
+ * children[i*arity*32 .. (i+1)*arity*32]). Children of consecutive parents
+ * are contiguous. arity 2..255. Each SIMD kernel hashes one parent per lane
+ * (blake3_lanes.h), multi-chunk messages (arity >= 32) included; a remainder
+ * of two or more parents runs as one lane group padded with copies of the
+ * last parent (about the cost of a single parent), a lone remainder on the
+ * single path. */
+typedef void (*rt_parents_fn)(const uint8_t *children, size_t count,
+                              unsigned arity, uint8_t *out);
+void rt_hash_parents_portable(const uint8_t *children, size_t count,
+                              unsigned arity, uint8_t *out);
+#if RT_X86
+void rt_hash_parents_sse41(const uint8_t *children, size_t count,
+                           unsigned arity, uint8_t *out);
+void rt_hash_parents_avx2(const uint8_t *children, size_t count,
+                          unsigned arity, uint8_t *out);
+#endif
+
+/* BLAKE3 of (prefix || body) without concatenating them; prefix_len < 64.
+ * `compress` is the single-block compression to use. Any length. */
+typedef void (*rt_compress_fn)(uint32_t cv[8], const uint8_t block[64],
+                               uint8_t block_len, uint64_t counter,
+                               uint8_t flags);
+void rt_blake3_prefixed(rt_compress_fn compress, const uint8_t *prefix,
+                        size_t prefix_len, const uint8_t *body, size_t body_len,
+                        uint8_t out[32]);
+
+/* Dispatch (hash_dispatch.c): the active kernel's functions. */
+rt_parents_fn rt_active_parents_fn(void);
+rt_compress_fn rt_active_compress_fn(void);
+/* Full parents with the active kernel. */
+void rt_hash_parents(const uint8_t *children, size_t count, unsigned arity,
+                     uint8_t *out);
+
+#endif /* RT_BLAKE3_H */

@@ -1,0 +1,64 @@
+/*
+ * The tree object and the registry of live trees (internal; cffi never
+ * reads this file). tree.c owns lifecycle, reads and inserts; snapshot.c
+ * and restore.c read and rebuild the same struct; fork.c keeps every live
+ * tree's lock consistent across fork().
+ */
+#ifndef RT_TREE_H
+#define RT_TREE_H
+
+#include "rt_config.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "level.h"
+#include "rotortree.h"
+
+struct rt_tree {
+    // Writers (inserts) take it exclusively, readers shared (init_tree_lock).
+    pthread_rwlock_t lock;
+    unsigned arity;
+    unsigned max_depth;
+    unsigned chunk_cap;
+    unsigned depth;
+    uint64_t size;
+    uint64_t capacity; /* arity**max_depth, saturated at UINT64_MAX */
+    rt_level levels[RT_MAX_DEPTH_LIMIT + 1];
+    // Single inserts: per level, the BLAKE3 state after the message blocks
+    // that precede the group's last child (see append_one).
+    struct prefix_cache {
+        uint64_t group;
+        unsigned members; /* 0: empty */
+        unsigned blocks;
+        uint32_t cv[8];
+    } prefix[RT_MAX_DEPTH_LIMIT];
+    // Links in the registry of live trees (under live_trees.lock), which the
+    // fork handlers walk; fork_locked: prepare holds this tree's lock.
+    struct rt_tree *live_prev, *live_next;
+    int fork_locked;
+};
+
+/* The root: node 0 of the top level. Caller holds the lock; size > 0. */
+static inline void rt_tree_copy_root(const rt_tree *tree, uint8_t *root_out)
+{
+    memcpy(root_out, rt_level_node(&tree->levels[tree->depth], 0, tree->chunk_cap), 32);
+}
+
+/* ---- fork registry (fork.c) ---------------------------------------------- */
+
+/* Initialise a tree's rwlock (writer-preferring where the libc offers it). */
+int rt_tree_lock_init(pthread_rwlock_t *lock);
+
+/* Add a tree to / remove it from the registry the fork handlers walk. */
+void rt_tree_register(rt_tree *tree);
+void rt_tree_unregister(rt_tree *tree);
+
+/* Registers the library's fork handlers once: every live tree's lock and
+ * the allocator's locks are held across fork(), so a child never inherits a
+ * lock that a thread which does not exist there still holds. Called by
+ * everything that creates such state before it first locks. */
+void rt_fork_handlers_install(void);
+
+#endif /* RT_TREE_H */
