@@ -40,10 +40,9 @@ static size_t chunk_stride(unsigned chunk_cap)
 #ifdef __linux__
 /*
  * Mappings of freed slabs (and of result buffers, rt_buffer_alloc) are kept
- * for reuse, up to a byte budget. The
- * kernel zeroes every fresh page before handing it over, which for a 1M-leaf
- * batch is ~40 MB of extra memory writes competing with the copy and the
- * hashing for bandwidth (a fifth of the insert on this machine); a service
+ * for reuse, up to a byte budget. The kernel zeroes every fresh page before
+ * handing it over, which for a 1M-leaf batch is ~40 MB of extra memory
+ * writes competing with the copy and the hashing for bandwidth; a service
  * that rebuilds or replaces trees pays it once instead of every time.
  * ROTORTREE_MEMORY_CACHE_MB sets the budget (default 256, 0 disables it);
  * rt_release_cached_memory() returns everything to the system.

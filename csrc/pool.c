@@ -1,7 +1,10 @@
 /*
  * The thread pool behind rt_pool_parallel_for: a fixed set of pthread
- * workers that share "jobs" (one per parallel_for call) through per-thread
- * job queues plus an injector for callers from outside the pool.
+ * workers that help with "jobs" (one per parallel_for call) published on one
+ * shared list. A job's units are handed out by a shared claim counter: every
+ * thread in the job, its owner included, takes the next unit with one
+ * atomic increment, so the imbalance at the end is at most one unit per
+ * thread. There is no per-thread queue and no stealing between threads.
  *
  * POOL.md describes the protocol. Comments here say why things are the way
  * they are; the what is in the code.
@@ -39,7 +42,7 @@
 
 // A level of insert_many is followed within a few microseconds by the next
 // one, so an idle worker spins long enough to catch it without a futex round
-// trip (50-150 us on a KVM guest whose idle vCPU is halted), but no longer:
+// trip (tens of microseconds where an idle CPU is halted), but no longer:
 // spinning takes the core from the caller's sequential work when cores are
 // scarce, and an idle process must not burn CPU.
 #ifndef RT_WORKER_SPIN_NS
@@ -52,11 +55,6 @@
 // Units only hash; 2 MiB leaves ample room for nested calls and sanitizers
 // while keeping a 1024-thread pool's reserved address space modest.
 #define RT_WORKER_STACK (2u << 20)
-// Wake-up placement (see the comment above run_units): first yield this long
-// after waking sleepers if no helper has joined yet, then with doubling
-// intervals, at most RT_MAX_YIELDS times per job.
-#define RT_YIELD_NS 25000u
-#define RT_MAX_YIELDS 4u
 
 #define RT_CACHELINE 64
 
@@ -65,7 +63,7 @@
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
+    __builtin_ia32_pause(); // a compiler builtin on GCC and Clang for x86 only
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield" ::: "memory");
 #else
@@ -120,9 +118,7 @@ static void futex_wake(atomic_uint *word, int count)
 }
 #endif
 
-/* ---- jobs and queues ---------------------------------------------------- */
-
-struct rt_queue;
+/* ---- jobs and the job list ---------------------------------------------- */
 
 // One parallel_for call. It lives on the caller's stack: the caller does not
 // return before every helper has dropped its reference (refs), so no
@@ -134,10 +130,7 @@ struct rt_job {
     size_t n;
     size_t grain;
     size_t nunits;
-    struct rt_job *parent;   // job whose unit the owner was running, or NULL
-    struct rt_queue *queue;  // where it is published
-    int owner_cpu;           // CPU the owner published from, or -1
-    // Links, guarded by queue->mu.
+    // Links, guarded by pool.jobs.mu.
     struct rt_job *qprev, *qnext;
 
     // Claim counter on a line of its own: it is the only word written once
@@ -147,23 +140,16 @@ struct rt_job {
     // 2 per helper holding the job; bit 0 set while the owner sleeps on it.
     // Kept away from `next` so the owner can spin on it while helpers claim.
     alignas(RT_CACHELINE) atomic_uint refs;
-    atomic_int linked;       // still findable in queue (changed under mu)
+    atomic_int linked;       // still findable on the list (changed under its mu)
 };
 
-// A list of published jobs that may still have unclaimed units. A mutex is
-// enough: it is taken a handful of times per job (publish, join, unlink),
+// Published jobs that may still have unclaimed units, oldest first. A mutex
+// is enough: it is taken a handful of times per job (publish, join, unlink),
 // never per unit, and a job spans tens to thousands of ~10 us units.
-struct rt_queue {
+struct rt_job_list {
     pthread_mutex_t mu;
     struct rt_job *head, *tail;
-    atomic_uint njobs;       // lets scanners skip empty queues without locking
-};
-
-struct rt_worker {
-    alignas(RT_CACHELINE) struct rt_queue q; // jobs published by this worker
-    pthread_t thread;
-    uint32_t index;
-    uint32_t rng;            // picks the first steal victim
+    atomic_uint njobs;       // lets idle workers skip an empty list without locking
 };
 
 /* ---- global state ------------------------------------------------------- */
@@ -178,8 +164,7 @@ static struct {
     pthread_mutex_t mu;
     // Stable while any job is in flight (they only change under mu with
     // `reconfiguring` set and inflight == 0).
-    struct rt_worker *workers;
-    uint32_t nqueues;        // entries in workers[] (initialised queues)
+    pthread_t *workers;
     _Atomic uint32_t nlive;  // worker threads actually running
     atomic_int started;      // workers[] set up for the current num_threads
     atomic_int stop;
@@ -188,31 +173,25 @@ static struct {
     // park on it with the futex, so one word carries "there may be work".
     alignas(RT_CACHELINE) atomic_uint epoch;
     alignas(RT_CACHELINE) atomic_uint sleepers;
-    // CPU of the last thread that published a job (see "wake-up placement").
-    atomic_int waker_cpu;
     // Jobs between publication and completion, against reconfiguration.
     alignas(RT_CACHELINE) atomic_size_t inflight;
     atomic_int reconfiguring;
 
-    alignas(RT_CACHELINE) struct rt_queue injector;
+    alignas(RT_CACHELINE) struct rt_job_list jobs;
 
     // Statistics: relaxed, and added once per job per thread rather than per
     // unit, so they cost nothing measurable and stay always on.
     alignas(RT_CACHELINE) _Atomic uint64_t st_jobs;
-    _Atomic uint64_t st_tasks;
-    _Atomic uint64_t st_steals;
+    _Atomic uint64_t st_units;
+    _Atomic uint64_t st_helped;
     _Atomic uint64_t st_parks;
     _Atomic uint64_t st_idle_ns;
 } pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
-    .waker_cpu = -1,
-    .injector = {.mu = PTHREAD_MUTEX_INITIALIZER},
+    .jobs = {.mu = PTHREAD_MUTEX_INITIALIZER},
 };
 
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
-
-static _Thread_local struct rt_worker *tls_worker; // NULL outside the pool
-static _Thread_local struct rt_job *tls_job;       // job whose unit runs here
 
 static void atfork_prepare(void);
 static void atfork_parent(void);
@@ -248,43 +227,45 @@ static inline void pool_init(void)
     pthread_once(&pool_once, pool_init_once);
 }
 
-/* ---- queue operations --------------------------------------------------- */
+/* ---- the job list ------------------------------------------------------- */
 
-static void queue_init(struct rt_queue *q)
+static void job_list_init(struct rt_job_list *list)
 {
-    pthread_mutex_init(&q->mu, NULL);
-    q->head = q->tail = NULL;
-    atomic_store_explicit(&q->njobs, 0, memory_order_relaxed);
+    pthread_mutex_init(&list->mu, NULL);
+    list->head = list->tail = NULL;
+    atomic_store_explicit(&list->njobs, 0, memory_order_relaxed);
 }
 
-static void queue_push(struct rt_queue *q, struct rt_job *j)
+static void publish(struct rt_job *j)
 {
-    pthread_mutex_lock(&q->mu);
+    struct rt_job_list *list = &pool.jobs;
+    pthread_mutex_lock(&list->mu);
     j->qnext = NULL;
-    j->qprev = q->tail;
-    if (q->tail)
-        q->tail->qnext = j;
+    j->qprev = list->tail;
+    if (list->tail)
+        list->tail->qnext = j;
     else
-        q->head = j;
-    q->tail = j;
+        list->head = j;
+    list->tail = j;
     atomic_store_explicit(&j->linked, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&q->njobs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&q->mu);
+    atomic_fetch_add_explicit(&list->njobs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&list->mu);
 }
 
-static void queue_unlink_locked(struct rt_queue *q, struct rt_job *j)
+static void unlink_locked(struct rt_job *j)
 {
+    struct rt_job_list *list = &pool.jobs;
     if (!atomic_load_explicit(&j->linked, memory_order_relaxed))
         return;
     if (j->qprev)
         j->qprev->qnext = j->qnext;
     else
-        q->head = j->qnext;
+        list->head = j->qnext;
     if (j->qnext)
         j->qnext->qprev = j->qprev;
     else
-        q->tail = j->qprev;
-    atomic_fetch_sub_explicit(&q->njobs, 1, memory_order_relaxed);
+        list->tail = j->qprev;
+    atomic_fetch_sub_explicit(&list->njobs, 1, memory_order_relaxed);
     // Release: whoever reads linked == 0 without the lock (job_unlink) must
     // also see every reference taken under the lock before this point.
     atomic_store_explicit(&j->linked, 0, memory_order_release);
@@ -296,137 +277,47 @@ static void job_unlink(struct rt_job *j)
 {
     if (!atomic_load_explicit(&j->linked, memory_order_acquire))
         return;
-    pthread_mutex_lock(&j->queue->mu);
-    queue_unlink_locked(j->queue, j);
-    pthread_mutex_unlock(&j->queue->mu);
+    pthread_mutex_lock(&pool.jobs.mu);
+    unlink_locked(j);
+    pthread_mutex_unlock(&pool.jobs.mu);
 }
 
-static bool is_descendant(const struct rt_job *j, const struct rt_job *ancestor)
+// Join the oldest published job that still has unclaimed units (a nested
+// job is just a younger entry). Drained jobs met on the way are unlinked.
+static struct rt_job *find_job(void)
 {
-    // Every job on the parent chain of a published job is alive: each one's
-    // owner is blocked inside a unit of the next one up.
-    for (const struct rt_job *p = j->parent; p; p = p->parent)
-        if (p == ancestor)
-            return true;
-    return false;
-}
-
-// Join a job from q that still has unclaimed units (and, when `ancestor` is
-// given, was spawned beneath it). Exhausted jobs met on the way are unlinked.
-static struct rt_job *queue_take(struct rt_queue *q, const struct rt_job *ancestor,
-                                 bool newest_first)
-{
-    if (atomic_load_explicit(&q->njobs, memory_order_relaxed) == 0)
+    struct rt_job_list *list = &pool.jobs;
+    if (atomic_load_explicit(&list->njobs, memory_order_relaxed) == 0)
         return NULL;
-    pthread_mutex_lock(&q->mu);
-    struct rt_job *j = newest_first ? q->tail : q->head;
-    while (j) {
-        struct rt_job *following = newest_first ? j->qprev : j->qnext;
+    pthread_mutex_lock(&list->mu);
+    for (struct rt_job *j = list->head; j;) {
+        struct rt_job *following = j->qnext;
         if (atomic_load_explicit(&j->next, memory_order_relaxed) >= j->nunits) {
-            queue_unlink_locked(q, j);
-        } else if (!ancestor || is_descendant(j, ancestor)) {
-            // Taken under the queue lock, so the owner (who unlinks under the
+            unlink_locked(j);
+        } else {
+            // Taken under the list lock, so the owner (who unlinks under the
             // same lock before waiting) cannot miss this reference.
             atomic_fetch_add_explicit(&j->refs, 2, memory_order_relaxed);
-            pthread_mutex_unlock(&q->mu);
+            pthread_mutex_unlock(&list->mu);
             return j;
         }
         j = following;
     }
-    pthread_mutex_unlock(&q->mu);
-    return NULL;
-}
-
-static struct rt_job *find_job(struct rt_worker *self, const struct rt_job *ancestor)
-{
-    struct rt_job *j;
-    // Own queue newest first: those are jobs nested under our own unit, and
-    // finishing them unblocks us soonest. Foreign queues oldest first.
-    if (self && (j = queue_take(&self->q, ancestor, true)))
-        return j;
-    if ((j = queue_take(&pool.injector, ancestor, false)))
-        return j;
-    uint32_t nq = pool.nqueues;
-    if (nq == 0)
-        return NULL;
-    uint32_t start = 0;
-    if (self) {
-        uint32_t x = self->rng;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self->rng = x;
-        start = x % nq;
-    }
-    for (uint32_t i = 0; i < nq; i++) {
-        struct rt_worker *v = &pool.workers[(start + i) % nq];
-        if (v != self && (j = queue_take(&v->q, ancestor, false)))
-            return j;
-    }
+    pthread_mutex_unlock(&list->mu);
     return NULL;
 }
 
 /* ---- running units ------------------------------------------------------ */
 
-// Wake-up placement. A sleeper woken by futex is placed by the kernel, and
-// schedulers that pack wakees onto the waker's CPU while it looks lightly
-// loaded (as on the 2-vCPU VMs this was tuned on, where an idle vCPU is
-// halted) put the helper on the owner's CPU: either it preempts the owner or
-// it queues behind it, and the job runs on one core while another idles.
-// Two cheap corrections, each a no-op when placement was right:
-//  - a worker checks, before it joins a job, whether it runs on the CPU of
-//    the thread that published the latest job, and if so moves itself to
-//    another allowed CPU (the owner resumes at once);
-//  - an owner that woke sleepers yields its CPU a few times while nobody has
-//    joined, so that a helper queued behind it gets to run and move away.
-#ifdef __linux__
-static int current_cpu(void)
-{
-    return sched_getcpu();
-}
-
-static void move_off_cpu(int cpu)
-{
-    cpu_set_t allowed, others;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || !CPU_ISSET(cpu, &allowed) ||
-        CPU_COUNT(&allowed) < 2)
-        return;
-    others = allowed;
-    CPU_CLR(cpu, &others);
-    // Migration happens before the call returns; restoring the mask right
-    // after leaves us where we landed.
-    if (sched_setaffinity(0, sizeof others, &others) == 0)
-        sched_setaffinity(0, sizeof allowed, &allowed);
-}
-#else
-static int current_cpu(void)
-{
-    return -1;
-}
-
-static void move_off_cpu(int cpu)
-{
-    (void)cpu;
-}
-#endif
-
-// Claim and run units until none is left. `woke_at` is nonzero only for an
-// owner that woke sleepers for this job (see "wake-up placement" above).
-static size_t run_units(struct rt_job *j, uint64_t woke_at)
+// Claim and run units until none is left: the shared claim counter.
+static size_t run_units(struct rt_job *j)
 {
     rt_range_fn fn = j->fn;
     void *ctx = j->ctx;
     const size_t n = j->n, grain = j->grain, nunits = j->nunits;
-    unsigned yields = woke_at ? 0 : RT_MAX_YIELDS;
-    uint64_t next_yield = woke_at + RT_YIELD_NS;
-    // Units may be far shorter than the yield interval: read the clock after
-    // 1, 2, 4, ... (at most 64) units so tiny units do not pay for it.
-    size_t check_at = 1, stride = 1;
-    struct rt_job *saved = tls_job;
-    tls_job = j;
     size_t done = 0;
     for (;;) {
-        // Relaxed is enough: the job's fields were published under the queue
+        // Relaxed is enough: the job's fields were published under the list
         // lock, and completion is ordered through refs, not through next.
         size_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (u >= nunits)
@@ -435,35 +326,18 @@ static size_t run_units(struct rt_job *j, uint64_t woke_at)
         size_t end = n - begin > grain ? begin + grain : n;
         fn(ctx, begin, end);
         done++;
-        if (yields < RT_MAX_YIELDS && done >= check_at) {
-            if (atomic_load_explicit(&j->refs, memory_order_relaxed) != 0) {
-                yields = RT_MAX_YIELDS; // a helper is in: placement is fine
-            } else {
-                uint64_t t = now_ns();
-                if (t >= next_yield) {
-                    sched_yield();
-                    yields++;
-                    next_yield = t + ((uint64_t)RT_YIELD_NS << yields);
-                    stride = 1;
-                } else if (stride < 64) {
-                    stride *= 2;
-                }
-                check_at = done + stride;
-            }
-        }
     }
-    tls_job = saved;
     return done;
 }
 
 // Run a job joined through find_job, then drop the reference.
 static void help(struct rt_job *j)
 {
-    size_t done = run_units(j, 0);
+    size_t done = run_units(j);
     job_unlink(j);
     if (done) {
-        atomic_fetch_add_explicit(&pool.st_tasks, done, memory_order_relaxed);
-        atomic_fetch_add_explicit(&pool.st_steals, done, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool.st_units, done, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool.st_helped, done, memory_order_relaxed);
     }
     // Release: the owner's acquire load of refs then sees all our writes.
     unsigned old = atomic_fetch_sub_explicit(&j->refs, 2, memory_order_release);
@@ -473,27 +347,16 @@ static void help(struct rt_job *j)
         futex_wake(&j->refs, 1);
 }
 
-// The owner has claimed every unit; wait for the helpers still running some.
-// While waiting it helps only jobs spawned beneath its own job, so it never
-// picks up unrelated work (which could hold it far longer than its own job
-// needs, or take locks its caller holds).
-static void owner_wait(struct rt_job *j, unsigned seen_epoch)
+// The owner has claimed every unit; wait for the helpers still running some
+// (at most one unit each). It helps nobody meanwhile: other work could hold
+// it far longer than its own job needs, or take locks its caller holds.
+static void owner_wait(struct rt_job *j)
 {
     uint64_t deadline = 0;
     for (unsigned i = 1;; i++) {
         unsigned r = atomic_load_explicit(&j->refs, memory_order_acquire);
         if (r <= 1)
             return;
-        unsigned e = atomic_load_explicit(&pool.epoch, memory_order_acquire);
-        if (e != seen_epoch) {
-            seen_epoch = e;
-            struct rt_job *d = find_job(tls_worker, j);
-            if (d) {
-                help(d);
-                deadline = 0;
-                continue;
-            }
-        }
         if (deadline == 0)
             deadline = now_ns() + RT_OWNER_SPIN_NS;
         if (i % 64 != 0 || now_ns() < deadline) {
@@ -527,25 +390,14 @@ static bool spin_for_epoch(unsigned e)
 
 static void *worker_main(void *arg)
 {
-    struct rt_worker *w = arg;
-    tls_worker = w;
+    (void)arg;
     for (;;) {
         // Read the epoch before looking for work: a job published after the
         // scan then necessarily changes it, so the spin or the futex sees it.
         unsigned e = atomic_load_explicit(&pool.epoch, memory_order_acquire);
         if (atomic_load_explicit(&pool.stop, memory_order_acquire))
             break;
-        // A worker on the CPU its work comes from would share one core with
-        // the owner. That happens at wake-up, at thread start, and whenever
-        // the load balancer packs the spinning worker onto the owner's CPU,
-        // so it is checked before every join (sched_getcpu is a vDSO call).
-        // Move before joining: migrating can wait for a busy CPU's time
-        // slice, and a helper holding a job reference meanwhile would keep
-        // the owner waiting after all units are done.
-        int cpu = current_cpu();
-        if (cpu >= 0 && cpu == atomic_load_explicit(&pool.waker_cpu, memory_order_relaxed))
-            move_off_cpu(cpu);
-        struct rt_job *j = find_job(w, NULL);
+        struct rt_job *j = find_job();
         if (j) {
             help(j);
             continue;
@@ -574,20 +426,11 @@ static void start_workers_locked(void)
     uint32_t nt = atomic_load_explicit(&pool.num_threads, memory_order_relaxed);
     uint32_t want = nt > 1 ? nt - 1 : 0;
     uint32_t live = 0;
-    struct rt_worker *ws = NULL;
+    pthread_t *ws = NULL;
     if (want)
-        ws = aligned_alloc(RT_CACHELINE, (size_t)want * sizeof *ws);
+        ws = calloc(want, sizeof *ws);
     if (ws) {
-        memset(ws, 0, (size_t)want * sizeof *ws);
-        for (uint32_t i = 0; i < want; i++) {
-            queue_init(&ws[i].q);
-            ws[i].index = i;
-            ws[i].rng = 0x9e3779b9u * (i + 1);
-        }
-        // Published before any worker exists; workers and stealers read them
-        // without locks while the pool is started.
         pool.workers = ws;
-        pool.nqueues = want;
 
         pthread_attr_t attr;
         bool have_attr = pthread_attr_init(&attr) == 0;
@@ -599,16 +442,14 @@ static void start_workers_locked(void)
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        atomic_store_explicit(&pool.waker_cpu, current_cpu(), memory_order_relaxed);
         for (; live < want; live++) {
-            if (pthread_create(&ws[live].thread, have_attr ? &attr : NULL,
-                               worker_main, &ws[live]) != 0)
+            if (pthread_create(&ws[live], have_attr ? &attr : NULL, worker_main, NULL) != 0)
                 break;
 #ifdef __linux__
             char name[24];
             snprintf(name, sizeof name, "rotortree-%u", (unsigned)live + 1);
             name[15] = '\0'; // the kernel's limit
-            pthread_setname_np(ws[live].thread, name);
+            pthread_setname_np(ws[live], name);
 #endif
         }
         pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -659,12 +500,9 @@ static void stop_workers_locked(void)
     atomic_fetch_add_explicit(&pool.epoch, 1, memory_order_seq_cst);
     futex_wake(&pool.epoch, INT_MAX);
     for (uint32_t i = 0; i < live; i++)
-        pthread_join(pool.workers[i].thread, NULL);
-    for (uint32_t i = 0; i < pool.nqueues; i++)
-        pthread_mutex_destroy(&pool.workers[i].q.mu);
+        pthread_join(pool.workers[i], NULL);
     free(pool.workers);
     pool.workers = NULL;
-    pool.nqueues = 0;
     atomic_store_explicit(&pool.nlive, 0, memory_order_relaxed);
     atomic_store_explicit(&pool.stop, 0, memory_order_relaxed);
     atomic_store_explicit(&pool.started, 0, memory_order_release);
@@ -691,22 +529,19 @@ static void atfork_child(void)
 {
     free(pool.workers);
     pool.workers = NULL;
-    pool.nqueues = 0;
     atomic_store_explicit(&pool.nlive, 0, memory_order_relaxed);
     atomic_store_explicit(&pool.started, 0, memory_order_relaxed);
     atomic_store_explicit(&pool.stop, 0, memory_order_relaxed);
     atomic_store_explicit(&pool.sleepers, 0, memory_order_relaxed);
     atomic_store_explicit(&pool.inflight, 0, memory_order_relaxed);
     atomic_store_explicit(&pool.reconfiguring, 0, memory_order_relaxed);
-    queue_init(&pool.injector);
+    job_list_init(&pool.jobs);
     // The forking thread itself holds mu (prepare), so it may unlock it.
     pthread_mutex_unlock(&pool.mu);
 #ifndef __linux__
     pthread_mutex_init(&futex_emu_mu, NULL);
     pthread_cond_init(&futex_emu_cv, NULL);
 #endif
-    tls_worker = NULL;
-    tls_job = NULL;
 }
 
 /* ---- public and internal entry points ----------------------------------- */
@@ -738,33 +573,27 @@ void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx)
     job.n = n;
     job.grain = grain;
     job.nunits = (n - 1) / grain + 1;
-    job.parent = tls_job;
-    job.owner_cpu = current_cpu();
-    job.queue = tls_worker ? &tls_worker->q : &pool.injector;
-    atomic_store_explicit(&pool.waker_cpu, job.owner_cpu, memory_order_relaxed);
     atomic_init(&job.next, 0);
     atomic_init(&job.refs, 0);
     atomic_init(&job.linked, 0);
-    queue_push(job.queue, &job);
+    publish(&job);
 
     // One wake-up call per job, for as many sleepers as could get a unit.
-    unsigned seen = atomic_fetch_add_explicit(&pool.epoch, 1, memory_order_seq_cst) + 1;
+    atomic_fetch_add_explicit(&pool.epoch, 1, memory_order_seq_cst);
     unsigned sleeping = atomic_load_explicit(&pool.sleepers, memory_order_seq_cst);
-    uint64_t woke_at = 0;
     if (sleeping) {
         size_t extra = job.nunits - 1;
         futex_wake(&pool.epoch, (int)(extra < sleeping ? extra : sleeping));
-        woke_at = now_ns();
     }
 
-    size_t mine = run_units(&job, woke_at);
+    size_t mine = run_units(&job);
     job_unlink(&job);
-    owner_wait(&job, seen);
+    owner_wait(&job);
 
     atomic_fetch_sub_explicit(&pool.inflight, 1, memory_order_release);
     atomic_fetch_add_explicit(&pool.st_jobs, 1, memory_order_relaxed);
     if (mine)
-        atomic_fetch_add_explicit(&pool.st_tasks, mine, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool.st_units, mine, memory_order_relaxed);
 }
 
 void rt_pool_tunables(uint32_t *num_threads, uint64_t *parallel_threshold,
@@ -818,8 +647,8 @@ void rt_pool_get_stats(struct rt_pool_stats *out)
 {
     pool_init();
     out->jobs = atomic_load_explicit(&pool.st_jobs, memory_order_relaxed);
-    out->tasks = atomic_load_explicit(&pool.st_tasks, memory_order_relaxed);
-    out->steals = atomic_load_explicit(&pool.st_steals, memory_order_relaxed);
+    out->units = atomic_load_explicit(&pool.st_units, memory_order_relaxed);
+    out->helped = atomic_load_explicit(&pool.st_helped, memory_order_relaxed);
     out->parks = atomic_load_explicit(&pool.st_parks, memory_order_relaxed);
     out->idle_ns = atomic_load_explicit(&pool.st_idle_ns, memory_order_relaxed);
     out->threads_started = atomic_load_explicit(&pool.nlive, memory_order_relaxed);

@@ -527,7 +527,7 @@ static int consistency_check(const rt_snapshot *snap, uint64_t old_size)
     return RT_OK;
 }
 
-int rt_consistency_size(const rt_snapshot *snap, uint64_t old_size, size_t *out)
+int rt_consistency_layout(const rt_snapshot *snap, uint64_t old_size, size_t *out)
 {
     int status = consistency_check(snap, old_size);
     if (status != RT_OK)
@@ -548,7 +548,7 @@ int rt_consistency_fill(const rt_snapshot *snap, uint64_t old_size, uint8_t *out
                         size_t out_len)
 {
     size_t needed;
-    int status = rt_consistency_size(snap, old_size, &needed);
+    int status = rt_consistency_layout(snap, old_size, &needed);
     if (status != RT_OK)
         return status;
     if (!out || out_len != needed)

@@ -72,8 +72,11 @@ void rt_blake3(const uint8_t *msg, size_t len, uint8_t *out);
 int rt_hash_parent(const uint8_t *children, unsigned count, uint8_t *out);
 
 /* Kernel control. `rt_kernel_select` makes `kernel` the process-wide kernel
- * (RT_ERR_UNSUPPORTED if this CPU/OS cannot run it). The default is the best
- * the CPU supports, overridable with ROTORTREE_SIMD at first use. */
+ * (RT_ERR_UNSUPPORTED if this CPU/OS cannot run it, or if the build has no
+ * such kernel: the SIMD kernels exist only for x86-64 with GCC or Clang).
+ * Until a kernel is selected, the first use picks the best the CPU supports.
+ * The C core reads no environment variable; the Python layer applies
+ * ROTORTREE_SIMD through rt_kernel_select at import. */
 int rt_kernel_available(int kernel);
 int rt_kernel_select(int kernel);
 int rt_kernel_active(void);
@@ -90,8 +93,8 @@ struct rt_pool_config {
 
 struct rt_pool_stats {
     uint64_t jobs;       /* parallel jobs submitted */
-    uint64_t tasks;      /* work units executed */
-    uint64_t steals;     /* units taken from another worker's deque */
+    uint64_t units;      /* work units executed */
+    uint64_t helped;     /* units run by a thread other than the job's caller */
     uint64_t parks;      /* times a worker went to sleep */
     uint64_t idle_ns;    /* time workers spent parked */
     uint32_t threads_started; /* worker threads currently alive */
@@ -130,8 +133,8 @@ void rt_memory_get_stats(struct rt_memory_stats *out);
 
 /* Memory for large results (proof batches), from the same cache of mappings:
  * a service generating batch after batch reuses pages already faulted in
- * instead of the kernel zeroing ~1 KB of fresh memory per proof (slower than
- * generating the proof on this machine kind). Contents are unspecified; NULL
+ * instead of the kernel zeroing ~1 KB of fresh memory per proof, which can
+ * cost as much as generating the proof. Contents are unspecified; NULL
  * when out of memory. Any thread. */
 void *rt_buffer_alloc(size_t bytes);
 void rt_buffer_free(void *buffer);
@@ -271,10 +274,12 @@ int rt_verify_inclusion_batch(const uint8_t *data, size_t data_len, const uint64
                               size_t count, const uint8_t *trusted_root,
                               uint64_t trusted_size, uint64_t *first_invalid);
 
-/* Consistency proof from old_size (1..size) to the snapshot's size: its
- * byte length, then the proof itself (out_len must equal that length). The
+/* Consistency proof from old_size (1..size) to the snapshot's size, in the
+ * same two passes as inclusion proofs: rt_consistency_layout gives its byte
+ * length, then rt_consistency_fill writes it (out_len must equal that
+ * length). The
  * old root in the proof is recomputed from the snapshot's nodes. */
-int rt_consistency_size(const rt_snapshot *snap, uint64_t old_size, size_t *out);
+int rt_consistency_layout(const rt_snapshot *snap, uint64_t old_size, size_t *out);
 int rt_consistency_fill(const rt_snapshot *snap, uint64_t old_size, uint8_t *out,
                         size_t out_len);
 /* CFFI_END */

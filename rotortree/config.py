@@ -262,12 +262,16 @@ def pool_info() -> PoolInfo:
 
 
 def pool_stats() -> Dict[str, int]:
-    """Pool counters since start: jobs, tasks, steals, parks, idle_ns."""
+    """Pool counters since start: jobs, units, helped, parks, idle_ns.
+
+    ``helped`` counts the units run by pool workers rather than by the
+    thread that called (the rest of ``units``); ``threads_started`` is the
+    workers alive now."""
     stats = ffi.new("struct rt_pool_stats *")
     lib.rt_pool_get_stats(stats)
     return {
         field: int(getattr(stats, field))
-        for field in ("jobs", "tasks", "steals", "parks", "idle_ns", "threads_started")
+        for field in ("jobs", "units", "helped", "parks", "idle_ns", "threads_started")
     }
 
 

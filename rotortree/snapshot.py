@@ -207,7 +207,7 @@ class Snapshot:
         if not 1 <= old_size <= self._size:
             raise NodeIndexError(f"old_size must be 1..{self._size}, got {shown(old_size)}")
         length = ffi.new("size_t *")
-        check(lib.rt_consistency_size(self._snap, old_size, length), "consistency proof")
+        check(lib.rt_consistency_layout(self._snap, old_size, length), "consistency proof")
         data = bytearray(length[0])
         check(lib.rt_consistency_fill(self._snap, old_size, ffi.from_buffer("uint8_t[]", data),
                                       len(data)), "consistency proof")

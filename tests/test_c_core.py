@@ -41,7 +41,7 @@ DRIVER = ROOT / "tests" / "c" / "test_core.c"
 SUMMARY = re.compile(r"core driver: (\d+) passed, (\d+) failed")
 TIMEOUT = 900
 
-COMMON = ["-std=c11", "-D_GNU_SOURCE", "-pthread", "-g", "-Wall", "-Wextra", "-Wshadow",
+COMMON = ["-std=c11", "-pthread", "-g", "-Wall", "-Wextra", "-Wshadow",
           "-DRT_TEST_WRAP=1", f"-I{CSRC}"]
 # The driver itself must be warning-free; warnings in csrc/ are the concern
 # of the build and of test_c_pool's warning check, not of these runs.

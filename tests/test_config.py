@@ -170,4 +170,4 @@ def test_pool_stats_count_parallel_work():
     assert after["jobs"] > before["jobs"]
     # 12,500 level-1 parents: fused blocks of 1024 of them (at least 4 per
     # thread), then one unit per 8 parents in each level pass above.
-    assert after["tasks"] >= before["tasks"] + 12_500 // 1024
+    assert after["units"] >= before["units"] + 12_500 // 1024

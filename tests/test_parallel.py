@@ -249,3 +249,45 @@ def test_large_unaligned_batches_match_the_reference(threads, arity):
         root = tree.insert_many(data[32 * at: 32 * (at + count)])
         at += count
         assert root == root_of(as_leaves(data[: 32 * at]), arity), (arity, at)
+
+
+def test_pool_unit_inserting_into_another_tree():
+    """Nested use: the units of one pool job each call insert_many on a tree
+    of their own, large enough to run on the pool too (a job published from
+    inside a unit). Driven through the library's internal parallel_for with
+    ctypes, since no public call hands Python code to the pool. Every tree
+    must end as if built sequentially, and nothing may deadlock."""
+    import ctypes
+
+    from rotortree import _rotortree_cffi
+
+    so = ctypes.CDLL(_rotortree_cffi.__file__)
+    unit_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t)
+    so.rt_pool_parallel_for.argtypes = [ctypes.c_size_t, ctypes.c_size_t, unit_type,
+                                        ctypes.c_void_p]
+    so.rt_pool_parallel_for.restype = None
+    arities = [2, 3, 4, 8, 16, 5]
+    batches = [random_bytes(3000 + 1000 * i, 100 + i) for i in range(len(arities))]
+    for threads in (2, 3):
+        rotortree.configure(num_threads=threads, parallel_threshold=8, par_chunk_size=4)
+        trees = [rotortree.LeanIMT(arity) for arity in arities]
+        roots: list = [None] * len(trees)
+        errors: list = []
+
+        def unit(ctx, begin, end):
+            try:
+                for i in range(begin, end):
+                    roots[i] = trees[i].insert_many(batches[i])
+            except BaseException as exc:  # surfaced below; a callback cannot raise
+                errors.append(exc)
+
+        callback = unit_type(unit)
+        jobs_before = rotortree.pool_stats()["jobs"]
+        so.rt_pool_parallel_for(len(trees), 1, callback, None)
+        # The outer job, plus the inner inserts' own jobs.
+        assert rotortree.pool_stats()["jobs"] > jobs_before + 1
+        assert errors == []
+        for i, arity in enumerate(arities):
+            expected = rotortree.compute_root(batches[i], arity)
+            assert roots[i] == expected, (threads, arity)
+            assert trees[i].root == expected and trees[i].size == len(batches[i]) // 32

@@ -290,7 +290,7 @@ class Runner:
     """Applies a configuration and times one call with the conditions the
     module docstring describes, collecting samples and pool counters."""
 
-    STAT_FIELDS = ("jobs", "tasks", "steals", "parks", "idle_ns", "minor_faults")
+    STAT_FIELDS = ("jobs", "units", "helped", "parks", "idle_ns", "minor_faults")
 
     def __init__(self, gap_s: float, simd: Optional[str]) -> None:
         self.gap_s = gap_s
@@ -347,8 +347,8 @@ def summarise(rows: List[Row], leaves: int) -> None:
         row["pool_per_call"] = {k: v / calls for k, v in row["pool_totals"].items()}
         # Units run by pool workers (stolen) out of all units run on the pool;
         # 0.5 is an even split between the caller and one helper.
-        tasks = row["pool_totals"]["tasks"]
-        row["helper_share"] = row["pool_totals"]["steals"] / tasks if tasks else None
+        units = row["pool_totals"]["units"]
+        row["helper_share"] = row["pool_totals"]["helped"] / units if units else None
 
 
 # ---- the measurements ----------------------------------------------------------

@@ -11,7 +11,7 @@
  *   gcc -O1 -g -std=c11 -pthread -fsanitize=address,undefined \
  *       -DRT_TEST_WRAP=1 -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
  *       -Wl,--wrap=posix_memalign,--wrap=mmap \
- *       -Icsrc tests/c/test_core.c csrc/*.c -o test_core
+ *       -Icsrc tests/c/test_core.c csrc/[a-z]*.c -o test_core
  *   ASAN_OPTIONS=allocator_may_return_null=1 ./test_core asan [seed]
  *
  * Profiles (argv[1]): asan (default), tsan (concurrency-heavy, smaller),
@@ -28,6 +28,8 @@
 #endif
 
 #include "rotortree.h"
+#include "rt_pool.h"
+
 #include "harness.h"
 
 #include <errno.h>
@@ -719,7 +721,7 @@ static void check_consistency(const rt_snapshot *snap, const ref *r, uint64_t ol
                               const uint8_t *old_root, const char *what)
 {
     size_t len = 0;
-    int rc = rt_consistency_size(snap, old_size, &len);
+    int rc = rt_consistency_layout(snap, old_size, &len);
     CHECK(rc == RT_OK, "%s: consistency size from %llu: %d", what,
           (unsigned long long)old_size, rc);
     if (rc != RT_OK)
@@ -885,10 +887,10 @@ static void test_api_errors(void)
     CHECK(rt_verify_inclusion_batch(NULL, 0, none, 0, NULL, 0, &first) == RT_OK && first == UINT64_MAX,
           "empty batch verifies");
     size_t clen = 0;
-    CHECK(rt_consistency_size(NULL, 1, &clen) == RT_ERR_INVALID_ARGUMENT, "consistency NULL");
-    CHECK(rt_consistency_size(snap, 0, &clen) == RT_ERR_INDEX, "consistency from 0");
-    CHECK(rt_consistency_size(snap, 3, &clen) == RT_ERR_INDEX, "consistency past size");
-    CHECK(rt_consistency_size(snap, 1, &clen) == RT_OK, "consistency 1 -> 2");
+    CHECK(rt_consistency_layout(NULL, 1, &clen) == RT_ERR_INVALID_ARGUMENT, "consistency NULL");
+    CHECK(rt_consistency_layout(snap, 0, &clen) == RT_ERR_INDEX, "consistency from 0");
+    CHECK(rt_consistency_layout(snap, 3, &clen) == RT_ERR_INDEX, "consistency past size");
+    CHECK(rt_consistency_layout(snap, 1, &clen) == RT_OK, "consistency 1 -> 2");
     CHECK(rt_consistency_fill(snap, 1, NULL, clen) == RT_ERR_INVALID_ARGUMENT,
           "consistency NULL out");
     CHECK(rt_snapshot_read_nodes(NULL, 0, 0, 1, proof) == RT_ERR_INVALID_ARGUMENT,
@@ -944,7 +946,7 @@ static void test_api_errors(void)
     CHECK(rt_snapshot_level_len(snap, 1, &len) == RT_ERR_INDEX, "empty snapshot level 1");
     CHECK(rt_snapshot_get_node(snap, 0, 0, out) == RT_ERR_INDEX, "empty snapshot node");
     CHECK(rt_snapshot_read_nodes(snap, 0, 0, 1, out) == RT_ERR_INDEX, "empty read");
-    CHECK(rt_consistency_size(snap, 1, &clen) == RT_ERR_EMPTY_TREE, "empty consistency");
+    CHECK(rt_consistency_layout(snap, 1, &clen) == RT_ERR_EMPTY_TREE, "empty consistency");
     ref empty;
     ref_init(&empty, 4);
     rng g = {1};
@@ -1937,7 +1939,7 @@ static void *conc_reader(void *arg)
             free(idx);
             if (prev_size && prev_size <= ss.size) {
                 size_t clen = 0;
-                CHECK(rt_consistency_size(snap, prev_size, &clen) == RT_OK, "consistency size");
+                CHECK(rt_consistency_layout(snap, prev_size, &clen) == RT_OK, "consistency size");
                 uint8_t *cp = xmalloc(clen);
                 CHECK(rt_consistency_fill(snap, prev_size, cp, clen) == RT_OK &&
                           same_hash(cp + 24, c->roots + prev_size * 32u) &&
@@ -2110,6 +2112,67 @@ static void test_concurrency(rng *g)
     }
 }
 
+/* ---- nested use: a pool unit that inserts into another tree --------------- */
+
+// Units of one parallel_for each call insert_many on a tree of their own,
+// large enough that the inner call runs on the pool too (the way an
+// application composes its own parallel loop with the tree's). Every tree
+// must end exactly as one built sequentially, and nothing may deadlock.
+#define NESTED_TREES 6
+
+typedef struct nested_job {
+    rt_tree *trees[NESTED_TREES];
+    const uint8_t *leaves[NESTED_TREES];
+    uint64_t count[NESTED_TREES];
+    uint8_t roots[NESTED_TREES][32];
+    atomic_int status[NESTED_TREES];
+} nested_job;
+
+static void nested_unit(void *ctx, size_t begin, size_t end)
+{
+    nested_job *job = ctx;
+    for (size_t i = begin; i < end; i++)
+        atomic_store(&job->status[i], rt_tree_insert_many(job->trees[i], job->leaves[i],
+                                                          (size_t)job->count[i],
+                                                          job->roots[i]));
+}
+
+static void test_nested_insert(rng *g)
+{
+    for (uint32_t threads = 2; threads <= 3; threads++) {
+        set_pool(threads, 8, 4);
+        nested_job job;
+        memset(&job, 0, sizeof job);
+        uint8_t *owned[NESTED_TREES];
+        for (unsigned i = 0; i < NESTED_TREES; i++) {
+            unsigned arity = 2 + (unsigned)rng_below(g, 15);
+            job.count[i] = 2000 + rng_below(g, UNDER_TSAN ? 2000 : 20000);
+            owned[i] = make_leaves(rng_next(g), job.count[i]);
+            job.leaves[i] = owned[i];
+            REQUIRE(rt_tree_new(arity, 32, &job.trees[i]) == RT_OK, "nested: tree");
+        }
+        rt_pool_parallel_for(NESTED_TREES, 1, nested_unit, &job);
+        for (unsigned i = 0; i < NESTED_TREES; i++) {
+            unsigned arity, max_depth;
+            rt_tree_shape(job.trees[i], &arity, &max_depth);
+            uint8_t expected[32];
+            CHECK(atomic_load(&job.status[i]) == RT_OK, "nested insert %u: status %d", i,
+                  atomic_load(&job.status[i]));
+            REQUIRE(rt_compute_root(job.leaves[i], (size_t)job.count[i], arity, expected) ==
+                        RT_OK, "nested: compute_root");
+            CHECK(memcmp(job.roots[i], expected, 32) == 0,
+                  "nested insert %u (arity %u, %llu leaves, %u threads): root differs", i,
+                  arity, (unsigned long long)job.count[i], threads);
+            struct rt_tree_state st;
+            rt_tree_state(job.trees[i], &st);
+            CHECK(st.size == job.count[i] && memcmp(st.root, expected, 32) == 0,
+                  "nested insert %u: tree state differs", i);
+            rt_tree_free(job.trees[i]);
+            free(owned[i]);
+        }
+    }
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 static double now_s(void)
@@ -2124,7 +2187,8 @@ static double now_s(void)
         double t0_ = now_s();                                                        \
         section(__VA_ARGS__);                                                        \
         printf("%-22s %7.2f s  (%ld checks so far, %ld failed)\n", #section,           \
-               now_s() - t0_, atomic_load(&harness_passed), atomic_load(&harness_failed));           \
+               now_s() - t0_, atomic_load(&harness_passed),                           \
+               atomic_load(&harness_failed));                                          \
         fflush(stdout);                                                              \
     } while (0)
 
@@ -2157,12 +2221,12 @@ int main(int argc, char **argv)
 #endif
     RUN(test_snapshot_churn, &g);
     RUN(test_fork, &g);
+    RUN(test_nested_insert, &g);
     RUN(test_concurrency, &g);
 
     REQUIRE(rt_pool_configure(&initial) == RT_OK, "restore pool config");
     CHECK(rt_pool_shutdown() == RT_OK, "pool shutdown");
-    long ok = atomic_load(&passed), bad = atomic_load(&failed);
-    printf("core driver: %ld passed, %ld failed (seed %llu)\n", ok, bad,
-           (unsigned long long)global_seed);
-    return bad ? 1 : 0;
+    char seed_note[48];
+    snprintf(seed_note, sizeof seed_note, " (seed %llu)", (unsigned long long)global_seed);
+    return harness_summary("core", seed_note);
 }

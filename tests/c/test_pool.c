@@ -164,14 +164,14 @@ static void test_stats(void)
     rt_pool_get_stats(&b);
     CHECK(b.jobs == a.jobs + 1, "jobs +1 (%llu -> %llu)", (unsigned long long)a.jobs,
           (unsigned long long)b.jobs);
-    CHECK(b.tasks == a.tasks + 100, "tasks +100 (%llu -> %llu)", (unsigned long long)a.tasks,
-          (unsigned long long)b.tasks);
+    CHECK(b.units == a.units + 100, "units +100 (%llu -> %llu)", (unsigned long long)a.units,
+          (unsigned long long)b.units);
     // Slow units: the worker must take some.
     rt_pool_get_stats(&a);
     CHECK(run_cover(200, 1, 2, 100), "slow job");
     rt_pool_get_stats(&b);
-    CHECK(b.steals > a.steals, "steals moved (%llu -> %llu)", (unsigned long long)a.steals,
-          (unsigned long long)b.steals);
+    CHECK(b.helped > a.helped, "helped moved (%llu -> %llu)", (unsigned long long)a.helped,
+          (unsigned long long)b.helped);
     // Idle long enough to park, then wake it: parks and idle time move.
     sleep_us(30000);
     CHECK(run_cover(200, 1, 2, 50), "job after idle");
