@@ -40,11 +40,7 @@ AVX2_INLINE __m256i set1_u32(uint32_t x) { return _mm256_set1_epi32((int)x); }
  * forwarded, in every G function. Here the state lives in ymm0..ymm15 as
  * v0..v15 and v8 alone goes to memory, only while the four rotations by 12
  * or 7 borrow its register; v8 is not needed again until the next c += d.
- *
- * Each half round runs four G functions side by side, one step across all
- * four before the next, so independent work is adjacent:
- *   a += m[x] + b;  d = (d ^ a) >>> 16;  c += d;  b = (b ^ c) >>> 12;
- *   a += m[y] + b;  d = (d ^ a) >>> 8;   c += d;  b = (b ^ c) >>> 7.
+ * The round schedule is shared with SSE4.1 (blake3_lane_rounds.h).
  * a + m[x] is formed first so that b, the value computed last, is added
  * last. Message words are memory operands: m[w] is at w*32 from %[msg].
  */
@@ -65,39 +61,7 @@ AVX2_INLINE __m256i set1_u32(uint32_t x) { return _mm256_set1_epi32((int)x); }
 #define SPILL_V8 "vmovdqu %%ymm8, %[spill]\n\t"
 #define RELOAD_V8 "vmovdqu %[spill], %%ymm8\n\t"
 
-#define HALF_ROUND(a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, \
-                   d3, x0, y0, x1, y1, x2, y2, x3, y3)                         \
-    ADD_MESSAGE(a0, b0, x0) ADD_MESSAGE(a1, b1, x1)                            \
-    ADD_MESSAGE(a2, b2, x2) ADD_MESSAGE(a3, b3, x3)                            \
-    XOR_ROTATE_BYTES(d0, a0, "%[rot16]") XOR_ROTATE_BYTES(d1, a1, "%[rot16]")  \
-    XOR_ROTATE_BYTES(d2, a2, "%[rot16]") XOR_ROTATE_BYTES(d3, a3, "%[rot16]")  \
-    RELOAD_V8                                                                  \
-    ADD(c0, d0) ADD(c1, d1) ADD(c2, d2) ADD(c3, d3)                            \
-    XOR(b0, c0) XOR(b1, c1) XOR(b2, c2) XOR(b3, c3)                            \
-    SPILL_V8                                                                   \
-    ROTATE_SHIFTS(b0, 12) ROTATE_SHIFTS(b1, 12)                                \
-    ROTATE_SHIFTS(b2, 12) ROTATE_SHIFTS(b3, 12)                                \
-    ADD_MESSAGE(a0, b0, y0) ADD_MESSAGE(a1, b1, y1)                            \
-    ADD_MESSAGE(a2, b2, y2) ADD_MESSAGE(a3, b3, y3)                            \
-    XOR_ROTATE_BYTES(d0, a0, "%[rot8]") XOR_ROTATE_BYTES(d1, a1, "%[rot8]")    \
-    XOR_ROTATE_BYTES(d2, a2, "%[rot8]") XOR_ROTATE_BYTES(d3, a3, "%[rot8]")    \
-    RELOAD_V8                                                                  \
-    ADD(c0, d0) ADD(c1, d1) ADD(c2, d2) ADD(c3, d3)                            \
-    XOR(b0, c0) XOR(b1, c1) XOR(b2, c2) XOR(b3, c3)                            \
-    SPILL_V8                                                                   \
-    ROTATE_SHIFTS(b0, 7) ROTATE_SHIFTS(b1, 7)                                  \
-    ROTATE_SHIFTS(b2, 7) ROTATE_SHIFTS(b3, 7)
-
-/* One round with message schedule s0..s15: the spec's permutation
- * {2,6,3,10,7,0,4,13,1,11,12,5,9,14,15,8} applied r times for round r.
- * Columns (i, 4+i, 8+i, 12+i), then diagonals (i, 4+(i+1)%4, 8+(i+2)%4,
- * 12+(i+3)%4). */
-#define ROUND(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, \
-              s15)                                                             \
-    HALF_ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, s0, s1,   \
-               s2, s3, s4, s5, s6, s7)                                         \
-    HALF_ROUND(0, 1, 2, 3, 5, 6, 7, 4, 10, 11, 8, 9, 15, 12, 13, 14, s8, s9,   \
-               s10, s11, s12, s13, s14, s15)
+#include "blake3_lane_rounds.h"
 
 static const uint8_t rotate16_mask[32] __attribute__((aligned(32))) = {
     2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
@@ -133,13 +97,7 @@ compress_lanes(__m256i cv[8], const __m256i m[16], uint64_t counter,
         "vpbroadcastd 2*4(%[row3]), %%ymm14\n\t"
         "vpbroadcastd 3*4(%[row3]), %%ymm15\n\t"
         SPILL_V8
-        ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-        ROUND(2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8)
-        ROUND(3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1)
-        ROUND(10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6)
-        ROUND(12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4)
-        ROUND(9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7)
-        ROUND(11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13)
+        SEVEN_ROUNDS
         "vpxor %[spill], %%ymm0, %%ymm0\n\t"
         "vpxor %%ymm9, %%ymm1, %%ymm1\n\t"
         "vpxor %%ymm10, %%ymm2, %%ymm2\n\t"
@@ -168,6 +126,7 @@ compress_lanes(__m256i cv[8], const __m256i m[16], uint64_t counter,
           "xmm15");
 }
 
+#undef SEVEN_ROUNDS
 #undef ROUND
 #undef HALF_ROUND
 #undef RELOAD_V8

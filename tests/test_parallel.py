@@ -291,3 +291,29 @@ def test_pool_unit_inserting_into_another_tree():
             expected = rotortree.compute_root(batches[i], arity)
             assert roots[i] == expected, (threads, arity)
             assert trees[i].root == expected and trees[i].size == len(batches[i]) // 32
+
+
+@pytest.mark.parametrize("placement", ["0", "1", "2", "3", "junk"])
+def test_every_placement_setting_gives_the_same_bytes(placement):
+    """ROTORTREE_POOL_PLACEMENT (read by the C pool at first use) only moves
+    threads between CPUs: every value, a meaningless one included, must give
+    the same roots through the pool, with the workers doing their share."""
+    import subprocess
+
+    script = (
+        "import rotortree\n"
+        "rotortree.configure(num_threads=2, parallel_threshold=1, par_chunk_size=8)\n"
+        "data = bytes(range(256)) * 8000\n"
+        "before = rotortree.pool_stats()['jobs']\n"
+        "roots = [rotortree.LeanIMT(a).insert_many(data).hex() for a in (2, 4, 16)]\n"
+        "assert rotortree.pool_stats()['jobs'] > before\n"
+        "rotortree.configure(num_threads=1)\n"
+        "assert roots == [rotortree.compute_root(data, a).hex() for a in (2, 4, 16)]\n"
+        "print(' '.join(roots))\n"
+    )
+    env = dict(os.environ, ROTORTREE_POOL_PLACEMENT=placement)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    expected = [rotortree.compute_root(bytes(range(256)) * 8000, a).hex() for a in (2, 4, 16)]
+    assert result.stdout.split() == expected
