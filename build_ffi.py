@@ -31,6 +31,7 @@ HEADER = CSRC / "rotortree.h"
 SOURCES = [
     "csrc/status.c",
     "csrc/level.c",
+    "csrc/mapping.c",
     "csrc/tree.c",
     "csrc/build.c",
     "csrc/fork.c",

@@ -4,12 +4,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 
 #include "level.h"
 #include "rotortree.h"
+#include "rt_mapping.h"
 #include "rt_pool.h"
 #include "rt_tree.h"
 
@@ -21,9 +19,6 @@ unsigned rt_chunk_capacity(unsigned arity)
 
 /* ---- slabs ---------------------------------------------------------------- */
 
-#define HUGE_PAGE (2u << 20)
-// Slabs of at least this size are mappings advised for huge pages.
-#define MAPPED_SLAB_MIN HUGE_PAGE
 // Growth is geometric (a new slab holds as many chunks as the level has),
 // capped so a huge level does not reserve gigabytes of address space ahead.
 #define SLAB_MAX_CHUNKS 16384
@@ -35,206 +30,6 @@ static size_t chunk_stride(unsigned chunk_cap)
     // line), and an odd chunk_cap (odd arities) would otherwise put every
     // other chunk of a slab 32 bytes off (undefined behaviour, UBSan).
     return (sizeof(rt_chunk) + (size_t)chunk_cap * 32u + 63) & ~(size_t)63;
-}
-
-#ifdef __linux__
-/*
- * Mappings of freed slabs (and of result buffers, rt_buffer_alloc) are kept
- * for reuse, up to a byte budget. The kernel zeroes every fresh page before
- * handing it over, which for a 1M-leaf batch is ~40 MB of extra memory
- * writes competing with the copy and the hashing for bandwidth; a service
- * that rebuilds or replaces trees pays it once instead of every time.
- * ROTORTREE_MEMORY_CACHE_MB sets the budget (default 256, 0 disables it);
- * rt_release_cached_memory() returns everything to the system.
- */
-#define MAPPING_CACHE_SLOTS 64
-#define MAPPING_CACHE_DEFAULT_MB 256
-
-static struct {
-    pthread_mutex_t lock;
-    pthread_once_t once;
-    size_t limit, bytes, count;
-    struct cached_mapping {
-        uint8_t *base;
-        size_t bytes;
-    } slots[MAPPING_CACHE_SLOTS];
-} mapping_cache = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_ONCE_INIT, 0, 0, 0, {{0}}};
-
-static int c_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
-}
-
-/* ASCII digits between optional whitespace, at most SIZE_MAX >> 20; anything
- * else keeps the default. strtoull alone would take "-5" as 2**64 - 5, an
- * unlimited cache. rotortree/config.py applies the same rule to report the
- * values ignored here, so the two must change together. */
-static size_t mapping_cache_limit(const char *env)
-{
-    const size_t fallback = (size_t)MAPPING_CACHE_DEFAULT_MB << 20;
-    if (!env)
-        return fallback;
-    while (c_space(*env))
-        env++;
-    if (*env < '0' || *env > '9')
-        return fallback; // also the empty and all-blank values
-    size_t mb = 0;
-    for (; *env >= '0' && *env <= '9'; env++) {
-        unsigned digit = (unsigned)(*env - '0');
-        if (mb > ((SIZE_MAX >> 20) - digit) / 10)
-            return fallback;
-        mb = mb * 10 + digit;
-    }
-    while (c_space(*env))
-        env++;
-    return *env ? fallback : mb << 20;
-}
-
-static void mapping_cache_init(void)
-{
-    mapping_cache.limit = mapping_cache_limit(getenv("ROTORTREE_MEMORY_CACHE_MB"));
-    // A child forked while another thread held the lock would deadlock on it.
-    rt_fork_handlers_install();
-}
-
-/* A cached mapping of at least `bytes` (and not wastefully larger), or NULL. */
-static uint8_t *mapping_take(size_t bytes, size_t *got)
-{
-    pthread_once(&mapping_cache.once, mapping_cache_init);
-    pthread_mutex_lock(&mapping_cache.lock);
-    size_t best = MAPPING_CACHE_SLOTS;
-    for (size_t i = 0; i < mapping_cache.count; i++) {
-        size_t have = mapping_cache.slots[i].bytes;
-        if (have >= bytes && have <= 2 * bytes &&
-            (best == MAPPING_CACHE_SLOTS || have < mapping_cache.slots[best].bytes))
-            best = i;
-    }
-    uint8_t *base = NULL;
-    if (best != MAPPING_CACHE_SLOTS) {
-        base = mapping_cache.slots[best].base;
-        *got = mapping_cache.slots[best].bytes;
-        mapping_cache.bytes -= *got;
-        // Keep the slots in the order they were freed (oldest first).
-        memmove(&mapping_cache.slots[best], &mapping_cache.slots[best + 1],
-                (mapping_cache.count - best - 1) * sizeof(mapping_cache.slots[0]));
-        mapping_cache.count--;
-    }
-    pthread_mutex_unlock(&mapping_cache.lock);
-    return base;
-}
-
-/* The most recently freed mapping is the likeliest to be asked for again
- * (the next tree of a rebuild loop, the next proof batch of a service), so
- * when the budget is full the oldest mappings make room for it. */
-static void mapping_give_back(uint8_t *base, size_t bytes)
-{
-    pthread_once(&mapping_cache.once, mapping_cache_init);
-    struct cached_mapping evicted[MAPPING_CACHE_SLOTS];
-    size_t evicted_count = 0;
-    int kept = 0;
-    pthread_mutex_lock(&mapping_cache.lock);
-    if (bytes <= mapping_cache.limit) {
-        while (mapping_cache.count == MAPPING_CACHE_SLOTS ||
-               mapping_cache.bytes + bytes > mapping_cache.limit) {
-            evicted[evicted_count++] = mapping_cache.slots[0];
-            mapping_cache.bytes -= mapping_cache.slots[0].bytes;
-            mapping_cache.count--;
-            memmove(&mapping_cache.slots[0], &mapping_cache.slots[1],
-                    mapping_cache.count * sizeof(mapping_cache.slots[0]));
-        }
-        mapping_cache.slots[mapping_cache.count].base = base;
-        mapping_cache.slots[mapping_cache.count].bytes = bytes;
-        mapping_cache.count++;
-        mapping_cache.bytes += bytes;
-        kept = 1;
-    }
-    pthread_mutex_unlock(&mapping_cache.lock);
-    for (size_t i = 0; i < evicted_count; i++)
-        munmap(evicted[i].base, evicted[i].bytes);
-    if (!kept)
-        munmap(base, bytes);
-}
-
-static uint8_t *mapping_new(size_t rounded)
-{
-    // Over-map by one huge page and trim, so the slab starts on a huge-page
-    // boundary and every 2 MiB of it can be one page.
-    uint8_t *raw = mmap(NULL, rounded + HUGE_PAGE, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED)
-        return NULL;
-    uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
-    if (aligned > raw)
-        munmap(raw, (size_t)(aligned - raw));
-    size_t tail = (size_t)(raw + rounded + HUGE_PAGE - (aligned + rounded));
-    if (tail)
-        munmap(aligned + rounded, tail);
-    madvise(aligned, rounded, MADV_HUGEPAGE); // advice only: may be refused
-    return aligned;
-}
-#endif
-
-void rt_release_cached_memory(void)
-{
-#ifdef __linux__
-    pthread_once(&mapping_cache.once, mapping_cache_init);
-    pthread_mutex_lock(&mapping_cache.lock);
-    for (size_t i = 0; i < mapping_cache.count; i++)
-        munmap(mapping_cache.slots[i].base, mapping_cache.slots[i].bytes);
-    mapping_cache.count = 0;
-    mapping_cache.bytes = 0;
-    pthread_mutex_unlock(&mapping_cache.lock);
-#endif
-}
-
-/* Result buffers of at least MAPPED_SLAB_MIN bytes are mappings (cached,
- * possibly larger than asked, or new) and smaller ones come from malloc; a
- * cache line in front of the data records which, and the mapping's size. */
-#define BUFFER_HEADER 64u
-
-void *rt_buffer_alloc(size_t bytes)
-{
-    if (bytes > SIZE_MAX - BUFFER_HEADER - HUGE_PAGE)
-        return NULL;
-    size_t total = bytes + BUFFER_HEADER;
-    uint8_t *base = NULL;
-    size_t mapped = 0;
-#ifdef __linux__
-    if (total >= MAPPED_SLAB_MIN) {
-        size_t rounded = (total + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
-        base = mapping_take(rounded, &mapped);
-        if (!base) {
-            base = mapping_new(rounded);
-            mapped = rounded;
-        }
-        if (!base)
-            return NULL;
-    }
-#endif
-    if (!base) {
-        void *memory = NULL;
-        if (posix_memalign(&memory, BUFFER_HEADER, total) != 0)
-            return NULL;
-        base = memory;
-    }
-    memcpy(base, &mapped, sizeof(mapped)); // 0: malloc
-    return base + BUFFER_HEADER;
-}
-
-void rt_buffer_free(void *buffer)
-{
-    if (!buffer)
-        return;
-    uint8_t *base = (uint8_t *)buffer - BUFFER_HEADER;
-    size_t mapped;
-    memcpy(&mapped, base, sizeof(mapped));
-#ifdef __linux__
-    if (mapped) {
-        mapping_give_back(base, mapped);
-        return;
-    }
-#endif
-    free(base);
 }
 
 /* ---- the chunk heap: freed chunks, by size class ---------------------------- */
@@ -300,17 +95,11 @@ static rt_slab *slab_new(size_t bytes, unsigned chunk_cap)
         return NULL;
     slab->mapped = 0;
     slab->base = NULL;
-#ifdef __linux__
-    if (bytes >= MAPPED_SLAB_MIN) {
-        size_t rounded = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
-        slab->base = mapping_take(rounded, &slab->bytes);
-        if (!slab->base) {
-            slab->base = mapping_new(rounded);
-            slab->bytes = rounded;
-        }
+    // Large slabs are mappings advised for huge pages (rt_mapping.h).
+    if (bytes >= RT_MAPPED_MIN) {
+        slab->base = rt_mapping_get(bytes, &slab->bytes);
         slab->mapped = slab->base != NULL;
     }
-#endif
     if (!slab->base) {
         void *memory = NULL;
         if (posix_memalign(&memory, 64, bytes) != 0) {
@@ -336,11 +125,9 @@ static void slab_destroy(rt_slab *slab)
 {
     atomic_fetch_sub_explicit(&heap.slab_bytes, slab->bytes, memory_order_relaxed);
     atomic_fetch_sub_explicit(&heap.slabs, 1, memory_order_relaxed);
-#ifdef __linux__
     if (slab->mapped)
-        mapping_give_back(slab->base, slab->bytes);
+        rt_mapping_put(slab->base, slab->bytes);
     else
-#endif
         free(slab->base);
     free(slab);
 }
@@ -434,27 +221,18 @@ void rt_memory_get_stats(struct rt_memory_stats *out)
     out->chunk_bytes = atomic_load_explicit(&heap.slab_bytes, memory_order_relaxed);
     out->free_chunk_bytes = atomic_load_explicit(&heap.free_bytes, memory_order_relaxed);
     out->slabs = atomic_load_explicit(&heap.slabs, memory_order_relaxed);
-    out->cached_bytes = 0;
-#ifdef __linux__
-    pthread_mutex_lock(&mapping_cache.lock);
-    out->cached_bytes = mapping_cache.bytes;
-    pthread_mutex_unlock(&mapping_cache.lock);
-#endif
+    out->cached_bytes = rt_mapping_cached_bytes();
 }
 
 void rt_memory_fork_prepare(void)
 {
     pthread_mutex_lock(&heap.lock);
-#ifdef __linux__
-    pthread_mutex_lock(&mapping_cache.lock);
-#endif
+    rt_mapping_fork_prepare();
 }
 
 void rt_memory_fork_parent(void)
 {
-#ifdef __linux__
-    pthread_mutex_unlock(&mapping_cache.lock);
-#endif
+    rt_mapping_fork_parent();
     pthread_mutex_unlock(&heap.lock);
 }
 
@@ -462,9 +240,7 @@ void rt_memory_fork_parent(void)
 // id, so the locks it took in prepare are made fresh rather than unlocked.
 void rt_memory_fork_child(void)
 {
-#ifdef __linux__
-    pthread_mutex_init(&mapping_cache.lock, NULL);
-#endif
+    rt_mapping_fork_child();
     pthread_mutex_init(&heap.lock, NULL);
 }
 

@@ -58,15 +58,6 @@
 
 #define RT_CACHELINE 64
 
-// Wake-up placement (see place_worker and run_units), on when the
-// environment sets ROTORTREE_POOL_PLACEMENT=1 at first use of the pool. An
-// owner that woke sleepers first yields this long if no helper has joined,
-// then with doubling intervals, at most RT_MAX_YIELDS times per job.
-#define PLACE_MOVE_WORKER 1
-#define PLACE_OWNER_YIELD 2
-#define PLACE_BOTH (PLACE_MOVE_WORKER | PLACE_OWNER_YIELD)
-#define RT_YIELD_NS 25000u
-#define RT_MAX_YIELDS 4u
 
 /* ---- small platform helpers --------------------------------------------- */
 
@@ -183,7 +174,8 @@ static struct {
     // park on it with the futex, so one word carries "there may be work".
     alignas(RT_CACHELINE) atomic_uint epoch;
     alignas(RT_CACHELINE) atomic_uint sleepers;
-    // Wake-up placement: enabled, and the CPU of the latest publisher.
+    // Wake-up placement (place_worker): on unless ROTORTREE_POOL_PLACEMENT=0,
+    // and the CPU of the latest publisher.
     int placement;
     atomic_int waker_cpu;
     // Jobs between publication and completion, against reconfiguration.
@@ -228,13 +220,28 @@ static uint32_t default_num_threads(void)
     return (uint32_t)n;
 }
 
+// "0" (off) or "1" (on), blanks around it allowed; anything else, unset
+// included, keeps the default (on), so a typo cannot silently turn it off.
+static int placement_setting(const char *env)
+{
+    if (!env)
+        return 1;
+    while (*env == ' ' || *env == '\t')
+        env++;
+    if (*env != '0' && *env != '1')
+        return 1;
+    int value = *env++ - '0';
+    while (*env == ' ' || *env == '\t' || *env == '\n')
+        env++;
+    return *env ? 1 : value;
+}
+
 static void pool_init_once(void)
 {
     atomic_store_explicit(&pool.num_threads, default_num_threads(), memory_order_relaxed);
     atomic_store_explicit(&pool.threshold, RT_POOL_DEFAULT_THRESHOLD, memory_order_relaxed);
     atomic_store_explicit(&pool.chunk, RT_POOL_DEFAULT_CHUNK, memory_order_relaxed);
-    const char *placement = getenv("ROTORTREE_POOL_PLACEMENT");
-    pool.placement = placement ? atoi(placement) & PLACE_BOTH : PLACE_BOTH;
+    pool.placement = placement_setting(getenv("ROTORTREE_POOL_PLACEMENT"));
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
@@ -328,11 +335,9 @@ static struct rt_job *find_job(void)
 // Wake-up placement. A sleeper woken by futex is placed by the kernel, and a
 // scheduler that packs wakees onto the waker's CPU while it looks lightly
 // loaded puts the helper on the owner's CPU: the job then runs on one core
-// while another idles. Two corrections, each a no-op when placement was
-// right: a worker about to join checks whether it runs on the CPU of the
-// latest publisher and if so moves itself off it (place_worker); an owner
-// that woke sleepers yields a few times while nobody has joined, so that a
-// helper queued behind it gets to run (run_units).
+// while another idles. So a worker about to join checks whether it runs on
+// the CPU of the latest publisher and if so moves itself off it; a no-op
+// when placement was right (sched_getcpu is a vDSO call).
 #ifdef __linux__
 static int current_cpu(void)
 {
@@ -367,18 +372,11 @@ static void place_worker(void)
 #endif
 
 // Claim and run units until none is left: the shared claim counter.
-// `woke_at` is nonzero only for an owner that woke sleepers for this job
-// with placement on.
-static size_t run_units(struct rt_job *j, uint64_t woke_at)
+static size_t run_units(struct rt_job *j)
 {
     rt_range_fn fn = j->fn;
     void *ctx = j->ctx;
     const size_t n = j->n, grain = j->grain, nunits = j->nunits;
-    unsigned yields = woke_at ? 0 : RT_MAX_YIELDS;
-    uint64_t next_yield = woke_at + RT_YIELD_NS;
-    // Units may be far shorter than the yield interval: read the clock after
-    // 1, 2, 4, ... (at most 64) units so tiny units do not pay for it.
-    size_t check_at = 1, stride = 1;
     size_t done = 0;
     for (;;) {
         // Relaxed is enough: the job's fields were published under the list
@@ -390,22 +388,6 @@ static size_t run_units(struct rt_job *j, uint64_t woke_at)
         size_t end = n - begin > grain ? begin + grain : n;
         fn(ctx, begin, end);
         done++;
-        if (yields < RT_MAX_YIELDS && done >= check_at) {
-            if (atomic_load_explicit(&j->refs, memory_order_relaxed) != 0) {
-                yields = RT_MAX_YIELDS; // a helper is in: placement is fine
-            } else {
-                uint64_t t = now_ns();
-                if (t >= next_yield) {
-                    sched_yield();
-                    yields++;
-                    next_yield = t + ((uint64_t)RT_YIELD_NS << yields);
-                    stride = 1;
-                } else if (stride < 64) {
-                    stride *= 2;
-                }
-                check_at = done + stride;
-            }
-        }
     }
     return done;
 }
@@ -413,7 +395,7 @@ static size_t run_units(struct rt_job *j, uint64_t woke_at)
 // Run a job joined through find_job, then drop the reference.
 static void help(struct rt_job *j)
 {
-    size_t done = run_units(j, 0);
+    size_t done = run_units(j);
     job_unlink(j);
     if (done) {
         atomic_fetch_add_explicit(&pool.st_units, done, memory_order_relaxed);
@@ -480,8 +462,7 @@ static void *worker_main(void *arg)
         // Before joining: migrating can wait for a busy CPU's time slice, and
         // a helper holding a job reference meanwhile would keep the owner
         // waiting after every unit is done.
-        if ((pool.placement & PLACE_MOVE_WORKER) &&
-            atomic_load_explicit(&pool.jobs.njobs, memory_order_relaxed))
+        if (pool.placement && atomic_load_explicit(&pool.jobs.njobs, memory_order_relaxed))
             place_worker();
         struct rt_job *j = find_job();
         if (j) {
@@ -528,7 +509,7 @@ static void start_workers_locked(void)
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        if (pool.placement & PLACE_MOVE_WORKER) // new workers start on the creator's CPU too
+        if (pool.placement) // new workers start on the creator's CPU too
             atomic_store_explicit(&pool.waker_cpu, current_cpu(), memory_order_relaxed);
         for (; live < want; live++) {
             if (pthread_create(&ws[live], have_attr ? &attr : NULL, worker_main, NULL) != 0)
@@ -664,22 +645,19 @@ void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx)
     atomic_init(&job.next, 0);
     atomic_init(&job.refs, 0);
     atomic_init(&job.linked, 0);
-    if (pool.placement & PLACE_MOVE_WORKER)
+    if (pool.placement)
         atomic_store_explicit(&pool.waker_cpu, current_cpu(), memory_order_relaxed);
     publish(&job);
 
     // One wake-up call per job, for as many sleepers as could get a unit.
     atomic_fetch_add_explicit(&pool.epoch, 1, memory_order_seq_cst);
     unsigned sleeping = atomic_load_explicit(&pool.sleepers, memory_order_seq_cst);
-    uint64_t woke_at = 0;
     if (sleeping) {
         size_t extra = job.nunits - 1;
         futex_wake(&pool.epoch, (int)(extra < sleeping ? extra : sleeping));
-        if (pool.placement & PLACE_OWNER_YIELD)
-            woke_at = now_ns();
     }
 
-    size_t mine = run_units(&job, woke_at);
+    size_t mine = run_units(&job);
     job_unlink(&job);
     owner_wait(&job);
 

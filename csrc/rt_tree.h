@@ -17,7 +17,7 @@
 #include "rotortree.h"
 
 struct rt_tree {
-    // Writers (inserts) take it exclusively, readers shared (init_tree_lock).
+    // Writers (inserts) take it exclusively, readers shared (rt_tree_lock_init).
     pthread_rwlock_t lock;
     unsigned arity;
     unsigned max_depth;
@@ -34,7 +34,7 @@ struct rt_tree {
         unsigned blocks;
         uint32_t cv[8];
     } prefix[RT_MAX_DEPTH_LIMIT];
-    // Links in the registry of live trees (under live_trees.lock), which the
+    // Links in the registry of live trees (fork.c, under its lock), which the
     // fork handlers walk; fork_locked: prepare holds this tree's lock.
     struct rt_tree *live_prev, *live_next;
     int fork_locked;

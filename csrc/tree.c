@@ -63,7 +63,6 @@ void rt_tree_free(rt_tree *tree)
     free(tree);
 }
 
-
 /* ---- single inserts --------------------------------------------------- */
 
 // A single insert rehashes one parent per level, each depending on the one
