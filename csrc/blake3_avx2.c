@@ -126,19 +126,6 @@ compress_lanes(__m256i cv[8], const __m256i m[16], uint64_t counter,
           "xmm15");
 }
 
-#undef SEVEN_ROUNDS
-#undef ROUND
-#undef HALF_ROUND
-#undef RELOAD_V8
-#undef SPILL_V8
-#undef ROTATE_SHIFTS
-#undef XOR
-#undef ADD
-#undef XOR_ROTATE_BYTES
-#undef ADD_MESSAGE
-#undef INSN3
-#undef YMM
-
 /* rows[k] = eight consecutive words of lane k -> cols[j] = word j of every
  * lane. Its own inverse. Pairs of 32-bit words, then 64-bit pairs, then the
  * 128-bit halves are interleaved. */

@@ -9,36 +9,34 @@
  *   ADD(c, d), XOR(b, c)         c += d, b ^= c
  *   ROTATE_SHIFTS(b, n)          b = b >>> n, v8's register as temporary
  *   SPILL_V8, RELOAD_V8          v8 to and from memory
- * and undefined (with SEVEN_ROUNDS, ROUND and HALF_ROUND) after use. No
- * include guard: each kernel file includes it once.
+ * No include guard: each kernel file includes it once.
  *
  * Each half round runs four G functions side by side, one step across all
  * four before the next, so independent work is adjacent:
  *   a += m[x] + b;  d = (d ^ a) >>> 16;  c += d;  b = (b ^ c) >>> 12;
  *   a += m[y] + b;  d = (d ^ a) >>> 8;   c += d;  b = (b ^ c) >>> 7.
  */
+/* Four G functions' first or second half, side by side: message words w,
+ * d rotated by the byte shuffle `mask`, b by n bits. */
+#define G_HALF(a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3, \
+               w0, w1, w2, w3, mask, n)                                        \
+    ADD_MESSAGE(a0, b0, w0) ADD_MESSAGE(a1, b1, w1)                            \
+    ADD_MESSAGE(a2, b2, w2) ADD_MESSAGE(a3, b3, w3)                            \
+    XOR_ROTATE_BYTES(d0, a0, mask) XOR_ROTATE_BYTES(d1, a1, mask)              \
+    XOR_ROTATE_BYTES(d2, a2, mask) XOR_ROTATE_BYTES(d3, a3, mask)              \
+    RELOAD_V8                                                                  \
+    ADD(c0, d0) ADD(c1, d1) ADD(c2, d2) ADD(c3, d3)                            \
+    XOR(b0, c0) XOR(b1, c1) XOR(b2, c2) XOR(b3, c3)                            \
+    SPILL_V8                                                                   \
+    ROTATE_SHIFTS(b0, n) ROTATE_SHIFTS(b1, n)                                  \
+    ROTATE_SHIFTS(b2, n) ROTATE_SHIFTS(b3, n)
+
 #define HALF_ROUND(a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, \
                    d3, x0, y0, x1, y1, x2, y2, x3, y3)                         \
-    ADD_MESSAGE(a0, b0, x0) ADD_MESSAGE(a1, b1, x1)                            \
-    ADD_MESSAGE(a2, b2, x2) ADD_MESSAGE(a3, b3, x3)                            \
-    XOR_ROTATE_BYTES(d0, a0, "%[rot16]") XOR_ROTATE_BYTES(d1, a1, "%[rot16]")  \
-    XOR_ROTATE_BYTES(d2, a2, "%[rot16]") XOR_ROTATE_BYTES(d3, a3, "%[rot16]")  \
-    RELOAD_V8                                                                  \
-    ADD(c0, d0) ADD(c1, d1) ADD(c2, d2) ADD(c3, d3)                            \
-    XOR(b0, c0) XOR(b1, c1) XOR(b2, c2) XOR(b3, c3)                            \
-    SPILL_V8                                                                   \
-    ROTATE_SHIFTS(b0, 12) ROTATE_SHIFTS(b1, 12)                                \
-    ROTATE_SHIFTS(b2, 12) ROTATE_SHIFTS(b3, 12)                                \
-    ADD_MESSAGE(a0, b0, y0) ADD_MESSAGE(a1, b1, y1)                            \
-    ADD_MESSAGE(a2, b2, y2) ADD_MESSAGE(a3, b3, y3)                            \
-    XOR_ROTATE_BYTES(d0, a0, "%[rot8]") XOR_ROTATE_BYTES(d1, a1, "%[rot8]")    \
-    XOR_ROTATE_BYTES(d2, a2, "%[rot8]") XOR_ROTATE_BYTES(d3, a3, "%[rot8]")    \
-    RELOAD_V8                                                                  \
-    ADD(c0, d0) ADD(c1, d1) ADD(c2, d2) ADD(c3, d3)                            \
-    XOR(b0, c0) XOR(b1, c1) XOR(b2, c2) XOR(b3, c3)                            \
-    SPILL_V8                                                                   \
-    ROTATE_SHIFTS(b0, 7) ROTATE_SHIFTS(b1, 7)                                  \
-    ROTATE_SHIFTS(b2, 7) ROTATE_SHIFTS(b3, 7)
+    G_HALF(a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3,     \
+           x0, x1, x2, x3, "%[rot16]", 12)                                     \
+    G_HALF(a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3,     \
+           y0, y1, y2, y3, "%[rot8]", 7)
 
 /* One round with message schedule s0..s15: the spec's permutation
  * {2,6,3,10,7,0,4,13,1,11,12,5,9,14,15,8} applied r times for round r.

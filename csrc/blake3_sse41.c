@@ -283,19 +283,6 @@ compress_lanes(__m128i cv[8], const __m128i m[16], uint64_t counter,
         cv[i] = v[i];
 }
 
-#undef SEVEN_ROUNDS
-#undef ROUND
-#undef HALF_ROUND
-#undef RELOAD_V8
-#undef SPILL_V8
-#undef ROTATE_SHIFTS
-#undef XOR
-#undef ADD
-#undef XOR_ROTATE_BYTES
-#undef ADD_MESSAGE
-#undef INSN2
-#undef XMM
-
 /* rows[k] = four consecutive words of lane k -> cols[j] = word j of every
  * lane. Its own inverse. */
 SSE41_INLINE void transpose4(const __m128i rows[4], __m128i cols[4])
