@@ -68,3 +68,22 @@ def test_core_builds_and_passes_against_musl(tmp_path):
     run = subprocess.run([str(exe), "asan"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert " 0 failed" in run.stdout.splitlines()[-1], run.stdout[-2000:]
+
+
+def test_every_macro_the_build_defines_is_read_by_the_sources():
+    """A -D flag in a build flavour must mean something: the profile flavour
+    used to pass -DRT_POOL_STATS=1, which no source read."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_ffi", ROOT / "build_ffi.py")
+    assert spec is not None and spec.loader is not None
+    build_ffi = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_ffi)
+    flags = list(build_ffi.COMMON)
+    for compile_flags, _ in build_ffi.FLAVOURS.values():
+        flags += compile_flags
+    text = "\n".join(p.read_text() for p in sorted(CSRC.glob("*.[ch]")))
+    for flag in flags:
+        if flag.startswith("-D"):
+            name = flag[2:].split("=", 1)[0]
+            assert name in text, f"{flag}: no source in csrc/ reads {name}"
