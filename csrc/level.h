@@ -139,7 +139,7 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
 int rt_level_make_cold(rt_level *level, const uint8_t *cold, uint64_t cold_len,
                        unsigned chunk_cap);
 
-/* Fork safety (called from the handlers in tree.c, which order them after
+/* Fork safety (called from the handlers in fork.c, which order them after
  * the trees' locks): hold the allocator's locks across fork() so the child
  * copies consistent free lists and mapping cache, then release them. */
 void rt_memory_fork_prepare(void);

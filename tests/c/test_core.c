@@ -2,7 +2,7 @@
  * Test driver for the tree core through the public header (rotortree.h):
  * levels, trees, snapshots, proofs, restore / make_cold, compute_root and
  * allocation failures, checked against a tiny reference LeanIMT kept in this
- * file (it shares nothing with tree.c but rt_hash_parent, which
+ * file (it shares nothing with the core but rt_hash_parent, which
  * tests/c/test_hash.c checks against the reference BLAKE3).
  *
  * Built and run by tests/test_c_core.py under ASan+UBSan, under TSan and
