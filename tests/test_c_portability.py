@@ -87,3 +87,32 @@ def test_every_macro_the_build_defines_is_read_by_the_sources():
         if flag.startswith("-D"):
             name = flag[2:].split("=", 1)[0]
             assert name in text, f"{flag}: no source in csrc/ reads {name}"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["-U__x86_64__", "-D__i386__"], 0),               # 32-bit x86: no xmm8..15
+    (["-U__x86_64__", "-U__GNUC__", "-D_M_X64"], 0),   # MSVC's x64 macro, no GNU asm
+    (["-U__x86_64__", "-D__aarch64__"], 0),
+])
+def test_simd_kernels_are_built_for_x86_64_gcc_clang_only(cc, tmp_path, flags, expected):
+    """RT_X86 (SIMD kernels compiled in) is 1 exactly for x86-64 with GCC or
+    Clang: the kernels' inline assembly names xmm8..xmm15/ymm8..ymm15 and
+    uses GNU attributes. The old guard also accepted __i386__ and _M_X64.
+    Checked on the preprocessor alone, since no other toolchain is here."""
+    probe = tmp_path / "probe.c"
+    probe.write_text('#include "rt_config.h"\n'
+                     f"_Static_assert(RT_X86 == {expected}, \"RT_X86\");\n")
+    res = subprocess.run(cc + ["-std=c11", "-fsyntax-only", *flags, f"-I{CSRC}", str(probe)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_simd_kernels_are_built_here(cc, tmp_path):
+    machine = subprocess.run(cc + ["-dumpmachine"], capture_output=True, text=True).stdout
+    if not machine.startswith("x86_64"):
+        pytest.skip(f"not an x86-64 compiler: {machine.strip()}")
+    probe = tmp_path / "probe.c"
+    probe.write_text('#include "rt_config.h"\n_Static_assert(RT_X86 == 1, "RT_X86");\n')
+    res = subprocess.run(cc + ["-std=c11", "-fsyntax-only", f"-I{CSRC}", str(probe)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
