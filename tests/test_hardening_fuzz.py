@@ -304,7 +304,8 @@ def durable_template():
     base = Path(tempfile.mkdtemp(prefix="rt-fuzz-"))
     live = base / "live"
     history: List[bytes] = []
-    tree = RotorTree.open(live, arity=ARITY, max_depth=20, flush_policy=FlushPolicy.manual(),
+    tree = RotorTree.open(live, arity=ARITY, max_depth=20, create=True,
+                          flush_policy=FlushPolicy.manual(),
                           checkpoint_policy=CheckpointPolicy.manual(), mmap_levels=1)
     try:
         for n in range(36):
