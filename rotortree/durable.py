@@ -813,8 +813,10 @@ class RotorTree:
         }
 
     def _not_found(self) -> TreeNotFoundError:
-        return TreeNotFoundError(_errno.ENOENT, "no durable tree in this directory (pass "
-                                 "create=True to create one)", self._dir)
+        advice = ("read_only=True never creates one" if self._read_only
+                  else "pass create=True to create one")
+        return TreeNotFoundError(_errno.ENOENT, f"no durable tree in this directory ({advice})",
+                                 self._dir)
 
     def _holds_no_tree(self) -> bool:
         """True if the directory is missing or holds nothing but what an
