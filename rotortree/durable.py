@@ -40,6 +40,22 @@ Guarantees
   reopened, because after a failed fsync the kernel may have dropped the
   unsynced data ("fsyncgate"); a failed write whose partial frame could be
   truncated away does not.
+* Interrupts: an exception at any point of an insert (a ``KeyboardInterrupt``
+  raised as a long C call or pwrite returns, an asynchronous exception)
+  leaves the batch either wholly applied, with its WAL entry and sequence
+  number committed, or not applied at all, with its frame cut from the WAL;
+  ``tree.size`` tells which. The append is recorded before its first side
+  effect and resolved from the in-memory tree (the C insert is atomic) by
+  the interrupted call, or, if that repair is interrupted too, by the next
+  call, ``stats()``, ``close()`` or the finalizer. A long ``insert_many`` is
+  not stopped midway: Ctrl-C is raised as soon as the current step returns.
+  The entry of an interrupted call is not acknowledged; a later
+  ``insert_durable`` or ``flush`` makes it durable with everything before.
+* Fork: a forked child (a ``multiprocessing`` worker) closes its copies of
+  the tree's descriptors at once, so the directory lock is the parent's
+  alone; the child may read the tree as it was at the fork, and every write
+  there raises :class:`~rotortree.ClosedTreeError`. All descriptors are
+  close-on-exec.
 
 Recovery (``RotorTree.open``)
 -----------------------------
@@ -1262,7 +1278,10 @@ class RotorTree:
     def insert_many(self, leaves: Leaves) -> Tuple[bytes, DurabilityToken]:
         """Append a batch atomically, as one WAL entry: (new root, token).
         Accepts what :meth:`LeanIMT.insert_many` accepts; the leaves are
-        copied once, so the caller may reuse its buffer at once."""
+        copied once, so the caller may reuse its buffer at once. If Ctrl-C
+        (or any exception) interrupts it, the batch is wholly in the tree
+        and the WAL, or in neither: compare ``tree.size`` (see "Interrupts"
+        in the module documentation)."""
         buffer, count = leaf_batch(leaves)
         payload = buffer if type(buffer) is bytes else bytes(ffi.buffer(buffer, count * NODE))
         return self._append(payload, count)
