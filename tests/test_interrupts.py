@@ -259,23 +259,26 @@ def test_finalizer_cuts_the_frame_of_an_unsettled_append(tmp_path, monkeypatch):
         assert reopened.size == 7 and reopened.root == reference_root(7)
 
 
+class InterruptingLib:
+    """The C library, except that the batch insert raises KeyboardInterrupt
+    once the C call has returned (as a Ctrl-C during the call does)."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def rt_tree_insert_many(self, *args):
+        self._real.rt_tree_insert_many(*args)
+        raise KeyboardInterrupt
+
+
 def test_keyboard_interrupt_after_the_c_insert(tmp_path, monkeypatch):
     """The reported repro: the C insert returns, then KeyboardInterrupt."""
-    real_lib = durable.lib
-
-    class InterruptingLib:
-        def __getattr__(self, name):
-            return getattr(real_lib, name)
-
-        @staticmethod
-        def rt_tree_insert_many(*args):
-            status = real_lib.rt_tree_insert_many(*args)
-            raise KeyboardInterrupt
-            return status
-
     tree = open_manual(tmp_path / "t", arity=ARITY)
     tree.insert_many(leaves(0, 7))
-    monkeypatch.setattr(durable, "lib", InterruptingLib())
+    monkeypatch.setattr(durable, "lib", InterruptingLib(durable.lib))
     with pytest.raises(KeyboardInterrupt):
         tree.insert_many(leaves(7, 5))
     monkeypatch.undo()
@@ -295,20 +298,9 @@ def test_leanimt_batch_is_whole_or_absent_when_interrupted(monkeypatch):
     leaves the batch applied (check tree.size), never half of it."""
     import rotortree.tree as tree_module
 
-    real_lib = tree_module.lib
-
-    class InterruptingLib:
-        def __getattr__(self, name):
-            return getattr(real_lib, name)
-
-        @staticmethod
-        def rt_tree_insert_many(*args):
-            real_lib.rt_tree_insert_many(*args)
-            raise KeyboardInterrupt
-
     tree = LeanIMT(ARITY)
     tree.insert_many(leaves(0, 4))
-    monkeypatch.setattr(tree_module, "lib", InterruptingLib())
+    monkeypatch.setattr(tree_module, "lib", InterruptingLib(tree_module.lib))
     with pytest.raises(KeyboardInterrupt):
         tree.insert_many(leaves(4, 1000))
     monkeypatch.undo()
