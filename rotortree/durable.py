@@ -1486,11 +1486,11 @@ class RotorTree:
             with self._lock:
                 try:
                     self._check_writable(closing, background=False)
+                    self._settle()
                 except BaseException:
                     os.close(segment.fd)
                     storage.unlink_quietly(segment.path)
                     raise
-                self._settle()
                 snap = self._live().snapshot()
                 seq = self._seq
                 previous = self._current_segment()
@@ -1640,6 +1640,7 @@ class RotorTree:
         with self._lock:
             if self._closing:
                 return
+            self._settle()   # so that the final fsync covers an interrupted batch's entry
             self._closing = True
         self._stop.set()
         self._wake_checkpointer.set()
@@ -1656,9 +1657,11 @@ class RotorTree:
             error = caught
         finally:
             with self._ckpt_lock, self._sync_lock, self._lock:
-                self._settle()
-                self._closed = True
-                self._files.close_all()
+                try:
+                    self._settle()
+                finally:
+                    self._closed = True
+                    self._files.close_all()
             self._state.close()
             self._finalizer.detach()
             self._imt = None

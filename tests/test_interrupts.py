@@ -228,6 +228,21 @@ def test_interrupted_commit_is_finished_by_the_next_call(tmp_path, monkeypatch):
         assert reopened.size == 208 and reopened.root == reference_root(208)
 
 
+def test_close_makes_an_interrupted_batch_durable(tmp_path, monkeypatch):
+    """close() resolves an unsettled append before its final fsync, so the
+    batch the tree holds is fsynced and recorded as durable like the rest."""
+    tree = open_manual(tmp_path / "t", arity=ARITY)
+    tree.insert_durable(leaves(0, 7))
+    monkeypatch.setattr(RotorTree, "_commit", fail_once(fail_once(RotorTree._commit)))
+    with pytest.raises(Injected):
+        tree.insert_many(leaves(7, 3))
+    monkeypatch.undo()
+    tree.close()
+    assert storage.read_sync_record(str(tmp_path / "t"))[0] == 2
+    with RotorTree.open(tmp_path / "t") as reopened:
+        assert reopened.size == 10 and reopened.root == reference_root(10)
+
+
 def test_checkpoint_after_an_unsettled_append_pairs_size_and_sequence(tmp_path, monkeypatch):
     """The reported defect: a checkpoint taken while the bookkeeping lagged the
     tree recorded the tree's size with an older sequence, and the tree could
