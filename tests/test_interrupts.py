@@ -182,6 +182,15 @@ def fail_once(real, error=Injected):
     return hook
 
 
+def insert_with_commit_interrupted_twice(tree, monkeypatch, start: int, count: int) -> None:
+    """The C insert succeeds; then both the append's own commit and its
+    repair are interrupted, so the bookkeeping is left behind the tree."""
+    monkeypatch.setattr(RotorTree, "_commit", fail_once(fail_once(RotorTree._commit)))
+    with pytest.raises(Injected):
+        tree.insert_many(leaves(start, count))
+    monkeypatch.undo()
+
+
 def interrupt_after_write(tree, monkeypatch):
     """A frame fully written, then an exception before the C insert."""
     real = storage._pwrite
@@ -214,12 +223,7 @@ def test_interrupted_rollback_is_finished_by_the_next_call(tmp_path, monkeypatch
 def test_interrupted_commit_is_finished_by_the_next_call(tmp_path, monkeypatch):
     tree = open_manual(tmp_path / "t", arity=ARITY)
     tree.insert_many(leaves(0, 7))
-    # Both the append's own commit and its repair are interrupted.
-    real = RotorTree._commit
-    monkeypatch.setattr(RotorTree, "_commit", fail_once(fail_once(real)))
-    with pytest.raises(Injected):
-        tree.insert_many(leaves(7, 200))
-    monkeypatch.undo()
+    insert_with_commit_interrupted_twice(tree, monkeypatch, 7, 200)
     assert tree.size == 207   # the batch is in the tree: it must be in the WAL's count too
     check_recovers(tree, tmp_path / "crash", checkpoint=True)   # settles, then writes
     assert tree.stats()["seq"] == 3
@@ -233,10 +237,7 @@ def test_close_makes_an_interrupted_batch_durable(tmp_path, monkeypatch):
     batch the tree holds is fsynced and recorded as durable like the rest."""
     tree = open_manual(tmp_path / "t", arity=ARITY)
     tree.insert_durable(leaves(0, 7))
-    monkeypatch.setattr(RotorTree, "_commit", fail_once(fail_once(RotorTree._commit)))
-    with pytest.raises(Injected):
-        tree.insert_many(leaves(7, 3))
-    monkeypatch.undo()
+    insert_with_commit_interrupted_twice(tree, monkeypatch, 7, 3)
     tree.close()
     assert storage.read_sync_record(str(tmp_path / "t"))[0] == 2
     with RotorTree.open(tmp_path / "t") as reopened:
@@ -249,10 +250,7 @@ def test_checkpoint_after_an_unsettled_append_pairs_size_and_sequence(tmp_path, 
     no longer be opened (CorruptionError)."""
     tree = open_manual(tmp_path / "t", arity=ARITY)
     tree.insert_many(leaves(0, 7))
-    monkeypatch.setattr(RotorTree, "_commit", fail_once(fail_once(RotorTree._commit)))
-    with pytest.raises(Injected):
-        tree.insert_many(leaves(7, 3))
-    monkeypatch.undo()
+    insert_with_commit_interrupted_twice(tree, monkeypatch, 7, 3)
     assert tree.checkpoint() is True
     tree.insert_durable(leaves(10, 1))
     with crash_image(tree, tmp_path / "crash") as reopened:
