@@ -26,6 +26,7 @@ from .errors import (
     InvalidProofError,
     MaxDepthExceededError,
     NodeIndexError,
+    NotATreeError,
     OutOfMemoryError,
     PoolBusyError,
     ReadOnlyTreeError,
@@ -34,6 +35,7 @@ from .errors import (
     StorageMismatchError,
     ThreadError,
     TreeLockedError,
+    TreeNotFoundError,
     UnsupportedKernelError,
 )
 from .proofs import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
@@ -131,4 +133,6 @@ __all__ = [
     "ClosedTreeError",
     "StorageMismatchError",
     "ReadOnlyTreeError",
+    "TreeNotFoundError",
+    "NotATreeError",
 ]

@@ -1,6 +1,7 @@
 """Durable trees: a LeanIMT backed by a write-ahead log and checkpoints.
 
-``RotorTree.open(path)`` opens (or creates) a directory holding a tree. Every
+``RotorTree.open(path)`` opens a directory holding a tree (``create=True``
+creates it). Every
 insert is appended to a write-ahead log (WAL) before it reaches the in-memory
 tree; a background thread (or you, with ``flush()``) fsyncs the log, and the
 token an insert returns tells when its entry is on disk. Checkpoints write the
@@ -39,6 +40,22 @@ Guarantees
   reopened, because after a failed fsync the kernel may have dropped the
   unsynced data ("fsyncgate"); a failed write whose partial frame could be
   truncated away does not.
+* Interrupts: an exception at any point of an insert (a ``KeyboardInterrupt``
+  raised as a long C call or pwrite returns, an asynchronous exception)
+  leaves the batch either wholly applied, with its WAL entry and sequence
+  number committed, or not applied at all, with its frame cut from the WAL;
+  ``tree.size`` tells which. The append is recorded before its first side
+  effect and resolved from the in-memory tree (the C insert is atomic) by
+  the interrupted call, or, if that repair is interrupted too, by the next
+  call, ``stats()``, ``close()`` or the finalizer. A long ``insert_many`` is
+  not stopped midway: Ctrl-C is raised as soon as the current step returns.
+  The entry of an interrupted call is not acknowledged; a later
+  ``insert_durable`` or ``flush`` makes it durable with everything before.
+* Fork: a forked child (a ``multiprocessing`` worker) closes its copies of
+  the tree's descriptors at once, so the directory lock is the parent's
+  alone; the child may read the tree as it was at the fork, and every write
+  there raises :class:`~rotortree.ClosedTreeError`. All descriptors are
+  close-on-exec.
 
 Recovery (``RotorTree.open``)
 -----------------------------
@@ -99,9 +116,11 @@ from .errors import (
     DurabilityError,
     InvalidArgumentError,
     MaxDepthExceededError,
+    NotATreeError,
     ReadOnlyTreeError,
     StorageMismatchError,
     TreeLockedError,
+    TreeNotFoundError,
 )
 from .storage import (
     NODE,
@@ -124,6 +143,9 @@ _log = logging.getLogger("rotortree")
 # errnos meaning "this storage cannot be written": a writable open turns them
 # into ReadOnlyTreeError pointing at read_only=True.
 _READ_ONLY_ERRNOS = frozenset({_errno.EROFS, _errno.EACCES, _errno.EPERM})
+# What a creation interrupted before its metadata record was committed leaves.
+_CREATION_LEFTOVERS = frozenset((_LOCK_NAME, storage.META_NAME + ".tmp", storage.SYNC_NAME,
+                                 storage.SYNC_NAME + ".tmp"))
 # WAL payload replayed into the tree per insert_many call during recovery.
 _REPLAY_BATCH_BYTES = 32 << 20
 
@@ -148,15 +170,21 @@ class FlushPolicy:
     __slots__ = ("_interval",)
 
     def __init__(self, interval: Optional[float]) -> None:
+        # Checked here, not only in interval(): a policy built directly with
+        # a bad value would otherwise fail only inside the flusher thread.
+        if interval is not None:
+            if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+                raise ArgumentTypeError(f"interval must be a number, not "
+                                        f"{type(interval).__name__}")
+            if not 0 < interval <= 3600:   # also refuses NaN
+                raise InvalidArgumentError(f"interval must be in (0, 3600] seconds, "
+                                           f"got {interval}")
+            interval = float(interval)
         self._interval = interval
 
     @classmethod
     def interval(cls, seconds: float = 0.010) -> "FlushPolicy":
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise ArgumentTypeError(f"interval must be a number, not {type(seconds).__name__}")
-        if not 0 < seconds <= 3600:
-            raise InvalidArgumentError(f"interval must be in (0, 3600] seconds, got {seconds}")
-        return cls(float(seconds))
+        return cls(seconds)
 
     @classmethod
     def manual(cls) -> "FlushPolicy":
@@ -204,6 +232,17 @@ class CheckpointPolicy:
     entries: Optional[int] = None
     nbytes: Optional[int] = None
     at_close: bool = False
+
+    def __post_init__(self) -> None:
+        # Validated at construction: a bad threshold found only when an
+        # insert compares against it would fail after the insert committed.
+        for name in ("entries", "nbytes"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(name, value)
+        if not isinstance(self.at_close, bool):
+            raise ArgumentTypeError(f"at_close must be a bool, not "
+                                    f"{type(self.at_close).__name__}")
 
     @classmethod
     def manual(cls) -> "CheckpointPolicy":
@@ -369,11 +408,20 @@ class _Segment:
         self.synced = fd < 0
 
 
+# An append in progress: (LeanIMT, segment, frame offset, frame end, seq,
+# size, entries since checkpoint, leaves since checkpoint), the last five
+# being the values once the append is committed. A plain tuple: it is built
+# on every insert.
+_Pending = Tuple[LeanIMT, "_Segment", int, int, int, int, int, int]
+
+
 class _Files:
     """File descriptors of an open tree. The finalizer of a tree that is
-    garbage-collected without close() fsyncs and closes them."""
+    garbage-collected without close() fsyncs and closes them. ``pending``
+    is the append in progress (see RotorTree._settle)."""
 
-    __slots__ = ("lock_fd", "dir_lock_fd", "segment", "retired", "level_fds", "sync")
+    __slots__ = ("lock_fd", "dir_lock_fd", "segment", "retired", "level_fds", "sync",
+                 "pending")
 
     def __init__(self) -> None:
         self.lock_fd: Optional[int] = None
@@ -382,6 +430,7 @@ class _Files:
         self.retired: List[_Segment] = []
         self.level_fds: Dict[int, int] = {}
         self.sync: Optional[storage.SyncRecord] = None
+        self.pending: Optional[_Pending] = None
 
     def segments(self) -> List[_Segment]:
         return self.retired + ([self.segment] if self.segment else [])
@@ -407,6 +456,12 @@ class _Files:
 def _finalize(files: _Files, state: _SyncState) -> None:
     """A tree was collected (or the interpreter exits) without close()."""
     try:
+        pending = files.pending
+        if pending is not None and pending[0].size != pending[5]:
+            # An interrupted append whose batch never reached the tree: its
+            # frame must not be made durable and replayed.
+            files.pending = None
+            storage.truncate_fd(pending[1].fd, pending[2], pending[1].path)
         written = state.written
         for segment in files.segments():
             if segment.fd >= 0 and not segment.synced:
@@ -415,6 +470,8 @@ def _finalize(files: _Files, state: _SyncState) -> None:
             if files.sync is not None:
                 files.sync.write(written)   # acknowledged from now on
             state.advance(written)
+    except DurabilityError as error:
+        state.fail(error)
     except OSError as error:
         state.fail(storage.io_error("fsync", "WAL", error))
     finally:
@@ -422,6 +479,30 @@ def _finalize(files: _Files, state: _SyncState) -> None:
             files.close_all()
         finally:
             state.close()
+
+
+# ---------------------------------------------------------------------------
+# Forked children
+
+
+# Trees opened by this process. A forked child inherits their descriptors,
+# and with them the directory lock: flock (and OFD) locks belong to the open
+# file description, which fork shares, so a multiprocessing worker that
+# outlived the parent's close() kept the tree locked. Close-on-exec does not
+# help (fork does not exec), so the child drops the descriptors at once.
+_open_trees: "weakref.WeakSet[RotorTree]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for tree in list(_open_trees):
+        try:
+            tree._detach_forked_copy()
+        except Exception:   # an at-fork hook must not fail the fork
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---------------------------------------------------------------------------
@@ -477,6 +558,12 @@ def _checkpointer_main(ref: "weakref.ref[RotorTree]", wake: threading.Event,
 # The durable tree
 
 
+def _is_tree_file(name: str) -> bool:
+    """A WAL segment or a level file (the metadata record aside)."""
+    return (storage.parse_segment_name(name) is not None
+            or (name.startswith("level-") and name.endswith(".dat")))
+
+
 def _leaf_bytes(leaf: object) -> bytes:
     value = single_leaf(leaf)
     if type(value) is bytes:
@@ -501,23 +588,32 @@ class RotorTree:
     # -- opening ------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Any, arity: Optional[int] = 4, max_depth: Optional[int] = 32,
+    def open(cls, path: Any, arity: Optional[int] = None, max_depth: Optional[int] = None,
+             *, create: bool = False,
              flush_policy: Optional[FlushPolicy] = None,
              checkpoint_policy: Optional[CheckpointPolicy] = None,
-             verify_checkpoint: bool = True, mmap_levels: int = 0, *,
+             verify_checkpoint: bool = True, mmap_levels: int = 0,
              read_only: bool = False) -> "RotorTree":
-        """Open the tree stored in directory ``path``, creating it if needed.
+        """Open the tree stored in directory ``path`` (str, bytes or
+        os.PathLike).
 
-        ``arity`` / ``max_depth`` must match an existing tree
-        (:class:`StorageMismatchError` otherwise); pass None to accept what is
-        stored (4 and 32 for a new tree). ``flush_policy`` defaults to
-        ``FlushPolicy.interval(0.010)``, ``checkpoint_policy`` to
-        ``memory_threshold(64 MiB) | on_close()``. With ``verify_checkpoint``
-        the checkpoint's level files are checksummed and every level is
-        rehashed to the recorded root (in parallel), so any changed node is
-        caught whatever its checksum. ``mmap_levels=L`` serves the
-        checkpointed prefix of levels 0..L-1 from memory-mapped level files
-        instead of RAM.
+        Arity and max_depth are read from the stored tree; if given, they
+        must match it (:class:`StorageMismatchError` otherwise). Without a
+        tree at ``path`` (the directory is missing or empty) this raises
+        :class:`TreeNotFoundError` (a ``FileNotFoundError``) unless
+        ``create=True``, which creates the directory and a tree of ``arity``
+        (default 4) and ``max_depth`` (default 32); ``create=True`` opens an
+        existing tree as it is. A directory that holds other files but no
+        tree is refused (:class:`NotATreeError`, a ``FileExistsError``).
+
+        ``flush_policy`` defaults to ``FlushPolicy.interval(0.010)``,
+        ``checkpoint_policy`` to ``memory_threshold(64 MiB) | on_close()``.
+        With ``verify_checkpoint`` the checkpoint's level files are
+        checksummed and every level rehashed to the recorded root (in
+        parallel), so any changed node is caught whatever its checksum.
+        ``mmap_levels=L`` serves the checkpointed prefix of levels 0..L-1
+        from memory-mapped level files instead of RAM. Every argument is
+        checked before anything is created.
 
         ``read_only=True`` serves reads and proofs of an existing tree
         without writing anything: no lock file, no new WAL segment, no
@@ -530,15 +626,14 @@ class RotorTree:
         writing, or for reading when opening for writing),
         :class:`CorruptionError` if its files are damaged,
         :class:`ReadOnlyTreeError` if a writable open cannot write to the
-        directory (a read-only filesystem, no permission), or if
-        ``read_only=True`` finds no tree.
+        directory (a read-only filesystem, no permission).
         """
         self = cls.__new__(cls)
-        self._setup(path, arity, max_depth, flush_policy, checkpoint_policy,
+        self._setup(path, arity, max_depth, create, flush_policy, checkpoint_policy,
                     verify_checkpoint, mmap_levels, read_only)
         return self
 
-    def _setup(self, path: Any, arity: Optional[int], max_depth: Optional[int],
+    def _setup(self, path: Any, arity: Optional[int], max_depth: Optional[int], create: bool,
                flush_policy: Optional[FlushPolicy],
                checkpoint_policy: Optional[CheckpointPolicy],
                verify_checkpoint: bool, mmap_levels: int, read_only: bool) -> None:
@@ -546,9 +641,10 @@ class RotorTree:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ArgumentTypeError(f"{name} must be an int or None, not "
                                         f"{type(value).__name__}")
-        for name, flag in (("verify_checkpoint", verify_checkpoint), ("read_only", read_only)):
+        # A truthy string such as "no" must not silently mean True.
+        for name, flag in (("create", create), ("verify_checkpoint", verify_checkpoint),
+                           ("read_only", read_only)):
             if not isinstance(flag, bool):
-                # A truthy string such as "no" must not silently mean True.
                 raise ArgumentTypeError(f"{name} must be a bool, not {type(flag).__name__}")
         if isinstance(mmap_levels, bool) or not isinstance(mmap_levels, int):
             raise ArgumentTypeError(f"mmap_levels must be an int, not {type(mmap_levels).__name__}")
@@ -565,15 +661,13 @@ class RotorTree:
         if not isinstance(checkpoint_policy, CheckpointPolicy):
             raise ArgumentTypeError(f"checkpoint_policy must be a CheckpointPolicy, not "
                                     f"{type(checkpoint_policy).__name__}")
+        if create and read_only:
+            raise InvalidArgumentError("create=True and read_only=True exclude each other: a "
+                                       "read-only open never creates a tree")
         if arity is not None or max_depth is not None:
             storage.check_arity(4 if arity is None else arity,
                                 32 if max_depth is None else max_depth)
-
-        try:
-            directory: str = os.path.abspath(os.fspath(path))
-        except TypeError:
-            raise ArgumentTypeError(f"path must be a str or os.PathLike, not "
-                                    f"{type(path).__name__}") from None
+        directory = os.path.abspath(storage._file_path(path))
         self._dir = directory
         self._read_only = read_only
         self._flush_policy = flush_policy
@@ -589,6 +683,7 @@ class RotorTree:
         self._background_error: Optional[BaseException] = None
         self._closing = False
         self._closed = False
+        self._forked = False     # this object is a forked child's copy
         self._maps: Dict[int, Tuple[Any, Any, int]] = {}
         self._cold: Dict[int, int] = {}
         self._entries_since = 0
@@ -599,7 +694,7 @@ class RotorTree:
         self._wake_checkpointer = threading.Event()
         self.recovery: Dict[str, Any] = {}
         try:
-            self._open_files(arity, max_depth, verify_checkpoint)
+            self._open_files(arity, max_depth, create, verify_checkpoint)
         except BaseException as error:
             self._files.close_all()
             self._imt = None
@@ -614,20 +709,46 @@ class RotorTree:
                     f"read-only storage", error.filename or directory) from error
             raise
         self._finalizer = weakref.finalize(self, _finalize, self._files, self._state)
+        _open_trees.add(self)
         if not read_only:
             self._start_threads()
 
-    def _open_files(self, arity: Optional[int], max_depth: Optional[int],
+    def _detach_forked_copy(self) -> None:
+        """Runs in a forked child: the copy keeps the in-memory tree as of
+        the fork for reads, but owns no file and refuses writes. Only the
+        process that opened the tree may write its files; the child's
+        fsyncs, truncates or finalizer would race with the parent's."""
+        # Locks and the condition may have been held by parent threads that
+        # do not exist here; they would never be released.
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._ckpt_lock = threading.Lock()
+        self._state.cond = threading.Condition(threading.Lock())
+        self._state.closed = True
+        self._threads = []
+        self._forked = True
+        self._closing = True
+        self._finalizer.detach()
+        self._files.pending = None
+        try:
+            # Only this process's copies of the descriptors: the parent's stay
+            # open, and the locks are released once the parent closes too.
+            self._files.close_all()
+        except OSError:
+            pass
+
+    def _open_files(self, arity: Optional[int], max_depth: Optional[int], create: bool,
                     verify: bool) -> None:
         started = time.perf_counter()
         directory = self._dir
         read_only = self._read_only
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise InvalidArgumentError(f"{directory} exists and is not a directory")
+        # Looked at before anything is created: a mistyped path must neither
+        # become a new tree nor get a LOCK file in an unrelated folder.
+        if self._holds_no_tree() and not create:
+            raise self._not_found()
         if read_only:
-            if not os.path.isdir(directory):
-                raise ReadOnlyTreeError(_errno.ENOENT, f"no durable tree at {directory}: "
-                                        f"read_only=True never creates one", directory)
             self._files.dir_lock_fd = self._hold_directory_lock(shared=True)
         else:
             if not os.path.isdir(directory):
@@ -641,19 +762,17 @@ class RotorTree:
                 storage.unlink_quietly(tmp)
 
         meta = storage.read_meta(directory)
-        if meta is None and read_only:
-            raise ReadOnlyTreeError(
-                _errno.ENOENT, f"no durable tree at {directory} (no '{storage.META_NAME}' file): "
-                f"read_only=True never creates one", os.path.join(directory, storage.META_NAME))
         if meta is None:
-            strays = [n for n in os.listdir(directory)
-                      if storage.parse_segment_name(n) is not None
-                      or (n.startswith("level-") and n.endswith(".dat"))]
+            strays = [n for n in os.listdir(directory) if _is_tree_file(n)]
             if strays:
                 raise CorruptionError(
                     f"{directory}: the checkpoint metadata file '{storage.META_NAME}' is "
                     f"missing but tree files exist ({', '.join(sorted(strays)[:3])})",
                     os.path.join(directory, storage.META_NAME))
+            # Checked again under the lock: another process may have created
+            # the tree (or removed it) since _holds_no_tree looked.
+            if not create:
+                raise self._not_found()
             meta = Meta(4 if arity is None else arity, 32 if max_depth is None else max_depth)
             # The sync record first: the meta's flag then never promises a
             # record that is not there.
@@ -708,6 +827,30 @@ class RotorTree:
             "replay_seconds": time.perf_counter() - loaded,
             **{k: v for k, v in replay.items() if k != "next_gen"},
         }
+
+    def _not_found(self) -> TreeNotFoundError:
+        advice = ("read_only=True never creates one" if self._read_only
+                  else "pass create=True to create one")
+        return TreeNotFoundError(_errno.ENOENT, f"no durable tree in this directory ({advice})",
+                                 self._dir)
+
+    def _holds_no_tree(self) -> bool:
+        """True if the directory is missing or holds nothing but what an
+        interrupted creation leaves (the lock file, a temporary metadata
+        file). Raises NotATreeError for a folder holding other files."""
+        try:
+            names = os.listdir(self._dir)
+        except FileNotFoundError:
+            return True
+        if storage.META_NAME in names or any(_is_tree_file(n) for n in names):
+            return False   # a tree, or a damaged one that recovery reports
+        others = sorted(n for n in names if n not in _CREATION_LEFTOVERS)
+        if others:
+            raise NotATreeError(
+                _errno.EEXIST, f"the directory holds no durable tree but other files "
+                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); refusing to "
+                f"use it", self._dir)
+        return True
 
     def _lock_directory(self) -> None:
         path = os.path.join(self._dir, _LOCK_NAME)
@@ -1094,6 +1237,11 @@ class RotorTree:
     def _check_writable(self, closing: bool = False, background: bool = True) -> None:
         """Called with self._lock held. ``background``: also report (once) a
         failed background checkpoint."""
+        if self._forked:
+            raise ClosedTreeError(
+                f"durable tree {self._dir} was opened by the parent of this forked process; "
+                f"a forked copy reads the tree as it was at the fork but cannot write it "
+                f"(open the directory here once the parent has closed it)")
         if self._closed or (self._closing and not closing):
             raise ClosedTreeError(f"durable tree {self._dir} is closed")
         if self._read_only:
@@ -1130,7 +1278,10 @@ class RotorTree:
     def insert_many(self, leaves: Leaves) -> Tuple[bytes, DurabilityToken]:
         """Append a batch atomically, as one WAL entry: (new root, token).
         Accepts what :meth:`LeanIMT.insert_many` accepts; the leaves are
-        copied once, so the caller may reuse its buffer at once."""
+        copied once, so the caller may reuse its buffer at once. If Ctrl-C
+        (or any exception) interrupts it, the batch is wholly in the tree
+        and the WAL, or in neither: compare ``tree.size`` (see "Interrupts"
+        in the module documentation)."""
         buffer, count = leaf_batch(leaves)
         payload = buffer if type(buffer) is bytes else bytes(ffi.buffer(buffer, count * NODE))
         return self._append(payload, count)
@@ -1150,6 +1301,8 @@ class RotorTree:
     def _append(self, payload: bytes, count: int) -> Tuple[bytes, DurabilityToken]:
         imt = self._live()
         with self._lock:
+            if self._files.pending is not None:
+                self._settle()
             if (self._closing or self._failed is not None or self._background_error is not None
                     or self._read_only):
                 self._check_writable()
@@ -1162,42 +1315,79 @@ class RotorTree:
             header = storage.encode_frame_header(seq, self._size, count, self._state.synced,
                                                  payload)
             offset = segment.offset
+            # Recorded before the first side effect. An exception (an I/O
+            # error, or a KeyboardInterrupt raised after any call returns)
+            # may then strike anywhere up to the commit; _settle resolves it
+            # from the tree itself: the batch is in the tree -> commit the
+            # bookkeeping, else cut the frame. Without this, a Ctrl-C right
+            # after the C insert left the batch in the tree but not in the
+            # sequence and offset, and the next insert overwrote its frame.
+            pending = (imt, segment, offset, offset + len(header) + len(payload), seq,
+                       self._size + count, self._entries_since + 1, self._leaves_since + count)
+            self._files.pending = pending
             try:
-                if count <= 128:
-                    frame = header + payload
-                    written = storage._pwrite(segment.fd, frame, offset)   # usually all of it
-                    if written != len(frame):
-                        storage.write_all(segment.fd, memoryview(frame)[max(written, 0):],
-                                          offset + max(written, 0), segment.path)
-                else:
-                    storage.write_all(segment.fd, header, offset, segment.path)
-                    storage.write_all(segment.fd, payload, offset + len(header), segment.path)
-            except OSError as error:
-                self._rollback(segment, offset)
-                if isinstance(error, DurabilityError):
-                    raise
-                raise storage.io_error("write", segment.path, error) from error
-            root = self._root_out
-            status = lib.rt_tree_insert_many(imt._tree, payload, count, root)
-            if status != lib.RT_OK:
-                self._rollback(segment, offset)
-                raise_status(status, "insert")
-            new_root = ffi.buffer(root)[:]
-            segment.offset = offset + len(header) + len(payload)
-            segment.synced = False
-            self._seq = seq
-            self._state.written = seq
-            self._size += count
-            self._entries_since += 1
-            self._leaves_since += count
+                try:
+                    if count <= 128:
+                        frame = header + payload
+                        written = storage._pwrite(segment.fd, frame, offset)   # usually all
+                        if written != len(frame):
+                            storage.write_all(segment.fd, memoryview(frame)[max(written, 0):],
+                                              offset + max(written, 0), segment.path)
+                    else:
+                        storage.write_all(segment.fd, header, offset, segment.path)
+                        storage.write_all(segment.fd, payload, offset + len(header),
+                                          segment.path)
+                except OSError as error:
+                    if isinstance(error, DurabilityError):
+                        raise
+                    raise storage.io_error("write", segment.path, error) from error
+                root = self._root_out
+                status = lib.rt_tree_insert_many(imt._tree, payload, count, root)
+                if status != lib.RT_OK:
+                    raise_status(status, "insert")
+                new_root = ffi.buffer(root)[:]
+                self._commit(pending)
+            except BaseException:
+                self._settle()
+                raise
             due = (self._entries_since >= self._due_entries
                    or self._leaves_since >= self._due_leaves)
         if due:
             self._wake_checkpointer.set()
         return new_root, DurabilityToken(self._state, seq)
 
+    def _commit(self, pending: _Pending) -> None:
+        """Make the bookkeeping say the pending append is done (called with
+        self._lock held). Assignments only, so running it again after an
+        interruption gives the same state."""
+        _, segment, _, end, seq, size, entries, leaves = pending
+        segment.offset = end
+        segment.synced = False
+        self._seq = seq
+        self._size = size
+        self._entries_since = entries
+        self._leaves_since = leaves
+        if self._state.written < seq:
+            self._state.written = seq
+        self._files.pending = None
+
+    def _settle(self) -> None:
+        """Resolve an append that an exception interrupted (called with
+        self._lock held, by the append itself and before anything else reads
+        or changes the bookkeeping). The in-memory tree decides: it holds the
+        batch (the C insert is atomic) -> commit; it does not -> cut the
+        frame. Idempotent: if this is interrupted too, the next call redoes it."""
+        pending = self._files.pending
+        if pending is None:
+            return
+        if pending[0].size == pending[5]:
+            self._commit(pending)
+        else:
+            self._rollback(pending[1], pending[2])
+            self._files.pending = None
+
     def _rollback(self, segment: _Segment, offset: int) -> None:
-        """Undo a partly written frame (called with self._lock held)."""
+        """Cut a partly or wholly written frame (called with self._lock held)."""
         try:
             storage.truncate_fd(segment.fd, offset, segment.path)
         except DurabilityError as error:
@@ -1213,6 +1403,7 @@ class RotorTree:
         record; returns when it is durable (see :meth:`insert_durable` for
         failures)."""
         with self._lock:
+            self._settle()
             self._check_writable()
             seq = self._seq
         self._sync_upto(seq)
@@ -1231,6 +1422,7 @@ class RotorTree:
             with self._lock:
                 if self._closed:
                     raise ClosedTreeError(f"durable tree {self._dir} is closed")
+                self._settle()
                 target = self._seq
                 segments = [s for s in self._files.retired if s.fd >= 0 and not s.synced]
                 segments.append(self._current_segment())
@@ -1261,6 +1453,7 @@ class RotorTree:
 
     def _checkpoint_due(self) -> bool:
         with self._lock:
+            self._settle()
             return (not self._closing and self._failed is None
                     and self._checkpoint_due_locked())
 
@@ -1274,6 +1467,10 @@ class RotorTree:
     def _checkpoint(self, automatic: bool = False, closing: bool = False) -> bool:
         with self._ckpt_lock:
             with self._lock:
+                # The checkpoint's size and sequence must describe the same
+                # entries: an unresolved append would pair the tree's size
+                # with an older sequence, and recovery would refuse the WAL.
+                self._settle()
                 # A failed background checkpoint is reported to callers, not
                 # to the retry (automatic) or the final checkpoint (closing).
                 self._check_writable(closing, background=not (automatic or closing))
@@ -1289,6 +1486,7 @@ class RotorTree:
             with self._lock:
                 try:
                     self._check_writable(closing, background=False)
+                    self._settle()
                 except BaseException:
                     os.close(segment.fd)
                     storage.unlink_quietly(segment.path)
@@ -1442,6 +1640,7 @@ class RotorTree:
         with self._lock:
             if self._closing:
                 return
+            self._settle()   # so that the final fsync covers an interrupted batch's entry
             self._closing = True
         self._stop.set()
         self._wake_checkpointer.set()
@@ -1458,8 +1657,11 @@ class RotorTree:
             error = caught
         finally:
             with self._ckpt_lock, self._sync_lock, self._lock:
-                self._closed = True
-                self._files.close_all()
+                try:
+                    self._settle()
+                finally:
+                    self._closed = True
+                    self._files.close_all()
             self._state.close()
             self._finalizer.detach()
             self._imt = None
@@ -1561,6 +1763,7 @@ class RotorTree:
         leaves since the last checkpoint, WAL segments, and the nodes of each
         memory-mapped level served from its file."""
         with self._lock:
+            self._settle()
             return {
                 "seq": self._seq,
                 "synced_seq": self._state.synced,

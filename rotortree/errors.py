@@ -95,6 +95,17 @@ class ClosedTreeError(RotorTreeError, builtins.ValueError):
     """The durable tree was closed."""
 
 
+class TreeNotFoundError(RotorTreeError, builtins.FileNotFoundError):
+    """``RotorTree.open`` found no durable tree at the path (the directory is
+    missing or empty) and was not asked to create one (``create=True``)."""
+
+
+class NotATreeError(RotorTreeError, builtins.FileExistsError):
+    """``RotorTree.open`` was given a directory that holds other files but
+    no durable tree; it is never adopted (a mistyped path must not turn an
+    unrelated folder into a tree)."""
+
+
 class StorageMismatchError(RotorTreeError, builtins.ValueError):
     """A durable tree was opened with a different arity or max_depth than the
     one its files were written with."""

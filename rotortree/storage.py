@@ -210,7 +210,8 @@ def rename(src: str, dst: str) -> None:
 
 def fsync_dir(path: str) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
     except OSError as error:
         raise io_error("open", path, error) from error
     try:

@@ -99,6 +99,11 @@ class LeanIMT:
         The batch gives the same root as inserting its leaves one by one.
         A batch that would take the tree past :attr:`capacity` raises
         :class:`~rotortree.MaxDepthExceededError` and inserts nothing.
+
+        The C call runs without the GIL and cannot be stopped midway; a
+        Ctrl-C (``KeyboardInterrupt``) that arrives meanwhile is raised as
+        soon as it returns. If an exception propagates, the batch is either
+        wholly applied or not at all: check ``tree.size``.
         """
         buffer, count = leaf_batch(leaves)
         root = ffi.new("uint8_t[32]")

@@ -2,8 +2,8 @@
 parsing, level verification, the sync record of acknowledged entries, the
 directory lock, read-only opens and recovery warnings.
 
-Every ``RotorTree.open`` here passes ``arity`` explicitly: opening without it
-is about to mean "read it from disk" (and creating will need ``create=True``).
+Every ``RotorTree.open`` here passes ``arity`` explicitly (without it, the
+stored arity is accepted).
 """
 
 from __future__ import annotations
@@ -396,7 +396,7 @@ def test_interval_flusher_retries_a_failed_sync_record_write(tmp_path, monkeypat
             raise OSError(errno.EIO, "injected")
         return real(fd, data, offset)
 
-    with RotorTree.open(path, arity=4, flush_policy=FlushPolicy.interval(0.002),
+    with RotorTree.open(path, arity=4, create=True, flush_policy=FlushPolicy.interval(0.002),
                         checkpoint_policy=CheckpointPolicy.manual()) as tree:
         monkeypatch.setattr(storage, "_pwrite", fail_twice)
         _, token = tree.insert(leaf(0))
@@ -527,11 +527,11 @@ def test_read_only_open_is_refused_while_a_writer_has_the_tree(tmp_path):
 
 def test_read_only_open_of_a_missing_tree_creates_nothing(tmp_path):
     path = tmp_path / "absent"
-    with pytest.raises(ReadOnlyTreeError, match="never creates"):
+    with pytest.raises(rotortree.TreeNotFoundError, match="never creates"):
         RotorTree.open(path, arity=4, read_only=True)
     assert not path.exists()
     path.mkdir()
-    with pytest.raises(ReadOnlyTreeError, match="never creates"):
+    with pytest.raises(rotortree.TreeNotFoundError, match="never creates"):
         RotorTree.open(path, arity=4, read_only=True)
     assert os.listdir(path) == []
 

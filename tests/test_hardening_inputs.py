@@ -816,6 +816,7 @@ def test_save_and_load_bad_arguments(tree, tmp_path):
 
 
 def _open(path, **kwargs):
+    kwargs.setdefault("create", True)
     kwargs.setdefault("flush_policy", FlushPolicy.manual())
     kwargs.setdefault("checkpoint_policy", CheckpointPolicy.manual())
     return RotorTree.open(path, **kwargs)

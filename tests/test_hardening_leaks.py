@@ -101,7 +101,7 @@ def test_durable_trees_release_memory_files_and_threads(tmp_path):
 
     def cycle(i: int) -> None:
         tree = rotortree.RotorTree.open(
-            tmp_path / f"t{i % 3}", arity=4,
+            tmp_path / f"t{i % 3}", arity=4, create=True,
             flush_policy=FlushPolicy.interval(0.01) if i % 2 else FlushPolicy.manual(),
             checkpoint_policy=CheckpointPolicy.every_entries(3) | CheckpointPolicy.on_close(),
             mmap_levels=i % 3)

@@ -147,7 +147,7 @@ def test_depth_grows_one_level_at_each_power(arity):
 def test_durable_tree_at_capacity(tmp_path):
     path = tmp_path / "full"
     leaves = leaves_array(2**6, seed=3)
-    with RotorTree.open(path, arity=2, max_depth=6, flush_policy=FlushPolicy.manual(),
+    with RotorTree.open(path, arity=2, max_depth=6, create=True, flush_policy=FlushPolicy.manual(),
                         checkpoint_policy=CheckpointPolicy.manual()) as tree:
         tree.insert_many(leaves[:40])
         tree.checkpoint()

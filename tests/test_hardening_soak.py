@@ -263,7 +263,7 @@ def test_soak_everything_at_once(tmp_path, arity):
     load = Load(SOAK_SECONDS)
     tree = LeanIMT(arity, max_depth=32)
     durable = RotorTree.open(
-        tmp_path / "durable", arity=3, max_depth=32,
+        tmp_path / "durable", arity=3, max_depth=32, create=True,
         flush_policy=FlushPolicy.interval(0.005),
         checkpoint_policy=CheckpointPolicy.every_entries(200) | CheckpointPolicy.on_close(),
         mmap_levels=1)

@@ -105,7 +105,7 @@ def bench_insert(scratch: pathlib.Path, data: bytes, arity: int, batch: int,
     mem: List[float] = []
     for round_ in range(repeat + 1):
         path = fresh_dir(scratch, f"insert-{batch}")
-        tree = RotorTree.open(path, arity=arity, checkpoint_policy=MANUAL_CKPT)
+        tree = RotorTree.open(path, arity=arity, create=True, checkpoint_policy=MANUAL_CKPT)
         start = time.perf_counter()
         run(tree)
         tree.flush()
@@ -135,7 +135,7 @@ def bench_durable_latency(scratch: pathlib.Path, data: bytes, arity: int,
     path = fresh_dir(scratch, "latency")
     count = len(data) // 32
     samples: List[float] = []
-    with RotorTree.open(path, arity=arity, checkpoint_policy=MANUAL_CKPT) as tree:
+    with RotorTree.open(path, arity=arity, create=True, checkpoint_policy=MANUAL_CKPT) as tree:
         for i in range(calls + 20):
             leaf = data[32 * (i % count):32 * (i % count) + 32]  # reused past --leaves
             start = time.perf_counter()
@@ -150,7 +150,7 @@ def bench_durable_latency(scratch: pathlib.Path, data: bytes, arity: int,
 
 
 def build_checkpointed(path: pathlib.Path, data: bytes, arity: int) -> Optional[bytes]:
-    with RotorTree.open(path, arity=arity, flush_policy=FlushPolicy.manual(),
+    with RotorTree.open(path, arity=arity, create=True, flush_policy=FlushPolicy.manual(),
                         checkpoint_policy=MANUAL_CKPT) as tree:
         tree.insert_many(data)
         tree.checkpoint()
@@ -164,7 +164,7 @@ def bench_checkpoint(scratch: pathlib.Path, data: bytes, arity: int, repeat: int
     incremental: List[float] = []
     for run in range(repeat + 1):
         path = fresh_dir(scratch, "checkpoint")
-        with RotorTree.open(path, arity=arity, flush_policy=FlushPolicy.manual(),
+        with RotorTree.open(path, arity=arity, create=True, flush_policy=FlushPolicy.manual(),
                             checkpoint_policy=MANUAL_CKPT) as tree:
             tree.insert_many(data)
             tree.flush()
@@ -208,7 +208,7 @@ def bench_recovery(scratch: pathlib.Path, data: bytes, arity: int, repeat: int,
     count = len(data) // 32
     step = max(1, count // 100)
     view = memoryview(data)
-    with RotorTree.open(path, arity=arity, flush_policy=FlushPolicy.manual(),
+    with RotorTree.open(path, arity=arity, create=True, flush_policy=FlushPolicy.manual(),
                         checkpoint_policy=MANUAL_CKPT) as tree:
         for i in range(0, count, step):
             tree.insert_many(view[32 * i:32 * min(count, i + step)])
