@@ -17,6 +17,7 @@
 #define FEATURES_UNKNOWN (-1)
 #define FEATURE_SSE41 (1 << RT_KERNEL_SSE41)
 #define FEATURE_AVX2 (1 << RT_KERNEL_AVX2)
+#define FEATURE_NEON (1 << RT_KERNEL_NEON)
 
 static atomic_int active_kernel = KERNEL_UNSET;
 /* Bit set of kernels this CPU and OS can run (portable always). Probing is
@@ -55,6 +56,12 @@ static int probe_cpu_features(void)
         features |= FEATURE_AVX2;
     return features;
 }
+#elif RT_NEON
+/* NEON is part of the aarch64 baseline: every such CPU runs the kernel. */
+static int probe_cpu_features(void)
+{
+    return (1 << RT_KERNEL_PORTABLE) | FEATURE_NEON;
+}
 #else
 static int probe_cpu_features(void)
 {
@@ -72,19 +79,36 @@ static int supported_kernels(void)
     return features;
 }
 
+/* Kernel numbers are not contiguous, so membership is a list. */
+static int kernel_known(int kernel)
+{
+    switch (kernel) {
+    case RT_KERNEL_PORTABLE:
+    case RT_KERNEL_SSE41:
+    case RT_KERNEL_AVX2:
+    case RT_KERNEL_NEON:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int rt_kernel_available(int kernel)
 {
-    if (kernel < RT_KERNEL_PORTABLE || kernel > RT_KERNEL_AVX2)
+    if (!kernel_known(kernel))
         return 0;
     return (supported_kernels() >> kernel) & 1;
 }
 
 static int best_kernel(void)
 {
-    for (int kernel = RT_KERNEL_AVX2; kernel > RT_KERNEL_PORTABLE; kernel--)
+    /* One architecture's kernels only are ever available, and within one the
+     * higher number is the faster kernel. */
+    int best = RT_KERNEL_PORTABLE;
+    for (int kernel = RT_KERNEL_PORTABLE; kernel < 32; kernel++)
         if (rt_kernel_available(kernel))
-            return kernel;
-    return RT_KERNEL_PORTABLE;
+            best = kernel;
+    return best;
 }
 
 int rt_kernel_active(void)
@@ -102,7 +126,7 @@ int rt_kernel_active(void)
 
 int rt_kernel_select(int kernel)
 {
-    if (kernel < RT_KERNEL_PORTABLE || kernel > RT_KERNEL_AVX2)
+    if (!kernel_known(kernel))
         return RT_ERR_INVALID_ARGUMENT;
     if (!rt_kernel_available(kernel))
         return RT_ERR_UNSUPPORTED;
@@ -119,6 +143,8 @@ const char *rt_kernel_name(int kernel)
         return "sse41";
     case RT_KERNEL_AVX2:
         return "avx2";
+    case RT_KERNEL_NEON:
+        return "neon";
     default:
         return "unknown";
     }
@@ -132,6 +158,10 @@ rt_parents_fn rt_active_parents_fn(void)
         return rt_hash_parents_avx2;
     case RT_KERNEL_SSE41:
         return rt_hash_parents_sse41;
+#endif
+#if RT_NEON
+    case RT_KERNEL_NEON:
+        return rt_hash_parents_neon;
 #endif
     default:
         return rt_hash_parents_portable;

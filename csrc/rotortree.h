@@ -55,7 +55,8 @@ enum rt_status {
 enum rt_kernel {
     RT_KERNEL_PORTABLE = 0,
     RT_KERNEL_SSE41 = 1,
-    RT_KERNEL_AVX2 = 2
+    RT_KERNEL_AVX2 = 2,
+    RT_KERNEL_NEON = 4           /* aarch64 only */
 };
 
 /* Static message for a status code; never NULL, never freed. */
@@ -73,7 +74,9 @@ int rt_hash_parent(const uint8_t *children, unsigned count, uint8_t *out);
 
 /* Kernel control. `rt_kernel_select` makes `kernel` the process-wide kernel
  * (RT_ERR_UNSUPPORTED if this CPU/OS cannot run it, or if the build has no
- * such kernel: the SIMD kernels exist only for x86-64 with GCC or Clang).
+ * such kernel: SSE4.1 and AVX2 exist only for x86-64 with GCC or Clang, NEON
+ * only for little-endian aarch64 with GCC or Clang, where it is always
+ * available and the default).
  * Until a kernel is selected, the first use picks the best the CPU supports.
  * The C core reads no environment variable; the Python layer applies
  * ROTORTREE_SIMD through rt_kernel_select at import. */

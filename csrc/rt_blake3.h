@@ -51,6 +51,10 @@ void rt_hash_parents_sse41(const uint8_t *children, size_t count,
 void rt_hash_parents_avx2(const uint8_t *children, size_t count,
                           unsigned arity, uint8_t *out);
 #endif
+#if RT_NEON
+void rt_hash_parents_neon(const uint8_t *children, size_t count,
+                          unsigned arity, uint8_t *out);
+#endif
 
 /* BLAKE3 of (prefix || body) without concatenating them; prefix_len < 64.
  * `compress` is the single-block compression to use. Any length. */

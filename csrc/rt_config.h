@@ -33,4 +33,17 @@
 #define RT_X86 0
 #endif
 
+/*
+ * The NEON kernel (blake3_neon.c) uses GCC/Clang inline assembly naming
+ * v0..v27 and loads message words straight from bytes, which is BLAKE3's
+ * word order only on little-endian machines. NEON is baseline on aarch64,
+ * so RT_NEON needs no run-time check.
+ */
+#if defined(__aarch64__) && defined(__GNUC__) && defined(__ARM_NEON) && \
+    defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define RT_NEON 1
+#else
+#define RT_NEON 0
+#endif
+
 #endif /* RT_CONFIG_H */

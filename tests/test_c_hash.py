@@ -25,6 +25,7 @@ HASH_SOURCES = [
     CSRC / "blake3_portable.c",
     CSRC / "blake3_sse41.c",
     CSRC / "blake3_avx2.c",
+    CSRC / "blake3_neon.c",
     CSRC / "hash_dispatch.c",
 ]
 SANITIZERS = "-fsanitize=address,undefined"
