@@ -17,6 +17,8 @@
 #define FEATURES_UNKNOWN (-1)
 #define FEATURE_SSE41 (1 << RT_KERNEL_SSE41)
 #define FEATURE_AVX2 (1 << RT_KERNEL_AVX2)
+#define FEATURE_AVX512 (1 << RT_KERNEL_AVX512)
+#define LAST_KERNEL RT_KERNEL_AVX512
 
 static atomic_int active_kernel = KERNEL_UNSET;
 /* Bit set of kernels this CPU and OS can run (portable always). Probing is
@@ -24,14 +26,18 @@ static atomic_int active_kernel = KERNEL_UNSET;
 static atomic_int cpu_features = FEATURES_UNKNOWN;
 
 #if RT_X86
-/* The OS must save the YMM registers on context switch, or AVX code would
- * corrupt other threads' state even though cpuid advertises AVX2. */
-static int os_saves_ymm_state(void)
+/* XCR0: the register state the OS saves on context switch. Without it, AVX
+ * or AVX-512 code would corrupt other threads' state even though cpuid
+ * advertises the instructions. */
+#define XCR0_SSE_AVX 0x06     /* bits 1, 2: XMM and the upper halves of YMM */
+#define XCR0_AVX512 0xE0      /* bits 5, 6, 7: opmask, ZMM_Hi256, Hi16_ZMM */
+
+static uint32_t os_saved_state(void)
 {
     uint32_t eax, edx;
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
     (void)edx;
-    return (eax & 0x6) == 0x6;
+    return eax;
 }
 
 static int probe_cpu_features(void)
@@ -45,7 +51,10 @@ static int probe_cpu_features(void)
 
     int osxsave = (ecx & (1u << 27)) != 0;
     int avx = (ecx & (1u << 28)) != 0;
-    if (!osxsave || !avx || !os_saves_ymm_state())
+    if (!osxsave || !avx)
+        return features;
+    uint32_t saved = os_saved_state();
+    if ((saved & XCR0_SSE_AVX) != XCR0_SSE_AVX)
         return features;
     if (__get_cpuid_max(0, NULL) < 7)
         return features;
@@ -53,6 +62,12 @@ static int probe_cpu_features(void)
     /* Our AVX2 kernel also uses SSE4.1 for its remainders. */
     if ((ebx & (1u << 5)) && (features & FEATURE_SSE41))
         features |= FEATURE_AVX2;
+    /* AVX-512F (bit 16) and VL (bit 31); VL implies the 128/256-bit forms
+     * the single compression and the stores use. */
+    int avx512 = (ebx & (1u << 16)) && (ebx & (1u << 31));
+    if (avx512 && (features & FEATURE_AVX2) &&
+        (saved & XCR0_AVX512) == XCR0_AVX512)
+        features |= FEATURE_AVX512;
     return features;
 }
 #else
@@ -74,14 +89,14 @@ static int supported_kernels(void)
 
 int rt_kernel_available(int kernel)
 {
-    if (kernel < RT_KERNEL_PORTABLE || kernel > RT_KERNEL_AVX2)
+    if (kernel < RT_KERNEL_PORTABLE || kernel > LAST_KERNEL)
         return 0;
     return (supported_kernels() >> kernel) & 1;
 }
 
 static int best_kernel(void)
 {
-    for (int kernel = RT_KERNEL_AVX2; kernel > RT_KERNEL_PORTABLE; kernel--)
+    for (int kernel = LAST_KERNEL; kernel > RT_KERNEL_PORTABLE; kernel--)
         if (rt_kernel_available(kernel))
             return kernel;
     return RT_KERNEL_PORTABLE;
@@ -102,7 +117,7 @@ int rt_kernel_active(void)
 
 int rt_kernel_select(int kernel)
 {
-    if (kernel < RT_KERNEL_PORTABLE || kernel > RT_KERNEL_AVX2)
+    if (kernel < RT_KERNEL_PORTABLE || kernel > LAST_KERNEL)
         return RT_ERR_INVALID_ARGUMENT;
     if (!rt_kernel_available(kernel))
         return RT_ERR_UNSUPPORTED;
@@ -119,6 +134,8 @@ const char *rt_kernel_name(int kernel)
         return "sse41";
     case RT_KERNEL_AVX2:
         return "avx2";
+    case RT_KERNEL_AVX512:
+        return "avx512";
     default:
         return "unknown";
     }
@@ -128,6 +145,8 @@ rt_parents_fn rt_active_parents_fn(void)
 {
     switch (rt_kernel_active()) {
 #if RT_X86
+    case RT_KERNEL_AVX512:
+        return rt_hash_parents_avx512;
     case RT_KERNEL_AVX2:
         return rt_hash_parents_avx2;
     case RT_KERNEL_SSE41:
@@ -141,8 +160,14 @@ rt_parents_fn rt_active_parents_fn(void)
 rt_compress_fn rt_active_compress_fn(void)
 {
 #if RT_X86
-    if (rt_kernel_active() != RT_KERNEL_PORTABLE)
+    switch (rt_kernel_active()) {
+    case RT_KERNEL_PORTABLE:
+        break;
+    case RT_KERNEL_AVX512:
+        return rt_compress_avx512;
+    default:
         return rt_compress_sse41;
+    }
 #endif
     return rt_compress_portable;
 }

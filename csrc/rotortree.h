@@ -55,7 +55,8 @@ enum rt_status {
 enum rt_kernel {
     RT_KERNEL_PORTABLE = 0,
     RT_KERNEL_SSE41 = 1,
-    RT_KERNEL_AVX2 = 2
+    RT_KERNEL_AVX2 = 2,
+    RT_KERNEL_AVX512 = 3         /* AVX-512F + VL: 16 lanes */
 };
 
 /* Static message for a status code; never NULL, never freed. */

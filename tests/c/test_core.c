@@ -409,11 +409,11 @@ static void random_pool(rng *r)
              chunks[rng_below(r, 5)]);
 }
 
-static int kernels[3], kernel_count;
+static int kernels[RT_KERNEL_AVX512 + 1], kernel_count;
 
 static void find_kernels(void)
 {
-    for (int k = RT_KERNEL_PORTABLE; k <= RT_KERNEL_AVX2; k++)
+    for (int k = RT_KERNEL_PORTABLE; k <= RT_KERNEL_AVX512; k++)
         if (rt_kernel_available(k))
             kernels[kernel_count++] = k;
     CHECK(kernel_count >= 1 && kernels[0] == RT_KERNEL_PORTABLE, "portable kernel missing");

@@ -3,6 +3,7 @@
  *
  *   gcc -O1 -g -fsanitize=address,undefined -Icsrc tests/c/test_hash.c \
  *       csrc/blake3_portable.c csrc/blake3_sse41.c csrc/blake3_avx2.c \
+ *       csrc/blake3_avx512.c \
  *       csrc/hash_dispatch.c
  *
  * Known answers come from the `blake3` PyPI package (the reference
@@ -194,9 +195,10 @@ static void test_parents(const struct kernel_under_test *kernels,
     }
 }
 
-static void test_compress_sse41(void)
+/* A single-message compression against the portable one on random state,
+ * blocks at odd addresses, every length and flag combination. */
+static void test_compress(rt_compress_fn compress, const char *what)
 {
-#if RT_X86
     for (unsigned t = 0; t < 20000; t++) {
         uint32_t portable[8], simd[8];
         uint8_t block_storage[65];
@@ -208,11 +210,9 @@ static void test_compress_sse41(void)
         uint8_t block_len = (uint8_t)(next_random() % 65);
         uint8_t flags = (uint8_t)(next_random() & 0x1F);
         rt_compress_portable(portable, block, block_len, counter, flags);
-        rt_compress_sse41(simd, block, block_len, counter, flags);
-        check(memcmp(portable, simd, sizeof simd) == 0,
-              "rt_compress_sse41 == portable", t, flags);
+        compress(simd, block, block_len, counter, flags);
+        check(memcmp(portable, simd, sizeof simd) == 0, what, t, flags);
     }
-#endif
 }
 
 static void test_api(void)
@@ -222,8 +222,8 @@ static void test_api(void)
           "rt_hash_parent count 1 rejected", 1, 0);
     check(rt_hash_parent(children, 256, out) == RT_ERR_INVALID_ARGUMENT,
           "rt_hash_parent count 256 rejected", 256, 0);
-    check(rt_kernel_select(3) == RT_ERR_INVALID_ARGUMENT,
-          "rt_kernel_select unknown", 3, 0);
+    check(rt_kernel_select(RT_KERNEL_AVX512 + 1) == RT_ERR_INVALID_ARGUMENT,
+          "rt_kernel_select unknown", RT_KERNEL_AVX512 + 1, 0);
     check(rt_kernel_select(-1) == RT_ERR_INVALID_ARGUMENT,
           "rt_kernel_select negative", 0, 0);
     check(rt_kernel_available(RT_KERNEL_PORTABLE) == 1, "portable available",
@@ -232,16 +232,17 @@ static void test_api(void)
     check(strcmp(rt_kernel_name(RT_KERNEL_PORTABLE), "portable") == 0 &&
               strcmp(rt_kernel_name(RT_KERNEL_SSE41), "sse41") == 0 &&
               strcmp(rt_kernel_name(RT_KERNEL_AVX2), "avx2") == 0 &&
+              strcmp(rt_kernel_name(RT_KERNEL_AVX512), "avx512") == 0 &&
               strcmp(rt_kernel_name(42), "unknown") == 0,
           "rt_kernel_name", 0, 0);
     /* The default is the best kernel available. */
     int best = RT_KERNEL_PORTABLE;
-    for (int k = RT_KERNEL_PORTABLE; k <= RT_KERNEL_AVX2; k++)
+    for (int k = RT_KERNEL_PORTABLE; k <= RT_KERNEL_AVX512; k++)
         if (rt_kernel_available(k))
             best = k;
     check(rt_kernel_active() == best, "default kernel is the best", 0,
           (unsigned)best);
-    for (int k = RT_KERNEL_PORTABLE; k <= RT_KERNEL_AVX2; k++) {
+    for (int k = RT_KERNEL_PORTABLE; k <= RT_KERNEL_AVX512; k++) {
         int status = rt_kernel_select(k);
         if (rt_kernel_available(k))
             check(status == RT_OK && rt_kernel_active() == k,
@@ -254,7 +255,7 @@ static void test_api(void)
 
 int main(void)
 {
-    struct kernel_under_test kernels[3];
+    struct kernel_under_test kernels[RT_KERNEL_AVX512 + 1];
     size_t kernel_count = 0;
     kernels[kernel_count++] =
         (struct kernel_under_test){RT_KERNEL_PORTABLE, rt_hash_parents_portable};
@@ -265,6 +266,9 @@ int main(void)
     if (rt_kernel_available(RT_KERNEL_AVX2))
         kernels[kernel_count++] =
             (struct kernel_under_test){RT_KERNEL_AVX2, rt_hash_parents_avx2};
+    if (rt_kernel_available(RT_KERNEL_AVX512))
+        kernels[kernel_count++] =
+            (struct kernel_under_test){RT_KERNEL_AVX512, rt_hash_parents_avx512};
 #endif
 
     test_api();
@@ -273,8 +277,12 @@ int main(void)
               (unsigned)kernels[k].kernel, 0);
         test_known_answers(kernels[k].kernel);
     }
+#if RT_X86
     if (rt_kernel_available(RT_KERNEL_SSE41))
-        test_compress_sse41();
+        test_compress(rt_compress_sse41, "rt_compress_sse41 == portable");
+    if (rt_kernel_available(RT_KERNEL_AVX512))
+        test_compress(rt_compress_avx512, "rt_compress_avx512 == portable");
+#endif
     test_parents(kernels, kernel_count);
 
     printf("kernels tested:");
