@@ -474,7 +474,7 @@ def _config_state():
     return {k: info[k] for k in ("num_threads", "parallel_threshold", "par_chunk_size", "simd")}
 
 
-_missing_kernels = [k for k in ("portable", "sse41", "avx2")
+_missing_kernels = [k for k in rt_config.KERNELS
                     if k not in rt_config.available_kernels()]
 
 CONFIGURE_CASES = [
