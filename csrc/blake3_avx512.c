@@ -10,8 +10,8 @@
  * rotation is one vprord, so the compression is plain intrinsics.
  *
  * rt_compress_avx512: the single-message compression of blake3_rows.h with
- * the AVX-512VL 128-bit rotations, for the single path (one insert, proofs,
- * a lone remainder).
+ * the AVX-512VL 128-bit rotations by 12 and 7, for the single path (one
+ * insert, proofs, a lone remainder).
  *
  * Only this file's functions carry the AVX-512 target; the dispatcher calls
  * them only after checking the CPU has AVX-512F and VL and the OS saves the
@@ -31,18 +31,18 @@
 
 /* ---- single compression, row-wise (blake3_rows.h) ----------------------- */
 
-/* One instruction per rotation, byte-multiple or not; the byte shuffles the
- * SSE4.1 version uses are no faster and need a mask register loaded. */
-AVX512_INLINE __m128i ror16_128(__m128i x) { return _mm_ror_epi32(x, 16); }
+/* Rotations by 12 and 7 are one vprord instead of two shifts and an OR.
+ * Those by whole bytes stay byte shuffles: vprord is no faster, and on some
+ * cores (AMD Zen 4) it has twice the shuffle's latency, which would add to
+ * the dependency chain the single path is bound by. */
 AVX512_INLINE __m128i ror12_128(__m128i x) { return _mm_ror_epi32(x, 12); }
-AVX512_INLINE __m128i ror8_128(__m128i x) { return _mm_ror_epi32(x, 8); }
 AVX512_INLINE __m128i ror7_128(__m128i x) { return _mm_ror_epi32(x, 7); }
 
 #define ROW_TARGET AVX512
 #define ROWS_ENTRY rt_compress_avx512
-#define row_rotr16 ror16_128
+#define row_rotr16 rows_rotr16_bytes
 #define row_rotr12 ror12_128
-#define row_rotr8 ror8_128
+#define row_rotr8 rows_rotr8_bytes
 #define row_rotr7 ror7_128
 #include "blake3_rows.h"
 

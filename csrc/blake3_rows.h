@@ -13,7 +13,9 @@
  *   ROW_TARGET     attribute giving the ISA, e.g. __attribute__((target("sse4.1")))
  *   ROWS_ENTRY     name of the rt_compress_fn to define
  *   row_rotr16(x), row_rotr12(x), row_rotr8(x), row_rotr7(x)
- *                  each 32-bit word of x rotated right by that many bits
+ *                  each 32-bit word of x rotated right by that many bits;
+ *                  rows_rotr16_bytes and rows_rotr8_bytes below (one byte
+ *                  shuffle each) may be named for the whole-byte ones
  * It defines loadu128 and storeu128 for the including file as well.
  */
 #ifndef RT_BLAKE3_ROWS_H
@@ -36,6 +38,20 @@ ROW_INLINE __m128i loadu128(const void *p)
 ROW_INLINE void storeu128(void *p, __m128i x)
 {
     _mm_storeu_si128((__m128i *)p, x);
+}
+
+/* Rotations by whole bytes as one byte shuffle: latency 1 wherever SSSE3
+ * exists, which no rotate instruction beats. */
+ROW_INLINE __m128i rows_rotr16_bytes(__m128i x)
+{
+    return _mm_shuffle_epi8(
+        x, _mm_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+}
+
+ROW_INLINE __m128i rows_rotr8_bytes(__m128i x)
+{
+    return _mm_shuffle_epi8(
+        x, _mm_setr_epi8(1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12));
 }
 
 /* Picks words from two vectors with the float shuffle, which (unlike any

@@ -26,19 +26,8 @@
 
 /* ---- single compression, row-wise (blake3_rows.h) ----------------------- */
 
-/* Rotations by whole bytes are one shuffle; the others need two shifts. */
-SSE41_INLINE __m128i rotr16(__m128i x)
-{
-    return _mm_shuffle_epi8(
-        x, _mm_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
-}
-
-SSE41_INLINE __m128i rotr8(__m128i x)
-{
-    return _mm_shuffle_epi8(
-        x, _mm_setr_epi8(1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12));
-}
-
+/* The byte rotations are blake3_rows.h's shuffles; the others need two
+ * shifts. */
 SSE41_INLINE __m128i rotr12(__m128i x)
 {
     return _mm_or_si128(_mm_srli_epi32(x, 12), _mm_slli_epi32(x, 20));
@@ -53,9 +42,9 @@ SSE41_INLINE __m128i set1_u32(uint32_t x) { return _mm_set1_epi32((int)x); }
 
 #define ROW_TARGET SSE41
 #define ROWS_ENTRY rt_compress_sse41
-#define row_rotr16 rotr16
+#define row_rotr16 rows_rotr16_bytes
 #define row_rotr12 rotr12
-#define row_rotr8 rotr8
+#define row_rotr8 rows_rotr8_bytes
 #define row_rotr7 rotr7
 #include "blake3_rows.h"
 
