@@ -263,5 +263,7 @@ typedef __m512i lane_vec;
 #define lanes_load_message load_message_lanes
 #define lanes_store store_lanes
 #define LANES_COMPRESS_ONE rt_compress_avx512
+/* The dispatcher offers AVX-512 only where AVX2 runs too. */
+#define LANES_NARROW_ENTRY rt_hash_parents_avx2
 #include "blake3_lanes.h"
 #endif /* RT_X86 */
