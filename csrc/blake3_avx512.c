@@ -90,15 +90,14 @@ static __attribute__((noinline)) AVX512 void
 compress_lanes(__m512i cv[8], const __m512i m[16], uint64_t counter,
                uint32_t block_len, uint32_t flags)
 {
+    const uint32_t rows23[8] = {rt_blake3_iv[0], rt_blake3_iv[1], rt_blake3_iv[2],
+                                rt_blake3_iv[3], (uint32_t)counter,
+                                (uint32_t)(counter >> 32), block_len, flags};
     __m512i v[16];
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 8; i++) {
         v[i] = cv[i];
-    for (int i = 0; i < 4; i++)
-        v[8 + i] = set1_u32(rt_blake3_iv[i]);
-    v[12] = set1_u32((uint32_t)counter);
-    v[13] = set1_u32((uint32_t)(counter >> 32));
-    v[14] = set1_u32(block_len);
-    v[15] = set1_u32(flags);
+        v[8 + i] = set1_u32(rows23[i]);
+    }
 
     ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     ROUND(2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8);
@@ -115,24 +114,30 @@ compress_lanes(__m512i cv[8], const __m512i m[16], uint64_t counter,
 #undef ROUND
 #undef G
 
+/* Four word vectors a, b, c, d (word w of lanes 0..15 each) -> out[r]
+ * holding, in its 128-bit block j, (a, b, c, d) of lane 4j+r: words are
+ * interleaved in pairs, then 64-bit pairs. */
+AVX512_INLINE void interleave4(const __m512i in[4], __m512i out[4])
+{
+    __m512i ab_lo = _mm512_unpacklo_epi32(in[0], in[1]);
+    __m512i ab_hi = _mm512_unpackhi_epi32(in[0], in[1]);
+    __m512i cd_lo = _mm512_unpacklo_epi32(in[2], in[3]);
+    __m512i cd_hi = _mm512_unpackhi_epi32(in[2], in[3]);
+    out[0] = _mm512_unpacklo_epi64(ab_lo, cd_lo);
+    out[1] = _mm512_unpackhi_epi64(ab_lo, cd_lo);
+    out[2] = _mm512_unpacklo_epi64(ab_hi, cd_hi);
+    out[3] = _mm512_unpackhi_epi64(ab_hi, cd_hi);
+}
+
 /* rows[k] = sixteen consecutive words of lane k -> cols[w] = word w of every
- * lane. Its own inverse. Words are interleaved in pairs, then 64-bit pairs
- * (u[4q+s] then holds, in its 128-bit block j, word 4j+s of lanes
- * 4q..4q+3), then the 128-bit blocks are gathered across vectors in two
- * steps. */
+ * lane. Its own inverse. After interleaving rows four at a time, u[4q+s]
+ * holds, in its 128-bit block j, word 4j+s of lanes 4q..4q+3; the 128-bit
+ * blocks are then gathered across vectors in two steps. */
 AVX512_INLINE void transpose16(const __m512i rows[16], __m512i cols[16])
 {
-    __m512i t[16], u[16];
-    for (int k = 0; k < 8; k++) {
-        t[2 * k] = _mm512_unpacklo_epi32(rows[2 * k], rows[2 * k + 1]);
-        t[2 * k + 1] = _mm512_unpackhi_epi32(rows[2 * k], rows[2 * k + 1]);
-    }
-    for (int q = 0; q < 4; q++) {
-        u[4 * q + 0] = _mm512_unpacklo_epi64(t[4 * q], t[4 * q + 2]);
-        u[4 * q + 1] = _mm512_unpackhi_epi64(t[4 * q], t[4 * q + 2]);
-        u[4 * q + 2] = _mm512_unpacklo_epi64(t[4 * q + 1], t[4 * q + 3]);
-        u[4 * q + 3] = _mm512_unpackhi_epi64(t[4 * q + 1], t[4 * q + 3]);
-    }
+    __m512i u[16];
+    for (int q = 0; q < 4; q++)
+        interleave4(rows + 4 * q, u + 4 * q);
     for (int s = 0; s < 4; s++) {
         /* Blocks (word s, word 8+s) of lane groups 0 and 1, and so on. */
         __m512i a_even = _mm512_shuffle_i32x4(u[s], u[4 + s], _MM_SHUFFLE(2, 0, 2, 0));
@@ -225,22 +230,14 @@ AVX512_INLINE void load_message_lanes(const uint8_t *const lane_children[LANES],
 }
 
 /* Transpose the chaining values back (8 words x 16 lanes) and store each
- * lane's parent. After the two interleaves u[4h+r] holds, in its 128-bit
- * block j, words 4h..4h+3 of lane 4j+r; one two-source permutation then
- * joins the halves of lanes r and 4+r, another those of 8+r and 12+r. */
+ * lane's parent. After interleaving, u[4h+r] holds, in its 128-bit block j,
+ * words 4h..4h+3 of lane 4j+r; one two-source permutation then joins the
+ * halves of lanes r and 4+r, another those of 8+r and 12+r. */
 AVX512_INLINE void store_lanes(const __m512i cv[8], uint8_t *const out[LANES])
 {
-    __m512i t[8], u[8];
-    for (int k = 0; k < 4; k++) {
-        t[2 * k] = _mm512_unpacklo_epi32(cv[2 * k], cv[2 * k + 1]);
-        t[2 * k + 1] = _mm512_unpackhi_epi32(cv[2 * k], cv[2 * k + 1]);
-    }
-    for (int h = 0; h < 2; h++) {
-        u[4 * h + 0] = _mm512_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
-        u[4 * h + 1] = _mm512_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
-        u[4 * h + 2] = _mm512_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
-        u[4 * h + 3] = _mm512_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
-    }
+    __m512i u[8];
+    interleave4(cv, u);
+    interleave4(cv + 4, u + 4);
     const __m512i blocks01 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
     const __m512i blocks23 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
     for (int r = 0; r < 4; r++) {
