@@ -43,6 +43,7 @@ SOURCES = [
     "csrc/blake3_portable.c",
     "csrc/blake3_sse41.c",
     "csrc/blake3_avx2.c",
+    "csrc/blake3_avx512.c",
     "csrc/blake3_neon.c",
 ]
 

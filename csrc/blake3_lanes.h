@@ -29,6 +29,8 @@
  *                  message block `block` of every lane, transposed into m[16]
  *   lanes_store(cv, out)                transpose cv[8] back, 32 bytes per lane
  *   LANES_COMPRESS_ONE                  rt_compress_fn for a lone remainder
+ *   LANES_NARROW_ENTRY (optional)       a kernel with half as many lanes, which
+ *                  the CPU must also support, for a remainder that fits in it
  */
 #ifndef RT_BLAKE3_LANES_H
 #define RT_BLAKE3_LANES_H
@@ -159,6 +161,15 @@ LANE_TARGET void LANES_ENTRY(const uint8_t *children, size_t count, unsigned ari
      * over parents share a group padded with copies of the last one. */
     size_t done = groups * LANES;
     size_t left = count - done;
+#ifdef LANES_NARROW_ENTRY
+    /* Where a wide group costs more than a narrow one (AVX-512 on cores that
+     * split 512-bit operations in two), half a group or less of padding
+     * would be paid for at the wide rate. */
+    if (left >= 2 && left <= LANES / 2) {
+        LANES_NARROW_ENTRY(children + done * stride, left, arity, out + done * RT_HASH_LEN);
+        return;
+    }
+#endif
     if (left >= 2) {
         uint8_t discarded[LANES][RT_HASH_LEN];
         for (size_t k = 0; k < LANES; k++) {

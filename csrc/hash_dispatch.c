@@ -17,6 +17,7 @@
 #define FEATURES_UNKNOWN (-1)
 #define FEATURE_SSE41 (1 << RT_KERNEL_SSE41)
 #define FEATURE_AVX2 (1 << RT_KERNEL_AVX2)
+#define FEATURE_AVX512 (1 << RT_KERNEL_AVX512)
 #define FEATURE_NEON (1 << RT_KERNEL_NEON)
 
 static atomic_int active_kernel = KERNEL_UNSET;
@@ -25,14 +26,18 @@ static atomic_int active_kernel = KERNEL_UNSET;
 static atomic_int cpu_features = FEATURES_UNKNOWN;
 
 #if RT_X86
-/* The OS must save the YMM registers on context switch, or AVX code would
- * corrupt other threads' state even though cpuid advertises AVX2. */
-static int os_saves_ymm_state(void)
+/* XCR0: the register state the OS saves on context switch. Without it, AVX
+ * or AVX-512 code would corrupt other threads' state even though cpuid
+ * advertises the instructions. */
+#define XCR0_SSE_AVX 0x06     /* bits 1, 2: XMM and the upper halves of YMM */
+#define XCR0_AVX512 0xE0      /* bits 5, 6, 7: opmask, ZMM_Hi256, Hi16_ZMM */
+
+static uint32_t os_saved_state(void)
 {
     uint32_t eax, edx;
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
     (void)edx;
-    return (eax & 0x6) == 0x6;
+    return eax;
 }
 
 static int probe_cpu_features(void)
@@ -46,7 +51,10 @@ static int probe_cpu_features(void)
 
     int osxsave = (ecx & (1u << 27)) != 0;
     int avx = (ecx & (1u << 28)) != 0;
-    if (!osxsave || !avx || !os_saves_ymm_state())
+    if (!osxsave || !avx)
+        return features;
+    uint32_t saved = os_saved_state();
+    if ((saved & XCR0_SSE_AVX) != XCR0_SSE_AVX)
         return features;
     if (__get_cpuid_max(0, NULL) < 7)
         return features;
@@ -54,6 +62,12 @@ static int probe_cpu_features(void)
     /* Our AVX2 kernel also uses SSE4.1 for its remainders. */
     if ((ebx & (1u << 5)) && (features & FEATURE_SSE41))
         features |= FEATURE_AVX2;
+    /* AVX-512F (bit 16) and VL (bit 31); VL implies the 128/256-bit forms
+     * the single compression and the stores use. */
+    int avx512 = (ebx & (1u << 16)) && (ebx & (1u << 31));
+    if (avx512 && (features & FEATURE_AVX2) &&
+        (saved & XCR0_AVX512) == XCR0_AVX512)
+        features |= FEATURE_AVX512;
     return features;
 }
 #elif RT_NEON
@@ -86,6 +100,7 @@ static int kernel_known(int kernel)
     case RT_KERNEL_PORTABLE:
     case RT_KERNEL_SSE41:
     case RT_KERNEL_AVX2:
+    case RT_KERNEL_AVX512:
     case RT_KERNEL_NEON:
         return 1;
     default:
@@ -143,6 +158,8 @@ const char *rt_kernel_name(int kernel)
         return "sse41";
     case RT_KERNEL_AVX2:
         return "avx2";
+    case RT_KERNEL_AVX512:
+        return "avx512";
     case RT_KERNEL_NEON:
         return "neon";
     default:
@@ -154,6 +171,8 @@ rt_parents_fn rt_active_parents_fn(void)
 {
     switch (rt_kernel_active()) {
 #if RT_X86
+    case RT_KERNEL_AVX512:
+        return rt_hash_parents_avx512;
     case RT_KERNEL_AVX2:
         return rt_hash_parents_avx2;
     case RT_KERNEL_SSE41:
@@ -171,8 +190,14 @@ rt_parents_fn rt_active_parents_fn(void)
 rt_compress_fn rt_active_compress_fn(void)
 {
 #if RT_X86
-    if (rt_kernel_active() != RT_KERNEL_PORTABLE)
+    switch (rt_kernel_active()) {
+    case RT_KERNEL_PORTABLE:
+        break;
+    case RT_KERNEL_AVX512:
+        return rt_compress_avx512;
+    default:
         return rt_compress_sse41;
+    }
 #endif
     return rt_compress_portable;
 }

@@ -187,7 +187,8 @@ int rt_proofs_fill(const rt_snapshot *snap, const uint64_t *indices, size_t coun
  * kernel's `arity` is the message's member count, so partial groups at the
  * right edge batch too, with each other. */
 
-/* Proofs walked side by side: two AVX2 lane groups, four SSE4.1 ones. */
+/* Proofs walked side by side: one AVX-512 lane group, two AVX2 ones, four
+ * SSE4.1 ones. */
 #define VERIFY_LANES 16
 /* Children of one kernel call live here. Enough for every lane of a block up
  * to arity 32 and for one group of any arity; larger blocks take a heap

@@ -56,6 +56,7 @@ enum rt_kernel {
     RT_KERNEL_PORTABLE = 0,
     RT_KERNEL_SSE41 = 1,
     RT_KERNEL_AVX2 = 2,
+    RT_KERNEL_AVX512 = 3,        /* AVX-512F + VL: 16 lanes */
     RT_KERNEL_NEON = 4           /* aarch64 only */
 };
 

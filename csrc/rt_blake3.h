@@ -32,6 +32,8 @@ void rt_compress_portable(uint32_t cv[8], const uint8_t block[64],
 #if RT_X86
 void rt_compress_sse41(uint32_t cv[8], const uint8_t block[64],
                        uint8_t block_len, uint64_t counter, uint8_t flags);
+void rt_compress_avx512(uint32_t cv[8], const uint8_t block[64],
+                        uint8_t block_len, uint64_t counter, uint8_t flags);
 #endif
 
 /* Full parents: for i in [0, count), out[32*i..] = blake3(0x01 || arity ||
@@ -50,6 +52,8 @@ void rt_hash_parents_sse41(const uint8_t *children, size_t count,
                            unsigned arity, uint8_t *out);
 void rt_hash_parents_avx2(const uint8_t *children, size_t count,
                           unsigned arity, uint8_t *out);
+void rt_hash_parents_avx512(const uint8_t *children, size_t count,
+                            unsigned arity, uint8_t *out);
 #endif
 #if RT_NEON
 void rt_hash_parents_neon(const uint8_t *children, size_t count,

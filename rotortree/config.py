@@ -9,8 +9,8 @@ Every setting comes from the first of these that gives it:
    ``ROTORTREE_NUM_THREADS``                 threads that hash (the caller included)
    ``ROTORTREE_PARALLEL_THRESHOLD``          parents in a level before the pool is used
    ``ROTORTREE_PAR_CHUNK_SIZE``              parents per work unit
-   ``ROTORTREE_SIMD``                        ``auto``, ``portable``, ``sse41``, ``avx2``
-                                             (x86-64) or ``neon`` (aarch64)
+   ``ROTORTREE_SIMD``                        ``auto``, ``portable``, ``sse41``, ``avx2``,
+                                             ``avx512`` (x86-64) or ``neon`` (aarch64)
    ========================================  ==========================================
 
    (``ROTORTREE_MEMORY_CACHE_MB``, a decimal number of MiB, is read by the C
@@ -94,6 +94,7 @@ KERNELS: Dict[str, int] = {
     "portable": lib.RT_KERNEL_PORTABLE,
     "sse41": lib.RT_KERNEL_SSE41,
     "avx2": lib.RT_KERNEL_AVX2,
+    "avx512": lib.RT_KERNEL_AVX512,
     "neon": lib.RT_KERNEL_NEON,
 }
 

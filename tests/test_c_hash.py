@@ -18,6 +18,8 @@ import subprocess
 
 import pytest
 
+from rotortree import config as rt_config
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 DRIVER = ROOT / "tests" / "c" / "test_hash.c"
@@ -25,6 +27,7 @@ HASH_SOURCES = [
     CSRC / "blake3_portable.c",
     CSRC / "blake3_sse41.c",
     CSRC / "blake3_avx2.c",
+    CSRC / "blake3_avx512.c",
     CSRC / "blake3_neon.c",
     CSRC / "hash_dispatch.c",
 ]
@@ -62,3 +65,9 @@ def test_hash_driver_under_sanitizers(tmp_path):
     assert int(summary.group(1)) > 0
     assert int(summary.group(2)) == 0
     assert "runtime error" not in run.stderr, run.stderr[-4000:]
+    # The driver probes the CPU itself; it must have tested exactly the
+    # kernels the extension offers, so a kernel the dispatcher lists is never
+    # left out of the sanitizer run.
+    tested = re.search(r"kernels tested:(.*)", run.stdout)
+    assert tested is not None, run.stdout[-2000:]
+    assert tested.group(1).split() == rt_config.available_kernels()

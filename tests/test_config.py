@@ -68,6 +68,42 @@ def test_every_available_kernel_can_be_selected():
     assert rotortree.pool_info()["simd"] == rt_config.available_kernels()[-1]
 
 
+def _cpu_flags():
+    """The CPU feature flags Linux reports, or None where there is no
+    /proc/cpuinfo. Linux lists a vector extension only when it also enabled
+    the extension's register state in XCR0 (it clears the flags of features
+    whose state it does not save), so these flags mean CPU *and* OS support,
+    the rule the dispatcher applies with CPUID and XGETBV."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def test_available_kernels_match_the_cpu_flags():
+    """A dispatch regression (a kernel missing on a CPU that has it, or
+    offered on one that lacks it) fails here, and with it the kernel's tests
+    that would otherwise quietly not run."""
+    flags = _cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo flags: cannot tell which kernels this CPU has")
+    if lib.rt_kernel_available(lib.RT_KERNEL_SSE41) == 0 and "sse4_1" in flags:
+        # Only a build without the SIMD kernels (not x86-64 GCC/Clang) may lack it.
+        pytest.skip("this build has no SIMD kernels (x86-64 GCC/Clang only)")
+    expected = ["portable"]
+    if "sse4_1" in flags:
+        expected.append("sse41")
+        if "avx2" in flags:
+            expected.append("avx2")
+            if {"avx512f", "avx512vl"} <= flags:
+                expected.append("avx512")
+    assert rt_config.available_kernels() == expected
+
+
 def test_c_kernel_select_rejects_unknown_numbers():
     assert lib.rt_kernel_select(99) == lib.RT_ERR_INVALID_ARGUMENT
     assert lib.rt_kernel_select(-1) == lib.RT_ERR_INVALID_ARGUMENT

@@ -474,7 +474,7 @@ def _config_state():
     return {k: info[k] for k in ("num_threads", "parallel_threshold", "par_chunk_size", "simd")}
 
 
-_missing_kernels = [k for k in ("portable", "sse41", "avx2")
+_missing_kernels = [k for k in rt_config.KERNELS
                     if k not in rt_config.available_kernels()]
 
 CONFIGURE_CASES = [
@@ -507,8 +507,8 @@ CONFIGURE_CASES = [
     Case("simd int", lambda _: rotortree.configure(simd=1), ArgumentTypeError,
          "simd must be a str"),
     Case("simd bytes", lambda _: rotortree.configure(simd=b"avx2"), ArgumentTypeError, "bytes"),
-    Case("simd unknown", lambda _: rotortree.configure(simd="avx512"), InvalidArgumentError,
-         "unknown SIMD kernel 'avx512'"),
+    Case("simd unknown", lambda _: rotortree.configure(simd="avx1024"), InvalidArgumentError,
+         "unknown SIMD kernel 'avx1024'"),
     Case("simd empty", lambda _: rotortree.configure(simd=""), InvalidArgumentError, "unknown"),
     # A bad value next to good ones changes nothing at all.
     Case("good threads, bad chunk", lambda _: rotortree.configure(num_threads=1, par_chunk_size=0),

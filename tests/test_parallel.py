@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rotortree
+from conftest import kernels
 from reference import root_of
 
 
@@ -59,6 +60,26 @@ def test_large_batch_all_thread_counts(threads, arity):
     rotortree.configure(num_threads=threads, parallel_threshold=1)
     assert rotortree.LeanIMT(arity).insert_many(data) == expected
     assert rotortree.compute_root(data, arity) == expected
+
+
+@pytest.mark.parametrize("kernel", kernels())
+def test_every_kernel_every_arity_one_and_two_threads(kernel):
+    """Random trees of every arity 2-40 under each kernel this CPU runs, at 1
+    and 2 threads, grown in uneven batches so lane groups, padded remainders,
+    lone parents and multi-chunk messages (arity >= 32) all occur, equal the
+    reference. A kernel the CPU lacks is not listed, so it is not run here;
+    test_config.py checks the list against the CPU's flags."""
+    for arity in range(2, 41):
+        data = random_bytes(3 * arity * arity + 37, arity)
+        batches = [1, arity + 2, 17 * arity - 1]
+        batches.append(len(data) // 32 - sum(batches))
+        prefixes, offset = [], 0
+        for batch in batches:
+            offset += batch
+            prefixes.append(root_of(as_leaves(data[: 32 * offset]), arity))
+        rotortree.configure(simd=kernel)
+        for threads in (1, 2):
+            assert roots_under(threads, 1, 1, arity, data, batches) == prefixes, (arity, threads)
 
 
 def test_compute_root_matches_reference_and_tree():

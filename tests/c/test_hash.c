@@ -3,7 +3,8 @@
  *
  *   gcc -O1 -g -fsanitize=address,undefined -Icsrc tests/c/test_hash.c \
  *       csrc/blake3_portable.c csrc/blake3_sse41.c csrc/blake3_avx2.c \
- *       csrc/blake3_neon.c csrc/hash_dispatch.c
+ *       csrc/blake3_avx512.c csrc/blake3_neon.c \
+ *       csrc/hash_dispatch.c
  *
  * Known answers come from the `blake3` PyPI package (the reference
  * implementation); every SIMD kernel is then compared with the portable
@@ -150,7 +151,9 @@ static void expected_parent(const uint8_t *children, unsigned arity,
                        2 + (size_t)arity * 32, out);
 }
 
-enum { MAX_COUNT = 20, GUARD = 16, GUARD_BYTE = 0xA5 };
+/* Counts up to two 16-lane groups and a lone parent: every remainder after a
+ * full group of every kernel (padded group, narrower kernel, single path). */
+enum { MAX_COUNT = 33, GUARD = 16, GUARD_BYTE = 0xA5 };
 
 static void test_parents(const struct kernel_under_test *kernels,
                          size_t kernel_count)
@@ -194,9 +197,10 @@ static void test_parents(const struct kernel_under_test *kernels,
     }
 }
 
-static void test_compress_sse41(void)
+/* A single-message compression against the portable one on random state,
+ * blocks at odd addresses, every length and flag combination. */
+static void test_compress(rt_compress_fn compress, const char *what)
 {
-#if RT_X86
     for (unsigned t = 0; t < 20000; t++) {
         uint32_t portable[8], simd[8];
         uint8_t block_storage[65];
@@ -208,11 +212,9 @@ static void test_compress_sse41(void)
         uint8_t block_len = (uint8_t)(next_random() % 65);
         uint8_t flags = (uint8_t)(next_random() & 0x1F);
         rt_compress_portable(portable, block, block_len, counter, flags);
-        rt_compress_sse41(simd, block, block_len, counter, flags);
-        check(memcmp(portable, simd, sizeof simd) == 0,
-              "rt_compress_sse41 == portable", t, flags);
+        compress(simd, block, block_len, counter, flags);
+        check(memcmp(portable, simd, sizeof simd) == 0, what, t, flags);
     }
-#endif
 }
 
 static void test_api(void)
@@ -222,8 +224,8 @@ static void test_api(void)
           "rt_hash_parent count 1 rejected", 1, 0);
     check(rt_hash_parent(children, 256, out) == RT_ERR_INVALID_ARGUMENT,
           "rt_hash_parent count 256 rejected", 256, 0);
-    check(rt_kernel_select(3) == RT_ERR_INVALID_ARGUMENT,
-          "rt_kernel_select unknown", 3, 0);
+    check(rt_kernel_select(RT_KERNEL_AVX512 + 1) == RT_ERR_INVALID_ARGUMENT,
+          "rt_kernel_select unknown", RT_KERNEL_AVX512 + 1, 0);
     check(rt_kernel_select(-1) == RT_ERR_INVALID_ARGUMENT,
           "rt_kernel_select negative", 0, 0);
     check(rt_kernel_available(RT_KERNEL_PORTABLE) == 1, "portable available",
@@ -232,6 +234,7 @@ static void test_api(void)
     check(strcmp(rt_kernel_name(RT_KERNEL_PORTABLE), "portable") == 0 &&
               strcmp(rt_kernel_name(RT_KERNEL_SSE41), "sse41") == 0 &&
               strcmp(rt_kernel_name(RT_KERNEL_AVX2), "avx2") == 0 &&
+              strcmp(rt_kernel_name(RT_KERNEL_AVX512), "avx512") == 0 &&
               strcmp(rt_kernel_name(RT_KERNEL_NEON), "neon") == 0 &&
               strcmp(rt_kernel_name(42), "unknown") == 0,
           "rt_kernel_name", 0, 0);
@@ -271,6 +274,9 @@ int main(void)
     if (rt_kernel_available(RT_KERNEL_AVX2))
         kernels[kernel_count++] =
             (struct kernel_under_test){RT_KERNEL_AVX2, rt_hash_parents_avx2};
+    if (rt_kernel_available(RT_KERNEL_AVX512))
+        kernels[kernel_count++] =
+            (struct kernel_under_test){RT_KERNEL_AVX512, rt_hash_parents_avx512};
 #endif
 #if RT_NEON
     if (rt_kernel_available(RT_KERNEL_NEON))
@@ -284,8 +290,12 @@ int main(void)
               (unsigned)kernels[k].kernel, 0);
         test_known_answers(kernels[k].kernel);
     }
+#if RT_X86
     if (rt_kernel_available(RT_KERNEL_SSE41))
-        test_compress_sse41();
+        test_compress(rt_compress_sse41, "rt_compress_sse41 == portable");
+    if (rt_kernel_available(RT_KERNEL_AVX512))
+        test_compress(rt_compress_avx512, "rt_compress_avx512 == portable");
+#endif
     test_parents(kernels, kernel_count);
 
     printf("kernels tested:");
