@@ -106,7 +106,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import storage
+from . import _core, storage
+from .storage import io as storage_io
 from ._leaves import Leaves, leaf_batch, single_leaf
 from ._native import check, ffi, lib, raise_status
 from .errors import (
@@ -667,7 +668,7 @@ class RotorTree:
         if arity is not None or max_depth is not None:
             storage.check_arity(4 if arity is None else arity,
                                 32 if max_depth is None else max_depth)
-        directory = os.path.abspath(storage._file_path(path))
+        directory = os.path.abspath(storage_io.file_path(path))
         self._dir = directory
         self._read_only = read_only
         self._flush_policy = flush_policy
@@ -971,7 +972,7 @@ class RotorTree:
                         f"level's last node from {storage.META_NAME}) do not hash to the root "
                         f"of the leaves: the level is damaged (its checksum was kept valid)",
                         path)
-            status = lib.rt_tree_restore(self._live()._tree, meta.size, sources, count)
+            status = _core.restore(self._live(), meta.size, sources, count)
             if status == lib.RT_ERR_INVALID_ARGUMENT:
                 raise CorruptionError(f"{self._dir}: the checkpoint's levels do not form a tree",
                                       os.path.join(self._dir, storage.META_NAME))
@@ -980,24 +981,23 @@ class RotorTree:
             for mapping, cdata in held:
                 storage.release_mapping(mapping, cdata)
             raise
-        keep = self._live()._keepalive
+        tree = self._live()
         for level, (mapping, cdata) in enumerate(held):
             if mapping is None:
                 continue
             if level < self._mmap_levels:
-                keep.extend((mapping, cdata))
+                _core.keep_alive(tree, mapping, cdata)
                 self._maps[level] = (mapping, cdata, len(mapping))
                 if verify:
                     storage.drop_resident_pages(mapping)
                 self._cold[level] = self._make_cold(level, cdata, meta.levels[level].stored)
             else:
                 storage.release_mapping(mapping, cdata)
-        keep.append(lasts)
+        _core.keep_alive(tree, lasts)
 
     def _make_cold(self, level: int, cdata: Any, count: int) -> int:
-        out = ffi.new("uint64_t *")
-        status = lib.rt_tree_make_cold(self._live()._tree, level, cdata, count, out)
-        return int(out[0]) if status == lib.RT_OK else self._cold.get(level, 0)
+        cold = _core.make_cold(self._live(), level, cdata, count)
+        return cold if cold is not None else self._cold.get(level, 0)
 
     def _replay_wal(self, meta: Meta, acknowledged: int) -> Dict[str, Any]:
         """Replay the WAL after the checkpoint. ``acknowledged``: the sync
@@ -1026,7 +1026,7 @@ class RotorTree:
             if batch:
                 data = b"".join(batch)
                 root = ffi.new("uint8_t[32]")
-                check(lib.rt_tree_insert_many(self._live()._tree, data, len(data) // NODE, root),
+                check(_core.insert_batch(self._live(), data, len(data) // NODE, root),
                       "WAL replay")
                 batch, batch_bytes = [], 0
 
@@ -1329,7 +1329,7 @@ class RotorTree:
                 try:
                     if count <= 128:
                         frame = header + payload
-                        written = storage._pwrite(segment.fd, frame, offset)   # usually all
+                        written = storage_io.sys_pwrite(segment.fd, frame, offset)   # usually all
                         if written != len(frame):
                             storage.write_all(segment.fd, memoryview(frame)[max(written, 0):],
                                               offset + max(written, 0), segment.path)
@@ -1342,7 +1342,7 @@ class RotorTree:
                         raise
                     raise storage.io_error("write", segment.path, error) from error
                 root = self._root_out
-                status = lib.rt_tree_insert_many(imt._tree, payload, count, root)
+                status = _core.insert_batch(imt, payload, count, root)
                 if status != lib.RT_OK:
                     raise_status(status, "insert")
                 new_root = ffi.buffer(root)[:]
@@ -1554,7 +1554,6 @@ class RotorTree:
     def _write_checkpoint(self, snap: Any, seq: int, gen: int) -> Meta:
         old = self._meta
         records = []
-        handle = snap._snap
         for level, length in enumerate(level_lengths(snap.size, self._arity)):
             stored = stored_count(level, length)
             previous = old.levels[level] if level < len(old.levels) else LevelRecord(0, 0, b"")
@@ -1565,13 +1564,12 @@ class RotorTree:
                 if level < self._mmap_levels:
                     self._preallocate(fd, path, stored * NODE)
                 offset = previous.stored * NODE
-                for piece in storage.snapshot_pieces(handle, level, previous.stored, stored):
+                for piece in _core.snapshot_pieces(snap, level, previous.stored, stored):
                     crc = zlib.crc32(piece, crc)
                     storage.write_all(fd, piece, offset, path)
                     offset += piece.nbytes
                 storage.fsync_fd(fd, path)
-            records.append(LevelRecord(stored, crc, storage.snapshot_node(handle, level,
-                                                                            length - 1)))
+            records.append(LevelRecord(stored, crc, _core.snapshot_node(snap, level, length - 1)))
         meta = Meta(self._arity, self._max_depth, snap.size, seq, gen, snap.root, records)
         if self._failed is not None:
             raise self._state.failure(f"checkpoint of {self._dir} abandoned")
@@ -1609,8 +1607,8 @@ class RotorTree:
                 storage.unlink_quietly(os.path.join(self._dir, name))
 
     def _serve_levels_from_files(self, meta: Meta) -> None:
-        keep = self._imt._keepalive if self._imt is not None else None
-        if keep is None:
+        tree = self._imt
+        if tree is None:
             return
         for level in range(min(self._mmap_levels, len(meta.levels))):
             stored = meta.levels[level].stored
@@ -1625,7 +1623,7 @@ class RotorTree:
                 if mapping is None:
                     continue
                 cdata = ffi.from_buffer("uint8_t[]", mapping)
-                keep.extend((mapping, cdata))
+                _core.keep_alive(tree, mapping, cdata)
                 entry = self._maps[level] = (mapping, cdata, len(mapping))
             self._cold[level] = self._make_cold(level, entry[1], stored)
 

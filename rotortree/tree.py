@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING, Any, List, Optional
 from ._leaves import Leaves, leaf_batch, single_leaf
 from ._native import HASH_LEN, check, ffi, lib, raise_status
 from ._validate import int_arg as _int_arg
-from ._validate import shown
+from ._validate import U64_MAX, shown
 from .errors import InvalidArgumentError, MaxDepthExceededError, NodeIndexError
 
 if TYPE_CHECKING:
     from .proofs import ConsistencyProof, InclusionProof
     from .snapshot import ProofBatch, Snapshot
-
-_U64_MAX = (1 << 64) - 1
 
 # Single inserts write the root into a per-thread buffer that C sees through
 # a cached cdata: allocating a cdata and copying through ffi.buffer cost
@@ -121,8 +119,8 @@ class LeanIMT:
         size = self.size
         capacity = self.capacity
         limit = f"arity**max_depth = {self._arity}**{self._max_depth}"
-        if capacity > _U64_MAX:  # sizes are 64-bit: that is the real limit
-            capacity = _U64_MAX
+        if capacity > U64_MAX:  # sizes are 64-bit: that is the real limit
+            capacity = U64_MAX
             limit = f"2**64 - 1 leaves (arity**max_depth = {self._arity}**{self._max_depth} is more)"
         else:
             limit += f" = {capacity:,} leaves"
@@ -187,7 +185,7 @@ class LeanIMT:
     def get_node(self, level: int, index: int) -> bytes:
         """The 32-byte node at (level, index)."""
         level = _index_arg("level", level, lib.RT_MAX_DEPTH_LIMIT)
-        index = _index_arg("index", index, _U64_MAX)
+        index = _index_arg("index", index, U64_MAX)
         out = ffi.new("uint8_t[32]")
         status = lib.rt_tree_get_node(self._tree, level, index, out)
         if status == lib.RT_ERR_INDEX:
@@ -209,7 +207,7 @@ class LeanIMT:
 
         out = ffi.new("rt_snapshot **")
         check(lib.rt_tree_snapshot(self._tree, out), "snapshot")
-        return Snapshot(out[0], self._keepalive)
+        return Snapshot._from_handle(out[0], self._keepalive)
 
     def generate_proof(self, index: int) -> "InclusionProof":
         """Inclusion proof of leaf ``index`` (any integer with ``__index__``,

@@ -140,8 +140,9 @@ CONSTRUCTOR_CASES = [
     Case("arity 255 max_depth 64", lambda _: LeanIMT(255, 64), OK),
     Case("ProofBatch()", lambda _: ProofBatch(), TypeError, "generate_proofs or from_bytes"),
     Case("RotorTree()", lambda _: RotorTree(), TypeError, r"RotorTree\.open"),
-    Case("Snapshot(None)", lambda _: Snapshot(None), TypeError),
-    Case("Snapshot(0)", lambda _: Snapshot(0), TypeError),
+    Case("Snapshot(None)", lambda _: Snapshot(None), ArgumentTypeError, r"LeanIMT\.snapshot"),
+    Case("Snapshot(0)", lambda _: Snapshot(0), ArgumentTypeError, r"LeanIMT\.snapshot"),
+    Case("Snapshot()", lambda _: Snapshot(), ArgumentTypeError, r"LeanIMT\.snapshot"),
 ]
 
 
