@@ -14,7 +14,7 @@ from ..errors import CorruptionError, InvalidArgumentError
 from .io import atomic_write, fdatasync_fd, open_fd, write_all
 
 NODE = 32
-_ZERO32 = bytes(32)
+ZERO_NODE = bytes(32)
 
 # --------------------------------------------------------------------------
 # Tree shape helpers
@@ -73,7 +73,7 @@ class Meta:
     def encode(self) -> bytes:
         head = _META_HEAD.pack(META_MAGIC, META_VERSION, self.arity, self.max_depth,
                                len(self.levels), self.flags, self.size, self.last_seq,
-                               self.wal_gen, self.root or _ZERO32)
+                               self.wal_gen, self.root or ZERO_NODE)
         body = head + b"".join(_META_LEVEL.pack(r.stored, r.crc, r.last) for r in self.levels)
         return body + _CRC.pack(zlib.crc32(body))
 
@@ -325,9 +325,9 @@ class SyncRecord:
 
 SAVE_MAGIC = b"RTSV"
 SAVE_VERSION = 1
-_SAVE_HEAD = struct.Struct("<4sHHHHIQ32s")  # 56
-_SAVE_LEVEL = struct.Struct("<QI4x")  # 16
-_SAVE_CRC = struct.Struct("<I4x")  # 8
+SAVE_HEAD = struct.Struct("<4sHHHHIQ32s")  # 56
+SAVE_LEVEL = struct.Struct("<QI4x")  # 16
+SAVE_CRC = struct.Struct("<I4x")  # 8
 
 
 def check_arity(arity: int, max_depth: int) -> None:
@@ -372,5 +372,9 @@ __all__ = [
     "SyncRecord",
     "SAVE_MAGIC",
     "SAVE_VERSION",
+    "SAVE_HEAD",
+    "SAVE_LEVEL",
+    "SAVE_CRC",
+    "ZERO_NODE",
     "check_arity",
 ]

@@ -11,8 +11,27 @@ from typing import TYPE_CHECKING, Any, Type
 from .. import _core
 from .._native import check, ffi, lib
 from ..errors import CorruptionError
-from .formats import _SAVE_CRC, _SAVE_HEAD, _SAVE_LEVEL, _ZERO32, NODE, SAVE_MAGIC, SAVE_VERSION, level_lengths
-from .io import crc_of, file_path, fsync_dir, fsync_fd, io_error, open_fd, rename, unlink_quietly, write_all
+from .formats import (
+    NODE,
+    SAVE_CRC,
+    SAVE_HEAD,
+    SAVE_LEVEL,
+    SAVE_MAGIC,
+    SAVE_VERSION,
+    ZERO_NODE,
+    level_lengths,
+)
+from .io import (
+    crc_of,
+    file_path,
+    fsync_dir,
+    fsync_fd,
+    io_error,
+    open_fd,
+    rename,
+    unlink_quietly,
+    write_all,
+)
 from .verify import first_bad_level
 
 if TYPE_CHECKING:
@@ -24,7 +43,7 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
     path = file_path(path)
     snap = tree.snapshot()
     lengths = level_lengths(snap.size, snap.arity)
-    header_len = _SAVE_HEAD.size + len(lengths) * _SAVE_LEVEL.size + _SAVE_CRC.size
+    header_len = SAVE_HEAD.size + len(lengths) * SAVE_LEVEL.size + SAVE_CRC.size
     directory = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp-{os.getpid()}-{id(snap):x}"
     fd = open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -39,10 +58,10 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
                     write_all(fd, piece, offset, tmp)
                     offset += piece.nbytes
                 crcs.append(crc)
-            head = _SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, tree.max_depth,
-                                   len(lengths), 0, snap.size, snap.root or _ZERO32)
-            head += b"".join(_SAVE_LEVEL.pack(n, c) for n, c in zip(lengths, crcs))
-            head += _SAVE_CRC.pack(zlib.crc32(head))
+            head = SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, tree.max_depth,
+                                   len(lengths), 0, snap.size, snap.root or ZERO_NODE)
+            head += b"".join(SAVE_LEVEL.pack(n, c) for n, c in zip(lengths, crcs))
+            head += SAVE_CRC.pack(zlib.crc32(head))
             write_all(fd, head, 0, tmp)
             fsync_fd(fd, tmp)
         finally:
@@ -75,19 +94,19 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, verify: bool = True,
     mapping = None
     try:
         file_size = os.fstat(fd).st_size
-        head = os.pread(fd, _SAVE_HEAD.size, 0)
-        if len(head) < _SAVE_HEAD.size:
+        head = os.pread(fd, SAVE_HEAD.size, 0)
+        if len(head) < SAVE_HEAD.size:
             raise bad(f"truncated ({file_size} bytes)")
         magic, version, arity, max_depth, level_count, _zero, size, root = \
-            _SAVE_HEAD.unpack(head)
+            SAVE_HEAD.unpack(head)
         if magic != SAVE_MAGIC:
             raise bad(f"bad magic {magic!r} (not a file written by LeanIMT.save)")
-        header_len = _SAVE_HEAD.size + level_count * _SAVE_LEVEL.size + _SAVE_CRC.size
+        header_len = SAVE_HEAD.size + level_count * SAVE_LEVEL.size + SAVE_CRC.size
         header = os.pread(fd, header_len, 0)
         if len(header) < header_len:
             raise bad(f"truncated header ({file_size} bytes)")
-        (crc,) = _SAVE_CRC.unpack_from(header, header_len - _SAVE_CRC.size)
-        if zlib.crc32(header[:header_len - _SAVE_CRC.size]) != crc:
+        (crc,) = SAVE_CRC.unpack_from(header, header_len - SAVE_CRC.size)
+        if zlib.crc32(header[:header_len - SAVE_CRC.size]) != crc:
             raise bad("header checksum mismatch")
         if version != SAVE_VERSION:
             raise bad(f"unsupported version {version}")
@@ -96,7 +115,7 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, verify: bool = True,
         if size > arity ** max_depth:
             raise bad(f"{size} leaves exceed arity ** max_depth")
         lengths = level_lengths(size, arity)
-        table = [_SAVE_LEVEL.unpack_from(header, _SAVE_HEAD.size + i * _SAVE_LEVEL.size)
+        table = [SAVE_LEVEL.unpack_from(header, SAVE_HEAD.size + i * SAVE_LEVEL.size)
                  for i in range(level_count)]
         if [count for count, _ in table] != lengths:
             raise bad(f"level table {[c for c, _ in table]} does not fit {size} leaves")
