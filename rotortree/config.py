@@ -190,12 +190,15 @@ def best_kernel_number() -> int:
 
 
 def configure(
+    *,
     num_threads: Optional[int] = None,
     parallel_threshold: Optional[int] = None,
     par_chunk_size: Optional[int] = None,
     simd: Optional[str] = None,
 ) -> None:
     """Change the pool and kernel settings; ``None`` keeps a setting as it is.
+    Every argument is keyword-only: four optional settings in a row are
+    easy to pass in the wrong order.
 
     Every value is validated before anything changes. Changing ``num_threads``
     while another thread is inside a parallel insert raises

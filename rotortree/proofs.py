@@ -737,8 +737,9 @@ class ConsistencyProof(_Frozen):
         trusted_new_size)`` (a forged pair of inputs gives a proof for a
         wrong size, which that check rejects).
         Raises :class:`InvalidArgumentError` if old_size == new_size (as the
-        Rust crate does), if this proof does not verify, or if ``old_proof``
-        does not fit it.
+        Rust crate does: there is nothing to update), and
+        :class:`InvalidProofError` if this proof does not verify or
+        ``old_proof`` does not fit it (the two proofs are inconsistent).
         """
         if not isinstance(old_proof, InclusionProof):
             raise ArgumentTypeError(
@@ -754,19 +755,19 @@ class ConsistencyProof(_Frozen):
         except Exception:
             verified = False
         if not verified:
-            raise InvalidArgumentError("the consistency proof does not verify")
+            raise InvalidProofError("the consistency proof does not verify")
         if old_proof.arity != self.arity:
-            raise InvalidArgumentError(
+            raise InvalidProofError(
                 f"arity mismatch: inclusion proof {old_proof.arity!r}, "
                 f"consistency proof {self.arity}"
             )
         if old_proof.tree_size != self.old_size:
-            raise InvalidArgumentError(
+            raise InvalidProofError(
                 f"the inclusion proof is for a tree of {old_proof.tree_size!r} leaves, "
                 f"the consistency proof starts at {self.old_size}"
             )
         if not old_proof.verify_against(self.old_root, self.old_size):
-            raise InvalidArgumentError(
+            raise InvalidProofError(
                 "the inclusion proof does not verify against the consistency proof's old_root"
             )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import warnings
 from array import array
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
@@ -411,8 +412,12 @@ def _trusted_root_bytes(value: object) -> Optional[bytes]:
 
 
 def verify_proofs(batch: ProofBatch) -> bool:
-    """``batch.verify()``: every proof hashes to the root it carries (in C, in
-    parallel). Self-consistency only; use ``batch.verify_against(root, size)``."""
+    """Deprecated: call ``batch.verify()``, which this only repeats (every
+    proof hashes to the root it carries; self-consistency only, see
+    ``batch.verify_against(root, size)``). Warns with DeprecationWarning."""
+    warnings.warn("rotortree.verify_proofs(batch) is deprecated; call batch.verify(), or "
+                  "batch.verify_against(root, size) for a trusted root",
+                  DeprecationWarning, stacklevel=2)
     if not isinstance(batch, ProofBatch):
         raise ArgumentTypeError(f"expected a ProofBatch, not {type(batch).__name__}")
     return batch.verify()

@@ -9,7 +9,12 @@ from ._leaves import Leaves, leaf_batch, single_leaf
 from ._native import HASH_LEN, check, ffi, lib, raise_status
 from ._validate import int_arg as _int_arg
 from ._validate import U64_MAX, shown
-from .errors import InvalidArgumentError, MaxDepthExceededError, NodeIndexError
+from .errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    MaxDepthExceededError,
+    NodeIndexError,
+)
 
 if TYPE_CHECKING:
     from .proofs import ConsistencyProof, InclusionProof
@@ -234,8 +239,8 @@ class LeanIMT:
         save_tree(self, path)
 
     @classmethod
-    def load(cls, path: Any, verify: bool = True, mmap: bool = False) -> "LeanIMT":
-        """Read a file written by :meth:`save`.
+    def load(cls, path: Any, *, verify: bool = True, mmap: bool = False) -> "LeanIMT":
+        """Read a file written by :meth:`save`. The flags are keyword-only.
         With ``verify`` every level's CRC is checked and every level is
         rehashed to the root (in parallel), so a changed node is caught even
         when its CRC was kept valid; otherwise only the header is checked and
@@ -247,7 +252,10 @@ class LeanIMT:
         Raises :class:`~rotortree.CorruptionError` naming the file."""
         from .storage import load_tree
 
-        return load_tree(cls, path, verify, mmap)
+        for name, flag in (("verify", verify), ("mmap", mmap)):
+            if not isinstance(flag, bool):
+                raise ArgumentTypeError(f"{name} must be a bool, not {type(flag).__name__}")
+        return load_tree(cls, path, verify=verify, in_place=mmap)
 
     def __repr__(self) -> str:
         state = self._state()

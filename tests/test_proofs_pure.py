@@ -366,23 +366,24 @@ def test_update_errors():
     # Equal sizes: nothing to update, as in the Rust crate.
     with pytest.raises(InvalidArgumentError):
         ref_consistency(4, 10, 10).update_inclusion_proof(good)
-    # A consistency proof that does not verify.
+    # A consistency proof that does not verify: the proofs are inconsistent,
+    # which errors.py documents as InvalidProofError.
     bad = copy_with(consistency, new_root=flip(consistency.new_root))
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidProofError):
         bad.update_inclusion_proof(good)
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidProofError):
         copy_with(consistency, levels=consistency.levels[:-1]).update_inclusion_proof(good)
     # An inclusion proof that does not fit.
-    with pytest.raises(InvalidArgumentError):  # other tree size
+    with pytest.raises(InvalidProofError):  # other tree size
         consistency.update_inclusion_proof(ref_proof(4, 11, 3))
-    with pytest.raises(InvalidArgumentError):  # other arity
+    with pytest.raises(InvalidProofError):  # other arity
         consistency.update_inclusion_proof(ref_proof(3, 10, 3))
-    with pytest.raises(InvalidArgumentError):  # does not verify
+    with pytest.raises(InvalidProofError):  # does not verify
         consistency.update_inclusion_proof(copy_with(good, leaf=flip(good.leaf)))
-    with pytest.raises(InvalidArgumentError):  # right size, other root
+    with pytest.raises(InvalidProofError):  # right size, other root
         other_tree = copy_with(good, root=flip(good.root))
         consistency.update_inclusion_proof(other_tree)
-    with pytest.raises(InvalidArgumentError):  # garbage consistency proof
+    with pytest.raises(InvalidProofError):  # garbage consistency proof
         ConsistencyProof(None, "a", 3, b"", b"", None).update_inclusion_proof(good)  # type: ignore[arg-type]
     with pytest.raises(ArgumentTypeError):
         consistency.update_inclusion_proof(good.to_bytes())  # type: ignore[arg-type]

@@ -8,6 +8,8 @@ import threading
 from typing import Any, Dict, Optional
 
 from ..errors import DurabilityError
+from ..proofs import ConsistencyProof, InclusionProof
+from ..snapshot import ProofBatch, Snapshot
 from .checkpoints import Checkpoints
 from .opening import Opening
 from .policies import CheckpointPolicy, FlushPolicy
@@ -172,17 +174,21 @@ class RotorTree(Opening, Recovery, Wal, Checkpoints):
     def get_node(self, level: int, index: int) -> bytes:
         return self._live().get_node(level, index)
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Snapshot:
         """An immutable view of the in-memory tree (see :meth:`LeanIMT.snapshot`)."""
         return self._live().snapshot()
 
-    def generate_proof(self, index: int) -> Any:
+    def generate_proof(self, index: int) -> InclusionProof:
+        """See :meth:`LeanIMT.generate_proof`."""
         return self.snapshot().generate_proof(index)
 
-    def generate_proofs(self, indices: Any) -> Any:
+    def generate_proofs(self, indices: Any) -> ProofBatch:
+        """See :meth:`Snapshot.generate_proofs` (any iterable of integers, or
+        a 1-D integer array)."""
         return self.snapshot().generate_proofs(indices)
 
-    def generate_consistency_proof(self, old_size: int, old_root: bytes) -> Any:
+    def generate_consistency_proof(self, old_size: int, old_root: bytes) -> ConsistencyProof:
+        """See :meth:`LeanIMT.generate_consistency_proof`."""
         return self.snapshot().generate_consistency_proof(old_size, old_root)
 
     # -- introspection ------------------------------------------------------

@@ -73,7 +73,7 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
     fsync_dir(directory)
 
 
-def load_tree(cls: "Type[LeanIMT]", path: Any, verify: bool = True,
+def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
               in_place: bool = False) -> "LeanIMT":
     """Read a file written by :func:`save_tree` into a new tree without
     rehashing it (see the module docstring for what ``verify`` checks).
