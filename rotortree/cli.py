@@ -562,7 +562,7 @@ def _ignored_settings() -> List[str]:
         from . import config
     except ImportError:  # no C core (light client): nothing was configured
         return []
-    return list(config._config_errors)
+    return config.config_errors()
 
 
 def _error_line(error: BaseException) -> str:

@@ -233,6 +233,12 @@ def _configure(num_threads: object, parallel_threshold: object, par_chunk_size: 
         _sources[key] = source
 
 
+def config_errors() -> List[str]:
+    """One line for each setting import ignored (as in ``pool_info()``),
+    without asking the C core for the rest."""
+    return list(_config_errors)
+
+
 def pool_info() -> PoolInfo:
     """The settings in force, where each came from, the config file read, and
     ``config_errors``: one line for each setting ignored at import because it

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     from .snapshot import ProofBatch, Snapshot
 
 # Single inserts write the root into a per-thread buffer that C sees through
-# a cached cdata: allocating a cdata and copying through ffi.buffer cost
-# about a third of a whole insert. The buffer is taken out of the
-# thread-local while in use, so a signal handler that inserts in between
-# gets a buffer of its own.
+# a cached cdata: an insert is one short C call, next to which allocating a
+# cdata and copying through ffi.buffer every time is not small. The buffer is
+# taken out of the thread-local while in use, so a signal handler that
+# inserts in between gets a buffer of its own.
 _per_thread = threading.local()
 
 
@@ -78,9 +78,9 @@ class LeanIMT:
 
     def insert(self, leaf: bytes) -> bytes:
         """Append one 32-byte leaf; returns the new root."""
-        # The hot path of services that insert one leaf at a time: every
-        # attribute lookup and helper call here costs a visible share of a
-        # ~1.5 us insert, so the common case is spelled out inline.
+        # The hot path of services that insert one leaf at a time: the C
+        # call is short, so every attribute lookup and helper call here is a
+        # visible share of the insert; the common case is spelled out inline.
         if type(leaf) is not bytes or len(leaf) != HASH_LEN:
             leaf = single_leaf(leaf)
         buffer = _per_thread.__dict__.pop("root", None) or _new_root_buffer()
