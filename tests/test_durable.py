@@ -16,6 +16,7 @@ import threading
 import time
 
 import blake3
+import numpy as np
 import pytest
 
 import rotortree
@@ -168,6 +169,17 @@ def test_policy_objects():
         CheckpointPolicy.memory_threshold(1.5)
     with pytest.raises(TypeError):
         RotorTree("x")
+
+
+def test_policy_counts_follow_the_common_integer_rule():
+    """One rule for integer arguments: anything with __index__ (a numpy
+    integer) is accepted and stored as a plain int, so policies built
+    either way are equal."""
+    policy = CheckpointPolicy.every_entries(np.int64(5)) | CheckpointPolicy.memory_threshold(
+        np.uint32(1 << 20))
+    assert type(policy.entries) is int and type(policy.nbytes) is int
+    assert policy == CheckpointPolicy.every_entries(5) | CheckpointPolicy.memory_threshold(1 << 20)
+    assert CheckpointPolicy(entries=np.int16(3)).entries == 3
 
 
 def test_invalid_inserts_change_nothing(tmp_path):
