@@ -13,7 +13,7 @@ import errno as _errno
 import mmap
 import os
 import zlib
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .._native import ffi
 from ..errors import ArgumentTypeError, DurabilityError
@@ -125,17 +125,16 @@ def unlink_quietly(path: str) -> None:
         pass
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: write a temporary file, fsync it,
-    rename it over ``path``, fsync the directory. On failure the old file is
-    untouched (the temporary is removed); a failed directory fsync leaves
+def replace_file(path: str, tmp: str, exclusive: bool, write: Callable[[int], None]) -> None:
+    """Replace ``path`` with what ``write(fd)`` writes into the temporary
+    file ``tmp`` (created, or truncated unless ``exclusive``), then fsync it,
+    rename it over ``path`` and fsync the directory. On failure the old file
+    is untouched (the temporary is removed); a failed directory fsync leaves
     either version in place, both complete."""
-    directory = os.path.dirname(path) or "."
-    tmp = path + ".tmp"
-    fd = open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    fd = open_fd(tmp, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC))
     try:
         try:
-            write_all(fd, data, 0, tmp)
+            write(fd)
             fsync_fd(fd, tmp)
         finally:
             os.close(fd)
@@ -143,7 +142,14 @@ def atomic_write(path: str, data: bytes) -> None:
     except BaseException:
         unlink_quietly(tmp)
         raise
-    fsync_dir(directory)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` through ``path + ".tmp"`` (see
+    :func:`replace_file`)."""
+    tmp = path + ".tmp"
+    replace_file(path, tmp, False, lambda fd: write_all(fd, data, 0, tmp))
 
 
 def file_path(path: Any) -> str:
@@ -232,6 +238,7 @@ __all__ = [
     "fsync_dir",
     "open_fd",
     "unlink_quietly",
+    "replace_file",
     "atomic_write",
     "file_path",
     "map_file",

@@ -21,17 +21,7 @@ from .formats import (
     ZERO_NODE,
     level_lengths,
 )
-from .io import (
-    crc_of,
-    file_path,
-    fsync_dir,
-    fsync_fd,
-    io_error,
-    open_fd,
-    rename,
-    unlink_quietly,
-    write_all,
-)
+from .io import crc_of, file_path, io_error, replace_file, write_all
 from .verify import first_bad_level
 
 if TYPE_CHECKING:
@@ -44,33 +34,25 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
     snap = tree.snapshot()
     lengths = level_lengths(snap.size, snap.arity)
     header_len = SAVE_HEAD.size + len(lengths) * SAVE_LEVEL.size + SAVE_CRC.size
-    directory = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp-{os.getpid()}-{id(snap):x}"
-    fd = open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        try:
-            offset = header_len
-            crcs = []
-            for level, length in enumerate(lengths):
-                crc = 0
-                for piece in _core.snapshot_pieces(snap, level, 0, length):
-                    crc = zlib.crc32(piece, crc)
-                    write_all(fd, piece, offset, tmp)
-                    offset += piece.nbytes
-                crcs.append(crc)
-            head = SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, tree.max_depth,
-                                   len(lengths), 0, snap.size, snap.root or ZERO_NODE)
-            head += b"".join(SAVE_LEVEL.pack(n, c) for n, c in zip(lengths, crcs))
-            head += SAVE_CRC.pack(zlib.crc32(head))
-            write_all(fd, head, 0, tmp)
-            fsync_fd(fd, tmp)
-        finally:
-            os.close(fd)
-        rename(tmp, path)
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-    fsync_dir(directory)
+
+    def write(fd: int) -> None:
+        offset = header_len
+        crcs = []
+        for level, length in enumerate(lengths):
+            crc = 0
+            for piece in _core.snapshot_pieces(snap, level, 0, length):
+                crc = zlib.crc32(piece, crc)
+                write_all(fd, piece, offset, tmp)
+                offset += piece.nbytes
+            crcs.append(crc)
+        head = SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, tree.max_depth,
+                              len(lengths), 0, snap.size, snap.root or ZERO_NODE)
+        head += b"".join(SAVE_LEVEL.pack(n, c) for n, c in zip(lengths, crcs))
+        head += SAVE_CRC.pack(zlib.crc32(head))
+        write_all(fd, head, 0, tmp)
+
+    replace_file(path, tmp, True, write)
 
 
 def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
