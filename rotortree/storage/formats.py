@@ -10,6 +10,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, List, Optional, Tuple
 
+from .._native import lib
 from ..errors import CorruptionError, InvalidArgumentError
 from .io import atomic_write, fdatasync_fd, open_fd, write_all
 
@@ -97,7 +98,7 @@ class Meta:
             raise bad("checksum mismatch (the record is damaged)")
         if version != META_VERSION:
             raise bad(f"unsupported version {version}")
-        if not 2 <= arity <= 255 or not 1 <= max_depth <= 64 or flags & ~_META_KNOWN_FLAGS:
+        if not valid_shape(arity, max_depth) or flags & ~_META_KNOWN_FLAGS:
             raise bad(f"invalid header (arity {arity}, max_depth {max_depth}, flags {flags:#x})")
         levels = []
         offset = _META_HEAD.size
@@ -331,10 +332,17 @@ SAVE_CRC = struct.Struct("<I4x")  # 8
 
 
 def check_arity(arity: int, max_depth: int) -> None:
-    if not 2 <= arity <= 255:
-        raise InvalidArgumentError(f"arity must be 2..255, got {arity}")
-    if not 1 <= max_depth <= 64:
-        raise InvalidArgumentError(f"max_depth must be 1..64, got {max_depth}")
+    if not lib.RT_MIN_ARITY <= arity <= lib.RT_MAX_ARITY:
+        raise InvalidArgumentError(
+            f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {arity}")
+    if not 1 <= max_depth <= lib.RT_MAX_DEPTH_LIMIT:
+        raise InvalidArgumentError(f"max_depth must be 1..{lib.RT_MAX_DEPTH_LIMIT}, got {max_depth}")
+
+
+def valid_shape(arity: int, max_depth: int) -> bool:
+    """Whether a stored arity and max_depth are ones the C core accepts."""
+    return (lib.RT_MIN_ARITY <= arity <= lib.RT_MAX_ARITY
+            and 1 <= max_depth <= lib.RT_MAX_DEPTH_LIMIT)
 
 
 __all__ = [
@@ -377,4 +385,5 @@ __all__ = [
     "SAVE_CRC",
     "ZERO_NODE",
     "check_arity",
+    "valid_shape",
 ]

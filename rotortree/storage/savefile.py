@@ -20,6 +20,7 @@ from .formats import (
     SAVE_VERSION,
     ZERO_NODE,
     level_lengths,
+    valid_shape,
 )
 from .io import crc_of, file_path, io_error, replace_file, write_all
 from .verify import first_bad_level
@@ -92,7 +93,7 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
             raise bad("header checksum mismatch")
         if version != SAVE_VERSION:
             raise bad(f"unsupported version {version}")
-        if not 2 <= arity <= 255 or not 1 <= max_depth <= 64:
+        if not valid_shape(arity, max_depth):
             raise bad(f"invalid arity {arity} or max_depth {max_depth}")
         if size > arity ** max_depth:
             raise bad(f"{size} leaves exceed arity ** max_depth")
