@@ -139,7 +139,7 @@ CONSTRUCTOR_CASES = [
     Case("arity 2 max_depth 1", lambda _: LeanIMT(2, 1), OK),
     Case("arity 255 max_depth 64", lambda _: LeanIMT(255, 64), OK),
     Case("ProofBatch()", lambda _: ProofBatch(), TypeError, "generate_proofs or from_bytes"),
-    Case("RotorTree()", lambda _: RotorTree(), TypeError, r"RotorTree\.open"),
+    Case("RotorTree()", lambda _: RotorTree(), ArgumentTypeError, r"RotorTree\.open"),
     Case("Snapshot(None)", lambda _: Snapshot(None), ArgumentTypeError, r"LeanIMT\.snapshot"),
     Case("Snapshot(0)", lambda _: Snapshot(0), ArgumentTypeError, r"LeanIMT\.snapshot"),
     Case("Snapshot()", lambda _: Snapshot(), ArgumentTypeError, r"LeanIMT\.snapshot"),

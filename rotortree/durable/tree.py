@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, Optional
 
-from ..errors import DurabilityError
+from ..errors import ArgumentTypeError, DurabilityError
 from ..proofs import ConsistencyProof, InclusionProof
 from ..snapshot import ProofBatch, Snapshot
 from .checkpoints import Checkpoints
@@ -27,7 +27,7 @@ class RotorTree(Opening, Recovery, Wal, Checkpoints):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("use RotorTree.open(path, ...) to open or create a durable tree")
+        raise ArgumentTypeError("use RotorTree.open(path, ...) to open or create a durable tree")
 
     # -- opening ------------------------------------------------------------
 
