@@ -18,8 +18,6 @@ from .state import TreeState
 class Checkpoints(TreeState):
     """RotorTree methods that write checkpoints."""
 
-    # -- checkpoints --------------------------------------------------------
-
     def _checkpoint_due_locked(self) -> bool:
         return (self._entries_since >= self._due_entries
                 or self._leaves_since >= self._due_leaves)

@@ -20,8 +20,6 @@ REPLAY_BATCH_BYTES = 32 << 20
 class Recovery(TreeState):
     """RotorTree methods that rebuild the tree from its files."""
 
-    # -- recovery -------------------------------------------------------------
-
     def _restore_checkpoint(self, meta: Meta, verify: bool) -> None:
         self._seq = meta.last_seq
         self._size = meta.size
