@@ -18,7 +18,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests")
 import rotortree  # noqa: E402
 from _common import machine, median, time_runs, write_results  # noqa: E402
 from reference import root_of  # noqa: E402
-from rotortree.__main__ import deterministic_leaves  # noqa: E402
+from rotortree._util import deterministic_leaves  # noqa: E402
 
 
 def main() -> None:

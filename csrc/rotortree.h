@@ -88,6 +88,12 @@ const char *rt_kernel_name(int kernel);
 
 /* ---- thread pool and tunables ------------------------------------------ */
 
+/* The most threads rt_pool_configure accepts, and the threshold and chunk
+ * size the pool starts with (the Python package reads them from here). */
+#define RT_POOL_MAX_THREADS 1024u
+#define RT_POOL_DEFAULT_THRESHOLD 1024u
+#define RT_POOL_DEFAULT_CHUNK 64u
+
 struct rt_pool_config {
     uint32_t num_threads;        /* threads doing work, the caller included; >= 1 */
     uint64_t parallel_threshold; /* parents in one level before the pool is used; >= 1 */

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from .cli import deterministic_leaves, main
+from .cli import main
 
-__all__ = ["main", "deterministic_leaves"]
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

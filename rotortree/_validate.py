@@ -1,10 +1,17 @@
-"""Argument checks shared by the public API (one rule for every index)."""
+"""Argument checks shared by the public API: one rule for every integer
+argument, one for positive counts, one 64-bit limit. Pure Python (no C
+core), so the proof classes can use it in light client mode."""
 
 from __future__ import annotations
 
 import operator
 
-from .errors import ArgumentTypeError
+from typing import Optional
+
+from .errors import ArgumentTypeError, InvalidArgumentError
+
+#: Sizes, indices and counts cross into C as uint64_t.
+U64_MAX = (1 << 64) - 1
 
 
 def shown(value: object, limit: int = 60) -> str:
@@ -32,4 +39,17 @@ def int_arg(name: str, value: object) -> int:
         raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}") from None
 
 
-__all__ = ["int_arg", "shown"]
+
+def positive_int(name: str, value: object, upper: Optional[int] = None) -> int:
+    """``value`` as an int in ``1..upper`` (``upper`` None: any value below
+    2**64, the width C stores it in), by the rules of :func:`int_arg`."""
+    value = int_arg(name, value)
+    if value < 1 or (upper is not None and value > upper):
+        bound = f"1..{upper}" if upper is not None else ">= 1"
+        raise InvalidArgumentError(f"{name} must be {bound}, got {shown(value)}")
+    if value > U64_MAX:
+        raise InvalidArgumentError(f"{name} must be below 2**64, got {shown(value)}")
+    return value
+
+
+__all__ = ["U64_MAX", "int_arg", "positive_int", "shown"]

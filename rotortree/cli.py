@@ -19,9 +19,9 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
-from .benchmarks._common import deterministic_leaves
-from .benchmarks._common import non_negative_int as _non_negative
-from .benchmarks._common import positive_int as _positive
+from ._util import deterministic_leaves
+from ._util import non_negative_int as _non_negative
+from ._util import positive_int as _positive
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -269,7 +269,7 @@ def _open_leaves(path: str) -> Any:
 
 
 def _progress(source: Any, description: str, quiet: bool) -> Any:
-    from .benchmarks._common import Progress
+    from ._util import Progress
 
     # A bar for a file hashed in a blink is noise.
     small = source.nbytes is not None and source.nbytes < (256 << 20)
@@ -562,7 +562,7 @@ def _ignored_settings() -> List[str]:
         from . import config
     except ImportError:  # no C core (light client): nothing was configured
         return []
-    return list(config._config_errors)
+    return config.config_errors()
 
 
 def _error_line(error: BaseException) -> str:
@@ -622,4 +622,4 @@ def _broken_pipe() -> int:
     return EXIT_FAILED
 
 
-__all__ = ["main", "build_parser", "deterministic_leaves", "CliError"]
+__all__ = ["main", "build_parser", "CliError"]

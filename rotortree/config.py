@@ -52,7 +52,7 @@ import warnings
 from typing import Any, Dict, List, Mapping, Optional, Tuple, TypedDict
 
 from ._native import check, ffi, lib
-from ._validate import int_arg
+from ._validate import positive_int
 from ._validate import shown as _shown
 from .errors import (
     ArgumentTypeError,
@@ -63,9 +63,10 @@ from .errors import (
 )
 
 
-DEFAULT_PARALLEL_THRESHOLD = 1024
-DEFAULT_PAR_CHUNK_SIZE = 64
-MAX_THREADS = 1024
+# The C pool's own defaults and limit, so the two cannot disagree.
+DEFAULT_PARALLEL_THRESHOLD: int = lib.RT_POOL_DEFAULT_THRESHOLD
+DEFAULT_PAR_CHUNK_SIZE: int = lib.RT_POOL_DEFAULT_CHUNK
+MAX_THREADS: int = lib.RT_POOL_MAX_THREADS
 
 SETTINGS = ("num_threads", "parallel_threshold", "par_chunk_size", "simd")
 ENVIRONMENT_VARIABLES: Dict[str, str] = {
@@ -164,16 +165,6 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def _positive_int(name: str, value: object, upper: Optional[int] = None) -> int:
-    value = int_arg(name, value)
-    if value < 1 or (upper is not None and value > upper):
-        bound = f"1..{upper}" if upper is not None else ">= 1"
-        raise InvalidArgumentError(f"{name} must be {bound}, got {_shown(value)}")
-    if value >= 1 << 64:
-        raise InvalidArgumentError(f"{name} must be below 2**64, got {_shown(value)}")
-    return value
-
-
 def _kernel_number(simd: object) -> int:
     if not isinstance(simd, str):
         raise ArgumentTypeError(f"simd must be a str, not {type(simd).__name__}")
@@ -202,12 +193,15 @@ def best_kernel_number() -> int:
 
 
 def configure(
+    *,
     num_threads: Optional[int] = None,
     parallel_threshold: Optional[int] = None,
     par_chunk_size: Optional[int] = None,
     simd: Optional[str] = None,
 ) -> None:
     """Change the pool and kernel settings; ``None`` keeps a setting as it is.
+    Every argument is keyword-only: four optional settings in a row are
+    easy to pass in the wrong order.
 
     Every value is validated before anything changes. Changing ``num_threads``
     while another thread is inside a parallel insert raises
@@ -222,15 +216,15 @@ def _configure(num_threads: object, parallel_threshold: object, par_chunk_size: 
     lib.rt_pool_get_config(config)
     updates: Dict[str, object] = {}
     if num_threads is not None:
-        config.num_threads = updates["num_threads"] = _positive_int(
+        config.num_threads = updates["num_threads"] = positive_int(
             "num_threads", num_threads, MAX_THREADS
         )
     if parallel_threshold is not None:
-        config.parallel_threshold = updates["parallel_threshold"] = _positive_int(
+        config.parallel_threshold = updates["parallel_threshold"] = positive_int(
             "parallel_threshold", parallel_threshold
         )
     if par_chunk_size is not None:
-        config.par_chunk_size = updates["par_chunk_size"] = _positive_int(
+        config.par_chunk_size = updates["par_chunk_size"] = positive_int(
             "par_chunk_size", par_chunk_size
         )
     kernel = _kernel_number(simd) if simd is not None else None
@@ -240,6 +234,12 @@ def _configure(num_threads: object, parallel_threshold: object, par_chunk_size: 
         updates["simd"] = simd
     for key in updates:
         _sources[key] = source
+
+
+def config_errors() -> List[str]:
+    """One line for each setting import ignored (as in ``pool_info()``),
+    without asking the C core for the rest."""
+    return list(_config_errors)
 
 
 def pool_info() -> PoolInfo:
@@ -404,7 +404,7 @@ def _check_setting(key: str, value: object) -> object:
     if key == "simd":
         _kernel_number(value)
         return value
-    return _positive_int(key, value, MAX_THREADS if key == "num_threads" else None)
+    return positive_int(key, value, MAX_THREADS if key == "num_threads" else None)
 
 
 def write_config_file(settings: Mapping[str, object],

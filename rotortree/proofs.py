@@ -73,6 +73,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import blake3
 
+from ._validate import U64_MAX
 from .errors import ArgumentTypeError, InvalidArgumentError, InvalidProofError
 
 __all__ = [
@@ -99,7 +100,6 @@ FORMAT_VERSION = 1
 #: What from_bytes accepts (any object with the buffer protocol works).
 BytesLike = Union[bytes, bytearray, memoryview]
 
-_U64_MAX = (1 << 64) - 1
 _U8_MAX = 255
 # magic | version | arity | level_count | reserved | u64 | u64 ; then two hashes
 _HEADER = struct.Struct("<4sBBBBQQ")
@@ -165,15 +165,6 @@ def _normalize_hashes(values: object) -> object:
     if isinstance(values, (tuple, list)):
         return tuple(_normalize_bytes(value) for value in values)
     return values
-
-
-def _level_lengths(size: int, arity: int) -> List[int]:
-    """Node counts of levels 0..depth for a tree of ``size >= 1`` leaves."""
-    lengths = [size]
-    while size > 1:
-        size = (size + arity - 1) // arity
-        lengths.append(size)
-    return lengths
 
 
 def tree_depth(size: int, arity: int) -> int:
@@ -448,7 +439,7 @@ class InclusionProof(_Frozen):
         arity, index, size = self.arity, self.leaf_index, self.tree_size
         if not (_is_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
             return False
-        if not (_is_int(size) and 1 <= size <= _U64_MAX):
+        if not (_is_int(size) and 1 <= size <= U64_MAX):
             return False
         if not (_is_int(index) and 0 <= index < size):
             return False
@@ -503,8 +494,8 @@ class InclusionProof(_Frozen):
     def to_bytes(self) -> bytes:
         """The version-1 binary form (see the module docstring)."""
         arity = _check_encodable_int("arity", self.arity, MIN_ARITY, MAX_ARITY)
-        leaf_index = _check_encodable_int("leaf_index", self.leaf_index, 0, _U64_MAX)
-        tree_size = _check_encodable_int("tree_size", self.tree_size, 0, _U64_MAX)
+        leaf_index = _check_encodable_int("leaf_index", self.leaf_index, 0, U64_MAX)
+        tree_size = _check_encodable_int("tree_size", self.tree_size, 0, U64_MAX)
         root = _check_encodable_hash("root", self.root)
         leaf = _check_encodable_hash("leaf", self.leaf)
         levels = _check_encodable_levels(self.levels, ProofLevel)
@@ -532,7 +523,7 @@ class InclusionProof(_Frozen):
         what = "inclusion proof"
         arity, level_count, leaf_index, tree_size = _decode_header(buf, INCLUSION_MAGIC, what)
         root = buf[24:56]
-        leaf = buf[56:88]
+        leaf = buf[56:_HEADER_LEN]
         at, end = _HEADER_LEN, len(buf)
         # Decoding is most of a single proof's cost from Python, so the loop
         # builds each level directly rather than through _trusted.
@@ -587,8 +578,8 @@ class InclusionProof(_Frozen):
         where = "inclusion proof"
         d = _check_mapping(d, _INCLUSION_KEYS, where)
         proof_arity = _dict_arity(d, arity, where)
-        leaf_index = _dict_int(d, "leaf_index", where, 0, _U64_MAX)
-        tree_size = _dict_int(d, "tree_size", where, 0, _U64_MAX)
+        leaf_index = _dict_int(d, "leaf_index", where, 0, U64_MAX)
+        tree_size = _dict_int(d, "tree_size", where, 0, U64_MAX)
         leaf = _hex_hash(_dict_get(d, "leaf", where), f"{where}: leaf")
         root = _hex_hash(_dict_get(d, "root", where), f"{where}: root")
         levels = []
@@ -676,7 +667,7 @@ class ConsistencyProof(_Frozen):
         arity, old_size, new_size = self.arity, self.old_size, self.new_size
         if not (_is_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
             return False
-        if not (_is_int(old_size) and _is_int(new_size) and 1 <= old_size <= new_size <= _U64_MAX):
+        if not (_is_int(old_size) and _is_int(new_size) and 1 <= old_size <= new_size <= U64_MAX):
             return False
         old_root, new_root, levels = self.old_root, self.new_root, self.levels
         if not (_is_hash(old_root) and _is_hash(new_root) and isinstance(levels, tuple)):
@@ -746,8 +737,9 @@ class ConsistencyProof(_Frozen):
         trusted_new_size)`` (a forged pair of inputs gives a proof for a
         wrong size, which that check rejects).
         Raises :class:`InvalidArgumentError` if old_size == new_size (as the
-        Rust crate does), if this proof does not verify, or if ``old_proof``
-        does not fit it.
+        Rust crate does: there is nothing to update), and
+        :class:`InvalidProofError` if this proof does not verify or
+        ``old_proof`` does not fit it (the two proofs are inconsistent).
         """
         if not isinstance(old_proof, InclusionProof):
             raise ArgumentTypeError(
@@ -763,19 +755,19 @@ class ConsistencyProof(_Frozen):
         except Exception:
             verified = False
         if not verified:
-            raise InvalidArgumentError("the consistency proof does not verify")
+            raise InvalidProofError("the consistency proof does not verify")
         if old_proof.arity != self.arity:
-            raise InvalidArgumentError(
+            raise InvalidProofError(
                 f"arity mismatch: inclusion proof {old_proof.arity!r}, "
                 f"consistency proof {self.arity}"
             )
         if old_proof.tree_size != self.old_size:
-            raise InvalidArgumentError(
+            raise InvalidProofError(
                 f"the inclusion proof is for a tree of {old_proof.tree_size!r} leaves, "
                 f"the consistency proof starts at {self.old_size}"
             )
         if not old_proof.verify_against(self.old_root, self.old_size):
-            raise InvalidArgumentError(
+            raise InvalidProofError(
                 "the inclusion proof does not verify against the consistency proof's old_root"
             )
 
@@ -821,8 +813,8 @@ class ConsistencyProof(_Frozen):
     def to_bytes(self) -> bytes:
         """The version-1 binary form (see the module docstring)."""
         arity = _check_encodable_int("arity", self.arity, MIN_ARITY, MAX_ARITY)
-        old_size = _check_encodable_int("old_size", self.old_size, 0, _U64_MAX)
-        new_size = _check_encodable_int("new_size", self.new_size, 0, _U64_MAX)
+        old_size = _check_encodable_int("old_size", self.old_size, 0, U64_MAX)
+        new_size = _check_encodable_int("new_size", self.new_size, 0, U64_MAX)
         old_root = _check_encodable_hash("old_root", self.old_root)
         new_root = _check_encodable_hash("new_root", self.new_root)
         levels = _check_encodable_levels(self.levels, ConsistencyLevel)
@@ -851,7 +843,7 @@ class ConsistencyProof(_Frozen):
         what = "consistency proof"
         arity, level_count, old_size, new_size = _decode_header(buf, CONSISTENCY_MAGIC, what)
         old_root = buf[24:56]
-        new_root = buf[56:88]
+        new_root = buf[56:_HEADER_LEN]
         at, end = _HEADER_LEN, len(buf)
         levels = []
         for number in range(level_count):
@@ -903,8 +895,8 @@ class ConsistencyProof(_Frozen):
         where = "consistency proof"
         d = _check_mapping(d, _CONSISTENCY_KEYS, where)
         proof_arity = _dict_arity(d, arity, where)
-        old_size = _dict_int(d, "old_size", where, 0, _U64_MAX)
-        new_size = _dict_int(d, "new_size", where, 0, _U64_MAX)
+        old_size = _dict_int(d, "old_size", where, 0, U64_MAX)
+        new_size = _dict_int(d, "new_size", where, 0, U64_MAX)
         old_root = _hex_hash(_dict_get(d, "old_root", where), f"{where}: old_root")
         new_root = _hex_hash(_dict_get(d, "new_root", where), f"{where}: new_root")
         levels = []

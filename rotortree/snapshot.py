@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import struct
+import warnings
 from array import array
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
 from ._native import check, ffi, lib, raise_status
 from ._validate import int_arg as _int_arg
-from ._validate import shown
+from ._validate import U64_MAX, shown
 from .errors import (
     ArgumentTypeError,
     EmptyTreeError,
@@ -19,7 +20,6 @@ from .errors import (
 )
 from .proofs import ConsistencyProof, InclusionProof
 
-_U64_MAX = (1 << 64) - 1
 _BATCH_MAGIC = b"RTPB"
 _BATCH_VERSION = 1
 _BATCH_HEADER = struct.Struct("<4sB3xQ")
@@ -68,7 +68,7 @@ def _index_buffer(indices: Any) -> Any:
     converted = array("Q")
     for position, value in enumerate(values):
         value = _int_arg(f"index at position {position}", value)
-        if not 0 <= value <= _U64_MAX:
+        if not 0 <= value <= U64_MAX:
             raise NodeIndexError(f"index {shown(value)} at position {position} out of range")
         converted.append(value)
     return ffi.from_buffer("uint64_t[]", converted) if converted else ffi.NULL, len(converted)
@@ -83,16 +83,31 @@ class Snapshot:
     """
 
     __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "_keepalive", "__weakref__")
+    _snap: Any  # the C snapshot (a cffi pointer)
+    _size: int
+    _depth: int
+    _root: Optional[bytes]
+    _arity: int
+    _keepalive: Any
 
-    def __init__(self, handle: Any, keepalive: Any = None) -> None:
-        self._snap = ffi.gc(handle, lib.rt_snapshot_free)
-        self._keepalive = keepalive
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise ArgumentTypeError("Snapshot objects come from LeanIMT.snapshot or "
+                                "RotorTree.snapshot")
+
+    @classmethod
+    def _from_handle(cls, handle: Any, keepalive: Any = None) -> "Snapshot":
+        """Wrap a C snapshot (which the object then owns and frees);
+        ``keepalive`` holds the memory the snapshot reads in place."""
+        snap = object.__new__(cls)
+        snap._snap = ffi.gc(handle, lib.rt_snapshot_free)
+        snap._keepalive = keepalive
         state = ffi.new("struct rt_tree_state *")
-        lib.rt_snapshot_state(self._snap, state)
-        self._size = int(state.size)
-        self._depth = int(state.depth)
-        self._root = ffi.buffer(state.root)[:] if state.has_root else None
-        self._arity = int(lib.rt_snapshot_arity(self._snap))
+        lib.rt_snapshot_state(snap._snap, state)
+        snap._size = int(state.size)
+        snap._depth = int(state.depth)
+        snap._root = ffi.buffer(state.root)[:] if state.has_root else None
+        snap._arity = int(lib.rt_snapshot_arity(snap._snap))
+        return snap
 
     @property
     def root(self) -> Optional[bytes]:
@@ -124,7 +139,7 @@ class Snapshot:
     def get_node(self, level: int, index: int) -> bytes:
         level = _int_arg("level", level)
         index = _int_arg("index", index)
-        if not 0 <= level <= self._depth or not 0 <= index <= _U64_MAX:
+        if not 0 <= level <= self._depth or not 0 <= index <= U64_MAX:
             raise NodeIndexError(f"node ({shown(level)}, {shown(index)}) out of range")
         out = ffi.new("uint8_t[32]")
         status = lib.rt_snapshot_get_node(self._snap, level, index, out)
@@ -306,7 +321,7 @@ class ProofBatch(Sequence[InclusionProof]):
         root = _trusted_root_bytes(trusted_root)
         exact_int = isinstance(trusted_size, int) and not isinstance(trusted_size, bool)
         size = trusted_size if exact_int else -1
-        if root is None or not 1 <= size <= _U64_MAX:
+        if root is None or not 1 <= size <= U64_MAX:
             return 0 if len(self) else None
         return self._first_invalid(root, size)
 
@@ -371,7 +386,7 @@ class ProofBatch(Sequence[InclusionProof]):
 
 def _inclusion_length(view: memoryview, at: int) -> int:
     """Byte length of the serialized inclusion proof starting at ``at``."""
-    header = 88
+    header: int = lib.RT_PROOF_HEADER_LEN
     if len(view) - at < header:
         raise InvalidProofError("truncated inclusion proof header")
     level_count = view[at + 6]
@@ -397,8 +412,12 @@ def _trusted_root_bytes(value: object) -> Optional[bytes]:
 
 
 def verify_proofs(batch: ProofBatch) -> bool:
-    """``batch.verify()``: every proof hashes to the root it carries (in C, in
-    parallel). Self-consistency only; use ``batch.verify_against(root, size)``."""
+    """Deprecated: call ``batch.verify()``, which this only repeats (every
+    proof hashes to the root it carries; self-consistency only, see
+    ``batch.verify_against(root, size)``). Warns with DeprecationWarning."""
+    warnings.warn("rotortree.verify_proofs(batch) is deprecated; call batch.verify(), or "
+                  "batch.verify_against(root, size) for a trusted root",
+                  DeprecationWarning, stacklevel=2)
     if not isinstance(batch, ProofBatch):
         raise ArgumentTypeError(f"expected a ProofBatch, not {type(batch).__name__}")
     return batch.verify()

@@ -8,20 +8,23 @@ from typing import TYPE_CHECKING, Any, List, Optional
 from ._leaves import Leaves, leaf_batch, single_leaf
 from ._native import HASH_LEN, check, ffi, lib, raise_status
 from ._validate import int_arg as _int_arg
-from ._validate import shown
-from .errors import InvalidArgumentError, MaxDepthExceededError, NodeIndexError
+from ._validate import U64_MAX, shown
+from .errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    MaxDepthExceededError,
+    NodeIndexError,
+)
 
 if TYPE_CHECKING:
     from .proofs import ConsistencyProof, InclusionProof
     from .snapshot import ProofBatch, Snapshot
 
-_U64_MAX = (1 << 64) - 1
-
 # Single inserts write the root into a per-thread buffer that C sees through
-# a cached cdata: allocating a cdata and copying through ffi.buffer cost
-# about a third of a whole insert. The buffer is taken out of the
-# thread-local while in use, so a signal handler that inserts in between
-# gets a buffer of its own.
+# a cached cdata: an insert is one short C call, next to which allocating a
+# cdata and copying through ffi.buffer every time is not small. The buffer is
+# taken out of the thread-local while in use, so a signal handler that
+# inserts in between gets a buffer of its own.
 _per_thread = threading.local()
 
 
@@ -75,9 +78,9 @@ class LeanIMT:
 
     def insert(self, leaf: bytes) -> bytes:
         """Append one 32-byte leaf; returns the new root."""
-        # The hot path of services that insert one leaf at a time: every
-        # attribute lookup and helper call here costs a visible share of a
-        # ~1.5 us insert, so the common case is spelled out inline.
+        # The hot path of services that insert one leaf at a time: the C
+        # call is short, so every attribute lookup and helper call here is a
+        # visible share of the insert; the common case is spelled out inline.
         if type(leaf) is not bytes or len(leaf) != HASH_LEN:
             leaf = single_leaf(leaf)
         buffer = _per_thread.__dict__.pop("root", None) or _new_root_buffer()
@@ -121,8 +124,8 @@ class LeanIMT:
         size = self.size
         capacity = self.capacity
         limit = f"arity**max_depth = {self._arity}**{self._max_depth}"
-        if capacity > _U64_MAX:  # sizes are 64-bit: that is the real limit
-            capacity = _U64_MAX
+        if capacity > U64_MAX:  # sizes are 64-bit: that is the real limit
+            capacity = U64_MAX
             limit = f"2**64 - 1 leaves (arity**max_depth = {self._arity}**{self._max_depth} is more)"
         else:
             limit += f" = {capacity:,} leaves"
@@ -187,7 +190,7 @@ class LeanIMT:
     def get_node(self, level: int, index: int) -> bytes:
         """The 32-byte node at (level, index)."""
         level = _index_arg("level", level, lib.RT_MAX_DEPTH_LIMIT)
-        index = _index_arg("index", index, _U64_MAX)
+        index = _index_arg("index", index, U64_MAX)
         out = ffi.new("uint8_t[32]")
         status = lib.rt_tree_get_node(self._tree, level, index, out)
         if status == lib.RT_ERR_INDEX:
@@ -209,7 +212,7 @@ class LeanIMT:
 
         out = ffi.new("rt_snapshot **")
         check(lib.rt_tree_snapshot(self._tree, out), "snapshot")
-        return Snapshot(out[0], self._keepalive)
+        return Snapshot._from_handle(out[0], self._keepalive)
 
     def generate_proof(self, index: int) -> "InclusionProof":
         """Inclusion proof of leaf ``index`` (any integer with ``__index__``,
@@ -236,8 +239,8 @@ class LeanIMT:
         save_tree(self, path)
 
     @classmethod
-    def load(cls, path: Any, verify: bool = True, mmap: bool = False) -> "LeanIMT":
-        """Read a file written by :meth:`save`.
+    def load(cls, path: Any, *, verify: bool = True, mmap: bool = False) -> "LeanIMT":
+        """Read a file written by :meth:`save`. The flags are keyword-only.
         With ``verify`` every level's CRC is checked and every level is
         rehashed to the root (in parallel), so a changed node is caught even
         when its CRC was kept valid; otherwise only the header is checked and
@@ -249,7 +252,10 @@ class LeanIMT:
         Raises :class:`~rotortree.CorruptionError` naming the file."""
         from .storage import load_tree
 
-        return load_tree(cls, path, verify, mmap)
+        for name, flag in (("verify", verify), ("mmap", mmap)):
+            if not isinstance(flag, bool):
+                raise ArgumentTypeError(f"{name} must be a bool, not {type(flag).__name__}")
+        return load_tree(cls, path, verify=verify, in_place=mmap)
 
     def __repr__(self) -> str:
         state = self._state()

@@ -17,7 +17,7 @@ import pytest
 import rotortree
 from rotortree import cli
 from rotortree._leaf_file import LeafFile, file_root, segment_leaves
-from rotortree.benchmarks._common import deterministic_leaves
+from rotortree._util import deterministic_leaves
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COMMANDS = ["demo", "bench", "tune", "config", "root", "prove", "verify"]

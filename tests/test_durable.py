@@ -16,6 +16,7 @@ import threading
 import time
 
 import blake3
+import numpy as np
 import pytest
 
 import rotortree
@@ -31,6 +32,7 @@ from rotortree import (
     TreeLockedError,
 )
 from rotortree import storage
+from rotortree.storage import io as storage_io
 from rotortree._native import ffi, lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,6 +169,17 @@ def test_policy_objects():
         CheckpointPolicy.memory_threshold(1.5)
     with pytest.raises(TypeError):
         RotorTree("x")
+
+
+def test_policy_counts_follow_the_common_integer_rule():
+    """One rule for integer arguments: anything with __index__ (a numpy
+    integer) is accepted and stored as a plain int, so policies built
+    either way are equal."""
+    policy = CheckpointPolicy.every_entries(np.int64(5)) | CheckpointPolicy.memory_threshold(
+        np.uint32(1 << 20))
+    assert type(policy.entries) is int and type(policy.nbytes) is int
+    assert policy == CheckpointPolicy.every_entries(5) | CheckpointPolicy.memory_threshold(1 << 20)
+    assert CheckpointPolicy(entries=np.int16(3)).entries == 3
 
 
 def test_invalid_inserts_change_nothing(tmp_path):
@@ -372,7 +385,7 @@ def test_gap_between_segments(tmp_path, monkeypatch, acknowledged):
     def rename_fails(*args):
         tree.insert(leaf(2))     # first entry of the newer segment
         raise OSError(errno.EIO, "injected")
-    monkeypatch.setattr(storage, "_rename", rename_fails)
+    monkeypatch.setattr(storage_io, "sys_rename", rename_fails)
     with pytest.raises(DurabilityError):
         tree.checkpoint()   # rotated the WAL, did not commit
     monkeypatch.undo()
@@ -491,15 +504,15 @@ def abandon(tree) -> None:
 def crash_at(monkeypatch, n: int) -> list:
     """Make the n-th write/fsync/fdatasync/rename/truncate from now raise Crash."""
     calls = []
-    for name in ("_pwrite", "_fsync", "_fdatasync", "_rename", "_truncate"):
-        real = getattr(storage, name)
+    for name in ("sys_pwrite", "sys_fsync", "sys_fdatasync", "sys_rename", "sys_truncate"):
+        real = getattr(storage_io, name)
 
         def hook(*args, _real=real, _name=name):
             calls.append(_name)
             if len(calls) == n:
                 raise Crash(_name)
             return _real(*args)
-        monkeypatch.setattr(storage, name, hook)
+        monkeypatch.setattr(storage_io, name, hook)
     return calls
 
 
@@ -615,7 +628,7 @@ def test_write_failure_fails_the_call_and_changes_nothing(tmp_path, monkeypatch)
     with manual(path) as tree:
         tree.insert_durable(leaves(0, 5))
         before, root = file_bytes(path), tree.root
-        monkeypatch.setattr(storage, "_pwrite", _fail(errno.ENOSPC))
+        monkeypatch.setattr(storage_io, "sys_pwrite", _fail(errno.ENOSPC))
         with pytest.raises(DurabilityError) as info:
             tree.insert(leaf(5))
         assert info.value.operation == "write" and info.value.errno == errno.ENOSPC
@@ -633,7 +646,7 @@ def test_write_failure_fails_the_call_and_changes_nothing(tmp_path, monkeypatch)
                 return os.pwrite(fd, bytes(data)[:len(data) // 2], offset)
             raise OSError(errno.EIO, "I/O error")
 
-        monkeypatch.setattr(storage, "_pwrite", half_then_fail)
+        monkeypatch.setattr(storage_io, "sys_pwrite", half_then_fail)
         with pytest.raises(DurabilityError):
             tree.insert(leaf(5))
         assert file_bytes(path) == before and tree.size == 5
@@ -649,8 +662,8 @@ def test_failed_rollback_refuses_writes(tmp_path, monkeypatch):
     path = tmp_path / "t"
     with manual(path) as tree:
         tree.insert_durable(leaf(0))
-        monkeypatch.setattr(storage, "_pwrite", _fail(errno.ENOSPC))
-        monkeypatch.setattr(storage, "_truncate", _fail())
+        monkeypatch.setattr(storage_io, "sys_pwrite", _fail(errno.ENOSPC))
+        monkeypatch.setattr(storage_io, "sys_truncate", _fail())
         with pytest.raises(DurabilityError, match="No space"):
             tree.insert(leaf(1))
         monkeypatch.undo()
@@ -664,7 +677,7 @@ def test_fsync_failure_refuses_writes_and_never_reports_durable(tmp_path, monkey
     tree = manual(path)
     tree.insert_durable(leaf(0))
     _, token = tree.insert(leaf(1))
-    monkeypatch.setattr(storage, "_fsync", _fail())
+    monkeypatch.setattr(storage_io, "sys_fsync", _fail())
     with pytest.raises(DurabilityError) as info:
         tree.flush()
     assert info.value.operation == "fsync"
@@ -691,13 +704,13 @@ def test_fsync_failure_refuses_writes_and_never_reports_durable(tmp_path, monkey
 
 def test_fsync_failure_in_the_background_flusher(tmp_path, monkeypatch):
     path = tmp_path / "t"
-    monkeypatch.setattr(storage, "_fsync", _fail())
+    monkeypatch.setattr(storage_io, "sys_fsync", _fail())
     with pytest.raises(DurabilityError):
         RotorTree.open(path, create=True)   # creating the directory needs fsync too
     monkeypatch.undo()
     tree = RotorTree.open(path, create=True, flush_policy=FlushPolicy.interval(0.002),
                           checkpoint_policy=CheckpointPolicy.manual())
-    monkeypatch.setattr(storage, "_fsync", _fail())
+    monkeypatch.setattr(storage_io, "sys_fsync", _fail())
     _, token = tree.insert(leaf(0))
     with pytest.raises(DurabilityError):
         token.wait(5.0)
@@ -710,7 +723,7 @@ def test_fsync_failure_in_the_background_flusher(tmp_path, monkeypatch):
 def test_close_reports_an_unreported_fsync_failure(tmp_path, monkeypatch):
     tree = RotorTree.open(tmp_path / "t", create=True, flush_policy=FlushPolicy.interval(0.002),
                           checkpoint_policy=CheckpointPolicy.manual())
-    monkeypatch.setattr(storage, "_fsync", _fail())
+    monkeypatch.setattr(storage_io, "sys_fsync", _fail())
     tree.insert(leaf(0))
     assert wait_until(lambda: tree.stats()["failed"])
     monkeypatch.undo()
@@ -735,8 +748,8 @@ def test_checkpoint_write_failure_changes_nothing(tmp_path, monkeypatch):
         committed = {n: (path / n).read_bytes()[:32 * r.stored] for n, r in
                      ((storage.level_file_name(i), r)
                       for i, r in enumerate(storage.read_meta(str(path)).levels)) if r.stored}
-        real = storage._pwrite
-        monkeypatch.setattr(storage, "_pwrite", lambda fd, data, off: (
+        real = storage_io.sys_pwrite
+        monkeypatch.setattr(storage_io, "sys_pwrite", lambda fd, data, off: (
             _fail(errno.ENOSPC)() if _level_fd(fd) else real(fd, data, off)))
         with pytest.raises(DurabilityError) as info:
             tree.checkpoint()
@@ -760,7 +773,7 @@ def test_rename_failure_leaves_the_old_checkpoint(tmp_path, monkeypatch):
         tree.checkpoint()
         tree.insert_many(leaves(100, 100))
         meta_before = (path / "meta").read_bytes()
-        monkeypatch.setattr(storage, "_rename", _fail())
+        monkeypatch.setattr(storage_io, "sys_rename", _fail())
         with pytest.raises(DurabilityError) as info:
             tree.checkpoint()
         assert info.value.operation == "rename"
@@ -778,7 +791,7 @@ def test_checkpoint_fsync_failure_poisons(tmp_path, monkeypatch):
     path = tmp_path / "t"
     tree = manual(path)
     tree.insert_durable(leaves(0, 300))
-    monkeypatch.setattr(storage, "_fsync", _fail())
+    monkeypatch.setattr(storage_io, "sys_fsync", _fail())
     with pytest.raises(DurabilityError) as info:
         tree.checkpoint()
     assert info.value.operation == "fsync"
@@ -793,7 +806,7 @@ def test_checkpoint_fsync_failure_poisons(tmp_path, monkeypatch):
 def test_background_checkpoint_failure_is_reported_once(tmp_path, monkeypatch):
     path = tmp_path / "t"
     with manual(path, checkpoint_policy=CheckpointPolicy.every_entries(2)) as tree:
-        monkeypatch.setattr(storage, "_rename", _fail())
+        monkeypatch.setattr(storage_io, "sys_rename", _fail())
         tree.insert(leaf(0))
         tree.insert(leaf(1))
         assert wait_until(lambda: tree._background_error is not None)
@@ -910,7 +923,7 @@ def test_mmap_levels_keep_resident_memory_down(tmp_path):
     path = tmp_path / "t"
     size = 1 << 20   # level 0 is 32 MiB
     with manual(path) as tree:
-        from rotortree.__main__ import deterministic_leaves
+        from rotortree._util import deterministic_leaves
 
         tree.insert_many(deterministic_leaves(size))
         tree.checkpoint()
@@ -1124,8 +1137,8 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     tree.save(path)
     before = path.read_bytes()
     tree.insert_many(leaves(100, 100))
-    for hook in ("_pwrite", "_fsync", "_rename"):
-        monkeypatch.setattr(storage, hook, _fail())
+    for hook in ("sys_pwrite", "sys_fsync", "sys_rename"):
+        monkeypatch.setattr(storage_io, hook, _fail())
         with pytest.raises(DurabilityError):
             tree.save(path)
         monkeypatch.undo()
@@ -1136,7 +1149,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 
 def test_save_load_a_million_leaves_without_rehashing(tmp_path):
-    from rotortree.__main__ import deterministic_leaves
+    from rotortree._util import deterministic_leaves
 
     data = deterministic_leaves(1 << 20)
     tree = rotortree.LeanIMT(4)

@@ -34,6 +34,7 @@ from rotortree import (
     TreeLockedError,
 )
 from rotortree import storage
+from rotortree.storage import io as storage_io
 from test_durable import (
     Crash,
     _fail,
@@ -99,7 +100,7 @@ def test_repeated_checkpoint_failures_keep_files_and_descriptors(tmp_path, monke
     tree.insert_many(leaves(100, 100))
     tree.flush()
     fds, files, root = open_fds(), wal_state(path), tree.root
-    monkeypatch.setattr(storage, "_rename", _fail())
+    monkeypatch.setattr(storage_io, "sys_rename", _fail())
     for _ in range(300):   # past a 256-descriptor limit if each kept one
         with pytest.raises(DurabilityError):
             tree.checkpoint()
@@ -130,7 +131,7 @@ def test_retired_segment_of_a_failed_checkpoint_is_closed_once_synced(tmp_path, 
         inserted.append(tree.insert(leaf(52))[1])
         raise OSError(errno.EIO, "injected")
 
-    monkeypatch.setattr(storage, "_rename", rename_fails)
+    monkeypatch.setattr(storage_io, "sys_rename", rename_fails)
     for _ in range(3):
         with pytest.raises(DurabilityError):
             tree.checkpoint()
@@ -342,8 +343,8 @@ def test_sync_record_written_before_acknowledging(tmp_path, monkeypatch):
     path = tmp_path / "t"
     tree = manual(path, arity=4)
     tree.insert_durable(leaf(0))
-    real = storage._pwrite
-    monkeypatch.setattr(storage, "_pwrite", lambda fd, data, off: (
+    real = storage_io.sys_pwrite
+    monkeypatch.setattr(storage_io, "sys_pwrite", lambda fd, data, off: (
         _fail(errno.ENOSPC)() if fd_path_endswith(fd, "/" + storage.SYNC_NAME)
         else real(fd, data, off)))
     fds = open_fds()
@@ -387,7 +388,7 @@ def test_crash_at_every_io_call_of_a_group_commit(tmp_path, monkeypatch):
 
 def test_interval_flusher_retries_a_failed_sync_record_write(tmp_path, monkeypatch):
     path = tmp_path / "t"
-    real = storage._pwrite
+    real = storage_io.sys_pwrite
     failures = []
 
     def fail_twice(fd, data, offset):
@@ -398,7 +399,7 @@ def test_interval_flusher_retries_a_failed_sync_record_write(tmp_path, monkeypat
 
     with RotorTree.open(path, arity=4, create=True, flush_policy=FlushPolicy.interval(0.002),
                         checkpoint_policy=CheckpointPolicy.manual()) as tree:
-        monkeypatch.setattr(storage, "_pwrite", fail_twice)
+        monkeypatch.setattr(storage_io, "sys_pwrite", fail_twice)
         _, token = tree.insert(leaf(0))
         assert token.wait(10.0)
         assert len(failures) == 2 and not tree.stats()["failed"]
@@ -408,7 +409,7 @@ def test_interval_flusher_retries_a_failed_sync_record_write(tmp_path, monkeypat
 def test_sync_record_fsync_failure_refuses_writes(tmp_path, monkeypatch):
     path = tmp_path / "t"
     tree = manual(path, arity=4)
-    monkeypatch.setattr(storage, "_fdatasync", _fail())   # only the sync record uses it
+    monkeypatch.setattr(storage_io, "sys_fdatasync", _fail())   # only the sync record uses it
     with pytest.raises(DurabilityError):
         tree.insert_durable(leaf(0))
     monkeypatch.undo()

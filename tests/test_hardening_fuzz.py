@@ -208,7 +208,7 @@ def test_mutated_proof_batches(shapes, ops, header_ops):
     assert verdicts == c_verdicts
     expected_first = next((i for i, ok in enumerate(verdicts) if not ok), None)
     assert batch.first_invalid() == expected_first
-    assert rotortree.verify_proofs(batch) == (expected_first is None)
+    assert batch.verify() == (expected_first is None)
     def trusted_verdict(data: bytes) -> bool:
         try:
             return InclusionProof.from_bytes(data).verify_against(trusted.root, trusted.size)

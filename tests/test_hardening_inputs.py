@@ -139,9 +139,10 @@ CONSTRUCTOR_CASES = [
     Case("arity 2 max_depth 1", lambda _: LeanIMT(2, 1), OK),
     Case("arity 255 max_depth 64", lambda _: LeanIMT(255, 64), OK),
     Case("ProofBatch()", lambda _: ProofBatch(), TypeError, "generate_proofs or from_bytes"),
-    Case("RotorTree()", lambda _: RotorTree(), TypeError, r"RotorTree\.open"),
-    Case("Snapshot(None)", lambda _: Snapshot(None), TypeError),
-    Case("Snapshot(0)", lambda _: Snapshot(0), TypeError),
+    Case("RotorTree()", lambda _: RotorTree(), ArgumentTypeError, r"RotorTree\.open"),
+    Case("Snapshot(None)", lambda _: Snapshot(None), ArgumentTypeError, r"LeanIMT\.snapshot"),
+    Case("Snapshot(0)", lambda _: Snapshot(0), ArgumentTypeError, r"LeanIMT\.snapshot"),
+    Case("Snapshot()", lambda _: Snapshot(), ArgumentTypeError, r"LeanIMT\.snapshot"),
 ]
 
 
@@ -517,6 +518,7 @@ CONFIGURE_CASES = [
                                                                    simd="nope"),
          InvalidArgumentError, "unknown"),
     Case("unknown keyword", lambda _: rotortree.configure(threads=2), TypeError, "threads"),
+    Case("positional", lambda _: rotortree.configure(2), TypeError, "positional"),
 ] + [Case(f"unsupported kernel {k}", lambda _, k=k: rotortree.configure(simd=k),
           UnsupportedKernelError, "not supported") for k in _missing_kernels]
 
@@ -537,6 +539,7 @@ VERIFY_PROOFS_CASES = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # verify_proofs is deprecated
 @pytest.mark.parametrize("case", VERIFY_PROOFS_CASES, ids=ids(VERIFY_PROOFS_CASES))
 def test_verify_proofs(tree, case):
     run_case(case, tree)
@@ -638,7 +641,6 @@ def test_damaged_batch_reports_the_damaged_proof(tree):
     data[16 + first_len + 30] ^= 1      # the root of proof 1
     batch = ProofBatch.from_bytes(bytes(data))
     assert batch.first_invalid() == 1 and not batch.verify()
-    assert not rotortree.verify_proofs(batch)
     assert not batch[1].verify() and batch[0].verify() and batch[2].verify()
 
 
@@ -765,9 +767,9 @@ def test_update_inclusion_proof_bad_arguments(tree):
     for bad, error, match in [
         (None, ArgumentTypeError, "InclusionProof"),
         (old_proof.to_bytes(), ArgumentTypeError, "bytes"),
-        (tree.generate_proof(7), InvalidArgumentError, "tree of 100 leaves"),
+        (tree.generate_proof(7), InvalidProofError, "tree of 100 leaves"),
         (InclusionProof(old_proof.root, bytes(32), 7, 40, ARITY, old_proof.levels),
-         InvalidArgumentError, "does not verify"),
+         InvalidProofError, "does not verify"),
     ]:
         with pytest.raises(error, match=match):
             consistency.update_inclusion_proof(bad)
@@ -810,6 +812,13 @@ def test_save_and_load_bad_arguments(tree, tmp_path):
         with pytest.raises(CorruptionError):
             LeanIMT.load(tmp_path / "cut")
     assert fingerprint(LeanIMT.load(good)) == before == fingerprint(tree)
+    # The flags are keyword-only and must be bools: a truthy "no" must not
+    # silently mean True, and load(path, False) must not be read as verify.
+    with pytest.raises(TypeError):
+        LeanIMT.load(good, False)  # type: ignore[misc]
+    for flag in ("verify", "mmap"):
+        with pytest.raises(ArgumentTypeError, match=f"{flag} must be a bool"):
+            LeanIMT.load(good, **{flag: "no"})
 
 
 # -- durable trees ---------------------------------------------------------------------------
@@ -863,6 +872,10 @@ OPEN_CASES = [
          "int"),
     Case("memory_threshold -1", lambda p: CheckpointPolicy.memory_threshold(-1),
          InvalidArgumentError, ">= 1"),
+    Case("every_entries 2**64", lambda p: CheckpointPolicy.every_entries(1 << 64),
+         InvalidArgumentError, "below 2\\*\\*64"),
+    Case("every_entries bool", lambda p: CheckpointPolicy.every_entries(True), ArgumentTypeError,
+         "bool"),
     Case("policy | int", lambda p: CheckpointPolicy.manual() | 5, TypeError),
     Case("second open of an open tree", lambda p: RotorTree.open(p / "open"),
          rotortree.TreeLockedError, "already open"),

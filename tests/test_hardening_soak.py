@@ -140,7 +140,7 @@ def reader(load: Load, tree: LeanIMT, seed: int) -> None:
         count = rng.choice((1, 8, 64, 700))
         indices = np.array([rng.randrange(size) for _ in range(count)], dtype=np.uint64)
         batch = snap.generate_proofs(indices)
-        if not batch.verify_against(root, size) or not rotortree.verify_proofs(batch):
+        if not batch.verify_against(root, size) or not batch.verify():
             load.fail(f"a batch of {count} proofs at size {size} does not verify")
         load.count("proofs", count)
         position = rng.randrange(count)

@@ -4,7 +4,8 @@ WAL bookkeeping committed, or nowhere; later inserts, crashes, checkpoints
 and reopens then see exactly the leaves the tree holds.
 
 The exception is injected by a trace function at every point of the write
-path (in rotortree.durable, rotortree.storage and rotortree._leaves) where
+path (in the rotortree.durable and rotortree.storage packages, rotortree._core
+and rotortree._leaves) where
 CPython can raise one: on entering each function and right after each call
 returns (the C insert, pwrite, the CRC, the bookkeeping helpers). Double
 faults (the repair interrupted too) are injected by replacing the repair's
@@ -26,12 +27,18 @@ import numpy as np
 import pytest
 
 import rotortree
-from rotortree import CheckpointPolicy, FlushPolicy, LeanIMT, RotorTree, durable, storage
+from rotortree import CheckpointPolicy, FlushPolicy, LeanIMT, RotorTree, _core, durable, storage
+from rotortree.storage import io as storage_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARITY = 3
+# Every module of the durable and storage packages, and the core facade the
+# write path calls into.
 TRACED = {os.path.abspath(module.__file__) for module in
-          (durable, storage, sys.modules["rotortree._leaves"])}
+          (_core, sys.modules["rotortree._leaves"])} | {
+    os.path.abspath(module.__file__) for name, module in list(sys.modules.items())
+    if name.startswith(("rotortree.durable", "rotortree.storage"))
+    and getattr(module, "__file__", None)}
 
 
 class Injected(BaseException):
@@ -193,12 +200,12 @@ def insert_with_commit_interrupted_twice(tree, monkeypatch, start: int, count: i
 
 def interrupt_after_write(tree, monkeypatch):
     """A frame fully written, then an exception before the C insert."""
-    real = storage._pwrite
+    real = storage_io.sys_pwrite
 
     def pwrite_then_interrupt(fd, data, offset):
         real(fd, data, offset)
         raise Injected("after pwrite")
-    monkeypatch.setattr(storage, "_pwrite", pwrite_then_interrupt)
+    monkeypatch.setattr(storage_io, "sys_pwrite", pwrite_then_interrupt)
 
 
 def test_interrupted_rollback_is_finished_by_the_next_call(tmp_path, monkeypatch):
@@ -208,7 +215,7 @@ def test_interrupted_rollback_is_finished_by_the_next_call(tmp_path, monkeypatch
                                       if storage.parse_segment_name(n) is not None))
     end = os.path.getsize(wal)
     interrupt_after_write(tree, monkeypatch)
-    monkeypatch.setattr(storage, "_truncate", fail_once(storage._truncate))
+    monkeypatch.setattr(storage_io, "sys_truncate", fail_once(storage_io.sys_truncate))
     with pytest.raises(Injected):
         tree.insert(leaves(7, 1))
     monkeypatch.undo()
@@ -262,7 +269,7 @@ def test_finalizer_cuts_the_frame_of_an_unsettled_append(tmp_path, monkeypatch):
     tree = open_manual(tmp_path / "t", arity=ARITY)
     tree.insert_durable(leaves(0, 7))
     interrupt_after_write(tree, monkeypatch)
-    monkeypatch.setattr(storage, "_truncate", fail_once(storage._truncate))
+    monkeypatch.setattr(storage_io, "sys_truncate", fail_once(storage_io.sys_truncate))
     with pytest.raises(Injected):
         tree.insert_many(leaves(7, 2))
     monkeypatch.undo()
@@ -291,7 +298,7 @@ def test_keyboard_interrupt_after_the_c_insert(tmp_path, monkeypatch):
     """The reported repro: the C insert returns, then KeyboardInterrupt."""
     tree = open_manual(tmp_path / "t", arity=ARITY)
     tree.insert_many(leaves(0, 7))
-    monkeypatch.setattr(durable, "lib", InterruptingLib(durable.lib))
+    monkeypatch.setattr(_core, "lib", InterruptingLib(_core.lib))
     with pytest.raises(KeyboardInterrupt):
         tree.insert_many(leaves(7, 5))
     monkeypatch.undo()

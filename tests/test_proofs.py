@@ -131,7 +131,21 @@ def test_batch_equals_single_proofs(form):
     assert list(batch) == [snap.generate_proof(i) for i in indices]
     assert batch[-1] == snap.generate_proof(4095)
     assert batch[1:3] == [snap.generate_proof(1), snap.generate_proof(4096)]
-    assert batch.verify() and rotortree.verify_proofs(batch)
+    assert batch.verify()
+
+
+def test_verify_proofs_is_deprecated_for_batch_verify():
+    """One way to verify a batch: the module-level duplicate still answers
+    as batch.verify() does, with a DeprecationWarning naming the method."""
+    snap = tree_of(4, 100).snapshot()
+    good = snap.generate_proofs(range(0, 100, 7))
+    data = bytearray(good.to_bytes())
+    data[16 + 30] ^= 1      # the root proof 0 carries
+    bad = ProofBatch.from_bytes(bytes(data))
+    for batch in (good, bad):
+        with pytest.warns(DeprecationWarning, match=r"batch\.verify\(\)"):
+            assert rotortree.verify_proofs(batch) is batch.verify()
+    assert good.verify() and not bad.verify()
 
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
@@ -437,7 +451,6 @@ def test_side_by_side_batch_matches_single_proofs(side_by_side_pool, kernel, thr
         batch = batch_of(proofs)
         assert batch.first_invalid() == want
         assert batch.verify() is (want is None)
-        assert rotortree.verify_proofs(batch) is (want is None)
         # A suffix starts the blocks of 16 at a different proof.
         start = rng.randrange(1, 40)
         assert batch_of(proofs[start:]).first_invalid() == first_failure(proofs[start:],

@@ -1,0 +1,117 @@
+"""The files an open durable tree owns (descriptors of the lock, WAL
+segments, level files and sync record), and the finalizer that syncs and
+closes them when a tree is collected without ``close()``."""
+
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import os
+from typing import Dict, List, Optional, Tuple
+
+from .. import storage
+from ..errors import DurabilityError
+from ..tree import LeanIMT
+from .tokens import SyncState
+
+
+LOCK_NAME = "LOCK"
+# Every recovery that drops or repairs something says so here (besides
+# ``tree.recovery``), so that an operator's log shows it.
+log = logging.getLogger("rotortree")
+# errnos meaning "this storage cannot be written": a writable open turns them
+# into ReadOnlyTreeError pointing at read_only=True.
+READ_ONLY_ERRNOS = frozenset({_errno.EROFS, _errno.EACCES, _errno.EPERM})
+# What a creation interrupted before its metadata record was committed leaves.
+CREATION_LEFTOVERS = frozenset((LOCK_NAME, storage.META_NAME + ".tmp", storage.SYNC_NAME,
+                                 storage.SYNC_NAME + ".tmp"))
+
+
+class Segment:
+    __slots__ = ("gen", "path", "fd", "offset", "synced")
+
+    def __init__(self, gen: int, path: str, fd: int, offset: int) -> None:
+        self.gen = gen
+        self.path = path
+        self.fd = fd           # -1 when not open
+        self.offset = offset   # where the next frame goes
+        self.synced = fd < 0
+
+
+# An append in progress: (LeanIMT, segment, frame offset, frame end, seq,
+# size, entries since checkpoint, leaves since checkpoint), the last five
+# being the values once the append is committed. A plain tuple: it is built
+# on every insert.
+Pending = Tuple[LeanIMT, "Segment", int, int, int, int, int, int]
+
+
+class Files:
+    """File descriptors of an open tree. The finalizer of a tree that is
+    garbage-collected without close() fsyncs and closes them. ``pending``
+    is the append in progress (see RotorTree._settle)."""
+
+    __slots__ = ("lock_fd", "dir_lock_fd", "segment", "retired", "level_fds", "sync",
+                 "pending")
+
+    def __init__(self) -> None:
+        self.lock_fd: Optional[int] = None
+        self.dir_lock_fd: Optional[int] = None
+        self.segment: Optional[Segment] = None
+        self.retired: List[Segment] = []
+        self.level_fds: Dict[int, int] = {}
+        self.sync: Optional[storage.SyncRecord] = None
+        self.pending: Optional[Pending] = None
+
+    def segments(self) -> List[Segment]:
+        return self.retired + ([self.segment] if self.segment else [])
+
+    def close_all(self) -> None:
+        for segment in self.segments():
+            if segment.fd >= 0:
+                os.close(segment.fd)
+                segment.fd = -1
+        for fd in self.level_fds.values():
+            os.close(fd)
+        self.level_fds.clear()
+        if self.sync is not None:
+            self.sync.close()
+        if self.dir_lock_fd is not None:
+            os.close(self.dir_lock_fd)   # releases the directory's flock
+            self.dir_lock_fd = None
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)   # releases the flock
+            self.lock_fd = None
+
+
+def finalize(files: Files, state: SyncState) -> None:
+    """A tree was collected (or the interpreter exits) without close()."""
+    try:
+        pending = files.pending
+        if pending is not None and pending[0].size != pending[5]:
+            # An interrupted append whose batch never reached the tree: its
+            # frame must not be made durable and replayed.
+            files.pending = None
+            storage.truncate_fd(pending[1].fd, pending[2], pending[1].path)
+        written = state.written
+        for segment in files.segments():
+            if segment.fd >= 0 and not segment.synced:
+                os.fsync(segment.fd)
+        if state.error is None:
+            if files.sync is not None:
+                files.sync.write(written)   # acknowledged from now on
+            state.advance(written)
+    except DurabilityError as error:
+        state.fail(error)
+    except OSError as error:
+        state.fail(storage.io_error("fsync", "WAL", error))
+    finally:
+        try:
+            files.close_all()
+        finally:
+            state.close()
+
+
+def is_tree_file(name: str) -> bool:
+    """A WAL segment or a level file (the metadata record aside)."""
+    return (storage.parse_segment_name(name) is not None
+            or (name.startswith("level-") and name.endswith(".dat")))

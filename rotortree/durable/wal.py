@@ -1,0 +1,221 @@
+"""Writes: WAL segments, appends (frame, C insert, bookkeeping, and the
+repair of an interrupted append) and fsync rounds (group commit)."""
+
+from __future__ import annotations
+
+import os
+from typing import Tuple
+
+from .. import _core, storage
+from .._leaves import Leaves, leaf_batch, single_leaf
+from .._native import ffi, lib, raise_status
+from ..errors import ClosedTreeError, DurabilityError, MaxDepthExceededError
+from ..storage import NODE, SEGMENT_HEADER_LEN, segment_name
+from ..storage import io as storage_io
+from .files import Pending, Segment
+from .tokens import DurabilityToken
+from .state import TreeState
+
+
+def leaf_bytes(leaf: object) -> bytes:
+    value = single_leaf(leaf)
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return bytes(ffi.buffer(value, NODE))
+
+
+class Wal(TreeState):
+    """RotorTree methods that append to the WAL and make entries durable."""
+
+    def _create_segment(self, gen: int) -> Segment:
+        path = os.path.join(self._dir, segment_name(gen))
+        fd = storage.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            storage.write_all(fd, storage.encode_segment_header(self._arity, self._max_depth, gen),
+                              0, path)
+            storage.fsync_fd(fd, path)
+            storage.fsync_dir(self._dir)
+        except BaseException:
+            os.close(fd)
+            storage.unlink_quietly(path)
+            raise
+        return Segment(gen, path, fd, SEGMENT_HEADER_LEN)
+
+    # -- writes -------------------------------------------------------------
+
+    def insert(self, leaf: bytes) -> Tuple[bytes, DurabilityToken]:
+        """Append one 32-byte leaf: (new root, token). The entry is in the WAL
+        (written, not yet fsynced) and in the tree when this returns."""
+        return self._append(leaf_bytes(leaf), 1)
+
+    def insert_many(self, leaves: Leaves) -> Tuple[bytes, DurabilityToken]:
+        """Append a batch atomically, as one WAL entry: (new root, token).
+        Accepts what :meth:`LeanIMT.insert_many` accepts; the leaves are
+        copied once, so the caller may reuse its buffer at once. If Ctrl-C
+        (or any exception) interrupts it, the batch is wholly in the tree
+        and the WAL, or in neither: compare ``tree.size`` (see "Interrupts"
+        in the module documentation)."""
+        buffer, count = leaf_batch(leaves)
+        payload = buffer if type(buffer) is bytes else bytes(ffi.buffer(buffer, count * NODE))
+        return self._append(payload, count)
+
+    def insert_durable(self, leaves: Leaves) -> bytes:
+        """Insert one leaf (32 bytes) or a batch and return the new root once
+        it is fsynced and recorded in the sync record (concurrent callers
+        share both). If the fsync fails the entry stays in the in-memory
+        tree, is not durable, this raises :class:`DurabilityError`, and the
+        tree refuses further writes; if only writing the sync record fails,
+        the same except that the tree stays writable and the next flush
+        retries."""
+        root, token = self.insert_many(leaves)
+        self._sync_upto(token.seq)
+        return root
+
+    def _append(self, payload: bytes, count: int) -> Tuple[bytes, DurabilityToken]:
+        imt = self._live()
+        with self._lock:
+            if self._files.pending is not None:
+                self._settle()
+            if (self._closing or self._failed is not None or self._background_error is not None
+                    or self._read_only):
+                self._check_writable()
+            if self._size + count > self._capacity:
+                raise MaxDepthExceededError(
+                    f"inserting {count} leaves into a tree of {self._size} would exceed "
+                    f"arity ** max_depth = {self._capacity} leaves")
+            seq = self._seq + 1
+            segment = self._current_segment()
+            header = storage.encode_frame_header(seq, self._size, count, self._state.synced,
+                                                 payload)
+            offset = segment.offset
+            # Recorded before the first side effect. An exception (an I/O
+            # error, or a KeyboardInterrupt raised after any call returns)
+            # may then strike anywhere up to the commit; _settle resolves it
+            # from the tree itself: the batch is in the tree -> commit the
+            # bookkeeping, else cut the frame. Without this, a Ctrl-C right
+            # after the C insert left the batch in the tree but not in the
+            # sequence and offset, and the next insert overwrote its frame.
+            pending = (imt, segment, offset, offset + len(header) + len(payload), seq,
+                       self._size + count, self._entries_since + 1, self._leaves_since + count)
+            self._files.pending = pending
+            try:
+                try:
+                    if count <= 128:
+                        frame = header + payload
+                        written = storage_io.sys_pwrite(segment.fd, frame, offset)   # usually all
+                        if written != len(frame):
+                            storage.write_all(segment.fd, memoryview(frame)[max(written, 0):],
+                                              offset + max(written, 0), segment.path)
+                    else:
+                        storage.write_all(segment.fd, header, offset, segment.path)
+                        storage.write_all(segment.fd, payload, offset + len(header),
+                                          segment.path)
+                except OSError as error:
+                    if isinstance(error, DurabilityError):
+                        raise
+                    raise storage.io_error("write", segment.path, error) from error
+                root = self._root_out
+                status = _core.insert_batch(imt, payload, count, root)
+                if status != lib.RT_OK:
+                    raise_status(status, "insert")
+                new_root = ffi.buffer(root)[:]
+                self._commit(pending)
+            except BaseException:
+                self._settle()
+                raise
+            due = (self._entries_since >= self._due_entries
+                   or self._leaves_since >= self._due_leaves)
+        if due:
+            self._wake_checkpointer.set()
+        return new_root, DurabilityToken(self._state, seq)
+
+    def _commit(self, pending: Pending) -> None:
+        """Make the bookkeeping say the pending append is done (called with
+        self._lock held). Assignments only, so running it again after an
+        interruption gives the same state."""
+        _, segment, _, end, seq, size, entries, leaves = pending
+        segment.offset = end
+        segment.synced = False
+        self._seq = seq
+        self._size = size
+        self._entries_since = entries
+        self._leaves_since = leaves
+        if self._state.written < seq:
+            self._state.written = seq
+        self._files.pending = None
+
+    def _settle(self) -> None:
+        """Resolve an append that an exception interrupted (called with
+        self._lock held, by the append itself and before anything else reads
+        or changes the bookkeeping). The in-memory tree decides: it holds the
+        batch (the C insert is atomic) -> commit; it does not -> cut the
+        frame. Idempotent: if this is interrupted too, the next call redoes it."""
+        pending = self._files.pending
+        if pending is None:
+            return
+        if pending[0].size == pending[5]:
+            self._commit(pending)
+        else:
+            self._rollback(pending[1], pending[2])
+            self._files.pending = None
+
+    def _rollback(self, segment: Segment, offset: int) -> None:
+        """Cut a partly or wholly written frame (called with self._lock held)."""
+        try:
+            storage.truncate_fd(segment.fd, offset, segment.path)
+        except DurabilityError as error:
+            # The WAL's tail is unknown: refuse writes from now on.
+            if self._failed is None:
+                self._failed = error
+            self._state.fail(error)
+
+    # -- fsync --------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync everything written so far and record it in the sync
+        record; returns when it is durable (see :meth:`insert_durable` for
+        failures)."""
+        with self._lock:
+            self._settle()
+            self._check_writable()
+            seq = self._seq
+        self._sync_upto(seq)
+
+    def _sync_upto(self, seq: int, report: bool = True) -> None:
+        """fsync the WAL up to at least ``seq``. ``report``: the caller will
+        see the error (False for the background flusher)."""
+        state = self._state
+        with self._sync_lock:
+            if state.synced >= seq:
+                return
+            if state.error is not None:
+                if not report:
+                    raise state.error
+                raise state.failure(f"WAL entry {seq} of {self._dir} is not durable")
+            with self._lock:
+                if self._closed:
+                    raise ClosedTreeError(f"durable tree {self._dir} is closed")
+                self._settle()
+                target = self._seq
+                segments = [s for s in self._files.retired if s.fd >= 0 and not s.synced]
+                segments.append(self._current_segment())
+            try:
+                for segment in segments:
+                    storage.fsync_fd(segment.fd, segment.path)
+                record = self._files.sync
+                assert record is not None, "writable trees keep their sync record open"
+                record.write(target)
+            except DurabilityError as error:
+                self._poison_on_fsync(error)
+                if report:
+                    state.reported = True
+                raise
+            for segment in segments[:-1]:
+                # Retired: nothing is written to it any more, so its
+                # descriptor is done with (recovery reads it by name).
+                segment.synced = True
+                os.close(segment.fd)
+                segment.fd = -1
+            state.advance(target)

@@ -1,0 +1,389 @@
+"""Encodings of the durable files (checkpoint record, WAL segments and
+frames, sync record, saved-tree header) and the tree shape they rely on;
+the layouts are described in :mod:`rotortree.storage`."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator, List, Optional, Tuple
+
+from .._native import lib
+from ..errors import CorruptionError, InvalidArgumentError
+from .io import atomic_write, fdatasync_fd, open_fd, write_all
+
+NODE = 32
+ZERO_NODE = bytes(32)
+
+# --------------------------------------------------------------------------
+# Tree shape helpers
+
+
+def level_lengths(size: int, arity: int) -> List[int]:
+    """Node counts of levels 0..depth(size) ([] for the empty tree)."""
+    if size == 0:
+        return []
+    lengths = [size]
+    while lengths[-1] > 1:
+        lengths.append(-(-lengths[-1] // arity))
+    return lengths
+
+
+def stored_count(level: int, length: int) -> int:
+    """Nodes a level file holds for a level of ``length`` nodes."""
+    return length if level == 0 else length - 1
+
+
+# --------------------------------------------------------------------------
+# Checkpoint metadata record
+
+META_NAME = "meta"
+META_MAGIC = b"RTMD"
+META_VERSION = 1
+_META_HEAD = struct.Struct("<4sHHHHIQQQ32s")
+_META_LEVEL = struct.Struct("<QI4x32s")
+_CRC = struct.Struct("<I")
+
+
+@dataclass
+class LevelRecord:
+    stored: int
+    crc: int
+    last: bytes
+
+
+# Meta flag: the directory keeps a sync record (SYNC_NAME); its absence is
+# then damage, not an older tree that never had one.
+META_FLAG_SYNC_RECORD = 1
+_META_KNOWN_FLAGS = META_FLAG_SYNC_RECORD
+
+
+@dataclass
+class Meta:
+    arity: int
+    max_depth: int
+    size: int = 0
+    last_seq: int = 0
+    wal_gen: int = 1
+    root: Optional[bytes] = None
+    levels: List[LevelRecord] = field(default_factory=list)
+    flags: int = META_FLAG_SYNC_RECORD
+
+    def encode(self) -> bytes:
+        head = _META_HEAD.pack(META_MAGIC, META_VERSION, self.arity, self.max_depth,
+                               len(self.levels), self.flags, self.size, self.last_seq,
+                               self.wal_gen, self.root or ZERO_NODE)
+        body = head + b"".join(_META_LEVEL.pack(r.stored, r.crc, r.last) for r in self.levels)
+        return body + _CRC.pack(zlib.crc32(body))
+
+    @classmethod
+    def decode(cls, data: bytes, path: str) -> "Meta":
+        def bad(what: str) -> CorruptionError:
+            return CorruptionError(f"checkpoint metadata {path}: {what}", path)
+
+        if len(data) < _META_HEAD.size + _CRC.size:
+            raise bad(f"truncated ({len(data)} bytes)")
+        (magic, version, arity, max_depth, level_count, flags, size, last_seq, wal_gen,
+         root) = _META_HEAD.unpack_from(data)
+        if magic != META_MAGIC:
+            raise bad(f"bad magic {magic!r} (not a rotortree metadata file)")
+        expected_len = _META_HEAD.size + level_count * _META_LEVEL.size + _CRC.size
+        if len(data) != expected_len:
+            raise bad(f"length {len(data)} bytes, expected {expected_len} for "
+                      f"{level_count} levels")
+        (crc,) = _CRC.unpack_from(data, expected_len - _CRC.size)
+        if zlib.crc32(data[:expected_len - _CRC.size]) != crc:
+            raise bad("checksum mismatch (the record is damaged)")
+        if version != META_VERSION:
+            raise bad(f"unsupported version {version}")
+        if not valid_shape(arity, max_depth) or flags & ~_META_KNOWN_FLAGS:
+            raise bad(f"invalid header (arity {arity}, max_depth {max_depth}, flags {flags:#x})")
+        levels = []
+        offset = _META_HEAD.size
+        for _ in range(level_count):
+            stored, level_crc, last = _META_LEVEL.unpack_from(data, offset)
+            levels.append(LevelRecord(stored, level_crc, last))
+            offset += _META_LEVEL.size
+        meta = cls(arity, max_depth, size, last_seq, wal_gen,
+                   root if size else None, levels, flags)
+        lengths = level_lengths(size, arity)
+        if len(lengths) != level_count:
+            raise bad(f"{level_count} levels recorded, a tree of {size} leaves has "
+                      f"{len(lengths)}")
+        for level, (record, length) in enumerate(zip(levels, lengths)):
+            if record.stored != stored_count(level, length):
+                raise bad(f"level {level} records {record.stored} stored nodes, expected "
+                          f"{stored_count(level, length)}")
+        if size and levels[-1].last != root:
+            raise bad("the root differs from the top level's node")
+        if size > arity ** max_depth or wal_gen < 1:
+            raise bad(f"size {size} exceeds the capacity or wal_gen {wal_gen} invalid")
+        return meta
+
+
+def read_meta(directory: str) -> Optional[Meta]:
+    path = os.path.join(directory, META_NAME)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return None
+    return Meta.decode(data, path)
+
+
+def level_file_name(level: int) -> str:
+    return f"level-{level:02d}.dat"
+
+
+# --------------------------------------------------------------------------
+# WAL segments and frames
+
+SEGMENT_MAGIC = b"RTWS"
+SEGMENT_VERSION = 1
+_SEG_HEAD = struct.Struct("<4sHHHHQQI")
+SEGMENT_HEADER_LEN = _SEG_HEAD.size  # 32
+FRAME_MAGIC = b"RTWF"
+_FRAME_PREFIX = struct.Struct("<4sIQQQQ")  # 40 bytes, covered by the crc
+_FRAME_SUFFIX = struct.Struct("<I4x")
+FRAME_HEADER_LEN = _FRAME_PREFIX.size + _FRAME_SUFFIX.size  # 48
+
+
+def segment_name(gen: int) -> str:
+    return f"wal-{gen:016x}.log"
+
+
+def parse_segment_name(name: str) -> Optional[int]:
+    if len(name) == 24 and name.startswith("wal-") and name.endswith(".log"):
+        try:
+            return int(name[4:20], 16)
+        except ValueError:
+            return None
+    return None
+
+
+def encode_segment_header(arity: int, max_depth: int, gen: int) -> bytes:
+    head = _SEG_HEAD.pack(SEGMENT_MAGIC, SEGMENT_VERSION, arity, max_depth, 0, gen, 0, 0)
+    return head[:-4] + _CRC.pack(zlib.crc32(head[:-4]))
+
+
+def decode_segment_header(data: Any, path: str) -> Tuple[int, int, int]:
+    """(arity, max_depth, gen); CorruptionError if the header is bad."""
+    if len(data) < SEGMENT_HEADER_LEN:
+        raise CorruptionError(f"WAL segment {path}: header truncated", path)
+    magic, version, arity, max_depth, _zero, gen, _zero2, crc = _SEG_HEAD.unpack_from(data)
+    if magic != SEGMENT_MAGIC:
+        raise CorruptionError(f"WAL segment {path}: bad magic {bytes(magic)!r}", path)
+    if zlib.crc32(bytes(data[:SEGMENT_HEADER_LEN - 4])) != crc:
+        raise CorruptionError(f"WAL segment {path}: header checksum mismatch", path)
+    if version != SEGMENT_VERSION:
+        raise CorruptionError(f"WAL segment {path}: unsupported version {version}", path)
+    return arity, max_depth, gen
+
+
+def encode_frame_header(seq: int, first_index: int, count: int, synced: int,
+                        payload: Any) -> bytes:
+    prefix = _FRAME_PREFIX.pack(FRAME_MAGIC, 0, seq, first_index, count, synced)
+    return prefix + _FRAME_SUFFIX.pack(zlib.crc32(payload, zlib.crc32(prefix)))
+
+
+@dataclass
+class Frame:
+    offset: int
+    seq: int
+    first_index: int
+    count: int
+    synced: int
+    payload_offset: int
+
+    @property
+    def end(self) -> int:
+        return self.payload_offset + NODE * self.count
+
+
+def frame_at(buf: Any, offset: int) -> Tuple[Optional[Frame], str]:
+    """The valid frame at ``offset`` of ``buf``, or (None, why not)."""
+    remaining = len(buf) - offset
+    if remaining < FRAME_HEADER_LEN:
+        return None, f"{remaining} trailing bytes, less than a frame header"
+    magic, _zero, seq, first, count, synced = _FRAME_PREFIX.unpack_from(buf, offset)
+    if magic != FRAME_MAGIC:
+        return None, "no frame magic"
+    (crc,) = _FRAME_SUFFIX.unpack_from(buf, offset + _FRAME_PREFIX.size)
+    payload_offset = offset + FRAME_HEADER_LEN
+    if count == 0 or count > (len(buf) - payload_offset) // NODE:
+        return None, f"frame of {count} leaves does not fit in the file"
+    with memoryview(buf) as view:
+        head = view[offset:offset + _FRAME_PREFIX.size]
+        payload = view[payload_offset:payload_offset + NODE * count]
+        actual = zlib.crc32(payload, zlib.crc32(head))
+        head.release()
+        payload.release()
+    if actual != crc:
+        return None, "frame checksum mismatch"
+    return Frame(offset, seq, first, count, synced, payload_offset), ""
+
+
+def iter_frames(buf: Any, offset: int = SEGMENT_HEADER_LEN) -> Iterator[Tuple[Frame, str]]:
+    """Frames from ``offset`` on: yields (frame, "") for each valid frame, then
+    (a Frame holding only the offset, reason) at the first invalid one (the
+    tear); nothing more at a clean end."""
+    end = len(buf)
+    while offset < end:
+        frame, reason = frame_at(buf, offset)
+        if frame is None:
+            yield Frame(offset, 0, 0, 0, 0, offset), reason
+            return
+        yield frame, ""
+        offset = frame.end
+
+
+# --------------------------------------------------------------------------
+# Sync record: the highest WAL sequence ever acknowledged as durable
+
+SYNC_NAME = "synced"
+SYNC_MAGIC = b"RTSY"
+SYNC_VERSION = 1
+_SYNC_SLOT = struct.Struct("<4sHHQ8xI4x")  # 32 bytes, crc over the first 24
+# Two slots in different 512-byte sectors, written alternately: a crash that
+# tears one write damages one slot, and the other still holds the previous
+# acknowledged point, which is all that was acknowledged (the torn write's
+# fsync never returned).
+SYNC_SLOT_OFFSETS = (0, 512)
+SYNC_FILE_LEN = SYNC_SLOT_OFFSETS[1] + _SYNC_SLOT.size
+
+
+def encode_sync_slot(slot: int, seq: int) -> bytes:
+    head = _SYNC_SLOT.pack(SYNC_MAGIC, SYNC_VERSION, slot, seq, 0)
+    return head[:24] + _CRC.pack(zlib.crc32(head[:24])) + bytes(4)
+
+
+def read_sync_record(directory: str) -> Optional[Tuple[int, int]]:
+    """(acknowledged seq, the slot holding it), None if the file is missing;
+    CorruptionError if neither slot is valid."""
+    path = os.path.join(directory, SYNC_NAME)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(SYNC_FILE_LEN)
+    except FileNotFoundError:
+        return None
+    best: Optional[Tuple[int, int]] = None
+    for slot, offset in enumerate(SYNC_SLOT_OFFSETS):
+        if len(data) < offset + _SYNC_SLOT.size:
+            continue
+        magic, version, stored_slot, seq, crc = _SYNC_SLOT.unpack_from(data, offset)
+        if (magic == SYNC_MAGIC and version == SYNC_VERSION and stored_slot == slot
+                and zlib.crc32(data[offset:offset + 24]) == crc
+                and (best is None or seq > best[0])):
+            best = (seq, slot)
+    if best is None:
+        raise CorruptionError(f"sync record {path}: no valid slot ({len(data)} bytes); the "
+                              f"WAL's acknowledged end is unknown", path)
+    return best
+
+
+class SyncRecord:
+    """The open sync record of a writable tree. ``write(seq)`` makes ``seq``
+    the recorded acknowledged point; callers serialise it (the tree's sync
+    lock, or the finalizer once nothing else runs)."""
+
+    __slots__ = ("fd", "path", "seq", "slot")
+
+    def __init__(self, directory: str, seq: int, slot: int) -> None:
+        self.path = os.path.join(directory, SYNC_NAME)
+        self.fd = open_fd(self.path, os.O_RDWR)
+        self.seq = seq
+        self.slot = slot ^ 1   # the next write spares the slot holding seq
+
+    @staticmethod
+    def create(directory: str, seq: int) -> None:
+        """Write a fresh record holding ``seq`` in both slots, atomically."""
+        data = bytearray(SYNC_FILE_LEN)
+        for slot, offset in enumerate(SYNC_SLOT_OFFSETS):
+            data[offset:offset + _SYNC_SLOT.size] = encode_sync_slot(slot, seq)
+        atomic_write(os.path.join(directory, SYNC_NAME), bytes(data))
+
+    def write(self, seq: int) -> None:
+        if seq <= self.seq:
+            return
+        write_all(self.fd, encode_sync_slot(self.slot, seq), SYNC_SLOT_OFFSETS[self.slot],
+                  self.path)
+        fdatasync_fd(self.fd, self.path)
+        # Only a completed write moves on: after a failed one the same slot
+        # is rewritten, so the slot holding the last good seq stays intact.
+        self.seq = seq
+        self.slot ^= 1
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# --------------------------------------------------------------------------
+# LeanIMT.save / LeanIMT.load
+
+SAVE_MAGIC = b"RTSV"
+SAVE_VERSION = 1
+SAVE_HEAD = struct.Struct("<4sHHHHIQ32s")  # 56
+SAVE_LEVEL = struct.Struct("<QI4x")  # 16
+SAVE_CRC = struct.Struct("<I4x")  # 8
+
+
+def check_arity(arity: int, max_depth: int) -> None:
+    if not lib.RT_MIN_ARITY <= arity <= lib.RT_MAX_ARITY:
+        raise InvalidArgumentError(
+            f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {arity}")
+    if not 1 <= max_depth <= lib.RT_MAX_DEPTH_LIMIT:
+        raise InvalidArgumentError(f"max_depth must be 1..{lib.RT_MAX_DEPTH_LIMIT}, got {max_depth}")
+
+
+def valid_shape(arity: int, max_depth: int) -> bool:
+    """Whether a stored arity and max_depth are ones the C core accepts."""
+    return (lib.RT_MIN_ARITY <= arity <= lib.RT_MAX_ARITY
+            and 1 <= max_depth <= lib.RT_MAX_DEPTH_LIMIT)
+
+
+__all__ = [
+    "NODE",
+    "level_lengths",
+    "stored_count",
+    "META_NAME",
+    "META_MAGIC",
+    "META_VERSION",
+    "LevelRecord",
+    "META_FLAG_SYNC_RECORD",
+    "Meta",
+    "read_meta",
+    "level_file_name",
+    "SEGMENT_MAGIC",
+    "SEGMENT_VERSION",
+    "SEGMENT_HEADER_LEN",
+    "FRAME_MAGIC",
+    "FRAME_HEADER_LEN",
+    "segment_name",
+    "parse_segment_name",
+    "encode_segment_header",
+    "decode_segment_header",
+    "encode_frame_header",
+    "Frame",
+    "frame_at",
+    "iter_frames",
+    "SYNC_NAME",
+    "SYNC_MAGIC",
+    "SYNC_VERSION",
+    "SYNC_SLOT_OFFSETS",
+    "SYNC_FILE_LEN",
+    "encode_sync_slot",
+    "read_sync_record",
+    "SyncRecord",
+    "SAVE_MAGIC",
+    "SAVE_VERSION",
+    "SAVE_HEAD",
+    "SAVE_LEVEL",
+    "SAVE_CRC",
+    "ZERO_NODE",
+    "check_arity",
+    "valid_shape",
+]

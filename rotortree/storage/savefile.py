@@ -1,0 +1,168 @@
+"""``LeanIMT.save`` and ``LeanIMT.load``: one file holding every level of
+an in-memory tree (format in :mod:`rotortree.storage`)."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import zlib
+from typing import TYPE_CHECKING, Any, Type
+
+from .. import _core
+from .._native import check, ffi, lib
+from ..errors import CorruptionError
+from .formats import (
+    NODE,
+    SAVE_CRC,
+    SAVE_HEAD,
+    SAVE_LEVEL,
+    SAVE_MAGIC,
+    SAVE_VERSION,
+    ZERO_NODE,
+    level_lengths,
+    valid_shape,
+)
+from .io import crc_of, file_path, io_error, replace_file, write_all
+from .verify import first_bad_level
+
+if TYPE_CHECKING:
+    from ..tree import LeanIMT
+
+
+def save_tree(tree: "LeanIMT", path: Any) -> None:
+    """Write ``tree`` to ``path`` atomically (see the module docstring)."""
+    path = file_path(path)
+    snap = tree.snapshot()
+    lengths = level_lengths(snap.size, snap.arity)
+    header_len = SAVE_HEAD.size + len(lengths) * SAVE_LEVEL.size + SAVE_CRC.size
+    tmp = f"{path}.tmp-{os.getpid()}-{id(snap):x}"
+
+    def write(fd: int) -> None:
+        offset = header_len
+        crcs = []
+        for level, length in enumerate(lengths):
+            crc = 0
+            for piece in _core.snapshot_pieces(snap, level, 0, length):
+                crc = zlib.crc32(piece, crc)
+                write_all(fd, piece, offset, tmp)
+                offset += piece.nbytes
+            crcs.append(crc)
+        head = SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, tree.max_depth,
+                              len(lengths), 0, snap.size, snap.root or ZERO_NODE)
+        head += b"".join(SAVE_LEVEL.pack(n, c) for n, c in zip(lengths, crcs))
+        head += SAVE_CRC.pack(zlib.crc32(head))
+        write_all(fd, head, 0, tmp)
+
+    replace_file(path, tmp, True, write)
+
+
+def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
+              in_place: bool = False) -> "LeanIMT":
+    """Read a file written by :func:`save_tree` into a new tree without
+    rehashing it (see the module docstring for what ``verify`` checks).
+    ``in_place``: serve the nodes from a read-only shared mapping of the file
+    instead of copying them (only each level's last chunk is copied); the
+    mapping lives as long as the tree and its snapshots."""
+    path = file_path(path)
+
+    def bad(what: str) -> CorruptionError:
+        return CorruptionError(f"saved tree {path}: {what}", path)
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise io_error("open", path, error) from error
+    mapping = None
+    try:
+        file_size = os.fstat(fd).st_size
+        head = os.pread(fd, SAVE_HEAD.size, 0)
+        if len(head) < SAVE_HEAD.size:
+            raise bad(f"truncated ({file_size} bytes)")
+        magic, version, arity, max_depth, level_count, _zero, size, root = \
+            SAVE_HEAD.unpack(head)
+        if magic != SAVE_MAGIC:
+            raise bad(f"bad magic {magic!r} (not a file written by LeanIMT.save)")
+        header_len = SAVE_HEAD.size + level_count * SAVE_LEVEL.size + SAVE_CRC.size
+        header = os.pread(fd, header_len, 0)
+        if len(header) < header_len:
+            raise bad(f"truncated header ({file_size} bytes)")
+        (crc,) = SAVE_CRC.unpack_from(header, header_len - SAVE_CRC.size)
+        if zlib.crc32(header[:header_len - SAVE_CRC.size]) != crc:
+            raise bad("header checksum mismatch")
+        if version != SAVE_VERSION:
+            raise bad(f"unsupported version {version}")
+        if not valid_shape(arity, max_depth):
+            raise bad(f"invalid arity {arity} or max_depth {max_depth}")
+        if size > arity ** max_depth:
+            raise bad(f"{size} leaves exceed arity ** max_depth")
+        lengths = level_lengths(size, arity)
+        table = [SAVE_LEVEL.unpack_from(header, SAVE_HEAD.size + i * SAVE_LEVEL.size)
+                 for i in range(level_count)]
+        if [count for count, _ in table] != lengths:
+            raise bad(f"level table {[c for c, _ in table]} does not fit {size} leaves")
+        expected = header_len + NODE * sum(lengths)
+        if file_size != expected:
+            raise bad(f"length {file_size} bytes, expected {expected}")
+        tree = cls(arity, max_depth)
+        if size == 0:
+            return tree
+        mapping = mmap.mmap(fd, file_size, mmap.MAP_SHARED, mmap.PROT_READ)
+        offsets = []
+        offset = header_len
+        for length in lengths:
+            offsets.append(offset)
+            offset += NODE * length
+        with memoryview(mapping) as view:
+            parts = [view[o:o + NODE * n] for o, n in zip(offsets, lengths)]
+            try:
+                if verify:
+                    for level, (part, (_count, level_crc)) in enumerate(zip(parts, table)):
+                        if crc_of(part, part.nbytes) != level_crc:
+                            raise bad(f"level {level} checksum mismatch")
+                    damaged = first_bad_level([(part, count, None) for part, count
+                                               in zip(parts, lengths)], arity, root)
+                    if damaged == 0:
+                        raise bad("the root recomputed from the leaves differs from the "
+                                  "recorded root")
+                    if damaged is not None:
+                        raise bad(f"level {damaged}'s nodes do not hash to the root of the "
+                                  f"leaves (the level is damaged; its checksum was kept "
+                                  f"valid)")
+                if bytes(parts[-1]) != root:
+                    raise bad("the top level's node differs from the recorded root")
+                if in_place:
+                    # Views of the mapping that stay alive with the tree.
+                    whole = ffi.from_buffer("uint8_t[]", mapping)
+                    buffers = [whole + offset for offset in offsets]
+                else:
+                    buffers = [ffi.from_buffer("uint8_t[]", part) for part in parts]
+                sources = ffi.new("struct rt_level_source[]", len(lengths))
+                for level, buffer in enumerate(buffers):
+                    sources[level].nodes = buffer
+                    sources[level].borrow = lengths[level] if in_place else 0
+                status = _core.restore(tree, size, sources, len(lengths))
+                if in_place:
+                    if status == lib.RT_OK:
+                        _core.keep_alive(tree, mapping, whole)
+                        mapping = None   # owned by the tree now
+                    else:
+                        ffi.release(whole)
+                else:
+                    for buffer in buffers:
+                        ffi.release(buffer)
+                if status == lib.RT_ERR_INVALID_ARGUMENT:
+                    raise bad("the stored levels do not form a tree")
+                check(status, f"load {path}")
+            finally:
+                for part in parts:
+                    part.release()
+        return tree
+    finally:
+        if mapping is not None:
+            mapping.close()
+        os.close(fd)
+
+
+__all__ = ["save_tree", "load_tree"]
