@@ -36,10 +36,6 @@
 #include <sys/syscall.h>
 #endif
 
-#define RT_POOL_MAX_THREADS 1024u
-#define RT_POOL_DEFAULT_THRESHOLD 1024u
-#define RT_POOL_DEFAULT_CHUNK 64u
-
 // A level of insert_many is followed within a few microseconds by the next
 // one, so an idle worker spins long enough to catch it without a futex round
 // trip (tens of microseconds where an idle CPU is halted), but no longer:
