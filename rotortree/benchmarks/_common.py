@@ -28,6 +28,10 @@ def int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
     return parse
 
 
+# The sections of ``rotortree bench``, in the order they run (here so that the
+# CLI can list them without importing the benchmarks).
+BENCH_SECTIONS = ("scaling", "kernels", "operations", "proofs", "growth", "durability")
+
 positive_int = int_at_least(1, "a positive integer")
 non_negative_int = int_at_least(0, "an integer >= 0")
 
