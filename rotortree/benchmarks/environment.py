@@ -9,7 +9,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import rotortree
 
@@ -26,7 +26,7 @@ SIMD_FLAGS = ("sse4_1", "avx2", "avx512f", "avx512vl")
 
 def cpu_flags() -> Dict[str, bool]:
     """The SIMD_FLAGS of the first CPU in /proc/cpuinfo (all False elsewhere)."""
-    flags: set = set()
+    flags: Set[str] = set()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:

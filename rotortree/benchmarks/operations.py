@@ -146,9 +146,9 @@ def run(leaves: int = 1_000_000, arity: int = 4, proofs: int = 10_000,
                                "calls_per_s": 1 / stats["median"], "stats_s": stats,
                                "calls_per_sample": per_sample, "samples_s": samples[name],
                                "note": note, "crate": {}}
-        command = CRATE_PEERS.get(name)
+        command = CRATE_PEERS.get(name, "")
         for version in CRATE_VERSIONS:
-            theirs = crate.get((version, command or ""))
+            theirs = crate.get((version, command))
             if theirs:
                 row["crate"][f"0.{version}"] = {
                     "command": command, "stats_s": summary(theirs), "samples_s": theirs,

@@ -25,7 +25,7 @@ import platform
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 
 from . import durability, growth, kernels, operations, scaling, scaling_report
@@ -338,19 +338,23 @@ def rate_bars(row: Dict[str, Any], leaves: int) -> Tuple[float, float, float]:
 
 def plot_arity(axes: Any, sc: Payload, date: str) -> None:
     leaves = sc["settings"]["leaves"]
-    series = [("rotortree sequential", lambda b: scaling_report.find(b["rows"], 1), None),
-              ("rotortree 2 threads", lambda b: scaling_report.find(b["rows"], 2), None)]
-    for version, threads, label, hatch in ((15, 0, "crate 0.15 sequential", "//"),
-                                           (15, 2, "crate 0.15 rayon, 2 threads", "//"),
-                                           (17, 0, "crate 0.17 sequential (another rule)",
-                                            "..")):
-        series.append((label, lambda b, v=version, t=threads: next(
-            (r for r in b.get("rust_rows", []) if r["rust"] == v and r["threads"] == t
-             and r["memory"] == "reused"), None), hatch))
+    # (label, crate version or None for this package, threads, hatch)
+    series: List[Tuple[str, Optional[int], int, Optional[str]]] = [
+        ("rotortree sequential", None, 1, None), ("rotortree 2 threads", None, 2, None),
+        ("crate 0.15 sequential", 15, 0, "//"), ("crate 0.15 rayon, 2 threads", 15, 2, "//"),
+        ("crate 0.17 sequential (another rule)", 17, 0, "..")]
+
+    def pick(block: Dict[str, Any], version: Optional[int],
+             threads: int) -> Optional[Dict[str, Any]]:
+        if version is None:
+            return scaling_report.find(block["rows"], threads)
+        return next((r for r in block.get("rust_rows", []) if r["rust"] == version
+                     and r["threads"] == threads and r["memory"] == "reused"), None)
+
     blocks = sc["thread_scaling"]
     width = 0.8 / len(series)
-    for position, (label, pick, hatch) in enumerate(series):
-        bars = [pick(b) for b in blocks]
+    for position, (label, version, threads, hatch) in enumerate(series):
+        bars = [pick(b, version, threads) for b in blocks]
         if not any(bars):
             continue
         values = [rate_bars(r, leaves) if r else (0.0, 0.0, 0.0) for r in bars]
@@ -392,7 +396,7 @@ def write_plots(out: pathlib.Path, sections: Dict[str, Payload], date: str) -> L
     plt = load_pyplot()
     if plt is None:
         return []
-    draws = []
+    draws: List[Tuple[str, Callable[[Any], None]]] = []
     sc, gr = sections.get("scaling"), sections.get("growth")
     if sc:
         draws += [("speedup_vs_threads.png", lambda a: scaling_report.plot_speedup(a, sc)),
