@@ -279,6 +279,7 @@ def plot_speedup(axes: Any, payload: Payload) -> None:
     cpus = payload["settings"]["available_cpus"]
     most = 1
     for block in payload["thread_scaling"]:
+        color = None
         for key, style in (("rows", "-"), ("fresh_page_rows", "--")):
             rows = block.get(key) or []
             if not rows:
@@ -286,11 +287,12 @@ def plot_speedup(axes: Any, payload: Payload) -> None:
             xs = [r["threads"] for r in rows]
             most = max(most, *xs)
             speed = [r["speedup"] for r in rows]
-            axes.errorbar(xs, [s["median"] for s in speed], yerr=error_bars(speed),
-                          marker="o" if style == "-" else "x", ls=style, capsize=3,
-                          alpha=1.0 if style == "-" else 0.6,
-                          label=f"arity {block['arity']}"
-                          + (", fresh pages" if style == "--" else ""))
+            drawn = axes.errorbar(xs, [s["median"] for s in speed], yerr=error_bars(speed),
+                                  marker="o" if style == "-" else "x", ls=style, capsize=3,
+                                  alpha=1.0 if style == "-" else 0.6, color=color,
+                                  label=f"arity {block['arity']}"
+                                  + (", fresh pages" if style == "--" else ""))
+            color = drawn.lines[0].get_color()
     crate = [r for r in rows_at(payload, 4, "rust_rows")
              if r["rust"] == 15 and r["memory"] == "reused" and r["threads"] > 0]
     if crate:
