@@ -155,3 +155,17 @@ def test_build_script_writes_path_overrides_outside_the_repository(tmp_path):
     assert f'directory = "{tmp_path / "registry"}"' in config and "offline = true" in config
     online = module.cargo_config({}, None)
     assert "patch" not in online and "offline" not in online
+
+
+def test_publish_replaces_only_the_performance_section():
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "tools" / "publish_bench.py"
+    spec = importlib.util.spec_from_file_location("publish_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = "# t\n\n## Errors\n\nE\n\n## Performance\n\nold\n\n### Benchmarks\n\nold\n\n## Next\n\nN\n"
+    out = module.splice(readme, "## Performance\n\nnew\n")
+    assert out == "# t\n\n## Errors\n\nE\n\n## Performance\n\nnew\n\n## Next\n\nN\n"
+    with pytest.raises(ValueError):
+        module.splice("# t\n", "## Performance\n")

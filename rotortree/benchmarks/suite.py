@@ -495,6 +495,43 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+BENCHMARKS_HOWTO = [
+    "### Benchmarks",
+    "",
+    "`rotortree bench` runs the suite from the installed package: thread scaling of "
+    "`insert_many` for arities 2, 4, 8 and 16 (reused memory and fresh pages), the parallel "
+    "threshold's impact on 10,000- and 1,000,000-leaf batches, the SIMD kernels against the "
+    "`blake3` package's exact compression rate, single calls and proof batches, a growing "
+    "tree (1M-leaf batches to 10M leaves, 4,096-leaf batches to 1M, with user and system "
+    "time) and the durable tree. Configurations are interleaved round-robin in one "
+    "process; every time is given as median, minimum and IQR, every comparison as the "
+    "median and 90% interval of per-repetition ratios, and every target is judged by code "
+    "(rotortree/benchmarks/stats.py). Roots are compared everywhere; a mismatch makes the "
+    "exit status 1. It writes `report.md`, `readme_performance.md` (this section), "
+    "`results.json` (raw samples, roots, machine load) and, with matplotlib, four plots. "
+    "`--quick` runs fewer repetitions and a shorter growth workload.",
+    "",
+    "The Rust crate is measured in the same run when its harness is built "
+    "([`tools/rust_harness/README.md`](tools/rust_harness/README.md)):",
+    "",
+    "```sh",
+    "python tools/rust_harness/build.py          # rotortree 0.15 and 0.17 from crates.io",
+    "# offline: local crate folders and a directory of unpacked crates (Debian's packages)",
+    "python tools/rust_harness/build.py --source DIR_WITH_rotortree-0.15_AND_-0.17 \\",
+    "    --offline-registry /usr/share/cargo/registry",
+    "rotortree bench --out bench-out             # --harness DIR / --no-harness to choose",
+    "python tools/publish_bench.py bench-out     # report and plots to docs/bench, this "
+    "section to README.md",
+    "```",
+    "",
+    "The scripts in `bench/` are the developer entry points for single benchmarks, writing "
+    "to `bench/results/`: `scaling.py`, `kernels.py`, `proofs.py` and `durability.py` (the "
+    "same code as `rotortree bench`) and `insert_many.py` (against the pure-Python reference "
+    "in `tests/reference.py`).",
+    "",
+]
+
+
 def readme_section(facts: Dict[str, Any], command: str, runtime_s: float,
                    sections: Dict[str, Payload], plots: List[str],
                    crates: Dict[str, Any], docs: str = "docs/bench") -> str:
@@ -530,6 +567,7 @@ def readme_section(facts: Dict[str, Any], command: str, runtime_s: float,
     for name in ("throughput_vs_arity.png", "growth.png"):
         if name in plots:
             out += [f"![{name[:-4].replace('_', ' ')}]({docs}/{name})", ""]
+    out += BENCHMARKS_HOWTO
     return "\n".join(out).rstrip("\n") + "\n"
 
 
