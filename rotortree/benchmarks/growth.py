@@ -204,13 +204,9 @@ def main(argv: Optional[List[str]] = None, default_out: pathlib.Path = pathlib.P
     parser.add_argument("--quick", action="store_true", help="1M-leaf batches up to 4M only")
     parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--out", type=pathlib.Path, default=default_out)
-    parser.add_argument("--harness", type=pathlib.Path, default=None,
-                        help="folder of the Rust harness builds (default: "
-                             "$ROTORTREE_HARNESS_DIR, then tools/rust_harness/target)")
-    parser.add_argument("--no-harness", action="store_true",
-                        help="do not measure the Rust crate even if its harness is built")
+    rust_harness.add_options(parser)
     args = parser.parse_args(argv)
-    harness = None if args.no_harness else rust_harness.open_harness(args.harness)
+    harness = rust_harness.from_options(args)
     try:
         payload, markdown = run(args.quick, repeat=args.repeat, harness=harness)
     finally:

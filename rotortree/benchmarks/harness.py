@@ -16,6 +16,7 @@ writes them so).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -39,6 +40,20 @@ ANCHOR_ROOTS = {
          16: "632d143b06c965be5ee8387e545b49f70403acc1c6c9241e26f0b5f5ec0ffb91"},
 }
 ANCHOR_LEAVES = 1_000_000
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """--harness DIR and --no-harness, for the benchmarks' own command lines."""
+    parser.add_argument("--harness", type=pathlib.Path, default=None,
+                        help="folder of the Rust harness builds (default: "
+                             "$ROTORTREE_HARNESS_DIR, then tools/rust_harness/target)")
+    parser.add_argument("--no-harness", action="store_true",
+                        help="do not measure the Rust crate even if its harness is built")
+
+
+def from_options(args: argparse.Namespace) -> "Optional[Harness]":
+    """The harness the options ask for, or None (not wanted or not built)."""
+    return None if args.no_harness else open_harness(args.harness)
 
 
 class HarnessError(RuntimeError):

@@ -107,11 +107,7 @@ def parse_args(argv: Optional[List[str]] = None,
                         help="only redraw DIR/scaling.png from an existing DIR/scaling.json")
     parser.add_argument("--no-fresh-pages", action="store_true",
                         help="skip the fresh-pages columns of the thread-scaling table")
-    parser.add_argument("--harness", type=pathlib.Path, default=None,
-                        help="folder of the Rust harness builds (default: "
-                             "$ROTORTREE_HARNESS_DIR, then tools/rust_harness/target)")
-    parser.add_argument("--no-harness", action="store_true",
-                        help="do not measure the Rust crate even if its harness is built")
+    rust_harness.add_options(parser)
     args = parser.parse_args(argv)
     if args.repeat is None:
         args.repeat = 3 if args.quick else 21
@@ -519,7 +515,7 @@ def main(argv: Optional[List[str]] = None, default_out: pathlib.Path = pathlib.P
     if args.replot:
         return scaling_report.replot(args.out)
     command = prog + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
-    harness = None if args.no_harness else rust_harness.open_harness(args.harness)
+    harness = rust_harness.from_options(args)
     if harness is None and not args.no_harness:
         print("note: the Rust harness is not built (see tools/rust_harness/README.md): "
               "measuring this package only", file=sys.stderr)

@@ -277,6 +277,15 @@ def summary_table(rows: List[Dict[str, Any]]) -> List[str]:
     return lines
 
 
+def comparison_lines(rows: List[Dict[str, Any]]) -> List[str]:
+    """The summary table, then in words where this package is slower."""
+    out = summary_table(rows) + [""]
+    slower = slower_sentences(rows)
+    if slower:
+        out += ["Where this package is slower than the crate 0.15:", ""] + slower + [""]
+    return out
+
+
 def slower_sentences(rows: List[Dict[str, Any]]) -> List[str]:
     """The single calls and workloads where the crate 0.15 is faster, in words."""
     out = []
@@ -464,10 +473,7 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
                 "from the interval (faster / slower / no clear difference). The crate 0.17 "
                 "hashes parents as plain blake3(children), another rule than this package's "
                 "(0.15's): its times are reported, not compared.", ""]
-        out += summary_table(rows) + [""]
-        slower = slower_sentences(rows)
-        if slower:
-            out += ["Where this package is slower than the crate 0.15:", ""] + slower + [""]
+        out += comparison_lines(rows)
     targets = all_targets(sections)
     if targets:
         out += ["## Targets", "",
@@ -552,10 +558,7 @@ def readme_section(facts: Dict[str, Any], command: str, runtime_s: float,
                 "build does; the growing-tree rows append batches to one tree, whose new "
                 "memory is always fresh. This package's single calls include the Python "
                 "call.", ""]
-        out += summary_table(rows) + [""]
-        slower = slower_sentences(rows)
-        if slower:
-            out += ["Where this package is slower than the crate 0.15:", ""] + slower + [""]
+        out += comparison_lines(rows)
     targets = all_targets(sections)
     if targets:
         out += ["Targets, judged by code on the 90% interval (met / not met / inconclusive "
