@@ -1,7 +1,7 @@
 """Snapshot cost and proof throughput beside the Rust crate, measured in one run.
 
     python bench/proofs.py [--max-leaves N] [--proof-leaves N] [--proofs N]
-                           [--repeat R] [--quick] [--out DIR]
+                           [--repeat R] [--quick] [--out DIR] [--harness DIR | --no-harness]
 
 Snapshot cost vs tree size (arity 4, 1k to 10M leaves, capped by
 ``--max-leaves``): ``tree.snapshot()`` timed call by call, each snapshot
