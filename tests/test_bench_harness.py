@@ -55,8 +55,9 @@ def test_scaling_measures_the_crate_in_the_same_repetitions(fake_dir):
     block = payload["thread_scaling"][0]
     rust = block["rust_rows"]
     labels = {(r["label"], r["memory"]) for r in rust}
-    assert ("0.15 sequential", "reused") in labels and ("0.17 rayon, 2 threads",
-                                                       "fresh pages") in labels
+    assert labels == {(f"0.{v} {c}", "reused") for v in (15, 17)
+                      for c in ("sequential", "rayon, 1 thread", "rayon, 2 threads")} | {
+        ("0.15 sequential", "fresh pages"), ("0.15 rayon, 2 threads", "fresh pages")}
     ours = {r["threads"]: r for r in block["rows"]}
     for row in rust:
         assert len(row["samples_ms"]) == 3
