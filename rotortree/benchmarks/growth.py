@@ -72,8 +72,11 @@ def python_growth(leaves: memoryview, batch: int, total: int, threads: int,
 
 def crate_growth(harness: rust_harness.Harness, config: Config, batch: int,
                  total: int) -> Dict[str, Any]:
+    # memory=fresh: like this package's runs, start from memory returned to
+    # the OS, whatever earlier commands left in the harness's heap.
     reply = harness.call(config["build"], "growth", v=config["rust"], arity=ARITY,
-                         leaves=total, batch=batch, threads=config["threads"])
+                         leaves=total, batch=batch, threads=config["threads"],
+                         memory="fresh")
     return {"wall_s": [ns / 1e9 for ns in reply["samples_ns"]],
             "user_s": [us / 1e6 for us in reply["user_us"]],
             "system_s": [us / 1e6 for us in reply["system_us"]],

@@ -198,7 +198,7 @@ def summary_rows(sections: Dict[str, Payload]) -> List[Dict[str, Any]]:
                     continue
                 add(f"insert_many {leaves:,} leaves into a fresh tree, {label} "
                     f"({'rayon pool of 2' if threads == 2 else 'sequential build'} for the "
-                    f"crate), {memory} memory",
+                    f"crate), {'reused memory' if memory == 'reused' else memory}",
                     f"{fmt_ms(ours['median_ms'])} ms", 
                     f"{fmt_ms(c15['median_ms'])} ms" if c15 else "",
                     f"{fmt_ms(c17['median_ms'])} ms" if c17 else "",

@@ -350,6 +350,7 @@ macro_rules! workloads {
                         if batch == 0 {
                             return Err("batch must be >= 1".into());
                         }
+                        prepare_memory(ctx.cmd.text("memory", "reused"))?;
                         let mut tree = new_tree::<N>();
                         let (mut ns, mut user, mut system, mut faults) = (vec![], vec![], vec![], vec![]);
                         for part in leaves.chunks(batch) {
