@@ -154,6 +154,8 @@ def measure_snapshots(leaves: memoryview, sizes: List[int], repeat: int, snapsho
                 # too few calls for a p99 of its own.
                 "median_us": median([median(r) for r in rounds]) * 1e6,
                 "p99_us": percentile(pooled, 0.99) * 1e6,
+                "min_us": min(pooled) * 1e6,
+                "iqr_us": summary(pooled)["iqr"] * 1e6,
                 "round_medians_us": [median(r) * 1e6 for r in rounds],
             }
         rows.append(row)
@@ -395,7 +397,7 @@ def render(payload: Dict[str, Any]) -> str:
         "",
         "`tree.snapshot()` timed call by call; each snapshot is dropped before the next. "
         "Median of the rounds' medians, µs per call [5th-95th percentile of the round "
-        "medians] (p99 over every timed call). The write before each snapshot is untimed.",
+        "medians] (minimum, IQR and p99 over every timed call). The write before each snapshot is untimed.",
         "",
         f"| leaves | depth | snapshot | after insert (1 leaf) | after insert_many "
         f"({WRITE_BATCH:,} leaves) |",
@@ -406,7 +408,8 @@ def render(payload: Dict[str, Any]) -> str:
         for p in ("none", "insert", "insert_many"):
             rounds = row[p]["round_medians_us"]
             cells.append(f"{row[p]['median_us']:.2f} µs [{quantile(rounds, 0.05):.2f}-"
-                         f"{quantile(rounds, 0.95):.2f}] (p99 {row[p]['p99_us']:.1f})")
+                         f"{quantile(rounds, 0.95):.2f}] (min {row[p]['min_us']:.2f}, IQR "
+                         f"{row[p]['iqr_us']:.2f}, p99 {row[p]['p99_us']:.1f})")
         lines.append(f"| {row['leaves']:,} | {row['depth']} | " + " | ".join(cells) + " |")
     growth = ", ".join(
         f"{r['leaves']:,} -> {r['insert']['leaves_at_end_of_round']:,} / "
