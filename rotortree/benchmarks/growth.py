@@ -160,7 +160,10 @@ def render(payload: Dict[str, Any]) -> str:
         "wall time, user and system CPU time of the whole process (all threads), minor page "
         "faults; median (min, IQR) over every batch of every repetition. The first batch "
         "goes into an empty tree; the later ones append to a tree that keeps growing into "
-        "memory it has never touched.",
+        "memory it has never touched; the last batch may be partial. Both this package's and "
+        "the crate's runs start from memory returned to the OS. Linux accounts user and system "
+        "time at scheduler ticks, so for batches shorter than a few milliseconds they are "
+        "samples, exact only summed over many batches.",
         "",
     ]
     for workload in payload["workloads"]:
