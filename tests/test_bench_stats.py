@@ -115,3 +115,61 @@ def test_tree_compressions_match_a_group_by_group_count(arity):
     for leaves in list(range(1, 80)) + [1_000, 4**10, 1_000_000]:
         assert kernels.tree_compressions(leaves, arity) == \
             reference_tree_compressions(leaves, arity), (leaves, arity)
+
+
+def interval_of(median, low, high):
+    return {"median": median, "low": low, "high": high, "n": 15, "above_one": 0.0}
+
+
+def scaling_payload(two_speedup, small_ratio, leaves=1_000_000, small_batch=10_000):
+    def row(threads, speedup, ratio=None):
+        return {"label": "sequential" if threads == 1 else str(threads), "threads": threads,
+                "rust": None, "median_ms": 20.0, "speedup": speedup,
+                "ratio": ratio or interval_of(1.0, 1.0, 1.0), "parallel_threshold": 1024}
+    one = interval_of(1.0, 1.0, 1.0)
+    return {
+        "settings": {"leaves": leaves, "small_batch": small_batch, "heap_controlled": True},
+        "thread_scaling": [{"arity": 4, "rows": [row(1, one), row(2, two_speedup)],
+                            "fresh_page_rows": [row(1, one), row(2, two_speedup)],
+                            "rust_rows": []}],
+        "threshold_impact": {"small": {"rows": [row(1, one), row(2, one, small_ratio)]}},
+        "two_thread_ceiling": interval_of(1.4, 1.3, 1.5),
+    }
+
+
+def test_scaling_targets_are_judged_on_intervals():
+    from rotortree.benchmarks import scaling_report
+
+    slower = dict(interval_of(0.8, 0.6, 1.3), above_one=0.2)
+    results = scaling_report.targets(scaling_payload(interval_of(1.6, 1.5, 1.7), slower))
+    statuses = [r["status"] for r in results]
+    # 1-thread pool: not measurable, so not met; 2 threads 1.6x [1.5-1.7] < 1.85:
+    # not met, reused and fresh; a 10,000-leaf ratio straddling 1: inconclusive.
+    assert statuses == [NOT_MEASURED, NOT_MET, NOT_MET, INCONCLUSIVE], results
+    assert "1.40x [1.30-1.50]" in results[1]["measured"]
+    results = scaling_report.targets(scaling_payload(interval_of(1.9, 1.86, 2.0),
+                                                     interval_of(0.8, 0.7, 0.9)))
+    assert [r["status"] for r in results] == [NOT_MEASURED, MET, MET, MET]
+    other = scaling_report.targets(scaling_payload(interval_of(1.9, 1.86, 2.0),
+                                                   interval_of(0.8, 0.7, 0.9), leaves=20_000,
+                                                   small_batch=500))
+    assert [r["status"] for r in other] == [NOT_MEASURED] * 4
+
+
+def test_kernel_targets_are_evaluated_not_printed():
+    """kernels.py used to print its targets as a fixed sentence."""
+    payload = {
+        "blake3_package_simd": "avx512", "insert_leaves": 1_000_000,
+        "machine": {"simd": "avx2"},
+        "hash": [{"kernel": "avx2", "arity": 4, "ratio_to_bound": interval_of(0.7, 0.6, 0.75)},
+                 {"kernel": "avx2", "arity": 8, "ratio_to_bound": interval_of(0.9, 0.85, 0.95)},
+                 {"kernel": "sse41", "arity": 4, "ratio_to_bound": interval_of(0.4, 0.3, 0.5)}],
+        "insert_many": [
+            {"kernel": "avx2", "threads": 1, "leaves_per_s": {"median": 30e6},
+             "leaves_per_s_interval": (28e6, 40e6)},
+            {"kernel": "avx2", "threads": 2, "leaves_per_s": {"median": 50e6},
+             "leaves_per_s_interval": (45e6, 55e6)}],
+    }
+    results = kernels.targets(payload)
+    assert [r["status"] for r in results] == [NOT_MET, MET, INCONCLUSIVE, NOT_MET]
+    assert "avx512 here" in results[0]["measured"]
