@@ -29,6 +29,26 @@ def splice(readme: str, section: str) -> str:
     return readme[:start] + section.rstrip("\n") + "\n\n" + rest
 
 
+def rendered_section(out: pathlib.Path) -> Optional[str]:
+    """The performance section rendered again from the run's results.json by
+    this checkout's code (same figures; wording fixes need no new run), or
+    None when the results cannot be rendered."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import json
+
+        from rotortree.benchmarks import suite
+
+        results = json.loads((out / "results.json").read_text())
+        return suite.readme_section(results["machine"], results["command"],
+                                    results["runtime_s"], results["sections"],
+                                    results["plots"], results["crates"])
+    except (ImportError, OSError, ValueError, KeyError) as exc:
+        print(f"publish_bench.py: using {out / 'readme_performance.md'} as written "
+              f"({exc!r})", file=sys.stderr)
+        return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -47,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if item.is_file():
             shutil.copy2(item, docs / item.name)
     readme = ROOT / "README.md"
-    readme.write_text(splice(readme.read_text(), section.read_text()))
+    readme.write_text(splice(readme.read_text(), rendered_section(out) or section.read_text()))
     print(f"published {out} to {docs} and {readme}")
     return 0
 

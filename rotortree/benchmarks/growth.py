@@ -196,7 +196,7 @@ def run(quick: bool = False, workloads: Optional[List[Tuple[int, int]]] = None,
     """Quick keeps the batch sizes and stops the 1M-leaf batches at 4M leaves."""
     if workloads is None:
         workloads = [(1_000_000, 4_000_000), (4_096, 1_000_000)] if quick else list(WORKLOADS)
-    repeat = repeat if repeat is not None else (1 if quick else 2)
+    repeat = repeat if repeat is not None else (1 if quick else 3)
     results, problems = measure(workloads, repeat, harness, show_progress)
     payload = {"benchmark": "growth", "machine": machine(), "repeat": repeat,
                "workloads": results, "crates_measured": harness is not None,

@@ -47,7 +47,7 @@ Harness = Optional[rust_harness.Harness]
 def scaling_args(quick: bool, leaves: Optional[int]) -> argparse.Namespace:
     # Quick keeps the full sizes (the report's figures are 1M-leaf figures)
     # with fewer repetitions than the full run.
-    argv = ["--quick", "--repeat", "5"] if quick else ["--repeat", "15"]
+    argv = ["--quick", "--repeat", "5"] if quick else ["--repeat", "21"]
     if leaves is not None:
         small = max(1, min(10_000, leaves // 4))
         argv += ["--leaves", str(leaves), "--small-batch", str(small),
@@ -90,7 +90,7 @@ def run_operations(quick: bool, leaves: Optional[int], progress: bool,
     singles = 50_000 if quick else 100_000
     if leaves is not None:
         proofs, singles = min(proofs, max(1, leaves // 10)), min(singles, leaves)
-    return operations.run(size, 4, proofs, singles, 3 if quick else 7, show_progress=progress,
+    return operations.run(size, 4, proofs, singles, 3 if quick else 9, show_progress=progress,
                           harness=harness)
 
 
@@ -99,7 +99,7 @@ def run_proofs(quick: bool, leaves: Optional[int], progress: bool,
     # Quick keeps the 1M-leaf proof tree the targets speak of and drops the
     # 10M snapshot tree, whose rebuilds are most of a full run's time.
     max_leaves = 1_000_000 if quick else proof_bench.SNAPSHOT_SIZES[-1]
-    proof_leaves, count, repeat = proof_bench.TARGET_LEAVES, 100_000, 4 if quick else 7
+    proof_leaves, count, repeat = proof_bench.TARGET_LEAVES, 100_000, 4 if quick else 9
     if leaves is not None:
         max_leaves = proof_leaves = leaves
         count, repeat = max(1, min(count, leaves // 10)), 3
@@ -572,7 +572,27 @@ def readme_section(facts: Dict[str, Any], command: str, runtime_s: float,
         if name in plots:
             out += [f"![{name[:-4].replace('_', ' ')}]({docs}/{name})", ""]
     out += BENCHMARKS_HOWTO
-    return "\n".join(out).rstrip("\n") + "\n"
+    return "\n".join(wrap_prose(out)).rstrip("\n") + "\n"
+
+
+def wrap_prose(lines: List[str], width: int = 78) -> List[str]:
+    """Paragraphs and list items wrapped as the README's prose is; tables,
+    images, headings and code blocks as they are."""
+    import textwrap
+
+    out: List[str] = []
+    code = False
+    for line in lines:
+        if line.startswith("```"):
+            code = not code
+        if code or line.startswith(("```", "|", "#", "!")) or len(line) <= width:
+            out.append(line)
+        elif line.startswith("- "):
+            out += textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False,
+                                 break_long_words=False)
+        else:
+            out += textwrap.wrap(line, width, break_on_hyphens=False, break_long_words=False)
+    return out
 
 
 # -- entry point ---------------------------------------------------------------
