@@ -37,6 +37,9 @@ def answer(line: str, parallel: bool) -> Dict[str, Any]:
     keys = dict(word.split("=", 1) for word in words)
     if op == "info":
         return {"ok": True, "op": op, "parallel": parallel}
+    if op == "blake3":
+        return {"ok": True, "op": op, "bytes": int(keys["bytes"]),
+                "samples_ns": [SAMPLE_NS] * int(keys.get("reps", "5"))}
     reps = int(keys.get("reps", "5"))
     reply: Dict[str, Any] = {"ok": True, "op": op, "v": int(keys["v"])}
     if op == "root":
@@ -82,12 +85,12 @@ def main() -> None:
             print(json.dumps(answer(line, parallel)), flush=True)
 
 
-def install(directory: pathlib.Path) -> pathlib.Path:
-    """Lay out DIR/{sequential,parallel}/release/rotortree-harness running this
-    file with the current interpreter; returns DIR."""
+def install(directory: pathlib.Path, avx2: bool = False) -> pathlib.Path:
+    """Lay out DIR/{sequential,parallel[,avx2]}/release/rotortree-harness
+    running this file with the current interpreter; returns DIR."""
     here = pathlib.Path(__file__).resolve()
     package_root = pathlib.Path(rotortree.__file__).resolve().parent.parent
-    for build in ("sequential", "parallel"):
+    for build in ("sequential", "parallel") + (("avx2",) if avx2 else ()):
         path = directory / build / "release" / "rotortree-harness"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"#!{sys.executable}\n"

@@ -170,3 +170,19 @@ def test_publish_replaces_only_the_performance_section():
     assert out == "# t\n\n## Errors\n\nE\n\n## Performance\n\nnew\n\n## Next\n\nN\n"
     with pytest.raises(ValueError):
         module.splice("# t\n", "## Performance\n")
+
+
+def test_kernels_add_rust_blake3_bounds_with_the_avx2_build(tmp_path):
+    from rotortree.benchmarks import kernels
+
+    directory = fake_rust_harness.install(tmp_path / "harness", avx2=True)
+    assert set(harness.locate(directory)) == {"sequential", "parallel", "avx2"}
+    with harness.open_harness(directory) as h:
+        assert h.has_avx2_bound
+        payload, text = kernels.run(1, 64, show_progress=False, kernels=["portable"], harness=h)
+    bounds = payload["rust_bounds_compressions_per_s"]
+    # The fake hashes the 1 MiB buffer in 1 ms: its exact compressions per ms.
+    assert bounds["rust_blake3_avx2"]["median"] == pytest.approx(
+        kernels.blake3_compressions(1 << 20) / 1e-3)
+    assert all("ratio_to_avx2_bound" in row for row in payload["hash"])
+    assert "the AVX2 bound" in text and "vs AVX2 bound [90%]" in text

@@ -24,6 +24,8 @@ import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
 BUILDS = ("sequential", "parallel")
+# Optional third build: BLAKE3 with its AVX-512 code compiled out, for an AVX2 bound.
+AVX2_BUILD = "avx2"
 BINARY = "rotortree-harness"
 DEMO_SEED = b"rotortree demo"
 
@@ -71,12 +73,18 @@ def default_directories() -> List[pathlib.Path]:
 
 
 def locate(directory: Optional[pathlib.Path] = None) -> Optional[Dict[str, pathlib.Path]]:
-    """Paths of both builds, or None when no directory holds both."""
+    """Paths of both builds (and of the optional avx2 build when it is
+    there), or None when no directory holds both."""
     candidates = [directory] if directory is not None else default_directories()
+
+    def binary(folder: pathlib.Path, build: str) -> Optional[pathlib.Path]:
+        path = pathlib.Path(folder) / build / "release" / BINARY
+        return path if path.is_file() and os.access(path, os.X_OK) else None
+
     for folder in candidates:
-        paths = {build: pathlib.Path(folder) / build / "release" / BINARY for build in BUILDS}
-        if all(path.is_file() and os.access(path, os.X_OK) for path in paths.values()):
-            return paths
+        found = {build: binary(folder, build) for build in BUILDS + (AVX2_BUILD,)}
+        if all(found[build] is not None for build in BUILDS):
+            return {build: path for build, path in found.items() if path is not None}
     return None
 
 
@@ -143,6 +151,10 @@ class Harness:
             self.processes[key] = Process(self.paths[build])
         return self.processes[key]
 
+    @property
+    def has_avx2_bound(self) -> bool:
+        return AVX2_BUILD in self.paths
+
     def call(self, build: str, command: str, **keys: Any) -> Dict[str, Any]:
         memory = str(keys.get("memory", "reused"))
         return self._process(build, memory).call(command, **keys)
@@ -176,4 +188,5 @@ def open_harness(directory: Optional[pathlib.Path] = None) -> Optional[Harness]:
     return Harness(paths) if paths is not None else None
 
 
-__all__ = ["Harness", "HarnessError", "locate", "open_harness", "ANCHOR_ROOTS", "BUILDS"]
+__all__ = ["Harness", "HarnessError", "locate", "open_harness", "ANCHOR_ROOTS", "BUILDS",
+           "AVX2_BUILD"]

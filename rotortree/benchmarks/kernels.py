@@ -1,6 +1,6 @@
 """SIMD kernels side by side with the physical bound, measured in one run.
 
-    python bench/kernels.py [--repeat R] [--quick] [--out DIR]
+    python bench/kernels.py [--repeat R] [--quick] [--out DIR] [--harness DIR | --no-harness]
 
 For arity 2, 4, 8 and 16, each kernel's parents/s and BLAKE3 compressions/s
 on one thread (a parent of k children costs ceil((2 + 32k) / 64)
@@ -13,7 +13,10 @@ two-thread ceiling (two threads hashing independently). Then insert_many
 of 1M leaves at arity 4 with 1 and 2 threads per kernel, against the bound
 at the same thread count. Configurations are interleaved round-robin so
 machine drift hits all alike; ratios are taken per repetition against the
-bound measured in the same repetition. Writes DIR/kernels.{md,json}.
+bound measured in the same repetition. With the Rust harness built, Rust's
+blake3 crate over the same buffer joins the repetitions, and with its avx2
+build (AVX-512 code compiled out) gives an AVX2 bound beside the package's.
+Writes DIR/kernels.{md,json}.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import blake3
 
 import rotortree
 
+from . import harness as rust_harness
 from ._common import Progress, deterministic_leaves, fmt_rate, machine, write_results_to
 from .environment import blake3_package_simd, cpu_flags, machine_ceiling
 from .stats import fmt_interval, paired_ratios, quantile, ratio_summary, summary, target
@@ -81,9 +85,23 @@ def interval(samples: List[float]) -> Tuple[float, float]:
     return quantile(samples, 0.05), quantile(samples, 0.95)
 
 
+def rust_bounds(harness: Optional[rust_harness.Harness]) -> Dict[str, str]:
+    """The harness builds whose BLAKE3 gives a second bound: {key: build}."""
+    if harness is None:
+        return {}
+    bounds = {"rust_blake3": "sequential"}
+    if harness.has_avx2_bound:
+        bounds["rust_blake3_avx2"] = rust_harness.AVX2_BUILD
+    return bounds
+
+
 def run(repeat: int, scale: int = 1, show_progress: bool = True,
-        kernels: Optional[List[str]] = None) -> Tuple[Dict[str, Any], str]:
-    """``scale`` divides every size (quick runs); returns (payload, markdown)."""
+        kernels: Optional[List[str]] = None,
+        harness: Optional[rust_harness.Harness] = None) -> Tuple[Dict[str, Any], str]:
+    """``scale`` divides every size (quick runs); returns (payload, markdown).
+    With ``harness``, Rust's BLAKE3 (blake3 crate, one thread) over the same
+    buffer is measured in the same repetitions too: as built, and, with the
+    harness's avx2 build, with its AVX-512 code compiled out (the AVX2 bound)."""
     before = rotortree.pool_info()
     kernels = kernels or list(before["available_simd"])
     leaves = {arity: deterministic_leaves(max(arity, count // scale))
@@ -97,12 +115,20 @@ def run(repeat: int, scale: int = 1, show_progress: bool = True,
     insert_samples: Dict[Tuple[str, int], List[float]] = {
         (k, t): [] for k in kernels for t in (1, 2)}
     bounds: Dict[int, List[float]] = {1: [], 2: []}
+    extra = rust_bounds(harness)
+    rust: Dict[str, List[float]] = {key: [] for key in extra}
     roots: Dict[object, Set[bytes]] = {}
     try:
         with Progress(repeat + 1, "kernels", enabled=show_progress, unit="rep") as progress:
             for _ in range(repeat + 1):  # the first round is the warm-up
                 for threads in (1, 2):
                     bounds[threads].append(bound_sample(bound_buffer, threads))
+                for key, build in extra.items():
+                    assert harness is not None
+                    reply = harness.call(build, "blake3", bytes=len(bound_buffer), warmup=0,
+                                         reps=1)
+                    rust[key].append(blake3_compressions(len(bound_buffer))
+                                     / (reply["samples_ns"][0] / 1e9))
                 for kernel in kernels:
                     rotortree.configure(simd=kernel, num_threads=1)
                     for arity, data in leaves.items():
@@ -124,6 +150,7 @@ def run(repeat: int, scale: int = 1, show_progress: bool = True,
                 if len(r) != 1]
     ceiling = machine_ceiling(2, max(5, repeat))
     bound = {t: samples[1:] for t, samples in bounds.items()}
+    rust = {key: samples[1:] for key, samples in rust.items()}
 
     rows: List[Dict[str, Any]] = []
     for kernel in kernels:
@@ -132,11 +159,15 @@ def run(repeat: int, scale: int = 1, show_progress: bool = True,
             parents = parents_in_full_tree(len(data) // 32, arity)
             work = parents * compressions_per_parent(arity)
             rates = [work / s for s in samples]
-            rows.append({"kernel": kernel, "arity": arity,
-                         "parents_per_s": parents / summary(samples)["median"],
-                         "compressions_per_s": summary(rates),
-                         "ratio_to_bound": ratio_summary(paired_ratios(rates, bound[1])),
-                         "samples_s": samples})
+            row = {"kernel": kernel, "arity": arity,
+                   "parents_per_s": parents / summary(samples)["median"],
+                   "compressions_per_s": summary(rates),
+                   "ratio_to_bound": ratio_summary(paired_ratios(rates, bound[1])),
+                   "samples_s": samples}
+            if "rust_blake3_avx2" in rust:
+                row["ratio_to_avx2_bound"] = ratio_summary(
+                    paired_ratios(rates, rust["rust_blake3_avx2"]))
+            rows.append(row)
     insert_rows: List[Dict[str, Any]] = []
     work = tree_compressions(insert_count, 4)
     for kernel in kernels:
@@ -160,6 +191,8 @@ def run(repeat: int, scale: int = 1, show_progress: bool = True,
         "bound_compressions": blake3_compressions(len(bound_buffer)),
         "bound_two_thread_speedup": ratio_summary(paired_ratios(bound[2], bound[1])),
         "two_thread_ceiling": ceiling, "insert_leaves": insert_count,
+        "rust_bounds_compressions_per_s": {k: summary(v) for k, v in rust.items()},
+        "rust_bound_samples": rust,
         "insert_compressions": work, "hash": rows, "insert_many": insert_rows,
         "problems": problems}
     payload["targets"] = targets(payload)
@@ -227,15 +260,28 @@ def render(payload: Dict[str, Any]) -> str:
         + (f"; machine's two-thread ceiling (independent hashing): {fmt_interval(ceiling)}."
            if ceiling else "."),
         "",
-        "| kernel | arity | parents/s | compressions/s (median, min, IQR) | vs 1-thread bound "
-        "[90%] |",
-        "|---|---:|---:|---:|---:|",
     ]
+    rust = payload.get("rust_bounds_compressions_per_s", {})
+    what = {"rust_blake3": "Rust's blake3 crate (1 thread, as built: runtime SIMD detection)",
+            "rust_blake3_avx2": "Rust's blake3 crate with its AVX-512 code compiled out (1 "
+                                "thread): the AVX2 bound"}
+    for key, stats in rust.items():
+        lines.append(f"- Same run, same buffer: {what[key]}: {stats['median'] / 1e6:.1f}M "
+                     f"compressions/s (min {stats['min'] / 1e6:.1f}M, IQR "
+                     f"{stats['iqr'] / 1e6:.1f}M).")
+    avx2 = "rust_blake3_avx2" in rust
+    lines += (["", "| kernel | arity | parents/s | compressions/s (median, min, IQR) | vs 1-thread "
+               "bound [90%] |" + (" vs AVX2 bound [90%] |" if avx2 else ""),
+               "|---|---:|---:|---:|---:|" + ("---:|" if avx2 else "")] if rust else [
+        "| kernel | arity | parents/s | compressions/s (median, min, IQR) | vs 1-thread bound "
+        "[90%] |", "|---|---:|---:|---:|---:|"])
     for row in payload["hash"]:
         c = row["compressions_per_s"]
         lines.append(f"| {row['kernel']} | {row['arity']} | {row['parents_per_s'] / 1e6:.2f}M | "
                      f"{c['median'] / 1e6:.1f}M ({c['min'] / 1e6:.1f}M, {c['iqr'] / 1e6:.1f}M) "
-                     f"| {fmt_interval(row['ratio_to_bound'], 2, '')} |")
+                     f"| {fmt_interval(row['ratio_to_bound'], 2, '')} |"
+                     + (f" {fmt_interval(row['ratio_to_avx2_bound'], 2, '')} |"
+                        if "ratio_to_avx2_bound" in row else ""))
     lines += ["", f"insert_many of {payload['insert_leaves']:,} leaves into a fresh tree, arity "
                   f"4 ({payload['insert_compressions']:,} compressions), calls back to back (no "
                   "idle gap before each, unlike the thread-scaling section, so pool workers "
@@ -263,9 +309,15 @@ def main(argv: Optional[List[str]] = None, default_out: pathlib.Path = pathlib.P
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="3 repetitions, smaller trees")
     parser.add_argument("--out", type=pathlib.Path, default=default_out)
+    rust_harness.add_options(parser)
     args = parser.parse_args(argv)
     repeat = 3 if args.quick else args.repeat
-    payload, markdown = run(repeat, 16 if args.quick else 1)
+    harness = rust_harness.from_options(args)
+    try:
+        payload, markdown = run(repeat, 16 if args.quick else 1, harness=harness)
+    finally:
+        if harness is not None:
+            harness.close()
     print(markdown)
     path = write_results_to(args.out, "kernels", payload, markdown)
     print(f"wrote {path}", file=sys.stderr)

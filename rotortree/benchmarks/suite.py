@@ -80,7 +80,7 @@ def run_kernels(quick: bool, leaves: Optional[int], progress: bool,
     scale = 4 if quick else 1
     if leaves is not None:
         scale = max(scale, 1_000_000 // max(1, leaves))
-    return kernels.run(3 if quick else 7, scale, show_progress=progress)
+    return kernels.run(3 if quick else 7, scale, show_progress=progress, harness=harness)
 
 
 def run_operations(quick: bool, leaves: Optional[int], progress: bool,

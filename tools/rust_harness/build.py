@@ -12,9 +12,10 @@ crates (Debian's ``/usr/share/cargo/registry``: ``apt-get install librust-blake3
 librust-rayon-dev``) and builds offline. These go into a generated cargo config in the target
 folder (``[patch.crates-io]`` path overrides), never into the repository.
 
-Writes TARGET/sequential/release/rotortree-harness and TARGET/parallel/release/rotortree-harness
-(TARGET defaults to tools/rust_harness/target, which git ignores); ``rotortree bench`` finds them
-there, or in the folder named by ``--harness`` / ``ROTORTREE_HARNESS_DIR``.
+Writes TARGET/{sequential,parallel,avx2}/release/rotortree-harness (TARGET defaults to
+tools/rust_harness/target, which git ignores); ``rotortree bench`` finds them there, or in the
+folder named by ``--harness`` / ``ROTORTREE_HARNESS_DIR``. The avx2 build (BLAKE3 with its AVX-512
+code compiled out) only gives the kernel report its AVX2 bound and may be left out.
 Exit status: 0 built, 1 a build failed, 2 a prerequisite is missing.
 """
 
@@ -29,7 +30,8 @@ import sys
 from typing import List, Optional
 
 HERE = pathlib.Path(__file__).resolve().parent
-VARIANTS = {"sequential": [], "parallel": ["--features", "parallel"]}
+VARIANTS = {"sequential": [], "parallel": ["--features", "parallel"],
+            "avx2": ["--features", "avx2-bound"]}
 VERSIONS = ("0.15", "0.17")
 
 
@@ -73,8 +75,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--offline-registry", type=pathlib.Path,
                         help="directory of unpacked crates replacing crates.io; builds offline")
     parser.add_argument("--target-dir", type=pathlib.Path, default=HERE / "target")
-    parser.add_argument("--variants", default="sequential,parallel",
-                        help="comma-separated subset of sequential,parallel")
+    parser.add_argument("--variants", default="sequential,parallel,avx2",
+                        help="comma-separated subset of sequential,parallel,avx2 (avx2: BLAKE3 "
+                             "without its AVX-512 code, for the kernel report's AVX2 bound)")
     parser.add_argument("--cargo", help="cargo executable (default: PATH, then ~/.cargo/bin)")
     return parser.parse_args(argv)
 

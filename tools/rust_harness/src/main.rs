@@ -488,8 +488,24 @@ fn dispatch(line: &str, leaves: &mut Leaves, pools: &mut Pools) -> Result<String
     if cmd.op == "info" {
         let mut out = Json::new("info");
         out.num("parallel", cfg!(feature = "parallel")).num("max_depth", MAX_DEPTH)
+            .num("avx512_compiled_out", cfg!(feature = "avx2-bound"))
             .text("crates", "rotortree 0.15 (rt15), rotortree 0.17 (rt17)")
             .text("profile", if cfg!(debug_assertions) { "debug" } else { "release" });
+        return Ok(out.finish());
+    }
+    if cmd.op == "blake3" {
+        // blake3::hash of one buffer on this thread (no rayon): the bound's rate, in the
+        // build's BLAKE3 (runtime SIMD detection, or AVX-512 compiled out).
+        let bytes = cmd.num("bytes", Some(64 << 20))? as usize;
+        let (warmup, reps) = (cmd.num("warmup", Some(1))? as usize, cmd.num("reps", Some(5))? as usize);
+        let buffer = leaves.get("demo", &cmd.seed()?, bytes.div_ceil(32))?.as_flattened()[..bytes].to_vec();
+        let samples = sample(warmup, reps, || {
+            let start = Instant::now();
+            std::hint::black_box(blake3::hash(std::hint::black_box(&buffer)));
+            Ok(start.elapsed().as_nanos() as u64)
+        })?;
+        let mut out = Json::new("blake3");
+        out.num("bytes", bytes).list("samples_ns", &samples).num("avx512_compiled_out", cfg!(feature = "avx2-bound"));
         return Ok(out.finish());
     }
     let version = cmd.num("v", None)?;
