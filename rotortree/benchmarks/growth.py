@@ -1,7 +1,7 @@
 """Growth: batches appended to one tree that keeps growing, the case of a
 service that appends to one tree, beside the crate doing the same.
 
-    python -m rotortree.benchmarks.growth [--quick] [--out DIR]
+    python bench/growth.py [--quick] [--repeat R] [--out DIR] [--harness DIR | --no-harness]
 
 Two workloads at arity 4: 1,000,000-leaf batches appended up to 10,000,000
 leaves, and 4,096-leaf batches up to 1,000,000. Each batch's wall time, user
@@ -212,12 +212,8 @@ def main(argv: Optional[List[str]] = None, default_out: pathlib.Path = pathlib.P
     parser.add_argument("--out", type=pathlib.Path, default=default_out)
     rust_harness.add_options(parser)
     args = parser.parse_args(argv)
-    harness = rust_harness.from_options(args)
-    try:
+    with rust_harness.from_options(args) as harness:
         payload, markdown = run(args.quick, repeat=args.repeat, harness=harness)
-    finally:
-        if harness is not None:
-            harness.close()
     print(markdown)
     path = write_results_to(args.out, "growth", payload, markdown)
     print(f"wrote {path}", file=sys.stderr)

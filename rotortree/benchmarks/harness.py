@@ -17,11 +17,12 @@ writes them so).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
 import subprocess
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 BUILDS = ("sequential", "parallel")
 # Optional third build: BLAKE3 with its AVX-512 code compiled out, for an AVX2 bound.
@@ -53,9 +54,16 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="do not measure the Rust crate even if its harness is built")
 
 
-def from_options(args: argparse.Namespace) -> "Optional[Harness]":
-    """The harness the options ask for, or None (not wanted or not built)."""
-    return None if args.no_harness else open_harness(args.harness)
+@contextlib.contextmanager
+def from_options(args: argparse.Namespace) -> Iterator["Optional[Harness]"]:
+    """The harness the options ask for, or None (not wanted or not built),
+    closed on the way out."""
+    harness = None if args.no_harness else open_harness(args.harness)
+    try:
+        yield harness
+    finally:
+        if harness is not None:
+            harness.close()
 
 
 class HarnessError(RuntimeError):

@@ -312,12 +312,8 @@ def main(argv: Optional[List[str]] = None, default_out: pathlib.Path = pathlib.P
     rust_harness.add_options(parser)
     args = parser.parse_args(argv)
     repeat = 3 if args.quick else args.repeat
-    harness = rust_harness.from_options(args)
-    try:
+    with rust_harness.from_options(args) as harness:
         payload, markdown = run(repeat, 16 if args.quick else 1, harness=harness)
-    finally:
-        if harness is not None:
-            harness.close()
     print(markdown)
     path = write_results_to(args.out, "kernels", payload, markdown)
     print(f"wrote {path}", file=sys.stderr)

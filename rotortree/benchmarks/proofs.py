@@ -520,13 +520,9 @@ def main(argv: Optional[List[str]] = None, default_out: pathlib.Path = pathlib.P
     max_leaves, repeat = args.max_leaves, args.repeat
     if args.quick:
         max_leaves, repeat = min(max_leaves, TARGET_LEAVES), min(repeat, 5)
-    harness = rust_harness.from_options(args)
-    try:
+    with rust_harness.from_options(args) as harness:
         payload, markdown = run(max_leaves, args.proof_leaves, args.proofs, repeat,
                                 args.snapshot_calls, harness=harness)
-    finally:
-        if harness is not None:
-            harness.close()
     print(markdown)
     path = write_results_to(args.out, "proofs", payload, markdown)
     print(f"wrote {path}", file=sys.stderr)

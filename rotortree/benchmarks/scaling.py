@@ -519,15 +519,11 @@ def main(argv: Optional[List[str]] = None, default_out: pathlib.Path = pathlib.P
     if args.replot:
         return scaling_report.replot(args.out)
     command = prog + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
-    harness = rust_harness.from_options(args)
-    if harness is None and not args.no_harness:
-        print("note: the Rust harness is not built (see tools/rust_harness/README.md): "
-              "measuring this package only", file=sys.stderr)
-    try:
+    with rust_harness.from_options(args) as harness:
+        if harness is None and not args.no_harness:
+            print("note: the Rust harness is not built (see tools/rust_harness/README.md): "
+                  "measuring this package only", file=sys.stderr)
         payload, text = run(args, command, harness=harness)
-    finally:
-        if harness is not None:
-            harness.close()
     problems = payload["problems"]
     path = write_results_to(args.out, "scaling", payload, text)
     print(text)

@@ -532,9 +532,9 @@ BENCHMARKS_HOWTO = [
     "```",
     "",
     "The scripts in `bench/` are the developer entry points for single benchmarks, writing "
-    "to `bench/results/`: `scaling.py`, `kernels.py`, `proofs.py` and `durability.py` (the "
-    "same code as `rotortree bench`) and `insert_many.py` (against the pure-Python reference "
-    "in `tests/reference.py`).",
+    "to `bench/results/`: `scaling.py`, `kernels.py`, `proofs.py`, `growth.py` and "
+    "`durability.py` (the same code as `rotortree bench`) and `insert_many.py` (against the "
+    "pure-Python reference in `tests/reference.py`).",
     "",
 ]
 
