@@ -117,7 +117,10 @@ def time_cells(row: Row) -> str:
 
 def config_label(row: Row) -> str:
     if row.get("rust") is None:
-        return f"rotortree {row['label']}" + (" threads" if row["threads"] > 1 else "")
+        if row["threads"] == 1:
+            return f"rotortree {row['label']}"
+        extra = " (oversubscribed)" if "oversubscribed" in row["label"] else ""
+        return f"rotortree {row['threads']} threads{extra}"
     return f"crate {row['label']}"
 
 
