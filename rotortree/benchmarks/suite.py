@@ -396,7 +396,8 @@ def plot_growth(axes: Any, gr: Payload, date: str) -> None:
     axes.set_xlabel("tree size after the batch (million leaves)")
     axes.set_ylabel("ms per batch (median over repetitions; bars: min-max)")
     axes.set_title(f"{workload['batch']:,}-leaf batches appended to one growing arity-4 "
-                   f"tree\nrotortree bench, one run, {date}", fontsize=9)
+                   f"tree\nrotortree bench, one run, {date}; crates via tools/rust_harness",
+                   fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
 
