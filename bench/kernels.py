@@ -1,6 +1,6 @@
 """SIMD kernels side by side with the physical bound, measured in one run.
 
-    python bench/kernels.py [--repeat R] [--quick] [--out DIR]
+    python bench/kernels.py [--repeat R] [--quick] [--out DIR] [--harness DIR | --no-harness]
 
 Writes DIR/kernels.{md,json}; DIR defaults to bench/results. The code and the
 method are in rotortree/benchmarks/kernels.py (``rotortree bench`` runs it too).

@@ -1,7 +1,7 @@
 """Snapshot cost and proof throughput beside the Rust crate, measured in one run.
 
     python bench/proofs.py [--max-leaves N] [--proof-leaves N] [--proofs N]
-                           [--repeat R] [--quick] [--out DIR]
+                           [--repeat R] [--quick] [--out DIR] [--harness DIR | --no-harness]
 
 Writes DIR/proofs.{md,json}; DIR defaults to bench/results. The code and the
 method are in rotortree/benchmarks/proofs.py (``rotortree bench`` runs it too).

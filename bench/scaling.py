@@ -1,7 +1,8 @@
-"""Thread scaling and parallel-threshold impact of insert_many, the two tables
-of the Rust crate's documentation, measured on this machine.
+"""Thread scaling and parallel-threshold impact of insert_many, with the Rust
+crate measured in the same run when tools/rust_harness is built.
 
     python bench/scaling.py [--quick] [--repeat N] [--arities 2,4,8,16] [--out DIR]
+                            [--harness DIR | --no-harness]
 
 Writes DIR/scaling.{md,json,png}; DIR defaults to bench/results. The code and
 the method are in rotortree/benchmarks/scaling.py (``rotortree bench`` runs

@@ -11,6 +11,11 @@ import time
 from typing import Any, Callable, Optional
 
 
+# The sections of ``rotortree bench``, in the order they run (here so that the
+# command line can list them without importing the benchmarks).
+BENCH_SECTIONS = ("scaling", "kernels", "operations", "proofs", "growth", "durability", "churn")
+
+
 def deterministic_leaves(count: int, seed: bytes = b"rotortree demo") -> bytes:
     """``count`` pseudo-random 32-byte leaves from BLAKE3's extendable output:
     the same bytes on every machine, generated in one fast call."""
@@ -108,5 +113,5 @@ class Progress:
         self.close()
 
 
-__all__ = ["deterministic_leaves", "int_at_least", "positive_int", "non_negative_int",
+__all__ = ["BENCH_SECTIONS", "deterministic_leaves", "int_at_least", "positive_int", "non_negative_int",
            "Progress"]

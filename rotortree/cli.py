@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
-from ._util import deterministic_leaves
+from ._util import BENCH_SECTIONS, deterministic_leaves
 from ._util import non_negative_int as _non_negative
 from ._util import positive_int as _positive
 
@@ -160,9 +160,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CliError(f"--out {out} exists and is not a directory")
     command = "rotortree bench" + ("".join(f" {a}" for a in args.argv) if args.argv else "")
     started = time.perf_counter()
+    harness = pathlib.Path(args.harness) if args.harness else None
+    if harness is not None and not harness.is_dir():
+        raise CliError(f"--harness {harness} is not a directory")
     status = suite.run_suite(out, quick=args.quick, only=only, leaves=args.leaves,
                              plots=not args.no_plots, progress=not args.quiet,
-                             command=command)
+                             command=command, harness_dir=harness,
+                             use_harness=not args.no_harness)
     report = (out / "report.md").read_text()
     summary = report.split("## Summary", 1)
     if len(summary) == 2 and not args.quiet:
@@ -457,19 +461,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="run the benchmark suite; write report.md, results.json and plots",
         description="Run the benchmark suite (thread scaling, parallel threshold, SIMD "
-                    "kernels, single inserts, snapshots and proofs, durable trees) and "
-                    "write OUT/report.md, OUT/results.json and, with matplotlib, "
-                    "OUT/speedup_vs_threads.png, OUT/threshold_impact.png and "
-                    "OUT/throughput_vs_arity.png.")
+                    "kernels, single inserts, snapshots and proofs, a growing tree, durable "
+                    "trees), with the Rust crate rotortree 0.15 and 0.17 measured in the same "
+                    "run when tools/rust_harness is built, and write OUT/report.md, "
+                    "OUT/readme_performance.md, OUT/results.json and, with matplotlib, "
+                    "OUT/speedup_vs_threads.png, OUT/threshold_impact.png, "
+                    "OUT/throughput_vs_arity.png and OUT/growth.png.")
     bench.add_argument("--quick", action="store_true",
                        help="fewer repetitions and smaller trees (under a minute here)")
     bench.add_argument("--out", default="rotortree-bench",
                        help="output directory (default ./rotortree-bench)")
     bench.add_argument("--only", default=None, metavar="SECTIONS",
-                       help="comma-separated subset of scaling,kernels,operations,proofs,durability,churn")
+                       help="comma-separated subset of " + ",".join(BENCH_SECTIONS))
     bench.add_argument("--leaves", type=_positive, default=None,
                        help="leaves per large batch instead of 1,000,000 (for smoke tests)")
     bench.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    bench.add_argument("--harness", default=None, metavar="DIR",
+                       help="folder of the Rust harness builds (default: "
+                            "$ROTORTREE_HARNESS_DIR, then tools/rust_harness/target)")
+    bench.add_argument("--no-harness", action="store_true",
+                       help="do not measure the Rust crate even when its harness is built")
     bench.add_argument("--quiet", action="store_true", help="no progress output")
     bench.set_defaults(run=cmd_bench)
 

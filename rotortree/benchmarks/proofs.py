@@ -1,7 +1,7 @@
 """Snapshot cost and proof throughput beside the Rust crate, measured in one run.
 
     python bench/proofs.py [--max-leaves N] [--proof-leaves N] [--proofs N]
-                           [--repeat R] [--quick] [--out DIR]
+                           [--repeat R] [--quick] [--out DIR] [--harness DIR | --no-harness]
 
 Snapshot cost vs tree size (arity 4, 1k to 10M leaves, capped by
 ``--max-leaves``): ``tree.snapshot()`` timed call by call, each snapshot
@@ -13,12 +13,15 @@ starts from a freshly built tree of the row's size.
 Proofs on a tree of ``--proof-leaves`` leaves, arity 4, at 1 and 2 threads:
 ``generate_proofs`` of ``--proofs`` random leaves in one call, one
 ``generate_proof`` per call, ``ProofBatch.verify`` (C, on the pool) and
-``InclusionProof.verify`` (pure Python, the light-client path). Every
-generated proof is checked; the exit status is 1 if one does not verify.
+``InclusionProof.verify`` (pure Python, the light-client path); the batch
+also with its indices in a Python list. With the Rust harness built, each
+round also runs the crate's batches (``generate_proof`` and ``verify`` over
+``par_iter`` in a rayon pool; see tools/rust_harness). Every generated proof
+is checked; the exit status is 1 if one does not verify.
 
-Every figure is the median of ``--repeat`` rounds after a warm-up round;
-configurations are interleaved within a round so machine drift hits all
-alike. Writes DIR/proofs.{md,json}.
+``--repeat`` rounds after a warm-up round; configurations are interleaved
+within a round so machine drift hits all alike; figures are given as median
+(min, IQR) and ratios per paired round. Writes DIR/proofs.{md,json}.
 """
 
 from __future__ import annotations
@@ -36,21 +39,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import rotortree
 from rotortree.proofs import InclusionProof
 
+from . import harness as rust_harness
 from ._common import (Progress, deterministic_leaves, fmt_rate, machine, median, positive_int,
                       write_results_to)
+from .stats import fmt_interval, paired_ratios, quantile, ratio_summary, summary, target
 
 ARITY = 4
 SNAPSHOT_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
 WRITE_BATCH = 1_000
 THREADS = (1, 2)
 
-# The Rust crate rotortree 0.15 measured on this machine kind at 1M leaves,
-# arity 4 (issue 4): (low, high) in microseconds per call.
-RUST_REFERENCE: Dict[str, Tuple[float, float]] = {
-    "snapshot_us": (17.0, 22.0),
-    "generate_proof_us": (1.3, 2.3),
-    "verify_us": (2.8, 3.4),
-}
+# The crate's batch proofs measured beside ours: (version, rayon threads).
+CRATE_BATCHES = ((15, 1), (15, 2), (17, 2))
+LIST_THREADS = 2                    # the thread count of the list-of-indices variant
 TARGET_SNAPSHOT_US = 10.0
 TARGET_GENERATE_PER_S = 2e6
 TARGET_VERIFY_PER_S = 1e6
@@ -153,6 +154,8 @@ def measure_snapshots(leaves: memoryview, sizes: List[int], repeat: int, snapsho
                 # too few calls for a p99 of its own.
                 "median_us": median([median(r) for r in rounds]) * 1e6,
                 "p99_us": percentile(pooled, 0.99) * 1e6,
+                "min_us": min(pooled) * 1e6,
+                "iqr_us": summary(pooled)["iqr"] * 1e6,
                 "round_medians_us": [median(r) * 1e6 for r in rounds],
             }
         rows.append(row)
@@ -166,9 +169,26 @@ def random_indices(count: int, size: int) -> "array[int]":
     return array("Q", (rng.randrange(size) for _ in range(count)))
 
 
+def crate_batches(harness: Optional[rust_harness.Harness], proof_leaves: int, proofs: int,
+                  samples: Dict[Tuple[int, int], Dict[str, List[float]]], keep: bool) -> None:
+    """One round of the crate's batch proofs: par_iter in a rayon pool of 1
+    and 2 threads, in the harness's parallel build (it builds its tree
+    untimed per call)."""
+    if harness is None:
+        return
+    for version, threads in CRATE_BATCHES:
+        reply = harness.call("parallel", "proofs_batch", v=version, threads=threads,
+                             leaves=proof_leaves, count=proofs, warmup=0, reps=1)
+        if keep:
+            into = samples.setdefault((version, threads), {})
+            for key in ("generate", "collect", "verify"):
+                into.setdefault(key, []).append(reply[f"{key}_ns"][0] / 1e9)
+
+
 def measure_proofs(leaves: memoryview, proof_leaves: int, proofs: int, repeat: int,
-                   single_calls: int, python_proofs: int,
-                   show_progress: bool) -> Tuple[Dict[str, Any], List[str]]:
+                   single_calls: int, python_proofs: int, show_progress: bool,
+                   harness: Optional[rust_harness.Harness] = None,
+                   ) -> Tuple[Dict[str, Any], List[str]]:
     tree = build(leaves, proof_leaves)
     snap = tree.snapshot()
     root = snap.root
@@ -179,6 +199,9 @@ def measure_proofs(leaves: memoryview, proof_leaves: int, proofs: int, repeat: i
     invalid: List[str] = []
 
     generate: Dict[int, List[float]] = {t: [] for t in THREADS}
+    generate_list: List[float] = []
+    index_list = [int(i) for i in indices]
+    crate: Dict[Tuple[int, int], Dict[str, List[float]]] = {}
     verify_c: Dict[int, List[float]] = {t: [] for t in THREADS}
     single_totals: Dict[int, List[float]] = {t: [] for t in THREADS}
     single_medians: Dict[int, List[float]] = {t: [] for t in THREADS}
@@ -190,13 +213,20 @@ def measure_proofs(leaves: memoryview, proof_leaves: int, proofs: int, repeat: i
     try:
         with Progress(repeat + 1, "proofs: proofs", enabled=show_progress,
                       unit="round") as progress:
-            for _ in range(repeat + 1):  # the first round is the warm-up
+            for round_ in range(repeat + 1):  # the first round is the warm-up
                 batch: Any = None
+                crate_batches(harness, proof_leaves, proofs, crate, round_ > 0)
                 for threads in THREADS:
                     rotortree.configure(num_threads=threads)
                     # Drop the previous batch first so each call allocates
                     # its output afresh, as a service's calls do.
                     batch = None
+                    if threads == LIST_THREADS:
+                        # The same indices as a Python list, as most callers have them.
+                        start = clock()
+                        batch = snap.generate_proofs(index_list)
+                        generate_list.append(clock() - start)
+                        batch = None
                     start = clock()
                     batch = snap.generate_proofs(indices)
                     generate[threads].append(clock() - start)
@@ -250,25 +280,52 @@ def measure_proofs(leaves: memoryview, proof_leaves: int, proofs: int, repeat: i
     rows: List[Row] = []
 
     def add(operation: str, threads: Optional[int], samples: List[float], per_sample: int,
-            note: str, per_call_us: Optional[float] = None) -> None:
-        seconds = median(samples) / per_sample
-        rows.append({"operation": operation, "threads": threads,
-                     "per_proof_us": seconds * 1e6, "proofs_per_s": 1 / seconds,
-                     "per_call_median_us": per_call_us, "proofs_per_sample": per_sample,
-                     "samples_s": samples, "note": note})
+            note: str, per_call_us: Optional[float] = None, key: str = "",
+            peer: Optional[List[float]] = None) -> None:
+        per_proof = [s / per_sample for s in samples]
+        stats = summary(per_proof)
+        rates = [1 / s for s in per_proof]
+        row: Row = {"operation": operation, "threads": threads, "key": key,
+                    "per_proof_us": stats["median"] * 1e6, "proofs_per_s": 1 / stats["median"],
+                    "per_proof_s": stats,
+                    "proofs_per_s_interval": [quantile(rates, 0.05), quantile(rates, 0.95)],
+                    "per_call_median_us": per_call_us, "proofs_per_sample": per_sample,
+                    "samples_s": samples, "note": note}
+        if peer is not None:
+            # This package's matching row / the crate's time, per paired round
+            # (> 1: this package slower).
+            row["ours_over_crate"] = ratio_summary(paired_ratios(peer, samples))
+        rows.append(row)
 
     size = (f"{proof_bytes / 2**20:.0f} MiB" if proof_bytes >= 2**20
             else f"{proof_bytes / 2**10:.0f} KiB")
     for threads in THREADS:
         add(f"generate_proofs ({proofs:,} per call)", threads, generate[threads][1:], proofs,
-            f"one call into C, on the pool; {size} of proofs per call")
+            f"one call into C, on the pool; {size} of proofs per call; indices in an "
+            "array('Q')", key="generate")
+    add(f"generate_proofs ({proofs:,} per call, indices in a list)", LIST_THREADS,
+        generate_list[1:], proofs, "the same call given a Python list of ints",
+        key="generate_list")
     for threads in THREADS:
         add("generate_proof (one per call)", threads, single_totals[threads][1:],
             len(singles), f"{len(singles):,} calls per round; builds an InclusionProof",
             per_call_us=median(single_medians[threads][1:]) * 1e6)
     for threads in THREADS:
         add(f"ProofBatch.verify ({proofs:,} per call)", threads, verify_c[threads][1:],
-            proofs, "C batch verifier, on the pool")
+            proofs, "C batch verifier, on the pool", key="verify")
+    for (version, threads), parts in sorted(crate.items()):
+        rule = "" if version == 15 else "; another hash rule"
+        ours_generate = generate.get(threads, [])[1:] if version == 15 else None
+        ours_verify = verify_c.get(threads, [])[1:] if version == 15 else None
+        add(f"crate 0.{version}: generate_proof over par_iter, each proof dropped", threads,
+            parts["generate"], proofs, f"rayon pool of {threads}{rule}",
+            key=f"crate{version}_generate", peer=ours_generate)
+        add(f"crate 0.{version}: generate_proof over par_iter, collected into a Vec", threads,
+            parts["collect"], proofs, f"proofs of MAX_DEPTH=32 levels{rule}",
+            key=f"crate{version}_collect", peer=ours_generate)
+        add(f"crate 0.{version}: NaryProof::verify over par_iter", threads, parts["verify"],
+            proofs, f"rayon pool of {threads}{rule}", key=f"crate{version}_verify",
+            peer=ours_verify)
     add("InclusionProof.verify (pure Python)", None, verify_py[1:], python_count,
         f"{python_count:,} materialized proofs; blake3 package, no C core")
     add("InclusionProof.from_bytes + verify (pure Python)", None, decode_verify_py[1:],
@@ -279,81 +336,48 @@ def measure_proofs(leaves: memoryview, proof_leaves: int, proofs: int, repeat: i
     return result, invalid
 
 
-def find(rows: List[Row], prefix: str, threads: Optional[int]) -> Optional[Row]:
-    return next((r for r in rows if r["operation"].startswith(prefix)
-                 and r["threads"] == threads), None)
+def find(rows: List[Row], key: str, threads: Optional[int]) -> Optional[Row]:
+    return next((r for r in rows if r.get("key") == key and r["threads"] == threads), None)
 
 
 def fmt_us(us: float) -> str:
     return f"{us:.2f} µs" if us < 10 else f"{us:.1f} µs" if us < 1000 else f"{us / 1e3:.2f} ms"
 
 
-def rust_range(key: str) -> str:
-    low, high = RUST_REFERENCE[key]
-    return f"{low:g}-{high:g} µs"
-
-
-def comparison(snapshots: List[Row], proofs: Dict[str, Any]) -> List[Dict[str, str]]:
-    """Rows of (what, this run, Rust crate), shared with ``rotortree bench``'s summary."""
-    out = []
-    at = next((r for r in snapshots if r["leaves"] == TARGET_LEAVES), None)
-    if at is not None:
-        out.append({"what": "snapshot(), 1M leaves",
-                    "ours": f"{fmt_us(at['none']['median_us'])} (after a 1-leaf insert: "
-                            f"{fmt_us(at['insert']['median_us'])})",
-                    "rust": rust_range("snapshot_us")})
-    rows = proofs["rows"]
-    single = find(rows, "generate_proof ", 1)
-    batch = find(rows, "generate_proofs", 2)
-    if single is not None and batch is not None:
-        out.append({"what": f"generate_proof, {proofs['leaves']:,} leaves",
-                    "ours": f"{fmt_us(single['per_call_median_us'])} per call; "
-                            f"{fmt_us(batch['per_proof_us'])} per proof in a batch "
-                            "on 2 threads",
-                    "rust": rust_range("generate_proof_us")})
-    c1, c2 = find(rows, "ProofBatch.verify", 1), find(rows, "ProofBatch.verify", 2)
-    py = find(rows, "InclusionProof.verify", None)
-    if c1 is not None and c2 is not None and py is not None:
-        out.append({"what": f"verify, {proofs['leaves']:,} leaves",
-                    "ours": f"{fmt_us(c1['per_proof_us'])} per proof in C on 1 thread "
-                            f"({fmt_us(c2['per_proof_us'])} on 2); "
-                            f"{fmt_us(py['per_proof_us'])} in pure Python",
-                    "rust": rust_range("verify_us")})
-    return out
-
-
-def targets(snapshots: List[Row], proofs: Dict[str, Any]) -> List[Dict[str, str]]:
-    """Each target met / not met from this run's medians; "not measured" when
-    the run did not use the size the target speaks of."""
+def targets(snapshots: List[Row], proofs: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Each target judged on the 90% interval over rounds; "not measured"
+    when the run did not use the size the target speaks of."""
     out = []
     name = f"snapshot of a 1M-leaf tree under {TARGET_SNAPSHOT_US:g} µs from Python"
     at = next((r for r in snapshots if r["leaves"] == TARGET_LEAVES), None)
     if at is None:
-        out.append({"target": name, "measured": "no 1M-leaf tree in this run",
-                    "status": "not measured"})
+        out.append(target(name, "", reason="no 1M-leaf tree in this run"))
     else:
-        us = at["none"]["median_us"]
-        out.append({"target": name,
-                    "measured": f"median {us:.2f} µs (p99 {at['none']['p99_us']:.1f} µs); "
-                                f"after a 1-leaf insert {at['insert']['median_us']:.2f} µs, "
-                                f"after a {WRITE_BATCH:,}-leaf insert_many "
+        rounds = at["none"]["round_medians_us"]
+        low, high = quantile(rounds, 0.05), quantile(rounds, 0.95)
+        out.append(target(name, f"median {at['none']['median_us']:.2f} µs, round medians "
+                                f"[{low:.2f}-{high:.2f}] µs (p99 {at['none']['p99_us']:.1f} µs); "
+                                f"after a 1-leaf insert {at['insert']['median_us']:.2f} µs, after "
+                                f"a {WRITE_BATCH:,}-leaf insert_many "
                                 f"{at['insert_many']['median_us']:.2f} µs",
-                    "status": "met" if us < TARGET_SNAPSHOT_US else "not met"})
+                          (low, high), TARGET_SNAPSHOT_US, at_least=False))
     same_size = proofs["leaves"] == TARGET_LEAVES
-    for name, prefix, goal in (
+    for name, key, goal in (
             (f"batch proof generation >= {TARGET_GENERATE_PER_S / 1e6:g}M proofs/s on "
-             "2 threads (1M leaves)", "generate_proofs", TARGET_GENERATE_PER_S),
+             "2 threads (1M leaves)", "generate", TARGET_GENERATE_PER_S),
             (f"C batch verification >= {TARGET_VERIFY_PER_S / 1e6:g}M proofs/s on "
-             "2 threads (1M leaves)", "ProofBatch.verify", TARGET_VERIFY_PER_S)):
-        row = find(proofs["rows"], prefix, 2)
+             "2 threads (1M leaves)", "verify", TARGET_VERIFY_PER_S)):
+        row = find(proofs["rows"], key, 2)
         if row is None:
+            out.append(target(name, "", reason="not measured on 2 threads"))
             continue
-        rate = row["proofs_per_s"]
-        status = "met" if rate >= goal else "not met"
-        out.append({"target": name,
-                    "measured": f"{fmt_rate(rate)} proofs/s ({rate / goal:.0%} of the "
-                                f"target) at {proofs['leaves']:,} leaves",
-                    "status": status if same_size else "not measured (other size)"})
+        low, high = row["proofs_per_s_interval"]
+        measured = (f"{fmt_rate(row['proofs_per_s'])} proofs/s [{fmt_rate(low)}-"
+                    f"{fmt_rate(high)}] at {proofs['leaves']:,} leaves")
+        if same_size:
+            out.append(target(name, measured, (low, high), goal))
+        else:
+            out.append(target(name, measured + " (another size: not judged)"))
     return out
 
 
@@ -363,7 +387,7 @@ def render(payload: Dict[str, Any]) -> str:
     lines = [
         "# Snapshots and proofs",
         "",
-        f"Arity {ARITY}; median of {repeat} rounds after a warm-up round. Machine: "
+        f"Arity {ARITY}; {repeat} rounds after a warm-up round. Machine: "
         f"{facts['cpu']}, {facts['logical_cpus']} CPUs, kernel {facts['simd']}. "
         f"Speed check: an empty Python loop took {speed['before']:.1f} ns per iteration "
         f"before the run and {speed['after']:.1f} ns after (compare between runs: a "
@@ -372,16 +396,20 @@ def render(payload: Dict[str, Any]) -> str:
         "## Snapshot cost vs tree size",
         "",
         "`tree.snapshot()` timed call by call; each snapshot is dropped before the next. "
-        "Median µs per call (p99 over every timed call). The write before each snapshot "
-        "is untimed.",
+        "Median of the rounds' medians, µs per call [5th-95th percentile of the round "
+        "medians] (minimum, IQR and p99 over every timed call). The write before each snapshot is untimed.",
         "",
         f"| leaves | depth | snapshot | after insert (1 leaf) | after insert_many "
         f"({WRITE_BATCH:,} leaves) |",
         "|---:|---:|---:|---:|---:|",
     ]
     for row in snapshots:
-        cells = [f"{row[p]['median_us']:.2f} µs (p99 {row[p]['p99_us']:.1f})"
-                 for p in ("none", "insert", "insert_many")]
+        cells = []
+        for p in ("none", "insert", "insert_many"):
+            rounds = row[p]["round_medians_us"]
+            cells.append(f"{row[p]['median_us']:.2f} µs [{quantile(rounds, 0.05):.2f}-"
+                         f"{quantile(rounds, 0.95):.2f}] (min {row[p]['min_us']:.2f}, IQR "
+                         f"{row[p]['iqr_us']:.2f}, p99 {row[p]['p99_us']:.1f})")
         lines.append(f"| {row['leaves']:,} | {row['depth']} | " + " | ".join(cells) + " |")
     growth = ", ".join(
         f"{r['leaves']:,} -> {r['insert']['leaves_at_end_of_round']:,} / "
@@ -396,32 +424,32 @@ def render(payload: Dict[str, Any]) -> str:
         f"## Proofs at {proofs['leaves']:,} leaves",
         "",
         f"Depth {proofs['depth']}; {proofs['proofs']:,} random leaves; "
-        f"{proofs['bytes_per_proof']:,.0f} bytes per serialized proof.",
+        f"{proofs['bytes_per_proof']:,.0f} bytes per serialized proof. Per proof: median "
+        "(min, IQR) over rounds."
+        + (" The crate's batches (tools/rust_harness, rayon build, the same tree and number "
+           "of random leaves) run in the same rounds; \"ours / crate\" is this package's "
+           "matching batch (generate_proofs or ProofBatch.verify_against, array of indices, "
+           "same thread count) over the crate's time, per paired round: > 1 = this package "
+           "slower." if payload.get("crates_measured") else ""),
         "",
-        "| operation | threads | per proof | proofs/s | note |",
-        "|---|---:|---:|---:|---|",
+        "| operation | threads | per proof | proofs/s [90%] | ours / crate [90%] | note |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for row in proofs["rows"]:
         threads = "-" if row["threads"] is None else str(row["threads"])
-        per = fmt_us(row["per_proof_us"])
+        st = row["per_proof_s"]
+        per = (f"{fmt_us(st['median'] * 1e6)} ({fmt_us(st['min'] * 1e6)}, "
+               f"{fmt_us(st['iqr'] * 1e6)})")
         if row["per_call_median_us"] is not None:
-            per += f" (median call {fmt_us(row['per_call_median_us'])})"
+            per += f"; median call {fmt_us(row['per_call_median_us'])}"
+        low, high = row["proofs_per_s_interval"]
+        ratio = fmt_interval(row["ours_over_crate"]) if "ours_over_crate" in row else ""
         lines.append(f"| {row['operation']} | {threads} | {per} | "
-                     f"{fmt_rate(row['proofs_per_s'])} | {row['note']} |")
+                     f"{fmt_rate(row['proofs_per_s'])} [{fmt_rate(low)}-{fmt_rate(high)}] | "
+                     f"{ratio} | {row['note']} |")
     lines += [
         "",
-        "## Beside the Rust crate",
-        "",
-        "The Rust crate rotortree 0.15, measured on this machine kind at 1,000,000 leaves, "
-        "arity 4 (a Rust call, no Python):",
-        "",
-        "| measurement | this run | Rust crate |",
-        "|---|---|---:|",
-    ]
-    lines += [f"| {c['what']} | {c['ours']} | {c['rust']} |" for c in payload["comparison"]]
-    lines += [
-        "",
-        "## Targets",
+        "## Targets (judged by code)",
         "",
         "| target | measured | status |",
         "|---|---|---|",
@@ -432,7 +460,7 @@ def render(payload: Dict[str, Any]) -> str:
     if payload["all_proofs_valid"]:
         lines.append("Validity: every generated proof verified (each batch in C, every "
                      "single proof and the pure-Python sample in Python, against this "
-                     "tree's root).")
+                     "tree's root; the crate's batches in the harness).")
     else:
         lines += ["## INVALID PROOFS", ""] + [f"- {p}" for p in payload["problems"]]
     return "\n".join(lines)
@@ -441,7 +469,8 @@ def render(payload: Dict[str, Any]) -> str:
 def run(max_leaves: int = SNAPSHOT_SIZES[-1], proof_leaves: int = TARGET_LEAVES,
         proofs: int = 100_000, repeat: int = 7, snapshot_calls: int = 2_000,
         single_calls: int = 2_000, python_proofs: int = 2_000,
-        show_progress: bool = True) -> Tuple[Dict[str, Any], str]:
+        show_progress: bool = True,
+        harness: Optional[rust_harness.Harness] = None) -> Tuple[Dict[str, Any], str]:
     """Measure everything; returns (payload, markdown)."""
     sizes = snapshot_sizes(max_leaves)
     # One leaf stream for every tree: a prefix of the XOF output is the
@@ -452,7 +481,7 @@ def run(max_leaves: int = SNAPSHOT_SIZES[-1], proof_leaves: int = TARGET_LEAVES,
     snapshots = measure_snapshots(leaves, sizes, repeat, snapshot_calls, show_progress)
     proof_result, invalid = measure_proofs(leaves, proof_leaves, proofs, repeat,
                                            min(single_calls, proofs), python_proofs,
-                                           show_progress)
+                                           show_progress, harness)
     speed_after = loop_ns()
     payload: Dict[str, Any] = {
         "benchmark": "proofs", "machine": machine(), "arity": ARITY, "repeat": repeat,
@@ -462,11 +491,10 @@ def run(max_leaves: int = SNAPSHOT_SIZES[-1], proof_leaves: int = TARGET_LEAVES,
                      "single_calls": min(single_calls, proofs),
                      "python_proofs": python_proofs},
         "snapshots": snapshots, "proofs": proof_result,
-        "reference_rust_us": {k: list(v) for k, v in RUST_REFERENCE.items()},
+        "crates_measured": harness is not None,
         "all_proofs_valid": not invalid, "problems": invalid,
         "speed_check_loop_ns": {"before": speed_before, "after": speed_after},
     }
-    payload["comparison"] = comparison(snapshots, proof_result)
     payload["targets"] = targets(snapshots, proof_result)
     return payload, render(payload)
 
@@ -487,12 +515,14 @@ def main(argv: Optional[List[str]] = None, default_out: pathlib.Path = pathlib.P
     parser.add_argument("--quick", action="store_true",
                         help="5 rounds, snapshot trees up to 1,000,000 leaves")
     parser.add_argument("--out", type=pathlib.Path, default=default_out)
+    rust_harness.add_options(parser)
     args = parser.parse_args(argv)
     max_leaves, repeat = args.max_leaves, args.repeat
     if args.quick:
         max_leaves, repeat = min(max_leaves, TARGET_LEAVES), min(repeat, 5)
-    payload, markdown = run(max_leaves, args.proof_leaves, args.proofs, repeat,
-                            args.snapshot_calls)
+    with rust_harness.from_options(args) as harness:
+        payload, markdown = run(max_leaves, args.proof_leaves, args.proofs, repeat,
+                                args.snapshot_calls, harness=harness)
     print(markdown)
     path = write_results_to(args.out, "proofs", payload, markdown)
     print(f"wrote {path}", file=sys.stderr)

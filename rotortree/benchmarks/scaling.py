@@ -1,7 +1,9 @@
-"""Thread scaling and parallel-threshold impact of insert_many, the two tables
-of the Rust crate's documentation, measured on this machine.
+"""Thread scaling and parallel-threshold impact of insert_many, with the Rust
+crate rotortree (0.15 and 0.17) measured in the same run when its harness is
+built (see tools/rust_harness/README.md).
 
     python bench/scaling.py [--quick] [--repeat N] [--arities 2,4,8,16] [--out DIR]
+                            [--harness DIR | --no-harness]
 
 (``rotortree bench`` runs the same measurements as part of its suite.)
 Writes DIR/scaling.md (tables), DIR/scaling.json (settings, raw samples, pool
@@ -12,7 +14,12 @@ Method (also printed in the Markdown):
 - Every configuration is measured in the same run, round-robin: each
   repetition visits every configuration once, in an order rotated by one
   place per repetition, so drift on this shared machine hits all alike. One
-  untimed repetition of everything runs first. Reported figures are medians.
+  untimed repetition of everything runs first. Every figure is given as
+  median, minimum and interquartile range; comparisons as the median and 90%
+  interval of the per-repetition ratios (rotortree/benchmarks/stats.py).
+- The Rust crate's configurations (sequential build; rayon build inside a
+  pool of 1 and of 2 threads; 0.15 and 0.17) are timed by the harness, a
+  separate process, in the same repetitions with the same leaves.
 - Before each timed call the pool is reconfigured, started by an untimed
   compute_root (thread start-up is never timed), and the process then idles
   --gap-ms so that pool workers have parked, as between a service's batches.
@@ -34,9 +41,7 @@ Method (also printed in the Markdown):
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
-import os
 import pathlib
 import sys
 import time
@@ -45,35 +50,20 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import rotortree
 from rotortree.config import DEFAULT_PAR_CHUNK_SIZE, DEFAULT_PARALLEL_THRESHOLD
 
-from ._common import (
-    Progress,
-    deterministic_leaves,
-    fmt_ms,
-    fmt_rate,
-    load_pyplot,
-    machine,
-    median,
-    write_results_to,
-)
-
-try:
-    import resource
-except ImportError:  # not on Windows; page faults are then not counted
-    resource = None  # type: ignore[assignment]
+from . import harness as rust_harness
+from . import scaling_report
+from ._common import Progress, deterministic_leaves, machine, write_results_to
+from .environment import Heap, LoadMeter, build_facts, machine_ceiling, minor_faults
+from .stats import paired_ratios, ratio_summary, summary
 
 Row = Dict[str, Any]
 Config = Dict[str, Any]
 
-# The Rust crate's documentation, measured earlier on this machine kind
-# (arity 4, 1,000,000 leaves): (low, high) milliseconds.
-RUST_REFERENCE = {
-    "sequential_ms": (107.0, 110.0),
-    "two_threads_ms": (67.0, 76.0),
-    "two_threads_speedup": (1.4, 1.6),
-}
-TARGET_ONE_THREAD_OVERHEAD = 0.02   # 1-thread pool at most 2% over sequential
-TARGET_TWO_THREAD_SPEEDUP = 1.85    # at 1M leaves, arity 4
 WARM_LEAVES = 1 << 17               # compute_root that starts the pool untimed
+# The crate's builds and thread counts measured beside ours: (label, build, threads).
+RUST_CONFIGS = (("sequential", "sequential", 0), ("rayon, 1 thread", "parallel", 1),
+                ("rayon, 2 threads", "parallel", 2))
+RUST_VERSIONS = (15, 17)
 
 
 def parse_args(argv: Optional[List[str]] = None,
@@ -117,6 +107,7 @@ def parse_args(argv: Optional[List[str]] = None,
                         help="only redraw DIR/scaling.png from an existing DIR/scaling.json")
     parser.add_argument("--no-fresh-pages", action="store_true",
                         help="skip the fresh-pages columns of the thread-scaling table")
+    rust_harness.add_options(parser)
     args = parser.parse_args(argv)
     if args.repeat is None:
         args.repeat = 3 if args.quick else 21
@@ -141,8 +132,8 @@ def parse_args(argv: Optional[List[str]] = None,
 def thread_configs(cpus: int, explicit: Optional[str],
                    fresh_pages: bool) -> List[Config]:
     """Rows of the thread-scaling table. num_threads=1 never enters the pool
-    (the C core runs every level on the caller), so there is no separate
-    "1 thread through the pool" configuration to measure."""
+    (the C core runs every level on the caller), so there is no "1 thread
+    through the pool" configuration of this package to measure."""
     if explicit:
         counts = [int(t) for t in explicit.split(",") if t.strip()]
     else:
@@ -159,6 +150,22 @@ def thread_configs(cpus: int, explicit: Optional[str],
     return configs
 
 
+def rust_configs(fresh_pages: bool) -> List[Config]:
+    """The crate's configurations, both versions; "threads" is the rayon
+    pool size (0 = the sequential build, no pool). Fresh pages only for the
+    like-for-like pairs (0.15 sequential and on 2 threads): the crate's
+    builds are 3-8x slower than this package's, and the other fresh-page
+    rows would double the section's time for figures no comparison uses."""
+    configs: List[Config] = [
+        {"label": f"0.{version} {label}", "rust": version, "build": build, "threads": threads,
+         "threshold": None}
+        for version in RUST_VERSIONS for label, build, threads in RUST_CONFIGS]
+    if fresh_pages:
+        configs += [dict(c, fresh_pages=True) for c in configs
+                    if c["rust"] == 15 and c["threads"] != 1]
+    return configs
+
+
 def threshold_configs(cpus: int, thresholds: List[int]) -> List[Config]:
     configs: List[Config] = [
         {"label": "sequential", "threads": 1, "threshold": DEFAULT_PARALLEL_THRESHOLD}]
@@ -168,122 +175,9 @@ def threshold_configs(cpus: int, thresholds: List[int]) -> List[Config]:
     return configs
 
 
-class LoadMeter:
-    """How busy the machine was with other processes while we measured: CPU
-    time used by everything but this process, as a share of all CPUs."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> Tuple[float, Optional[float], Optional[float], float]:
-        busy = steal = None
-        try:
-            with open("/proc/stat") as stat:
-                fields = [int(x) for x in stat.readline().split()[1:]]
-            tick = os.sysconf("SC_CLK_TCK")
-            # user nice system idle iowait irq softirq steal: busy excludes
-            # idle, iowait and steal (time the hypervisor ran something else).
-            busy = (sum(fields[:7]) - fields[3] - fields[4]) / tick
-            steal = fields[7] / tick
-        except (OSError, ValueError, IndexError):
-            pass
-        mine = os.times()
-        return time.perf_counter(), busy, steal, mine.user + mine.system
-
-    def report(self) -> Dict[str, Any]:
-        (t0, b0, s0, m0), (t1, b1, s1, m1) = self.start, self._sample()
-        cpus = os.cpu_count() or 1
-        out: Dict[str, Any] = {"seconds": t1 - t0, "loadavg_end": list(os.getloadavg()),
-               "own_cpu_s": m1 - m0}
-        if b0 is not None and b1 is not None and s0 is not None and s1 is not None \
-                and t1 > t0:
-            out["other_processes_cpu_share"] = max(0.0, (b1 - b0) - (m1 - m0)) / (
-                (t1 - t0) * cpus)
-            out["steal_share"] = (s1 - s0) / ((t1 - t0) * cpus)
-        return out
-
-
-def fmt_load(load: Dict[str, Any]) -> str:
-    share = load.get("other_processes_cpu_share")
-    text = f"load average {load['loadavg_end'][0]:.2f}"
-    if share is not None:
-        text += (f", other processes used {share:.0%} and the hypervisor stole "
-                 f"{load.get('steal_share', 0):.0%} of all CPUs")
-    return text
-
-
-def build_facts() -> Dict[str, Any]:
-    """Which extension and sources were measured (read-only git queries)."""
-    import hashlib
-    import subprocess
-
-    from rotortree import _native
-
-    facts: Dict[str, Any] = {}
-    # The checkout the imported package lives in, which may not be ours.
-    package_root = pathlib.Path(rotortree.__file__).resolve().parent.parent
-    so = getattr(_native.lib, "__file__", None) or getattr(
-        sys.modules.get("rotortree._rotortree_cffi"), "__file__", None)
-    if so and os.path.exists(so):
-        facts["extension"] = so
-        facts["extension_sha256"] = hashlib.sha256(pathlib.Path(so).read_bytes()).hexdigest()
-        facts["extension_mtime"] = time.strftime(
-            "%Y-%m-%dT%H:%M:%S", time.localtime(os.path.getmtime(so)))
-    try:
-        def git(*argv: str) -> str:
-            return subprocess.run(["git", *argv], cwd=package_root, capture_output=True,
-                                  text=True, timeout=10, check=True).stdout.rstrip("\n")
-        facts["git_head"] = git("rev-parse", "--short", "HEAD")
-        facts["modified_sources"] = [line[3:] for line in
-                                     git("status", "--porcelain", "--", "csrc").splitlines()]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return facts
-
-
 def rotated(items: List[int], rep: int) -> List[int]:
     k = rep % len(items)
     return items[k:] + items[:k]
-
-
-class Heap:
-    """Makes the memory state of a fresh tree explicit (glibc only).
-
-    Whether a fresh tree's memory is already mapped depends on the allocator's
-    history: glibc returns freed memory to the OS above a trim threshold that
-    it moves by itself, and faulting 40 MB back in can double the time of a
-    1M-leaf insert. So the threshold is raised once (freed memory stays
-    mapped: "reused memory", the steady state of a long-running process), and
-    the "fresh pages" configurations call malloc_trim(0) and empty the C
-    core's cache of freed level mappings, untimed, before the tree is
-    created, so that the insert faults in every page it writes (a first
-    build in a new process, or a tree growing into new memory)."""
-
-    M_TRIM_THRESHOLD = -1
-
-    def __init__(self) -> None:
-        self.controlled = False
-        self._trim: Any = None
-        try:
-            libc = ctypes.CDLL(None)
-            self._trim = libc.malloc_trim
-            self.controlled = libc.mallopt(self.M_TRIM_THRESHOLD, 1 << 30) == 1
-        except (OSError, AttributeError):
-            pass
-
-    def release(self) -> None:
-        if self.controlled:
-            self._trim(0)
-        from rotortree._native import lib
-
-        release_cached = getattr(lib, "rt_release_cached_memory", None)
-        if release_cached is not None:
-            release_cached()
-
-
-def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
 
 
 class Runner:
@@ -298,6 +192,8 @@ class Runner:
         self.warm: Dict[int, bytes] = {}
 
     def apply(self, config: Config, arity: int) -> None:
+        if "rust" in config:
+            return
         rotortree.configure(num_threads=config["threads"],
                             parallel_threshold=config["threshold"],
                             par_chunk_size=DEFAULT_PAR_CHUNK_SIZE, simd=self.simd)
@@ -321,6 +217,7 @@ class Runner:
 
 def new_row(config: Config) -> Row:
     return {"label": config["label"], "threads": config["threads"],
+            "rust": config.get("rust"), "build": config.get("build"),
             "memory": "fresh pages" if config.get("fresh_pages") else "reused",
             "parallel_threshold": config["threshold"], "samples_ms": [],
             "minor_faults_samples": [], "pool_totals": {f: 0 for f in Runner.STAT_FIELDS},
@@ -334,16 +231,25 @@ def record(row: Row, elapsed: float, stats: Dict[str, int]) -> None:
         row["pool_totals"][key] += value
 
 
-def summarise(rows: List[Row], leaves: int) -> None:
-    base = median(rows[0]["samples_ms"])
+def summarise(rows: List[Row], leaves: int, base: Optional[Row] = None) -> None:
+    """Statistics of each row; ratios against ``base`` (default the first
+    row) per paired repetition: ratio = time / base time, speedup = its
+    inverse, each as a median with a 90% interval."""
+    base = base or rows[0]
     for row in rows:
-        m = median(row["samples_ms"])
-        calls = len(row["samples_ms"])
-        row["median_ms"] = m
-        row["min_ms"] = min(row["samples_ms"])
-        row["leaves_per_s"] = leaves / (m / 1e3)
-        row["ratio_vs_sequential"] = m / base
-        row["speedup_vs_sequential"] = base / m
+        samples = row["samples_ms"]
+        stats = summary(samples)
+        calls = len(samples)
+        row["stats_ms"] = stats
+        row["median_ms"] = stats["median"]
+        row["min_ms"] = stats["min"]
+        row["leaves_per_s"] = leaves / (stats["median"] / 1e3)
+        ratio = ratio_summary(paired_ratios(samples, base["samples_ms"]))
+        speedup = ratio_summary(paired_ratios(base["samples_ms"], samples))
+        row["ratio"] = ratio
+        row["speedup"] = speedup
+        row["ratio_vs_sequential"] = ratio["median"]
+        row["speedup_vs_sequential"] = speedup["median"]
         row["pool_per_call"] = {k: v / calls for k, v in row["pool_totals"].items()}
         # Units run by pool workers (stolen) out of all units run on the pool;
         # 0.5 is an even split between the caller and one helper.
@@ -354,32 +260,61 @@ def summarise(rows: List[Row], leaves: int) -> None:
 # ---- the measurements ----------------------------------------------------------
 
 
+def rust_insert(harness: rust_harness.Harness, config: Config, arity: int,
+                leaves: int) -> Tuple[bytes, float, Dict[str, int]]:
+    """One timed insert_many of the crate into a fresh tree, in the harness."""
+    reply = harness.call(config["build"], "insert_many", v=config["rust"], arity=arity,
+                         leaves=leaves, threads=config["threads"], warmup=0, reps=1,
+                         memory="fresh" if config.get("fresh_pages") else "reused")
+    stats = {f: 0 for f in Runner.STAT_FIELDS}
+    stats["minor_faults"] = reply["minor_faults"][0]
+    return bytes.fromhex(reply["root"]), reply["samples_ns"][0] / 1e9, stats
+
+
+def python_peer(rows: List[Row], rust_row: Row) -> Optional[Row]:
+    """This package's row that a crate row is compared with: same memory
+    state, sequential for the sequential build and a 1-thread pool, the same
+    thread count otherwise."""
+    threads = max(1, rust_row["threads"])
+    return next((r for r in rows
+                 if r["memory"] == rust_row["memory"] and r["threads"] == threads), None)
+
+
 def fresh_batches(runner: Runner, configs: List[Config], arities: List[int], data: bytes,
                   leaves: int, repeat: int, max_depth: int, problems: List[str], what: str,
-                  heap: Heap, progress: Optional[Progress] = None) -> Dict[int, List[Row]]:
+                  heap: Heap, progress: Optional[Progress] = None,
+                  harness: Optional[rust_harness.Harness] = None) -> Dict[int, List[Row]]:
     """insert_many of `data` into a fresh tree, per arity and configuration;
-    rows come back in the order of `configs`, summarised per memory state."""
+    rows come back in the order of `configs`, summarised per memory state
+    (and per crate version for the crate's rows, which also carry their
+    ratio to this package's matching row)."""
     rows = {a: [new_row(c) for c in configs] for a in arities}
     for rep in range(-1, repeat):                      # rep -1: untimed warm-up
         for arity in arities:
             primed = False
             for index in rotated(list(range(len(configs))), max(rep, 0)):
                 config, row = configs[index], rows[arity][index]
-                runner.apply(config, arity)
-                if config.get("fresh_pages"):
-                    heap.release()
-                    primed = False
-                elif not primed:
-                    # Untimed: map as much memory as a tree of this arity needs
-                    # (after another arity or a malloc_trim), so that "reused
-                    # memory" calls take no page faults.
-                    primer = rotortree.LeanIMT(arity, max_depth)
-                    primer.insert_many(data)
-                    del primer
-                    primed = True
-                fresh_tree = rotortree.LeanIMT(arity, max_depth)
-                root, elapsed, stats = runner.timed(lambda: fresh_tree.insert_many(data))
-                del fresh_tree
+                if "rust" in config:
+                    if harness is None:
+                        raise ValueError("a crate configuration needs the harness")
+                    root, elapsed, stats = rust_insert(harness, config, arity, leaves)
+                else:
+                    runner.apply(config, arity)
+                    if config.get("fresh_pages"):
+                        heap.release()
+                        primed = False
+                    elif not primed:
+                        # Untimed: map as much memory as a tree of this arity
+                        # needs (after another arity or a malloc_trim), so that
+                        # "reused memory" calls take no page faults.
+                        primer = rotortree.LeanIMT(arity, max_depth)
+                        primer.insert_many(data)
+                        del primer
+                        primed = True
+                    fresh_tree = rotortree.LeanIMT(arity, max_depth)
+                    root, elapsed, stats = runner.timed(
+                        lambda: fresh_tree.insert_many(data))  # noqa: B023
+                    del fresh_tree
                 if row["root"] is None:
                     row["root"] = root.hex()
                 elif row["root"] != root.hex():
@@ -394,13 +329,30 @@ def fresh_batches(runner: Runner, configs: List[Config], arities: List[int], dat
         rotortree.configure(num_threads=1)
         expected = rotortree.compute_root(data, arity).hex()
         for row in rows[arity]:
-            if row["root"] != expected:
+            if row["rust"] == 17:
+                # Another hash rule (no 0x01 || k prefix): its roots must agree
+                # with each other, not with this package's.
+                first = next(r for r in rows[arity] if r["rust"] == 17)
+                if row["root"] != first["root"]:
+                    problems.append(f"{what}, arity {arity}, {row['label']}: 0.17 root "
+                                    f"{row['root']} != {first['label']} {first['root']}")
+            elif row["root"] != expected:
                 problems.append(f"{what}, arity {arity}, {row['label']}: root {row['root']} "
                                 f"!= compute_root {expected}")
         for memory in ("reused", "fresh pages"):
-            part = [r for r in rows[arity] if r["memory"] == memory]
-            if part:
-                summarise(part, leaves)   # each part starts with its sequential row
+            for version in (None, *RUST_VERSIONS):
+                part = [r for r in rows[arity] if r["memory"] == memory
+                        and r["rust"] == version]
+                if part:
+                    summarise(part, leaves)   # each part starts with its sequential row
+        ours = [r for r in rows[arity] if r["rust"] is None]
+        for row in rows[arity]:
+            peer = python_peer(ours, row) if row["rust"] is not None else None
+            if peer is not None:
+                # > 1: this package is faster than the crate in that repetition.
+                row["python_peer"] = peer["label"]
+                row["crate_over_python"] = ratio_summary(
+                    paired_ratios(row["samples_ms"], peer["samples_ms"]))
     return rows
 
 
@@ -454,346 +406,12 @@ def appended_batches(runner: Runner, configs: List[Config], arity: int, stream: 
     return rows
 
 
-# ---- report --------------------------------------------------------------------
-
-
-def machine_ceiling(threads: int, repeat: int) -> Optional[float]:
-    """Speedup of ``threads`` independent threads over one, each hashing a
-    cache-resident buffer with the blake3 package (GIL released, nothing
-    shared, no memory traffic): the most any parallel code could gain on this
-    machine at this moment. A VM's vCPUs can be SMT siblings or share a host
-    core with other guests, so this is often below ``threads``."""
-    if threads < 2:
-        return None
-    import threading
-
-    import blake3
-
-    # 1 MiB per call: cache-resident (L2/L3), and long enough (~0.3 ms) that
-    # the GIL handoff between calls is noise.
-    buffer = bytes(1 << 20)
-    calls = 192
-
-    def work(count: int) -> None:
-        for _ in range(count):
-            blake3.blake3(buffer, max_threads=1).digest()
-
-    def timed(parallel: int) -> float:
-        workers = [threading.Thread(target=work, args=(calls // parallel,))
-                   for _ in range(parallel)]
-        start = time.perf_counter()
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        return time.perf_counter() - start
-
-    timed(threads)  # warm-up
-    one: List[float] = []
-    many: List[float] = []
-    for _ in range(repeat):
-        one.append(timed(1))
-        many.append(timed(threads))
-    return median(one) / median(many)
-
-
-def targets(scaling: Dict[int, List[Row]], small: List[Row],
-            args: argparse.Namespace,
-            ceiling: Optional[float] = None) -> List[Dict[str, str]]:
-    """Each target marked met/missed from this run's medians; "not measured"
-    when the run did not use the sizes the target speaks of."""
-    results = [{
-        "target": f"1-thread pool costs at most {TARGET_ONE_THREAD_OVERHEAD:.0%} over "
-                  "sequential",
-        "measured": "0% by design: num_threads=1 never enters the pool (the C core "
-                    "runs every level on the calling thread), so 1 thread is the "
-                    "sequential path; the pool's own cost shows in the 10,000-leaf "
-                    "threshold rows",
-        "status": "met (by design)",
-    }]
-    name = (f"2 threads >= {TARGET_TWO_THREAD_SPEEDUP}x over sequential "
-            f"(1,000,000 leaves, arity 4)")
-    rows4 = scaling.get(4) or []
-    two = next((r for r in rows4 if r["threads"] == 2), None)
-    if two is None:
-        results.append({"target": name, "measured": "arity 4 with 2 threads not in this run",
-                        "status": "not measured"})
-    else:
-        speedup = two["speedup_vs_sequential"]
-        status = "met" if speedup >= TARGET_TWO_THREAD_SPEEDUP else "missed"
-        results.append({
-            "target": name,
-            "measured": f"{speedup:.2f}x ({fmt_ms(two['median_ms'])} ms vs "
-                        f"{fmt_ms(rows4[0]['median_ms'])} ms) at {args.leaves:,} leaves"
-                        + (f"; this machine's ceiling in the same run: {ceiling:.2f}x "
-                           "(two threads of pure, cache-resident hashing)"
-                           if ceiling is not None else ""),
-            "status": status if args.leaves == 1_000_000 else "not measured (other size)",
-        })
-    name = ("10,000-leaf batches never slower than sequential at the default threshold "
-            f"({DEFAULT_PARALLEL_THRESHOLD})")
-    default = next((r for r in small if r["threads"] > 1
-                    and r["parallel_threshold"] == DEFAULT_PARALLEL_THRESHOLD), None)
-    if default is None:
-        results.append({"target": name, "measured": "default threshold not in this run",
-                        "status": "not measured"})
-    else:
-        ratio = default["ratio_vs_sequential"]
-        status = "met" if ratio <= 1.0 else "missed"
-        results.append({
-            "target": name,
-            "measured": f"median {fmt_ms(default['median_ms'])} ms vs "
-                        f"{fmt_ms(small[0]['median_ms'])} ms (ratio {ratio:.3f}) at "
-                        f"{args.small_batch:,} leaves; slower in "
-                        f"{default['slower_than_sequential_fraction']:.0%} of paired "
-                        f"repetitions",
-            "status": status if args.small_batch == 10_000 else "not measured (other size)",
-        })
-    return results
-
-
-def share(row: Row) -> str:
-    return "-" if row["helper_share"] is None else f"{row['helper_share']:.0%}"
-
-
-def pool_cell(row: Row) -> str:
-    per = row["pool_per_call"]
-    return (f"{per['jobs']:.1f} / {per['parks']:.1f} / {share(row)} / "
-            f"{per['minor_faults']:.0f}")
-
-
-def markdown(args: argparse.Namespace, facts: Dict[str, Any], cpus: int,
-             scaling: Dict[int, List[Row]], fresh: Dict[int, List[Row]], large: List[Row],
-             small: List[Row], target_rows: List[Dict[str, str]], problems: List[str],
-             command: str, runtime_s: float, loads: Dict[str, Dict[str, Any]],
-             heap_controlled: bool) -> str:
-    out = [
-        "# insert_many: thread scaling and parallel threshold",
-        "",
-        f"machine: {facts['cpu']}, {facts['logical_cpus']} logical CPUs, "
-        f"{cpus} available to this process, {facts['memory_gib']} GiB, kernel "
-        f"{facts['simd']}, Python {facts['python']}",
-        f"command: `{command}` ({runtime_s:.0f} s)",
-        "",
-        "Method: every configuration measured in this one run, round-robin (each repetition "
-        "visits all configurations once, order rotated per repetition), after one untimed "
-        "repetition; medians. Before each timed call the pool is reconfigured and started by "
-        "an untimed compute_root, then the process idles "
-        f"{args.gap_ms:g} ms so workers have parked, as between a service's batches. "
-        f"par_chunk_size {DEFAULT_PAR_CHUNK_SIZE}, max_depth {args.max_depth}. "
-        "The machine is shared: see the load noted under each table.",
-        "",
-        f"## Thread scaling: {args.leaves:,} leaves into a fresh tree",
-        "",
-        f"Tree creation untimed; parallel_threshold {DEFAULT_PARALLEL_THRESHOLD}; median of "
-        f"{args.repeat}. \u2020 num_threads=1 never enters the pool (the C core hashes every "
-        "level on the calling thread), so a 1-thread pool cannot be forced through the API: "
-        "the row \"1 \u2020\" repeats the sequential measurement. helper units = share of "
-        "the pool's work units run by pool workers rather than the calling thread (50% is "
-        "an even split with one helper).",
-        "",
-        ("Memory: the main columns reuse memory freed by the previous tree (glibc's trim "
-         "threshold is raised, so the insert takes no page faults: the steady state of a "
-         "long-running process). The \"fresh pages\" columns return freed memory to the OS "
-         "(malloc_trim and the C core's mapping cache, untimed) before creating the tree, "
-         "so the insert faults in every "
-         "page it writes, as a first build or a tree growing into new memory does; faults "
-         "= minor page faults per call."
-         if heap_controlled else
-         "Memory: the allocator is not glibc, so whether fresh trees reuse mapped memory is "
-         "not controlled; faults = minor page faults per call."),
-        "",
-    ]
-    for arity, rows in scaling.items():
-        fresh_rows = {r["label"]: r for r in fresh.get(arity, [])}
-        head = ("| threads | median ms | leaves/s | speedup vs sequential | min ms | faults "
-                "| helper units |")
-        rule = "|---|---:|---:|---:|---:|---:|---:|"
-        if fresh_rows:
-            head += " fresh pages: median ms | speedup | faults |"
-            rule += "---:|---:|---:|"
-        out += [f"### arity {arity}", "", head, rule]
-        for row in rows:
-            cells = (f"{fmt_ms(row['median_ms'])} | {fmt_rate(row['leaves_per_s'])} | "
-                     f"{row['speedup_vs_sequential']:.2f}x | {fmt_ms(row['min_ms'])} | "
-                     f"{row['pool_per_call']['minor_faults']:.0f} | {share(row)}")
-            other = fresh_rows.get(row["label"])
-            if other:
-                cells += (f" | {fmt_ms(other['median_ms'])} | "
-                          f"{other['speedup_vs_sequential']:.2f}x | "
-                          f"{other['pool_per_call']['minor_faults']:.0f}")
-            out.append(f"| {row['label']} | {cells} |")
-            if row["threads"] == 1:
-                out.append(f"| 1 \u2020 | {cells} |")
-        out.append("")
-    if "thread_scaling" in loads:
-        out += [f"During this table: {fmt_load(loads['thread_scaling'])}.", ""]
-
-    out += [
-        f"## Threshold impact: arity {args.threshold_arity}, "
-        f"{max(cpus, 2)} threads",
-        "",
-        f"{args.small_batch:,}-leaf batches are appended to one tree per configuration that "
-        f"starts with {args.base_leaves:,} leaves (pre-filled untimed) and keeps growing "
-        f"(to {small[0]['final_size']:,}); only the insert_many call is timed; median of "
-        f"{args.small_repeat}. {args.leaves:,}-leaf batches go into a fresh tree, median of "
-        f"{args.repeat}. Ratio = median / sequential median. \"pool\" = per call: pool jobs "
-        "(levels hashed on the pool) / worker wake-ups (parks ended) / share of the pool's "
-        "units run by workers rather than the caller / minor page faults, from "
-        "rotortree.pool_stats() and getrusage.",
-        "",
-        f"| parallel_threshold | {args.small_batch:,} leaves ms | ratio | pool "
-        f"| {args.leaves:,} leaves ms | ratio | pool |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for s_row, l_row in zip(small, large):
-        out.append(
-            f"| {s_row['label']} | {fmt_ms(s_row['median_ms'])} | "
-            f"{s_row['ratio_vs_sequential']:.3f} | {pool_cell(s_row)} | "
-            f"{fmt_ms(l_row['median_ms'])} | {l_row['ratio_vs_sequential']:.3f} | "
-            f"{pool_cell(l_row)} |")
-    out.append("")
-    never = [r for r in small[1:] if r["pool_per_call"]["jobs"] == 0]
-    if never:
-        spread = max(abs(r["ratio_vs_sequential"] - 1) for r in never)
-        out += [f"Noise floor: configurations whose {args.small_batch:,}-leaf batches never "
-                f"reach the pool ({', '.join(r['label'] for r in never)}) differ from "
-                f"sequential by up to {spread:.1%}.", ""]
-    slow = [f"{r['label']}: {sum(s > 3 * median(r['samples_ms']) for s in r['samples_ms'])}"
-            for r in small]
-    out += [f"{args.small_batch:,}-leaf calls slower than 3x their median, out of "
-            f"{args.small_repeat}: " + ", ".join(slow) + ".", ""]
-    for key, what in (("threshold_large", f"{args.leaves:,}-leaf columns"),
-                      ("threshold_small", f"{args.small_batch:,}-leaf columns")):
-        if key in loads:
-            out.append(f"During the {what}: {fmt_load(loads[key])}.")
-    out.append("")
-
-    low, high = RUST_REFERENCE["sequential_ms"]
-    tlow, thigh = RUST_REFERENCE["two_threads_ms"]
-    slow_x, shigh_x = RUST_REFERENCE["two_threads_speedup"]
-    rows4 = scaling.get(4)
-    two = next((r for r in rows4 or [] if r["threads"] == 2), None)
-    same_size = args.leaves == 1_000_000
-    ours_seq = f"{fmt_ms(rows4[0]['median_ms'])} ms" if rows4 and same_size else "not measured"
-    ours_two = (f"{fmt_ms(two['median_ms'])} ms ({two['speedup_vs_sequential']:.2f}x)"
-                if two and same_size else "not measured")
-    out += [
-        "## Beside the Rust crate",
-        "",
-        "The Rust crate rotortree's documentation figures (arity 4, 1,000,000 leaves), "
-        "measured earlier on this machine kind, as the crate's docs report them:",
-        "",
-        "| arity 4, 1,000,000 leaves | Rust crate rotortree | this run |",
-        "|---|---:|---:|",
-        f"| sequential | {low:.0f}-{high:.0f} ms | {ours_seq} |",
-        f"| 2 threads | {tlow:.0f}-{thigh:.0f} ms ({slow_x}-{shigh_x}x) | {ours_two} |",
-        "",
-        "## Targets (reported from the measurements above, not asserted)",
-        "",
-        "| target | measured | status |",
-        "|---|---|---|",
-    ]
-    for t in target_rows:
-        out.append(f"| {t['target']} | {t['measured']} | **{t['status']}** |")
-    out.append("")
-    if problems:
-        out += ["## ROOT MISMATCHES", ""] + [f"- {p}" for p in problems] + [""]
-    else:
-        out.append("Roots: every configuration produced the same root as compute_root "
-                   "(and, for appended batches, the same root after every batch).")
-    return "\n".join(out)
-
-
-def unpack(payload: Dict[str, Any]) -> Tuple[int, Dict[int, List[Row]], Dict[int, List[Row]],
-                                             List[Row], List[Row]]:
-    """(cpus, scaling, fresh, large, small) from a payload of :func:`run`."""
-    scaling = {b["arity"]: b["rows"] for b in payload["thread_scaling"]}
-    fresh = {b["arity"]: b.get("fresh_page_rows", []) for b in payload["thread_scaling"]}
-    impact = payload["threshold_impact"]
-    return (payload["settings"]["available_cpus"], scaling, fresh, impact["large"]["rows"],
-            impact["small"]["rows"])
-
-
-def plot_speedup(axes: Any, payload: Dict[str, Any]) -> None:
-    """Speedup vs threads, one line per arity (fresh-page runs dashed)."""
-    cpus, scaling, fresh, _, _ = unpack(payload)
-    most = 1
-    for arity, rows in scaling.items():
-        xs = [r["threads"] for r in rows]
-        most = max(most, *xs)
-        line, = axes.plot(xs, [r["speedup_vs_sequential"] for r in rows], marker="o",
-                          label=f"arity {arity}")
-        if fresh.get(arity):
-            axes.plot([r["threads"] for r in fresh[arity]],
-                      [r["speedup_vs_sequential"] for r in fresh[arity]], marker="x",
-                      ls="--", color=line.get_color(), alpha=0.6,
-                      label=f"arity {arity}, fresh pages")
-    ideal = list(range(1, most + 1))
-    axes.plot(ideal, [min(x, cpus) for x in ideal], "k:", label="ideal (CPUs)")
-    axes.axvline(cpus, color="grey", lw=0.8, ls="--")
-    axes.axhline(TARGET_TWO_THREAD_SPEEDUP, color="tab:red", lw=0.8, ls="--",
-                 label=f"target {TARGET_TWO_THREAD_SPEEDUP}x (arity 4, 2 threads)")
-    axes.set_xlabel("threads (1 = sequential)")
-    axes.set_ylabel("speedup vs sequential")
-    axes.set_title(f"Thread scaling, {payload['settings']['leaves']:,} leaves, fresh tree")
-    axes.set_xticks(sorted({r["threads"] for rows in scaling.values() for r in rows}))
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, ncol=2, loc="lower right")
-
-
-def plot_threshold(axes: Any, payload: Dict[str, Any]) -> None:
-    """Time relative to sequential per parallel_threshold, small and large batches."""
-    cpus, _, _, large, small = unpack(payload)
-    settings = payload["settings"]
-    labels = [r["label"].replace(" (default)", "*") for r in small]
-    xs = range(len(labels))
-    width = 0.38
-    axes.bar([x - width / 2 for x in xs], [r["ratio_vs_sequential"] for r in small], width,
-             label=f"{settings['small_batch']:,} leaves (appended)")
-    axes.bar([x + width / 2 for x in xs], [r["ratio_vs_sequential"] for r in large], width,
-             label=f"{settings['leaves']:,} leaves (fresh tree)")
-    axes.axhline(1.0, color="k", lw=0.8)
-    tallest = max(r["ratio_vs_sequential"] for r in small + large)
-    axes.set_ylim(0, max(1.0, tallest) * 1.3)
-    axes.set_xticks(list(xs))
-    axes.set_xticklabels(labels)
-    axes.set_xlabel("parallel_threshold (* default)")
-    axes.set_ylabel("time / sequential time (lower is better)")
-    axes.set_title(f"Threshold impact, arity {settings['threshold_arity']}, "
-                   f"{max(cpus, 2)} threads")
-    axes.grid(alpha=0.3, axis="y")
-    axes.legend(fontsize=8, loc="upper right")
-
-
-def plot(path: pathlib.Path, payload: Dict[str, Any], args: argparse.Namespace) -> bool:
-    """Both panels side by side in one PNG; False without matplotlib."""
-    plt = load_pyplot()
-    if plt is None:
-        return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    plot_speedup(left, payload)
-    plot_threshold(right, payload)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def replot(args: argparse.Namespace) -> int:
-    import json
-
-    payload = json.loads((args.out / "scaling.json").read_text())
-    png = args.out / "scaling.png"
-    if plot(png, payload, args):
-        print(f"wrote {png}", file=sys.stderr)
-    return 0
-
-
-def run(args: argparse.Namespace, command: str,
-        show_progress: bool = True) -> Tuple[Dict[str, Any], str]:
+def run(args: argparse.Namespace, command: str, show_progress: bool = True,
+        harness: Optional[rust_harness.Harness] = None) -> Tuple[Dict[str, Any], str]:
     """Measure everything; returns the JSON payload and the Markdown report.
-    ``payload["problems"]`` lists root mismatches (empty when all agree)."""
+    ``payload["problems"]`` lists root mismatches (empty when all agree).
+    With ``harness``, the crate's configurations join the thread-scaling
+    repetitions."""
     started = time.perf_counter()
     cpus = rotortree.available_cpus()
     runner = Runner(args.gap_ms / 1e3, args.simd)
@@ -811,9 +429,11 @@ def run(args: argparse.Namespace, command: str,
     gc_was_enabled = gc.isenabled()
     gc.disable()
     before = rotortree.pool_info()
+    fresh_pages = heap.controlled and not args.no_fresh_pages
     try:
-        t_configs = thread_configs(cpus, args.threads,
-                                   heap.controlled and not args.no_fresh_pages)
+        t_configs = thread_configs(cpus, args.threads, fresh_pages)
+        if harness is not None:
+            t_configs += rust_configs(fresh_pages)
         th_configs = threshold_configs(cpus, args.thresholds)
         # One step per repetition (the untimed warm-up included) of each part.
         with Progress(2 * (args.repeat + 1) + args.small_repeat + 1,
@@ -821,11 +441,7 @@ def run(args: argparse.Namespace, command: str,
             meter = LoadMeter()
             both = fresh_batches(runner, t_configs, args.arities, data, args.leaves,
                                  args.repeat, args.max_depth, problems, "thread scaling", heap,
-                                 progress)
-            scaling = {a: [r for r in rows if r["memory"] == "reused"]
-                       for a, rows in both.items()}
-            fresh = {a: [r for r in rows if r["memory"] != "reused"]
-                     for a, rows in both.items()}
+                                 progress, harness)
             loads["thread_scaling"] = meter.report()
             meter = LoadMeter()
             large = fresh_batches(runner, th_configs, [args.threshold_arity], data, args.leaves,
@@ -845,13 +461,18 @@ def run(args: argparse.Namespace, command: str,
                             parallel_threshold=before["parallel_threshold"],
                             par_chunk_size=before["par_chunk_size"], simd=before["simd"])
 
-    ceiling = machine_ceiling(min(cpus, 2), max(3, min(args.repeat, 9)))
-    target_rows = targets(scaling, small, args, ceiling)
+    ceiling = machine_ceiling(min(cpus, 2), max(5, min(args.repeat, 15)))
     facts = machine()
-    runtime = time.perf_counter() - started
-    text = markdown(args, facts, cpus, scaling, fresh, large, small, target_rows, problems,
-                    command, runtime, loads, heap.controlled)
-    payload = {
+    blocks = []
+    for arity, rows in both.items():
+        blocks.append({
+            "arity": arity,
+            "rows": [r for r in rows if r["rust"] is None and r["memory"] == "reused"],
+            "fresh_page_rows": [r for r in rows if r["rust"] is None
+                                and r["memory"] != "reused"],
+            "rust_rows": [r for r in rows if r["rust"] is not None],
+        })
+    payload: Dict[str, Any] = {
         "benchmark": "scaling",
         "command": command,
         "machine": facts,
@@ -873,39 +494,43 @@ def run(args: argparse.Namespace, command: str,
                        "rows call malloc_trim(0) and rt_release_cached_memory() untimed "
                        "before creating the tree")
                       if heap.controlled else "uncontrolled allocator",
+            "heap_controlled": heap.controlled,
+            "rust_crates": harness is not None,
         },
-        "thread_scaling": [{"arity": a, "rows": rows, "fresh_page_rows": fresh[a]}
-                           for a, rows in scaling.items()],
+        "thread_scaling": blocks,
         "threshold_impact": {
             "arity": args.threshold_arity, "threads": max(cpus, 2),
             "small": {"batch": args.small_batch, "rows": small},
             "large": {"batch": args.leaves, "rows": large},
         },
-        "reference_rust": RUST_REFERENCE,
-        "targets": target_rows,
         "two_thread_ceiling": ceiling,
         "machine_load": loads,
         "roots_identical": not problems,
         "problems": problems,
-        "runtime_s": runtime,
     }
-    return payload, text
+    payload["targets"] = scaling_report.targets(payload)
+    payload["runtime_s"] = time.perf_counter() - started
+    return payload, scaling_report.markdown(payload)
 
 
 def main(argv: Optional[List[str]] = None, default_out: pathlib.Path = pathlib.Path("."),
          prog: str = "python -m rotortree.benchmarks.scaling") -> int:
     args = parse_args(argv, default_out, prog)
     if args.replot:
-        return replot(args)
+        return scaling_report.replot(args.out)
     command = prog + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
-    payload, text = run(args, command)
+    with rust_harness.from_options(args) as harness:
+        if harness is None and not args.no_harness:
+            print("note: the Rust harness is not built (see tools/rust_harness/README.md): "
+                  "measuring this package only", file=sys.stderr)
+        payload, text = run(args, command, harness=harness)
     problems = payload["problems"]
     path = write_results_to(args.out, "scaling", payload, text)
     print(text)
     print(f"wrote {path} and {path.with_suffix('.json')}", file=sys.stderr)
     if not args.no_plot:
         png = args.out / "scaling.png"
-        if plot(png, payload, args):
+        if scaling_report.plot(png, payload):
             print(f"wrote {png}", file=sys.stderr)
     if problems:
         print("ERROR: roots differ between configurations:\n  " + "\n  ".join(problems),

@@ -32,7 +32,7 @@ import rotortree
 from rotortree.config import DEFAULT_PAR_CHUNK_SIZE, DEFAULT_PARALLEL_THRESHOLD
 
 from ._common import Progress, cpu_model, deterministic_leaves, fmt_ms, median
-from .scaling import Heap, LoadMeter
+from .environment import Heap, LoadMeter
 
 THRESHOLDS = (256, 512, 1024, 2048, 4096, 8192, 16384)
 CHUNK_SIZES = (16, 32, 64, 128, 256)
