@@ -175,6 +175,21 @@ def test_cli_rejects_forgeries_under_the_trusted_size(tmp_path, capsys):
     assert "--root needs --size" in capsys.readouterr().err
 
 
+def test_cli_inclusion_proof_is_not_checked_against_the_old_tree_head_only(tmp_path, capsys):
+    # --old-root/--old-size are a trusted head, but only consistency proofs
+    # use it: an inclusion proof must not fall back to self-consistency
+    # (which accepts the forgery) with exit 0 and without the warning.
+    snap = tree_of(4, leaves_of(64)).snapshot()
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(node_as_leaf(snap, 2, 1).to_dict()))
+    for size in ("64", "4"):
+        assert cli.main(["verify", str(path), "--old-root", snap.root.hex(),
+                         "--old-size", size]) == 2
+        captured = capsys.readouterr()
+        assert "valid" not in captured.out
+        assert "--root" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
 # -- search: every self-consistent proof the tree's own nodes can make ----------------
 
 
