@@ -73,7 +73,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import blake3
 
-from ._validate import U64_MAX
+from ._validate import U64_MAX, shown
 from .errors import ArgumentTypeError, InvalidArgumentError, InvalidProofError
 
 __all__ = [
@@ -217,7 +217,7 @@ def _check_encodable_int(name: str, value: object, low: int, high: int) -> int:
         raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
     assert isinstance(value, int)
     if not low <= value <= high:
-        raise InvalidArgumentError(f"{name} must be {low}..{high} to encode, got {value}")
+        raise InvalidArgumentError(f"{name} must be {low}..{high} to encode, got {shown(value)}")
     return value
 
 
@@ -317,7 +317,7 @@ def _dict_int(d: Mapping[str, Any], key: str, where: str, low: int, high: int) -
         raise InvalidProofError(f"{where}: {key} must be an int, not {type(value).__name__}")
     assert isinstance(value, int)
     if not low <= value <= high:
-        raise InvalidProofError(f"{where}: {key} {value} out of range {low}..{high}")
+        raise InvalidProofError(f"{where}: {key} {shown(value)} out of range {low}..{high}")
     return value
 
 

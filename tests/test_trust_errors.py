@@ -333,6 +333,17 @@ API_CALLS = [
     Call("generate_proof(5.0)", lambda t: t.generate_proof(5.0), ArgumentTypeError, TypeError),
     Call("generate_proofs(float array)", lambda t: t.generate_proofs(array.array("d", [1.0])),
          ArgumentTypeError, TypeError),
+    Call("InclusionProof.from_dict(huge tree_size)",
+         lambda t: rotortree.InclusionProof.from_dict(
+             {**t.generate_proof(1).to_dict(), "tree_size": HUGE}),
+         rotortree.InvalidProofError, ValueError, "an integer of 16610 bits"),
+    Call("ConsistencyProof.from_dict(huge old_size)",
+         lambda t: rotortree.ConsistencyProof.from_dict(
+             {**t.generate_consistency_proof(1, t.get_node(0, 0)).to_dict(), "old_size": HUGE}),
+         rotortree.InvalidProofError, ValueError),
+    Call("InclusionProof(huge leaf_index).to_bytes()",
+         lambda t: rotortree.InclusionProof(bytes(32), bytes(32), HUGE, 1, 4, ()).to_bytes(),
+         rotortree.InvalidArgumentError, ValueError),
 ]
 
 
