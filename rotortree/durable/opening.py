@@ -183,6 +183,12 @@ class Opening(TreeState):
                     f"{directory}: the checkpoint metadata file '{storage.META_NAME}' is "
                     f"missing but tree files exist ({', '.join(sorted(strays)[:3])})",
                     os.path.join(directory, storage.META_NAME))
+            acknowledged = _acknowledged(directory)
+            if acknowledged:
+                raise CorruptionError(
+                    f"{directory}: the checkpoint metadata file '{storage.META_NAME}' and the "
+                    f"WAL are missing but the sync record says entries up to {acknowledged} "
+                    f"were acknowledged as durable", os.path.join(directory, storage.META_NAME))
             # Checked again under the lock: another process may have created
             # the tree (or removed it) since _holds_no_tree looked.
             if not create:
@@ -258,6 +264,8 @@ class Opening(TreeState):
             return True
         if storage.META_NAME in names or any(is_tree_file(n) for n in names):
             return False   # a tree, or a damaged one that recovery reports
+        if storage.SYNC_NAME in names and _acknowledged(self._dir):
+            return False   # a tree whose other files are gone: recovery reports it
         others = sorted(n for n in names if n not in CREATION_LEFTOVERS)
         if others:
             raise NotATreeError(
@@ -326,3 +334,15 @@ class Opening(TreeState):
                                       name=f"rotortree-checkpoint {self._dir}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+
+def _acknowledged(directory: str) -> int:
+    """The sequence number a valid sync record says was acknowledged; 0
+    when there is none or it is unreadable. Creation writes a record of 0
+    (atomically) before the metadata, so a higher one is a tree's, never
+    what an interrupted creation leaves."""
+    try:
+        record = storage.read_sync_record(directory)
+    except (OSError, CorruptionError):
+        return 0
+    return 0 if record is None else record[0]
