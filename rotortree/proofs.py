@@ -66,6 +66,7 @@ types, out-of-range numbers, wrong counts or lengths) gives False.
 
 from __future__ import annotations
 
+import operator
 import re
 import struct
 from dataclasses import dataclass
@@ -158,6 +159,33 @@ def _normalize_bytes(value: object) -> object:
         except Exception:  # e.g. a released memoryview: leave it for verify to reject
             return value
     return value
+
+
+def trusted_root_bytes(value: object) -> Optional[bytes]:
+    """The 32 bytes of a trusted root given as any object with the buffer
+    protocol (bytes, bytearray, memoryview, a numpy or array.array buffer),
+    or None when it is not one. Every verifier (pure Python and the C
+    batch) reads trusted roots by this one rule. Never raises."""
+    if isinstance(value, str):
+        return None
+    try:
+        root = bytes(memoryview(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return root if len(root) == HASH_LEN else None
+
+
+def trusted_size_int(value: object) -> Optional[int]:
+    """A trusted size as a plain int (an int or any ``__index__`` integer,
+    such as a numpy integer; not a bool), or None. Never raises."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except Exception:  # numpy.bool_ and arrays define __index__ and refuse
+        return None
 
 
 def _normalize_hashes(values: object) -> object:
@@ -481,10 +509,11 @@ class InclusionProof(_Frozen):
         for any (leaf, index) that is not in that tree needs a BLAKE3
         collision. Never raises: malformed arguments give False.
         """
-        trusted = _normalize_bytes(trusted_root)
+        trusted = trusted_root_bytes(trusted_root)
+        size = trusted_size_int(trusted_size)
         try:
-            return (_is_hash(trusted) and _is_int(trusted_size)
-                    and self.tree_size == trusted_size and self.root == trusted
+            return (trusted is not None and size is not None
+                    and self.tree_size == size and self.root == trusted
                     and self.verify())
         except Exception:  # only reachable with objects forced past the constructor
             return False
@@ -715,10 +744,12 @@ class ConsistencyProof(_Frozen):
         root: a proof can recompute a real new root under a wrong new size,
         which is why it must be trusted too. Never raises.
         """
-        old, new = _normalize_bytes(old_root), _normalize_bytes(new_root)
+        old, new = trusted_root_bytes(old_root), trusted_root_bytes(new_root)
+        old_count, new_count = trusted_size_int(old_size), trusted_size_int(new_size)
         try:
-            return (_is_hash(old) and _is_hash(new) and _is_int(old_size) and _is_int(new_size)
-                    and self.old_size == old_size and self.new_size == new_size
+            return (old is not None and new is not None and old_count is not None
+                    and new_count is not None
+                    and self.old_size == old_count and self.new_size == new_count
                     and self.old_root == old and self.new_root == new and self.verify())
         except Exception:  # only reachable with objects forced past the constructor
             return False

@@ -282,3 +282,30 @@ def test_malformed_trusted_arguments_reject_without_raising():
     assert batch.verify_against(memoryview(snap.root), 10)
     empty = batch_of([])
     assert empty.verify_against(snap.root, 10) and empty.first_invalid_against(None, 0) is None
+
+
+def test_trusted_arguments_of_every_type_get_one_verdict_from_python_and_c():
+    # The single (pure Python) and batch (C) verifiers must agree on what a
+    # trusted root and size may be: numpy, array and ctypes roots and numpy
+    # integer sizes were accepted by one and silently rejected by the other.
+    import array
+    import ctypes
+
+    import numpy as np
+
+    snap = tree_of(4, leaves_of(64)).snapshot()
+    batch = snap.generate_proofs([0, 5, 63])
+    proof = batch[1]
+    consistency = snap.generate_consistency_proof(64, snap.root)
+    root = snap.root
+    roots = [root, bytearray(root), memoryview(root), np.frombuffer(root, np.uint8).copy(),
+             array.array("B", root), (ctypes.c_ubyte * 32).from_buffer_copy(root),
+             memoryview(root).cast("Q"), root.hex(), root[:31], None, 7]
+    sizes = [64, np.int64(64), np.uint64(64), True, 64.0, "64", None, 63, 1 << 64, -1]
+    for trusted_root in roots:
+        for size in sizes:
+            single = proof.verify_against(trusted_root, size)
+            assert batch.verify_against(trusted_root, size) is single, (trusted_root, size)
+            assert consistency.verify_against(trusted_root, size, trusted_root, size) is single
+    assert proof.verify_against(np.frombuffer(root, np.uint8), np.int64(64))
+    assert not proof.verify_against(root, True) and not proof.verify_against(root, 64.0)
