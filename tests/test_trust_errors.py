@@ -341,6 +341,15 @@ API_CALLS = [
          lambda t: rotortree.ConsistencyProof.from_dict(
              {**t.generate_consistency_proof(1, t.get_node(0, 0)).to_dict(), "old_size": HUGE}),
          rotortree.InvalidProofError, ValueError),
+    Call("RotorTree.open(path with NUL)", lambda t: rotortree.RotorTree.open("tree\0x"),
+         rotortree.InvalidArgumentError, ValueError, "NUL"),
+    Call("LeanIMT.load(path with NUL)", lambda t: rotortree.LeanIMT.load(b"tree\0x"),
+         rotortree.InvalidArgumentError, ValueError, "NUL"),
+    Call("RotorTree.open(under a file)", lambda t: rotortree.RotorTree.open(__file__ + "/t"),
+         rotortree.TreeNotFoundError, FileNotFoundError),
+    Call("RotorTree.open(under a file, create)",
+         lambda t: rotortree.RotorTree.open(__file__ + "/t", create=True),
+         rotortree.DurabilityError, OSError, "Not a directory"),
     Call("InclusionProof(huge leaf_index).to_bytes()",
          lambda t: rotortree.InclusionProof(bytes(32), bytes(32), HUGE, 1, 4, ()).to_bytes(),
          rotortree.InvalidArgumentError, ValueError),
@@ -451,3 +460,8 @@ def test_verify_bad_json_via_stdin(content, fragment, monkeypatch, capsys):
     assert cli.main(["verify", "-"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "stdin" in err and fragment in err
+
+
+def test_open_wraps_other_os_errors(tmp_path):
+    with pytest.raises(rotortree.DurabilityError, match="File name too long"):
+        rotortree.RotorTree.open(tmp_path / ("x" * 300), create=True)

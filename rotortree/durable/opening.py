@@ -19,6 +19,7 @@ from ..errors import (
     InvalidArgumentError,
     NotATreeError,
     ReadOnlyTreeError,
+    RotorTreeError,
     StorageMismatchError,
     TreeLockedError,
     TreeNotFoundError,
@@ -121,6 +122,8 @@ class Opening(TreeState):
                     f"{error.strerror or error} ({error.filename or directory}); open it with "
                     f"RotorTree.open(path, read_only=True) to serve reads and proofs from "
                     f"read-only storage", error.filename or directory) from error
+            if isinstance(error, OSError) and not isinstance(error, RotorTreeError):
+                raise storage_io.io_error("open", error.filename or directory, error) from error
             raise
         self._finalizer = weakref.finalize(self, finalize, self._files, self._state)
         open_trees.add(cast("RotorTree", self))   # the mixin is only ever a RotorTree
@@ -260,7 +263,7 @@ class Opening(TreeState):
         file). Raises NotATreeError for a folder holding other files."""
         try:
             names = os.listdir(self._dir)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):   # missing, or under a file
             return True
         if storage.META_NAME in names or any(is_tree_file(n) for n in names):
             return False   # a tree, or a damaged one that recovery reports
