@@ -465,3 +465,8 @@ def test_verify_bad_json_via_stdin(content, fragment, monkeypatch, capsys):
 def test_open_wraps_other_os_errors(tmp_path):
     with pytest.raises(rotortree.DurabilityError, match="File name too long"):
         rotortree.RotorTree.open(tmp_path / ("x" * 300), create=True)
+
+
+def test_load_of_a_directory_is_a_durability_error(tmp_path):
+    with pytest.raises(rotortree.DurabilityError, match="Is a directory"):
+        rotortree.LeanIMT.load(tmp_path)
