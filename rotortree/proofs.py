@@ -128,6 +128,22 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _exact_int(value: object) -> bool:
+    """A plain int. Verification walks only these: an int subclass could
+    redefine ==, < or // and pass a proof whose shape is not its size's
+    (constructors turn int subclasses into plain ints, see _plain_int)."""
+    return type(value) is int
+
+
+def _plain_int(value: object) -> object:
+    """An int subclass (IntEnum, ...) -> the plain int of its value, without
+    calling anything the subclass may have redefined; anything else
+    unchanged (verify rejects it). Never raises."""
+    if isinstance(value, int) and type(value) is not int and not isinstance(value, bool):
+        return int.__int__(value)
+    return value
+
+
 def _is_hash(value: object) -> bool:
     return isinstance(value, bytes) and len(value) == HASH_LEN
 
@@ -414,6 +430,7 @@ class ProofLevel(_Frozen):
     siblings: Tuple[bytes, ...]
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "position", _plain_int(self.position))
         object.__setattr__(self, "siblings", _normalize_hashes(self.siblings))
 
 
@@ -434,6 +451,8 @@ class InclusionProof(_Frozen):
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", _normalize_bytes(self.root))
         object.__setattr__(self, "leaf", _normalize_bytes(self.leaf))
+        for name in ("leaf_index", "tree_size", "arity"):
+            object.__setattr__(self, name, _plain_int(getattr(self, name)))
         if isinstance(self.levels, list):
             object.__setattr__(self, "levels", tuple(self.levels))
 
@@ -465,11 +484,11 @@ class InclusionProof(_Frozen):
 
     def _verify(self) -> bool:
         arity, index, size = self.arity, self.leaf_index, self.tree_size
-        if not (_is_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
+        if not (_exact_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
             return False
-        if not (_is_int(size) and 1 <= size <= U64_MAX):
+        if not (_exact_int(size) and 1 <= size <= U64_MAX):
             return False
-        if not (_is_int(index) and 0 <= index < size):
+        if not (_exact_int(index) and 0 <= index < size):
             return False
         root, current = self.root, self.leaf
         if not (_is_hash(root) and _is_hash(current)):
@@ -482,7 +501,7 @@ class InclusionProof(_Frozen):
             if not isinstance(level, ProofLevel):
                 return False
             position = index % arity
-            if not _is_int(level.position) or level.position != position:
+            if not _exact_int(level.position) or level.position != position:
                 return False
             group_start = index - position
             expected = min(arity, level_len - group_start) - 1
@@ -661,6 +680,8 @@ class ConsistencyProof(_Frozen):
     def __post_init__(self) -> None:
         object.__setattr__(self, "old_root", _normalize_bytes(self.old_root))
         object.__setattr__(self, "new_root", _normalize_bytes(self.new_root))
+        for name in ("arity", "old_size", "new_size"):
+            object.__setattr__(self, name, _plain_int(getattr(self, name)))
         if isinstance(self.levels, list):
             object.__setattr__(self, "levels", tuple(self.levels))
 
@@ -694,9 +715,10 @@ class ConsistencyProof(_Frozen):
         new tree's value of the old boundary's group parent (node l+1 of the
         new boundary path), for :meth:`update_inclusion_proof`."""
         arity, old_size, new_size = self.arity, self.old_size, self.new_size
-        if not (_is_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
+        if not (_exact_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
             return False
-        if not (_is_int(old_size) and _is_int(new_size) and 1 <= old_size <= new_size <= U64_MAX):
+        if not (_exact_int(old_size) and _exact_int(new_size)
+                and 1 <= old_size <= new_size <= U64_MAX):
             return False
         old_root, new_root, levels = self.old_root, self.new_root, self.levels
         if not (_is_hash(old_root) and _is_hash(new_root) and isinstance(levels, tuple)):

@@ -309,3 +309,30 @@ def test_trusted_arguments_of_every_type_get_one_verdict_from_python_and_c():
             assert consistency.verify_against(trusted_root, size, trusted_root, size) is single
     assert proof.verify_against(np.frombuffer(root, np.uint8), np.int64(64))
     assert not proof.verify_against(root, True) and not proof.verify_against(root, 64.0)
+
+
+def test_an_int_subclass_in_a_proof_cannot_pass_for_the_trusted_size():
+    # A proof object whose size compares equal to anything (an int subclass
+    # with its own __eq__, put there past the constructor as unpickling
+    # does) must not make verify_against skip the size check.
+    import enum
+
+    class Anything(int):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
+
+    snap = tree_of(4, leaves_of(64)).snapshot()
+    forged = node_as_leaf(snap, 1, 1)   # "leaf 1 of 16": self-consistent
+    for build in (lambda: InclusionProof(forged.root, forged.leaf, 1, Anything(16), 4,
+                                         forged.levels),
+                  lambda: InclusionProof._trusted(forged.root, forged.leaf, 1, Anything(16), 4,
+                                                  forged.levels)):
+        assert build().verify_against(snap.root, 64) is False
+    class Size(enum.IntEnum):
+        FULL = 64
+
+    genuine = snap.generate_proof(9)
+    assert InclusionProof(genuine.root, genuine.leaf, 9, Size.FULL, 4,
+                          genuine.levels).verify_against(snap.root, 64)
