@@ -394,6 +394,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for position, item in enumerate(items):
         label = f"proof {position}" if len(items) > 1 else "proof"
         if "leaf_index" in item:
+            if args.root is None and args.old_root is not None:
+                # The old head is for consistency proofs; checking this one
+                # against only the root and size it carries would accept a
+                # forgery while the caller believes a trusted head was used.
+                raise CliError(f"{label} is an inclusion proof: it is checked against --root "
+                               "and --size, not --old-root and --old-size")
             inclusion = InclusionProof.from_dict(item)
             valid = (inclusion.verify_against(args.root, args.size) if args.root is not None
                      else inclusion.verify())

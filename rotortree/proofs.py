@@ -66,6 +66,7 @@ types, out-of-range numbers, wrong counts or lengths) gives False.
 
 from __future__ import annotations
 
+import operator
 import re
 import struct
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import blake3
 
-from ._validate import U64_MAX
+from ._validate import U64_MAX, shown
 from .errors import ArgumentTypeError, InvalidArgumentError, InvalidProofError
 
 __all__ = [
@@ -127,6 +128,22 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _exact_int(value: object) -> bool:
+    """A plain int. Verification walks only these: an int subclass could
+    redefine ==, < or // and pass a proof whose shape is not its size's
+    (constructors turn int subclasses into plain ints, see _plain_int)."""
+    return type(value) is int
+
+
+def _plain_int(value: object) -> object:
+    """An int subclass (IntEnum, ...) -> the plain int of its value, without
+    calling anything the subclass may have redefined; anything else
+    unchanged (verify rejects it). Never raises."""
+    if isinstance(value, int) and type(value) is not int and not isinstance(value, bool):
+        return int.__int__(value)
+    return value
+
+
 def _is_hash(value: object) -> bool:
     return isinstance(value, bytes) and len(value) == HASH_LEN
 
@@ -158,6 +175,33 @@ def _normalize_bytes(value: object) -> object:
         except Exception:  # e.g. a released memoryview: leave it for verify to reject
             return value
     return value
+
+
+def trusted_root_bytes(value: object) -> Optional[bytes]:
+    """The 32 bytes of a trusted root given as any object with the buffer
+    protocol (bytes, bytearray, memoryview, a numpy or array.array buffer),
+    or None when it is not one. Every verifier (pure Python and the C
+    batch) reads trusted roots by this one rule. Never raises."""
+    if isinstance(value, str):
+        return None
+    try:
+        root = bytes(memoryview(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return root if len(root) == HASH_LEN else None
+
+
+def trusted_size_int(value: object) -> Optional[int]:
+    """A trusted size as a plain int (an int or any ``__index__`` integer,
+    such as a numpy integer; not a bool), or None. Never raises."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except Exception:  # numpy.bool_ and arrays define __index__ and refuse
+        return None
 
 
 def _normalize_hashes(values: object) -> object:
@@ -217,7 +261,7 @@ def _check_encodable_int(name: str, value: object, low: int, high: int) -> int:
         raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
     assert isinstance(value, int)
     if not low <= value <= high:
-        raise InvalidArgumentError(f"{name} must be {low}..{high} to encode, got {value}")
+        raise InvalidArgumentError(f"{name} must be {low}..{high} to encode, got {shown(value)}")
     return value
 
 
@@ -317,7 +361,7 @@ def _dict_int(d: Mapping[str, Any], key: str, where: str, low: int, high: int) -
         raise InvalidProofError(f"{where}: {key} must be an int, not {type(value).__name__}")
     assert isinstance(value, int)
     if not low <= value <= high:
-        raise InvalidProofError(f"{where}: {key} {value} out of range {low}..{high}")
+        raise InvalidProofError(f"{where}: {key} {shown(value)} out of range {low}..{high}")
     return value
 
 
@@ -386,6 +430,7 @@ class ProofLevel(_Frozen):
     siblings: Tuple[bytes, ...]
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "position", _plain_int(self.position))
         object.__setattr__(self, "siblings", _normalize_hashes(self.siblings))
 
 
@@ -406,6 +451,8 @@ class InclusionProof(_Frozen):
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", _normalize_bytes(self.root))
         object.__setattr__(self, "leaf", _normalize_bytes(self.leaf))
+        for name in ("leaf_index", "tree_size", "arity"):
+            object.__setattr__(self, name, _plain_int(getattr(self, name)))
         if isinstance(self.levels, list):
             object.__setattr__(self, "levels", tuple(self.levels))
 
@@ -437,11 +484,11 @@ class InclusionProof(_Frozen):
 
     def _verify(self) -> bool:
         arity, index, size = self.arity, self.leaf_index, self.tree_size
-        if not (_is_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
+        if not (_exact_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
             return False
-        if not (_is_int(size) and 1 <= size <= U64_MAX):
+        if not (_exact_int(size) and 1 <= size <= U64_MAX):
             return False
-        if not (_is_int(index) and 0 <= index < size):
+        if not (_exact_int(index) and 0 <= index < size):
             return False
         root, current = self.root, self.leaf
         if not (_is_hash(root) and _is_hash(current)):
@@ -454,7 +501,7 @@ class InclusionProof(_Frozen):
             if not isinstance(level, ProofLevel):
                 return False
             position = index % arity
-            if not _is_int(level.position) or level.position != position:
+            if not _exact_int(level.position) or level.position != position:
                 return False
             group_start = index - position
             expected = min(arity, level_len - group_start) - 1
@@ -481,10 +528,11 @@ class InclusionProof(_Frozen):
         for any (leaf, index) that is not in that tree needs a BLAKE3
         collision. Never raises: malformed arguments give False.
         """
-        trusted = _normalize_bytes(trusted_root)
+        trusted = trusted_root_bytes(trusted_root)
+        size = trusted_size_int(trusted_size)
         try:
-            return (_is_hash(trusted) and _is_int(trusted_size)
-                    and self.tree_size == trusted_size and self.root == trusted
+            return (trusted is not None and size is not None
+                    and self.tree_size == size and self.root == trusted
                     and self.verify())
         except Exception:  # only reachable with objects forced past the constructor
             return False
@@ -632,6 +680,8 @@ class ConsistencyProof(_Frozen):
     def __post_init__(self) -> None:
         object.__setattr__(self, "old_root", _normalize_bytes(self.old_root))
         object.__setattr__(self, "new_root", _normalize_bytes(self.new_root))
+        for name in ("arity", "old_size", "new_size"):
+            object.__setattr__(self, name, _plain_int(getattr(self, name)))
         if isinstance(self.levels, list):
             object.__setattr__(self, "levels", tuple(self.levels))
 
@@ -665,9 +715,10 @@ class ConsistencyProof(_Frozen):
         new tree's value of the old boundary's group parent (node l+1 of the
         new boundary path), for :meth:`update_inclusion_proof`."""
         arity, old_size, new_size = self.arity, self.old_size, self.new_size
-        if not (_is_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
+        if not (_exact_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
             return False
-        if not (_is_int(old_size) and _is_int(new_size) and 1 <= old_size <= new_size <= U64_MAX):
+        if not (_exact_int(old_size) and _exact_int(new_size)
+                and 1 <= old_size <= new_size <= U64_MAX):
             return False
         old_root, new_root, levels = self.old_root, self.new_root, self.levels
         if not (_is_hash(old_root) and _is_hash(new_root) and isinstance(levels, tuple)):
@@ -715,10 +766,12 @@ class ConsistencyProof(_Frozen):
         root: a proof can recompute a real new root under a wrong new size,
         which is why it must be trusted too. Never raises.
         """
-        old, new = _normalize_bytes(old_root), _normalize_bytes(new_root)
+        old, new = trusted_root_bytes(old_root), trusted_root_bytes(new_root)
+        old_count, new_count = trusted_size_int(old_size), trusted_size_int(new_size)
         try:
-            return (_is_hash(old) and _is_hash(new) and _is_int(old_size) and _is_int(new_size)
-                    and self.old_size == old_size and self.new_size == new_size
+            return (old is not None and new is not None and old_count is not None
+                    and new_count is not None
+                    and self.old_size == old_count and self.new_size == new_count
                     and self.old_root == old and self.new_root == new and self.verify())
         except Exception:  # only reachable with objects forced past the constructor
             return False

@@ -18,7 +18,7 @@ from .errors import (
     NodeIndexError,
     OutOfMemoryError,
 )
-from .proofs import ConsistencyProof, InclusionProof
+from .proofs import ConsistencyProof, InclusionProof, trusted_root_bytes, trusted_size_int
 
 _BATCH_MAGIC = b"RTPB"
 _BATCH_VERSION = 1
@@ -318,10 +318,9 @@ class ProofBatch(Sequence[InclusionProof]):
         """Position of the first proof that :meth:`verify_against` rejects,
         or None. A root that is not 32 bytes or a size outside 1..2**64-1
         rejects every proof (position 0 of a non-empty batch)."""
-        root = _trusted_root_bytes(trusted_root)
-        exact_int = isinstance(trusted_size, int) and not isinstance(trusted_size, bool)
-        size = trusted_size if exact_int else -1
-        if root is None or not 1 <= size <= U64_MAX:
+        root = trusted_root_bytes(trusted_root)
+        size = trusted_size_int(trusted_size)
+        if root is None or size is None or not 1 <= size <= U64_MAX:
             return 0 if len(self) else None
         return self._first_invalid(root, size)
 
@@ -398,17 +397,6 @@ def _inclusion_length(view: memoryview, at: int) -> int:
     if len(view) - at < length:
         raise InvalidProofError("truncated inclusion proof siblings")
     return length
-
-
-def _trusted_root_bytes(value: object) -> Optional[bytes]:
-    """The 32 bytes of a trusted root given as any bytes-like object, or
-    None when it is not one (verification then fails rather than raises,
-    like :meth:`InclusionProof.verify_against`)."""
-    try:
-        root = bytes(memoryview(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return root if len(root) == 32 else None
 
 
 def verify_proofs(batch: ProofBatch) -> bool:

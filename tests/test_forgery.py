@@ -175,6 +175,21 @@ def test_cli_rejects_forgeries_under_the_trusted_size(tmp_path, capsys):
     assert "--root needs --size" in capsys.readouterr().err
 
 
+def test_cli_inclusion_proof_is_not_checked_against_the_old_tree_head_only(tmp_path, capsys):
+    # --old-root/--old-size are a trusted head, but only consistency proofs
+    # use it: an inclusion proof must not fall back to self-consistency
+    # (which accepts the forgery) with exit 0 and without the warning.
+    snap = tree_of(4, leaves_of(64)).snapshot()
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(node_as_leaf(snap, 2, 1).to_dict()))
+    for size in ("64", "4"):
+        assert cli.main(["verify", str(path), "--old-root", snap.root.hex(),
+                         "--old-size", size]) == 2
+        captured = capsys.readouterr()
+        assert "valid" not in captured.out
+        assert "--root" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
 # -- search: every self-consistent proof the tree's own nodes can make ----------------
 
 
@@ -267,3 +282,57 @@ def test_malformed_trusted_arguments_reject_without_raising():
     assert batch.verify_against(memoryview(snap.root), 10)
     empty = batch_of([])
     assert empty.verify_against(snap.root, 10) and empty.first_invalid_against(None, 0) is None
+
+
+def test_trusted_arguments_of_every_type_get_one_verdict_from_python_and_c():
+    # The single (pure Python) and batch (C) verifiers must agree on what a
+    # trusted root and size may be: numpy, array and ctypes roots and numpy
+    # integer sizes were accepted by one and silently rejected by the other.
+    import array
+    import ctypes
+
+    import numpy as np
+
+    snap = tree_of(4, leaves_of(64)).snapshot()
+    batch = snap.generate_proofs([0, 5, 63])
+    proof = batch[1]
+    consistency = snap.generate_consistency_proof(64, snap.root)
+    root = snap.root
+    roots = [root, bytearray(root), memoryview(root), np.frombuffer(root, np.uint8).copy(),
+             array.array("B", root), (ctypes.c_ubyte * 32).from_buffer_copy(root),
+             memoryview(root).cast("Q"), root.hex(), root[:31], None, 7]
+    sizes = [64, np.int64(64), np.uint64(64), True, 64.0, "64", None, 63, 1 << 64, -1]
+    for trusted_root in roots:
+        for size in sizes:
+            single = proof.verify_against(trusted_root, size)
+            assert batch.verify_against(trusted_root, size) is single, (trusted_root, size)
+            assert consistency.verify_against(trusted_root, size, trusted_root, size) is single
+    assert proof.verify_against(np.frombuffer(root, np.uint8), np.int64(64))
+    assert not proof.verify_against(root, True) and not proof.verify_against(root, 64.0)
+
+
+def test_an_int_subclass_in_a_proof_cannot_pass_for_the_trusted_size():
+    # A proof object whose size compares equal to anything (an int subclass
+    # with its own __eq__, put there past the constructor as unpickling
+    # does) must not make verify_against skip the size check.
+    import enum
+
+    class Anything(int):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
+
+    snap = tree_of(4, leaves_of(64)).snapshot()
+    forged = node_as_leaf(snap, 1, 1)   # "leaf 1 of 16": self-consistent
+    for build in (lambda: InclusionProof(forged.root, forged.leaf, 1, Anything(16), 4,
+                                         forged.levels),
+                  lambda: InclusionProof._trusted(forged.root, forged.leaf, 1, Anything(16), 4,
+                                                  forged.levels)):
+        assert build().verify_against(snap.root, 64) is False
+    class Size(enum.IntEnum):
+        FULL = 64
+
+    genuine = snap.generate_proof(9)
+    assert InclusionProof(genuine.root, genuine.leaf, 9, Size.FULL, 4,
+                          genuine.levels).verify_against(snap.root, 64)

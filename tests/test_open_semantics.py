@@ -110,6 +110,22 @@ def test_tree_files_without_metadata_are_still_reported_as_damage(tmp_path):
             RotorTree.open(path, create=create)
 
 
+def test_a_sync_record_of_acknowledged_entries_is_not_a_creation_leftover(tmp_path):
+    # Everything but the sync record gone: it says entries were acknowledged,
+    # so this is a lost tree, not an interrupted creation; create=True must
+    # not silently start an empty tree over it (nor reset the record).
+    path = tmp_path / "t"
+    make_tree(path)
+    for name in os.listdir(path):
+        if name not in (storage.SYNC_NAME, "LOCK"):
+            os.unlink(path / name)
+    record = (path / storage.SYNC_NAME).read_bytes()
+    for kwargs in ({}, {"create": True}, {"read_only": True}):
+        with pytest.raises(rotortree.CorruptionError, match="acknowledged"):
+            RotorTree.open(path, **kwargs)
+    assert (path / storage.SYNC_NAME).read_bytes() == record
+
+
 @pytest.mark.parametrize("kind", ["str", "bytes", "pathlib"])
 def test_path_types(tmp_path, kind):
     path = str(tmp_path / "t")

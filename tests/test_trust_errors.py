@@ -333,6 +333,26 @@ API_CALLS = [
     Call("generate_proof(5.0)", lambda t: t.generate_proof(5.0), ArgumentTypeError, TypeError),
     Call("generate_proofs(float array)", lambda t: t.generate_proofs(array.array("d", [1.0])),
          ArgumentTypeError, TypeError),
+    Call("InclusionProof.from_dict(huge tree_size)",
+         lambda t: rotortree.InclusionProof.from_dict(
+             {**t.generate_proof(1).to_dict(), "tree_size": HUGE}),
+         rotortree.InvalidProofError, ValueError, "an integer of 16610 bits"),
+    Call("ConsistencyProof.from_dict(huge old_size)",
+         lambda t: rotortree.ConsistencyProof.from_dict(
+             {**t.generate_consistency_proof(1, t.get_node(0, 0)).to_dict(), "old_size": HUGE}),
+         rotortree.InvalidProofError, ValueError),
+    Call("RotorTree.open(path with NUL)", lambda t: rotortree.RotorTree.open("tree\0x"),
+         rotortree.InvalidArgumentError, ValueError, "NUL"),
+    Call("LeanIMT.load(path with NUL)", lambda t: rotortree.LeanIMT.load(b"tree\0x"),
+         rotortree.InvalidArgumentError, ValueError, "NUL"),
+    Call("RotorTree.open(under a file)", lambda t: rotortree.RotorTree.open(__file__ + "/t"),
+         rotortree.TreeNotFoundError, FileNotFoundError),
+    Call("RotorTree.open(under a file, create)",
+         lambda t: rotortree.RotorTree.open(__file__ + "/t", create=True),
+         rotortree.DurabilityError, OSError, "Not a directory"),
+    Call("InclusionProof(huge leaf_index).to_bytes()",
+         lambda t: rotortree.InclusionProof(bytes(32), bytes(32), HUGE, 1, 4, ()).to_bytes(),
+         rotortree.InvalidArgumentError, ValueError),
 ]
 
 
@@ -440,3 +460,13 @@ def test_verify_bad_json_via_stdin(content, fragment, monkeypatch, capsys):
     assert cli.main(["verify", "-"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "stdin" in err and fragment in err
+
+
+def test_open_wraps_other_os_errors(tmp_path):
+    with pytest.raises(rotortree.DurabilityError, match="File name too long"):
+        rotortree.RotorTree.open(tmp_path / ("x" * 300), create=True)
+
+
+def test_load_of_a_directory_is_a_durability_error(tmp_path):
+    with pytest.raises(rotortree.DurabilityError, match="Is a directory"):
+        rotortree.LeanIMT.load(tmp_path)

@@ -19,6 +19,7 @@ from ..errors import (
     InvalidArgumentError,
     NotATreeError,
     ReadOnlyTreeError,
+    RotorTreeError,
     StorageMismatchError,
     TreeLockedError,
     TreeNotFoundError,
@@ -121,6 +122,8 @@ class Opening(TreeState):
                     f"{error.strerror or error} ({error.filename or directory}); open it with "
                     f"RotorTree.open(path, read_only=True) to serve reads and proofs from "
                     f"read-only storage", error.filename or directory) from error
+            if isinstance(error, OSError) and not isinstance(error, RotorTreeError):
+                raise storage_io.io_error("open", error.filename or directory, error) from error
             raise
         self._finalizer = weakref.finalize(self, finalize, self._files, self._state)
         open_trees.add(cast("RotorTree", self))   # the mixin is only ever a RotorTree
@@ -183,6 +186,12 @@ class Opening(TreeState):
                     f"{directory}: the checkpoint metadata file '{storage.META_NAME}' is "
                     f"missing but tree files exist ({', '.join(sorted(strays)[:3])})",
                     os.path.join(directory, storage.META_NAME))
+            acknowledged = _acknowledged(directory)
+            if acknowledged:
+                raise CorruptionError(
+                    f"{directory}: the checkpoint metadata file '{storage.META_NAME}' and the "
+                    f"WAL are missing but the sync record says entries up to {acknowledged} "
+                    f"were acknowledged as durable", os.path.join(directory, storage.META_NAME))
             # Checked again under the lock: another process may have created
             # the tree (or removed it) since _holds_no_tree looked.
             if not create:
@@ -254,10 +263,12 @@ class Opening(TreeState):
         file). Raises NotATreeError for a folder holding other files."""
         try:
             names = os.listdir(self._dir)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):   # missing, or under a file
             return True
         if storage.META_NAME in names or any(is_tree_file(n) for n in names):
             return False   # a tree, or a damaged one that recovery reports
+        if storage.SYNC_NAME in names and _acknowledged(self._dir):
+            return False   # a tree whose other files are gone: recovery reports it
         others = sorted(n for n in names if n not in CREATION_LEFTOVERS)
         if others:
             raise NotATreeError(
@@ -326,3 +337,15 @@ class Opening(TreeState):
                                       name=f"rotortree-checkpoint {self._dir}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+
+def _acknowledged(directory: str) -> int:
+    """The sequence number a valid sync record says was acknowledged; 0
+    when there is none or it is unreadable. Creation writes a record of 0
+    (atomically) before the metadata, so a higher one is a tree's, never
+    what an interrupted creation leaves."""
+    try:
+        record = storage.read_sync_record(directory)
+    except (OSError, CorruptionError):
+        return 0
+    return 0 if record is None else record[0]

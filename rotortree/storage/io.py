@@ -16,7 +16,7 @@ import zlib
 from typing import Any, Callable, Optional
 
 from .._native import ffi
-from ..errors import ArgumentTypeError, DurabilityError
+from ..errors import ArgumentTypeError, DurabilityError, InvalidArgumentError
 
 # --------------------------------------------------------------------------
 # System call seams (replace in tests to inject failures)
@@ -159,9 +159,10 @@ def file_path(path: Any) -> str:
     except TypeError:
         raise ArgumentTypeError(f"path must be a str or os.PathLike, not "
                                 f"{type(path).__name__}") from None
-    if isinstance(result, bytes):
-        return os.fsdecode(result)
-    return result
+    text = os.fsdecode(result) if isinstance(result, bytes) else result
+    if "\0" in text:   # os functions would raise a bare ValueError
+        raise InvalidArgumentError(f"path must not contain a NUL character: {text!r:.80}")
+    return text
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Type
 
 from .. import _core
 from .._native import check, ffi, lib
-from ..errors import CorruptionError
+from ..errors import CorruptionError, RotorTreeError
 from .formats import (
     NODE,
     SAVE_CRC,
@@ -159,6 +159,10 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
                 for part in parts:
                     part.release()
         return tree
+    except OSError as error:   # reading a directory (EISDIR), an I/O error
+        if isinstance(error, RotorTreeError):
+            raise
+        raise io_error("read", path, error) from error
     finally:
         if mapping is not None:
             mapping.close()
