@@ -459,10 +459,10 @@ def machine_lines(facts: Dict[str, Any], command: str, runtime_s: float) -> List
         f"({facts['available_cpus']} available), {facts['memory_gib']} GiB; Linux "
         f"{facts['kernel']}; Python {facts['python']}; rotortree {facts['rotortree']}",
         f"- CPU flags that decide the SIMD code: {flags}. This package's kernel in this run: "
-        f"**{facts['simd']}** (available: {', '.join(facts['available_simd'])}; it has no "
-        f"AVX-512 kernel yet). The `blake3` package (the bound) runs its {package} code here"
-        + (", which the AVX2 kernel cannot use: the bound is what AVX-512 reaches on this CPU, "
-           "above what an AVX2 kernel can reach wherever AVX-512 runs at full width."
+        f"**{facts['simd']}** (available: {', '.join(facts['available_simd'])}). The "
+        f"`blake3` package (the bound) runs its {package} code here"
+        + (": the bound is what AVX-512 reaches on this CPU, above what an AVX2 kernel can "
+           "reach wherever AVX-512 runs at full width."
            if package == "avx512" else "."),
         f"- load: load average {facts['loadavg_start'][0]:.2f} at the start, "
         f"{load['loadavg_end'][0]:.2f} at the end; during the run "
