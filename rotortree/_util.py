@@ -45,8 +45,8 @@ non_negative_int = int_at_least(0, "an integer >= 0")
 
 
 class Progress:
-    """A progress bar on stderr: tqdm when it is installed, otherwise plain
-    lines, at most one every few seconds, so logs stay short. ``total`` may
+    """A progress bar on stderr: tqdm when it is installed and stderr is a
+    terminal, otherwise plain lines, at most one every few seconds, so logs stay short. ``total`` may
     be None when the amount of work is unknown (a stream). Without tqdm and
     ``announce``, work that ends within the first interval prints nothing."""
 
@@ -66,9 +66,14 @@ class Progress:
         self._printed = False
         if not enabled:
             return
+        # tqdm redraws with carriage returns, which a log file or a pipe keeps
+        # as garbage: it is for terminals only, plain lines for the rest.
         try:
             from tqdm import tqdm
-        except ImportError:
+            interactive = sys.stderr.isatty()
+        except (ImportError, AttributeError, ValueError):
+            interactive = False
+        if not interactive:
             if announce:
                 self._line("started")
         else:

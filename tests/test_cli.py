@@ -506,3 +506,26 @@ def test_bench_without_plots_in_process(tmp_path, capsys):
     report = (tmp_path / "report.md").read_text()
     assert "## Single inserts, snapshots and proofs" in report
     assert "single insert" in report
+
+
+def test_progress_uses_tqdm_only_on_a_terminal(monkeypatch, capsys):
+    """tqdm's carriage-return redraws are garbage in a log or a pipe: with
+    tqdm installed (faked here, it is an optional extra) and stderr not a
+    terminal, progress is plain lines."""
+    import sys
+    import types
+
+    from rotortree._util import Progress
+
+    made = []
+    fake = types.ModuleType("tqdm")
+    fake.tqdm = lambda **kwargs: made.append(kwargs)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tqdm", fake)
+    with Progress(10, "work", announce=True) as progress:
+        progress.update(10)
+    assert made == []
+    err = capsys.readouterr().err
+    assert "\r" not in err and "work: started" in err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    Progress(10, "work")
+    assert len(made) == 1
