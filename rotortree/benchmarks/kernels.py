@@ -183,17 +183,17 @@ def run(repeat: int, scale: int = 1, show_progress: bool = True,
             rows.append(row)
     insert_rows: List[Dict[str, Any]] = []
     work = tree_compressions(insert_count, 4)
-    for kernel, threads, arity in insert_samples:
-            samples = insert_samples[kernel, threads, arity][1:]
-            rates = [insert_count / s for s in samples]
-            arity_work = tree_compressions(insert_count, arity)
-            insert_rows.append({
-                "kernel": kernel, "threads": threads, "arity": arity,
-                "compressions": arity_work, "ms": summary([s * 1e3 for s in samples]),
-                "leaves_per_s": summary(rates), "leaves_per_s_interval": interval(rates),
-                "ratio_to_bound": ratio_summary(paired_ratios(
-                    [arity_work / s for s in samples], bound[threads])),
-                "samples_s": samples})
+    for (kernel, threads, arity), timed in insert_samples.items():
+        samples = timed[1:]
+        rates = [insert_count / s for s in samples]
+        arity_work = tree_compressions(insert_count, arity)
+        insert_rows.append({
+            "kernel": kernel, "threads": threads, "arity": arity,
+            "compressions": arity_work, "ms": summary([s * 1e3 for s in samples]),
+            "leaves_per_s": summary(rates), "leaves_per_s_interval": interval(rates),
+            "ratio_to_bound": ratio_summary(paired_ratios(
+                [arity_work / s for s in samples], bound[threads])),
+            "samples_s": samples})
 
     facts = machine()
     flags = cpu_flags()
