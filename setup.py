@@ -1,5 +1,120 @@
-# setuptools reads everything else from pyproject.toml; cffi_modules is a
-# setup() keyword contributed by cffi and has no pyproject.toml spelling.
-from setuptools import setup
+"""setuptools reads the metadata from pyproject.toml; this file adds what has
+no pyproject.toml spelling: the cffi extension (``cffi_modules``), the
+abi3 wheel tag, and a build_ext that makes the extension optional.
 
-setup(cffi_modules=["build_ffi.py:ffibuilder"])
+Without a working C compiler (or on a platform the core does not support,
+see build_ffi.py) the install still succeeds: the pure-Python part (proof
+verification, the light client) is installed with a warning, and the
+reason is stored beside the package (``_build_failure.txt``) so that
+``import rotortree`` can say why trees are unavailable. Set
+``ROTORTREE_REQUIRE_NATIVE=1`` to make such a failure fatal instead (wheel
+builds and CI do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import build_ffi  # noqa: E402 (needs the directory above on sys.path)
+
+FAILURE_NOTE = "_build_failure.txt"
+SIGNATURE_SUFFIX = ".rotortree-build"
+
+
+def native_required() -> bool:
+    return os.environ.get("ROTORTREE_REQUIRE_NATIVE", "").strip() not in ("", "0")
+
+
+def warn(reason: str) -> None:
+    banner = "=" * 72
+    text = textwrap.fill(
+        f"rotortree: the C core was not built ({reason}). Installing the pure-Python "
+        "part only: proof verification works, trees do not. Install gcc or clang (and the "
+        "Python headers) and reinstall to get the C core; set ROTORTREE_REQUIRE_NATIVE=1 to "
+        "make this an error.", 72)
+    print(f"\n{banner}\nWARNING: {text}\n{banner}\n", file=sys.stderr, flush=True)
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that rebuilds on a flavour change and survives a failed
+    build of the C core (see the module docstring)."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:  # no compiler at all fails before any extension
+            if native_required():
+                raise
+            self.record_failure(self.package_dir(), error)
+
+    def package_dir(self) -> str:
+        return os.path.dirname(self.get_ext_fullpath("rotortree._rotortree_cffi"))
+
+    def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
+        target = self.get_ext_fullpath(ext.name)
+        # setuptools compares only file times, so a module built with other
+        # flags (ROTORTREE_BUILD=debug: ASan, which every import then dies
+        # of without the preload) would be kept. Compare the flags too.
+        stamp = os.path.join(self.build_temp, ext.name + SIGNATURE_SUFFIX)
+        signature = json.dumps({"cc": build_ffi.compiler_command(),
+                                "compile": ext.extra_compile_args,
+                                "link": ext.extra_link_args})
+        old = None
+        if os.path.exists(stamp):
+            with open(stamp, encoding="utf-8") as f:
+                old = f.read()
+        saved_force = self.force
+        if old != signature:
+            self.force = True
+        try:
+            super().build_extension(ext)
+        except Exception as error:
+            if native_required():
+                raise
+            # A half-written module must not be mistaken for a built one.
+            if os.path.exists(target):
+                os.remove(target)
+            self.record_failure(os.path.dirname(target), error)
+            return
+        finally:
+            self.force = saved_force
+        os.makedirs(self.build_temp, exist_ok=True)
+        with open(stamp, "w", encoding="utf-8") as f:
+            f.write(signature)
+        note = os.path.join(os.path.dirname(target), FAILURE_NOTE)
+        if os.path.exists(note):
+            os.remove(note)
+
+    def record_failure(self, package_dir: str, error: BaseException) -> None:
+        reason = f"{type(error).__name__}: {error}".strip()
+        warn(reason)
+        os.makedirs(package_dir, exist_ok=True)
+        with open(os.path.join(package_dir, FAILURE_NOTE), "w", encoding="utf-8") as f:
+            f.write(reason + "\n")
+
+
+def native_options() -> dict:
+    """setup() keywords for the extension, or none where it cannot be built."""
+    try:
+        build_ffi.flags_for(build_ffi.build_flavour(), sys.platform, "gcc")
+    except build_ffi.UnsupportedPlatform as error:
+        if native_required():
+            raise
+        warn(str(error))
+        return {}
+    return {
+        "cffi_modules": ["build_ffi.py:ffibuilder"],
+        # cffi builds the module against the stable ABI (abi3.so); the wheel
+        # must say so, or it is tagged for one CPython version only.
+        "options": {"bdist_wheel": {"py_limited_api": "cp39"}},
+    }
+
+
+setup(cmdclass={"build_ext": OptionalBuildExt}, **native_options())
