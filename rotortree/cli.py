@@ -618,7 +618,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return EXIT_ERROR
     try:
         return run(args)
-    except (CliError, RotorTreeError, OSError, MemoryError) as error:
+    # ImportError: a command that needs the C core, run without it (light
+    # client install, or from a source checkout); its message says what to do.
+    except (CliError, RotorTreeError, OSError, MemoryError, ImportError) as error:
         if isinstance(error, BrokenPipeError):
             return _broken_pipe()
         print(f"{PROG} {args.command}: error: {_error_line(error)}", file=sys.stderr)

@@ -78,6 +78,7 @@ TOOLCHAINS = {"clang": clang_toolchain, "musl": musl_toolchain,
               "portable-park": portable_park_toolchain}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("toolchain", sorted(TOOLCHAINS))
 def test_drivers_pass_with_other_toolchains(toolchain, tmp_path):
     """Every C driver (pool, hash, core, kernel trees) builds warning-free
