@@ -47,12 +47,27 @@ class OptionalBuildExt(build_ext):
     build of the C core (see the module docstring)."""
 
     def run(self) -> None:
+        self.native_failure = None
         try:
             super().run()
         except Exception as error:  # no compiler at all fails before any extension
             if native_required():
                 raise
-            self.record_failure(self.package_dir(), error)
+            # An editable install then fails to copy the missing module into
+            # the source tree: the first reason is the one worth keeping.
+            if self.native_failure is None:
+                self.native_failure = describe(error)
+                warn(self.native_failure)
+        # Beside the package the install will import: build/lib, or the
+        # source tree for an editable install.
+        note = os.path.join(self.package_dir(), FAILURE_NOTE)
+        if self.native_failure is None:
+            if os.path.exists(note):
+                os.remove(note)
+            return
+        os.makedirs(os.path.dirname(note), exist_ok=True)
+        with open(note, "w", encoding="utf-8") as f:
+            f.write(self.native_failure + "\n")
 
     def package_dir(self) -> str:
         return os.path.dirname(self.get_ext_fullpath("rotortree._rotortree_cffi"))
@@ -81,23 +96,18 @@ class OptionalBuildExt(build_ext):
             # A half-written module must not be mistaken for a built one.
             if os.path.exists(target):
                 os.remove(target)
-            self.record_failure(os.path.dirname(target), error)
+            self.native_failure = describe(error)
+            warn(self.native_failure)
             return
         finally:
             self.force = saved_force
         os.makedirs(self.build_temp, exist_ok=True)
         with open(stamp, "w", encoding="utf-8") as f:
             f.write(signature)
-        note = os.path.join(os.path.dirname(target), FAILURE_NOTE)
-        if os.path.exists(note):
-            os.remove(note)
 
-    def record_failure(self, package_dir: str, error: BaseException) -> None:
-        reason = f"{type(error).__name__}: {error}".strip()
-        warn(reason)
-        os.makedirs(package_dir, exist_ok=True)
-        with open(os.path.join(package_dir, FAILURE_NOTE), "w", encoding="utf-8") as f:
-            f.write(reason + "\n")
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip()
 
 
 def native_options() -> dict:

@@ -122,7 +122,7 @@ def test_wheel_is_tagged_abi3():
     """cffi builds ``_rotortree_cffi.abi3.so``; the wheel used to be tagged
     cp311-cp311 all the same, so it installed on one CPython only."""
     modern_setuptools()
-    probe = ("import sys, distutils.core as core\n"
+    probe = ("import setuptools, distutils.core as core\n"
              "dist = core.run_setup('setup.py', stop_after='init')\n"
              "cmd = dist.get_command_obj('bdist_wheel')\n"
              "cmd.ensure_finalized()\n"
