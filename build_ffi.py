@@ -17,10 +17,10 @@ so the public header stays the single place the C API is declared.
   ``perf record -g`` shows the kernels and pool functions by name. The
   pool's counters (``pool_stats()``) are always on, in every flavour.
 
-Flags are chosen by platform and compiler (:func:`platform_flags`): the core
-builds on Linux (glibc or musl) and macOS with GCC or Clang. Windows and
-compilers without the GNU command line (MSVC) are refused with
-:class:`UnsupportedPlatform`, which ``setup.py`` turns into a pure-Python
+Flags are chosen by platform and compiler (:func:`flags_for`): the core
+builds on Linux (glibc or musl) and macOS with GCC or Clang. Windows is
+refused with :class:`UnsupportedPlatform`, and a compiler that rejects the
+GNU flags fails the build; ``setup.py`` turns either into a pure-Python
 (light client) install with a warning.
 """
 

@@ -7,8 +7,8 @@ see build_ffi.py) the install still succeeds: the pure-Python part (proof
 verification, the light client) is installed with a warning, and the
 reason is stored beside the package (``_build_failure.txt``) so that
 ``import rotortree`` can say why trees are unavailable. Set
-``ROTORTREE_REQUIRE_NATIVE=1`` to make such a failure fatal instead (wheel
-builds and CI do).
+``ROTORTREE_REQUIRE_NATIVE=1`` to make such a failure fatal instead
+(tools/build_wheels.py does).
 """
 
 from __future__ import annotations
