@@ -37,7 +37,8 @@ def warn(reason: str) -> None:
     text = textwrap.fill(
         f"rotortree: the C core was not built ({reason}). Installing the pure-Python "
         "part only: proof verification works, trees do not. Install gcc or clang (and the "
-        "Python headers) and reinstall to get the C core; set ROTORTREE_REQUIRE_NATIVE=1 to "
+        "Python headers) and reinstall with 'pip install --force-reinstall --no-cache-dir' "
+        "(pip may cache this wheel) to get the C core; set ROTORTREE_REQUIRE_NATIVE=1 to "
         "make this an error.", 72)
     print(f"\n{banner}\nWARNING: {text}\n{banner}\n", file=sys.stderr, flush=True)
 

@@ -84,8 +84,10 @@ def _native_missing(error: ImportError) -> str:
     if os.path.exists(note):
         with open(note, encoding="utf-8", errors="replace") as f:
             reason = f.read().strip()
+        # --no-cache-dir: pip may have cached the wheel built without it.
         return (f"it was not built when rotortree was installed ({reason}); install gcc or "
-                f"clang and the Python headers, then reinstall rotortree")
+                f"clang and the Python headers, then reinstall with "
+                f"'pip install --force-reinstall --no-cache-dir'")
     checkout = os.path.dirname(here)
     if os.path.exists(os.path.join(checkout, "build_ffi.py")):
         # A non-editable install puts the compiled module in site-packages;
