@@ -15,7 +15,8 @@ import pytest
 
 import rotortree
 from rotortree._native import ffi, lib
-from rotortree.errors import ArgumentTypeError, InvalidProofError, NodeIndexError
+from rotortree.errors import (ArgumentTypeError, InvalidProofError, NodeIndexError,
+                              RotorTreeError)
 from rotortree.proofs import InclusionProof, ProofLevel
 
 FIELDS = ("root", "leaf", "leaf_index", "tree_size", "arity", "levels")
@@ -222,3 +223,38 @@ def test_generate_proofs_list_errors_name_the_position():
                                  ([3, 100], 1, NodeIndexError)):
         with pytest.raises(error, match=f"position {position}"):
             snap.generate_proofs(bad)
+
+
+# -- single inserts ------------------------------------------------------------------
+
+
+def test_an_insert_nested_inside_an_insert_gets_its_own_root_buffer(monkeypatch):
+    # What a signal handler that inserts does: run between the C call that
+    # writes the root into the buffer and the read of that buffer.
+    from rotortree import tree as tree_module
+
+    outer, inner = rotortree.LeanIMT(4), rotortree.LeanIMT(4)
+    real = tree_module._insert_one
+    nested_roots = []
+
+    def insert_then_nest(handle, leaf, out):
+        status = real(handle, leaf, out)
+        if handle == outer._tree:
+            nested_roots.append(inner.insert(bytes(32)))
+        return status
+
+    monkeypatch.setattr(tree_module, "_insert_one", insert_then_nest)
+    data = leaves(50)
+    for i in range(50):
+        assert outer.insert(data[32 * i: 32 * i + 32]) == rotortree.compute_root(data[: 32 * i + 32])
+    assert nested_roots[-1] == inner.root and len(set(nested_roots)) == 50
+
+
+def test_insert_argument_rules_are_unchanged():
+    tree = rotortree.LeanIMT(2)
+    first = tree.insert(bytearray(32))
+    assert tree.insert(memoryview(bytes(32))) == rotortree.compute_root(bytes(64), 2) != first
+    for bad in (b"short", "x" * 32, None, bytes(33)):
+        with pytest.raises(RotorTreeError):
+            tree.insert(bad)
+    assert tree.size == 2
