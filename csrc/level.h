@@ -57,6 +57,7 @@ typedef struct rt_slab {
     uint8_t *base;
     size_t bytes;
     size_t carved;      /* bytes handed out; only the carving level moves it */
+    size_t prefaulted;  /* bytes asked to be pre-faulted ahead of carving (likewise) */
     // Under the chunk heap's lock (level.c): freed chunks kept for reuse, and
     // the links of the class's list of slabs that have some.
     struct rt_chunk *free;
