@@ -331,9 +331,10 @@ static size_t carve_chunks(rt_level *level, unsigned chunk_cap, size_t wanted, r
 
 /* A level that just took `chunks` new chunks will likely take as many with
  * its next batch (a service appends batches of similar sizes): the part of
- * its slab they would come from is pre-faulted in the background now, so
- * the next batch's page faults (the kernel zeroing fresh pages) are off
- * its path. Only mapped slabs: small ones come from malloc's heap. */
+ * its slab they would come from is marked to be pre-faulted in the
+ * background, so the next batch's page faults (the kernel zeroing fresh
+ * pages) are off its path. Only mapped slabs: small ones come from
+ * malloc's heap. */
 static void prefault_ahead(rt_level *level, size_t stride, size_t chunks)
 {
     rt_slab *slab = level->carver;
@@ -345,8 +346,19 @@ static void prefault_ahead(rt_level *level, size_t stride, size_t chunks)
                                     : chunks * stride);
     if (to <= from)
         return;
-    rt_mapping_prefault(slab->base + from, to - from);
+    // Issued by the caller once its insert is done (rt_level_take_prefault):
+    // populating now would take CPU from the batch that is about to hash.
+    level->ahead_base = slab->base + from;
+    level->ahead_bytes = to - from;
     slab->prefaulted = to;
+}
+
+void rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes)
+{
+    *base = level->ahead_base;
+    *bytes = level->ahead_bytes;
+    level->ahead_base = NULL;
+    level->ahead_bytes = 0;
 }
 
 void rt_chunk_retain(rt_chunk *chunk)

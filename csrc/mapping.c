@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
@@ -185,13 +186,32 @@ static struct {
     } queue[PREFAULT_QUEUE];
 } prefault = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, {{0}}};
 
+// The thread ends after this long without work (the next request starts
+// another): an idle process keeps no thread of ours, and none is alive at
+// exit or at fork for long.
+#define PREFAULT_IDLE_NS 200000000L
+
 static void *prefault_main(void *unused)
 {
     (void)unused;
     pthread_mutex_lock(&prefault.lock);
     for (;;) {
-        while (!prefault.count)
-            pthread_cond_wait(&prefault.wake, &prefault.lock);
+        while (!prefault.count) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += PREFAULT_IDLE_NS;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&prefault.wake, &prefault.lock, &until) == ETIMEDOUT &&
+                !prefault.count) {
+                prefault.started = 0;
+                pthread_cond_broadcast(&prefault.wake);
+                pthread_mutex_unlock(&prefault.lock);
+                return NULL;
+            }
+        }
         struct prefault_request request = prefault.queue[prefault.head];
         prefault.head = (prefault.head + 1) % PREFAULT_QUEUE;
         prefault.count--;
@@ -207,7 +227,6 @@ static void *prefault_main(void *unused)
         }
         pthread_cond_broadcast(&prefault.wake);
     }
-    return NULL;
 }
 
 void rt_mapping_prefault(uint8_t *base, size_t bytes)
@@ -247,7 +266,7 @@ void rt_mapping_prefault(uint8_t *base, size_t bytes)
 void rt_mapping_prefault_wait(void)
 {
     pthread_mutex_lock(&prefault.lock);
-    while (prefault.count || prefault.busy)
+    while (prefault.count || prefault.busy || prefault.started)
         pthread_cond_wait(&prefault.wake, &prefault.lock);
     pthread_mutex_unlock(&prefault.lock);
 }

@@ -27,7 +27,8 @@ size_t rt_mapping_cached_bytes(void);
  * these mappings ahead of use (advice: dropped when the queue is full or
  * the kernel cannot; never changes the memory's contents). */
 void rt_mapping_prefault(uint8_t *base, size_t bytes);
-/* Wait until every queued pre-fault is done (tests and benchmarks). */
+/* Wait until every queued pre-fault is done and the background thread has
+ * ended (it ends after a short idle time): tests that check for leaks. */
 void rt_mapping_prefault_wait(void);
 /* Fork safety: called by level.c's handlers, under the chunk heap's lock. */
 void rt_mapping_fork_prepare(void);
