@@ -27,28 +27,14 @@
 #define LOAD_NUM 3u
 #define LOAD_DEN 4u
 #define MIN_SLOTS 64u
-// Work units for the pool, in leaves: large enough that a unit's cost
-// (hundreds of microseconds) dwarfs claiming it.
-#define INDEX_GRAIN 16384u
+// Work units for the pool, in leaves, per parent of the pool's chunk size
+// (16384 at the default 64): a unit then costs hundreds of microseconds,
+// which dwarfs claiming it, and tests that shrink the chunk reach the
+// parallel paths with small batches.
+#define GRAIN_PER_CHUNK 256u
 // Lookups are issued in groups: hash all, prefetch their slots, then probe,
 // so a group's cache misses overlap instead of running one after another.
 #define GROUP 16u
-
-#ifdef RT_TEST_FAULTS
-/* Test builds (tests/c/test_index.c): the n-th allocation from here fails. */
-long rt_index_fail_after = -1;
-#endif
-
-static void *index_alloc(size_t bytes)
-{
-#ifdef RT_TEST_FAULTS
-    if (rt_index_fail_after == 0)
-        return NULL;
-    if (rt_index_fail_after > 0)
-        rt_index_fail_after--;
-#endif
-    return rt_buffer_alloc(bytes);
-}
 
 /* ---- hashing --------------------------------------------------------------- */
 
@@ -222,7 +208,7 @@ static rt_leaf_index *index_new(uint64_t entries, uint64_t size)
     rt_leaf_index *ix = malloc(sizeof(*ix));
     if (!ix)
         return NULL;
-    ix->slots = index_alloc((size_t)bytes);
+    ix->slots = rt_buffer_alloc((size_t)bytes);
     if (!ix->slots) {
         free(ix);
         return NULL;
@@ -254,11 +240,14 @@ void rt_index_release(rt_leaf_index *index)
 
 /* ---- parallel fill and lookup ------------------------------------------------ */
 
-static int use_pool(uint64_t count)
+/* The unit size for `count` items on the pool, 0: run them on the caller. */
+static size_t pool_grain(uint64_t count)
 {
     uint32_t threads;
-    rt_pool_tunables(&threads, NULL, NULL);
-    return threads > 1 && count >= 2u * INDEX_GRAIN;
+    uint64_t chunk;
+    rt_pool_tunables(&threads, NULL, &chunk);
+    uint64_t grain = chunk > UINT64_MAX / GRAIN_PER_CHUNK ? UINT64_MAX : chunk * GRAIN_PER_CHUNK;
+    return threads > 1 && count / 2 >= grain ? (size_t)grain : 0;
 }
 
 typedef struct zero_job {
@@ -283,7 +272,7 @@ static void index_clear(rt_leaf_index *ix)
 {
     zero_job job = {ix->slots, ix->bytes};
     size_t pieces = (ix->bytes + ZERO_PIECE - 1) / ZERO_PIECE;
-    if (pieces > 4 && use_pool(INDEX_GRAIN * 2u))
+    if (pieces > 4 && pool_grain(UINT64_MAX))
         rt_pool_parallel_for(pieces, 1, zero_units, &job);
     else
         memset(ix->slots, 0, ix->bytes);
@@ -319,8 +308,9 @@ static void index_fill(rt_leaf_index *ix, const leaf_reader *reader, uint64_t fi
 {
     fill_job job = {ix, reader, first, 0};
     uint64_t count = end - first;
-    if (use_pool(count))
-        rt_pool_parallel_for((size_t)count, INDEX_GRAIN, fill_units, &job);
+    size_t grain = pool_grain(count);
+    if (grain)
+        rt_pool_parallel_for((size_t)count, grain, fill_units, &job);
     else
         fill_units(&job, 0, (size_t)count);
     ix->entries += atomic_load_explicit(&job.added, memory_order_relaxed);
@@ -360,8 +350,9 @@ static void index_find_many(const rt_leaf_index *ix, const leaf_reader *reader,
                             uint8_t *found)
 {
     find_job job = {ix, reader, leaves, positions, found};
-    if (use_pool(count))
-        rt_pool_parallel_for(count, INDEX_GRAIN, find_units, &job);
+    size_t grain = pool_grain(count);
+    if (grain)
+        rt_pool_parallel_for(count, grain, find_units, &job);
     else
         find_units(&job, 0, count);
 }
@@ -535,8 +526,9 @@ static int mark_duplicates(const rt_tree *tree, const uint8_t *leaves, size_t co
         index_fill(batch_ix, &batch_leaves, 0, count);
     }
     mark_job job = {tree->index, &tree_leaves, batch_ix, &batch_leaves, leaves, marks, 0};
-    if (use_pool(count))
-        rt_pool_parallel_for(count, INDEX_GRAIN, mark_units, &job);
+    size_t grain = pool_grain(count);
+    if (grain)
+        rt_pool_parallel_for(count, grain, mark_units, &job);
     else
         mark_units(&job, 0, count);
     rt_index_release(batch_ix);
@@ -578,7 +570,7 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
         } else if (dups == count) {
             rt_tree_copy_root(tree, root_out); // every leaf was in the tree already
         } else {
-            uint8_t *kept = index_alloc((size_t)(count - dups) * 32u);
+            uint8_t *kept = rt_buffer_alloc((size_t)(count - dups) * 32u);
             if (!kept) {
                 status = RT_ERR_NOMEM;
             } else {
