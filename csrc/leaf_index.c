@@ -32,9 +32,10 @@
 // which dwarfs claiming it, and tests that shrink the chunk reach the
 // parallel paths with small batches.
 #define GRAIN_PER_CHUNK 256u
-// Lookups are issued in groups: hash all, prefetch their slots, then probe,
-// so a group's cache misses overlap instead of running one after another.
-#define GROUP 16u
+// Hashes run PIPE leaves ahead of the probes and each slot is prefetched as
+// soon as its hash is known, so a probe's cache miss overlaps the work on
+// the PIPE leaves before it instead of stalling the loop.
+#define PIPE 16u
 
 /* ---- hashing --------------------------------------------------------------- */
 
@@ -91,6 +92,15 @@ static inline int slot_cas(const rt_leaf_index *ix, uint64_t i, uint64_t expecte
                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 }
 
+/* Readers without the lock (snapshots) may load the slot meanwhile. */
+static inline void slot_store(const rt_leaf_index *ix, uint64_t i, uint64_t value)
+{
+    if (ix->wide)
+        __atomic_store_n((uint64_t *)ix->slots + i, value, __ATOMIC_RELEASE);
+    else
+        __atomic_store_n((uint32_t *)ix->slots + i, (uint32_t)value, __ATOMIC_RELEASE);
+}
+
 static inline void slot_prefetch(const rt_leaf_index *ix, uint64_t h)
 {
     uint64_t i = h & ix->mask;
@@ -106,21 +116,23 @@ static inline uint64_t tag_of(const rt_leaf_index *ix, uint64_t h)
     return bits ? h >> (64u - bits) : 0;
 }
 
-/* Where probes read the leaf a slot names: the tree's level 0, a
- * snapshot's, or a flat batch; `limit` is the size rule (positions at or
- * past it are not there). */
+/* Where probes read the leaf a slot names: the tree's level 0 or a
+ * snapshot's, and positions from tail_from on in `tail` (a batch being
+ * checked before it is in the tree); `limit` is the size rule (positions at
+ * or past it are not there). */
 typedef struct leaf_reader {
-    const uint8_t *flat;
     const rt_level *level;
     const rt_snapshot *snap;
     unsigned chunk_cap;
     uint64_t limit;
+    const uint8_t *tail;
+    uint64_t tail_from;
 } leaf_reader;
 
 static inline const uint8_t *leaf_at(const leaf_reader *r, uint64_t p)
 {
-    if (r->flat)
-        return r->flat + p * 32u;
+    if (p >= r->tail_from)
+        return r->tail + (p - r->tail_from) * 32u;
     if (r->snap)
         return rt_snapshot_node(r->snap, 0, p);
     return rt_level_node(r->level, p, r->chunk_cap);
@@ -128,7 +140,7 @@ static inline const uint8_t *leaf_at(const leaf_reader *r, uint64_t p)
 
 static leaf_reader tree_reader(const rt_tree *tree)
 {
-    leaf_reader r = {NULL, &tree->levels[0], NULL, tree->chunk_cap, tree->size};
+    leaf_reader r = {&tree->levels[0], NULL, tree->chunk_cap, tree->size, NULL, UINT64_MAX};
     return r;
 }
 
@@ -149,12 +161,13 @@ static uint64_t index_find(const rt_leaf_index *ix, const leaf_reader *r, const 
     }
 }
 
-/* Record position p of `leaf`; several threads may put at once (no entry is
- * ever removed, so a key's probe sequence only grows and two puts of one
- * key meet at the slot the first of them claims). The lower position wins.
- * 1 if the leaf was new to the table. */
+/* Record position p of `leaf`; several threads may put at once (entries
+ * are only removed by index_unstage, alone, so a key's probe sequence only
+ * grows and two puts of one key meet at the slot the first of them claims).
+ * The lower position wins: 1 if the leaf was new to the table, else 0 with
+ * *evicted the higher position p displaced, or ABSENT if p itself lost. */
 static int index_put(const rt_leaf_index *ix, const leaf_reader *r, const uint8_t *leaf,
-                     uint64_t h, uint64_t p)
+                     uint64_t h, uint64_t p, uint64_t *evicted, int shared)
 {
     const uint64_t pos_mask = ((uint64_t)1 << ix->pos_bits) - 1;
     const uint64_t tag = tag_of(ix, h);
@@ -163,6 +176,10 @@ static int index_put(const rt_leaf_index *ix, const leaf_reader *r, const uint8_
     for (;;) {
         uint64_t s = slot_load(ix, i);
         if (!s) {
+            if (!shared) { // the only writer: a locked compare-exchange buys nothing
+                slot_store(ix, i, want);
+                return 1;
+            }
             if (slot_cas(ix, i, 0, want))
                 return 1;
             continue; // another put took it: look at what it wrote
@@ -170,7 +187,14 @@ static int index_put(const rt_leaf_index *ix, const leaf_reader *r, const uint8_
         if ((s >> ix->pos_bits) == tag) {
             uint64_t q = (s & pos_mask) - 1;
             if (memcmp(leaf_at(r, q), leaf, 32) == 0) {
-                if (q <= p || slot_cas(ix, i, s, want))
+                *evicted = q > p ? q : ABSENT;
+                if (q <= p)
+                    return 0;
+                if (!shared) {
+                    slot_store(ix, i, want);
+                    return 0;
+                }
+                if (slot_cas(ix, i, s, want))
                     return 0;
                 continue;
             }
@@ -214,6 +238,8 @@ static rt_leaf_index *index_new(uint64_t entries, uint64_t size)
         return NULL;
     }
     atomic_init(&ix->refcount, 1);
+    ix->staged = NULL;
+    ix->staged_added = 0;
     ix->wide = wide;
     ix->pos_bits = pos_bits;
     ix->mask = slots - 1;
@@ -282,6 +308,7 @@ typedef struct fill_job {
     rt_leaf_index *ix;
     const leaf_reader *reader;
     uint64_t first;
+    int shared; /* units run on several threads */
     atomic_uint_fast64_t added;
 } fill_job;
 
@@ -289,15 +316,21 @@ static void fill_units(void *ctx, size_t begin, size_t end)
 {
     fill_job *job = ctx;
     const rt_leaf_index *ix = job->ix;
-    uint64_t added = 0, h[GROUP];
-    for (uint64_t g = job->first + begin, stop = job->first + end; g < stop; g += GROUP) {
-        unsigned n = (unsigned)rt_min_u64(GROUP, stop - g);
-        for (unsigned j = 0; j < n; j++) {
-            h[j] = leaf_hash(leaf_at(job->reader, g + j), ix->seed);
-            slot_prefetch(ix, h[j]);
+    const leaf_reader *r = job->reader;
+    const uint64_t first = job->first + begin, stop = job->first + end;
+    uint64_t added = 0, ring[PIPE], evicted, ahead = first;
+    for (; ahead < stop && ahead < first + PIPE; ahead++) {
+        ring[ahead % PIPE] = leaf_hash(leaf_at(r, ahead), ix->seed);
+        slot_prefetch(ix, ring[ahead % PIPE]);
+    }
+    for (uint64_t p = first; p < stop; p++) {
+        uint64_t h = ring[p % PIPE];
+        if (ahead < stop) {
+            ring[ahead % PIPE] = leaf_hash(leaf_at(r, ahead), ix->seed);
+            slot_prefetch(ix, ring[ahead % PIPE]);
+            ahead++;
         }
-        for (unsigned j = 0; j < n; j++)
-            added += (uint64_t)index_put(ix, job->reader, leaf_at(job->reader, g + j), h[j], g + j);
+        added += (uint64_t)index_put(ix, r, leaf_at(r, p), h, p, &evicted, job->shared);
     }
     atomic_fetch_add_explicit(&job->added, added, memory_order_relaxed);
 }
@@ -306,9 +339,9 @@ static void fill_units(void *ctx, size_t begin, size_t end)
 static void index_fill(rt_leaf_index *ix, const leaf_reader *reader, uint64_t first,
                        uint64_t end)
 {
-    fill_job job = {ix, reader, first, 0};
     uint64_t count = end - first;
     size_t grain = pool_grain(count);
+    fill_job job = {ix, reader, first, grain != 0, 0};
     if (grain)
         rt_pool_parallel_for((size_t)count, grain, fill_units, &job);
     else
@@ -328,20 +361,25 @@ static void find_units(void *ctx, size_t begin, size_t end)
 {
     const find_job *job = ctx;
     const rt_leaf_index *ix = job->ix;
-    uint64_t h[GROUP];
-    for (size_t g = begin; g < end; g += GROUP) {
-        unsigned n = (unsigned)rt_min_u64(GROUP, end - g);
-        for (unsigned j = 0; j < n; j++) {
-            h[j] = leaf_hash(job->leaves + (g + j) * 32u, ix->seed);
-            slot_prefetch(ix, h[j]);
+    const uint8_t *leaves = job->leaves;
+    uint64_t ring[PIPE];
+    size_t ahead = begin;
+    for (; ahead < end && ahead < begin + PIPE; ahead++) {
+        ring[ahead % PIPE] = leaf_hash(leaves + ahead * 32u, ix->seed);
+        slot_prefetch(ix, ring[ahead % PIPE]);
+    }
+    for (size_t i = begin; i < end; i++) {
+        uint64_t h = ring[i % PIPE];
+        if (ahead < end) {
+            ring[ahead % PIPE] = leaf_hash(leaves + ahead * 32u, ix->seed);
+            slot_prefetch(ix, ring[ahead % PIPE]);
+            ahead++;
         }
-        for (unsigned j = 0; j < n; j++) {
-            uint64_t p = index_find(ix, job->reader, job->leaves + (g + j) * 32u, h[j]);
-            if (job->positions)
-                job->positions[g + j] = p;
-            if (job->found)
-                job->found[g + j] = p != ABSENT;
-        }
+        uint64_t p = index_find(ix, job->reader, leaves + i * 32u, h);
+        if (job->positions)
+            job->positions[i] = p;
+        if (job->found)
+            job->found[i] = p != ABSENT;
     }
 }
 
@@ -376,6 +414,8 @@ int rt_index_reserve(const rt_tree *tree, uint64_t count, uint64_t new_size,
 {
     const rt_leaf_index *ix = tree->index;
     *fresh = NULL;
+    if (ix->staged) // a unique insert put the batch in already
+        return RT_OK;
     if (count <= ix->max_entries - ix->entries && new_size <= ix->pos_limit)
         return RT_OK;
     // Sized for every new leaf being distinct; the fill after the insert
@@ -384,8 +424,14 @@ int rt_index_reserve(const rt_tree *tree, uint64_t count, uint64_t new_size,
     return *fresh ? RT_OK : RT_ERR_NOMEM;
 }
 
+static void index_commit_staged(rt_tree *tree);
+
 void rt_index_add(rt_tree *tree, rt_leaf_index *fresh, uint64_t old_size)
 {
+    if (tree->index->staged) {
+        index_commit_staged(tree);
+        return;
+    }
     leaf_reader reader = tree_reader(tree);
     if (fresh) {
         index_clear(fresh);
@@ -470,70 +516,147 @@ int rt_snapshot_index_find(const rt_snapshot *snap, const uint8_t *leaves, size_
         return RT_ERR_INVALID_ARGUMENT;
     if (!snap->index)
         return RT_ERR_NO_INDEX;
-    leaf_reader reader = {NULL, NULL, snap, snap->chunk_cap, snap->size};
+    leaf_reader reader = {NULL, snap, snap->chunk_cap, snap->size, NULL, UINT64_MAX};
     index_find_many(snap->index, &reader, leaves, count, positions, found);
     return RT_OK;
 }
 
 /* ---- unique inserts ---------------------------------------------------------- */
 
-typedef struct mark_job {
-    const rt_leaf_index *tree_ix;
-    const leaf_reader *tree_leaves;
-    const rt_leaf_index *batch_ix; /* NULL for a batch of one */
-    const leaf_reader *batch_leaves;
-    const uint8_t *leaves;
-    uint8_t *marks;
-    atomic_uint_fast64_t duplicates;
-} mark_job;
+// A unique batch is put into the index before the tree is touched, at the
+// positions it would take (old_size + i), with the batch itself read for
+// those positions: the puts find the leaves already in the tree and the
+// repeats inside the batch in one pass, and when there are none the insert
+// that follows has nothing left to add to the index (one pass where a
+// separate check would hash and probe every leaf twice). Otherwise the
+// staged entries are taken out again: from a new table by dropping it, in
+// place by clearing every slot holding a position >= old_size. That restores
+// the table exactly: staged puts only filled empty slots (an older entry has
+// a lower position, so it is never displaced), and no older entry's probe
+// sequence crosses a slot that was empty when it was put. Snapshots reading
+// meanwhile skip those positions by the size rule.
 
-static void mark_units(void *ctx, size_t begin, size_t end)
+typedef struct stage_job {
+    const rt_leaf_index *ix;
+    const leaf_reader *reader;
+    const uint8_t *leaves;
+    uint64_t first; /* position of leaves[0] */
+    uint8_t *marks;
+    int shared;
+    atomic_uint_fast64_t added;
+} stage_job;
+
+static inline void mark(uint8_t *marks, uint64_t i)
 {
-    mark_job *job = ctx;
-    uint64_t duplicates = 0, h[GROUP];
-    for (size_t g = begin; g < end; g += GROUP) {
-        unsigned n = (unsigned)rt_min_u64(GROUP, end - g);
-        for (unsigned j = 0; j < n; j++) {
-            h[j] = leaf_hash(job->leaves + (g + j) * 32u, job->tree_ix->seed);
-            slot_prefetch(job->tree_ix, h[j]);
-        }
-        for (unsigned j = 0; j < n; j++) {
-            const uint8_t *leaf = job->leaves + (g + j) * 32u;
-            int dup = index_find(job->tree_ix, job->tree_leaves, leaf, h[j]) != ABSENT;
-            if (!dup && job->batch_ix)
-                dup = index_find(job->batch_ix, job->batch_leaves, leaf,
-                                 leaf_hash(leaf, job->batch_ix->seed)) != g + j;
-            job->marks[g + j] = (uint8_t)dup;
-            duplicates += (uint64_t)dup;
-        }
-    }
-    atomic_fetch_add_explicit(&job->duplicates, duplicates, memory_order_relaxed);
+    __atomic_store_n(marks + i, (uint8_t)1, __ATOMIC_RELAXED);
 }
 
-/* marks[i] = 1 for a leaf already in the tree or earlier in the batch. */
-static int mark_duplicates(const rt_tree *tree, const uint8_t *leaves, size_t count,
-                           uint8_t *marks, uint64_t *duplicates)
+static void stage_units(void *ctx, size_t begin, size_t end)
 {
-    leaf_reader tree_leaves = tree_reader(tree);
-    leaf_reader batch_leaves = {leaves, NULL, NULL, 0, count};
-    rt_leaf_index *batch_ix = NULL;
-    if (count > 1) {
-        // The batch's own first positions, from a table of the batch.
-        batch_ix = index_new(count, count);
-        if (!batch_ix)
-            return RT_ERR_NOMEM;
-        index_clear(batch_ix);
-        index_fill(batch_ix, &batch_leaves, 0, count);
+    stage_job *job = ctx;
+    const rt_leaf_index *ix = job->ix;
+    const uint8_t *leaves = job->leaves;
+    uint64_t added = 0, ring[PIPE], evicted;
+    size_t ahead = begin;
+    for (; ahead < end && ahead < begin + PIPE; ahead++) {
+        ring[ahead % PIPE] = leaf_hash(leaves + ahead * 32u, ix->seed);
+        slot_prefetch(ix, ring[ahead % PIPE]);
     }
-    mark_job job = {tree->index, &tree_leaves, batch_ix, &batch_leaves, leaves, marks, 0};
+    for (size_t i = begin; i < end; i++) {
+        uint64_t h = ring[i % PIPE];
+        if (ahead < end) {
+            ring[ahead % PIPE] = leaf_hash(leaves + ahead * 32u, ix->seed);
+            slot_prefetch(ix, ring[ahead % PIPE]);
+            ahead++;
+        }
+        evicted = ABSENT;
+        if (index_put(ix, job->reader, leaves + i * 32u, h, job->first + i, &evicted,
+                      job->shared))
+            added++;
+        else // a repeat: this leaf, or the later copy it displaced
+            mark(job->marks, evicted == ABSENT ? i : evicted - job->first);
+    }
+    atomic_fetch_add_explicit(&job->added, added, memory_order_relaxed);
+}
+
+typedef struct unstage_job {
+    const rt_leaf_index *ix;
+    uint64_t first;
+} unstage_job;
+
+static void unstage_units(void *ctx, size_t begin, size_t end)
+{
+    const unstage_job *job = ctx;
+    const rt_leaf_index *ix = job->ix;
+    const uint64_t pos_mask = ((uint64_t)1 << ix->pos_bits) - 1;
+    for (uint64_t i = begin; i < end; i++) {
+        uint64_t s = slot_load(ix, i);
+        if (s && (s & pos_mask) - 1 >= job->first)
+            slot_cas(ix, i, s, 0);
+    }
+}
+
+/* Put the batch (positions tree->size + i) into the index or a new table
+ * for it, marking the repeats; the tree is not touched. The staged table
+ * hangs off tree->index until index_commit_staged or index_unstage. */
+static int index_stage(rt_tree *tree, const uint8_t *leaves, size_t count, uint8_t *marks,
+                       uint64_t *duplicates)
+{
+    if (count > tree->capacity - tree->size)
+        return RT_ERR_MAX_DEPTH;
+    rt_leaf_index *ix = tree->index, *fresh;
+    int status = rt_index_reserve(tree, count, tree->size + count, &fresh);
+    if (status != RT_OK)
+        return status;
+    leaf_reader reader = tree_reader(tree);
+    if (fresh) {
+        index_clear(fresh);
+        index_fill(fresh, &reader, 0, tree->size);
+    }
+    rt_leaf_index *target = fresh ? fresh : ix;
+    reader.tail = leaves;
+    reader.tail_from = tree->size;
+    memset(marks, 0, count);
     size_t grain = pool_grain(count);
+    stage_job job = {target, &reader, leaves, tree->size, marks, grain != 0, 0};
     if (grain)
-        rt_pool_parallel_for(count, grain, mark_units, &job);
+        rt_pool_parallel_for(count, grain, stage_units, &job);
     else
-        mark_units(&job, 0, count);
-    rt_index_release(batch_ix);
-    *duplicates = atomic_load_explicit(&job.duplicates, memory_order_relaxed);
+        stage_units(&job, 0, count);
+    ix->staged = target;
+    ix->staged_added = atomic_load_explicit(&job.added, memory_order_relaxed);
+    *duplicates = count - ix->staged_added;
     return RT_OK;
+}
+
+static void index_unstage(rt_tree *tree)
+{
+    rt_leaf_index *ix = tree->index;
+    if (ix->staged != ix) {
+        rt_index_release(ix->staged);
+    } else {
+        unstage_job job = {ix, tree->size};
+        uint64_t slots = ix->mask + 1;
+        size_t grain = pool_grain(slots);
+        if (grain)
+            rt_pool_parallel_for((size_t)slots, grain, unstage_units, &job);
+        else
+            unstage_units(&job, 0, (size_t)slots);
+    }
+    ix->staged = NULL;
+    ix->staged_added = 0;
+}
+
+static void index_commit_staged(rt_tree *tree)
+{
+    rt_leaf_index *ix = tree->index, *staged = ix->staged;
+    staged->entries += ix->staged_added;
+    ix->staged = NULL;
+    ix->staged_added = 0;
+    if (staged != ix) {
+        rt_index_release(ix); // snapshots may keep it
+        tree->index = staged;
+    }
 }
 
 int rt_tree_index_duplicates(rt_tree *tree, const uint8_t *leaves, size_t count,
@@ -541,10 +664,13 @@ int rt_tree_index_duplicates(rt_tree *tree, const uint8_t *leaves, size_t count,
 {
     if (!tree || !duplicates || !duplicate_count || (count && !leaves))
         return RT_ERR_INVALID_ARGUMENT;
-    if (pthread_rwlock_rdlock(&tree->lock) != 0)
+    // The check stages the batch in the index for a moment: readers wait.
+    if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
-    int status = tree->index ? mark_duplicates(tree, leaves, count, duplicates, duplicate_count)
+    int status = tree->index ? index_stage(tree, leaves, count, duplicates, duplicate_count)
                              : RT_ERR_NO_INDEX;
+    if (status == RT_OK)
+        index_unstage(tree);
     pthread_rwlock_unlock(&tree->lock);
     return status;
 }
@@ -560,26 +686,32 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
     if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
     uint64_t dups = 0;
-    int status = tree->index ? mark_duplicates(tree, leaves, count, duplicates, &dups)
+    int status = tree->index ? index_stage(tree, leaves, count, duplicates, &dups)
                              : RT_ERR_NO_INDEX;
     if (status == RT_OK) {
         if (dups == 0) {
+            // Commits the staged entries once the leaves are in (rt_index_add).
             status = rt_tree_insert_locked(tree, leaves, count, root_out);
-        } else if (mode == RT_UNIQUE_REJECT) {
-            status = RT_ERR_DUPLICATE;
-        } else if (dups == count) {
-            rt_tree_copy_root(tree, root_out); // every leaf was in the tree already
+            if (status != RT_OK)
+                index_unstage(tree);
         } else {
-            uint8_t *kept = rt_buffer_alloc((size_t)(count - dups) * 32u);
-            if (!kept) {
-                status = RT_ERR_NOMEM;
+            index_unstage(tree);
+            if (mode == RT_UNIQUE_REJECT) {
+                status = RT_ERR_DUPLICATE;
+            } else if (dups == count) {
+                rt_tree_copy_root(tree, root_out); // every leaf was in the tree already
             } else {
-                size_t n = 0;
-                for (size_t i = 0; i < count; i++)
-                    if (!duplicates[i])
-                        memcpy(kept + 32u * n++, leaves + 32u * i, 32);
-                status = rt_tree_insert_locked(tree, kept, n, root_out);
-                rt_buffer_free(kept);
+                uint8_t *kept = rt_buffer_alloc((size_t)(count - dups) * 32u);
+                if (!kept) {
+                    status = RT_ERR_NOMEM;
+                } else {
+                    size_t n = 0;
+                    for (size_t i = 0; i < count; i++)
+                        if (!duplicates[i])
+                            memcpy(kept + 32u * n++, leaves + 32u * i, 32);
+                    status = rt_tree_insert_locked(tree, kept, n, root_out);
+                    rt_buffer_free(kept);
+                }
             }
         }
     }
@@ -587,4 +719,37 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
         *duplicate_count = dups;
     pthread_rwlock_unlock(&tree->lock);
     return status;
+}
+
+/* ---- single lookups ------------------------------------------------------------ */
+
+static int64_t position_or_status(const rt_leaf_index *ix, const leaf_reader *reader,
+                                  const uint8_t *leaf)
+{
+    uint64_t p = index_find(ix, reader, leaf, leaf_hash(leaf, ix->seed));
+    return p == ABSENT ? -1 : (int64_t)p; // positions stay below 2**63 (pos_bits <= 63)
+}
+
+int64_t rt_tree_index_position(rt_tree *tree, const uint8_t *leaf)
+{
+    if (!tree || !leaf)
+        return -RT_ERR_INVALID_ARGUMENT;
+    pthread_rwlock_rdlock(&tree->lock);
+    int64_t out = -RT_ERR_NO_INDEX;
+    if (tree->index) {
+        leaf_reader reader = tree_reader(tree);
+        out = position_or_status(tree->index, &reader, leaf);
+    }
+    pthread_rwlock_unlock(&tree->lock);
+    return out;
+}
+
+int64_t rt_snapshot_index_position(const rt_snapshot *snap, const uint8_t *leaf)
+{
+    if (!snap || !leaf)
+        return -RT_ERR_INVALID_ARGUMENT;
+    if (!snap->index)
+        return -RT_ERR_NO_INDEX;
+    leaf_reader reader = {NULL, snap, snap->chunk_cap, snap->size, NULL, UINT64_MAX};
+    return position_or_status(snap->index, &reader, leaf);
 }

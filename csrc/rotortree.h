@@ -244,6 +244,12 @@ int rt_tree_index_find(rt_tree *tree, const uint8_t *leaves, size_t count,
 int rt_snapshot_index_find(const rt_snapshot *snap, const uint8_t *leaves, size_t count,
                            uint64_t *positions, uint8_t *found);
 
+/* One leaf (32 bytes): its first position, -1 if absent, or a negated
+ * status (-RT_ERR_NO_INDEX, -RT_ERR_INVALID_ARGUMENT); a single call with
+ * nothing to allocate, for membership checks from Python. */
+int64_t rt_tree_index_position(rt_tree *tree, const uint8_t *leaf);
+int64_t rt_snapshot_index_position(const rt_snapshot *snap, const uint8_t *leaf);
+
 /* Insert modes for rt_tree_insert_unique. */
 enum rt_unique_mode {
     RT_UNIQUE_REJECT = 1,   /* any duplicate: insert nothing, RT_ERR_DUPLICATE */
@@ -263,7 +269,8 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
                           uint8_t *root_out);
 
 /* The check of rt_tree_insert_unique alone (duplicates against the tree
- * now and inside the batch), under the read lock; for callers that log a
+ * now and inside the batch), changing nothing (it holds the write lock
+ * while it briefly stages the batch in the index); for callers that log a
  * batch before inserting it and serialise their writers themselves. */
 int rt_tree_index_duplicates(rt_tree *tree, const uint8_t *leaves, size_t count,
                              uint8_t *duplicates, uint64_t *duplicate_count);

@@ -40,6 +40,11 @@ typedef struct rt_leaf_index {
     uint64_t pos_limit;   /* the largest tree size whose positions fit */
     void *slots;
     size_t bytes;
+    // During a unique insert (write lock held): the table holding the
+    // batch's entries (this one, or its replacement) and how many of them
+    // are new, committed by rt_index_add or taken out again.
+    struct rt_leaf_index *staged;
+    uint64_t staged_added;
 } rt_leaf_index;
 
 void rt_index_retain(rt_leaf_index *index);

@@ -69,9 +69,9 @@ def check_unique(tree: "LeanIMT", buffer: Any, count: int) -> None:
     check_duplicates(tree._tree, buffer, count)
 
 
-def index_finder(tree: "LeanIMT") -> Any:
-    """``tree``'s C lookup and handle, for :class:`rotortree._index.IndexReads`."""
-    return tree._index_find()
+def index_calls(tree: "LeanIMT") -> Any:
+    """``tree``'s C lookups and handle, for :class:`rotortree._index.IndexReads`."""
+    return tree._index_calls()
 
 
 # -- snapshots ------------------------------------------------------------------
@@ -111,4 +111,4 @@ def snapshot_node(snap: "Snapshot", level: int, index: int) -> bytes:
 
 
 __all__ = ["keep_alive", "restore", "make_cold", "insert_batch", "check_unique",
-           "index_finder", "snapshot_pieces", "snapshot_node"]
+           "index_calls", "snapshot_pieces", "snapshot_node"]

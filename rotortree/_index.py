@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 from array import array
 from itertools import compress
 from typing import Any, Callable, List, Tuple
@@ -12,55 +11,49 @@ from ._leaves import Leaves, leaf_batch, single_leaf
 from ._native import HASH_LEN, ffi, lib, raise_status
 from .errors import ArgumentTypeError, DuplicateLeafError
 
-# (handle, leaves, count, positions, found) -> status: rt_tree_index_find
-# or rt_snapshot_index_find.
+# (handle, leaf) -> position, -1 or -status: rt_tree_index_position or
+# rt_snapshot_index_position; (handle, leaves, count, positions, found) ->
+# status: rt_tree_index_find or rt_snapshot_index_find.
+Position = Callable[[Any, Any], int]
 Finder = Callable[[Any, Any, int, Any, Any], int]
+Calls = Tuple[Position, Finder, Any]
 
-ABSENT = (1 << 64) - 1
-# Single lookups write the position into a per-thread buffer C sees through
-# a cached cdata: `has` is one short C call, and allocating a cdata per
-# call would be a visible share of it.
-_per_thread = threading.local()
 # Duplicates named in an error message; the exception carries them all.
 _SHOWN = 5
 
 
-def _one(find: Finder, handle: Any, leaf: object) -> int:
+def position_of(calls: Calls, leaf: object) -> int:
+    """The first position of one leaf, -1 if absent."""
     if type(leaf) is not bytes or len(leaf) != HASH_LEN:
         leaf = single_leaf(leaf)
-    out = _per_thread.__dict__.pop("out", None) or ffi.new("uint64_t[1]")
-    status = find(handle, leaf, 1, out, ffi.NULL)
-    position: int = out[0]
-    _per_thread.out = out
-    if status:
-        raise_status(status, "leaf index")
+    position = calls[0](calls[2], leaf)
+    if position < -1:
+        raise_status(-position, "leaf index")
     return position
 
 
 class IndexReads:
-    """Membership reads for a class whose ``_index_find`` gives its handle
-    and C finder (the tree's index, or a snapshot's, which answers as of the
-    snapshot's size)."""
+    """Membership reads for a class whose ``_index_calls`` gives its C
+    lookups and handle (the tree's index, or a snapshot's, which answers as
+    of the snapshot's size)."""
 
     __slots__ = ()
 
-    def _index_find(self) -> Tuple[Finder, Any]:
+    def _index_calls(self) -> Calls:
         raise NotImplementedError
 
     def has(self, leaf: bytes) -> bool:
         """Whether ``leaf`` (32 bytes) is in the tree. Needs the leaf index
         (:class:`~rotortree.NoLeafIndexError` otherwise)."""
-        find, handle = self._index_find()
-        return _one(find, handle, leaf) != ABSENT
+        return position_of(self._index_calls(), leaf) >= 0
 
     def __contains__(self, leaf: object) -> bool:
         return self.has(leaf)  # type: ignore[arg-type]
 
     def index_of(self, leaf: bytes) -> "int | None":
         """The first position holding ``leaf``, or None if it is absent."""
-        find, handle = self._index_find()
-        position = _one(find, handle, leaf)
-        return None if position == ABSENT else position
+        position = position_of(self._index_calls(), leaf)
+        return None if position < 0 else position
 
     def contains_many(self, leaves: Leaves) -> bytearray:
         """Membership of a batch (what ``insert_many`` accepts), looked up
@@ -68,7 +61,7 @@ class IndexReads:
         (``numpy.frombuffer(result, dtype=bool)`` views it)."""
         buffer, count = leaf_batch(leaves)
         found = bytearray(count)
-        find, handle = self._index_find()
+        _, find, handle = self._index_calls()
         status = find(handle, buffer, count, ffi.NULL, ffi.from_buffer("uint8_t[]", found))
         if status:
             raise_status(status, "contains_many")
@@ -79,7 +72,7 @@ class IndexReads:
         leaf (``numpy.frombuffer(result, dtype=numpy.int64)`` views it)."""
         buffer, count = leaf_batch(leaves)
         positions = array("q", bytes(8 * count))
-        find, handle = self._index_find()
+        _, find, handle = self._index_calls()
         status = find(handle, buffer, count, ffi.from_buffer("uint64_t[]", positions),
                       ffi.NULL)
         if status:
@@ -126,5 +119,5 @@ def check_duplicates(tree_handle: Any, buffer: Any, count: int) -> None:
         raise duplicate_error(buffer, count, marks)
 
 
-__all__ = ["IndexReads", "ABSENT", "unique_flag", "marked", "duplicate_error",
+__all__ = ["IndexReads", "position_of", "unique_flag", "marked", "duplicate_error",
            "check_duplicates"]

@@ -114,8 +114,8 @@ class Snapshot(IndexReads):
         snap._arity = int(lib.rt_snapshot_arity(snap._snap))
         return snap
 
-    def _index_find(self) -> Any:
-        return lib.rt_snapshot_index_find, self._snap
+    def _index_calls(self) -> Any:
+        return lib.rt_snapshot_index_position, lib.rt_snapshot_index_find, self._snap
 
     @property
     def root(self) -> Optional[bytes]:

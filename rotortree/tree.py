@@ -184,8 +184,22 @@ class LeanIMT(IndexReads):
         return {"entries": int(out.entries), "slots": int(out.slots),
                 "bytes": int(out.bytes), "slot_bytes": int(out.slot_bytes)}
 
-    def _index_find(self) -> Any:
-        return lib.rt_tree_index_find, self._tree
+    def _index_calls(self) -> Any:
+        return lib.rt_tree_index_position, lib.rt_tree_index_find, self._tree
+
+    def has(self, leaf: bytes) -> bool:
+        """Whether ``leaf`` (32 bytes) is in the tree (needs the index:
+        :class:`~rotortree.NoLeafIndexError` otherwise)."""
+        # The hot path of a double-spend check: one C call, spelled out.
+        if type(leaf) is not bytes or len(leaf) != HASH_LEN:
+            leaf = single_leaf(leaf)
+        position: int = lib.rt_tree_index_position(self._tree, leaf)
+        if position < -1:
+            raise_status(-position, "has")
+        return position != -1
+
+    def __contains__(self, leaf: object) -> bool:
+        return self.has(leaf)  # type: ignore[arg-type]
 
     def _capacity_error(self, count: int) -> MaxDepthExceededError:
         """What the refused insert of ``count`` leaves ran into: a full tree,

@@ -194,8 +194,8 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
         """Whether the tree keeps a leaf index."""
         return self._live().indexed
 
-    def _index_find(self) -> Any:
-        return _core.index_finder(self._live())
+    def _index_calls(self) -> Any:
+        return _core.index_calls(self._live())
 
     def snapshot(self) -> Snapshot:
         """An immutable view of the in-memory tree (see :meth:`LeanIMT.snapshot`)."""
