@@ -349,6 +349,42 @@ static void index_fill(rt_leaf_index *ix, const leaf_reader *reader, uint64_t fi
     ix->entries += atomic_load_explicit(&job.added, memory_order_relaxed);
 }
 
+/* The hashes of leaves [begin, end) of a batch, PIPE ahead of their use. */
+typedef struct hash_pipe {
+    const rt_leaf_index *ix;
+    const uint8_t *leaves;
+    size_t ahead, end;
+    uint64_t ring[PIPE];
+} hash_pipe;
+
+static inline void pipe_push(hash_pipe *pipe)
+{
+    uint64_t h = leaf_hash(pipe->leaves + pipe->ahead * 32u, pipe->ix->seed);
+    pipe->ring[pipe->ahead % PIPE] = h;
+    slot_prefetch(pipe->ix, h);
+    pipe->ahead++;
+}
+
+static inline void pipe_start(hash_pipe *pipe, const rt_leaf_index *ix, const uint8_t *leaves,
+                              size_t begin, size_t end)
+{
+    pipe->ix = ix;
+    pipe->leaves = leaves;
+    pipe->ahead = begin;
+    pipe->end = end;
+    while (pipe->ahead < end && pipe->ahead < begin + PIPE)
+        pipe_push(pipe);
+}
+
+/* The hash of leaf i (the next one in order). */
+static inline uint64_t pipe_next(hash_pipe *pipe, size_t i)
+{
+    uint64_t h = pipe->ring[i % PIPE];
+    if (pipe->ahead < pipe->end)
+        pipe_push(pipe);
+    return h;
+}
+
 typedef struct find_job {
     const rt_leaf_index *ix;
     const leaf_reader *reader;
@@ -362,19 +398,21 @@ static void find_units(void *ctx, size_t begin, size_t end)
     const find_job *job = ctx;
     const rt_leaf_index *ix = job->ix;
     const uint8_t *leaves = job->leaves;
-    uint64_t ring[PIPE];
-    size_t ahead = begin;
-    for (; ahead < end && ahead < begin + PIPE; ahead++) {
-        ring[ahead % PIPE] = leaf_hash(leaves + ahead * 32u, ix->seed);
-        slot_prefetch(ix, ring[ahead % PIPE]);
-    }
+    const uint64_t pos_mask = ((uint64_t)1 << ix->pos_bits) - 1;
+    hash_pipe pipe;
+    pipe_start(&pipe, ix, leaves, begin, end);
     for (size_t i = begin; i < end; i++) {
-        uint64_t h = ring[i % PIPE];
-        if (ahead < end) {
-            ring[ahead % PIPE] = leaf_hash(leaves + ahead * 32u, ix->seed);
-            slot_prefetch(ix, ring[ahead % PIPE]);
-            ahead++;
+        // Halfway down the pipe a slot's line has arrived: if it names a
+        // candidate, fetch that leaf too, the second miss of a hit (leaves
+        // of a large tree are far apart in level 0).
+        size_t half = i + PIPE / 2;
+        if (half < pipe.ahead) {
+            uint64_t hh = pipe.ring[half % PIPE], s = slot_load(ix, hh & ix->mask);
+            uint64_t q = (s & pos_mask) - 1;
+            if (s && (s >> ix->pos_bits) == tag_of(ix, hh) && q < job->reader->limit)
+                __builtin_prefetch(leaf_at(job->reader, q));
         }
+        uint64_t h = pipe_next(&pipe, i);
         uint64_t p = index_find(ix, job->reader, leaves + i * 32u, h);
         if (job->positions)
             job->positions[i] = p;
@@ -556,19 +594,11 @@ static void stage_units(void *ctx, size_t begin, size_t end)
     stage_job *job = ctx;
     const rt_leaf_index *ix = job->ix;
     const uint8_t *leaves = job->leaves;
-    uint64_t added = 0, ring[PIPE], evicted;
-    size_t ahead = begin;
-    for (; ahead < end && ahead < begin + PIPE; ahead++) {
-        ring[ahead % PIPE] = leaf_hash(leaves + ahead * 32u, ix->seed);
-        slot_prefetch(ix, ring[ahead % PIPE]);
-    }
+    uint64_t added = 0, evicted;
+    hash_pipe pipe;
+    pipe_start(&pipe, ix, leaves, begin, end);
     for (size_t i = begin; i < end; i++) {
-        uint64_t h = ring[i % PIPE];
-        if (ahead < end) {
-            ring[ahead % PIPE] = leaf_hash(leaves + ahead * 32u, ix->seed);
-            slot_prefetch(ix, ring[ahead % PIPE]);
-            ahead++;
-        }
+        uint64_t h = pipe_next(&pipe, i);
         evicted = ABSENT;
         if (index_put(ix, job->reader, leaves + i * 32u, h, job->first + i, &evicted,
                       job->shared))

@@ -69,12 +69,16 @@ def measure_size(leaves: int, repeat: int, has_calls: int, progress: bool) -> Pa
     singles = singles[:has_calls]
     has = tree.has
     has_s: List[float] = []
+    has_cpu: List[float] = []
     many: Dict[int, List[float]] = {1: [], 2: []}
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         for value in singles:
             has(value)
         has_s.append((time.perf_counter() - start) / len(singles))
+        # CPU time too: on a loaded machine wall time includes waiting for a
+        # core, which says more about the machine than about has().
+        has_cpu.append((time.thread_time() - cpu) / len(singles))
         for threads in (1, 2):   # interleaved
             rotortree.configure(num_threads=threads)
             many[threads].append(_timed(lambda: tree.contains_many(probes)))
@@ -85,7 +89,8 @@ def measure_size(leaves: int, repeat: int, has_calls: int, progress: bool) -> Pa
     has_stats = summary(has_s)
     has_stats["low"], has_stats["high"] = _interval(has_s)
     return {"leaves": leaves, "index": stats, "bytes_per_leaf": stats["bytes"] / leaves,
-            "build_s": build_s, "has_s": has_stats, "has_calls": len(singles),
+            "build_s": build_s, "has_s": has_stats, "has_cpu_s": summary(has_cpu),
+            "has_calls": len(singles),
             "lookups": probe_count,
             "contains_many_rate": {str(t): _rate(s, probe_count) for t, s in many.items()}}
 
@@ -126,8 +131,8 @@ def measure_recovery(leaves: int, repeat: int, progress: bool) -> Payload:
     base = tempfile.mkdtemp(prefix="rotortree-index-bench-")
     data = os.urandom(32 * leaves)
     cut = 32 * (leaves * 9 // 10)
-    manual = {"flush_policy": FlushPolicy.manual(),
-              "checkpoint_policy": CheckpointPolicy.manual()}
+    manual: Dict[str, Any] = {"flush_policy": FlushPolicy.manual(),
+                              "checkpoint_policy": CheckpointPolicy.manual()}
     try:
         for name in ("plain", "indexed"):
             path = os.path.join(base, name)
@@ -193,13 +198,14 @@ def markdown(payload: Payload) -> str:
              f"Arity {ARITY}, {payload['repeat']} repetitions; {payload['load']}; kernel "
              f"{payload['kernel']}. Timings on this shared machine are noisy: the "
              "intervals (5th-95th percentile over repetitions) say how much.", "",
-             "| leaves | index bytes/leaf | has() per call | contains_many 1 thread | "
-             "contains_many 2 threads | build (insert_many, 2 threads) |",
-             "|---:|---:|---:|---:|---:|---:|"]
+             "| leaves | index bytes/leaf | has() per call | has() CPU per call | "
+             "contains_many 1 thread | contains_many 2 threads | build (insert_many, 2 threads) |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for s in payload["sizes"]:
         c1, c2 = s["contains_many_rate"]["1"], s["contains_many_rate"]["2"]
         lines.append(f"| {s['leaves']:,} | {s['bytes_per_leaf']:.2f} | "
                      f"{fmt_time(s['has_s']['median'])} (min {fmt_time(s['has_s']['min'])}) | "
+                     f"{fmt_time(s['has_cpu_s']['median'])} | "
                      f"{_fmt_rate(c1['median'])} | {_fmt_rate(c2['median'])} "
                      f"(min {_fmt_rate(c2['min'])}) | {fmt_time(s['build_s'])} |")
     u = payload["unique"]
