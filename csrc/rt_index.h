@@ -23,8 +23,10 @@
  *
  * A table is shared, read-only, with the snapshots taken while it was the
  * tree's (refcount): the tree later only fills empty slots of it (atomic
- * stores, under the tree's write lock) or replaces it by a bigger one, so a
- * snapshot's probe sequences stay valid without a lock. Positions at or
+ * stores, under the tree's write lock), empties again slots it filled for a
+ * refused unique batch (positions past every snapshot), or replaces it by a
+ * bigger one, so a snapshot's probe sequences stay valid without a lock
+ * (no slot an older entry's probe passed over ever changes). Positions at or
  * past a snapshot's size are skipped there: such an entry is either another
  * leaf, or the reader's leaf whose first position is past the snapshot, and
  * then no other entry for it exists (one entry per distinct leaf).
