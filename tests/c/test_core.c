@@ -805,8 +805,12 @@ static void test_prefault(void)
 #if defined(__linux__) && defined(MADV_POPULATE_WRITE)
     // The last third was never written: only pre-faulting can have made it
     // resident, which it must have if this kernel has MADV_POPULATE_WRITE.
+    // Supported means the advice made the probe page resident: qemu-user
+    // accepts the call and does nothing, so success alone proves nothing.
     uint8_t *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    int supported = probe != MAP_FAILED && madvise(probe, 4096, MADV_POPULATE_WRITE) == 0;
+    unsigned char probe_resident = 0;
+    int supported = probe != MAP_FAILED && madvise(probe, 4096, MADV_POPULATE_WRITE) == 0 &&
+                    mincore(probe, 4096, &probe_resident) == 0 && (probe_resident & 1);
     if (probe != MAP_FAILED)
         munmap(probe, 4096);
     static unsigned char resident[(6u << 20) / 4096];
