@@ -37,6 +37,7 @@ SOURCES = [
     "csrc/fork.c",
     "csrc/snapshot.c",
     "csrc/restore.c",
+    "csrc/wal.c",
     "csrc/proof.c",
     "csrc/pool.c",
     "csrc/hash_dispatch.c",

@@ -15,6 +15,7 @@ const char *rt_strerror(int status)
     case RT_ERR_THREAD: return "a thread operation failed";
     case RT_ERR_EMPTY_TREE: return "the tree is empty";
     case RT_ERR_INVALID_PROOF: return "the proof is malformed or does not verify";
+    case RT_ERR_IO: return "a file write failed";
     default: return "unknown status";
     }
 }

@@ -60,6 +60,15 @@ def insert_batch(tree: "LeanIMT", buffer: Any, count: int, root_out: Any) -> int
     return status
 
 
+def wal_append(tree: "LeanIMT", fd: int, offset: int, header: Any, leaves: Any, count: int,
+               root_out: Any, errno_out: Any) -> int:
+    """``rt_wal_append``: write a WAL frame and insert its leaves, overlapped;
+    the C status, unchecked (see :func:`insert_batch`)."""
+    status: int = lib.rt_wal_append(tree._tree, fd, offset, ffi.from_buffer(header), leaves,
+                                    count, root_out, errno_out)
+    return status
+
+
 # -- snapshots ------------------------------------------------------------------
 
 

@@ -4,17 +4,28 @@ repair of an interrupted append) and fsync rounds (group commit)."""
 from __future__ import annotations
 
 import os
-from typing import Tuple
+from typing import Any, Tuple
 
 from .. import _core, storage
 from .._leaves import Leaves, leaf_batch, single_leaf
 from .._native import ffi, lib, raise_status
 from ..errors import ClosedTreeError, DurabilityError, MaxDepthExceededError
-from ..storage import NODE, SEGMENT_HEADER_LEN, segment_name
+from ..storage import FRAME_HEADER_LEN, NODE, SEGMENT_HEADER_LEN, segment_name
 from ..storage import io as storage_io
 from .files import Pending, Segment
 from .tokens import DurabilityToken
 from .state import TreeState
+
+
+_SYS_PWRITE = storage_io.sys_pwrite
+
+
+def _immutable(leaves: object) -> bool:
+    """Whether a buffer argument's memory can never change: bytes, or a
+    memoryview (of a memoryview ...) of bytes."""
+    while isinstance(leaves, memoryview):
+        leaves = leaves.obj
+    return type(leaves) is bytes
 
 
 def leaf_bytes(leaf: object) -> bytes:
@@ -52,19 +63,26 @@ class Wal(TreeState):
 
     def insert_many(self, leaves: Leaves) -> Tuple[bytes, DurabilityToken]:
         """Append a batch atomically, as one WAL entry: (new root, token).
-        Accepts what :meth:`LeanIMT.insert_many` accepts; the leaves are
-        copied once, so the caller may reuse its buffer at once. If Ctrl-C
-        (or any exception) interrupts it, the batch is wholly in the tree
-        and the WAL, or in neither: compare ``tree.size`` (see "Interrupts"
-        in the module documentation)."""
+        Accepts what :meth:`LeanIMT.insert_many` accepts. The frame is
+        written (by a writer thread for large batches) while the batch is
+        hashed, and the batch is published only once its frame is written.
+        Leaves in ``bytes`` (or a view of bytes) are written and hashed in
+        place; any other buffer is copied once first, so that another thread
+        changing it cannot make the WAL and the tree disagree; either way the
+        caller may reuse its buffer once this returns. If Ctrl-C (or any
+        exception) interrupts it, the batch is wholly in the tree and the
+        WAL, or in neither: compare ``tree.size`` (see "Interrupts" in the
+        module documentation)."""
         buffer, count = leaf_batch(leaves)
-        payload = buffer if type(buffer) is bytes else bytes(ffi.buffer(buffer, count * NODE))
-        return self._append(payload, count)
+        if type(buffer) is not bytes and not _immutable(leaves):
+            buffer = bytes(ffi.buffer(buffer, count * NODE))
+        return self._append(buffer, count)
 
     def insert_durable(self, leaves: Leaves) -> bytes:
         """Insert one leaf (32 bytes) or a batch and return the new root once
         it is fsynced and recorded in the sync record (concurrent callers
-        share both). If the fsync fails the entry stays in the in-memory
+        share both: one fsync round covers every entry written before it
+        starts). If the fsync fails the entry stays in the in-memory
         tree, is not durable, this raises :class:`DurabilityError`, and the
         tree refuses further writes; if only writing the sync record fails,
         the same except that the tree stays writable and the next flush
@@ -73,7 +91,8 @@ class Wal(TreeState):
         self._sync_upto(token.seq)
         return root
 
-    def _append(self, payload: bytes, count: int) -> Tuple[bytes, DurabilityToken]:
+    def _append(self, payload: Any, count: int) -> Tuple[bytes, DurabilityToken]:
+        """``payload``: ``count`` leaves, bytes or a cffi buffer nobody changes."""
         imt = self._live()
         with self._lock:
             if self._files.pending is not None:
@@ -87,8 +106,6 @@ class Wal(TreeState):
                     f"arity ** max_depth = {self._capacity} leaves")
             seq = self._seq + 1
             segment = self._current_segment()
-            header = storage.encode_frame_header(seq, self._size, count, self._state.synced,
-                                                 payload)
             offset = segment.offset
             # Recorded before the first side effect. An exception (an I/O
             # error, or a KeyboardInterrupt raised after any call returns)
@@ -97,27 +114,27 @@ class Wal(TreeState):
             # bookkeeping, else cut the frame. Without this, a Ctrl-C right
             # after the C insert left the batch in the tree but not in the
             # sequence and offset, and the next insert overwrote its frame.
-            pending = (imt, segment, offset, offset + len(header) + len(payload), seq,
+            # The C append publishes the batch only after its frame is
+            # written, so "in the tree" implies "frame complete".
+            pending = (imt, segment, offset, offset + FRAME_HEADER_LEN + count * NODE, seq,
                        self._size + count, self._entries_since + 1, self._leaves_since + count)
             self._files.pending = pending
             try:
-                try:
-                    if count <= 128:
-                        frame = header + payload
-                        written = storage_io.sys_pwrite(segment.fd, frame, offset)   # usually all
-                        if written != len(frame):
-                            storage.write_all(segment.fd, memoryview(frame)[max(written, 0):],
-                                              offset + max(written, 0), segment.path)
-                    else:
-                        storage.write_all(segment.fd, header, offset, segment.path)
-                        storage.write_all(segment.fd, payload, offset + len(header),
-                                          segment.path)
-                except OSError as error:
-                    if isinstance(error, DurabilityError):
-                        raise
-                    raise storage.io_error("write", segment.path, error) from error
                 root = self._root_out
-                status = _core.insert_batch(imt, payload, count, root)
+                if storage_io.sys_pwrite is _SYS_PWRITE:
+                    header = storage.encode_frame_prefix(seq, self._size, count,
+                                                         self._state.synced)
+                    status = _core.wal_append(imt, segment.fd, offset, header, payload, count,
+                                              root, self._errno_out)
+                    if status == lib.RT_ERR_IO:
+                        code = self._errno_out[0]
+                        raise storage.io_error("write", segment.path,
+                                               OSError(code, os.strerror(code)))
+                else:
+                    # A test replaced the write seam: the frame goes through
+                    # it, then the insert (the same outcomes, not overlapped).
+                    self._write_frame_seam(segment, offset, seq, count, payload)
+                    status = _core.insert_batch(imt, payload, count, root)
                 if status != lib.RT_OK:
                     raise_status(status, "insert")
                 new_root = ffi.buffer(root)[:]
@@ -130,6 +147,17 @@ class Wal(TreeState):
         if due:
             self._wake_checkpointer.set()
         return new_root, DurabilityToken(self._state, seq)
+
+    def _write_frame_seam(self, segment: Segment, offset: int, seq: int, count: int,
+                          payload: Any) -> None:
+        data = payload if type(payload) is bytes else ffi.buffer(payload, count * NODE)
+        header = storage.encode_frame_header(seq, self._size, count, self._state.synced, data)
+        try:
+            storage.write_all(segment.fd, header + bytes(data), offset, segment.path)
+        except OSError as error:
+            if isinstance(error, DurabilityError):
+                raise
+            raise storage.io_error("write", segment.path, error) from error
 
     def _commit(self, pending: Pending) -> None:
         """Make the bookkeeping say the pending append is done (called with
