@@ -314,7 +314,9 @@ static void writer_wait(wal_job *job)
 
 // Below this many payload bytes, handing the write to the writer thread
 // (a wake-up on each side) costs more than the write it would overlap.
+#ifndef OVERLAP_MIN_BYTES
 #define OVERLAP_MIN_BYTES (64u * 1024u)
+#endif
 
 typedef struct gate_ctx {
     wal_job *job;

@@ -293,6 +293,11 @@ class InterruptingLib:
         self._real.rt_tree_insert_many(*args)
         raise KeyboardInterrupt
 
+    def rt_wal_append(self, *args):
+        # The durable tree's insert: frame write and insert in one C call.
+        self._real.rt_wal_append(*args)
+        raise KeyboardInterrupt
+
 
 def test_keyboard_interrupt_after_the_c_insert(tmp_path, monkeypatch):
     """The reported repro: the C insert returns, then KeyboardInterrupt."""

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import platform
 import shutil
 import statistics
 import subprocess
@@ -53,6 +54,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import rotortree
 from rotortree import CheckpointPolicy, FlushPolicy, LeanIMT, RotorTree
 
+from . import ingest
+from .environment import LoadMeter, fmt_load
 from ._common import (
     deterministic_leaves,
     fmt_ms,
@@ -325,13 +328,21 @@ def parse_args(argv: Optional[List[str]], default_out: pathlib.Path,
     parser.add_argument("--scratch", default=None,
                         help="where the temporary files go (default: the system temp dir)")
     parser.add_argument("--out", type=pathlib.Path, default=default_out)
+    parser.add_argument("--ingest-leaves", type=int, default=2_000_000,
+                        help="leaves per durable ingest run (issue 20's targets)")
+    parser.add_argument("--threads-calls", type=int, default=200,
+                        help="insert_durable calls per thread in the 8-thread run")
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="run only the durable ingest targets")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, for a smoke test (overrides the sizes and --repeat)")
     args = parser.parse_args(argv)
     if args.quick:
         args.leaves, args.rss_leaves, args.single_leaves = 20_000, 50_000, 2_000
         args.durable_calls, args.repeat = 20, 2
-    for name in ("leaves", "rss_leaves", "single_leaves", "durable_calls", "repeat"):
+        args.ingest_leaves, args.threads_calls = 200_000, 20
+    for name in ("leaves", "rss_leaves", "single_leaves", "durable_calls", "repeat",
+                 "ingest_leaves", "threads_calls"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.arity < 2:
@@ -347,7 +358,12 @@ def run(args: argparse.Namespace, command: str) -> Tuple[Dict[str, Any], str]:
     arity = args.arity
     data = deterministic_leaves(args.leaves)
     checks = Checks()
+    load = LoadMeter()
     try:
+        ingest_result = ingest.run_ingest(scratch, args.ingest_leaves, args.repeat,
+                                          args.threads_calls, checks.expect)
+        if args.ingest_only:
+            return _ingest_only(args, command, fs, ingest_result, load, checks)
         stderr("insert throughput...")
         inserts = [bench_insert(scratch, data, arity, 1, min(args.single_leaves, args.leaves),
                                 args.repeat, checks)]
@@ -413,6 +429,8 @@ def run(args: argparse.Namespace, command: str) -> Tuple[Dict[str, Any], str]:
             f"mmap_levels={rss_row['mmap_levels']}, "
             f"verify {'on' if rss_row['verify'] else 'off'} | {rss_row['rss_mib']:.1f} MiB "
             f"(open {fmt_ms(rss_row['open_ms'])} ms) |")
+    lines += ["", f"Run: {fmt_load(load.report())}; kernel {platform.release()}", ""]
+    lines += ingest.markdown(ingest_result)
     if checks.problems:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in checks.problems]
     payload: Dict[str, Any] = {
@@ -421,7 +439,25 @@ def run(args: argparse.Namespace, command: str) -> Tuple[Dict[str, Any], str]:
         "single_leaves": args.single_leaves, "durable_calls": args.durable_calls,
         "repeat": args.repeat, "command": command, "insert": inserts,
         "insert_durable": latency, "checkpoint": checkpoint, "recovery": recovery,
-        "save_load": save_load, "rss": rss, "problems": checks.problems}
+        "save_load": save_load, "rss": rss, "ingest": ingest_result,
+        "load": load.report(), "kernel": platform.release(), "problems": checks.problems}
+    return payload, "\n".join(lines)
+
+
+def _ingest_only(args: argparse.Namespace, command: str, fs: str, result: Dict[str, Any],
+                 load: LoadMeter, checks: Checks) -> Tuple[Dict[str, Any], str]:
+    facts = machine()
+    report = load.report()
+    lines = ["# Durable trees: ingest", "",
+             f"files on {fs}; machine: {facts['cpu']}, {facts['logical_cpus']} CPUs, "
+             f"Python {facts['python']}, kernel {platform.release()}; {fmt_load(report)}", ""]
+    lines += ingest.markdown(result)
+    if checks.problems:
+        lines += ["", "## Problems", ""] + [f"- {p}" for p in checks.problems]
+    payload: Dict[str, Any] = {
+        "benchmark": "durability", "machine": facts, "filesystem": fs, "command": command,
+        "kernel": platform.release(), "load": report, "ingest": result,
+        "problems": checks.problems}
     return payload, "\n".join(lines)
 
 

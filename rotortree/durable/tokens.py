@@ -14,7 +14,7 @@ from ..errors import ArgumentTypeError, DurabilityError, InvalidArgumentError
 class SyncState:
     """What is durable, shared by a tree, its tokens and its finalizer."""
 
-    __slots__ = ("cond", "synced", "written", "error", "closed", "reported")
+    __slots__ = ("cond", "synced", "written", "error", "closed", "reported", "leading")
 
     def __init__(self, synced: int) -> None:
         self.cond = threading.Condition(threading.Lock())
@@ -23,6 +23,7 @@ class SyncState:
         self.error: Optional[DurabilityError] = None
         self.closed = False
         self.reported = False     # the error was raised to a caller at least once
+        self.leading = False      # an fsync round (group commit) is running
 
     def advance(self, seq: int) -> None:
         with self.cond:

@@ -213,37 +213,64 @@ class Wal(TreeState):
 
     def _sync_upto(self, seq: int, report: bool = True) -> None:
         """fsync the WAL up to at least ``seq``. ``report``: the caller will
-        see the error (False for the background flusher)."""
+        see the error (False for the background flusher).
+
+        Group commit: one caller at a time (the leader) runs an fsync round,
+        which covers every entry written before it starts; the others
+        (followers) wait for the round to end, return if it covered them,
+        and otherwise one of them leads the next round for all the rest.
+        Followers wait on the sync state's condition, not on the round's
+        lock, so the end of a round wakes them all at once instead of
+        handing the lock from one to the next (each handoff a context
+        switch, which under load cost milliseconds per waiting thread)."""
         state = self._state
-        with self._sync_lock:
-            if state.synced >= seq:
-                return
-            if state.error is not None:
-                if not report:
-                    raise state.error
-                raise state.failure(f"WAL entry {seq} of {self._dir} is not durable")
-            with self._lock:
-                if self._closed:
-                    raise ClosedTreeError(f"durable tree {self._dir} is closed")
-                self._settle()
-                target = self._seq
-                segments = [s for s in self._files.retired if s.fd >= 0 and not s.synced]
-                segments.append(self._current_segment())
-            try:
-                for segment in segments:
-                    storage.fsync_fd(segment.fd, segment.path)
-                record = self._files.sync
-                assert record is not None, "writable trees keep their sync record open"
-                record.write(target)
-            except DurabilityError as error:
-                self._poison_on_fsync(error)
-                if report:
-                    state.reported = True
-                raise
-            for segment in segments[:-1]:
-                # Retired: nothing is written to it any more, so its
-                # descriptor is done with (recovery reads it by name).
-                segment.synced = True
-                os.close(segment.fd)
-                segment.fd = -1
-            state.advance(target)
+        sync_lock = self._sync_lock
+        with state.cond:
+            # The timeout only bounds the wait if an exception kept a leader
+            # from notifying; every round notifies when it ends.
+            while (state.synced < seq and state.error is None and state.leading
+                   and sync_lock.locked()):
+                state.cond.wait(0.05)
+        try:
+            with sync_lock:
+                state.leading = True
+                self._sync_round(seq, report)
+        finally:
+            state.leading = False
+            with state.cond:
+                state.cond.notify_all()
+
+    def _sync_round(self, seq: int, report: bool) -> None:
+        """An fsync round (called with self._sync_lock held)."""
+        state = self._state
+        if state.synced >= seq:
+            return
+        if state.error is not None:
+            if not report:
+                raise state.error
+            raise state.failure(f"WAL entry {seq} of {self._dir} is not durable")
+        with self._lock:
+            if self._closed:
+                raise ClosedTreeError(f"durable tree {self._dir} is closed")
+            self._settle()
+            target = self._seq
+            segments = [s for s in self._files.retired if s.fd >= 0 and not s.synced]
+            segments.append(self._current_segment())
+        try:
+            for segment in segments:
+                storage.fsync_fd(segment.fd, segment.path)
+            record = self._files.sync
+            assert record is not None, "writable trees keep their sync record open"
+            record.write(target)
+        except DurabilityError as error:
+            self._poison_on_fsync(error)
+            if report:
+                state.reported = True
+            raise
+        for segment in segments[:-1]:
+            # Retired: nothing is written to it any more, so its
+            # descriptor is done with (recovery reads it by name).
+            segment.synced = True
+            os.close(segment.fd)
+            segment.fd = -1
+        state.advance(target)

@@ -177,6 +177,11 @@ def crc32c(data: Any, crc: int = 0) -> int:
         return int(lib.rt_crc32c(crc, ffi.from_buffer("uint8_t[]", view), view.nbytes))
 
 
+def crc32c_impl() -> str:
+    """Which CRC-32C code this machine runs: "sse4.2" or "portable"."""
+    return str(ffi.string(lib.rt_crc32c_impl()).decode())
+
+
 def frame_checksum(version: int) -> Callable[[Any, int], int]:
     """The checksum ``f(data, crc)`` of the frames of a segment of ``version``."""
     return zlib.crc32 if version == SEGMENT_VERSION_ZLIB else crc32c
@@ -402,6 +407,7 @@ __all__ = [
     "SEGMENT_VERSION_ZLIB",
     "SEGMENT_VERSIONS",
     "crc32c",
+    "crc32c_impl",
     "frame_checksum",
     "segment_version",
     "encode_frame_prefix",
