@@ -244,16 +244,12 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-static void writer_fork_prepare(void)
-{
-    pthread_mutex_lock(&writer_lock);
-}
-
-static void writer_fork_parent(void)
-{
-    pthread_mutex_unlock(&writer_lock);
-}
-
+// No prepare handler takes writer_lock: fork's prepare handlers (fork.c)
+// wait for every tree's write lock, which an append holds while it waits
+// for its frame, and the frame's completion needs writer_lock; taking it
+// before them deadlocks. With every tree locked no append is in its gated
+// insert, and a frame still being written belongs to a caller that does
+// not exist in the child.
 static void writer_fork_child(void)
 {
     // The writer thread does not exist in the child; queued jobs belong to
@@ -267,7 +263,7 @@ static void writer_fork_child(void)
 
 static void writer_register_fork(void)
 {
-    pthread_atfork(writer_fork_prepare, writer_fork_parent, writer_fork_child);
+    pthread_atfork(NULL, NULL, writer_fork_child);
 }
 
 /* Queue `job` for the writer thread; 0 if the thread cannot be started (the

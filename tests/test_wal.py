@@ -343,3 +343,36 @@ def test_writer_thread_is_restarted_in_a_forked_child(tmp_path):
     assert proc.returncode == 0, proc.stderr
     with manual(tmp_path / "child", arity=4) as child:
         assert child.root == root_of(split(leaves(0, OVERLAPPED)), 4)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_during_overlapped_appends_does_not_deadlock(tmp_path):
+    """fork() waits for the running insert (the fork handlers hold every
+    tree's lock); the WAL writer's state must not be locked before that, or
+    the insert, waiting for its frame, and fork wait for each other."""
+    script = textwrap.dedent(f"""
+        import os, sys, threading
+        sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
+        from test_durable import leaves, manual
+        tree = manual({str(tmp_path / "t")!r}, arity=4)
+        batch = leaves(0, {OVERLAPPED})
+        stop = threading.Event()
+        def writer():
+            for _ in range(1000):   # bounds the WAL at 67 MB
+                if stop.is_set():
+                    break
+                tree.insert_many(batch)
+        thread = threading.Thread(target=writer)
+        thread.start()
+        for _ in range(100):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        stop.set()
+        thread.join()
+        tree.close()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=120,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
