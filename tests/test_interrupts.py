@@ -143,8 +143,8 @@ def check_recovers(tree: RotorTree, scratch, checkpoint: bool) -> None:
 
 
 WRITES = {
-    # name: (how to call, leaves per call); batches above 128 leaves take the
-    # write_all path, single leaves the one-pwrite path.
+    # name: (how to call, leaves per call); all three go through
+    # rt_wal_append (frame write and insert in one C call).
     "insert": (lambda tree, data: tree.insert(data), 1),
     "insert_many": (lambda tree, data: tree.insert_many(data), 300),
     "insert_durable": (lambda tree, data: tree.insert_durable(data), 5),
