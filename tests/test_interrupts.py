@@ -147,6 +147,8 @@ WRITES = {
     # rt_wal_append (frame write and insert in one C call).
     "insert": (lambda tree, data: tree.insert(data), 1),
     "insert_many": (lambda tree, data: tree.insert_many(data), 300),
+    # From 64 KiB the frame is written by the WAL writer thread.
+    "insert_many_overlapped": (lambda tree, data: tree.insert_many(data), 2100),
     "insert_durable": (lambda tree, data: tree.insert_durable(data), 5),
 }
 
