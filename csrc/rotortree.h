@@ -304,7 +304,8 @@ int rt_consistency_fill(const rt_snapshot *snap, uint64_t old_size, uint8_t *out
  * data[0..len), continuing `crc` (0 to start; the result of one call may be
  * passed to the next to checksum a message in pieces). */
 uint32_t rt_crc32c(uint32_t crc, const uint8_t *data, size_t len);
-/* The implementation rt_crc32c uses here: "sse4.2" or "portable". */
+/* The implementation rt_crc32c uses here: "sse4.2", "armv8-crc" or
+ * "portable". */
 const char *rt_crc32c_impl(void);
 /* For tests: nonzero makes rt_crc32c use the portable code, 0 restores the
  * detected choice. */

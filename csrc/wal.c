@@ -27,6 +27,24 @@
 #include <nmmintrin.h>
 #endif
 
+// The CRC32 instructions are optional in ARMv8.0 (mandatory from 8.1), so
+// they are used only when the kernel reports them (HWCAP_CRC32).
+#if defined(__aarch64__) && defined(__GNUC__) && defined(__linux__)
+#define RT_ARM_CRC 1
+#include <arm_acle.h>
+#include <sys/auxv.h>
+#ifndef HWCAP_CRC32
+#define HWCAP_CRC32 (1UL << 7)
+#endif
+#ifdef __clang__
+#define RT_CRC_TARGET __attribute__((target("crc")))
+#else
+#define RT_CRC_TARGET __attribute__((target("+crc")))
+#endif
+#else
+#define RT_ARM_CRC 0
+#endif
+
 /* ---- CRC-32C ----------------------------------------------------------- */
 
 #define CRC32C_POLY 0x82F63B78u /* reflected Castagnoli */
@@ -50,6 +68,8 @@ static void crc_init(void)
 #if RT_X86
     __builtin_cpu_init();
     crc_hw = __builtin_cpu_supports("sse4.2");
+#elif RT_ARM_CRC
+    crc_hw = (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0;
 #endif
 }
 
@@ -102,21 +122,46 @@ __attribute__((target("sse4.2"))) static uint32_t crc_sse42(uint32_t c, const ui
 
 static _Atomic int crc_force_portable;
 
+#if RT_ARM_CRC
+RT_CRC_TARGET static uint32_t crc_armv8(uint32_t c, const uint8_t *p, size_t n)
+{
+    while (n && ((uintptr_t)p & 7u)) {
+        c = __crc32cb(c, *p++);
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t word;
+        memcpy(&word, p, 8);
+        c = __crc32cd(c, word);
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = __crc32cb(c, *p++);
+    return c;
+}
+#endif
+
 uint32_t rt_crc32c(uint32_t crc, const uint8_t *data, size_t len)
 {
     pthread_once(&crc_once, crc_init);
     uint32_t c = ~crc;
+    if (crc_hw && !atomic_load_explicit(&crc_force_portable, memory_order_relaxed)) {
 #if RT_X86
-    if (crc_hw && !atomic_load_explicit(&crc_force_portable, memory_order_relaxed))
         return ~crc_sse42(c, data, len);
+#elif RT_ARM_CRC
+        return ~crc_armv8(c, data, len);
 #endif
+    }
     return ~crc_portable(c, data, len);
 }
 
 const char *rt_crc32c_impl(void)
 {
     pthread_once(&crc_once, crc_init);
-    return crc_hw && !atomic_load(&crc_force_portable) ? "sse4.2" : "portable";
+    if (!crc_hw || atomic_load(&crc_force_portable))
+        return "portable";
+    return RT_X86 ? "sse4.2" : "armv8-crc";
 }
 
 void rt_crc32c_force_portable(int on)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import zlib
 
 import pytest
 
+from c_build import cc  # noqa: F401 (cc is a fixture)
 from reference import root_of
 from rotortree import CorruptionError, DurabilityError, LeanIMT, storage
 from rotortree._native import lib
@@ -376,3 +378,34 @@ def test_fork_during_overlapped_appends_does_not_deadlock(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=120,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- the C driver: natively and, for the ARMv8 CRC instructions, emulated ----
+
+
+def _run_crc_driver(command: list) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " 0 failed" in result.stdout, result.stdout[-3000:]
+    return result.stdout
+
+
+def test_crc_driver_natively(cc, tmp_path):  # noqa: F811 (fixture)
+    from test_cross_aarch64 import DRIVERS, build
+
+    binaries = build(cc, [], tmp_path, [DRIVERS / "test_crc.c"])
+    out = _run_crc_driver([str(binaries["test_crc"])])
+    assert f"(crc32c: {storage.crc32c_impl()})" in out
+
+
+def test_crc_driver_under_aarch64_emulation(tmp_path):
+    """The ARMv8 CRC32C instructions against the portable code."""
+    from test_cross_aarch64 import CROSS_CC, DRIVERS, EMULATORS, INSTALL, build
+
+    cross = shutil.which(CROSS_CC)
+    emulator = next((shutil.which(e) for e in EMULATORS if shutil.which(e)), None)
+    if cross is None or emulator is None:
+        pytest.skip(f"{CROSS_CC} or qemu-aarch64 not on PATH; Debian/Ubuntu: {INSTALL}")
+    binaries = build([cross], ["-static"], tmp_path, [DRIVERS / "test_crc.c"])
+    out = _run_crc_driver([emulator, str(binaries["test_crc"])])
+    assert "(crc32c: armv8-crc)" in out, out

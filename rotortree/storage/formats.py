@@ -178,7 +178,7 @@ def crc32c(data: Any, crc: int = 0) -> int:
 
 
 def crc32c_impl() -> str:
-    """Which CRC-32C code this machine runs: "sse4.2" or "portable"."""
+    """Which CRC-32C code this machine runs: "sse4.2", "armv8-crc" or "portable"."""
     return str(ffi.string(lib.rt_crc32c_impl()).decode())
 
 
