@@ -38,6 +38,7 @@ SOURCES = [
     "csrc/snapshot.c",
     "csrc/restore.c",
     "csrc/wal.c",
+    "csrc/leaf_index.c",
     "csrc/proof.c",
     "csrc/pool.c",
     "csrc/hash_dispatch.c",

@@ -13,6 +13,7 @@
 #include "rt_arith.h"
 #include "rt_blake3.h"
 #include "rt_build.h"
+#include "rt_index.h"
 #include "rt_tree.h"
 
 /* ---- tree lifecycle ----------------------------------------------------- */
@@ -59,6 +60,7 @@ void rt_tree_free(rt_tree *tree)
     rt_tree_unregister(tree);
     for (unsigned l = 0; l <= RT_MAX_DEPTH_LIMIT; l++)
         rt_level_destroy(&tree->levels[l]);
+    rt_index_release(tree->index);
     pthread_rwlock_destroy(&tree->lock);
     free(tree);
 }
@@ -148,8 +150,8 @@ static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *len)
 /* Caller holds the write lock. `gate` (may be NULL) runs after the new nodes
  * are hashed and before they are published; if it fails, the tree is put
  * back as it was and its status returned (see rt_tree_insert_many_gated). */
-static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
-                         uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
+static int insert_gated_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
+                               uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
 {
     const unsigned arity = tree->arity;
     const unsigned cap = tree->chunk_cap;
@@ -168,10 +170,18 @@ static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
         first[l] = rt_div(first[l - 1], arity);
         len[l] = rt_ceil_div(len[l - 1], arity);
     }
-    for (unsigned l = 0; l <= new_depth; l++) {
-        int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
+    rt_leaf_index *fresh_index = NULL;
+    if (tree->index) {
+        int status = rt_index_reserve(tree, count, new_size, &fresh_index);
         if (status != RT_OK)
             return status;
+    }
+    for (unsigned l = 0; l <= new_depth; l++) {
+        int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
+        if (status != RT_OK) {
+            rt_index_release(fresh_index);
+            return status;
+        }
     }
     // Hashing overwrites the last existing node of each level above the
     // leaves in place (everything else it writes lies past the published
@@ -202,6 +212,7 @@ static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
                 if (first[l] < tree->levels[l].len)
                     memcpy((uint8_t *)rt_level_node(&tree->levels[l], first[l], cap), edge[l],
                            32);
+            rt_index_release(fresh_index);
             return status;
         }
     }
@@ -210,17 +221,21 @@ static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
         tree->levels[l].len = len[l];
     tree->size = new_size;
     tree->depth = new_depth;
+    if (tree->index)
+        rt_index_add(tree, fresh_index, old_size);
     rt_tree_copy_root(tree, root_out);
     return RT_OK;
+}
+
+int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
+                          uint8_t *root_out)
+{
+    return insert_gated_locked(tree, leaves, count, root_out, NULL, NULL);
 }
 
 int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
                         uint8_t *root_out)
 {
-    if (!tree || !root_out || (count && !leaves))
-        return RT_ERR_INVALID_ARGUMENT;
-    if (count == 0)
-        return RT_ERR_EMPTY_BATCH;
     return rt_tree_insert_many_gated(tree, leaves, count, root_out, NULL, NULL);
 }
 
@@ -233,7 +248,7 @@ int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count
         return RT_ERR_EMPTY_BATCH;
     if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
-    int status = insert_locked(tree, leaves, count, root_out, gate, gate_ctx);
+    int status = insert_gated_locked(tree, leaves, count, root_out, gate, gate_ctx);
     pthread_rwlock_unlock(&tree->lock);
     return status;
 }

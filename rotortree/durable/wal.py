@@ -7,6 +7,7 @@ import os
 from typing import Any, Tuple
 
 from .. import _core, storage
+from .._index import unique_flag
 from .._leaves import Leaves, leaf_batch, single_leaf
 from .._native import ffi, lib, raise_status
 from ..errors import ClosedTreeError, DurabilityError, MaxDepthExceededError
@@ -56,12 +57,14 @@ class Wal(TreeState):
 
     # -- writes -------------------------------------------------------------
 
-    def insert(self, leaf: bytes) -> Tuple[bytes, DurabilityToken]:
+    def insert(self, leaf: bytes, unique: bool = False) -> Tuple[bytes, DurabilityToken]:
         """Append one 32-byte leaf: (new root, token). The entry is in the WAL
-        (written, not yet fsynced) and in the tree when this returns."""
-        return self._append(leaf_bytes(leaf), 1)
+        (written, not yet fsynced) and in the tree when this returns.
+        ``unique``: as for :meth:`insert_many`."""
+        return self._append(leaf_bytes(leaf), 1, unique_flag(unique))
 
-    def insert_many(self, leaves: Leaves) -> Tuple[bytes, DurabilityToken]:
+    def insert_many(self, leaves: Leaves,
+                    unique: bool = False) -> Tuple[bytes, DurabilityToken]:
         """Append a batch atomically, as one WAL entry: (new root, token).
         Accepts what :meth:`LeanIMT.insert_many` accepts. The frame is
         written (by a writer thread for large batches) while the batch is
@@ -72,11 +75,17 @@ class Wal(TreeState):
         caller may reuse its buffer once this returns. If Ctrl-C (or any
         exception) interrupts it, the batch is wholly in the tree and the
         WAL, or in neither: compare ``tree.size`` (see "Interrupts" in the
-        module documentation)."""
+        module documentation).
+
+        ``unique=True`` (trees opened with ``index=True``): a batch holding
+        a leaf already in the tree, or one leaf twice, raises
+        :class:`~rotortree.DuplicateLeafError` before anything is logged;
+        the check and the append hold the tree's write lock together."""
+        unique = unique_flag(unique)
         buffer, count = leaf_batch(leaves)
         if type(buffer) is not bytes and not _immutable(leaves):
             buffer = bytes(ffi.buffer(buffer, count * NODE))
-        return self._append(buffer, count)
+        return self._append(buffer, count, unique)
 
     def insert_durable(self, leaves: Leaves) -> bytes:
         """Insert one leaf (32 bytes) or a batch and return the new root once
@@ -91,7 +100,8 @@ class Wal(TreeState):
         self._sync_upto(token.seq)
         return root
 
-    def _append(self, payload: Any, count: int) -> Tuple[bytes, DurabilityToken]:
+    def _append(self, payload: Any, count: int,
+                unique: bool = False) -> Tuple[bytes, DurabilityToken]:
         """``payload``: ``count`` leaves, bytes or a cffi buffer nobody changes."""
         imt = self._live()
         with self._lock:
@@ -104,6 +114,8 @@ class Wal(TreeState):
                 raise MaxDepthExceededError(
                     f"inserting {count} leaves into a tree of {self._size} would exceed "
                     f"arity ** max_depth = {self._capacity} leaves")
+            if unique:
+                _core.check_unique(imt, payload, count)   # before the log write
             seq = self._seq + 1
             segment = self._current_segment()
             offset = segment.offset
