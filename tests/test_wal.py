@@ -409,3 +409,23 @@ def test_crc_driver_under_aarch64_emulation(tmp_path):
     binaries = build([cross], ["-static"], tmp_path, [DRIVERS / "test_crc.c"])
     out = _run_crc_driver([emulator, str(binaries["test_crc"])])
     assert "(crc32c: armv8-crc)" in out, out
+
+
+@pytest.mark.parametrize("count", [INLINE, OVERLAPPED])
+def test_failed_frame_write_leaves_the_leaf_index_as_it_was(tmp_path, count):
+    """The index grown for the batch is dropped with it: the leaves are not
+    found and a unique insert of them succeeds afterwards."""
+    path = tmp_path / "t"
+    with manual(path, arity=4, index=True) as tree:
+        tree.insert_many(leaves(0, 100))
+        batch = leaves(100, count)
+        lib.rt_wal_fail_next_write(errno.EIO, 48)
+        try:
+            with pytest.raises(DurabilityError):
+                tree.insert_many(batch, unique=True)
+        finally:
+            lib.rt_wal_fail_next_write(0, 0)
+        assert not any(tree.has(leaf) for leaf in split(batch))
+        assert tree.has(leaves(99, 1))
+        tree.insert_many(batch, unique=True)
+        assert tree.index_of(batch[-32:]) == 100 + count - 1
