@@ -42,7 +42,7 @@ from ._build import (
     rule_options,
     run_segments,
 )
-from ._sources import ConcatSource, FileSource, Source, plan_source
+from ._sources import ConcatSource, CounterLeaves, FileSource, Source, plan_source
 from ._store import (
     FORMAT,
     HEADER,
@@ -57,7 +57,7 @@ from ._store import (
     top_name,
 )
 
-__all__ = ["build", "ShardedTree", "DEFAULT_RULE", "DistributedBuildError", "LeafSourceError"]
+__all__ = ["build", "ShardedTree", "CounterLeaves", "DEFAULT_RULE", "DistributedBuildError", "LeafSourceError"]
 
 # Segment files kept mapped at once by a ShardedTree (proofs of random
 # leaves touch many segments; each mapping costs a file descriptor's worth).
