@@ -390,7 +390,7 @@ def test_a_generated_build_of_16m_leaves_on_two_workers(process_client):
 @pytest.mark.scale
 @pytest.mark.skipif(not os.environ.get("ROTORTREE_SCALE_TESTS"),
                     reason="opt-in: set ROTORTREE_SCALE_TESTS=1 to simulate a 10-billion-leaf "
-                           "build (hours on 2 cores); see bench/distributed.py")
+                           "build (hours on 2 cores); see bench/dask_cluster.py")
 def test_simulated_ten_billion_leaves():
     from rotortree.benchmarks.distributed import simulate
 

@@ -2,7 +2,7 @@
 local pool, scheduler overhead per segment, worker memory, proofs served
 from a ShardedTree, and (opt-in) a simulated build of billions of leaves.
 
-    python bench/distributed.py [--leaves N] [--arity A] [--repeat R] [--workers W]
+    python bench/dask_cluster.py [--leaves N] [--arity A] [--repeat R] [--workers W]
                                 [--proofs N] [--proof-leaves N] [--simulate N] [--out DIR]
 
 Method. Leaves are generated on the workers (CounterLeaves), so both sides

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 from array import array
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -32,7 +33,8 @@ from ..errors import (
     LeafSourceError,
     NodeIndexError,
 )
-from ..proofs import InclusionProof, ProofLevel, tree_depth
+from ..proofs import FORMAT_VERSION as PROOF_VERSION
+from ..proofs import INCLUSION_MAGIC, InclusionProof, tree_depth
 from ..storage.formats import level_lengths
 from ._build import (
     DEFAULT_RULE,
@@ -59,9 +61,28 @@ from ._store import (
 
 __all__ = ["build", "ShardedTree", "CounterLeaves", "DEFAULT_RULE", "DistributedBuildError", "LeafSourceError"]
 
-# Segment files kept mapped at once by a ShardedTree (proofs of random
-# leaves touch many segments; each mapping costs a file descriptor's worth).
-_MAPPED_SEGMENTS = 256
+# The fixed head of an encoded inclusion proof (docs/spec.md §5): magic,
+# version, arity, level count, reserved, leaf index, tree size; then root
+# and leaf; each level is then position u8, sibling count u8, siblings.
+_PROOF_HEADER = struct.Struct("<4sBBBBQQ")
+_PROOF_HEAD = _PROOF_HEADER.size + 2 * HASH_LEN
+
+def _mapped_segments() -> int:
+    """Segment files a ShardedTree keeps mapped at once: proofs of random
+    leaves touch many segments, and a mapping holds a file descriptor, so
+    up to half of this process's limit."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 256
+    if soft == resource.RLIM_INFINITY:
+        return 16384
+    return max(16, min(16384, soft // 2))
+
+
+_MAPPED_SEGMENTS = _mapped_segments()
 
 
 def _out_url(out: Any) -> str:
@@ -204,8 +225,11 @@ class ShardedTree:
         self._per_segment, self._k, self._segments = per_segment, k, segments
         self._depth = tree_depth(size, arity)
         self._lengths = level_lengths(size, arity)
-        self._checked: set = set()
-        self._top_proofs: Dict[int, InclusionProof] = {}
+        self._shapes: Dict[int, Tuple[List[int], List[int]]] = {}
+        # The two bytes before each level's siblings: position, count.
+        self._level_heads = [[bytes((position, count)) for count in range(arity)]
+                             for position in range(arity)]
+        self._top_proofs: Dict[int, bytes] = {}
 
     # -- facts ------------------------------------------------------------------------
 
@@ -298,11 +322,9 @@ class ShardedTree:
         span = self._arity ** (self._k - level)
         segment, local = divmod(index, span)
         count = self._segment_count(segment)
-        lengths = level_lengths(count, self._arity)
-        if level >= len(lengths):  # above the short last segment's root: lifted
+        if level >= len(level_lengths(count, self._arity)):  # above a short segment's root
             return self._roots[segment]
-        return self._read(segment, level_offsets(count, self._arity)[level] + local * HASH_LEN,
-                          HASH_LEN)
+        return self._read(segment, self._shape(count)[1][level] + local * HASH_LEN, HASH_LEN)
 
     def _index(self, index: object) -> int:
         value = int_arg("index", index)
@@ -310,55 +332,80 @@ class ShardedTree:
             raise NodeIndexError(f"leaf index {shown(value)} out of range for size {self._size}")
         return value
 
-    def _proof(self, index: int) -> InclusionProof:
-        arity = self._arity
-        segment, local = divmod(index, self._per_segment)
-        count = self._segment_count(segment)
-        lengths = level_lengths(count, arity)
-        offsets = level_offsets(count, arity)
-        levels = []
-        leaf = b""
-        position = local
-        for level in range(min(self._k, self._depth)):
-            length = lengths[level] if level < len(lengths) else 1
-            start = position - position % arity
-            stop = min(start + arity, length)
-            if stop - start > 1 or level == 0:
-                group = self._read(segment, offsets[level] + start * HASH_LEN,
-                                   (stop - start) * HASH_LEN)
-                at = (position - start) * HASH_LEN
-                if level == 0:
-                    leaf = group[at:at + HASH_LEN]
-                siblings = tuple(group[i:i + HASH_LEN] for i in range(0, len(group), HASH_LEN)
-                                 if i != at)
+    def _shape(self, count: int) -> Tuple[List[int], List[int]]:
+        """(level lengths, level byte offsets) of a segment of ``count``
+        leaves, padded with length 1 up to level k (lifted levels)."""
+        shape = self._shapes.get(count)
+        if shape is None:
+            lengths = level_lengths(count, self._arity)
+            offsets = level_offsets(count, self._arity)
+            lengths = lengths + [1] * (self._k + 1 - len(lengths))
+            shape = self._shapes[count] = (lengths, offsets)
+        return shape
+
+    def _top_levels(self, segment: int) -> bytes:
+        """The encoded levels above the segments of the proof of any leaf of
+        ``segment``: those of the top tree's proof of its leaf ``segment``."""
+        encoded = self._top_proofs.get(segment)
+        if encoded is None:
+            if self._depth > self._k:
+                encoded = self._top.generate_proof(segment).to_bytes()[_PROOF_HEAD:]
             else:
-                siblings = ()
-            levels.append(ProofLevel(position % arity, siblings))
+                encoded = b""
+            self._top_proofs[segment] = encoded
+        return encoded
+
+    def _proof_bytes(self, index: int) -> bytes:
+        """The binary form (docs/spec.md §5) of the proof of leaf ``index``,
+        written directly: building proof objects level by level costs more
+        than reading the nodes."""
+        arity = self._arity
+        segment, position = divmod(index, self._per_segment)
+        lengths, offsets = self._shape(self._segment_count(segment))
+        mapping = self._mapping(segment)
+        heads = self._level_heads
+        parts = [b"", self._root, b""]
+        for level in range(min(self._k, self._depth)):
+            slot = position % arity
+            start = position - slot
+            stop = min(start + arity, lengths[level])
+            if stop - start > 1 or level == 0:
+                low = offsets[level] + start * HASH_LEN
+                high = offsets[level] + stop * HASH_LEN
+                group = (mapping[low:high] if mapping is not None
+                         else self._read(segment, low, high - low))
+                at = slot * HASH_LEN
+                if level == 0:
+                    parts[2] = group[at:at + HASH_LEN]
+                parts.append(heads[slot][stop - start - 1])
+                parts.append(group[:at])
+                parts.append(group[at + HASH_LEN:])
+            else:
+                parts.append(heads[slot][0])
             position //= arity
         if self._depth == 0:  # one leaf: no levels, the leaf is the root
-            leaf = self._read(segment, offsets[0], HASH_LEN)
-        if self._depth > self._k:
-            top = self._top_proofs.get(segment)
-            if top is None:
-                top = self._top_proofs[segment] = self._top.generate_proof(segment)
-            levels.extend(top.levels)
-        return InclusionProof(self._root, leaf, index, self._size, arity, tuple(levels))
+            parts[2] = self._root
+        parts.append(self._top_levels(segment))
+        parts[0] = _PROOF_HEADER.pack(INCLUSION_MAGIC, PROOF_VERSION, arity, self._depth, 0,
+                                      index, self._size)
+        return b"".join(parts)
 
     def generate_proof(self, index: int) -> InclusionProof:
         """Inclusion proof of leaf ``index``, equal to the in-memory tree's."""
-        return self._proof(self._index(index))
+        return InclusionProof.from_bytes(self._proof_bytes(self._index(index)))
 
     def generate_proofs(self, indices: Iterable[Any]) -> Any:
         """Inclusion proofs of many leaves as a :class:`~rotortree.ProofBatch`
-        (the type ``Snapshot.generate_proofs`` returns)."""
+        (the type ``Snapshot.generate_proofs`` returns), in the order given."""
         from ..snapshot import ProofBatch
 
         checked = [self._index(index) for index in indices]
         pieces = []
         offsets = array("Q", [0])
         total = 0
+        encode = self._proof_bytes
         for index in checked:
-            encoded = self._proof(index).to_bytes()
+            encoded = encode(index)
             pieces.append(encoded)
             total += len(encoded)
             offsets.append(total)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import inspect
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .. import _core
 from .._leaf_file import DEFAULT_SEGMENT_BYTES, root_of_segments
@@ -33,11 +33,12 @@ from ._store import SEGMENT_MAGIC, Store, encode_header, segment_name
 #: The rule of roots bit-identical to the Rust crate rotortree 0.15.
 DEFAULT_RULE = "rotortree-0.15"
 
-# Segments submitted ahead of the ones finished: enough to keep every
-# worker busy, few enough that a build of millions of segments does not
-# hold millions of futures on the client.
-_IN_FLIGHT_PER_WORKER = 4
-_MIN_IN_FLIGHT = 16
+# Segments per executor.map call (two calls in flight): enough to keep
+# every worker busy and to pay the submission once per many segments, few
+# enough that a build of millions of segments does not hold millions of
+# futures on the client.
+_CHUNK_PER_WORKER = 64
+_MIN_CHUNK = 256
 
 
 def check_arity(arity: object) -> int:
@@ -157,30 +158,41 @@ def run_segments(source: Source, first_index: int, first_leaf: int, per_segment:
                                                     options, out)
                 bar.update()
         else:
-            _run_on(executor, max(_MIN_IN_FLIGHT, _IN_FLIGHT_PER_WORKER * workers), spans,
+            _run_on(executor, max(_MIN_CHUNK, _CHUNK_PER_WORKER * workers), spans,
                     source, arity, options, out, roots, bar.update, first_leaf)
     return [root for root in roots if root is not None]
 
 
-def _run_on(executor: cf.Executor, window: int, spans: Sequence[Tuple[int, int, int]],
+def _run_on(executor: cf.Executor, chunk: int, spans: Sequence[Tuple[int, int, int]],
             source: Source, arity: int, options: Dict[str, Any], out: Optional[str],
             roots: List[Optional[bytes]], done: Callable[[], None], first_leaf: int) -> None:
-    pending: Dict[cf.Future, int] = {}
-    following = 0
+    """Run the segments in chunks through ``executor.map``, one call per
+    chunk (a Dask client submits a chunk in one message, where one submit
+    per segment costs the scheduler a round trip each), with the next chunk
+    already submitted while this one drains, so workers never wait."""
+    chunks = [list(range(low, min(low + chunk, len(spans))))
+              for low in range(0, len(spans), chunk)]
+
+    def submit(positions: List[int]) -> Iterator[Any]:
+        count = len(positions)
+        return iter(executor.map(
+            rotortree_segment,
+            [source.part(spans[p][1], spans[p][2]) for p in positions],
+            [spans[p][0] for p in positions], [arity] * count, [options] * count,
+            [out] * count))
+
+    running: List[Tuple[List[int], Iterator[Any]]] = []
     try:
-        while following < len(spans) or pending:
-            while following < len(spans) and len(pending) < window:
-                index, start, stop = spans[following]
-                future = executor.submit(rotortree_segment, source.part(start, stop), index,
-                                         arity, options, out)
-                pending[future] = following
-                following += 1
-            finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
-            for future in finished:
-                position = pending.pop(future)
+        for number, positions in enumerate(chunks):
+            if not running:
+                running.append((positions, submit(positions)))
+            if number + 1 < len(chunks):
+                running.append((chunks[number + 1], submit(chunks[number + 1])))
+            positions, results = running[0]
+            for position in positions:
                 index, start, stop = spans[position]
                 try:
-                    root = future.result()
+                    root = next(results)
                 except BaseException as error:
                     raise _failure(index, first_leaf + start, first_leaf + stop,
                                    error) from error
@@ -189,9 +201,13 @@ def _run_on(executor: cf.Executor, window: int, spans: Sequence[Tuple[int, int, 
                                                 f"{type(root).__name__}, not a 32-byte root")
                 roots[position] = root
                 done()
+            running.pop(0)
     finally:
-        for future in pending:
-            future.cancel()
+        # Closing a map's iterator cancels what it has not yet returned.
+        for _, results in running:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
 
 
 def finish(roots: Sequence[bytes], arity: int, options: Dict[str, Any]) -> bytes:
