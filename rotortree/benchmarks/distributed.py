@@ -58,8 +58,9 @@ def _one_pool_thread() -> None:
 def cluster(workers: int) -> Any:
     """(LocalCluster, Client) of ``workers`` processes with one thread and
     one pool thread each."""
-    import distributed
+    import importlib
 
+    distributed: Any = importlib.import_module("distributed")
     local = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                      dashboard_address=":0")
     client = distributed.Client(local)

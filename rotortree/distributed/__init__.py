@@ -22,11 +22,12 @@ import os
 import struct
 from array import array
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 from .._native import HASH_LEN
 from .._validate import int_arg, shown
 from ..errors import (
+    ArgumentTypeError,
     CorruptionError,
     DistributedBuildError,
     InvalidArgumentError,
@@ -59,6 +60,9 @@ from ._store import (
     top_name,
 )
 
+if TYPE_CHECKING:
+    from ..tree import LeanIMT
+
 __all__ = ["build", "ShardedTree", "CounterLeaves", "DEFAULT_RULE", "DistributedBuildError", "LeafSourceError"]
 
 # The fixed head of an encoded inclusion proof (docs/spec.md §5): magic,
@@ -66,6 +70,8 @@ __all__ = ["build", "ShardedTree", "CounterLeaves", "DEFAULT_RULE", "Distributed
 # and leaf; each level is then position u8, sibling count u8, siblings.
 _PROOF_HEADER = struct.Struct("<4sBBBBQQ")
 _PROOF_HEAD = _PROOF_HEADER.size + 2 * HASH_LEN
+# Batches this large are gathered with numpy, segment by segment.
+_BATCH_AT_LEAST = 32
 
 def _mapped_segments() -> int:
     """Segment files a ShardedTree keeps mapped at once: proofs of random
@@ -173,8 +179,27 @@ class ShardedTree:
     thread or process.
     """
 
+    _url: str
+    _store: Store
+    _maps: "OrderedDict[int, Optional[mmap.mmap]]"
+    _options: Dict[str, Any]
+    _top: "LeanIMT"
+    _roots: List[bytes]
+    _arity: int
+    _rule: str
+    _size: int
+    _root: bytes
+    _per_segment: int
+    _k: int
+    _segments: int
+    _depth: int
+    _lengths: List[int]
+    _shapes: Dict[int, Tuple[List[int], List[int]]]
+    _level_heads: List[List[bytes]]
+    _top_proofs: Dict[int, bytes]
+
     def __init__(self) -> None:
-        raise TypeError("use ShardedTree.open(path)")
+        raise ArgumentTypeError("ShardedTree objects come from ShardedTree.open(path)")
 
     @classmethod
     def open(cls, out: Any) -> "ShardedTree":
@@ -184,7 +209,7 @@ class ShardedTree:
         self = object.__new__(cls)
         self._url = _out_url(out)
         self._store = Store(self._url)
-        self._maps: "OrderedDict[int, Optional[mmap.mmap]]" = OrderedDict()
+        self._maps = OrderedDict()
         self._load()
         return self
 
@@ -220,16 +245,16 @@ class ShardedTree:
         if self._top.insert_many(body) != root:
             raise CorruptionError(f"{store.where(top)}: the segment roots do not hash to the "
                                   "manifest's root", store.where(top))
-        self._roots = [body[i:i + HASH_LEN] for i in range(0, len(body), HASH_LEN)]
+        self._roots = [bytes(body[i:i + HASH_LEN]) for i in range(0, len(body), HASH_LEN)]
         self._arity, self._rule, self._size, self._root = arity, rule, size, root
         self._per_segment, self._k, self._segments = per_segment, k, segments
         self._depth = tree_depth(size, arity)
         self._lengths = level_lengths(size, arity)
-        self._shapes: Dict[int, Tuple[List[int], List[int]]] = {}
+        self._shapes = {}
         # The two bytes before each level's siblings: position, count.
         self._level_heads = [[bytes((position, count)) for count in range(arity)]
                              for position in range(arity)]
-        self._top_proofs: Dict[int, bytes] = {}
+        self._top_proofs = {}
 
     # -- facts ------------------------------------------------------------------------
 
@@ -323,7 +348,8 @@ class ShardedTree:
         segment, local = divmod(index, span)
         count = self._segment_count(segment)
         if level >= len(level_lengths(count, self._arity)):  # above a short segment's root
-            return self._roots[segment]
+            lifted: bytes = self._roots[segment]
+            return lifted
         return self._read(segment, self._shape(count)[1][level] + local * HASH_LEN, HASH_LEN)
 
     def _index(self, index: object) -> int:
@@ -400,6 +426,21 @@ class ShardedTree:
         from ..snapshot import ProofBatch
 
         checked = [self._index(index) for index in indices]
+        if self._store.local and len(checked) >= _BATCH_AT_LEAST:
+            try:
+                from . import _batch
+            except ImportError:  # numpy missing: one proof at a time
+                pass
+            else:
+                last_full = self._segment_count(self._segments - 1) == self._per_segment
+                data, ends = _batch.encode(
+                    checked, self._per_segment, self._segments - (0 if last_full else 1),
+                    self._arity, min(self._k, self._depth),
+                    _PROOF_HEADER.pack(INCLUSION_MAGIC, PROOF_VERSION, self._arity,
+                                       self._depth, 0, 0, self._size),
+                    self._root, self._shape(self._per_segment)[1], self._mapping,
+                    self._top_levels, self._proof_bytes)
+                return ProofBatch._from_parts(data, array("Q", ends))
         pieces = []
         offsets = array("Q", [0])
         total = 0

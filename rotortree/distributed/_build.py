@@ -146,7 +146,7 @@ def run_segments(source: Source, first_index: int, first_leaf: int, per_segment:
     """Roots of the segments of ``source``, whose leaf 0 is leaf
     ``first_leaf`` = ``first_index * per_segment`` of the tree."""
     executor, workers = executor_for(client)
-    spans = []
+    spans: List[Tuple[int, int, int]] = []
     for start in range(0, source.leaves, per_segment):
         spans.append((first_index + len(spans), start, min(start + per_segment, source.leaves)))
     roots: List[Optional[bytes]] = [None] * len(spans)

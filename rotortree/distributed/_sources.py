@@ -188,8 +188,9 @@ class ArraySource(Source):
         self.leaves = int(shape[0])
 
     def part(self, start: int, stop: int) -> "ArraySource":
-        import dask
+        import importlib
 
+        dask: Any = importlib.import_module("dask")
         (rows,) = dask.optimize(self.array[start:stop])
         return ArraySource(rows)
 
