@@ -397,3 +397,16 @@ def test_simulated_ten_billion_leaves():
     report = simulate(leaves=10_000_000_000, arity=16, workers=2)
     assert len(bytes.fromhex(report["root"])) == 32
     assert report["segments"] == -(-10_000_000_000 // report["segment_leaves"])
+
+
+def test_the_example_in_docs_scale_runs(tmp_path, monkeypatch):
+    # The README's example is this block (the lead pastes it there).
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "scale.md").read_text()
+    block = re.search(r"## Example\n.*?```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__main__"}
+    exec(compile(block, "docs/scale.md", "exec"), namespace)
+    assert namespace["proof"].verify_against(namespace["root"], namespace["tree"].size)
