@@ -49,20 +49,21 @@ def memory_tree(leaves: bytes, arity: int) -> rotortree.LeanIMT:
     return tree
 
 
-@pytest.fixture(scope="module")
-def process_client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+def _local_client(processes: bool):
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def process_client():
+    yield from _local_client(processes=True)
 
 
 @pytest.fixture(scope="module")
 def thread_client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as client:
-        yield client
+    yield from _local_client(processes=False)
 
 
 @pytest.fixture(params=["processes", "threads"])
