@@ -19,6 +19,7 @@ from rotortree import (
     InvalidLeafError,
     LeafSourceError,
     RotorTreeError,
+    TreeNotFoundError,
 )
 
 distributed = pytest.importorskip("distributed", reason="needs dask.distributed "
@@ -281,7 +282,7 @@ def test_a_worker_that_keeps_dying_fails_the_build_with_a_clear_error(process_cl
         process_client.run_on_scheduler(_set_allowed_failures, previous)
         process_client.wait_for_workers(2, timeout=60)
     # No manifest: nothing claims to be a tree.
-    with pytest.raises(CorruptionError, match="manifest"):
+    with pytest.raises(TreeNotFoundError, match="manifest"):
         ShardedTree.open(out)
 
 
@@ -411,3 +412,27 @@ def test_the_example_in_docs_scale_runs(tmp_path, monkeypatch):
     namespace = {"__name__": "__main__"}
     exec(compile(block, "docs/scale.md", "exec"), namespace)
     assert namespace["proof"].verify_against(namespace["root"], namespace["tree"].size)
+
+
+def test_a_failed_build_leaves_no_tree_and_can_be_run_again(tmp_path):
+    out = tmp_path / "tree"
+    with pytest.raises(InvalidLeafError, match="_ShortAt"):
+        build(_ShortAt(40), size=100, arity=4, segment_leaves=16, out=out)
+    with pytest.raises(TreeNotFoundError, match="no sharded tree"):
+        ShardedTree.open(out)
+    root = build(CounterLeaves(), size=100, arity=4, segment_leaves=16, out=out)
+    assert ShardedTree.open(out).root == root == rotortree.compute_root(leaves_of(100), 4)
+
+
+def test_tasks_carry_descriptors_not_leaves(tmp_path):
+    import pickle
+
+    from rotortree.distributed import _sources
+
+    path = tmp_path / "leaves.bin"
+    with open(path, "wb") as file:
+        file.truncate(32 << 20)  # a million leaves, sparse
+    plan = _sources.plan_source([str(path)], None)
+    assert len(pickle.dumps(plan.part(0, 1 << 20))) < 1024
+    assert len(pickle.dumps(_sources.plan_source(CounterLeaves(), 1 << 20).part(0, 1 << 20))) \
+        < 1024

@@ -33,6 +33,7 @@ from ..errors import (
     InvalidArgumentError,
     LeafSourceError,
     NodeIndexError,
+    TreeNotFoundError,
 )
 from ..proofs import FORMAT_VERSION as PROOF_VERSION
 from ..proofs import INCLUSION_MAGIC, InclusionProof, tree_depth
@@ -204,8 +205,10 @@ class ShardedTree:
     @classmethod
     def open(cls, out: Any) -> "ShardedTree":
         """Open the sharded tree at ``out`` (directory or fsspec URL).
-        CorruptionError naming the file when a file is missing or does not
-        match the manifest."""
+        :class:`~rotortree.TreeNotFoundError` when there is no manifest (no
+        tree, or a build that failed); :class:`~rotortree.CorruptionError`
+        naming the file when a file it names is missing or does not match
+        it (segment files are checked when first read)."""
         self = object.__new__(cls)
         self._url = _out_url(out)
         self._store = Store(self._url)
@@ -220,7 +223,7 @@ class ShardedTree:
         manifest = store.read_manifest()
         where = store.where("manifest.json")
         if manifest is None:
-            raise CorruptionError(f"{where}: missing: {self._url} holds no sharded tree", where)
+            raise TreeNotFoundError(f"{self._url} holds no sharded tree (no {where})")
         try:
             arity = check_arity(manifest["arity"])
             rule = manifest["rule"]
