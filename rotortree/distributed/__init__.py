@@ -431,6 +431,8 @@ class ShardedTree:
         checked = [self._index(index) for index in indices]
         if self._store.local and len(checked) >= _BATCH_AT_LEAST:
             try:
+                import numpy  # noqa: F401
+
                 from . import _batch
             except ImportError:  # numpy missing: one proof at a time
                 pass
