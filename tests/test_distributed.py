@@ -436,3 +436,13 @@ def test_tasks_carry_descriptors_not_leaves(tmp_path):
     assert len(pickle.dumps(plan.part(0, 1 << 20))) < 1024
     assert len(pickle.dumps(_sources.plan_source(CounterLeaves(), 1 << 20).part(0, 1 << 20))) \
         < 1024
+
+
+def test_the_benchmark_runs_and_judges_its_targets(tmp_path):
+    from rotortree.benchmarks import distributed as bench
+
+    result = bench.run(20_000, 16, 1, 2, 200, 5_000, None, overhead_segments=50)
+    statuses = {row["target"]: row["status"] for row in result["targets"]}
+    assert len(statuses) == 6
+    assert set(statuses.values()) <= {"met", "not met", "inconclusive"}
+    assert "## Targets" in bench.markdown(result)

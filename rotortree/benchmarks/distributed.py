@@ -173,7 +173,8 @@ def simulate(leaves: int, arity: int, workers: int, progress: bool = True) -> Di
 
 
 def run(leaves: int, arity: int, repeat: int, workers: int, proof_count: int,
-        proof_leaves: int, simulate_leaves: Optional[int]) -> Dict[str, Any]:
+        proof_leaves: int, simulate_leaves: Optional[int],
+        overhead_segments: int = 2000) -> Dict[str, Any]:
     from .._leaf_file import DEFAULT_SEGMENT_BYTES, segment_leaves
 
     load = LoadMeter()
@@ -188,7 +189,7 @@ def run(leaves: int, arity: int, repeat: int, workers: int, proof_count: int,
         growth = [(peaks[w] - before[w]) / segment_mib for w in peaks]
         result["memory"] = {"segment_mib": segment_mib, "baseline_rss_mib": before,
                             "peak_rss_mib": peaks, "growth_in_segments": growth}
-        result["overhead"] = overhead(client, arity, 2000, repeat)
+        result["overhead"] = overhead(client, arity, overhead_segments, repeat)
     finally:
         client.close()
         local.close()

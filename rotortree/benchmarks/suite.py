@@ -142,6 +142,24 @@ def run_churn(quick: bool, leaves: Optional[int], progress: bool,
     return churn.run(base, ops, show_progress=progress)
 
 
+def run_distributed(quick: bool, leaves: Optional[int], progress: bool,
+                    harness: Harness) -> Tuple[Payload, str]:
+    from . import distributed
+
+    try:
+        import distributed as _dask_distributed  # noqa: F401
+    except ImportError:
+        reason = "dask.distributed is not installed (pip install 'rotortree[distributed]')"
+        return ({"targets": [{"target": "distributed builds", "measured": reason,
+                              "status": NOT_MEASURED, "interval": None, "goal": None}]},
+                f"Not run: {reason}.")
+    count = leaves if leaves is not None else 10_000_000 if quick else 100_000_000
+    stderr(f"distributed: {count:,} leaves on a 2-worker LocalCluster", progress)
+    payload = distributed.run(count, 16, 2 if quick else 3, 2, 20_000 if quick else 100_000,
+                              min(count, 1 << 22), None)
+    return payload, distributed.markdown(payload)
+
+
 # -- report ------------------------------------------------------------------
 
 
@@ -649,7 +667,7 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     notes: List[str] = []
     runners = {"scaling": run_scaling, "kernels": run_kernels, "operations": run_operations,
                "proofs": run_proofs, "growth": run_growth, "durability": run_durability,
-               "churn": run_churn}
+               "churn": run_churn, "distributed": run_distributed}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:
