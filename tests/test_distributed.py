@@ -36,8 +36,11 @@ SEGMENT = {2: 8, 4: 16, 16: 16}
 
 def sizes_around_boundaries(arity: int):
     s = SEGMENT[arity]
-    return sorted({1, 2, s - 1, s, s + 1, 2 * s - 1, 2 * s, 2 * s + 1,
-                   arity * s - 1, arity * s, arity * s + 1, arity * arity * s + 1})
+    sizes = {1, 2, s - 1, s, s + 1, 2 * s - 1, 2 * s, 2 * s + 1,
+             arity * s - 1, arity * s, arity * s + 1}
+    if arity < 16:  # a top tree of three levels; at arity 16, 257 tasks: slow, not different
+        sizes.add(arity * arity * s + 1)
+    return sorted(sizes)
 
 
 def leaves_of(count: int, seed: int = 0) -> bytes:
