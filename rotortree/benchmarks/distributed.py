@@ -114,8 +114,18 @@ def overhead(client: Any, arity: int, segments: int, repeat: int) -> Dict[str, A
         build(CounterLeaves(), size=leaves, arity=arity, segment_leaves=arity, client=client)
         remote = time.perf_counter() - start
         per_segment.append(max(0.0, remote - local) / segments)
+    # Dask's own floor on this machine now: the same number of no-op tasks.
+    noop: List[float] = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        client.gather(client.map(_noop, range(segments), pure=False))
+        noop.append((time.perf_counter() - start) / segments)
     return {"segments": segments, "per_segment_s": summary(per_segment),
-            "interval": [min(per_segment), max(per_segment)]}
+            "interval": [min(per_segment), max(per_segment)], "noop_task_s": summary(noop)}
+
+
+def _noop(value: int) -> int:
+    return value
 
 
 def proofs(arity: int, leaves: int, count: int, repeat: int) -> Dict[str, Any]:
@@ -248,7 +258,8 @@ def markdown(result: Dict[str, Any]) -> str:
              "(median [90% interval] of per-repetition ratios); against compute_root alone "
              f"(no generation): {fmt_interval(tp['relative_to_hash_only'])}.", "",
              f"Scheduler overhead: {ov['per_segment_s']['median'] * 1e3:.2f} ms per segment "
-             f"over {ov['segments']:,} tiny segments.", "",
+             f"over {ov['segments']:,} tiny segments; Dask's own cost of a no-op task here "
+             f"and now: {ov['noop_task_s']['median'] * 1e3:.2f} ms.", "",
              f"Worker memory: peak RSS growth {', '.join(f'{g:.1f}' for g in mem['growth_in_segments'])}"
              f" segments of {mem['segment_mib']:.0f} MiB.", "", "## Proofs from a ShardedTree", "",
              "| arity | leaves | proofs/s (batch, median) | per CPU-second (batch) | "
