@@ -46,7 +46,7 @@ def filled(count: int, arity: int = 4, **kwargs) -> LeanIMT:
 # -- copies -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make_copy", [copy.copy, copy.deepcopy, LeanIMT.copy])
+@pytest.mark.parametrize("make_copy", [copy.copy, copy.deepcopy, lambda tree: tree.copy()])
 def test_copies_are_independent_trees(make_copy):
     tree = filled(1000)
     root = tree.root
