@@ -643,3 +643,37 @@ def test_verify_works_without_the_core(leaf_file, tmp_path, capsys):
                           capture_output=True, env=env, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert b"proof: valid" in proc.stdout
+
+
+def test_bench_records_the_command_typed_and_no_deleted_paths(tmp_path, capsys):
+    """The durability section ran through its standalone main(), which
+    printed the path of a temporary folder deleted right after and recorded
+    its own command line; the scaling section recorded a bare command."""
+    import tempfile
+
+    argv = ["bench", "--quick", "--leaves", "3000", "--only", "durability,scaling",
+            "--out", str(tmp_path), "--no-plots", "--no-harness"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert tempfile.gettempdir() + os.sep + "rotortree-bench-" not in err
+    typed = "rotortree " + " ".join(argv)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["command"] == typed
+    for name in ("durability", "scaling"):
+        assert results["sections"][name]["command"] == typed, name
+    report = (tmp_path / "report.md").read_text()
+    assert "python -m rotortree.benchmarks.durability" not in report
+    assert "command: `rotortree bench`" not in report
+
+
+def test_recovery_verify_figures_are_judged_by_code():
+    from rotortree.benchmarks.durability import verify_note
+
+    noisy = {"checkpoint_verify_on_ms": 10.0, "checkpoint_verify_off_ms": 11.0,
+             "checkpoint_verify_on_samples_ms": [9.0, 10.0, 12.0],
+             "checkpoint_verify_off_samples_ms": [10.0, 11.0, 12.5]}
+    assert "noise" in verify_note(noisy)
+    clear = {"checkpoint_verify_on_ms": 30.0, "checkpoint_verify_off_ms": 10.0,
+             "checkpoint_verify_on_samples_ms": [29.0, 30.0, 31.0],
+             "checkpoint_verify_off_samples_ms": [9.5, 10.0, 10.5]}
+    assert verify_note(clear) == "verification costs 20.0 ms of the open"
