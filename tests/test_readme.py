@@ -83,3 +83,17 @@ def test_slow_tests_are_marked_and_the_fast_run_deselects_them():
     assert slow <= everything
     assert not slow & fast
     assert "tests/test_durable.py::test_save_load_round_trip" in fast
+
+
+def test_the_profiling_walkthrough_uses_the_public_api_only():
+    """docs/profiling.md is copied by readers: its code must not reach into
+    private modules, and its Python must be valid as printed."""
+    text = (ROOT / "docs" / "profiling.md").read_text()
+    assert not re.search(r"rotortree\._\w", text)
+    scripts = re.findall(r"python - <<'EOF'\n(.*?)^EOF$", text, re.MULTILINE | re.DOTALL)
+    assert scripts
+    for script in scripts:
+        compile(script, "docs/profiling.md", "exec")
+        for name in re.findall(r"\brotortree\.(\w+)", script):
+            assert not name.startswith("_"), name
+            assert name in __import__("rotortree").__all__, name

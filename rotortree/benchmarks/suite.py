@@ -655,11 +655,13 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     texts: Dict[str, str] = {}
     notes: List[str] = []
     # The sections that record a command line get the one the user typed.
-    runners = {"scaling": functools.partial(run_scaling, command=command),
-               "kernels": run_kernels, "operations": run_operations,
-               "proofs": run_proofs, "growth": run_growth,
-               "durability": functools.partial(run_durability, command=command),
-               "churn": run_churn, "index": run_index}
+    Runner = Callable[[bool, Optional[int], bool, Harness], Tuple[Payload, str]]
+    runners: Dict[str, Runner] = {
+        "scaling": functools.partial(run_scaling, command=command),
+        "kernels": run_kernels, "operations": run_operations,
+        "proofs": run_proofs, "growth": run_growth,
+        "durability": functools.partial(run_durability, command=command),
+        "churn": run_churn, "index": run_index}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:
