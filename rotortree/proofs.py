@@ -51,14 +51,16 @@ Every decodable input re-encodes to the same bytes.
 
 Dict form (JSON-ready; hashes as lowercase hex)
 -----------------------------------------------
-Inclusion: ``{"arity", "leaf_index", "tree_size", "leaf", "root",
-"level_count", "levels": [{"position", "sibling_count", "siblings": [hex]}]}``.
-Consistency: ``{"arity", "old_size", "new_size", "old_root", "new_root",
-"level_count", "levels": [{"shared_count", "new_count", "hashes": [hex]}]}``
-where ``hashes`` is the shared hashes followed by the new hashes. This is the
-shape of the proof objects in the Rust-made test vectors, plus ``"arity"``;
-``from_dict`` also takes those objects directly with ``arity=`` and ignores
-their ``"verified"`` key.
+Inclusion: ``{"type": "inclusion", "arity", "leaf_index", "tree_size", "leaf",
+"root", "level_count", "levels": [{"position", "sibling_count", "siblings":
+[hex]}]}``. Consistency: ``{"type": "consistency", "arity", "old_size",
+"new_size", "old_root", "new_root", "level_count", "levels": [{"shared_count",
+"new_count", "hashes": [hex]}]}`` where ``hashes`` is the shared hashes
+followed by the new hashes. This is the shape of the proof objects in the
+Rust-made test vectors, plus ``"arity"`` and ``"type"``; ``from_dict`` also
+takes those objects directly with ``arity=`` and ignores their
+``"verified"`` key. ``"type"`` is optional on input (documents written before
+it existed), and a document of the other type is refused.
 
 ``verify()`` never raises and never crashes: any malformed proof (wrong
 types, out-of-range numbers, wrong counts or lengths) gives False.
