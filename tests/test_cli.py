@@ -656,6 +656,7 @@ def test_bench_records_the_command_typed_and_no_deleted_paths(tmp_path, capsys):
     assert cli.main(argv) == 0
     err = capsys.readouterr().err
     assert tempfile.gettempdir() + os.sep + "rotortree-bench-" not in err
+    assert "\r" not in err          # no tqdm redraws: stderr is not a terminal here
     typed = "rotortree " + " ".join(argv)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["command"] == typed
