@@ -416,6 +416,8 @@ def _decode_proof(item: Dict[str, Any], label: str, args: argparse.Namespace) ->
             return ConsistencyProof.from_dict(item)
     except InvalidProofError as error:
         raise CliError(f"{label} is malformed: {error}; nothing was verified") from None
+    if "type" in item:
+        raise CliError(f"{label} has type {kind!r}: expected 'inclusion' or 'consistency'")
     raise CliError(f"{label} is neither an inclusion proof (no 'leaf_index') nor a "
                    "consistency proof (no 'old_size')")
 
