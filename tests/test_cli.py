@@ -616,6 +616,7 @@ def test_old_proof_json_without_type_still_verifies(leaf_file, tmp_path, capsys)
     proofs.write_text(json.dumps([{k: v for k, v in d.items() if k != "type"}
                                   for d in documents]))
     assert cli.main(["verify", str(proofs)]) == 0
+    capsys.readouterr()
     proofs.write_text(json.dumps({**documents[0], "type": "membership"}))
     assert cli.main(["verify", str(proofs)]) == 2
     one_error_line(capsys.readouterr().err, "type 'membership'")
