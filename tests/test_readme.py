@@ -67,7 +67,7 @@ def _collected(*options: str) -> set:
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
                            "-p", "no:cacheprovider", *options,
                            "tests/test_c_core.py", "tests/test_durable.py",
-                           "tests/test_hardening_soak.py"],
+                           "tests/test_hardening_soak.py", "tests/test_cross_aarch64.py"],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {line.split("[")[0] for line in proc.stdout.splitlines() if "::" in line}
@@ -77,7 +77,8 @@ def test_slow_tests_are_marked_and_the_fast_run_deselects_them():
     slow = {"tests/test_c_core.py::test_core_driver_valgrind_memcheck",
             "tests/test_c_core.py::test_core_driver_asan_ubsan",
             "tests/test_durable.py::test_sigkill_never_loses_acknowledged_inserts",
-            "tests/test_hardening_soak.py::test_soak_everything_at_once"}
+            "tests/test_hardening_soak.py::test_soak_everything_at_once",
+            "tests/test_cross_aarch64.py::test_neon_drivers_under_emulation"}
     everything = _collected("--strict-markers")
     fast = _collected("--strict-markers", "-m", "not slow")
     assert slow <= everything
