@@ -110,6 +110,12 @@ def snapshot_pieces(snap: "Snapshot", level: int, start: int, stop: int) -> Iter
         position += count
 
 
+def snapshot_read(snap: "Snapshot", level: int, count: int, out: Any) -> int:
+    """Nodes [0, count) of ``level`` of ``snap`` into ``out``; the C status."""
+    status: int = lib.rt_snapshot_read_nodes(snap._snap, level, 0, count, out)
+    return status
+
+
 def snapshot_node(snap: "Snapshot", level: int, index: int) -> bytes:
     """Node (level, index) of ``snap`` without the public method's argument
     checks (the caller computed the position from the snapshot's shape)."""
@@ -120,4 +126,4 @@ def snapshot_node(snap: "Snapshot", level: int, index: int) -> bytes:
 
 
 __all__ = ["keep_alive", "restore", "make_cold", "insert_batch", "check_unique",
-           "index_calls", "snapshot_pieces", "snapshot_node"]
+           "index_calls", "snapshot_pieces", "snapshot_read", "snapshot_node"]

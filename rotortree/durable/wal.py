@@ -58,14 +58,18 @@ class Wal(TreeState):
     # -- writes -------------------------------------------------------------
 
     def insert(self, leaf: bytes, unique: bool = False) -> Tuple[bytes, DurabilityToken]:
-        """Append one 32-byte leaf: (new root, token). The entry is in the WAL
-        (written, not yet fsynced) and in the tree when this returns.
+        """Append one 32-byte leaf: (new root, token), where the in-memory
+        :meth:`LeanIMT.insert` returns the root alone; the token (``wait()``,
+        ``durable``, ``await token``) tells when the leaf is on disk. The
+        entry is in the WAL (written, not yet fsynced) and in the tree when
+        this returns.
         ``unique``: as for :meth:`insert_many`."""
         return self._append(leaf_bytes(leaf), 1, unique_flag(unique))
 
     def insert_many(self, leaves: Leaves,
                     unique: bool = False) -> Tuple[bytes, DurabilityToken]:
-        """Append a batch atomically, as one WAL entry: (new root, token).
+        """Append a batch atomically, as one WAL entry: (new root, token)
+        (:meth:`LeanIMT.insert_many` returns the root alone).
         Accepts what :meth:`LeanIMT.insert_many` accepts. The frame is
         written (by a writer thread for large batches) while the batch is
         hashed, and the batch is published only once its frame is written.
