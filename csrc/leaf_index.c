@@ -713,8 +713,23 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
         return RT_ERR_INVALID_ARGUMENT;
     if (count == 0)
         return RT_ERR_EMPTY_BATCH;
-    if (pthread_rwlock_wrlock(&tree->lock) != 0)
+    // The staged entries are placed by the hashes of the batch as read now,
+    // and the insert copies it again later: a caller's buffer (a bytearray
+    // or numpy array another thread writes while the GIL is released) that
+    // changed in between left leaves in the tree under slots of other
+    // values, so has() missed them and later unique inserts let them in
+    // twice. Both steps read one private copy instead.
+    if (count > SIZE_MAX / 32u)
+        return RT_ERR_INVALID_ARGUMENT;
+    uint8_t *batch = rt_buffer_alloc(count * 32u);
+    if (!batch)
+        return RT_ERR_NOMEM;
+    memcpy(batch, leaves, count * 32u);
+    leaves = batch;
+    if (pthread_rwlock_wrlock(&tree->lock) != 0) {
+        rt_buffer_free(batch);
         return RT_ERR_THREAD;
+    }
     uint64_t dups = 0;
     int status = tree->index ? index_stage(tree, leaves, count, duplicates, &dups)
                              : RT_ERR_NO_INDEX;
@@ -748,6 +763,7 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
     if (status == RT_OK || status == RT_ERR_DUPLICATE)
         *duplicate_count = dups;
     pthread_rwlock_unlock(&tree->lock);
+    rt_buffer_free(batch);
     return status;
 }
 

@@ -119,5 +119,22 @@ def check_duplicates(tree_handle: Any, buffer: Any, count: int) -> None:
         raise duplicate_error(buffer, count, marks)
 
 
+def new_leaves(tree_handle: Any, payload: bytes, count: int) -> Tuple[bytes, int, List[int]]:
+    """The leaves of ``payload`` not in the tree and not repeated earlier in
+    it, joined in order, their count, and the batch positions dropped; the
+    caller keeps writers out until it has inserted them."""
+    marks = bytearray(count)
+    dups = ffi.new("uint64_t *")
+    status = lib.rt_tree_index_duplicates(tree_handle, payload, count,
+                                          ffi.from_buffer("uint8_t[]", marks), dups)
+    if status:
+        raise_status(status, "insert_new")
+    if not dups[0]:
+        return payload, count, []
+    kept = b"".join(payload[i * HASH_LEN:(i + 1) * HASH_LEN]
+                    for i in range(count) if not marks[i])
+    return kept, count - int(dups[0]), marked(marks)
+
+
 __all__ = ["IndexReads", "position_of", "unique_flag", "marked", "duplicate_error",
-           "check_duplicates"]
+           "check_duplicates", "new_leaves"]
