@@ -210,6 +210,21 @@ static unsigned bit_length(uint64_t x)
     return x ? 64u - (unsigned)__builtin_clzll(x) : 0;
 }
 
+unsigned rt_index_pos_bits(uint64_t size)
+{
+    // One bit of headroom, so that a tree growing past a power of two does
+    // not rebuild its table at once; but not the bit that would make slots
+    // 8 bytes while every position + 1 (at most size) still fits in 32:
+    // that doubled the index of trees of 2**31..2**32 leaves, to 10.7..21
+    // bytes per leaf.
+    unsigned bits = bit_length(size) + 1;
+    if (bits < 16)
+        bits = 16;
+    if (bits == 33)
+        bits = 32;
+    return bits;
+}
+
 /* An empty table for up to `entries` distinct leaves at positions below
  * `size` (twice that, so that a growing tree does not rebuild at once). */
 static rt_leaf_index *index_new(uint64_t entries, uint64_t size)
@@ -220,9 +235,7 @@ static rt_leaf_index *index_new(uint64_t entries, uint64_t size)
             return NULL;
         slots *= 2;
     }
-    unsigned pos_bits = bit_length(size) + 1;
-    if (pos_bits < 16)
-        pos_bits = 16;
+    unsigned pos_bits = rt_index_pos_bits(size);
     if (pos_bits > 63)
         return NULL;
     unsigned wide = pos_bits > 32;
