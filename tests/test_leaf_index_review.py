@@ -89,3 +89,16 @@ def test_durable_insert_new_needs_the_index(tmp_path):
         with pytest.raises(NoLeafIndexError):
             tree.insert_new([leaf(0)])
         assert tree.size == 0
+
+
+def test_durable_tree_reports_its_index_size(tmp_path):
+    # The durable tree keeps the index "as LeanIMT does", but lacked the
+    # call that says what it costs (the memory target is per leaf).
+    with manual(tmp_path / "t", create=True, index=True) as tree:
+        tree.insert_many([leaf(i) for i in range(100)] + [leaf(0)])
+        stats = tree.index_stats()
+        assert stats["entries"] == 100 and stats["slot_bytes"] == 4
+        assert stats["bytes"] == stats["slots"] * 4 and stats["slots"] * 3 // 4 >= 100
+    with manual(tmp_path / "u", create=True) as tree:
+        with pytest.raises(NoLeafIndexError):
+            tree.index_stats()
