@@ -28,7 +28,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 
-from . import churn, durability, growth, kernels, operations, scaling, scaling_report
+from . import (churn, durability, growth, kernels, operations, scaling, scaling_report,
+               single_ops)
 from . import harness as rust_harness
 from . import leaf_index as index_bench
 from . import proofs as proof_bench
@@ -96,6 +97,17 @@ def run_operations(quick: bool, leaves: Optional[int], progress: bool,
                           harness=harness)
 
 
+def run_single(quick: bool, leaves: Optional[int], progress: bool,
+               harness: Harness) -> Tuple[Payload, str]:
+    size = leaves if leaves is not None else 1_000_000
+    singles, proofs = (20_000, 1_000) if quick else (50_000, 2_000)
+    batch = 100_000
+    if leaves is not None:
+        singles, proofs, batch = min(singles, leaves), min(proofs, leaves), min(batch, leaves)
+    return single_ops.run(size, singles, proofs, batch, 5 if quick else 9,
+                          show_progress=progress, harness=harness)
+
+
 def run_proofs(quick: bool, leaves: Optional[int], progress: bool,
                harness: Harness) -> Tuple[Payload, str]:
     # Quick keeps the 1M-leaf proof tree the targets speak of and drops the
@@ -153,6 +165,28 @@ def run_index(quick: bool, leaves: Optional[int], progress: bool,
         return index_bench.run((1_000_000,), 3, 1_000_000, 1_000_000, 3,
                                show_progress=progress)
     return index_bench.run(show_progress=progress)
+
+
+def run_distributed(quick: bool, leaves: Optional[int], progress: bool,
+                    harness: Harness) -> Tuple[Payload, str]:
+    from . import distributed
+
+    try:
+        import distributed as _dask_distributed  # noqa: F401
+    except ImportError:
+        reason = "dask.distributed is not installed (pip install 'rotortree[distributed]')"
+        return ({"targets": [{"target": "distributed builds", "measured": reason,
+                              "status": NOT_MEASURED, "interval": None, "goal": None}]},
+                f"Not run: {reason}.")
+    count = leaves if leaves is not None else 10_000_000 if quick else 100_000_000
+    stderr(f"distributed: {count:,} leaves on a 2-worker LocalCluster", progress)
+    proofs = 20_000 if quick else 100_000
+    # A given (tiny) leaf count is a smoke run: fewer tiny segments and proofs too.
+    segments = 2_000 if leaves is None else 100
+    payload = distributed.run(count, 16, 2 if quick else 3, 2,
+                              proofs if leaves is None else min(proofs, leaves),
+                              min(count, 1 << 22), None, overhead_segments=segments)
+    return payload, distributed.markdown(payload)
 
 
 # -- report ------------------------------------------------------------------
@@ -516,11 +550,13 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
     titles = {"scaling": "Thread scaling and parallel threshold",
               "kernels": "SIMD kernels",
               "operations": "Single inserts, snapshots and proofs",
+              "single": "Single operations against issue 15's targets",
               "proofs": "Snapshot cost and proof throughput",
               "growth": "Growing tree",
               "durability": "Durable trees",
               "churn": "Memory under snapshot churn",
-              "index": "Leaf index"}
+              "index": "Leaf index",
+              "distributed": "Distributed builds and sharded trees"}
     for name in SECTIONS:
         if name in texts:
             out += [f"## {titles[name]}", "", demote(texts[name]), ""]
@@ -662,8 +698,9 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     texts: Dict[str, str] = {}
     notes: List[str] = []
     runners = {"scaling": run_scaling, "kernels": run_kernels, "operations": run_operations,
-               "proofs": run_proofs, "growth": run_growth, "durability": run_durability,
-               "churn": run_churn, "index": run_index}
+               "single": run_single, "proofs": run_proofs, "growth": run_growth,
+               "durability": run_durability, "churn": run_churn, "index": run_index,
+               "distributed": run_distributed}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:
