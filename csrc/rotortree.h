@@ -263,8 +263,9 @@ enum rt_unique_mode {
  * reports them). The check and the insert are one write-locked step.
  * With RT_UNIQUE_SKIP and every leaf a duplicate nothing is inserted and
  * root_out gets the current root. RT_ERR_NO_INDEX without an index. The
- * caller must not change `leaves` during the call (the tree and its index
- * stay consistent if it does, but the check may then miss a duplicate). */
+ * batch is copied once, first: the check and the insert both read that
+ * copy, so a caller changing `leaves` during the call cannot make them
+ * disagree (the index then always matches the inserted leaves). */
 int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, int mode,
                           uint8_t *duplicates, uint64_t *duplicate_count,
                           uint8_t *root_out);

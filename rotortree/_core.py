@@ -78,6 +78,14 @@ def check_unique(tree: "LeanIMT", buffer: Any, count: int) -> None:
     check_duplicates(tree._tree, buffer, count)
 
 
+def new_leaves(tree: "LeanIMT", payload: bytes, count: int) -> Any:
+    """(kept payload, kept count, dropped positions) of a batch for ``tree``:
+    see :func:`rotortree._index.new_leaves` (the caller keeps writers out)."""
+    from ._index import new_leaves as kept
+
+    return kept(tree._tree, payload, count)
+
+
 def index_calls(tree: "LeanIMT") -> Any:
     """``tree``'s C lookups and handle, for :class:`rotortree._index.IndexReads`."""
     return tree._index_calls()
@@ -126,4 +134,4 @@ def snapshot_node(snap: "Snapshot", level: int, index: int) -> bytes:
 
 
 __all__ = ["keep_alive", "restore", "make_cold", "insert_batch", "check_unique",
-           "index_calls", "snapshot_pieces", "snapshot_read", "snapshot_node"]
+           "new_leaves", "index_calls", "snapshot_pieces", "snapshot_read", "snapshot_node"]

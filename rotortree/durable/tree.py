@@ -194,6 +194,10 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
         """Whether the tree keeps a leaf index."""
         return self._live().indexed
 
+    def index_stats(self) -> Dict[str, int]:
+        """The leaf index's size (see :meth:`LeanIMT.index_stats`)."""
+        return self._live().index_stats()
+
     def _index_calls(self) -> Any:
         return _core.index_calls(self._live())
 

@@ -4,7 +4,7 @@ repair of an interrupted append) and fsync rounds (group commit)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Tuple
+from typing import Any, List, Tuple
 
 from .. import _core, storage
 from .._index import unique_flag
@@ -91,6 +91,19 @@ class Wal(TreeState):
             buffer = bytes(ffi.buffer(buffer, count * NODE))
         return self._append(buffer, count, unique)
 
+    def insert_new(self, leaves: Leaves) -> Tuple[bytes, DurabilityToken, List[int]]:
+        """Append the leaves of a batch that are not in the tree yet, each
+        once, in order, as one WAL entry (trees opened with ``index=True``):
+        (root, token, dropped), ``dropped`` being the positions in the batch
+        skipped as already in the tree or repeated earlier in it. The check
+        and the append hold the tree's write lock together, so concurrent
+        calls never both add a leaf. If every leaf is dropped nothing is
+        logged: the root is the current one and the token that of the last
+        entry (the dropped leaves are in the tree up to it)."""
+        buffer, count = leaf_batch(leaves)
+        payload = buffer if type(buffer) is bytes else bytes(ffi.buffer(buffer, count * NODE))
+        return self._append(payload, count, False, skip=True)  # type: ignore[return-value]
+
     def insert_durable(self, leaves: Leaves) -> bytes:
         """Insert one leaf (32 bytes) or a batch and return the new root once
         it is fsynced and recorded in the sync record (concurrent callers
@@ -104,9 +117,11 @@ class Wal(TreeState):
         self._sync_upto(token.seq)
         return root
 
-    def _append(self, payload: Any, count: int,
-                unique: bool = False) -> Tuple[bytes, DurabilityToken]:
-        """``payload``: ``count`` leaves, bytes or a cffi buffer nobody changes."""
+    def _append(self, payload: Any, count: int, unique: bool = False,
+                skip: bool = False) -> Tuple[bytes, DurabilityToken]:
+        """Log and insert a batch. ``payload``: ``count`` leaves, bytes or a
+        cffi buffer nobody changes. ``unique``: refuse duplicates; ``skip``:
+        drop them instead, and return (root, token, dropped positions)."""
         imt = self._live()
         with self._lock:
             if self._files.pending is not None:
@@ -114,6 +129,11 @@ class Wal(TreeState):
             if (self._closing or self._failed is not None or self._background_error is not None
                     or self._read_only):
                 self._check_writable()
+            if skip:
+                payload, count, dropped = _core.new_leaves(imt, payload, count)
+                if count == 0:
+                    return (imt.root, DurabilityToken(self._state, self._seq),  # type: ignore
+                            dropped)
             if self._size + count > self._capacity:
                 raise MaxDepthExceededError(
                     f"inserting {count} leaves into a tree of {self._size} would exceed "
@@ -162,6 +182,8 @@ class Wal(TreeState):
                    or self._leaves_since >= self._due_leaves)
         if due:
             self._wake_checkpointer.set()
+        if skip:
+            return new_root, DurabilityToken(self._state, seq), dropped  # type: ignore
         return new_root, DurabilityToken(self._state, seq)
 
     def _write_frame_seam(self, segment: Segment, offset: int, seq: int, count: int,
