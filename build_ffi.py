@@ -38,6 +38,7 @@ SOURCES = [
     "csrc/snapshot.c",
     "csrc/restore.c",
     "csrc/proof.c",
+    "csrc/logview.c",
     "csrc/pool.c",
     "csrc/hash_dispatch.c",
     "csrc/blake3_portable.c",

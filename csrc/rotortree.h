@@ -292,6 +292,25 @@ int rt_verify_inclusion_batch(const uint8_t *data, size_t data_len, const uint64
 int rt_consistency_layout(const rt_snapshot *snap, uint64_t old_size, size_t *out);
 int rt_consistency_fill(const rt_snapshot *snap, uint64_t old_size, uint8_t *out,
                         size_t out_len);
+
+/* ---- log views --------------------------------------------------------------
+ * Every earlier state of an append-only tree is in its stored levels: a node
+ * whose subtree was complete at size n is unchanged since, and only the
+ * right edge at n (one node per level) is recomputed, O(depth x arity)
+ * hashes. Sizes are 1..the snapshot's (or tree's) size; outside that range
+ * these return RT_ERR_INDEX. */
+
+/* The root the tree had when it held `size` leaves. The tree form reads a
+ * snapshot it takes and frees, so it holds the tree's lock only for that. */
+int rt_snapshot_root_at(const rt_snapshot *snap, uint64_t size, uint8_t *root_out);
+int rt_tree_root_at(rt_tree *tree, uint64_t size, uint8_t *root_out);
+/* The tree as it was at `size` leaves, as a snapshot in its own right (free
+ * it with rt_snapshot_free; it does not depend on `snap` living): reads,
+ * rt_proofs_layout/fill (inclusion proofs at that size, tree_size = size,
+ * root = root at size) and rt_consistency_layout/fill (consistency from any
+ * m <= size to size) all work on it. It shares storage with `snap` and
+ * copies at most one chunk per level, where the edge node was recomputed. */
+int rt_snapshot_at(const rt_snapshot *snap, uint64_t size, rt_snapshot **out);
 /* CFFI_END */
 
 #ifdef __cplusplus
