@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import churn, durability, growth, kernels, operations, scaling, scaling_report
 from . import harness as rust_harness
+from . import logviews
 from . import proofs as proof_bench
 from .._util import BENCH_SECTIONS
 from ._common import fmt_ms, fmt_rate, load_pyplot, machine, stderr, write_json
@@ -143,6 +144,13 @@ def run_churn(quick: bool, leaves: Optional[int], progress: bool,
 
 
 # -- report ------------------------------------------------------------------
+
+
+def run_logviews(quick: bool, leaves: Optional[int], progress: bool,
+                 harness: Harness) -> Tuple[Payload, str]:
+    size = leaves if leaves is not None else 1_000_000
+    return logviews.run(size, 4, 500 if quick else 2_000, min(10_000, size),
+                        3 if quick else 9, show_progress=progress)
 
 
 def demote(markdown: str, levels: int = 2) -> str:
@@ -506,7 +514,8 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
               "proofs": "Snapshot cost and proof throughput",
               "growth": "Growing tree",
               "durability": "Durable trees",
-              "churn": "Memory under snapshot churn"}
+              "churn": "Memory under snapshot churn",
+              "logviews": "Log views: roots and proofs at past sizes"}
     for name in SECTIONS:
         if name in texts:
             out += [f"## {titles[name]}", "", demote(texts[name]), ""]
@@ -649,7 +658,7 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     notes: List[str] = []
     runners = {"scaling": run_scaling, "kernels": run_kernels, "operations": run_operations,
                "proofs": run_proofs, "growth": run_growth, "durability": run_durability,
-               "churn": run_churn}
+               "churn": run_churn, "logviews": run_logviews}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:
