@@ -75,20 +75,20 @@ static void past_edge_compute(const rt_snapshot *snap, uint64_t size, past_edge 
     edge->depth = l;
 }
 
-static int past_size_check(const rt_snapshot *snap, uint64_t size)
+/* The arguments of every snapshot entry point: a size the tree had, and
+ * somewhere to put the result. */
+static int past_size_check(const rt_snapshot *snap, uint64_t size, const void *out)
 {
-    if (!snap)
+    if (!snap || !out)
         return RT_ERR_INVALID_ARGUMENT;
     return size >= 1 && size <= snap->size ? RT_OK : RT_ERR_INDEX;
 }
 
 int rt_snapshot_root_at(const rt_snapshot *snap, uint64_t size, uint8_t *root_out)
 {
-    int status = past_size_check(snap, size);
+    int status = past_size_check(snap, size, root_out);
     if (status != RT_OK)
         return status;
-    if (!root_out)
-        return RT_ERR_INVALID_ARGUMENT;
     past_edge edge;
     past_edge_compute(snap, size, &edge);
     memcpy(root_out, edge.last[edge.depth], 32);
@@ -168,11 +168,9 @@ static void view_level_private(const rt_snapshot *snap, unsigned level,
 
 int rt_snapshot_at(const rt_snapshot *snap, uint64_t size, rt_snapshot **out)
 {
-    int status = past_size_check(snap, size);
+    int status = past_size_check(snap, size, out);
     if (status != RT_OK)
         return status;
-    if (!out)
-        return RT_ERR_INVALID_ARGUMENT;
     past_edge edge;
     past_edge_compute(snap, size, &edge);
     unsigned level_count = edge.depth + 1;
