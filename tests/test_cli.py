@@ -76,7 +76,7 @@ def test_bench_help_lists_every_section(capsys):
     from rotortree.benchmarks import suite
     cli.main(["bench", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert ",".join(suite.SECTIONS) in out
+    assert ", ".join(suite.SECTIONS) in out
 
 
 def test_version(capsys):
