@@ -209,9 +209,6 @@ class Snapshot:
         root: bytes = ffi.buffer(out)[:]
         return root
 
-    def _view(self, size: Optional[int]) -> "Snapshot":
-        return self if size is None else self.at(size)
-
     # -- proofs ------------------------------------------------------------
 
     def generate_proof(self, index: int, *, size: Optional[int] = None) -> InclusionProof:
@@ -221,23 +218,17 @@ class Snapshot:
         With ``size`` the proof is of the tree as it was at ``size`` leaves
         (its ``tree_size`` is ``size``, its root :meth:`root_at` of it);
         ``index`` must then be below ``size``."""
-        if size is not None:
-            index = _int_arg("index", index)
-            view = self.at(size)
-            if not 0 <= index < view._size:
-                raise NodeIndexError(
-                    f"leaf index {shown(index)} out of range for size {view._size}")
-            return view.generate_proof(index)
         index = _int_arg("index", index)
-        if not 0 <= index < self._size:
-            raise NodeIndexError(f"leaf index {shown(index)} out of range for size {self._size}")
+        view = self if size is None else self.at(size)
+        if not 0 <= index < view._size:
+            raise NodeIndexError(f"leaf index {shown(index)} out of range for size {view._size}")
         # The batch path's index conversion, offsets array and ProofBatch
         # would cost more than the proof itself.
         indices = ffi.new("uint64_t[1]", [index])
         offsets = ffi.new("uint64_t[2]")
-        check(lib.rt_proofs_layout(self._snap, indices, 1, offsets, ffi.NULL), "generate_proof")
+        check(lib.rt_proofs_layout(view._snap, indices, 1, offsets, ffi.NULL), "generate_proof")
         out = ffi.new("uint8_t[]", offsets[1])
-        check(lib.rt_proofs_fill(self._snap, indices, 1, offsets, out), "generate_proof")
+        check(lib.rt_proofs_fill(view._snap, indices, 1, offsets, out), "generate_proof")
         return InclusionProof.from_bytes(ffi.buffer(out))
 
     def generate_proofs(self, indices: Union[Iterable[int], Any], *,

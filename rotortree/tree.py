@@ -18,7 +18,7 @@ from .errors import (
 from .snapshot import LATEST
 
 if TYPE_CHECKING:
-    from .proofs import ConsistencyProof, InclusionProof
+    from .proofs import BytesLike, ConsistencyProof, InclusionProof
     from .snapshot import ProofBatch, Snapshot
 
 # Single inserts write the root into a per-thread buffer that C sees through
@@ -228,7 +228,7 @@ class LeanIMT:
         return self.snapshot().generate_proofs(indices, size=size)
 
     def generate_consistency_proof(self, old_size: int, new_size: object = LATEST, *,
-                                   old_root: Optional[bytes] = None) -> "ConsistencyProof":
+                                   old_root: Optional[BytesLike] = None) -> "ConsistencyProof":
         """Proof that the tree at ``old_size`` is a prefix of the tree at
         ``new_size`` (default: now), with no snapshot held by the caller; see
         :meth:`Snapshot.generate_consistency_proof` (``old_root`` in second
@@ -240,10 +240,10 @@ class LeanIMT:
         recomputed from the stored levels (O(depth x arity) hashes).
         Raises :class:`NodeIndexError` (an ``IndexError``) out of range."""
         size = _int_arg("size", size)
-        if not 1 <= size <= U64_MAX:
-            raise NodeIndexError(f"size must be 1..{self.size}, got {shown(size)}")
         out = ffi.new("uint8_t[32]")
-        status = lib.rt_tree_root_at(self._tree, size, out)
+        # C checks the range against the size under its own snapshot.
+        status = lib.rt_tree_root_at(self._tree, size, out) if 1 <= size <= U64_MAX \
+            else lib.RT_ERR_INDEX
         if status == lib.RT_ERR_INDEX:
             current = self.size
             raise NodeIndexError(f"size {shown(size)} out of range: the tree is empty"

@@ -8,7 +8,7 @@ import threading
 from typing import Any, Dict, Optional
 
 from ..errors import ArgumentTypeError, DurabilityError
-from ..proofs import ConsistencyProof, InclusionProof
+from ..proofs import BytesLike, ConsistencyProof, InclusionProof
 from ..snapshot import LATEST, ProofBatch, Snapshot
 from .checkpoints import Checkpoints
 from .opening import Opening
@@ -192,7 +192,7 @@ class RotorTree(Opening, Recovery, Wal, Checkpoints):
         return self.snapshot().generate_proofs(indices, size=size)
 
     def generate_consistency_proof(self, old_size: int, new_size: object = LATEST, *,
-                                   old_root: Optional[bytes] = None) -> ConsistencyProof:
+                                   old_root: Optional[BytesLike] = None) -> ConsistencyProof:
         """See :meth:`LeanIMT.generate_consistency_proof`."""
         return self.snapshot().generate_consistency_proof(old_size, new_size, old_root=old_root)
 
