@@ -188,7 +188,7 @@ class Snapshot:
 
     def at(self, size: int) -> "Snapshot":
         """The tree as it was when it held ``size`` leaves (1..``self.size``),
-        as a snapshot of its own: reads, proofs and saves see exactly that
+        as a snapshot of its own: reads and proofs see exactly that
         tree. Only the right edge at ``size`` is recomputed (O(depth x arity)
         hashes); storage is shared, with at most one chunk per level copied.
         Raises :class:`NodeIndexError` (an ``IndexError``) for a size out of
