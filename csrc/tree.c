@@ -13,6 +13,8 @@
 #include "rt_arith.h"
 #include "rt_blake3.h"
 #include "rt_build.h"
+#include "rt_index.h"
+#include "rt_mapping.h"
 #include "rt_tree.h"
 
 /* ---- tree lifecycle ----------------------------------------------------- */
@@ -59,6 +61,7 @@ void rt_tree_free(rt_tree *tree)
     rt_tree_unregister(tree);
     for (unsigned l = 0; l <= RT_MAX_DEPTH_LIMIT; l++)
         rt_level_destroy(&tree->levels[l]);
+    rt_index_release(tree->index);
     pthread_rwlock_destroy(&tree->lock);
     free(tree);
 }
@@ -145,9 +148,8 @@ static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *len)
     }
 }
 
-/* Caller holds the write lock. */
-static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
-                         uint8_t *root_out)
+int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
+                          uint8_t *root_out)
 {
     const unsigned arity = tree->arity;
     const unsigned cap = tree->chunk_cap;
@@ -166,10 +168,18 @@ static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
         first[l] = rt_div(first[l - 1], arity);
         len[l] = rt_ceil_div(len[l - 1], arity);
     }
-    for (unsigned l = 0; l <= new_depth; l++) {
-        int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
+    rt_leaf_index *fresh_index = NULL;
+    if (tree->index) {
+        int status = rt_index_reserve(tree, count, new_size, &fresh_index);
         if (status != RT_OK)
             return status;
+    }
+    for (unsigned l = 0; l <= new_depth; l++) {
+        int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
+        if (status != RT_OK) {
+            rt_index_release(fresh_index);
+            return status;
+        }
     }
 
     if (new_depth == 0) {
@@ -188,6 +198,8 @@ static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
         tree->levels[l].len = len[l];
     tree->size = new_size;
     tree->depth = new_depth;
+    if (tree->index)
+        rt_index_add(tree, fresh_index, old_size);
     rt_tree_copy_root(tree, root_out);
     return RT_OK;
 }
@@ -201,8 +213,19 @@ int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
         return RT_ERR_EMPTY_BATCH;
     if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
-    int status = insert_locked(tree, leaves, count, root_out);
+    int status = rt_tree_insert_locked(tree, leaves, count, root_out);
+    // Memory the next batch will likely need, pre-faulted in the background
+    // from now on: after this batch, so that it never competes with it.
+    uint8_t *ahead[RT_MAX_DEPTH_LIMIT + 1];
+    size_t ahead_bytes[RT_MAX_DEPTH_LIMIT + 1];
+    unsigned aheads = 0;
+    for (unsigned l = 0; l <= tree->depth; l++) {
+        rt_level_take_prefault(&tree->levels[l], &ahead[aheads], &ahead_bytes[aheads]);
+        aheads += ahead_bytes[aheads] != 0;
+    }
     pthread_rwlock_unlock(&tree->lock);
+    for (unsigned i = 0; i < aheads; i++)
+        rt_mapping_prefault(ahead[i], ahead_bytes[i]);
     return status;
 }
 

@@ -75,6 +75,7 @@ def test_top_level_help_lists_every_command(capsys):
 def test_bench_help_lists_every_section(capsys):
     from rotortree.benchmarks import suite
     cli.main(["bench", "--help"])
+    # Listed with ", " so that help wraps between names, never inside one.
     out = " ".join(capsys.readouterr().out.split())
     assert ", ".join(suite.SECTIONS) in out
 

@@ -28,8 +28,10 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 
-from . import churn, durability, growth, kernels, operations, scaling, scaling_report
+from . import (churn, durability, growth, kernels, operations, scaling, scaling_report,
+               single_ops)
 from . import harness as rust_harness
+from . import leaf_index as index_bench
 from . import logviews
 from . import proofs as proof_bench
 from .._util import BENCH_SECTIONS
@@ -96,6 +98,17 @@ def run_operations(quick: bool, leaves: Optional[int], progress: bool,
                           harness=harness)
 
 
+def run_single(quick: bool, leaves: Optional[int], progress: bool,
+               harness: Harness) -> Tuple[Payload, str]:
+    size = leaves if leaves is not None else 1_000_000
+    singles, proofs = (20_000, 1_000) if quick else (50_000, 2_000)
+    batch = 100_000
+    if leaves is not None:
+        singles, proofs, batch = min(singles, leaves), min(proofs, leaves), min(batch, leaves)
+    return single_ops.run(size, singles, proofs, batch, 5 if quick else 9,
+                          show_progress=progress, harness=harness)
+
+
 def run_proofs(quick: bool, leaves: Optional[int], progress: bool,
                harness: Harness) -> Tuple[Payload, str]:
     # Quick keeps the 1M-leaf proof tree the targets speak of and drops the
@@ -141,6 +154,18 @@ def run_churn(quick: bool, leaves: Optional[int], progress: bool,
     if leaves is not None:
         base = ops = max(1, min(leaves, 100_000))
     return churn.run(base, ops, show_progress=progress)
+
+
+def run_index(quick: bool, leaves: Optional[int], progress: bool,
+              harness: Harness) -> Tuple[Payload, str]:
+    # The issue's targets are at 1M and 10M leaves; quick keeps 1M only.
+    if leaves is not None:
+        return index_bench.run((leaves,), 3, leaves, leaves, 3, min(leaves, 200_000),
+                               show_progress=progress)
+    if quick:
+        return index_bench.run((1_000_000,), 3, 1_000_000, 1_000_000, 3,
+                               show_progress=progress)
+    return index_bench.run(show_progress=progress)
 
 
 # -- report ------------------------------------------------------------------
@@ -511,10 +536,12 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
     titles = {"scaling": "Thread scaling and parallel threshold",
               "kernels": "SIMD kernels",
               "operations": "Single inserts, snapshots and proofs",
+              "single": "Single operations against issue 15's targets",
               "proofs": "Snapshot cost and proof throughput",
               "growth": "Growing tree",
               "durability": "Durable trees",
               "churn": "Memory under snapshot churn",
+              "index": "Leaf index",
               "logviews": "Log views: roots and proofs at past sizes"}
     for name in SECTIONS:
         if name in texts:
@@ -657,8 +684,9 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     texts: Dict[str, str] = {}
     notes: List[str] = []
     runners = {"scaling": run_scaling, "kernels": run_kernels, "operations": run_operations,
-               "proofs": run_proofs, "growth": run_growth, "durability": run_durability,
-               "churn": run_churn, "logviews": run_logviews}
+               "single": run_single, "proofs": run_proofs, "growth": run_growth,
+               "durability": run_durability, "churn": run_churn, "index": run_index,
+               "logviews": run_logviews}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:

@@ -14,7 +14,9 @@ from ..errors import CorruptionError, RotorTreeError
 from .formats import (
     NODE,
     SAVE_CRC,
+    SAVE_FLAG_INDEX,
     SAVE_HEAD,
+    SAVE_KNOWN_FLAGS,
     SAVE_LEVEL,
     SAVE_MAGIC,
     SAVE_VERSION,
@@ -33,6 +35,7 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
     """Write ``tree`` to ``path`` atomically (see the module docstring)."""
     path = file_path(path)
     snap = tree.snapshot()
+    flags = SAVE_FLAG_INDEX if tree.indexed else 0
     lengths = level_lengths(snap.size, snap.arity)
     header_len = SAVE_HEAD.size + len(lengths) * SAVE_LEVEL.size + SAVE_CRC.size
     tmp = f"{path}.tmp-{os.getpid()}-{id(snap):x}"
@@ -48,7 +51,7 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
                 offset += piece.nbytes
             crcs.append(crc)
         head = SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, tree.max_depth,
-                              len(lengths), 0, snap.size, snap.root or ZERO_NODE)
+                              len(lengths), flags, snap.size, snap.root or ZERO_NODE)
         head += b"".join(SAVE_LEVEL.pack(n, c) for n, c in zip(lengths, crcs))
         head += SAVE_CRC.pack(zlib.crc32(head))
         write_all(fd, head, 0, tmp)
@@ -80,7 +83,7 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
         head = os.pread(fd, SAVE_HEAD.size, 0)
         if len(head) < SAVE_HEAD.size:
             raise bad(f"truncated ({file_size} bytes)")
-        magic, version, arity, max_depth, level_count, _zero, size, root = \
+        magic, version, arity, max_depth, level_count, flags, size, root = \
             SAVE_HEAD.unpack(head)
         if magic != SAVE_MAGIC:
             raise bad(f"bad magic {magic!r} (not a file written by LeanIMT.save)")
@@ -93,6 +96,8 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
             raise bad("header checksum mismatch")
         if version != SAVE_VERSION:
             raise bad(f"unsupported version {version}")
+        if flags & ~SAVE_KNOWN_FLAGS:
+            raise bad(f"unknown flags {flags:#x} (written by a newer rotortree?)")
         if not valid_shape(arity, max_depth):
             raise bad(f"invalid arity {arity} or max_depth {max_depth}")
         if size > arity ** max_depth:
@@ -107,6 +112,8 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
             raise bad(f"length {file_size} bytes, expected {expected}")
         tree = cls(arity, max_depth)
         if size == 0:
+            if flags & SAVE_FLAG_INDEX:
+                tree.enable_index()
             return tree
         mapping = mmap.mmap(fd, file_size, mmap.MAP_SHARED, mmap.PROT_READ)
         offsets = []
@@ -155,6 +162,8 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
                 if status == lib.RT_ERR_INVALID_ARGUMENT:
                     raise bad("the stored levels do not form a tree")
                 check(status, f"load {path}")
+                if flags & SAVE_FLAG_INDEX:
+                    tree.enable_index()
             finally:
                 for part in parts:
                     part.release()
