@@ -17,6 +17,7 @@
 
 #include "level.h"
 #include "rt_arith.h"
+#include "rt_index.h"
 #include "snapshot.h"
 
 /* The right edge of the tree at `size` leaves. */
@@ -189,9 +190,12 @@ int rt_snapshot_at(const rt_snapshot *snap, uint64_t size, rt_snapshot **out)
             return status;
         }
     }
-    // Every field but the levels as in the source, including any the tree
-    // gains later: a view hashes and encodes proofs as its tree does.
+    // Every field but the levels as in the source: a view hashes, encodes
+    // proofs and looks leaves up as its tree does. Fields that hold a
+    // reference take their own here, as rt_tree_snapshot's do.
     memcpy(view, snap, sizeof(*view));
+    if (view->index)
+        rt_index_retain(view->index); // answers are bounded by view->size
     view->depth = edge.depth;
     view->size = size;
     memcpy(view->root, edge.last[edge.depth], 32);

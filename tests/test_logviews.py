@@ -145,6 +145,16 @@ def test_views_of_views_and_lifetimes():
     assert same is ref  # the snapshot's own size is the snapshot itself
 
 
+def test_view_of_an_indexed_tree_looks_leaves_up_as_of_its_size():
+    tree = rotortree.LeanIMT(4, index=True)
+    tree.insert_many(leaves(600))
+    view = tree.snapshot().at(250)
+    del tree  # the view holds the index itself, as snapshots do
+    gc.collect()
+    assert [view.index_of(vector_leaf(k)) for k in (0, 249, 250, 599)] == [0, 249, None, None]
+    assert view.has(vector_leaf(100)) and not view.has(vector_leaf(300))
+
+
 def test_views_return_their_memory():
     tree = built(4, 5000)
     snap = tree.snapshot()

@@ -1475,8 +1475,37 @@ static void check_view(const rt_snapshot *grown, rt_tree *grown_tree, const uint
     ref_free(&r);
 }
 
+/* A view of an indexed tree looks leaves up as of its own size, and holds
+ * the index as long as it lives: here it outlives the tree and the
+ * snapshot it was taken from. */
+static void check_view_index(rng *g)
+{
+    uint64_t size = 600, n = 1 + rng_below(g, size - 1);
+    uint8_t *leaves = make_leaves(rng_next(g), size);
+    rt_tree *tree;
+    uint8_t root[32];
+    REQUIRE(rt_tree_new(4, 48, &tree) == RT_OK, "tree");
+    REQUIRE(rt_tree_insert_many(tree, leaves, (size_t)size, root) == RT_OK, "insert");
+    REQUIRE(rt_tree_index_enable(tree) == RT_OK, "index");
+    rt_snapshot *snap, *view;
+    REQUIRE(rt_tree_snapshot(tree, &snap) == RT_OK, "snapshot");
+    REQUIRE(rt_snapshot_at(snap, n, &view) == RT_OK, "view");
+    rt_snapshot_free(snap);
+    rt_tree_free(tree);
+    long bad = 0;
+    for (uint64_t k = 0; k < size; k++) {
+        int64_t want = k < n ? (int64_t)k : -1;
+        bad += rt_snapshot_index_position(view, leaves + k * 32u) != want;
+    }
+    CHECK(bad == 0, "view at %llu of an indexed tree: %ld lookups wrong",
+          (unsigned long long)n, bad);
+    rt_snapshot_free(view);
+    free(leaves);
+}
+
 static void test_log_views(rng *g)
 {
+    check_view_index(g);
     static const unsigned arities[] = {2, 3, 4, 7, 16, 255};
     for (unsigned a = 0; a < sizeof arities / sizeof arities[0]; a++) {
         unsigned arity = arities[a];
