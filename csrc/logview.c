@@ -146,7 +146,6 @@ static void view_level_shared(const rt_snapshot_level *src, rt_snapshot_level *d
         dst->tail = dst->tail_slot == src->tail_slot ? src->tail
                                                      : src->table->slots[dst->tail_slot];
     }
-    rt_chunk_retain(dst->tail);
 }
 
 /* Level l of the view whose last node was recomputed: `chunk` receives the
@@ -167,6 +166,41 @@ static void view_level_private(const rt_snapshot *snap, unsigned level,
     dst->tail = chunk;
 }
 
+static unsigned recomputed_levels(const past_edge *edge)
+{
+    unsigned count = 0;
+    for (unsigned l = 0; l <= edge->depth; l++)
+        count += edge->recomputed[l];
+    return count;
+}
+
+/* Lay `view` (room for edge->depth + 1 levels) out as the tree at the edge's
+ * size, reading `snap`; `chunks` holds one chunk per recomputed level, in
+ * level order. Takes no references. */
+static void view_lay_out(const rt_snapshot *snap, const past_edge *edge, rt_snapshot *view,
+                         rt_chunk *const *chunks)
+{
+    // Every field but the levels as in the source: a view hashes, encodes
+    // proofs and looks leaves up as its tree does.
+    memcpy(view, snap, sizeof(*view));
+    view->depth = edge->depth;
+    view->size = edge->len[0];
+    memcpy(view->root, edge->last[edge->depth], 32);
+    unsigned used = 0;
+    for (unsigned l = 0; l <= edge->depth; l++) {
+        const rt_snapshot_level *src = &snap->levels[l];
+        rt_snapshot_level *dst = &view->levels[l];
+        uint64_t last = edge->len[l] - 1;
+        dst->len = edge->len[l];
+        dst->cold = src->cold;
+        dst->table = src->table;
+        if (edge->recomputed[l])
+            view_level_private(snap, l, dst, last, edge->last[l], chunks[used++]);
+        else
+            view_level_shared(src, dst, last, snap->chunk_cap);
+    }
+}
+
 int rt_snapshot_at(const rt_snapshot *snap, uint64_t size, rt_snapshot **out)
 {
     int status = past_size_check(snap, size, out);
@@ -174,12 +208,8 @@ int rt_snapshot_at(const rt_snapshot *snap, uint64_t size, rt_snapshot **out)
         return status;
     past_edge edge;
     past_edge_compute(snap, size, &edge);
-    unsigned level_count = edge.depth + 1;
-    unsigned private_count = 0;
-    for (unsigned l = 0; l < level_count; l++)
-        private_count += edge.recomputed[l];
-
-    rt_snapshot *view = malloc(sizeof(*view) + level_count * sizeof(rt_snapshot_level));
+    unsigned private_count = recomputed_levels(&edge);
+    rt_snapshot *view = malloc(sizeof(*view) + (edge.depth + 1) * sizeof(rt_snapshot_level));
     if (!view)
         return RT_ERR_NOMEM;
     rt_chunk *chunks[RT_MAX_DEPTH_LIMIT + 1];
@@ -190,29 +220,45 @@ int rt_snapshot_at(const rt_snapshot *snap, uint64_t size, rt_snapshot **out)
             return status;
         }
     }
-    // Every field but the levels as in the source: a view hashes, encodes
-    // proofs and looks leaves up as its tree does. Fields that hold a
-    // reference take their own here, as rt_tree_snapshot's do.
-    memcpy(view, snap, sizeof(*view));
+    view_lay_out(snap, &edge, view, chunks);
+    // The references rt_snapshot_free drops, as rt_tree_snapshot takes them;
+    // private chunks already hold theirs.
     if (view->index)
         rt_index_retain(view->index); // answers are bounded by view->size
-    view->depth = edge.depth;
-    view->size = size;
-    memcpy(view->root, edge.last[edge.depth], 32);
-    unsigned used = 0;
-    for (unsigned l = 0; l < level_count; l++) {
-        const rt_snapshot_level *src = &snap->levels[l];
-        rt_snapshot_level *dst = &view->levels[l];
-        uint64_t last = edge.len[l] - 1;
-        dst->len = edge.len[l];
-        dst->cold = src->cold;
-        dst->table = src->table;
-        rt_table_retain(dst->table);
-        if (edge.recomputed[l])
-            view_level_private(snap, l, dst, last, edge.last[l], chunks[used++]);
-        else
-            view_level_shared(src, dst, last, snap->chunk_cap);
+    for (unsigned l = 0; l <= edge.depth; l++) {
+        rt_table_retain(view->levels[l].table);
+        if (!edge.recomputed[l])
+            rt_chunk_retain(view->levels[l].tail);
     }
     *out = view;
     return RT_OK;
+}
+
+int rt_proof_one_at(const rt_snapshot *snap, uint64_t size, uint64_t index, uint8_t *out,
+                    size_t capacity, size_t *length)
+{
+    int status = past_size_check(snap, size, length);
+    if (status != RT_OK)
+        return status;
+    if (index >= size)
+        return RT_ERR_INDEX;
+    past_edge edge;
+    past_edge_compute(snap, size, &edge);
+    // A view that lives for this call only, while the caller holds `snap`:
+    // one block, no references, and chunks of which only the nodes are read.
+    size_t head = (sizeof(rt_snapshot) + (edge.depth + 1) * sizeof(rt_snapshot_level) + 63) &
+                  ~(size_t)63;
+    size_t stride = (sizeof(rt_chunk) + 32u * (size_t)snap->chunk_cap + 63) & ~(size_t)63;
+    unsigned private_count = recomputed_levels(&edge);
+    void *block;
+    if (posix_memalign(&block, 64, head + private_count * stride) != 0)
+        return RT_ERR_NOMEM;
+    rt_chunk *chunks[RT_MAX_DEPTH_LIMIT + 1];
+    for (unsigned i = 0; i < private_count; i++)
+        chunks[i] = (rt_chunk *)((uint8_t *)block + head + i * stride);
+    rt_snapshot *view = block;
+    view_lay_out(snap, &edge, view, chunks);
+    status = rt_proof_one(view, index, out, capacity, length);
+    free(block);
+    return status;
 }

@@ -388,6 +388,10 @@ int rt_tree_root_at(rt_tree *tree, uint64_t size, uint8_t *root_out);
  * m <= size to size) all work on it. It shares storage with `snap` and
  * copies at most one chunk per level, where the edge node was recomputed. */
 int rt_snapshot_at(const rt_snapshot *snap, uint64_t size, rt_snapshot **out);
+/* rt_proof_one of leaf `index` (< size) in the tree at `size`, without
+ * keeping a view: for callers that pay per call. */
+int rt_proof_one_at(const rt_snapshot *snap, uint64_t size, uint64_t index, uint8_t *out,
+                    size_t capacity, size_t *length);
 /* CFFI_END */
 
 #ifdef __cplusplus

@@ -126,6 +126,7 @@ class _ProofScratch:
 
 _proof_scratch: List[_ProofScratch] = []
 _proof_one = lib.rt_proof_one
+_proof_one_at = lib.rt_proof_one_at
 _unpack = ffi.unpack
 _new_object = object.__new__
 _object_setattr = object.__setattr__
@@ -266,12 +267,11 @@ class Snapshot(IndexReads):
         With ``size`` the proof is of the tree as it was at ``size`` leaves
         (its ``tree_size`` is ``size``, its root :meth:`root_at` of it);
         ``index`` must then be below ``size``."""
-        if size is not None:
-            return self.at(size).generate_proof(index)
+        limit = self._size if size is None else self._past_size("size", size)
         if type(index) is not int:
             index = _int_arg("index", index)
-        if not 0 <= index < self._size:
-            raise NodeIndexError(f"leaf index {shown(index)} out of range for size {self._size}")
+        if not 0 <= index < limit:
+            raise NodeIndexError(f"leaf index {shown(index)} out of range for size {limit}")
         # The batch path's index conversion, offsets array and ProofBatch
         # would cost more than the proof itself, and so would allocating C
         # memory per call: a call takes a scratch buffer from a shared free
@@ -283,7 +283,11 @@ class Snapshot(IndexReads):
             scratch = _ProofScratch()
         if scratch.capacity < self._proof_max:
             scratch.grow(self._proof_max)
-        status = _proof_one(self._snap, index, scratch.out, scratch.capacity, scratch.length)
+        if size is None:
+            status = _proof_one(self._snap, index, scratch.out, scratch.capacity, scratch.length)
+        else:  # a view for this call only (no Snapshot object, nothing kept)
+            status = _proof_one_at(self._snap, limit, index, scratch.out, scratch.capacity,
+                                   scratch.length)
         data: bytes = _unpack(scratch.chars, scratch.length[0])
         _proof_scratch.append(scratch)
         if status:

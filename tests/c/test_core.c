@@ -1450,6 +1450,28 @@ static void check_view(const rt_snapshot *grown, rt_tree *grown_tree, const uint
     uint8_t *proofs_ref = all_proofs(ref_snap, n, &len_ref);
     CHECK(len_view == len_ref && memcmp(proofs_view, proofs_ref, len_ref) == 0,
           "%s: proofs at %llu differ", what, (unsigned long long)n);
+    // Single proofs through a view that lives for the call only.
+    for (unsigned k = 0; k < 4; k++) {
+        uint64_t i = k == 0 ? n - 1 : rng_below(g, n);
+        uint8_t *one = xmalloc(len_ref);
+        size_t one_len = 0, want_len = 0;
+        uint64_t want_at = 0;
+        for (uint64_t j = 0; j <= i; j++) { // proof i's offset in the batch
+            want_at += want_len;
+            uint64_t off[2], idx = j;
+            REQUIRE(rt_proofs_layout(ref_snap, &idx, 1, off, NULL) == RT_OK, "layout one");
+            want_len = (size_t)off[1];
+        }
+        CHECK(rt_proof_one_at(grown, n, i, one, len_ref, &one_len) == RT_OK &&
+                  one_len == want_len && memcmp(one, proofs_ref + want_at, one_len) == 0,
+              "%s: proof_one_at(%llu, %llu)", what, (unsigned long long)n,
+              (unsigned long long)i);
+        free(one);
+    }
+    CHECK(rt_proof_one_at(grown, n, n, proofs_view, len_view, &len_view) == RT_ERR_INDEX,
+          "%s: proof_one_at index n", what);
+    CHECK(rt_proof_one_at(grown, n, 0, proofs_view, 1, &len_view) == RT_ERR_INVALID_ARGUMENT,
+          "%s: proof_one_at short buffer", what);
     free(proofs_view);
     free(proofs_ref);
     uint64_t old_size = 1 + rng_below(g, n);
