@@ -234,18 +234,14 @@ int rt_snapshot_at(const rt_snapshot *snap, uint64_t size, rt_snapshot **out)
     return RT_OK;
 }
 
-int rt_proof_one_at(const rt_snapshot *snap, uint64_t size, uint64_t index, uint8_t *out,
-                    size_t capacity, size_t *length)
+/* fn(view, ctx) on a view of `snap` at `size` that lives for the call only,
+ * while the caller holds `snap`: one block, no references, and chunks of
+ * which only the nodes are read. */
+static int with_transient_view(const rt_snapshot *snap, uint64_t size,
+                               int (*fn)(const rt_snapshot *view, void *ctx), void *ctx)
 {
-    int status = past_size_check(snap, size, length);
-    if (status != RT_OK)
-        return status;
-    if (index >= size)
-        return RT_ERR_INDEX;
     past_edge edge;
     past_edge_compute(snap, size, &edge);
-    // A view that lives for this call only, while the caller holds `snap`:
-    // one block, no references, and chunks of which only the nodes are read.
     size_t head = (sizeof(rt_snapshot) + (edge.depth + 1) * sizeof(rt_snapshot_level) + 63) &
                   ~(size_t)63;
     size_t stride = (sizeof(rt_chunk) + 32u * (size_t)snap->chunk_cap + 63) & ~(size_t)63;
@@ -258,7 +254,57 @@ int rt_proof_one_at(const rt_snapshot *snap, uint64_t size, uint64_t index, uint
         chunks[i] = (rt_chunk *)((uint8_t *)block + head + i * stride);
     rt_snapshot *view = block;
     view_lay_out(snap, &edge, view, chunks);
-    status = rt_proof_one(view, index, out, capacity, length);
+    int status = fn(view, ctx);
     free(block);
     return status;
+}
+
+typedef struct one_call {
+    uint64_t argument; /* the leaf index, or the old size */
+    uint8_t *out;
+    size_t capacity;
+    size_t *length;
+} one_call;
+
+static int one_proof(const rt_snapshot *view, void *ctx)
+{
+    const one_call *call = ctx;
+    return rt_proof_one(view, call->argument, call->out, call->capacity, call->length);
+}
+
+static int one_consistency(const rt_snapshot *view, void *ctx)
+{
+    const one_call *call = ctx;
+    int status = rt_consistency_layout(view, call->argument, call->length);
+    if (status != RT_OK)
+        return status;
+    if (*call->length > call->capacity)
+        return RT_ERR_INVALID_ARGUMENT;
+    return rt_consistency_fill(view, call->argument, call->out, *call->length);
+}
+
+int rt_proof_one_at(const rt_snapshot *snap, uint64_t size, uint64_t index, uint8_t *out,
+                    size_t capacity, size_t *length)
+{
+    int status = past_size_check(snap, size, length);
+    if (status != RT_OK)
+        return status;
+    if (index >= size)
+        return RT_ERR_INDEX;
+    one_call call = {index, out, capacity, length};
+    return with_transient_view(snap, size, one_proof, &call);
+}
+
+int rt_consistency_at(const rt_snapshot *snap, uint64_t old_size, uint64_t new_size,
+                      uint8_t *out, size_t capacity, size_t *length)
+{
+    int status = past_size_check(snap, new_size, length);
+    if (status != RT_OK)
+        return status;
+    if (old_size < 1 || old_size > new_size)
+        return RT_ERR_INDEX;
+    if (capacity && !out)
+        return RT_ERR_INVALID_ARGUMENT;
+    one_call call = {old_size, out, capacity, length};
+    return with_transient_view(snap, new_size, one_consistency, &call);
 }

@@ -392,6 +392,12 @@ int rt_snapshot_at(const rt_snapshot *snap, uint64_t size, rt_snapshot **out);
  * keeping a view: for callers that pay per call. */
 int rt_proof_one_at(const rt_snapshot *snap, uint64_t size, uint64_t index, uint8_t *out,
                     size_t capacity, size_t *length);
+/* The consistency proof from old_size to new_size (1 <= old <= new <= size)
+ * in one call: its length to *length and, if it fits in `capacity` bytes,
+ * the proof to out (RT_ERR_INVALID_ARGUMENT, out untouched, if not). No
+ * proof is longer than 88 + depth(new) * (2 + 64 * arity) bytes. */
+int rt_consistency_at(const rt_snapshot *snap, uint64_t old_size, uint64_t new_size,
+                      uint8_t *out, size_t capacity, size_t *length);
 /* CFFI_END */
 
 #ifdef __cplusplus

@@ -365,13 +365,14 @@ class Snapshot(IndexReads):
             raise EmptyTreeError("cannot prove consistency from an empty tree")
         new_size = self._size if new_size is LATEST else self._past_size("new_size", new_size)
         old_size = self._past_size("old_size", old_size, new_size)
-        view = self.at(new_size)
+        # One call, with room for the longest proof of this shape (rotortree.h).
+        capacity = lib.RT_PROOF_HEADER_LEN + self._depth * (2 + 64 * self._arity)
+        data = bytearray(capacity)
         length = ffi.new("size_t *")
-        check(lib.rt_consistency_layout(view._snap, old_size, length), "consistency proof")
-        data = bytearray(length[0])
-        check(lib.rt_consistency_fill(view._snap, old_size, ffi.from_buffer("uint8_t[]", data),
-                                      len(data)), "consistency proof")
-        proof = ConsistencyProof.from_bytes(data)
+        check(lib.rt_consistency_at(self._snap, old_size, new_size,
+                                    ffi.from_buffer("uint8_t[]", data), capacity, length),
+              "consistency proof")
+        proof = ConsistencyProof.from_bytes(memoryview(data)[:length[0]])
         if expected is not None and proof.old_root != expected:
             raise InvalidArgumentError(
                 f"old_root {expected.hex()} is not this tree's root at size {old_size} "

@@ -1480,6 +1480,17 @@ static void check_view(const rt_snapshot *grown, rt_tree *grown_tree, const uint
     CHECK(len_view == len_ref && memcmp(cons_view, cons_ref, len_ref) == 0,
           "%s: consistency %llu -> %llu differs", what, (unsigned long long)old_size,
           (unsigned long long)n);
+    size_t one_len = 0;
+    CHECK(rt_consistency_at(grown, old_size, n, cons_view, len_ref, &one_len) == RT_OK &&
+              one_len == len_ref && memcmp(cons_view, cons_ref, len_ref) == 0,
+          "%s: consistency_at %llu -> %llu", what, (unsigned long long)old_size,
+          (unsigned long long)n);
+    CHECK(rt_consistency_at(grown, old_size, n, cons_view, len_ref - 1, &one_len) ==
+              RT_ERR_INVALID_ARGUMENT && one_len == len_ref,
+          "%s: consistency_at short buffer", what);
+    CHECK(rt_consistency_at(grown, n + 1, n, cons_view, len_ref, &one_len) == RT_ERR_INDEX &&
+              rt_consistency_at(grown, 0, n, cons_view, len_ref, &one_len) == RT_ERR_INDEX,
+          "%s: consistency_at old size out of range", what);
     free(cons_view);
     free(cons_ref);
     // A view of the view at a smaller size.
@@ -1593,6 +1604,15 @@ static void test_log_views(rng *g)
             if (target > 1000)
                 break;
         }
+        // The one-call forms allocate one block: its failure is theirs.
+        size_t one_len = 0;
+        arm_from(0);
+        int rc_proof = rt_proof_one_at(current, past, 0, NULL, 0, &one_len);
+        int rc_cons = rt_consistency_at(current, 1, past, NULL, 0, &one_len);
+        long injected = disarm();
+        CHECK(rc_proof == RT_ERR_NOMEM && rc_cons == RT_ERR_NOMEM && injected == 2,
+              "%s: one-call forms under failing allocation gave %d, %d", what, rc_proof,
+              rc_cons);
         rt_snapshot_free(current);
 #endif
         rt_snapshot_free(view);
