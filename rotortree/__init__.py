@@ -25,6 +25,8 @@ from .errors import (
     InvalidArgumentError,
     InvalidLeafError,
     InvalidProofError,
+    LeafSourceError,
+    DistributedBuildError,
     MaxDepthExceededError,
     NoLeafIndexError,
     NodeIndexError,
@@ -91,7 +93,9 @@ def _native_missing(error: ImportError) -> str:
                 f"clang and the Python headers, then reinstall with "
                 f"'pip install --force-reinstall --no-cache-dir'")
     checkout = os.path.dirname(here)
-    if os.path.exists(os.path.join(checkout, "build_ffi.py")):
+    built = any(name.startswith("_rotortree_cffi") and name.endswith((".so", ".pyd"))
+                for name in os.listdir(here))
+    if os.path.exists(os.path.join(checkout, "build_ffi.py")) and not built:
         # A non-editable install puts the compiled module in site-packages;
         # a source checkout that comes first on sys.path (it is the current
         # directory) hides that copy behind this one, which has none.
@@ -158,6 +162,8 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidLeafError",
     "InvalidProofError",
+    "LeafSourceError",
+    "DistributedBuildError",
     "MaxDepthExceededError",
     "NodeIndexError",
     "DuplicateLeafError",
