@@ -45,6 +45,9 @@ SOURCES = [
     "csrc/blake3_avx2.c",
     "csrc/blake3_avx512.c",
     "csrc/blake3_neon.c",
+    "csrc/sha256_portable.c",
+    "csrc/sha256_shani.c",
+    "csrc/sha256_dispatch.c",
 ]
 
 WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wno-unused-parameter"]
