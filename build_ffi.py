@@ -47,6 +47,8 @@ SOURCES = [
     "csrc/blake3_neon.c",
     "csrc/sha256_portable.c",
     "csrc/sha256_shani.c",
+    "csrc/sha256_avx2.c",
+    "csrc/sha256_avx512.c",
     "csrc/sha256_dispatch.c",
 ]
 

@@ -43,7 +43,15 @@ void rt_sha256_blocks_shani(uint32_t state[8], const uint8_t *data,
                             size_t blocks);
 void rt_sha256_many_shani(uint8_t prefix, const uint8_t *bodies,
                           size_t body_len, size_t count, uint8_t *out);
+void rt_sha256_many_avx2(uint8_t prefix, const uint8_t *bodies,
+                         size_t body_len, size_t count, uint8_t *out);
+void rt_sha256_many_avx512(uint8_t prefix, const uint8_t *bodies,
+                           size_t body_len, size_t count, uint8_t *out);
 #endif
+/* Batches on the best single-message path (SHA extensions or portable):
+ * what the multi-lane kernels use for their remainders. */
+void rt_sha256_many_single(uint8_t prefix, const uint8_t *bodies,
+                           size_t body_len, size_t count, uint8_t *out);
 
 /* SHA-256(prefix || body) with the given compression; prefix_len < 64, and
  * prefix may be NULL when prefix_len is 0. Neither part is copied except the

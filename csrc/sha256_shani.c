@@ -9,7 +9,7 @@
  * is added in between.
  *
  * One message is bound by SHA256RNDS2's latency, a chain of 32 per block.
- * Batches of same-length messages therefore run two independent messages
+ * Batches of same-length messages therefore run independent messages
  * interleaved, so each fills the other's latency gaps.
  *
  * Only this file's functions carry the sha/sse4.1 target; the dispatcher
@@ -24,6 +24,9 @@
 
 #define SHANI __attribute__((target("sha,sse4.1")))
 #define SHANI_INLINE static inline __attribute__((always_inline)) SHANI
+/* Independent messages interleaved per batch. Two already keep the SHA unit
+ * busy; three or four measured the same and cost registers. */
+#define WAYS 2
 
 /* Big-endian words: byte-reverse each 32-bit lane. */
 SHANI_INLINE __m128i load_words(const uint8_t *p)
@@ -66,18 +69,22 @@ SHANI_INLINE __m128i next_words(__m128i m_4, __m128i m_3, __m128i m_2, __m128i m
     return _mm_sha256msg2_epu32(x, m_1);
 }
 
-/* One block for each of `n` (1 or 2) independent states. Written once for
+/* One block for each of `n` (1..WAYS) independent states. Written once for
  * both widths: with n a constant after inlining, the loops over streams
  * vanish and the two chains interleave. */
-SHANI_INLINE void compress_n(int n, __m128i abef[2], __m128i cdgh[2],
-                             const uint8_t *const block[2])
+SHANI_INLINE void compress_n(int n, __m128i abef[WAYS], __m128i cdgh[WAYS],
+                             const uint8_t *const block[WAYS])
 {
-    __m128i m[2][4], save_abef[2], save_cdgh[2];
+    __m128i m[WAYS][4], save_abef[WAYS], save_cdgh[WAYS];
     for (int s = 0; s < n; s++) {
         save_abef[s] = abef[s];
         save_cdgh[s] = cdgh[s];
     }
+    /* Fully unrolled so that the schedule ring stays in registers and the
+     * round constants are folded into the code. */
+#pragma GCC unroll 16
     for (int g = 0; g < 16; g++) {
+#pragma GCC unroll 2
         for (int s = 0; s < n; s++) {
             __m128i w;
             if (g < 4)
@@ -98,10 +105,10 @@ SHANI_INLINE void compress_n(int n, __m128i abef[2], __m128i cdgh[2],
 SHANI void rt_sha256_blocks_shani(uint32_t state[8], const uint8_t *data,
                                   size_t blocks)
 {
-    __m128i abef[2], cdgh[2];
+    __m128i abef[WAYS], cdgh[WAYS];
     state_in(state, &abef[0], &cdgh[0]);
     for (size_t b = 0; b < blocks; b++) {
-        const uint8_t *block[2] = {data + b * RT_SHA256_BLOCK_LEN, NULL};
+        const uint8_t *block[WAYS] = {data + b * RT_SHA256_BLOCK_LEN};
         compress_n(1, abef, cdgh, block);
     }
     state_out(abef[0], cdgh[0], state);
@@ -112,26 +119,27 @@ SHANI void rt_sha256_many_shani(uint8_t prefix, const uint8_t *bodies,
 {
     size_t nblocks = rt_sha256_padded_blocks(body_len + 1);
     size_t i = 0;
-    for (; i + 2 <= count; i += 2) {
-        __m128i abef[2], cdgh[2];
-        state_in(rt_sha256_iv, &abef[0], &cdgh[0]);
-        abef[1] = abef[0];
-        cdgh[1] = cdgh[0];
-        uint8_t buf[2][RT_SHA256_BLOCK_LEN];
-        const uint8_t *block[2] = {buf[0], buf[1]};
+    for (; i + WAYS <= count; i += WAYS) {
+        __m128i abef[WAYS], cdgh[WAYS];
+        uint8_t buf[WAYS][RT_SHA256_BLOCK_LEN];
+        const uint8_t *block[WAYS];
+        for (int s = 0; s < WAYS; s++) {
+            state_in(rt_sha256_iv, &abef[s], &cdgh[s]);
+            block[s] = buf[s];
+        }
         for (size_t b = 0; b < nblocks; b++) {
-            for (int s = 0; s < 2; s++)
+            for (int s = 0; s < WAYS; s++)
                 rt_sha256_message_block(prefix, bodies + (i + s) * body_len,
                                         body_len, b, buf[s]);
-            compress_n(2, abef, cdgh, block);
+            compress_n(WAYS, abef, cdgh, block);
         }
-        for (int s = 0; s < 2; s++) {
+        for (int s = 0; s < WAYS; s++) {
             uint32_t state[8];
             state_out(abef[s], cdgh[s], state);
             rt_sha256_store_digest(state, out + (i + s) * RT_HASH_LEN);
         }
     }
-    if (i < count)
+    for (; i < count; i++)
         rt_sha256_prefixed(rt_sha256_blocks_shani, &prefix, 1, bodies + i * body_len,
                            body_len, out + i * RT_HASH_LEN);
 }
