@@ -46,6 +46,11 @@ SOURCES = [
     "csrc/blake3_avx2.c",
     "csrc/blake3_avx512.c",
     "csrc/blake3_neon.c",
+    "csrc/sha256_portable.c",
+    "csrc/sha256_shani.c",
+    "csrc/sha256_avx2.c",
+    "csrc/sha256_avx512.c",
+    "csrc/sha256_dispatch.c",
 ]
 
 WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wno-unused-parameter"]

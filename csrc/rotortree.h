@@ -107,6 +107,46 @@ int rt_kernel_select(int kernel);
 int rt_kernel_active(void);
 const char *rt_kernel_name(int kernel);
 
+/* ---- SHA-256 and RFC 6962 hashing ------------------------------------------
+ * SHA-256 as FIPS 180-4 defines it, for Certificate-Transparency-style trees
+ * (RFC 6962 / RFC 9162: leaf = SHA-256(0x00 || entry), parent =
+ * SHA-256(0x01 || left || right)). The implementation follows the active
+ * kernel: portable under RT_KERNEL_PORTABLE, else the SHA extensions where
+ * the CPU has them; under AVX2 / AVX-512 batches of same-length messages may
+ * use a multi-lane kernel instead (rt_sha256_impl_active(1) says which). */
+enum rt_sha256_impl {
+    RT_SHA256_ACTIVE = -1,       /* whatever the active kernel selects */
+    RT_SHA256_PORTABLE = 0,
+    RT_SHA256_SHANI = 1,         /* x86 SHA extensions */
+    RT_SHA256_AVX2 = 2,          /* batches: eight messages per vector */
+    RT_SHA256_AVX512 = 3         /* batches: sixteen messages per vector */
+};
+int rt_sha256_impl_available(int impl);
+/* The implementation used now for single messages (batch 0) or batches. */
+int rt_sha256_impl_active(int batch);
+const char *rt_sha256_impl_name(int impl);
+
+/* SHA-256 of `len` bytes at `msg` into out (32 bytes). Any thread. */
+void rt_sha256_hash(const uint8_t *msg, size_t len, uint8_t *out);
+/* The same with a given implementation (tests and benchmarks);
+ * RT_ERR_UNSUPPORTED if it cannot run here. */
+int rt_sha256_with(int impl, const uint8_t *msg, size_t len, uint8_t *out);
+/* out[32*i..] = SHA-256(prefix || bodies[i*body_len .. (i+1)*body_len)) for
+ * i < count, on the calling thread: RFC 6962 parents are prefix 1 with
+ * body_len 64. */
+int rt_sha256_prefixed_many(int impl, uint8_t prefix, const uint8_t *bodies,
+                            size_t body_len, size_t count, uint8_t *out);
+
+/* RFC 6962 leaf hashes SHA-256(0x00 || entry) of `count` entries into out
+ * (count * 32 bytes), on the pool when the batch is large. With offsets
+ * NULL the entries are entry_len bytes each, back to back (data_len must be
+ * count * entry_len); otherwise entry i is data[offsets[i] .. offsets[i+1])
+ * (count + 1 non-decreasing offsets, the last <= data_len). Arguments are
+ * checked before anything is written: RT_ERR_INVALID_ARGUMENT. */
+int rt_rfc6962_leaf_hashes(const uint8_t *data, size_t data_len,
+                           const uint64_t *offsets, size_t count,
+                           size_t entry_len, uint8_t *out);
+
 /* ---- thread pool and tunables ------------------------------------------ */
 
 /* The most threads rt_pool_configure accepts, and the threshold and chunk
