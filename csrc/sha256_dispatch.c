@@ -6,9 +6,11 @@
  * kernel forces portable SHA-256 too:
  *   portable          -> portable;
  *   sse41             -> SHA extensions where the CPU has them, else portable;
- *   avx2, avx512      -> the same; without SHA extensions, batches of
+ *   avx512            -> the same for single messages; batches of
  *                        same-length messages (parents, fixed-size leaves)
- *                        run on the multi-lane kernel of that width;
+ *                        on sixteen AVX-512 lanes;
+ *   avx2              -> the same as sse41; batches on eight AVX2 lanes
+ *                        only without SHA extensions;
  *   neon              -> portable.
  * Tests and benchmarks reach every implementation the CPU can run, whatever
  * the kernel, through rt_sha256_with and rt_sha256_prefixed_many.
@@ -121,18 +123,16 @@ int rt_sha256_impl_active(int batch)
     int kernel = rt_kernel_active();
     if (kernel == RT_KERNEL_PORTABLE)
         return RT_SHA256_PORTABLE;
-    /* Where the SHA extensions exist they serve batches too: two messages
-     * interleaved hash parents as fast as sixteen AVX-512 lanes and twice
-     * as fast as eight AVX2 lanes (rotortree bench, sha256 section), with
-     * no 512-bit frequency penalty. The lanes serve CPUs without them. */
+    /* For batches, sixteen AVX-512 lanes hash parents somewhat faster than
+     * two messages interleaved on the SHA extensions (rotortree bench,
+     * sha256 section), while eight AVX2 lanes are about half as fast: so
+     * AVX2 lanes only serve CPUs without the extensions. */
+    if (batch && kernel == RT_KERNEL_AVX512 && rt_sha256_impl_available(RT_SHA256_AVX512))
+        return RT_SHA256_AVX512;
     if (sha_extensions())
         return RT_SHA256_SHANI;
-    if (batch) {
-        if (kernel == RT_KERNEL_AVX512 && rt_sha256_impl_available(RT_SHA256_AVX512))
-            return RT_SHA256_AVX512;
-        if (kernel == RT_KERNEL_AVX2 && rt_sha256_impl_available(RT_SHA256_AVX2))
-            return RT_SHA256_AVX2;
-    }
+    if (batch && kernel == RT_KERNEL_AVX2 && rt_sha256_impl_available(RT_SHA256_AVX2))
+        return RT_SHA256_AVX2;
     return RT_SHA256_PORTABLE;
 }
 
