@@ -40,6 +40,7 @@ SOURCES = [
     "csrc/proof.c",
     "csrc/pool.c",
     "csrc/hash_dispatch.c",
+    "csrc/rules.c",
     "csrc/blake3_portable.c",
     "csrc/blake3_sse41.c",
     "csrc/blake3_avx2.c",

@@ -1,6 +1,9 @@
 """rotortree: an n-ary Lean Incremental Merkle Tree over BLAKE3 with a C core.
 
-Roots and proofs are bit-identical to the Rust crate ``rotortree`` 0.15.
+Roots and proofs are bit-identical to the Rust crate ``rotortree`` 0.15 (the
+default hash rule), to the crate from 0.16 on (``rule="leanimt"``), or to
+RFC 6962 / RFC 9162 Merkle trees (``rule="rfc6962"``); see
+:mod:`rotortree.rules`.
 
 Proof verification (:mod:`rotortree.proofs`) is pure Python on top of the
 ``blake3`` package, so a light client can verify proofs even where the
@@ -32,6 +35,7 @@ from .errors import (
     ReadOnlyTreeError,
     RotorTreeError,
     RotorTreeWarning,
+    RuleMismatchError,
     StorageMismatchError,
     ThreadError,
     TreeLockedError,
@@ -132,6 +136,7 @@ __all__ = [
     "DurabilityError",
     "ClosedTreeError",
     "StorageMismatchError",
+    "RuleMismatchError",
     "ReadOnlyTreeError",
     "TreeNotFoundError",
     "NotATreeError",

@@ -141,7 +141,8 @@ class Checkpoints(TreeState):
                     offset += piece.nbytes
                 storage.fsync_fd(fd, path)
             records.append(LevelRecord(stored, crc, _core.snapshot_node(snap, level, length - 1)))
-        meta = Meta(self._arity, self._max_depth, snap.size, seq, gen, snap.root, records)
+        meta = Meta(self._arity, self._max_depth, snap.size, seq, gen, snap.root, records,
+                    rule=self._rule)
         if self._failed is not None:
             raise self._state.failure(f"checkpoint of {self._dir} abandoned")
         storage.atomic_write(os.path.join(self._dir, storage.META_NAME), meta.encode())

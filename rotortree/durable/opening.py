@@ -24,6 +24,7 @@ from ..errors import (
     TreeLockedError,
     TreeNotFoundError,
 )
+from ..rules import DEFAULT_RULE, check_same_rule, known_rule, rule_arg
 from ..storage import NODE, Meta
 from ..storage import io as storage_io
 from ..tree import LeanIMT
@@ -51,7 +52,8 @@ class Opening(TreeState):
     def _setup(self, path: Any, arity: Optional[int], max_depth: Optional[int], create: bool,
                flush_policy: Optional[FlushPolicy],
                checkpoint_policy: Optional[CheckpointPolicy],
-               verify_checkpoint: bool, mmap_levels: int, read_only: bool) -> None:
+               verify_checkpoint: bool, mmap_levels: int, read_only: bool,
+               rule: Optional[str] = None) -> None:
         for name, value in (("arity", arity), ("max_depth", max_depth)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ArgumentTypeError(f"{name} must be an int or None, not "
@@ -82,6 +84,10 @@ class Opening(TreeState):
         if arity is not None or max_depth is not None:
             storage.check_arity(4 if arity is None else arity,
                                 32 if max_depth is None else max_depth)
+        if rule is not None:
+            # rfc6962's arity is checked here only if an arity is given; an
+            # existing tree's is checked against its stored arity below.
+            rule = known_rule(rule) if arity is None else rule_arg(rule, arity)
         directory = os.path.abspath(storage_io.file_path(path))
         self._dir = directory
         self._read_only = read_only
@@ -109,7 +115,7 @@ class Opening(TreeState):
         self._wake_checkpointer = threading.Event()
         self.recovery = {}
         try:
-            self._open_files(arity, max_depth, create, verify_checkpoint)
+            self._open_files(arity, max_depth, create, verify_checkpoint, rule)
         except BaseException as error:
             self._files.close_all()
             self._imt = None
@@ -155,7 +161,7 @@ class Opening(TreeState):
             pass
 
     def _open_files(self, arity: Optional[int], max_depth: Optional[int], create: bool,
-                    verify: bool) -> None:
+                    verify: bool, rule: Optional[str] = None) -> None:
         started = time.perf_counter()
         directory = self._dir
         read_only = self._read_only
@@ -196,7 +202,9 @@ class Opening(TreeState):
             # the tree (or removed it) since _holds_no_tree looked.
             if not create:
                 raise self._not_found()
-            meta = Meta(4 if arity is None else arity, 32 if max_depth is None else max_depth)
+            new_arity = 4 if arity is None else arity
+            meta = Meta(new_arity, 32 if max_depth is None else max_depth,
+                        rule=rule_arg(DEFAULT_RULE if rule is None else rule, new_arity))
             # The sync record first: the meta's flag then never promises a
             # record that is not there.
             storage.SyncRecord.create(directory, 0)
@@ -205,12 +213,15 @@ class Opening(TreeState):
             if arity is not None and arity != meta.arity:
                 raise StorageMismatchError(
                     f"{directory} holds a tree of arity {meta.arity}; opened with arity {arity}")
+            if rule is not None:
+                check_same_rule(rule, meta.rule, f"durable tree {directory}")
             if max_depth is not None and max_depth != meta.max_depth:
                 raise StorageMismatchError(
                     f"{directory} holds a tree of max_depth {meta.max_depth}; opened with "
                     f"max_depth {max_depth}")
         self._meta = meta
         self._arity = meta.arity
+        self._rule = meta.rule
         self._max_depth = meta.max_depth
         self._capacity = meta.arity ** meta.max_depth
         # Checkpoint thresholds in entries and leaves (inf: never), and the
@@ -220,7 +231,7 @@ class Opening(TreeState):
         self._due_leaves = float("inf") if policy.nbytes is None else \
             -(-policy.nbytes * (meta.arity - 1) // (NODE * meta.arity))
         self._root_out = ffi.new("uint8_t[32]")
-        self._imt = LeanIMT(meta.arity, meta.max_depth)
+        self._imt = LeanIMT(meta.arity, meta.max_depth, rule=meta.rule)
         record = storage.read_sync_record(directory)
         if record is None and meta.flags & storage.META_FLAG_SYNC_RECORD:
             path = os.path.join(directory, storage.SYNC_NAME)

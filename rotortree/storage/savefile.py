@@ -6,17 +6,19 @@ from __future__ import annotations
 import mmap
 import os
 import zlib
-from typing import TYPE_CHECKING, Any, Type
+from typing import TYPE_CHECKING, Any, Optional, Type
 
 from .. import _core
 from .._native import check, ffi, lib
 from ..errors import CorruptionError, RotorTreeError
+from ..rules import RULES, check_same_rule, rule_code
 from .formats import (
     NODE,
     SAVE_CRC,
     SAVE_HEAD,
     SAVE_LEVEL,
     SAVE_MAGIC,
+    SAVE_RULELESS_VERSION,
     SAVE_VERSION,
     ZERO_NODE,
     level_lengths,
@@ -48,7 +50,8 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
                 offset += piece.nbytes
             crcs.append(crc)
         head = SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, tree.max_depth,
-                              len(lengths), 0, snap.size, snap.root or ZERO_NODE)
+                              len(lengths), rule_code(snap.rule), snap.size,
+                              snap.root or ZERO_NODE)
         head += b"".join(SAVE_LEVEL.pack(n, c) for n, c in zip(lengths, crcs))
         head += SAVE_CRC.pack(zlib.crc32(head))
         write_all(fd, head, 0, tmp)
@@ -57,9 +60,11 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
 
 
 def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
-              in_place: bool = False) -> "LeanIMT":
+              in_place: bool = False, rule: Optional[str] = None) -> "LeanIMT":
     """Read a file written by :func:`save_tree` into a new tree without
     rehashing it (see the module docstring for what ``verify`` checks).
+    The tree gets the file's rule; ``rule`` (a checked name), when given,
+    must be that rule (RuleMismatchError otherwise).
     ``in_place``: serve the nodes from a read-only shared mapping of the file
     instead of copying them (only each level's last chunk is copied); the
     mapping lives as long as the tree and its snapshots."""
@@ -80,7 +85,7 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
         head = os.pread(fd, SAVE_HEAD.size, 0)
         if len(head) < SAVE_HEAD.size:
             raise bad(f"truncated ({file_size} bytes)")
-        magic, version, arity, max_depth, level_count, _zero, size, root = \
+        magic, version, arity, max_depth, level_count, code, size, root = \
             SAVE_HEAD.unpack(head)
         if magic != SAVE_MAGIC:
             raise bad(f"bad magic {magic!r} (not a file written by LeanIMT.save)")
@@ -91,10 +96,17 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
         (crc,) = SAVE_CRC.unpack_from(header, header_len - SAVE_CRC.size)
         if zlib.crc32(header[:header_len - SAVE_CRC.size]) != crc:
             raise bad("header checksum mismatch")
-        if version != SAVE_VERSION:
+        if version not in (SAVE_RULELESS_VERSION, SAVE_VERSION):
             raise bad(f"unsupported version {version}")
         if not valid_shape(arity, max_depth):
             raise bad(f"invalid arity {arity} or max_depth {max_depth}")
+        # Version 1 predates rules: the field was 0 and the tree 0.15's.
+        if (version == SAVE_RULELESS_VERSION and code != 0) or code >= len(RULES) or (
+                RULES[code] == "rfc6962" and arity != 2):
+            raise bad(f"invalid rule number {code} for arity {arity}")
+        file_rule = RULES[code]
+        if rule is not None:
+            check_same_rule(rule, file_rule, f"saved tree {path}")
         if size > arity ** max_depth:
             raise bad(f"{size} leaves exceed arity ** max_depth")
         lengths = level_lengths(size, arity)
@@ -105,7 +117,7 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
         expected = header_len + NODE * sum(lengths)
         if file_size != expected:
             raise bad(f"length {file_size} bytes, expected {expected}")
-        tree = cls(arity, max_depth)
+        tree = cls(arity, max_depth, rule=file_rule)
         if size == 0:
             return tree
         mapping = mmap.mmap(fd, file_size, mmap.MAP_SHARED, mmap.PROT_READ)
@@ -122,7 +134,8 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
                         if crc_of(part, part.nbytes) != level_crc:
                             raise bad(f"level {level} checksum mismatch")
                     damaged = first_bad_level([(part, count, None) for part, count
-                                               in zip(parts, lengths)], arity, root)
+                                               in zip(parts, lengths)], arity, root,
+                                               file_rule)
                     if damaged == 0:
                         raise bad("the root recomputed from the leaves differs from the "
                                   "recorded root")
