@@ -250,10 +250,23 @@ static void hash_leaf_range(void *ctx, size_t begin, size_t end)
                   end - begin, job->out + begin * RT_HASH_LEN);
         return;
     }
-    for (size_t i = begin; i < end; i++)
-        rt_sha256_prefixed(job->blocks, &leaf_prefix, 1, job->data + job->offsets[i],
-                           (size_t)(job->offsets[i + 1] - job->offsets[i]),
-                           job->out + i * RT_HASH_LEN);
+    /* Entry i ends where entry i + 1 starts, so a run of equal lengths is a
+     * fixed-length batch: the common case of a list of same-size entries
+     * gets the batch kernel too. */
+    size_t i = begin;
+    while (i < end) {
+        uint64_t len = job->offsets[i + 1] - job->offsets[i];
+        size_t run = i + 1;
+        while (run < end && job->offsets[run + 1] - job->offsets[run] == len)
+            run++;
+        if (run - i > 1)
+            job->many(leaf_prefix, job->data + job->offsets[i], (size_t)len, run - i,
+                      job->out + i * RT_HASH_LEN);
+        else
+            rt_sha256_prefixed(job->blocks, &leaf_prefix, 1, job->data + job->offsets[i],
+                               (size_t)len, job->out + i * RT_HASH_LEN);
+        i = run;
+    }
 }
 
 int rt_rfc6962_leaf_hashes(const uint8_t *data, size_t data_len,

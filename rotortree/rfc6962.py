@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from itertools import accumulate
-from typing import Any, Iterable, List, Optional, Union
+from typing import Any, Iterable, List, Optional, Sequence, Union
 
 from ._validate import int_arg, shown
 from .errors import ArgumentTypeError, InvalidArgumentError
@@ -99,16 +99,27 @@ def leaf_hashes(entries: Union[BytesLike, Iterable[BytesLike]],
     if entry_len is not None:
         raise ArgumentTypeError("entry_len applies to a contiguous buffer of entries, not to "
                                 f"{type(entries).__name__}")
-    try:
-        items = iter(entries)
-    except TypeError:
-        raise ArgumentTypeError(
-            f"entries must be a bytes-like buffer or an iterable of entries, "
-            f"not {type(entries).__name__}") from None
+    if isinstance(entries, (list, tuple)):
+        items: Sequence[Any] = entries
+    else:
+        try:
+            items = list(entries)
+        except TypeError:
+            raise ArgumentTypeError(
+                f"entries must be a bytes-like buffer or an iterable of entries, "
+                f"not {type(entries).__name__}") from None
+    # All bytes, the common case: checked, joined and measured at C speed
+    # (no Python-level loop over a million entries).
+    if set(map(type, items)) <= {bytes}:
+        lengths = set(map(len, items))
+        size = lengths.pop() if len(lengths) == 1 else 0
+        if size:  # one size: no offsets to build
+            return _fixed(memoryview(b"".join(items)), size)
+        return _variable(items)
     parts: List[bytes] = []
     for index, item in enumerate(items):
-        # bytes, the common case, needs no view; anything else is copied
-        # once, which also makes a strided view contiguous.
+        # Anything but bytes is copied once, which also makes a strided view
+        # contiguous.
         parts.append(item if type(item) is bytes
                      else _byte_view(item, f"entry {index}").tobytes())
     return _variable(parts)
@@ -139,7 +150,7 @@ def _fixed(view: memoryview, entry_len: object) -> bytes:
     return bytes(_ffi.buffer(out))
 
 
-def _variable(parts: List[bytes]) -> bytes:
+def _variable(parts: Sequence[bytes]) -> bytes:
     if _lib is None:
         return b"".join(hashlib.sha256(LEAF_PREFIX + part).digest() for part in parts)
     if not parts:

@@ -158,6 +158,11 @@ def test_leaf_hashes_batches_on_the_pool(kernel, threads):
         if entry_len:
             assert rfc6962.leaf_hashes(buffer, entry_len) == oracle_leaf_hashes(entries)
         assert rfc6962.leaf_hashes(entries) == oracle_leaf_hashes(entries)
+    # Runs of equal lengths inside a list of mixed lengths go to the batch
+    # kernels: runs shorter and longer than a lane group, of every shape.
+    runs = [rand_bytes(rng, n) for n in [5] * 20 + [7] * 3 + [0] * 4 + [64] * 40 + [3] + [33] * 17
+            + [1014] * 18 + [1015] * 2 + [2] * 16]
+    assert rfc6962.leaf_hashes(runs) == oracle_leaf_hashes(runs)
     mixed = [rand_bytes(rng, rng.randrange(0, 700)) for _ in range(500)]
     assert rfc6962.leaf_hashes(mixed) == oracle_leaf_hashes(mixed)
     assert rfc6962.leaf_hashes(iter(mixed)) == oracle_leaf_hashes(mixed)
@@ -239,3 +244,39 @@ def test_light_client_fallback_matches(monkeypatch):
     assert with_c[1] == oracle_leaf_hashes(entries)
     with pytest.raises(rotortree.InvalidArgumentError):
         rfc6962.leaf_hashes(fixed, 3)
+
+
+def rfc6962_mth(hashes):
+    """RFC 6962 §2.1's Merkle Tree Hash over leaf hashes, straight from its
+    recursive definition (split at the largest power of two below n)."""
+    n = len(hashes)
+    if n == 1:
+        return hashes[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return hashlib.sha256(b"\x01" + rfc6962_mth(hashes[:k]) + rfc6962_mth(hashes[k:])).digest()
+
+
+@pytest.mark.parametrize("kernel", rotortree.config.available_kernels())
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rfc6962_tree_roots_under_every_kernel(kernel, threads):
+    """The rfc6962 rule's parents come from this SHA-256 (batches through the
+    kernel's batch implementation, single inserts one parent at a time):
+    roots equal RFC 6962's Merkle Tree Hash for every size up to 70 and for
+    batches large enough to go parallel."""
+    if "rule" not in rotortree.LeanIMT.__init__.__code__.co_varnames:
+        pytest.skip("this build has no hash rules (the rules branch is not merged)")
+    rotortree.configure(simd=kernel, num_threads=threads, parallel_threshold=4, par_chunk_size=2)
+    rng = random.Random(f"tree {kernel} {threads}")
+    entries = [rand_bytes(rng, rng.randrange(0, 80)) for _ in range(3000)]
+    hashes = rfc6962.leaf_hashes(entries)
+    leaves = [hashes[32 * i:32 * i + 32] for i in range(len(entries))]
+    single = rotortree.LeanIMT(2, rule="rfc6962")
+    for n in range(1, 71):
+        single.insert(leaves[n - 1])
+        assert single.root == rfc6962_mth(leaves[:n]), n
+    for n in (71, 1000, 3000):
+        tree = rotortree.LeanIMT(2, rule="rfc6962")
+        tree.insert_many(hashes[:32 * n])
+        assert tree.root == rfc6962_mth(leaves[:n]), n
