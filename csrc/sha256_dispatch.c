@@ -55,19 +55,12 @@ static int sha_extensions(void)
     return has;
 }
 
-static void many_with(rt_sha256_blocks_fn blocks, uint8_t prefix,
-                      const uint8_t *bodies, size_t body_len, size_t count,
-                      uint8_t *out)
-{
-    for (size_t i = 0; i < count; i++)
-        rt_sha256_prefixed(blocks, &prefix, 1, bodies + i * body_len, body_len,
-                           out + i * RT_HASH_LEN);
-}
-
 static void many_portable(uint8_t prefix, const uint8_t *bodies,
                           size_t body_len, size_t count, uint8_t *out)
 {
-    many_with(rt_sha256_blocks_portable, prefix, bodies, body_len, count, out);
+    for (size_t i = 0; i < count; i++)
+        rt_sha256_prefixed_portable(&prefix, 1, bodies + i * body_len, body_len,
+                                    out + i * RT_HASH_LEN);
 }
 
 void rt_sha256_many_single(uint8_t prefix, const uint8_t *bodies,
@@ -136,16 +129,16 @@ int rt_sha256_impl_active(int batch)
     return RT_SHA256_PORTABLE;
 }
 
-/* Single-message compression of an implementation: the multi-lane ones
- * hash single messages with the best single-stream code available. */
-static rt_sha256_blocks_fn blocks_of(int impl)
+/* Single messages of an implementation: the multi-lane ones hash single
+ * messages with the best single-stream code available. */
+static rt_sha256_prefixed_fn prefixed_of(int impl)
 {
 #if RT_X86
     if (impl != RT_SHA256_PORTABLE && sha_extensions())
-        return rt_sha256_blocks_shani;
+        return rt_sha256_prefixed_shani;
 #endif
     (void)impl;
-    return rt_sha256_blocks_portable;
+    return rt_sha256_prefixed_portable;
 }
 
 static rt_sha256_many_fn many_of(int impl)
@@ -164,9 +157,9 @@ static rt_sha256_many_fn many_of(int impl)
     }
 }
 
-rt_sha256_blocks_fn rt_sha256_active_blocks(void)
+rt_sha256_prefixed_fn rt_sha256_active_prefixed(void)
 {
-    return blocks_of(rt_sha256_impl_active(0));
+    return prefixed_of(rt_sha256_impl_active(0));
 }
 
 rt_sha256_many_fn rt_sha256_active_many(void)
@@ -176,7 +169,7 @@ rt_sha256_many_fn rt_sha256_active_many(void)
 
 void rt_sha256(const uint8_t *msg, size_t len, uint8_t out[32])
 {
-    rt_sha256_prefixed(rt_sha256_active_blocks(), NULL, 0, msg, len, out);
+    rt_sha256_active_prefixed()(NULL, 0, msg, len, out);
 }
 
 void rt_sha256_many(uint8_t prefix, const uint8_t *bodies, size_t body_len,
@@ -214,7 +207,7 @@ int rt_sha256_with(int impl, const uint8_t *msg, size_t len, uint8_t *out)
         return status;
     if (impl == RT_SHA256_ACTIVE)
         impl = rt_sha256_impl_active(0);
-    rt_sha256_prefixed(blocks_of(impl), NULL, 0, msg, len, out);
+    prefixed_of(impl)(NULL, 0, msg, len, out);
     return RT_OK;
 }
 
@@ -237,7 +230,7 @@ struct leaf_job {
     const uint64_t *offsets; /* NULL: fixed-length entries */
     size_t entry_len;
     uint8_t *out;
-    rt_sha256_blocks_fn blocks;
+    rt_sha256_prefixed_fn single;
     rt_sha256_many_fn many;
 };
 
@@ -263,8 +256,8 @@ static void hash_leaf_range(void *ctx, size_t begin, size_t end)
             job->many(leaf_prefix, job->data + job->offsets[i], (size_t)len, run - i,
                       job->out + i * RT_HASH_LEN);
         else
-            rt_sha256_prefixed(job->blocks, &leaf_prefix, 1, job->data + job->offsets[i],
-                               (size_t)len, job->out + i * RT_HASH_LEN);
+            job->single(&leaf_prefix, 1, job->data + job->offsets[i], (size_t)len,
+                        job->out + i * RT_HASH_LEN);
         i = run;
     }
 }
@@ -292,7 +285,7 @@ int rt_rfc6962_leaf_hashes(const uint8_t *data, size_t data_len,
     if (count == 0)
         return RT_OK;
     struct leaf_job job = {data, offsets, entry_len, out,
-                           rt_sha256_active_blocks(), rt_sha256_active_many()};
+                           rt_sha256_active_prefixed(), rt_sha256_active_many()};
     uint32_t threads;
     uint64_t threshold, chunk;
     rt_pool_tunables(&threads, &threshold, &chunk);
