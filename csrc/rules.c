@@ -6,12 +6,7 @@
 #include "rt_config.h"
 
 #include "rt_rule.h"
-#if __has_include("rt_sha256.h")
 #include "rt_sha256.h"
-#define RT_HAVE_SHA256 1
-#else
-#define RT_HAVE_SHA256 0
-#endif
 
 int rt_rule_check(int rule, unsigned arity)
 {
@@ -20,8 +15,6 @@ int rt_rule_check(int rule, unsigned arity)
     case RT_RULE_LEANIMT:
         return RT_OK;
     case RT_RULE_RFC6962:
-        if (!RT_HAVE_SHA256)
-            return RT_ERR_UNSUPPORTED;
         // RFC 6962's tree is binary; a wider one has no RFC meaning.
         return arity == 2 ? RT_OK : RT_ERR_INVALID_ARGUMENT;
     default:
@@ -35,11 +28,7 @@ static void rfc6962_parents(const uint8_t *children, size_t count, unsigned arit
                             uint8_t *out)
 {
     (void)arity;
-#if RT_HAVE_SHA256
     rt_sha256_rfc6962_parents(children, count, out);
-#else
-    (void)children, (void)count, (void)out;
-#endif
 }
 
 rt_parents_fn rt_rule_parents_fn(int rule)

@@ -28,7 +28,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 
-from . import churn, durability, growth, kernels, operations, scaling, scaling_report
+from . import churn, durability, growth, kernels, operations, rules, scaling, scaling_report
 from . import sha256 as sha256_bench
 from . import harness as rust_harness
 from . import proofs as proof_bench
@@ -83,6 +83,12 @@ def run_kernels(quick: bool, leaves: Optional[int], progress: bool,
     if leaves is not None:
         scale = max(scale, 1_000_000 // max(1, leaves))
     return kernels.run(3 if quick else 7, scale, show_progress=progress, harness=harness)
+
+
+def run_rules(quick: bool, leaves: Optional[int], progress: bool,
+              harness: Harness) -> Tuple[Payload, str]:
+    return rules.run(3 if quick else 9, leaves or rules.LEAVES, show_progress=progress,
+                     harness=harness)
 
 
 def run_operations(quick: bool, leaves: Optional[int], progress: bool,
@@ -519,6 +525,7 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
               "growth": "Growing tree",
               "durability": "Durable trees",
               "churn": "Memory under snapshot churn",
+              "rules": "The leanimt rule against the crate 0.17",
               "sha256": "SHA-256 and RFC 6962 trees"}
     for name in SECTIONS:
         if name in texts:
@@ -662,7 +669,7 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     notes: List[str] = []
     runners = {"scaling": run_scaling, "kernels": run_kernels, "operations": run_operations,
                "proofs": run_proofs, "growth": run_growth, "durability": run_durability,
-               "churn": run_churn, "sha256": run_sha256}
+               "churn": run_churn, "rules": run_rules, "sha256": run_sha256}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:

@@ -169,8 +169,11 @@ class Opening(TreeState):
             raise InvalidArgumentError(f"{directory} exists and is not a directory")
         # Looked at before anything is created: a mistyped path must neither
         # become a new tree nor get a LOCK file in an unrelated folder.
-        if self._holds_no_tree() and not create:
-            raise self._not_found()
+        if self._holds_no_tree():
+            if not create:
+                raise self._not_found()
+            if rule is not None:  # a new tree: its default arity must suit the rule
+                rule_arg(rule, 4 if arity is None else arity)
         if read_only:
             self._files.dir_lock_fd = self._hold_directory_lock(shared=True)
         else:
