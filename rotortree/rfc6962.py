@@ -108,21 +108,45 @@ def leaf_hashes(entries: Union[BytesLike, Iterable[BytesLike]],
             raise ArgumentTypeError(
                 f"entries must be a bytes-like buffer or an iterable of entries, "
                 f"not {type(entries).__name__}") from None
-    # All bytes, the common case: checked, joined and measured at C speed
-    # (no Python-level loop over a million entries).
-    if set(map(type, items)) <= {bytes}:
-        lengths = set(map(len, items))
-        size = lengths.pop() if len(lengths) == 1 else 0
-        if size:  # one size: no offsets to build
-            return _fixed(memoryview(b"".join(items)), size)
-        return _variable(items)
+    joined = _joined(items)
+    if joined is not None:
+        return joined
     parts: List[bytes] = []
     for index, item in enumerate(items):
         # Anything but bytes is copied once, which also makes a strided view
-        # contiguous.
+        # contiguous; a bad item raises here, naming its position.
         parts.append(item if type(item) is bytes
                      else _byte_view(item, f"entry {index}").tobytes())
-    return _variable(parts)
+    data = b"".join(parts)
+    return _variable(data, _offsets(parts), len(parts))
+
+
+def _offsets(items: Sequence[Any]) -> "array[int]":
+    offsets = array("Q", [0])
+    offsets.extend(accumulate(map(len, items)))
+    return offsets
+
+
+def _joined(items: Sequence[Any]) -> Optional[bytes]:
+    """The leaf hashes of a list of byte strings from one join, with every
+    pass over the list at C speed (a million entries have no Python-level
+    loop); None sends the list down the item-by-item path, which names a bad
+    item. ``len`` is the byte length exactly for byte strings and 1-D byte
+    buffers, and at most it for any other buffer, so the lengths summing to
+    the joined length proves each one is a byte length."""
+    try:
+        data = b"".join(items)
+        sizes = set(map(len, items))
+    except (TypeError, ValueError, BufferError):  # str, int, strided or released views
+        return None
+    if len(sizes) == 1:
+        size = sizes.pop()
+        if size and len(data) == size * len(items):  # one size: no offsets to build
+            return _fixed(memoryview(data), size)
+    offsets = _offsets(items)
+    if offsets[-1] != len(data):
+        return None
+    return _variable(data, offsets, len(items))
 
 
 def _fixed(view: memoryview, entry_len: object) -> bytes:
@@ -150,19 +174,16 @@ def _fixed(view: memoryview, entry_len: object) -> bytes:
     return bytes(_ffi.buffer(out))
 
 
-def _variable(parts: Sequence[bytes]) -> bytes:
+def _variable(data: bytes, offsets: "array[int]", count: int) -> bytes:
+    """Entry i is data[offsets[i]:offsets[i + 1]]."""
     if _lib is None:
-        return b"".join(hashlib.sha256(LEAF_PREFIX + part).digest() for part in parts)
-    if not parts:
+        return b"".join(hashlib.sha256(LEAF_PREFIX + data[offsets[i]:offsets[i + 1]]).digest()
+                        for i in range(count))
+    if count == 0:
         return b""
-    # One buffer and one offsets array, built at C speed (join, accumulate),
-    # so that per-entry Python work stays a small share of a large batch.
-    data = b"".join(parts)
-    offsets = array("Q", [0])
-    offsets.extend(accumulate(map(len, parts)))
-    out = _ffi.new("uint8_t[]", len(parts) * HASH_LEN)
+    out = _ffi.new("uint8_t[]", count * HASH_LEN)
     _check(_lib.rt_rfc6962_leaf_hashes(data, len(data), _ffi.from_buffer("uint64_t[]", offsets),
-                                       len(parts), 0, out), "leaf_hashes")
+                                       count, 0, out), "leaf_hashes")
     return bytes(_ffi.buffer(out))
 
 

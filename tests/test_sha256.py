@@ -177,6 +177,11 @@ def test_leaf_hashes_accepts_buffers_of_every_kind():
     strided = memoryview(bytes(b for x in data for b in (x, 0)))[::2]
     assert rfc6962.leaf_hashes(strided, 48) == expected
     assert rfc6962.leaf_hashes([strided[:48], data[48:]]) == expected
+    assert rfc6962.leaf_hashes([bytearray(data[:48]), memoryview(data)[48:]]) == expected
+    # A 2-D byte view is its bytes, though len() counts its rows.
+    square = memoryview(data[48:]).cast("B", (6, 8))
+    assert rfc6962.leaf_hashes([data[:48], square]) == expected
+    assert rfc6962.leaf_hashes([b"", b"", b""]) == oracle_leaf_hashes([b""] * 3)
     assert rfc6962.leaf_hashes([]) == b""
     assert rfc6962.leaf_hashes(b"", 32) == b""
     assert rfc6962.leaf_hashes(b"", 0) == b""
@@ -189,6 +194,12 @@ def test_leaf_hashes_accepts_buffers_of_every_kind():
     (lambda: rfc6962.leaf_hashes("text"), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes([b"a", "b"]), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes([b"a", None]), rotortree.ArgumentTypeError),
+    (lambda: rfc6962.leaf_hashes([b"a", 7]), rotortree.ArgumentTypeError),
+    # Buffers whose len() is not their byte length, alone or beside bytes.
+    (lambda: rfc6962.leaf_hashes([memoryview(bytes(8)).cast("I")] * 2),
+     rotortree.ArgumentTypeError),
+    (lambda: rfc6962.leaf_hashes([b"abcdefgh", memoryview(bytes(8)).cast("I")]),
+     rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes(5), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes(b"abcd"), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes([b"ab"], 2), rotortree.ArgumentTypeError),
