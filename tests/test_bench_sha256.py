@@ -38,3 +38,17 @@ def test_tiny_run_writes_judged_results(tmp_path):
     assert [row["impl"] for row in data["parents"]][0] == "portable"
     assert "## Targets" in text and "load average" in text
     assert "sha256" in suite.SECTIONS
+
+
+def test_suite_runs_the_section_at_smoke_size(tmp_path):
+    """``rotortree bench --leaves N --only sha256`` scales every size down
+    (a 1 MiB buffer, N parents), so a smoke run stays small."""
+    out = tmp_path / "out"
+    assert suite.run_suite(out, quick=True, only=["sha256"], leaves=500, plots=False,
+                           progress=False, use_harness=False) == 0
+    results = json.loads((out / "results.json").read_text())
+    settings = results["sections"]["sha256"]["settings"]
+    assert settings["buffer_mb"] == 1 and settings["parents"] == 500
+    assert settings["tree_leaves"] == 500 and settings["repeat"] == 3
+    assert "## SHA-256 and RFC 6962 trees" in (out / "report.md").read_text()
+    assert any(t["section"] == "sha256" for t in results["targets"])

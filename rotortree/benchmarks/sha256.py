@@ -303,11 +303,18 @@ def parse_args(argv: Optional[Sequence[str]], prog: str) -> argparse.Namespace:
     parser.add_argument("--scaling-leaves", type=positive_int, default=1_000_000)
     parser.add_argument("--repeat", type=positive_int, default=9)
     parser.add_argument("--quick", action="store_true",
-                        help="16 MiB, 256k parents, 20k-entry pymerkle trees, 3 rounds")
+                        help="16 MiB, 256k parents, 20k-entry pymerkle trees, 3 rounds "
+                             "(options given explicitly win)")
     parser.add_argument("--out", type=pathlib.Path, default=None)
+    given = set(argv or [])
     args = parser.parse_args(argv)
-    if args.quick:
-        args.buffer_mb, args.parents, args.tree_leaves, args.repeat = 16, 1 << 18, 20_000, 3
+    if args.quick:  # quick sizes, except where given explicitly
+        for option, name, value in (("--buffer-mb", "buffer_mb", 16),
+                                    ("--parents", "parents", 1 << 18),
+                                    ("--tree-leaves", "tree_leaves", 20_000),
+                                    ("--repeat", "repeat", 3)):
+            if option not in given:
+                setattr(args, name, value)
     return args
 
 

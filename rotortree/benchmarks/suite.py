@@ -152,9 +152,10 @@ def run_churn(quick: bool, leaves: Optional[int], progress: bool,
 def run_sha256(quick: bool, leaves: Optional[int], progress: bool,
                harness: Harness) -> Tuple[Payload, str]:
     args = ["--quick"] if quick else []
-    if leaves is not None:
-        args += ["--tree-leaves", str(max(1, min(leaves, 100_000))),
-                 "--scaling-leaves", str(leaves)]
+    if leaves is not None:  # a smoke run: everything scaled to the leaves asked for
+        args += ["--buffer-mb", "1", "--parents", str(max(16, min(leaves, 1 << 20))),
+                 "--tree-leaves", str(max(1, min(leaves, 100_000))),
+                 "--scaling-leaves", str(leaves), "--repeat", "3"]
     settings = sha256_bench.parse_args(args, prog="rotortree bench")
     return sha256_bench.run(settings.buffer_mb, settings.parents, settings.tree_leaves,
                             settings.scaling_leaves, settings.repeat, show_progress=progress)
