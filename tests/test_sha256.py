@@ -291,3 +291,19 @@ def test_rfc6962_tree_roots_under_every_kernel(kernel, threads):
         tree = rotortree.LeanIMT(2, rule="rfc6962")
         tree.insert_many(hashes[:32 * n])
         assert tree.root == rfc6962_mth(leaves[:n]), n
+
+
+def test_rotortree_simd_portable_forces_portable_sha256():
+    """The environment variable, applied at import, reaches SHA-256 too: so
+    a test run under ROTORTREE_SIMD=portable exercises the portable code."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ROTORTREE_SIMD="portable")
+    code = ("from rotortree._native import lib\n"
+            "print(lib.rt_sha256_impl_active(0), lib.rt_sha256_impl_active(1))\n")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(lib.RT_SHA256_PORTABLE)] * 2
