@@ -307,3 +307,16 @@ def test_rotortree_simd_portable_forces_portable_sha256():
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == [str(lib.RT_SHA256_PORTABLE)] * 2
+
+
+def test_rfc6962_module_is_reachable_from_the_package():
+    """``rotortree.rfc6962.leaf_hash`` (as the docs write it) works after a
+    plain ``import rotortree`` in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = "import rotortree\nprint(rotortree.rfc6962.leaf_hash(b'abc').hex())\n"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == hashlib.sha256(b"\x00abc").hexdigest()
