@@ -112,8 +112,10 @@ const char *rt_kernel_name(int kernel);
  * (RFC 6962 / RFC 9162: leaf = SHA-256(0x00 || entry), parent =
  * SHA-256(0x01 || left || right)). The implementation follows the active
  * kernel: portable under RT_KERNEL_PORTABLE, else the SHA extensions where
- * the CPU has them; under AVX2 / AVX-512 batches of same-length messages may
- * use a multi-lane kernel instead (rt_sha256_impl_active(1) says which). */
+ * the CPU has them; batches of same-length messages (parents, fixed-size
+ * leaves) may use a multi-lane kernel instead: sixteen AVX-512 lanes under
+ * RT_KERNEL_AVX512, eight AVX2 lanes under RT_KERNEL_AVX2 on CPUs without
+ * SHA extensions (rt_sha256_impl_active(1) says which). */
 enum rt_sha256_impl {
     RT_SHA256_ACTIVE = -1,       /* whatever the active kernel selects */
     RT_SHA256_PORTABLE = 0,

@@ -36,11 +36,25 @@ typedef void (*rt_sha256_blocks_fn)(uint32_t state[8], const uint8_t *data,
 typedef void (*rt_sha256_many_fn)(uint8_t prefix, const uint8_t *bodies,
                                   size_t body_len, size_t count, uint8_t *out);
 
+/* SHA-256(prefix || body) into out; prefix_len < 64, and prefix may be NULL
+ * when prefix_len is 0. */
+typedef void (*rt_sha256_prefixed_fn)(const uint8_t *prefix, size_t prefix_len,
+                                      const uint8_t *body, size_t body_len,
+                                      uint8_t out[32]);
+
 void rt_sha256_blocks_portable(uint32_t state[8], const uint8_t *data,
                                size_t blocks);
+void rt_sha256_prefixed_portable(const uint8_t *prefix, size_t prefix_len,
+                                 const uint8_t *body, size_t body_len,
+                                 uint8_t out[32]);
 #if RT_X86
 void rt_sha256_blocks_shani(uint32_t state[8], const uint8_t *data,
                             size_t blocks);
+/* Builds the padded message in registers (no block buffer) for prefixes of
+ * 0 or 1 byte, the shapes RFC 6962 uses. */
+void rt_sha256_prefixed_shani(const uint8_t *prefix, size_t prefix_len,
+                              const uint8_t *body, size_t body_len,
+                              uint8_t out[32]);
 void rt_sha256_many_shani(uint8_t prefix, const uint8_t *bodies,
                           size_t body_len, size_t count, uint8_t *out);
 void rt_sha256_many_avx2(uint8_t prefix, const uint8_t *bodies,
@@ -53,9 +67,9 @@ void rt_sha256_many_avx512(uint8_t prefix, const uint8_t *bodies,
 void rt_sha256_many_single(uint8_t prefix, const uint8_t *bodies,
                            size_t body_len, size_t count, uint8_t *out);
 
-/* SHA-256(prefix || body) with the given compression; prefix_len < 64, and
- * prefix may be NULL when prefix_len is 0. Neither part is copied except the
- * block that straddles them and the padded tail. */
+/* SHA-256(prefix || body) with the given compression, as
+ * rt_sha256_prefixed_fn. Neither part is copied except the block that
+ * straddles them and the padded tail. */
 void rt_sha256_prefixed(rt_sha256_blocks_fn blocks, const uint8_t *prefix,
                         size_t prefix_len, const uint8_t *body,
                         size_t body_len, uint8_t out[32]);
@@ -72,7 +86,7 @@ void rt_sha256_store_digest(const uint32_t state[8], uint8_t out[32]);
 
 /* The implementation in use for single messages and for batches, chosen
  * from the process-wide kernel (rt_kernel_active). */
-rt_sha256_blocks_fn rt_sha256_active_blocks(void);
+rt_sha256_prefixed_fn rt_sha256_active_prefixed(void);
 rt_sha256_many_fn rt_sha256_active_many(void);
 
 /* SHA-256 of `len` bytes with the active implementation. */

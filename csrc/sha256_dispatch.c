@@ -6,9 +6,11 @@
  * kernel forces portable SHA-256 too:
  *   portable          -> portable;
  *   sse41             -> SHA extensions where the CPU has them, else portable;
- *   avx2, avx512      -> the same; without SHA extensions, batches of
+ *   avx512            -> the same for single messages; batches of
  *                        same-length messages (parents, fixed-size leaves)
- *                        run on the multi-lane kernel of that width;
+ *                        on sixteen AVX-512 lanes;
+ *   avx2              -> the same as sse41; batches on eight AVX2 lanes
+ *                        only without SHA extensions;
  *   neon              -> portable.
  * Tests and benchmarks reach every implementation the CPU can run, whatever
  * the kernel, through rt_sha256_with and rt_sha256_prefixed_many.
@@ -53,19 +55,12 @@ static int sha_extensions(void)
     return has;
 }
 
-static void many_with(rt_sha256_blocks_fn blocks, uint8_t prefix,
-                      const uint8_t *bodies, size_t body_len, size_t count,
-                      uint8_t *out)
-{
-    for (size_t i = 0; i < count; i++)
-        rt_sha256_prefixed(blocks, &prefix, 1, bodies + i * body_len, body_len,
-                           out + i * RT_HASH_LEN);
-}
-
 static void many_portable(uint8_t prefix, const uint8_t *bodies,
                           size_t body_len, size_t count, uint8_t *out)
 {
-    many_with(rt_sha256_blocks_portable, prefix, bodies, body_len, count, out);
+    for (size_t i = 0; i < count; i++)
+        rt_sha256_prefixed_portable(&prefix, 1, bodies + i * body_len, body_len,
+                                    out + i * RT_HASH_LEN);
 }
 
 void rt_sha256_many_single(uint8_t prefix, const uint8_t *bodies,
@@ -121,31 +116,29 @@ int rt_sha256_impl_active(int batch)
     int kernel = rt_kernel_active();
     if (kernel == RT_KERNEL_PORTABLE)
         return RT_SHA256_PORTABLE;
-    /* Where the SHA extensions exist they serve batches too: two messages
-     * interleaved hash parents as fast as sixteen AVX-512 lanes and twice
-     * as fast as eight AVX2 lanes (rotortree bench, sha256 section), with
-     * no 512-bit frequency penalty. The lanes serve CPUs without them. */
+    /* For batches, sixteen AVX-512 lanes hash parents somewhat faster than
+     * two messages interleaved on the SHA extensions (rotortree bench,
+     * sha256 section), while eight AVX2 lanes are about half as fast: so
+     * AVX2 lanes only serve CPUs without the extensions. */
+    if (batch && kernel == RT_KERNEL_AVX512 && rt_sha256_impl_available(RT_SHA256_AVX512))
+        return RT_SHA256_AVX512;
     if (sha_extensions())
         return RT_SHA256_SHANI;
-    if (batch) {
-        if (kernel == RT_KERNEL_AVX512 && rt_sha256_impl_available(RT_SHA256_AVX512))
-            return RT_SHA256_AVX512;
-        if (kernel == RT_KERNEL_AVX2 && rt_sha256_impl_available(RT_SHA256_AVX2))
-            return RT_SHA256_AVX2;
-    }
+    if (batch && kernel == RT_KERNEL_AVX2 && rt_sha256_impl_available(RT_SHA256_AVX2))
+        return RT_SHA256_AVX2;
     return RT_SHA256_PORTABLE;
 }
 
-/* Single-message compression of an implementation: the multi-lane ones
- * hash single messages with the best single-stream code available. */
-static rt_sha256_blocks_fn blocks_of(int impl)
+/* Single messages of an implementation: the multi-lane ones hash single
+ * messages with the best single-stream code available. */
+static rt_sha256_prefixed_fn prefixed_of(int impl)
 {
 #if RT_X86
     if (impl != RT_SHA256_PORTABLE && sha_extensions())
-        return rt_sha256_blocks_shani;
+        return rt_sha256_prefixed_shani;
 #endif
     (void)impl;
-    return rt_sha256_blocks_portable;
+    return rt_sha256_prefixed_portable;
 }
 
 static rt_sha256_many_fn many_of(int impl)
@@ -164,9 +157,9 @@ static rt_sha256_many_fn many_of(int impl)
     }
 }
 
-rt_sha256_blocks_fn rt_sha256_active_blocks(void)
+rt_sha256_prefixed_fn rt_sha256_active_prefixed(void)
 {
-    return blocks_of(rt_sha256_impl_active(0));
+    return prefixed_of(rt_sha256_impl_active(0));
 }
 
 rt_sha256_many_fn rt_sha256_active_many(void)
@@ -176,7 +169,7 @@ rt_sha256_many_fn rt_sha256_active_many(void)
 
 void rt_sha256(const uint8_t *msg, size_t len, uint8_t out[32])
 {
-    rt_sha256_prefixed(rt_sha256_active_blocks(), NULL, 0, msg, len, out);
+    rt_sha256_active_prefixed()(NULL, 0, msg, len, out);
 }
 
 void rt_sha256_many(uint8_t prefix, const uint8_t *bodies, size_t body_len,
@@ -214,7 +207,7 @@ int rt_sha256_with(int impl, const uint8_t *msg, size_t len, uint8_t *out)
         return status;
     if (impl == RT_SHA256_ACTIVE)
         impl = rt_sha256_impl_active(0);
-    rt_sha256_prefixed(blocks_of(impl), NULL, 0, msg, len, out);
+    prefixed_of(impl)(NULL, 0, msg, len, out);
     return RT_OK;
 }
 
@@ -237,7 +230,7 @@ struct leaf_job {
     const uint64_t *offsets; /* NULL: fixed-length entries */
     size_t entry_len;
     uint8_t *out;
-    rt_sha256_blocks_fn blocks;
+    rt_sha256_prefixed_fn single;
     rt_sha256_many_fn many;
 };
 
@@ -250,10 +243,23 @@ static void hash_leaf_range(void *ctx, size_t begin, size_t end)
                   end - begin, job->out + begin * RT_HASH_LEN);
         return;
     }
-    for (size_t i = begin; i < end; i++)
-        rt_sha256_prefixed(job->blocks, &leaf_prefix, 1, job->data + job->offsets[i],
-                           (size_t)(job->offsets[i + 1] - job->offsets[i]),
-                           job->out + i * RT_HASH_LEN);
+    /* Entry i ends where entry i + 1 starts, so a run of equal lengths is a
+     * fixed-length batch: the common case of a list of same-size entries
+     * gets the batch kernel too. */
+    size_t i = begin;
+    while (i < end) {
+        uint64_t len = job->offsets[i + 1] - job->offsets[i];
+        size_t run = i + 1;
+        while (run < end && job->offsets[run + 1] - job->offsets[run] == len)
+            run++;
+        if (run - i > 1)
+            job->many(leaf_prefix, job->data + job->offsets[i], (size_t)len, run - i,
+                      job->out + i * RT_HASH_LEN);
+        else
+            job->single(&leaf_prefix, 1, job->data + job->offsets[i], (size_t)len,
+                        job->out + i * RT_HASH_LEN);
+        i = run;
+    }
 }
 
 int rt_rfc6962_leaf_hashes(const uint8_t *data, size_t data_len,
@@ -279,7 +285,7 @@ int rt_rfc6962_leaf_hashes(const uint8_t *data, size_t data_len,
     if (count == 0)
         return RT_OK;
     struct leaf_job job = {data, offsets, entry_len, out,
-                           rt_sha256_active_blocks(), rt_sha256_active_many()};
+                           rt_sha256_active_prefixed(), rt_sha256_active_many()};
     uint32_t threads;
     uint64_t threshold, chunk;
     rt_pool_tunables(&threads, &threshold, &chunk);

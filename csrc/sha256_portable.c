@@ -191,3 +191,9 @@ void rt_sha256_prefixed(rt_sha256_blocks_fn blocks, const uint8_t *prefix,
     blocks(state, block, tail_blocks);
     rt_sha256_store_digest(state, out);
 }
+
+void rt_sha256_prefixed_portable(const uint8_t *prefix, size_t prefix_len,
+                                 const uint8_t *body, size_t body_len, uint8_t out[32])
+{
+    rt_sha256_prefixed(rt_sha256_blocks_portable, prefix, prefix_len, body, body_len, out);
+}

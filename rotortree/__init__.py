@@ -43,6 +43,9 @@ from .errors import (
     UnsupportedKernelError,
 )
 from .proofs import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
+# rotortree.rfc6962.leaf_hash without a separate import; light clients too
+# (hashlib stands in for the C core).
+from . import rfc6962  # noqa: E402,F401
 
 __version__ = "0.1.0"
 HASH_LEN = 32

@@ -112,8 +112,13 @@ def test_active_implementation_follows_the_kernel(kernel):
     if kernel == "portable":
         # ROTORTREE_SIMD=portable must test the portable SHA-256 too.
         assert single == batch == lib.RT_SHA256_PORTABLE
-    elif "sha-ni" in AVAILABLE:
-        assert single == batch == lib.RT_SHA256_SHANI
+    else:
+        if "sha-ni" in AVAILABLE:
+            assert single == lib.RT_SHA256_SHANI
+        if kernel == "avx512":
+            assert batch == lib.RT_SHA256_AVX512
+        elif "sha-ni" in AVAILABLE:
+            assert batch == lib.RT_SHA256_SHANI
     assert lib.rt_sha256_impl_available(single) and lib.rt_sha256_impl_available(batch)
     rng = random.Random(f"active {kernel}")
     for n in (0, 1, 55, 56, 63, 64, 65, 119, 120, 1000):
@@ -153,6 +158,11 @@ def test_leaf_hashes_batches_on_the_pool(kernel, threads):
         if entry_len:
             assert rfc6962.leaf_hashes(buffer, entry_len) == oracle_leaf_hashes(entries)
         assert rfc6962.leaf_hashes(entries) == oracle_leaf_hashes(entries)
+    # Runs of equal lengths inside a list of mixed lengths go to the batch
+    # kernels: runs shorter and longer than a lane group, of every shape.
+    runs = [rand_bytes(rng, n) for n in [5] * 20 + [7] * 3 + [0] * 4 + [64] * 40 + [3] + [33] * 17
+            + [1014] * 18 + [1015] * 2 + [2] * 16]
+    assert rfc6962.leaf_hashes(runs) == oracle_leaf_hashes(runs)
     mixed = [rand_bytes(rng, rng.randrange(0, 700)) for _ in range(500)]
     assert rfc6962.leaf_hashes(mixed) == oracle_leaf_hashes(mixed)
     assert rfc6962.leaf_hashes(iter(mixed)) == oracle_leaf_hashes(mixed)
@@ -167,6 +177,11 @@ def test_leaf_hashes_accepts_buffers_of_every_kind():
     strided = memoryview(bytes(b for x in data for b in (x, 0)))[::2]
     assert rfc6962.leaf_hashes(strided, 48) == expected
     assert rfc6962.leaf_hashes([strided[:48], data[48:]]) == expected
+    assert rfc6962.leaf_hashes([bytearray(data[:48]), memoryview(data)[48:]]) == expected
+    # A 2-D byte view is its bytes, though len() counts its rows.
+    square = memoryview(data[48:]).cast("B", (6, 8))
+    assert rfc6962.leaf_hashes([data[:48], square]) == expected
+    assert rfc6962.leaf_hashes([b"", b"", b""]) == oracle_leaf_hashes([b""] * 3)
     assert rfc6962.leaf_hashes([]) == b""
     assert rfc6962.leaf_hashes(b"", 32) == b""
     assert rfc6962.leaf_hashes(b"", 0) == b""
@@ -179,6 +194,12 @@ def test_leaf_hashes_accepts_buffers_of_every_kind():
     (lambda: rfc6962.leaf_hashes("text"), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes([b"a", "b"]), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes([b"a", None]), rotortree.ArgumentTypeError),
+    (lambda: rfc6962.leaf_hashes([b"a", 7]), rotortree.ArgumentTypeError),
+    # Buffers whose len() is not their byte length, alone or beside bytes.
+    (lambda: rfc6962.leaf_hashes([memoryview(bytes(8)).cast("I")] * 2),
+     rotortree.ArgumentTypeError),
+    (lambda: rfc6962.leaf_hashes([b"abcdefgh", memoryview(bytes(8)).cast("I")]),
+     rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes(5), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes(b"abcd"), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes([b"ab"], 2), rotortree.ArgumentTypeError),
@@ -234,3 +255,68 @@ def test_light_client_fallback_matches(monkeypatch):
     assert with_c[1] == oracle_leaf_hashes(entries)
     with pytest.raises(rotortree.InvalidArgumentError):
         rfc6962.leaf_hashes(fixed, 3)
+
+
+def rfc6962_mth(hashes):
+    """RFC 6962 §2.1's Merkle Tree Hash over leaf hashes, straight from its
+    recursive definition (split at the largest power of two below n)."""
+    n = len(hashes)
+    if n == 1:
+        return hashes[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return hashlib.sha256(b"\x01" + rfc6962_mth(hashes[:k]) + rfc6962_mth(hashes[k:])).digest()
+
+
+@pytest.mark.parametrize("kernel", rotortree.config.available_kernels())
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rfc6962_tree_roots_under_every_kernel(kernel, threads):
+    """The rfc6962 rule's parents come from this SHA-256 (batches through the
+    kernel's batch implementation, single inserts one parent at a time):
+    roots equal RFC 6962's Merkle Tree Hash for every size up to 70 and for
+    batches large enough to go parallel."""
+    if "rule" not in rotortree.LeanIMT.__init__.__code__.co_varnames:
+        pytest.skip("this build has no hash rules (the rules branch is not merged)")
+    rotortree.configure(simd=kernel, num_threads=threads, parallel_threshold=4, par_chunk_size=2)
+    rng = random.Random(f"tree {kernel} {threads}")
+    entries = [rand_bytes(rng, rng.randrange(0, 80)) for _ in range(3000)]
+    hashes = rfc6962.leaf_hashes(entries)
+    leaves = [hashes[32 * i:32 * i + 32] for i in range(len(entries))]
+    single = rotortree.LeanIMT(2, rule="rfc6962")
+    for n in range(1, 71):
+        single.insert(leaves[n - 1])
+        assert single.root == rfc6962_mth(leaves[:n]), n
+    for n in (71, 1000, 3000):
+        tree = rotortree.LeanIMT(2, rule="rfc6962")
+        tree.insert_many(hashes[:32 * n])
+        assert tree.root == rfc6962_mth(leaves[:n]), n
+
+
+def test_rotortree_simd_portable_forces_portable_sha256():
+    """The environment variable, applied at import, reaches SHA-256 too: so
+    a test run under ROTORTREE_SIMD=portable exercises the portable code."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ROTORTREE_SIMD="portable")
+    code = ("from rotortree._native import lib\n"
+            "print(lib.rt_sha256_impl_active(0), lib.rt_sha256_impl_active(1))\n")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(lib.RT_SHA256_PORTABLE)] * 2
+
+
+def test_rfc6962_module_is_reachable_from_the_package():
+    """``rotortree.rfc6962.leaf_hash`` (as the docs write it) works after a
+    plain ``import rotortree`` in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = "import rotortree\nprint(rotortree.rfc6962.leaf_hash(b'abc').hex())\n"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == hashlib.sha256(b"\x00abc").hexdigest()

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 
 from . import churn, durability, growth, kernels, operations, rules, scaling, scaling_report
+from . import sha256 as sha256_bench
 from . import harness as rust_harness
 from . import proofs as proof_bench
 from .._util import BENCH_SECTIONS
@@ -146,6 +147,18 @@ def run_churn(quick: bool, leaves: Optional[int], progress: bool,
     if leaves is not None:
         base = ops = max(1, min(leaves, 100_000))
     return churn.run(base, ops, show_progress=progress)
+
+
+def run_sha256(quick: bool, leaves: Optional[int], progress: bool,
+               harness: Harness) -> Tuple[Payload, str]:
+    args = ["--quick"] if quick else []
+    if leaves is not None:  # a smoke run: everything scaled to the leaves asked for
+        args += ["--buffer-mb", "1", "--parents", str(max(16, min(leaves, 1 << 20))),
+                 "--tree-leaves", str(max(1, min(leaves, 100_000))),
+                 "--scaling-leaves", str(leaves), "--repeat", "3"]
+    settings = sha256_bench.parse_args(args, prog="rotortree bench")
+    return sha256_bench.run(settings.buffer_mb, settings.parents, settings.tree_leaves,
+                            settings.scaling_leaves, settings.repeat, show_progress=progress)
 
 
 # -- report ------------------------------------------------------------------
@@ -513,7 +526,8 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
               "growth": "Growing tree",
               "durability": "Durable trees",
               "churn": "Memory under snapshot churn",
-              "rules": "The leanimt rule against the crate 0.17"}
+              "rules": "The leanimt rule against the crate 0.17",
+              "sha256": "SHA-256 and RFC 6962 trees"}
     for name in SECTIONS:
         if name in texts:
             out += [f"## {titles[name]}", "", demote(texts[name]), ""]
@@ -656,7 +670,7 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     notes: List[str] = []
     runners = {"scaling": run_scaling, "kernels": run_kernels, "operations": run_operations,
                "proofs": run_proofs, "growth": run_growth, "durability": run_durability,
-               "churn": run_churn, "rules": run_rules}
+               "churn": run_churn, "rules": run_rules, "sha256": run_sha256}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:
