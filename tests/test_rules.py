@@ -322,16 +322,23 @@ def test_saved_files_record_the_rule(tmp_path, rule):
 
 
 def rewrite_save_header(path, version=None, rule=None):
-    """Change a saved file's version and rule fields, keeping its header CRC
-    valid (so only the meaning of the fields is tested); the old fields."""
+    """Rewrite a saved file's header as version 1 (the rule block taken out)
+    or with another rule number, keeping its header CRC valid (so only the
+    meaning of the fields is tested); returns the old (version, rule)."""
+    formats = storage.formats
     data = bytearray(path.read_bytes())
-    head = storage.formats.SAVE_HEAD
+    head = formats.SAVE_HEAD
     fields = list(head.unpack_from(data))
-    old = (fields[1], fields[5])
-    fields[1] = old[0] if version is None else version
-    fields[5] = old[1] if rule is None else rule
+    (old_rule,) = formats.SAVE_RULE.unpack_from(data, head.size)
+    old = (fields[1], old_rule)
+    if rule is not None:
+        formats.SAVE_RULE.pack_into(data, head.size, rule)
+    if version == 1:
+        fields[1] = 1
+        del data[head.size:head.size + formats.SAVE_RULE.size]
     head.pack_into(data, 0, *fields)
-    crc_at = head.size + fields[4] * storage.formats.SAVE_LEVEL.size
+    crc_at = head.size + (formats.SAVE_RULE.size if fields[1] == 2 else 0) + \
+        fields[4] * formats.SAVE_LEVEL.size
     struct.pack_into("<I", data, crc_at, zlib.crc32(bytes(data[:crc_at])))
     path.write_bytes(bytes(data))
     return old
@@ -344,8 +351,13 @@ def test_saved_files_of_version_1_are_rotortree_015(tmp_path):
     assert rewrite_save_header(path, version=1) == (2, 0)
     loaded = LeanIMT.load(path)
     assert loaded.rule == "rotortree-0.15" and loaded.root == tree.root
-    # A version-1 file with a non-zero rule field is damaged, not a rule.
-    rewrite_save_header(path, rule=1)
+
+
+def test_saved_file_rule_is_checked(tmp_path):
+    tree = tree_with("leanimt", 4, 20)
+    path = tmp_path / "tree.rt"
+    tree.save(path)
+    assert rewrite_save_header(path, rule=9) == (2, 1)
     with pytest.raises(rotortree.CorruptionError, match="rule"):
         LeanIMT.load(path)
 

@@ -49,7 +49,8 @@ Durable tree directory (``RotorTree.open(path)``)
     A fresh directory gets a record with size 0 before anything else, so
     arity and max_depth are always on disk. ``flags`` bit 0: the directory
     keeps a sync record (a missing one is damage, not a tree written before
-    the record existed); other bits are 0.
+    the record existed); bit 1: the tree keeps a leaf index (not stored:
+    rebuilt from the recovered leaves on every open); other bits are 0.
 
 ``level-LL.dat`` (LL = two decimal digits, the level)
     Raw nodes, node i at byte offset 32 * i, no header (so the file can be
@@ -87,13 +88,16 @@ One file, written atomically (``<path>.tmp-<pid>``, fsync, rename, directory
 fsync)::
 
     magic "RTSV" | version u16 (=2) | arity u16 | max_depth u16 |
-    level_count u16 | rule u32 | size u64 | root[32] (zeros when empty)  56 bytes
+    level_count u16 | flags u32 | size u64 | root[32] (zeros when empty) 56 bytes
+    rule u8 | 7 zero bytes (version 2 only)                           8 bytes
     level_count times: count u64 | crc32 u32 | 0 u32                  16 bytes
     crc32 u32 | 0 u32 over the header and table                        8 bytes
     level 0 nodes, level 1 nodes, ..., level depth nodes (all nodes)
 
-``rule`` is the hash rule's number; version 1 files had 0 there and mean
-rotortree-0.15.
+``flags`` bit 0: the tree keeps a leaf index, which ``load`` rebuilds from
+the leaves; other bits are 0 (a file with others is refused).
+``rule`` is the hash rule's number; version 1 files, from before rules,
+have no rule field and mean rotortree-0.15.
 
 ``load(verify=True)`` checks every level's crc and rehashes every level to
 the root (in parallel, ``compute_root``; see :func:`first_bad_level`), so
