@@ -111,6 +111,7 @@ static rt_slab *slab_new(size_t bytes, unsigned chunk_cap)
     }
     slab->chunk_cap = chunk_cap;
     slab->carved = 0;
+    slab->prefaulted = 0;
     slab->free = NULL;
     slab->free_count = 0;
     slab->prev_listed = slab->next_listed = NULL;
@@ -255,8 +256,10 @@ static rt_slab *carver_with_room(rt_level *level, unsigned chunk_cap, size_t str
     if (slab && slab->bytes - slab->carved >= stride)
         return slab;
     size_t chunks = level->table ? level->table->count : 0;
-    if (chunks < wanted)
-        chunks = wanted;
+    // Room for this batch and one more like it, which prefault_ahead can
+    // then populate in the background (only address space until then).
+    if (chunks < 2 * wanted)
+        chunks = 2 * wanted;
     if (chunks < SLAB_MIN_CHUNKS)
         chunks = SLAB_MIN_CHUNKS;
     if (chunks > SLAB_MAX_CHUNKS)
@@ -320,6 +323,42 @@ static size_t carve_chunks(rt_level *level, unsigned chunk_cap, size_t wanted, r
     for (size_t i = 0; i < count; i++)
         out[i] = (rt_chunk *)(job.first + i * stride);
     return count;
+}
+
+// Growth that needs less than this is not worth a request: pre-faulting
+// pays off in huge pages, which the kernel hands out 2 MiB at a time.
+#define PREFAULT_MIN RT_HUGE_PAGE
+
+/* A level that just took `chunks` new chunks will likely take as many with
+ * its next batch (a service appends batches of similar sizes): the part of
+ * its slab they would come from is marked to be pre-faulted in the
+ * background, so the next batch's page faults (the kernel zeroing fresh
+ * pages) are off its path. Only mapped slabs: small ones come from
+ * malloc's heap. */
+static void prefault_ahead(rt_level *level, size_t stride, size_t chunks)
+{
+    rt_slab *slab = level->carver;
+    if (!slab || !slab->mapped || chunks * stride < PREFAULT_MIN)
+        return;
+    size_t from = slab->carved > slab->prefaulted ? slab->carved : slab->prefaulted;
+    size_t to = slab->carved + (slab->bytes - slab->carved < chunks * stride
+                                    ? slab->bytes - slab->carved
+                                    : chunks * stride);
+    if (to <= from)
+        return;
+    // Issued by the caller once its insert is done (rt_level_take_prefault):
+    // populating now would take CPU from the batch that is about to hash.
+    level->ahead_base = slab->base + from;
+    level->ahead_bytes = to - from;
+    slab->prefaulted = to;
+}
+
+void rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes)
+{
+    *base = level->ahead_base;
+    *bytes = level->ahead_bytes;
+    level->ahead_base = NULL;
+    level->ahead_bytes = 0;
 }
 
 void rt_chunk_retain(rt_chunk *chunk)
@@ -450,6 +489,7 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
     // New chunks are installed as they are allocated: a failure part way
     // leaves spare chunks beyond `len`, which hold no visible data and are
     // reused by the next insert.
+    size_t installed = table->count;
     while (table->count < needed) {
         size_t carved = carve_chunks(level, chunk_cap, needed - table->count,
                                      table->slots + table->count);
@@ -457,6 +497,8 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
             return RT_ERR_NOMEM;
         table->count += carved;
     }
+    if (table->count > installed)
+        prefault_ahead(level, chunk_stride(chunk_cap), table->count - installed);
     return RT_OK;
 }
 

@@ -57,6 +57,7 @@ typedef struct rt_slab {
     uint8_t *base;
     size_t bytes;
     size_t carved;      /* bytes handed out; only the carving level moves it */
+    size_t prefaulted;  /* bytes asked to be pre-faulted ahead of carving (likewise) */
     // Under the chunk heap's lock (level.c): freed chunks kept for reuse, and
     // the links of the class's list of slabs that have some.
     struct rt_chunk *free;
@@ -96,6 +97,8 @@ typedef struct rt_level {
     uint64_t cold_len;
     rt_chunk_table *table; /* NULL until the first chunk is needed */
     rt_slab *carver;       /* where this level's next chunks come from */
+    uint8_t *ahead_base;   /* slab memory to pre-fault for the next batch, */
+    size_t ahead_bytes;    /* marked by rt_level_reserve */
 } rt_level;
 
 unsigned rt_chunk_capacity(unsigned arity);
@@ -107,6 +110,10 @@ void rt_table_retain(rt_chunk_table *table);
 void rt_table_release(rt_chunk_table *table);
 
 void rt_level_init(rt_level *level);
+/* The range rt_level_reserve marked for pre-faulting (NULL, 0 if none),
+ * cleared: the caller hands it to rt_mapping_prefault once its writes are
+ * done and the tree is unlocked. */
+void rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes);
 void rt_level_destroy(rt_level *level);
 
 static inline const uint8_t *rt_level_node(const rt_level *level, uint64_t index,

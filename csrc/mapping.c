@@ -5,9 +5,11 @@
 #include "rt_config.h"
 
 #include <pthread.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
@@ -155,6 +157,129 @@ static uint8_t *mapping_new(size_t rounded)
 }
 #endif
 
+#ifdef __linux__
+/*
+ * Pre-faulting. A tree that keeps growing writes every batch into memory
+ * the kernel has never handed out, and the zeroing of those pages (a page
+ * fault per 4 KiB, or per 2 MiB huge page) lands on the inserting threads.
+ * Levels ask for the memory their next batch will likely need to be
+ * populated ahead of time (rt_mapping_prefault), and one background thread
+ * does it with MADV_POPULATE_WRITE (Linux 5.14+): the kernel faults the
+ * pages in writable without touching their contents, so it is safe while
+ * the tree writes into the same range, and a range that was unmapped
+ * meanwhile only makes the call fail. On older kernels the first call
+ * fails with EINVAL and pre-faulting turns itself off.
+ */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#define PREFAULT_QUEUE 32
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int started, unsupported, busy;
+    size_t head, count;
+    struct prefault_request {
+        uint8_t *base;
+        size_t bytes;
+    } queue[PREFAULT_QUEUE];
+} prefault = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, {{0}}};
+
+// The thread ends after this long without work (the next request starts
+// another): an idle process keeps no thread of ours, and none is alive at
+// exit or at fork for long.
+#define PREFAULT_IDLE_NS 200000000L
+
+static void *prefault_main(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&prefault.lock);
+    for (;;) {
+        while (!prefault.count) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += PREFAULT_IDLE_NS;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&prefault.wake, &prefault.lock, &until) == ETIMEDOUT &&
+                !prefault.count) {
+                prefault.started = 0;
+                pthread_cond_broadcast(&prefault.wake);
+                pthread_mutex_unlock(&prefault.lock);
+                return NULL;
+            }
+        }
+        struct prefault_request request = prefault.queue[prefault.head];
+        prefault.head = (prefault.head + 1) % PREFAULT_QUEUE;
+        prefault.count--;
+        prefault.busy = 1;
+        pthread_mutex_unlock(&prefault.lock);
+        int failed = madvise(request.base, request.bytes, MADV_POPULATE_WRITE) != 0;
+        int unsupported = failed && errno == EINVAL;
+        pthread_mutex_lock(&prefault.lock);
+        prefault.busy = 0;
+        if (unsupported) {
+            prefault.unsupported = 1;
+            prefault.count = 0;
+        }
+        pthread_cond_broadcast(&prefault.wake);
+    }
+}
+
+void rt_mapping_prefault(uint8_t *base, size_t bytes)
+{
+    if (!bytes)
+        return;
+    // Whole 4 KiB pages inside the range: populating the page that holds
+    // its first byte is harmless, but the range stays inside the caller's.
+    uintptr_t from = ((uintptr_t)base + 4095) & ~(uintptr_t)4095;
+    uintptr_t to = ((uintptr_t)base + bytes) & ~(uintptr_t)4095;
+    if (to <= from)
+        return;
+    pthread_mutex_lock(&prefault.lock);
+    if (!prefault.unsupported && prefault.count < PREFAULT_QUEUE) {
+        if (!prefault.started) {
+            pthread_attr_t attr;
+            pthread_t thread;
+            int ok = pthread_attr_init(&attr) == 0;
+            ok = ok && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                 pthread_create(&thread, &attr, prefault_main, NULL) == 0;
+            pthread_attr_destroy(&attr);
+            if (!ok)
+                prefault.unsupported = 1; // no thread: the inserting threads fault as before
+            prefault.started = ok;
+        }
+        if (prefault.started) {
+            size_t tail = (prefault.head + prefault.count) % PREFAULT_QUEUE;
+            prefault.queue[tail].base = (uint8_t *)from;
+            prefault.queue[tail].bytes = (size_t)(to - from);
+            prefault.count++;
+            pthread_cond_signal(&prefault.wake);
+        }
+    }
+    pthread_mutex_unlock(&prefault.lock);
+}
+
+void rt_mapping_prefault_wait(void)
+{
+    pthread_mutex_lock(&prefault.lock);
+    while (prefault.count || prefault.busy || prefault.started)
+        pthread_cond_wait(&prefault.wake, &prefault.lock);
+    pthread_mutex_unlock(&prefault.lock);
+}
+#else
+void rt_mapping_prefault(uint8_t *base, size_t bytes)
+{
+    (void)base;
+    (void)bytes;
+}
+
+void rt_mapping_prefault_wait(void) {}
+#endif
+
 void rt_release_cached_memory(void)
 {
 #ifdef __linux__
@@ -256,12 +381,14 @@ void rt_mapping_fork_prepare(void)
 {
 #ifdef __linux__
     pthread_mutex_lock(&mapping_cache.lock);
+    pthread_mutex_lock(&prefault.lock);
 #endif
 }
 
 void rt_mapping_fork_parent(void)
 {
 #ifdef __linux__
+    pthread_mutex_unlock(&prefault.lock);
     pthread_mutex_unlock(&mapping_cache.lock);
 #endif
 }
@@ -270,5 +397,11 @@ void rt_mapping_fork_child(void)
 {
 #ifdef __linux__
     pthread_mutex_init(&mapping_cache.lock, NULL);
+    // The pre-faulting thread is not in the child: the child starts its
+    // own on first use, with an empty queue (pre-faulting is only advice).
+    pthread_mutex_init(&prefault.lock, NULL);
+    pthread_cond_init(&prefault.wake, NULL);
+    prefault.started = prefault.busy = 0;
+    prefault.head = prefault.count = 0;
 #endif
 }

@@ -103,6 +103,21 @@ int rt_proofs_layout(const rt_snapshot *snap, const uint64_t *indices, size_t co
     return RT_OK;
 }
 
+int rt_proof_one(const rt_snapshot *snap, uint64_t index, uint8_t *out, size_t capacity,
+                 size_t *length)
+{
+    if (!snap || !length || (capacity && !out))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (index >= snap->size)
+        return RT_ERR_INDEX;
+    size_t need = inclusion_size(snap, index);
+    *length = need;
+    if (need > capacity)
+        return RT_ERR_INVALID_ARGUMENT;
+    inclusion_fill(snap, index, out);
+    return RT_OK;
+}
+
 typedef struct fill_job {
     const rt_snapshot *snap;
     const uint64_t *indices;

@@ -402,6 +402,14 @@ int rt_proofs_fill(const rt_snapshot *snap, const uint64_t *indices, size_t coun
 /* (rt_proofs_fill returns RT_ERR_INVALID_ARGUMENT, writing nothing outside
  * each proof's slot, if an index no longer matches the layout.) */
 
+/* One inclusion proof in one call, for callers that pay per call (the
+ * Python binding): writes its length to *length and, if it fits in
+ * `capacity` bytes, the proof to out. RT_ERR_INDEX for index >= size;
+ * RT_ERR_INVALID_ARGUMENT, writing nothing to out, when it does not fit.
+ * No proof is longer than 88 + depth * (2 + 32 * (arity - 1)) bytes. */
+int rt_proof_one(const rt_snapshot *snap, uint64_t index, uint8_t *out, size_t capacity,
+                 size_t *length);
+
 /* RT_OK if the serialized inclusion proof is well formed and its leaf,
  * index and siblings hash, under the proof's rule, to its root;
  * RT_ERR_INVALID_PROOF otherwise. (Which rule the caller expects is checked

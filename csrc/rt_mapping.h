@@ -23,6 +23,13 @@ void rt_mapping_put(uint8_t *base, size_t bytes);
 /* Bytes held by the cache now. */
 size_t rt_mapping_cached_bytes(void);
 
+/* Ask the background thread to populate [base, base + bytes) of one of
+ * these mappings ahead of use (advice: dropped when the queue is full or
+ * the kernel cannot; never changes the memory's contents). */
+void rt_mapping_prefault(uint8_t *base, size_t bytes);
+/* Wait until every queued pre-fault is done and the background thread has
+ * ended (it ends after a short idle time): tests that check for leaks. */
+void rt_mapping_prefault_wait(void);
 /* Fork safety: called by level.c's handlers, under the chunk heap's lock. */
 void rt_mapping_fork_prepare(void);
 void rt_mapping_fork_parent(void);

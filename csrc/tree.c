@@ -14,6 +14,7 @@
 #include "rt_blake3.h"
 #include "rt_build.h"
 #include "rt_index.h"
+#include "rt_mapping.h"
 #include "rt_rule.h"
 #include "rt_tree.h"
 
@@ -224,7 +225,18 @@ int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
     if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
     int status = rt_tree_insert_locked(tree, leaves, count, root_out);
+    // Memory the next batch will likely need, pre-faulted in the background
+    // from now on: after this batch, so that it never competes with it.
+    uint8_t *ahead[RT_MAX_DEPTH_LIMIT + 1];
+    size_t ahead_bytes[RT_MAX_DEPTH_LIMIT + 1];
+    unsigned aheads = 0;
+    for (unsigned l = 0; l <= tree->depth; l++) {
+        rt_level_take_prefault(&tree->levels[l], &ahead[aheads], &ahead_bytes[aheads]);
+        aheads += ahead_bytes[aheads] != 0;
+    }
     pthread_rwlock_unlock(&tree->lock);
+    for (unsigned i = 0; i < aheads; i++)
+        rt_mapping_prefault(ahead[i], ahead_bytes[i]);
     return status;
 }
 

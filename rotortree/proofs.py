@@ -267,6 +267,17 @@ class _Frozen:
             object.__setattr__(self, "rule", DEFAULT_RULE)
 
 
+class _Encoded(_Frozen):
+    """A frozen proof that may hold its version-2 encoding instead of its
+    fields: proofs made by the C core or decoded from bytes are built from
+    the bytes alone, and their fields are decoded on first access (building
+    a level object per level is most of a single proof's cost, and many
+    proofs are only verified, sent or stored). The slot lives here, not in
+    the proof class, so that the class's ``__slots__`` are its fields."""
+
+    __slots__ = ("_encoded",)
+
+
 # -- encoding helpers ----------------------------------------------------------
 
 
@@ -460,6 +471,82 @@ def _dict_levels(d: Mapping[str, Any], where: str) -> List[Any]:
 
 # -- inclusion proofs ----------------------------------------------------------
 
+_INCLUSION_FIELDS = frozenset({"root", "leaf", "leaf_index", "tree_size", "arity", "levels",
+                               "rule"})
+_new_object = object.__new__
+_object_getattribute = object.__getattribute__
+
+
+def _decode_inclusion(proof: Any, data: bytes) -> None:
+    """Set every field of ``proof`` from ``data``, a structurally valid
+    encoding (so nothing here can fail)."""
+    _, _, arity, level_count, code, leaf_index, tree_size = _HEADER.unpack_from(data)
+    levels: List[ProofLevel] = []
+    append, runs, at = levels.append, _HASH_RUNS, _HEADER_LEN
+    for _ in range(level_count):
+        count = data[at + 1]
+        level = _new_object(ProofLevel)
+        _object_setattr(level, "position", data[at])
+        _object_setattr(level, "siblings", runs[count].unpack_from(data, at + 2))
+        append(level)
+        at += 2 + count * HASH_LEN
+    for name, value in (("root", data[24:56]), ("leaf", data[56:_HEADER_LEN]),
+                        ("leaf_index", leaf_index), ("tree_size", tree_size),
+                        ("arity", arity), ("levels", tuple(levels)), ("rule", RULES[code])):
+        _object_setattr(proof, name, value)
+
+
+def _level_hasher() -> Tuple[Any, Any, Any]:
+    """reset, update and digest of a new hasher, for one verification to
+    hash its levels with: resetting a hasher costs about half of making one
+    per level with the blake3 package. Each call gets its own hasher, so
+    threads never share one."""
+    state = _blake3()
+    return state.reset, state.update, state.digest
+
+
+def _verify_encoded(data: bytes) -> bool:
+    """InclusionProof._verify on a structurally valid encoding, read in
+    place: the same checks, in the same order, without decoding a level.
+    Encodings kept by proofs are version 2 with a valid rule for the arity."""
+    _, _, arity, level_count, code, index, size = _HEADER.unpack_from(data)
+    rule = RULES[code]
+    if not 0 <= index < size:  # 2 <= arity <= 255 and size <= 2**64-1 by structure
+        return False
+    depth, capacity = 0, 1
+    while capacity < size:
+        capacity *= arity
+        depth += 1
+    if level_count != depth:
+        return False
+    current, headers, join = data[56:_HEADER_LEN], _PARENT_HEADERS, b"".join
+    tagged = rule == DEFAULT_RULE
+    reset, update, digest = _level_hasher()
+    at, level_len = _HEADER_LEN, size
+    for _ in range(level_count):
+        position = index % arity
+        count = data[at + 1]
+        members = level_len - index + position
+        if data[at] != position or count != (arity if members > arity else members) - 1:
+            return False
+        at += 2
+        if count:
+            # The siblings are contiguous in the encoding: the path node goes
+            # between the ones before it and the ones after it.
+            split, end = at + position * HASH_LEN, at + count * HASH_LEN
+            if tagged:
+                reset()
+                update(join((headers[count + 1], data[at:split], current, data[split:end])))
+                current = digest()
+            else:
+                current = hash_group(rule, (*_split_hashes(data, at, position), current,
+                                            *_split_hashes(data, split, count - position)))
+            at = end
+        index //= arity
+        level_len = (level_len + arity - 1) // arity
+    return current == data[24:56]
+
+
 
 @dataclass(frozen=True)
 class ProofLevel(_Frozen):
@@ -477,10 +564,15 @@ class ProofLevel(_Frozen):
 
 
 @dataclass(frozen=True, init=False)
-class InclusionProof(_Frozen):
+class InclusionProof(_Encoded):
     """Proof that ``leaf`` is leaf ``leaf_index`` of the tree of ``tree_size``
     leaves whose root is ``root``. ``levels`` go from the leaves up; ``rule``
-    is the tree's hash rule (:mod:`rotortree.rules`)."""
+    is the tree's hash rule (:mod:`rotortree.rules`).
+
+    A proof from :meth:`from_bytes` or from a snapshot keeps its encoding
+    and decodes its fields when one is first read; equality, hashing,
+    :meth:`verify`, :meth:`to_bytes` and every field behave as for a proof
+    built from its fields."""
 
     __slots__ = ("root", "leaf", "leaf_index", "tree_size", "arity", "levels", "rule")
 
@@ -510,9 +602,30 @@ class InclusionProof(_Frozen):
         if isinstance(self.levels, list):
             object.__setattr__(self, "levels", tuple(self.levels))
 
+    @classmethod
+    def _from_encoded(cls, data: bytes) -> "InclusionProof":
+        """A proof over ``data``, a structurally valid version-2 encoding
+        (plain bytes, checked by :meth:`from_bytes` or written by the C
+        core); its fields are decoded on first access."""
+        proof = _new_object(cls)
+        _object_setattr(proof, "_encoded", data)
+        return proof
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for a slot that is not set: a proof kept encoded
+        # decodes all its fields at the first read of one.
+        if name == "_encoded":  # a proof built from its fields
+            return None
+        data = self._encoded
+        if data is None or name not in _INCLUSION_FIELDS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        _decode_inclusion(self, data)
+        return _object_getattribute(self, name)
+
     @property
     def level_count(self) -> int:
-        return len(self.levels)
+        data = self._encoded
+        return data[6] if data is not None else len(self.levels)
 
     # -- verification --------------------------------------------------------
 
@@ -532,8 +645,9 @@ class InclusionProof(_Frozen):
         the size of that group in a tree of tree_size leaves minus one, and
         the recomputed root. Never raises.
         """
+        data = self._encoded
         try:
-            return self._verify()
+            return self._verify() if data is None else _verify_encoded(data)
         except Exception:  # a safety net: malformed input is False, never an error
             return False
 
@@ -555,6 +669,7 @@ class InclusionProof(_Frozen):
         if not isinstance(levels, tuple) or len(levels) != tree_depth(size, arity):
             return False
         level_len = size
+        reset, update, digest = _level_hasher()
         for level in levels:
             if not isinstance(level, ProofLevel):
                 return False
@@ -567,13 +682,12 @@ class InclusionProof(_Frozen):
             if not _is_hash_seq(siblings, expected):
                 return False
             if expected and tagged:  # the default rule, inlined: the common case
-                parts = [_PARENT_HEADERS[expected + 1], *siblings]
-                parts.insert(position + 1, current)
-                current = _blake3(b"".join(parts)).digest()
+                reset()
+                update(b"".join((_PARENT_HEADERS[expected + 1], *siblings[:position], current,
+                                 *siblings[position:])))
+                current = digest()
             elif expected:
-                group = list(siblings)
-                group.insert(position, current)
-                current = hash_group(rule, group)
+                current = hash_group(rule, (*siblings[:position], current, *siblings[position:]))
             index //= arity
             level_len = (level_len + arity - 1) // arity
         return current == root
@@ -602,10 +716,14 @@ class InclusionProof(_Frozen):
                             "the inclusion proof")
         trusted = trusted_root_bytes(trusted_root)
         size = trusted_size_int(trusted_size)
-        try:
-            return (trusted is not None and size is not None
-                    and self.tree_size == size and self.root == trusted
+        if trusted is None or size is None:
+            return False
+        data = self._encoded
+        if data is not None:  # the claims straight from the encoding, nothing decoded
+            return (_HEADER.unpack_from(data)[6] == size and data[24:56] == trusted
                     and self.verify())
+        try:
+            return self.tree_size == size and self.root == trusted and self.verify()
         except Exception:  # only reachable with objects forced past the constructor
             return False
 
@@ -613,6 +731,9 @@ class InclusionProof(_Frozen):
 
     def to_bytes(self) -> bytes:
         """The version-2 binary form (see the module docstring)."""
+        data: Optional[bytes] = self._encoded
+        if data is not None:  # what decoding the fields and encoding them again gives
+            return data
         arity = _check_encodable_int("arity", self.arity, MIN_ARITY, MAX_ARITY)
         code = _check_encodable_rule(self.rule, arity)
         leaf_index = _check_encodable_int("leaf_index", self.leaf_index, 0, U64_MAX)
@@ -641,35 +762,28 @@ class InclusionProof(_Frozen):
         may still fail :meth:`verify`.
         """
         buf = _byte_view(data)
+        if type(buf) is not bytes:  # a bytes subclass: keep plain bytes only
+            buf = bytes(buf)
         what = "inclusion proof"
-        arity, level_count, leaf_index, tree_size, rule = _decode_header(
-            buf, INCLUSION_MAGIC, what)
-        root = buf[24:56]
-        leaf = buf[56:_HEADER_LEN]
+        _, level_count, _, _, _ = _decode_header(buf, INCLUSION_MAGIC, what)
+        # The structure is checked here, in full; the fields are decoded on
+        # first access (_decode_inclusion), which then cannot fail.
         at, end = _HEADER_LEN, len(buf)
-        # Decoding is most of a single proof's cost from Python, so the loop
-        # builds each level directly rather than through _trusted.
-        levels: List[ProofLevel] = []
-        append, new_level, runs = levels.append, object.__new__, _HASH_RUNS
         for number in range(level_count):
             if end - at < 2:
                 raise InvalidProofError(f"{what} truncated in level {number} of {level_count}")
-            position, count = buf[at], buf[at + 1]
-            at += 2
-            if end - at < count * HASH_LEN:
+            at += 2 + buf[at + 1] * HASH_LEN
+            if at > end:
                 raise InvalidProofError(
                     f"{what} truncated in the siblings of level {number} of {level_count}"
                 )
-            level = new_level(ProofLevel)
-            _object_setattr(level, "position", position)
-            _object_setattr(level, "siblings", runs[count].unpack_from(buf, at))
-            append(level)
-            at += count * HASH_LEN
         if at != end:
             raise InvalidProofError(f"{what}: {end - at} trailing bytes after {at}")
-        proof: InclusionProof = cls._trusted(root, leaf, leaf_index, tree_size, arity,
-                                             tuple(levels), rule)
-        return proof
+        if buf[4] == _RULELESS_VERSION:
+            # Kept as the version-2 bytes of the same proof (rule 0), which
+            # is what encoding its fields gives.
+            buf = b"".join((buf[:4], bytes((FORMAT_VERSION,)), buf[5:]))
+        return cls._from_encoded(buf)
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-ready dict (hashes as lowercase hex); see the module docstring."""

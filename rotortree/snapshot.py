@@ -30,6 +30,7 @@ _BATCH_HEADER = struct.Struct("<4sBB2xQ")
 # Formats of 8-byte integers numpy and array use; read in place as uint64
 # (a negative int64 becomes a huge index and is reported as out of range).
 _U64_FORMATS = frozenset({"Q", "L", "q", "l", "<Q", "<q", "=Q", "=q"})
+_PLAIN_INT = frozenset({int})
 
 
 def _index_buffer(indices: Any) -> Any:
@@ -64,11 +65,22 @@ def _index_buffer(indices: Any) -> Any:
                                  struct.iter_unpack(view.format, view.tobytes()))
     else:
         try:
-            values = iter(indices)
+            iterator = iter(indices)
         except TypeError:
             raise ArgumentTypeError(
                 f"indices must be an iterable of ints, not {type(indices).__name__}"
             ) from None
+        values = indices if type(indices) is list else list(iterator)
+        # Plain ints convert in one C loop (array checks the range); bools,
+        # int subclasses and other __index__ integers, and out-of-range
+        # values take the loop below, which names the offending position.
+        if set(map(type, values)) <= _PLAIN_INT:
+            try:
+                fast = array("Q", values)
+            except OverflowError:
+                pass
+            else:
+                return ffi.from_buffer("uint64_t[]", fast) if fast else ffi.NULL, len(fast)
     converted = array("Q")
     for position, value in enumerate(values):
         value = _int_arg(f"index at position {position}", value)
@@ -76,6 +88,30 @@ def _index_buffer(indices: Any) -> Any:
             raise NodeIndexError(f"index {shown(value)} at position {position} out of range")
         converted.append(value)
     return ffi.from_buffer("uint64_t[]", converted) if converted else ffi.NULL, len(converted)
+
+
+class _ProofScratch:
+    """The output buffer of one single-proof call, with the views the call
+    needs (as uint8_t for C, as char for ffi.unpack, which returns bytes in
+    one call)."""
+
+    __slots__ = ("out", "chars", "capacity", "length")
+
+    def __init__(self) -> None:
+        self.length = ffi.new("size_t *")
+        self.capacity = 0
+
+    def grow(self, capacity: int) -> None:
+        self.out = ffi.new("uint8_t[]", capacity)
+        self.chars = ffi.cast("char *", self.out)
+        self.capacity = capacity
+
+
+_proof_scratch: List[_ProofScratch] = []
+_proof_one = lib.rt_proof_one
+_unpack = ffi.unpack
+_new_object = object.__new__
+_object_setattr = object.__setattr__
 
 
 class Snapshot(IndexReads):
@@ -90,14 +126,15 @@ class Snapshot(IndexReads):
     its own size: a leaf first inserted at or past it is absent here.
     """
 
-    __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "_rule", "_keepalive",
-                 "__weakref__")
+    __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "_rule", "_proof_max",
+                 "_keepalive", "__weakref__")
     _snap: Any  # the C snapshot (a cffi pointer)
     _size: int
     _depth: int
     _root: Optional[bytes]
     _arity: int
     _rule: str
+    _proof_max: int
     _keepalive: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -118,6 +155,8 @@ class Snapshot(IndexReads):
         snap._root = ffi.buffer(state.root)[:] if state.has_root else None
         snap._arity = int(lib.rt_snapshot_arity(snap._snap))
         snap._rule = RULES[lib.rt_snapshot_rule(snap._snap)]
+        # The longest inclusion proof of this shape (rotortree.h).
+        snap._proof_max = lib.RT_PROOF_HEADER_LEN + snap._depth * (2 + 32 * (snap._arity - 1))
         return snap
 
     def _index_calls(self) -> Any:
@@ -173,17 +212,31 @@ class Snapshot(IndexReads):
     def generate_proof(self, index: int) -> InclusionProof:
         """The inclusion proof of leaf ``index``: an int or any integer with
         ``__index__`` (numpy integers), not a bool."""
-        index = _int_arg("index", index)
+        if type(index) is not int:
+            index = _int_arg("index", index)
         if not 0 <= index < self._size:
             raise NodeIndexError(f"leaf index {shown(index)} out of range for size {self._size}")
         # The batch path's index conversion, offsets array and ProofBatch
-        # would cost more than the proof itself.
-        indices = ffi.new("uint64_t[1]", [index])
-        offsets = ffi.new("uint64_t[2]")
-        check(lib.rt_proofs_layout(self._snap, indices, 1, offsets, ffi.NULL), "generate_proof")
-        out = ffi.new("uint8_t[]", offsets[1])
-        check(lib.rt_proofs_fill(self._snap, indices, 1, offsets, out), "generate_proof")
-        return InclusionProof.from_bytes(ffi.buffer(out))
+        # would cost more than the proof itself, and so would allocating C
+        # memory per call: a call takes a scratch buffer from a shared free
+        # list (pop and append are atomic, so threads and signal handlers
+        # never share one) and returns it.
+        try:
+            scratch = _proof_scratch.pop()
+        except IndexError:
+            scratch = _ProofScratch()
+        if scratch.capacity < self._proof_max:
+            scratch.grow(self._proof_max)
+        status = _proof_one(self._snap, index, scratch.out, scratch.capacity, scratch.length)
+        data: bytes = _unpack(scratch.chars, scratch.length[0])
+        _proof_scratch.append(scratch)
+        if status:
+            raise_status(status, "generate_proof")
+        # InclusionProof._from_encoded, inline: a call frame is a visible
+        # share of a single proof.
+        proof = _new_object(InclusionProof)
+        _object_setattr(proof, "_encoded", data)
+        return proof
 
     def generate_proofs(self, indices: Union[Iterable[int], Any]) -> "ProofBatch":
         """Inclusion proofs of many leaves in one call into C, on the pool.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ._index import IndexReads, duplicate_error, marked, unique_flag
@@ -22,15 +21,17 @@ if TYPE_CHECKING:
     from .proofs import ConsistencyProof, InclusionProof
     from .snapshot import ProofBatch, Snapshot
 
-# Single inserts write the root into a per-thread buffer that C sees through
-# a cached cdata: an insert is one short C call, next to which allocating a
-# cdata and copying through ffi.buffer every time is not small. The buffer is
-# taken out of the thread-local while in use, so a signal handler that
-# inserts in between gets a buffer of its own.
-_per_thread = threading.local()
+# Single inserts write the root into a buffer that C sees through a cached
+# cdata: an insert is one short C call, next to which allocating a cdata and
+# copying through ffi.buffer every time is not small. A call takes a buffer
+# from a shared free list and puts it back: list pop and append are atomic,
+# so threads, and signal handlers that insert in between, never share one
+# (cheaper than a thread-local, which costs two dict operations per call).
+_root_buffers: "List[Tuple[bytearray, Any]]" = []
+_insert_one = lib.rt_tree_insert
 
 
-def _new_root_buffer() -> "tuple[bytearray, Any]":
+def _new_root_buffer() -> "Tuple[bytearray, Any]":
     out = bytearray(HASH_LEN)
     return out, ffi.from_buffer("uint8_t[]", out)
 
@@ -103,12 +104,15 @@ class LeanIMT(IndexReads):
         # The hot path of services that insert one leaf at a time: the C
         # call is short, so every attribute lookup and helper call here is a
         # visible share of the insert; the common case is spelled out inline.
-        if type(leaf) is not bytes or len(leaf) != HASH_LEN:
+        if type(leaf) is not bytes or len(leaf) != 32:
             leaf = single_leaf(leaf)
-        buffer = _per_thread.__dict__.pop("root", None) or _new_root_buffer()
-        status = lib.rt_tree_insert(self._tree, leaf, buffer[1])
+        try:
+            buffer = _root_buffers.pop()
+        except IndexError:
+            buffer = _new_root_buffer()
+        status = _insert_one(self._tree, leaf, buffer[1])
         new_root = bytes(buffer[0])
-        _per_thread.root = buffer
+        _root_buffers.append(buffer)
         if status:
             if status == lib.RT_ERR_MAX_DEPTH:
                 raise self._capacity_error(1)

@@ -228,7 +228,7 @@ def test_interpreter_exit_with_running_pool(tmp_path):
 
 
 def test_concurrent_single_inserts_each_return_their_own_root():
-    # insert() reuses a per-thread root buffer: a root returned to one thread
+    # insert() reuses root buffers (a shared free list): a root returned to one thread
     # must never be another thread's, and each must be the tree's root just
     # after that thread's leaf went in.
     tree = rotortree.LeanIMT(3)

@@ -20,6 +20,8 @@ batch by batch (same repetition, same position in the growing tree).
 from __future__ import annotations
 
 import argparse
+import ctypes
+import mmap
 import pathlib
 import sys
 import time
@@ -30,9 +32,15 @@ import rotortree
 from . import harness as rust_harness
 from ._common import Progress, deterministic_leaves, fmt_ms, machine, write_results_to
 from .environment import Heap, LoadMeter, cpu_times, fmt_load, minor_faults
-from .stats import fmt_interval, paired_ratios, ratio_summary, summary
+from .stats import (INCONCLUSIVE, MET, NOT_MET, fmt_interval, paired_ratios, quantile,
+                    ratio_summary, summary, target)
 
 ARITY = 4
+# Issue 15's growth target: the 2-thread configuration, batches of 1M leaves.
+TARGET_THREADS = 2
+TARGET_CONFIG = "rotortree, 2 threads"
+TARGET_MIN_BATCH = 1_000_000
+GROWTH_GOAL = 1.5
 WORKLOADS = ((1_000_000, 10_000_000), (4_096, 1_000_000))   # (batch, final size)
 Config = Dict[str, Any]
 # This package's configurations and the crate's, with the pairs compared.
@@ -53,12 +61,13 @@ def python_growth(leaves: memoryview, batch: int, total: int, threads: int,
     rotortree.configure(num_threads=threads)
     heap.release()   # start from memory returned to the OS, as a new process does
     tree = rotortree.LeanIMT(ARITY)
-    wall, user, system, faults = [], [], [], []
+    wall, user, system, faults, grown = [], [], [], [], []
     clock = time.perf_counter
     for first in range(0, total, batch):
         part = leaves[first * 32: min(total, first + batch) * 32]
         u0, s0 = cpu_times()
         f0 = minor_faults()
+        b0 = rotortree.memory_stats()["chunk_bytes"]
         start = clock()
         tree.insert_many(part)
         wall.append(clock() - start)
@@ -66,8 +75,46 @@ def python_growth(leaves: memoryview, batch: int, total: int, threads: int,
         user.append(u1 - u0)
         system.append(s1 - s0)
         faults.append(minor_faults() - f0)
+        grown.append(rotortree.memory_stats()["chunk_bytes"] - b0)
     return {"wall_s": wall, "user_s": user, "system_s": system, "minor_faults": faults,
-            "root": (tree.root or b"").hex(), "size": tree.size}
+            "chunk_bytes_added": grown, "root": (tree.root or b"").hex(), "size": tree.size}
+
+
+def reused_batch(leaves: memoryview, batch: int, threads: int) -> float:
+    """Wall time of one batch into a new tree whose memory was used before
+    (the chunk heap's and the mapping cache's: a tree was just dropped)."""
+    rotortree.configure(num_threads=threads)
+    warm = rotortree.LeanIMT(ARITY)
+    warm.insert_many(leaves[: batch * 32])
+    del warm   # its memory goes back to the caches the next tree takes from
+    tree = rotortree.LeanIMT(ARITY)
+    start = time.perf_counter()
+    tree.insert_many(leaves[: batch * 32])
+    return time.perf_counter() - start
+
+
+def first_touch(nbytes: int) -> float:
+    """Wall time of faulting in ``nbytes`` of fresh anonymous memory, one
+    write per 4 KiB page on one thread, aligned to and advised for huge
+    pages as the tree's slabs are: the machine's own cost of new memory."""
+    page = 2 << 20
+    nbytes = max(page, (nbytes + page - 1) // page * page)
+    memory = mmap.mmap(-1, nbytes + page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = memoryview(memory)
+    try:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+        offset = -address % page
+        if hasattr(memory, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+            memory.madvise(mmap.MADV_HUGEPAGE, offset, nbytes)
+        region = view[offset: offset + nbytes]
+        start = time.perf_counter()
+        region[::4096] = bytes(len(range(0, nbytes, 4096)))
+        elapsed = time.perf_counter() - start
+        region.release()
+    finally:
+        view.release()
+        memory.close()
+    return elapsed
 
 
 def crate_growth(harness: rust_harness.Harness, config: Config, batch: int,
@@ -98,6 +145,7 @@ def measure(workloads: List[Tuple[int, int]], repeat: int,
                       unit="rep") as progress:
             for batch, total in workloads:
                 runs: Dict[str, List[Dict[str, Any]]] = {c["label"]: [] for c in configs}
+                references: List[Dict[str, List[float]]] = []
                 meter = LoadMeter()
                 for rep in range(repeat):
                     k = rep % len(configs)
@@ -109,6 +157,15 @@ def measure(workloads: List[Tuple[int, int]], repeat: int,
                         else:
                             runs[config["label"]].append(python_growth(
                                 data, batch, total, config["threads"], heap))
+                    # The target's references, in the same repetition: the
+                    # same batch into reused memory, and first touch of the
+                    # memory a growing batch adds.
+                    grown = runs[TARGET_CONFIG][-1]["chunk_bytes_added"]
+                    references.append({
+                        "reused_s": [reused_batch(data, batch, TARGET_THREADS)
+                                     for _ in range(3)],
+                        "first_touch_s": [first_touch(sorted(grown)[len(grown) // 2])
+                                          for _ in range(3)]})
                     progress.update()
                 rotortree.configure(num_threads=1)
                 expected = rotortree.compute_root(data[: total * 32], ARITY).hex()
@@ -119,10 +176,43 @@ def measure(workloads: List[Tuple[int, int]], repeat: int,
                             problems.append(f"growth {batch:,} to {total:,}, {label}: root "
                                             f"{item['root']} (size {item['size']}) != "
                                             f"compute_root {expected}")
-                results.append(summarise(batch, total, configs, runs, meter.report()))
+                result = summarise(batch, total, configs, runs, meter.report())
+                result["target"] = growth_target(batch, runs[TARGET_CONFIG], references)
+                results.append(result)
     finally:
         rotortree.configure(num_threads=before["num_threads"])
     return results, problems
+
+
+def growth_target(batch: int, runs: List[Dict[str, Any]],
+                  references: List[Dict[str, List[float]]]) -> Dict[str, Any]:
+    """Issue 15's growth target on 2 threads: appending to a growing tree
+    within 1.5x of the same batch into reused memory, or, where the
+    machine's first-touch cost makes that impossible, no slower than that
+    batch plus first touch of the memory it adds. Per repetition: the
+    median appended batch (the first batch, into an empty tree, is not an
+    append) over the median reference; intervals over repetitions."""
+    over_reused, over_floor = [], []
+    for run, ref in zip(runs, references):
+        appended = run["wall_s"][1:] or run["wall_s"]
+        grow = quantile(appended, 0.5)
+        reused = quantile(ref["reused_s"], 0.5)
+        touch = quantile(ref["first_touch_s"], 0.5)
+        over_reused.append(grow / reused)
+        over_floor.append(grow / (reused + touch))
+    first = ratio_summary(over_reused)
+    second = ratio_summary(over_floor)
+    name = (f"{batch:,}-leaf batches appended on {TARGET_THREADS} threads: growing / reused "
+            f"<= {GROWTH_GOAL}, or growing / (reused + first touch) <= 1")
+    measured = (f"growing / reused {fmt_interval(first)}; growing / (reused + first touch) "
+                f"{fmt_interval(second)}")
+    by_reused = target(name, measured, (first["low"], first["high"]), GROWTH_GOAL, False)
+    by_floor = target(name, measured, (second["low"], second["high"]), 1.0, False)
+    verdicts = {by_reused["status"], by_floor["status"]}
+    # Either bound suffices: met if one is met, not met only if both are.
+    status = MET if MET in verdicts else NOT_MET if verdicts == {NOT_MET} else INCONCLUSIVE
+    return dict(by_reused, status=status, references=references,
+                over_reused=first, over_reused_plus_touch=second)
 
 
 def summarise(batch: int, total: int, configs: List[Config],
@@ -182,6 +272,15 @@ def render(payload: Dict[str, Any]) -> str:
                 f"{fmt_ms(s['median'] * 1e3)} ms | {row['system_share']:.0%} | "
                 f"{row['minor_faults']['median']:,.0f} | "
                 f"{row['total_wall_s']['median']:.2f} s | {ratio} |")
+        t = workload.get("target")
+        if t:
+            ref = t["references"]
+            lines += ["", f"Target: {t['target']}: {t['measured']} -> **{t['status']}** "
+                          f"(reused-memory batch "
+                          f"{fmt_ms(quantile([x for r in ref for x in r['reused_s']], 0.5) * 1e3)}"
+                          f" ms, first touch of one batch's new memory on one thread "
+                          f"{fmt_ms(quantile([x for r in ref for x in r['first_touch_s']], 0.5) * 1e3)}"
+                          f" ms, medians)."]
         lines += ["", f"During this workload: {fmt_load(workload['load'])}.", ""]
     lines.append("The crate 0.17 hashes parents with another rule: its figures are not like "
                  "for like. Roots: this package's and the crate 0.15's final roots equal "
@@ -198,9 +297,11 @@ def run(quick: bool = False, workloads: Optional[List[Tuple[int, int]]] = None,
         workloads = [(1_000_000, 4_000_000), (4_096, 1_000_000)] if quick else list(WORKLOADS)
     repeat = repeat if repeat is not None else (1 if quick else 3)
     results, problems = measure(workloads, repeat, harness, show_progress)
+    targets = [dict(w["target"], references=None) for w in results
+               if w["batch"] >= TARGET_MIN_BATCH]
     payload = {"benchmark": "growth", "machine": machine(), "repeat": repeat,
                "workloads": results, "crates_measured": harness is not None,
-               "problems": problems}
+               "targets": targets, "problems": problems}
     return payload, render(payload)
 
 

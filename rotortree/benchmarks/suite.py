@@ -28,7 +28,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 
-from . import churn, durability, growth, kernels, operations, rules, scaling, scaling_report
+from . import (churn, durability, growth, kernels, operations, rules, scaling, scaling_report,
+               single_ops)
 from . import sha256 as sha256_bench
 from . import harness as rust_harness
 from . import leaf_index as index_bench
@@ -101,6 +102,17 @@ def run_operations(quick: bool, leaves: Optional[int], progress: bool,
         proofs, singles = min(proofs, max(1, leaves // 10)), min(singles, leaves)
     return operations.run(size, 4, proofs, singles, 3 if quick else 9, show_progress=progress,
                           harness=harness)
+
+
+def run_single(quick: bool, leaves: Optional[int], progress: bool,
+               harness: Harness) -> Tuple[Payload, str]:
+    size = leaves if leaves is not None else 1_000_000
+    singles, proofs = (20_000, 1_000) if quick else (50_000, 2_000)
+    batch = 100_000
+    if leaves is not None:
+        singles, proofs, batch = min(singles, leaves), min(proofs, leaves), min(batch, leaves)
+    return single_ops.run(size, singles, proofs, batch, 5 if quick else 9,
+                          show_progress=progress, harness=harness)
 
 
 def run_proofs(quick: bool, leaves: Optional[int], progress: bool,
@@ -535,6 +547,7 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
     titles = {"scaling": "Thread scaling and parallel threshold",
               "kernels": "SIMD kernels",
               "operations": "Single inserts, snapshots and proofs",
+              "single": "Single operations against issue 15's targets",
               "proofs": "Snapshot cost and proof throughput",
               "growth": "Growing tree",
               "durability": "Durable trees",
@@ -683,9 +696,9 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     texts: Dict[str, str] = {}
     notes: List[str] = []
     runners = {"scaling": run_scaling, "kernels": run_kernels, "operations": run_operations,
-               "proofs": run_proofs, "growth": run_growth, "durability": run_durability,
-               "churn": run_churn, "rules": run_rules, "sha256": run_sha256,
-               "index": run_index}
+               "single": run_single, "proofs": run_proofs, "growth": run_growth,
+               "durability": run_durability, "churn": run_churn, "rules": run_rules,
+               "sha256": run_sha256, "index": run_index}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:
