@@ -15,7 +15,7 @@ import mmap
 import os
 import stat
 import sys
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from ._native import HASH_LEN
 from .errors import InvalidLeafError
@@ -183,6 +183,16 @@ def file_root(source: LeafFile, arity: int, segment_bytes: int = DEFAULT_SEGMENT
         roots.append(compute_root(piece, arity, rule=rule))
         leaves += len(piece) // HASH_LEN
         on_progress(len(piece))
+    return root_of_segments(roots, arity, rule=rule), leaves
+
+
+def root_of_segments(roots: Sequence[bytes], arity: int, **options: Any) -> bytes:
+    """Root of the tree whose aligned segments of ``arity ** k`` leaves
+    (all full but the last) have the roots ``roots``, in order: they are
+    level k of that tree, so its root is the root over them (docs/spec.md
+    §1). ``options`` go to ``compute_root`` (the hash rule)."""
+    from .tree import compute_root
+
     if len(roots) == 1:
-        return roots[0], leaves
-    return compute_root(b"".join(roots), arity, rule=rule), leaves
+        return roots[0]
+    return compute_root(b"".join(roots), arity, **options)

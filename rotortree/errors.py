@@ -142,6 +142,22 @@ class ReadOnlyTreeError(RotorTreeError, builtins.PermissionError):
     ``read_only=True`` to serve reads and proofs from it."""
 
 
+# -- distributed builds (rotortree.distributed) ------------------------------------
+
+
+class LeafSourceError(RotorTreeError, builtins.OSError):
+    """A source of leaves for a distributed build cannot be read: a missing
+    file, an unreadable or unknown URL, a read that returned fewer bytes
+    than the source promised. The message names the file or URL."""
+
+
+class DistributedBuildError(RotorTreeError, builtins.RuntimeError):
+    """A distributed build could not finish: a segment's task failed for a
+    reason that is not the leaves' fault (its worker died more often than
+    the engine retries, the executor broke down). No root is returned and
+    no manifest is written, so a sharded tree on disk is never half-built."""
+
+
 # -- warnings ----------------------------------------------------------------------
 
 

@@ -186,6 +186,28 @@ def run_index(quick: bool, leaves: Optional[int], progress: bool,
     return index_bench.run(show_progress=progress)
 
 
+def run_distributed(quick: bool, leaves: Optional[int], progress: bool,
+                    harness: Harness) -> Tuple[Payload, str]:
+    from . import distributed
+
+    try:
+        import distributed as _dask_distributed  # noqa: F401
+    except ImportError:
+        reason = "dask.distributed is not installed (pip install 'rotortree[distributed]')"
+        return ({"targets": [{"target": "distributed builds", "measured": reason,
+                              "status": NOT_MEASURED, "interval": None, "goal": None}]},
+                f"Not run: {reason}.")
+    count = leaves if leaves is not None else 10_000_000 if quick else 100_000_000
+    stderr(f"distributed: {count:,} leaves on a 2-worker LocalCluster", progress)
+    proofs = 20_000 if quick else 100_000
+    # A given (tiny) leaf count is a smoke run: fewer tiny segments and proofs too.
+    segments = 2_000 if leaves is None else 100
+    payload = distributed.run(count, 16, 2 if quick else 3, 2,
+                              proofs if leaves is None else min(proofs, leaves),
+                              min(count, 1 << 22), None, overhead_segments=segments)
+    return payload, distributed.markdown(payload)
+
+
 # -- report ------------------------------------------------------------------
 
 
@@ -554,7 +576,8 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
               "churn": "Memory under snapshot churn",
               "rules": "The leanimt rule against the crate 0.17",
               "sha256": "SHA-256 and RFC 6962 trees",
-              "index": "Leaf index"}
+              "index": "Leaf index",
+              "distributed": "Distributed builds and sharded trees"}
     for name in SECTIONS:
         if name in texts:
             out += [f"## {titles[name]}", "", demote(texts[name]), ""]
@@ -698,7 +721,7 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     runners = {"scaling": run_scaling, "kernels": run_kernels, "operations": run_operations,
                "single": run_single, "proofs": run_proofs, "growth": run_growth,
                "durability": run_durability, "churn": run_churn, "rules": run_rules,
-               "sha256": run_sha256, "index": run_index}
+               "sha256": run_sha256, "index": run_index, "distributed": run_distributed}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:

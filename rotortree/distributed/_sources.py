@@ -1,0 +1,318 @@
+"""Sources of leaves for a distributed build, as small picklable descriptors.
+
+A build never ships leaves to workers: it cuts the source into the leaf
+ranges of its segments (:meth:`Source.part`) and a worker reads its own
+range (:meth:`Source.read`). A descriptor holds only what reading needs
+(file names and byte ranges, a culled slice of a dask array's graph, a
+function and a range), so it is small however large the tree.
+
+Descriptors are plain classes, not tuples or dataclasses: Dask looks inside
+those for collections and futures, and a descriptor must reach the worker
+as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from .._leaf_file import LeafFileError, _size_problem
+from .._native import HASH_LEN
+from .._validate import int_arg, shown
+from ..errors import ArgumentTypeError, InvalidArgumentError, InvalidLeafError, LeafSourceError
+
+
+def is_local(url: str) -> bool:
+    """A plain path (no ``scheme://``) or a ``file://`` URL: read with the
+    operating system directly, mapped or with ranged reads."""
+    return "://" not in url or url.startswith("file://")
+
+
+def local_path(url: str) -> str:
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
+def url_filesystem(url: str) -> Tuple[Any, str]:
+    """(fsspec filesystem, path) for ``url``; LeafSourceError naming it when
+    fsspec is missing or does not know the protocol."""
+    try:
+        import fsspec.core
+    except ImportError:
+        raise LeafSourceError(f"{url}: reading URLs needs fsspec (pip install "
+                              "'rotortree[distributed]')") from None
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except (ValueError, ImportError, OSError) as error:
+        raise LeafSourceError(f"{url}: cannot open this URL ({error})") from error
+    return fs, path
+
+
+class Source:
+    """Leaves ``[0, leaves)`` of a source; subclasses say how to read them."""
+
+    __slots__ = ("leaves",)
+    leaves: int
+
+    def part(self, start: int, stop: int) -> "Source":
+        """The descriptor of leaves ``[start, stop)`` that a task carries."""
+        raise NotImplementedError
+
+    def read(self) -> Any:
+        """All the leaves of this descriptor: a bytes-like object of
+        ``32 * leaves`` bytes."""
+        raise NotImplementedError
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+def _stat_leaves(url: str) -> int:
+    """Number of leaves in the file or object ``url``, checked to be whole."""
+    try:
+        if is_local(url):
+            info = os.stat(local_path(url))
+            if stat.S_ISDIR(info.st_mode):
+                raise LeafSourceError(f"{url} is a directory, not a file of leaves")
+            nbytes = info.st_size
+        else:
+            fs, path = url_filesystem(url)
+            nbytes = int(fs.size(path))
+    except LeafSourceError:
+        raise
+    except (OSError, ValueError, TypeError) as error:
+        raise LeafSourceError(f"{url}: cannot read leaves ({error})") from error
+    problem = _size_problem(url, nbytes)
+    if problem:
+        raise LeafFileError(problem)
+    return nbytes // HASH_LEN
+
+
+class FileSource(Source):
+    """Byte ranges of files or fsspec URLs: ``(url, byte offset, leaves)``."""
+
+    __slots__ = ("ranges",)
+
+    def __init__(self, ranges: Sequence[Tuple[str, int, int]]) -> None:
+        self.ranges = list(ranges)
+        self.leaves = sum(count for _, _, count in self.ranges)
+
+    @classmethod
+    def of_files(cls, urls: Sequence[Any]) -> "FileSource":
+        names = []
+        for url in urls:
+            try:
+                name = os.fsdecode(os.fspath(url))
+            except TypeError:
+                raise ArgumentTypeError(
+                    f"a file of leaves must be a path or URL string, not {type(url).__name__}"
+                ) from None
+            if "\0" in name:
+                raise InvalidArgumentError(f"{shown(name)}: a path cannot hold a NUL byte")
+            names.append(name)
+        return cls([(name, 0, _stat_leaves(name)) for name in names])
+
+    def part(self, start: int, stop: int) -> "FileSource":
+        ranges = []
+        first = 0
+        for url, offset, count in self.ranges:
+            low, high = max(start, first), min(stop, first + count)
+            if low < high:
+                ranges.append((url, offset + (low - first) * HASH_LEN, high - low))
+            first += count
+        return FileSource(ranges)
+
+    def read(self) -> bytearray:
+        buffer = bytearray(self.leaves * HASH_LEN)
+        with memoryview(buffer) as view:
+            filled = 0
+            for url, offset, count in self.ranges:
+                nbytes = count * HASH_LEN
+                _read_range(url, offset, view[filled:filled + nbytes])
+                filled += nbytes
+        return buffer
+
+
+def _read_range(url: str, offset: int, into: memoryview) -> None:
+    """Fill ``into`` from ``url`` at ``offset``; LeafSourceError naming
+    ``url`` if it cannot be read or ends early (changed since planned)."""
+    got = 0
+    try:
+        if is_local(url):
+            with open(local_path(url), "rb", buffering=0) as stream:
+                stream.seek(offset)
+                while got < into.nbytes:
+                    step = stream.readinto(into[got:])
+                    if not step:
+                        break
+                    got += step
+        else:
+            fs, path = url_filesystem(url)
+            data = fs.cat_file(path, start=offset, end=offset + into.nbytes)
+            got = min(len(data), into.nbytes)
+            into[:got] = data[:got]
+    except LeafSourceError:
+        raise
+    except (OSError, ValueError) as error:
+        raise LeafSourceError(f"{url}: cannot read leaves ({error})") from error
+    if got < into.nbytes:
+        raise LeafSourceError(
+            f"{url}: ended at byte {offset + got:,}, the build needs bytes up to "
+            f"{offset + into.nbytes:,} (the file shrank after the build was planned)")
+
+
+# -- dask arrays ---------------------------------------------------------------------------
+
+
+def _is_dask_array(value: object) -> bool:
+    return hasattr(value, "__dask_graph__") and hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+class ArraySource(Source):
+    """A dask array of shape (n, 32), dtype uint8; a part is the culled
+    graph of its rows, computed on the worker that hashes them."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: Any) -> None:
+        shape = tuple(array.shape)
+        if len(shape) != 2 or shape[1] != HASH_LEN:
+            raise InvalidLeafError(f"a dask array of leaves must have shape (n, {HASH_LEN}), "
+                                   f"got {shape}")
+        if str(array.dtype) != "uint8":
+            raise ArgumentTypeError(f"a dask array of leaves must be uint8, got {array.dtype}")
+        if any(isinstance(extent, float) for extent in shape):  # nan: unknown chunk sizes
+            raise InvalidArgumentError("the dask array's length is unknown; call "
+                                       "compute_chunk_sizes() first")
+        self.array = array
+        self.leaves = int(shape[0])
+
+    def part(self, start: int, stop: int) -> "ArraySource":
+        import importlib
+
+        dask: Any = importlib.import_module("dask")
+        (rows,) = dask.optimize(self.array[start:stop])
+        return ArraySource(rows)
+
+    def read(self) -> Any:
+        import numpy
+
+        # The rows are computed here, on the worker, by the synchronous
+        # scheduler: the task is the unit Dask schedules and retries.
+        rows = numpy.ascontiguousarray(self.array.compute(scheduler="sync"), dtype=numpy.uint8)
+        return rows.reshape(-1)
+
+
+# -- generated leaves -------------------------------------------------------------------------
+
+
+class CallableSource(Source):
+    """``function(start, stop)`` returns leaves ``[start, stop)`` (a
+    bytes-like object of ``32 * (stop - start)`` bytes); for generated data
+    and sources the package does not know. The function must be picklable
+    to run on other processes."""
+
+    __slots__ = ("function", "start")
+
+    def __init__(self, function: Callable[[int, int], Any], leaves: int, start: int = 0) -> None:
+        self.function = function
+        self.leaves = leaves
+        self.start = start
+
+    def part(self, start: int, stop: int) -> "CallableSource":
+        return CallableSource(self.function, stop - start, self.start + start)
+
+    def read(self) -> Any:
+        stop = self.start + self.leaves
+        data = self.function(self.start, stop)
+        name = (getattr(self.function, "__qualname__", None)
+                or type(self.function).__qualname__)
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise ArgumentTypeError(f"the leaf source {name}({self.start}, {stop}) returned "
+                                    f"{type(data).__name__}, not a bytes-like object") from None
+        if view.nbytes != self.leaves * HASH_LEN:
+            raise InvalidLeafError(f"the leaf source {name}({self.start}, {stop}) returned "
+                                   f"{view.nbytes:,} bytes, not {self.leaves * HASH_LEN:,} "
+                                   f"({self.leaves:,} leaves)")
+        return data
+
+
+# -- concatenation (appends: the old right-edge segment, then the new leaves) ---------------
+
+
+class ConcatSource(Source):
+    __slots__ = ("sources",)
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self.sources = [source for source in sources if source.leaves]
+        self.leaves = sum(source.leaves for source in self.sources)
+
+    def part(self, start: int, stop: int) -> Source:
+        parts: List[Source] = []
+        first = 0
+        for source in self.sources:
+            low, high = max(start, first), min(stop, first + source.leaves)
+            if low < high:
+                parts.append(source.part(low - first, high - first))
+            first += source.leaves
+        return parts[0] if len(parts) == 1 else ConcatSource(parts)
+
+    def read(self) -> bytes:
+        return b"".join(bytes(memoryview(source.read()).cast("B")) for source in self.sources)
+
+
+def plan_source(source: Any, size: Optional[int]) -> Source:
+    """The descriptor of what the caller passed as ``source``."""
+    if isinstance(source, (str, bytes, os.PathLike)):
+        source = [source]
+    if isinstance(source, (list, tuple)):
+        if size is not None:
+            raise InvalidArgumentError("size is only for a callable source; a file's size "
+                                       "is its own")
+        if not source:
+            raise InvalidArgumentError("no files of leaves given")
+        return FileSource.of_files(source)
+    if _is_dask_array(source):
+        if size is not None:
+            raise InvalidArgumentError("size is only for a callable source; a dask array's "
+                                       "size is its length")
+        return ArraySource(source)
+    if callable(source):
+        if size is None:
+            raise InvalidArgumentError("a callable source needs size= (the number of leaves "
+                                       "it produces)")
+        size = int_arg("size", size)
+        if size < 1:
+            raise InvalidArgumentError(f"size must be >= 1, got {shown(size)}")
+        return CallableSource(source, size)
+    raise ArgumentTypeError(
+        "source must be a list of files or URLs of raw 32-byte leaves, a dask array of "
+        f"shape (n, 32) uint8, or a callable(start, stop); got {type(source).__name__}")
+
+
+class CounterLeaves:
+    """A generated source for tests, benchmarks and simulations: leaf ``i``
+    is ``i`` and ``seed`` as two little-endian u64 followed by 16 zero
+    bytes. Cheap to produce anywhere (numpy), picklable, and every leaf
+    distinct, so a misplaced segment changes the root."""
+
+    __slots__ = ("seed",)
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int_arg("seed", seed) & ((1 << 64) - 1)
+
+    def __call__(self, start: int, stop: int) -> Any:
+        import numpy
+
+        words = numpy.zeros((stop - start, 4), dtype="<u8")
+        words[:, 0] = numpy.arange(start, stop, dtype="<u8")
+        words[:, 1] = self.seed
+        return words.view(numpy.uint8).reshape(-1)
+
+    def __reduce__(self) -> Any:
+        return (CounterLeaves, (self.seed,))
+
+    def __repr__(self) -> str:
+        return f"CounterLeaves(seed={self.seed})"
