@@ -8,6 +8,7 @@
 
 #include "rt_arith.h"
 #include "rt_build.h"
+#include "rt_index.h"
 #include "rt_tree.h"
 
 /* ---- restoring and cold levels ------------------------------------------ */
@@ -69,6 +70,8 @@ int rt_tree_restore(rt_tree *tree, uint64_t size, const struct rt_level_source *
     if (status == RT_OK) {
         tree->size = size;
         tree->depth = depth;
+        if (tree->index && (status = rt_index_rebuild_locked(tree)) != RT_OK)
+            reset_levels(tree);
     } else {
         reset_levels(tree);
     }

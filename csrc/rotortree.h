@@ -49,7 +49,9 @@ enum rt_status {
     RT_ERR_UNSUPPORTED = 8,      /* SIMD kernel not supported by this CPU or build */
     RT_ERR_THREAD = 9,           /* a pthread call failed (thread creation, lock) */
     RT_ERR_EMPTY_TREE = 10,      /* the operation needs at least one leaf */
-    RT_ERR_INVALID_PROOF = 11    /* a proof is malformed or does not verify */
+    RT_ERR_INVALID_PROOF = 11,   /* a proof is malformed or does not verify */
+    RT_ERR_NO_INDEX = 12,        /* the tree (or snapshot) has no leaf index */
+    RT_ERR_DUPLICATE = 13        /* a unique insert met a leaf already present */
 };
 
 /* SIMD kernels for BLAKE3 parent hashing. */
@@ -275,6 +277,72 @@ int rt_snapshot_get_node(const rt_snapshot *snap, unsigned level, uint64_t index
 int rt_snapshot_read_nodes(const rt_snapshot *snap, unsigned level, uint64_t start,
                            uint64_t count, uint8_t *out);
 
+/* ---- leaf index ---------------------------------------------------------
+ * An optional table from each distinct leaf to the first position holding
+ * it (membership, index_of, unique inserts). Once enabled, every insert
+ * keeps it, inside the same write-locked, all-or-nothing step: a failed
+ * insert changes neither the tree nor the index. Memory: 4-byte slots
+ * (8 past 2**32 leaves), at most 3/4 full, so 5.3..10.7 bytes per distinct
+ * leaf; while it doubles, the old table lives until the new one is filled.
+ * Snapshots share the table at the time they are taken and answer as of
+ * their own size: a leaf whose first position is at or past it is absent.
+ */
+
+/* Build the index from the leaves already in the tree (on the pool) and
+ * keep it from now on. RT_OK if it already exists. */
+int rt_tree_index_enable(rt_tree *tree);
+/* 1 if the tree has an index, else 0. */
+int rt_tree_index_enabled(rt_tree *tree);
+
+struct rt_index_stats {
+    uint64_t entries;     /* distinct leaves */
+    uint64_t slots;
+    uint64_t bytes;       /* memory of the table */
+    uint32_t slot_bytes;  /* 4 or 8 */
+};
+int rt_tree_index_stats(rt_tree *tree, struct rt_index_stats *out);
+
+/* Look up `count` contiguous leaves (count * 32 bytes): positions[i] is the
+ * first position of leaf i, UINT64_MAX if absent, and found[i] is 1 or 0;
+ * either output may be NULL (not both). Batches run on the pool.
+ * RT_ERR_NO_INDEX without an index. */
+int rt_tree_index_find(rt_tree *tree, const uint8_t *leaves, size_t count,
+                       uint64_t *positions, uint8_t *found);
+/* The same as of the snapshot's size (no lock: any thread, any time). */
+int rt_snapshot_index_find(const rt_snapshot *snap, const uint8_t *leaves, size_t count,
+                           uint64_t *positions, uint8_t *found);
+
+/* One leaf (32 bytes): its first position, -1 if absent, or a negated
+ * status (-RT_ERR_NO_INDEX, -RT_ERR_INVALID_ARGUMENT); a single call with
+ * nothing to allocate, for membership checks from Python. */
+int64_t rt_tree_index_position(rt_tree *tree, const uint8_t *leaf);
+int64_t rt_snapshot_index_position(const rt_snapshot *snap, const uint8_t *leaf);
+
+/* Insert modes for rt_tree_insert_unique. */
+enum rt_unique_mode {
+    RT_UNIQUE_REJECT = 1,   /* any duplicate: insert nothing, RT_ERR_DUPLICATE */
+    RT_UNIQUE_SKIP = 2      /* insert the leaves that are new, in order */
+};
+/* insert_many for an indexed tree that refuses duplicates: duplicates[i]
+ * (count bytes, caller memory) becomes 1 for a leaf already in the tree or
+ * earlier in the batch, else 0, and *duplicate_count their number; these
+ * two are written on RT_OK and on RT_ERR_DUPLICATE (the one error that
+ * reports them). The check and the insert are one write-locked step.
+ * With RT_UNIQUE_SKIP and every leaf a duplicate nothing is inserted and
+ * root_out gets the current root. RT_ERR_NO_INDEX without an index. The
+ * caller must not change `leaves` during the call (the tree and its index
+ * stay consistent if it does, but the check may then miss a duplicate). */
+int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, int mode,
+                          uint8_t *duplicates, uint64_t *duplicate_count,
+                          uint8_t *root_out);
+
+/* The check of rt_tree_insert_unique alone (duplicates against the tree
+ * now and inside the batch), changing nothing (it holds the write lock
+ * while it briefly stages the batch in the index); for callers that log a
+ * batch before inserting it and serialise their writers themselves. */
+int rt_tree_index_duplicates(rt_tree *tree, const uint8_t *leaves, size_t count,
+                             uint8_t *duplicates, uint64_t *duplicate_count);
+
 /* ---- restoring stored trees ------------------------------------------------ */
 
 /* Level l of a stored tree: its nodes, contiguous. The first `borrow` nodes
@@ -292,7 +360,8 @@ struct rt_level_source {
 /* Fill an empty tree with `size` leaves from stored levels 0..depth(size)
  * (level_count = depth + 1), without hashing. Trusts the nodes: callers
  * verify the root (rt_compute_root over level 0) when the source may be
- * damaged. On failure the tree stays empty. */
+ * damaged. On failure the tree stays empty. An indexed tree's index is
+ * rebuilt from the restored leaves. */
 int rt_tree_restore(rt_tree *tree, uint64_t size, const struct rt_level_source *levels,
                     unsigned level_count);
 

@@ -39,7 +39,14 @@ struct rt_tree {
     // fork handlers walk; fork_locked: prepare holds this tree's lock.
     struct rt_tree *live_prev, *live_next;
     int fork_locked;
+    // The leaf index (leaf_index.c), NULL until rt_tree_index_enable.
+    struct rt_leaf_index *index;
 };
+
+/* An insert of `count` leaves with the write lock held (tree.c); all or
+ * nothing, the index included. */
+int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
+                          uint8_t *root_out);
 
 /* The root: node 0 of the top level. Caller holds the lock; size > 0. */
 static inline void rt_tree_copy_root(const rt_tree *tree, uint8_t *root_out)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "rt_arith.h"
+#include "rt_index.h"
 #include "rt_tree.h"
 #include "snapshot.h"
 
@@ -33,6 +34,9 @@ int rt_tree_snapshot(rt_tree *tree, rt_snapshot **out)
     memset(snap->root, 0, sizeof(snap->root));
     if (tree->size)
         rt_tree_copy_root(tree, snap->root);
+    snap->index = tree->index;
+    if (snap->index)
+        rt_index_retain(snap->index);
     // Readers may run concurrently with this (shared lock), so only
     // refcounts change here, atomically; the writer is excluded.
     for (unsigned l = 0; l < level_count; l++) {
@@ -61,6 +65,7 @@ void rt_snapshot_free(rt_snapshot *snap)
         rt_chunk_release(snap->levels[l].tail);
         rt_table_release(snap->levels[l].table);
     }
+    rt_index_release(snap->index);
     free(snap);
 }
 

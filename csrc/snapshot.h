@@ -24,6 +24,7 @@ struct rt_snapshot {
     unsigned depth;
     uint64_t size;
     uint8_t root[32];
+    struct rt_leaf_index *index; /* the tree's at the time, shared; or NULL */
     rt_snapshot_level levels[]; /* depth + 1 entries; none when size == 0 */
 };
 

@@ -15,6 +15,8 @@ const char *rt_strerror(int status)
     case RT_ERR_THREAD: return "a thread operation failed";
     case RT_ERR_EMPTY_TREE: return "the tree is empty";
     case RT_ERR_INVALID_PROOF: return "the proof is malformed or does not verify";
+    case RT_ERR_NO_INDEX: return "the tree has no leaf index (enable it first)";
+    case RT_ERR_DUPLICATE: return "a leaf is already in the tree or repeated in the batch";
     default: return "unknown status";
     }
 }

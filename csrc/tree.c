@@ -13,6 +13,7 @@
 #include "rt_arith.h"
 #include "rt_blake3.h"
 #include "rt_build.h"
+#include "rt_index.h"
 #include "rt_rule.h"
 #include "rt_tree.h"
 
@@ -64,6 +65,7 @@ void rt_tree_free(rt_tree *tree)
     rt_tree_unregister(tree);
     for (unsigned l = 0; l <= RT_MAX_DEPTH_LIMIT; l++)
         rt_level_destroy(&tree->levels[l]);
+    rt_index_release(tree->index);
     pthread_rwlock_destroy(&tree->lock);
     free(tree);
 }
@@ -156,9 +158,8 @@ static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *len)
     }
 }
 
-/* Caller holds the write lock. */
-static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
-                         uint8_t *root_out)
+int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
+                          uint8_t *root_out)
 {
     const unsigned arity = tree->arity;
     const unsigned cap = tree->chunk_cap;
@@ -177,10 +178,18 @@ static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
         first[l] = rt_div(first[l - 1], arity);
         len[l] = rt_ceil_div(len[l - 1], arity);
     }
-    for (unsigned l = 0; l <= new_depth; l++) {
-        int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
+    rt_leaf_index *fresh_index = NULL;
+    if (tree->index) {
+        int status = rt_index_reserve(tree, count, new_size, &fresh_index);
         if (status != RT_OK)
             return status;
+    }
+    for (unsigned l = 0; l <= new_depth; l++) {
+        int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
+        if (status != RT_OK) {
+            rt_index_release(fresh_index);
+            return status;
+        }
     }
 
     if (new_depth == 0) {
@@ -199,6 +208,8 @@ static int insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
         tree->levels[l].len = len[l];
     tree->size = new_size;
     tree->depth = new_depth;
+    if (tree->index)
+        rt_index_add(tree, fresh_index, old_size);
     rt_tree_copy_root(tree, root_out);
     return RT_OK;
 }
@@ -212,7 +223,7 @@ int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
         return RT_ERR_EMPTY_BATCH;
     if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
-    int status = insert_locked(tree, leaves, count, root_out);
+    int status = rt_tree_insert_locked(tree, leaves, count, root_out);
     pthread_rwlock_unlock(&tree->lock);
     return status;
 }

@@ -60,6 +60,20 @@ def insert_batch(tree: "LeanIMT", buffer: Any, count: int, root_out: Any) -> int
     return status
 
 
+def check_unique(tree: "LeanIMT", buffer: Any, count: int) -> None:
+    """Raise :class:`~rotortree.DuplicateLeafError` if the batch repeats a
+    leaf or holds one already in ``tree`` (the caller keeps other writers
+    out until it has inserted the batch)."""
+    from ._index import check_duplicates
+
+    check_duplicates(tree._tree, buffer, count)
+
+
+def index_calls(tree: "LeanIMT") -> Any:
+    """``tree``'s C lookups and handle, for :class:`rotortree._index.IndexReads`."""
+    return tree._index_calls()
+
+
 # -- snapshots ------------------------------------------------------------------
 
 
@@ -96,5 +110,5 @@ def snapshot_node(snap: "Snapshot", level: int, index: int) -> bytes:
     return node
 
 
-__all__ = ["keep_alive", "restore", "make_cold", "insert_batch", "snapshot_pieces",
-           "snapshot_node"]
+__all__ = ["keep_alive", "restore", "make_cold", "insert_batch", "check_unique",
+           "index_calls", "snapshot_pieces", "snapshot_node"]

@@ -27,6 +27,8 @@ _STATUS_ERRORS: dict[int, type[errors.RotorTreeError]] = {
     lib.RT_ERR_THREAD: errors.ThreadError,
     lib.RT_ERR_EMPTY_TREE: errors.EmptyTreeError,
     lib.RT_ERR_INVALID_PROOF: errors.InvalidProofError,
+    lib.RT_ERR_NO_INDEX: errors.NoLeafIndexError,
+    lib.RT_ERR_DUPLICATE: errors.DuplicateLeafError,
 }
 
 

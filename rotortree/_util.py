@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 # The sections of ``rotortree bench``, in the order they run (here so that the
 # command line can list them without importing the benchmarks).
 BENCH_SECTIONS = ("scaling", "kernels", "operations", "proofs", "growth", "durability", "churn",
-                  "rules", "sha256")
+                  "rules", "sha256", "index")
 
 
 def deterministic_leaves(count: int, seed: bytes = b"rotortree demo") -> bytes:

@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="rotortree-bench",
                        help="output directory (default ./rotortree-bench)")
     bench.add_argument("--only", default=None, metavar="SECTIONS",
-                       help="comma-separated subset of " + ", ".join(BENCH_SECTIONS))
+                       help="comma-separated subset of: " + ", ".join(BENCH_SECTIONS))
     bench.add_argument("--leaves", type=_positive, default=None,
                        help="leaves per large batch instead of 1,000,000 (for smoke tests)")
     bench.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")

@@ -71,6 +71,23 @@ class RuleMismatchError(RotorTreeError, builtins.ValueError):
     fail, so it is refused by name instead."""
 
 
+class DuplicateLeafError(RotorTreeError, builtins.ValueError):
+    """A unique insert (``unique=True``) met leaves already in the tree or
+    repeated inside the batch; nothing was inserted. ``positions`` holds
+    their positions in the batch (ascending) and ``leaves`` the leaves."""
+
+    def __init__(self, message: str, positions: "list[int] | None" = None,
+                 leaves: "list[bytes] | None" = None) -> None:
+        super().__init__(message)
+        self.positions = list(positions or [])
+        self.leaves = list(leaves or [])
+
+
+class NoLeafIndexError(RotorTreeError, builtins.ValueError):
+    """A membership query or unique insert on a tree made without a leaf
+    index (``index=True``; ``enable_index()`` adds one later)."""
+
+
 # -- durable trees (rotortree.durable / rotortree.storage) --------------------
 
 

@@ -103,6 +103,22 @@ def _shape(index: int, size: int, arity: int) -> List[Tuple[int, int]]:
     return out
 
 
+def _levels(shape: Sequence[Tuple[int, int]], hashes: Sequence[bytes]) -> Tuple[ProofLevel, ...]:
+    """Proof levels of ``shape`` (from :func:`_shape`) taking their siblings
+    in order from ``hashes``, whose length the caller checked."""
+    taken = iter(hashes)
+    return tuple(ProofLevel(position, tuple(next(taken) for _ in range(count)))
+                 for position, count in shape)
+
+
+def _require_keys(d: object, keys: Sequence[str], what: str) -> None:
+    if not isinstance(d, Mapping):
+        raise InvalidProofError(f"{what} must be a dict, not {type(d).__name__}")
+    for key in keys:
+        if key not in d:
+            raise InvalidProofError(f"{what}: missing key {key!r}")
+
+
 def _require_rule(proof: InclusionProof, rule: str, arity: int, what: str) -> None:
     if not isinstance(proof, InclusionProof):
         raise ArgumentTypeError(f"expected an InclusionProof, not {type(proof).__name__}")
@@ -129,11 +145,7 @@ def inclusion_from_rfc9162(d: Mapping[str, Any], *, leaf: object, root: object) 
     and the root it proves against (the RFC form carries neither). The path
     length must be the one the index and size imply (InvalidProofError); the
     result's :meth:`~InclusionProof.verify_against` does the hashing."""
-    if not isinstance(d, Mapping):
-        raise InvalidProofError(f"RFC 9162 proof must be a dict, not {type(d).__name__}")
-    for key in ("leaf_index", "tree_size", "audit_path"):
-        if key not in d:
-            raise InvalidProofError(f"RFC 9162 proof: missing key {key!r}")
+    _require_keys(d, ("leaf_index", "tree_size", "audit_path"), "RFC 9162 proof")
     size = _size_arg("tree_size", d["tree_size"], 1)
     index = _size_arg("leaf_index", d["leaf_index"], 0)
     if index >= size:
@@ -144,11 +156,8 @@ def inclusion_from_rfc9162(d: Mapping[str, Any], *, leaf: object, root: object) 
         raise InvalidProofError(
             f"audit_path has {len(path)} hashes; leaf {index} of {size} needs "
             f"{sum(count for _, count in shape)}")
-    hashes = iter(path)
-    levels = tuple(ProofLevel(position, tuple(next(hashes) for _ in range(count)))
-                   for position, count in shape)
     return InclusionProof(_hash_arg("root", root), _hash_arg("leaf", leaf), index, size, 2,
-                          levels, RFC6962)
+                          _levels(shape, path), RFC6962)
 
 
 def consistency_path(tree: Any, old_size: int) -> List[bytes]:
@@ -208,11 +217,7 @@ def verify_rfc9162_consistency(d: Mapping[str, Any], old_root: object, new_root:
     :func:`consistency_to_rfc9162`) proves the tree of ``first`` leaves with
     root ``old_root`` a prefix of the tree of ``second`` leaves with root
     ``new_root``. Malformed input raises InvalidProofError."""
-    if not isinstance(d, Mapping):
-        raise InvalidProofError(f"RFC 9162 proof must be a dict, not {type(d).__name__}")
-    for key in ("first", "second", "consistency"):
-        if key not in d:
-            raise InvalidProofError(f"RFC 9162 proof: missing key {key!r}")
+    _require_keys(d, ("first", "second", "consistency"), "RFC 9162 proof")
     first = _size_arg("first", d["first"], 1)
     second = _size_arg("second", d["second"], 1)
     path = _hash_list(d["consistency"], "consistency", _b64_hash)
@@ -287,11 +292,7 @@ def inclusion_to_zk_kit(proof: InclusionProof) -> Dict[str, Any]:
 
 
 def _zk_fields(d: Mapping[str, Any]) -> Tuple[bytes, bytes, int, List[bytes]]:
-    if not isinstance(d, Mapping):
-        raise InvalidProofError(f"zk-kit proof must be a dict, not {type(d).__name__}")
-    for key in ("root", "leaf", "index", "siblings"):
-        if key not in d:
-            raise InvalidProofError(f"zk-kit proof: missing key {key!r}")
+    _require_keys(d, ("root", "leaf", "index", "siblings"), "zk-kit proof")
     index = d["index"]
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise InvalidProofError(f"zk-kit proof: index must be an int >= 0, got {shown(index)}")
@@ -331,10 +332,7 @@ def inclusion_from_zk_kit(d: Mapping[str, Any], *, leaf_index: int,
             ((index >> i) & 1) != position for i, position in enumerate(wanted)):
         raise InvalidProofError(
             f"the zk-kit proof's index and siblings do not fit leaf {at} of {size}")
-    hashes = iter(siblings)
-    levels = tuple(ProofLevel(position, tuple(next(hashes) for _ in range(count)))
-                   for position, count in shape)
-    return InclusionProof(root, leaf, at, size, 2, levels, LEANIMT)
+    return InclusionProof(root, leaf, at, size, 2, _levels(shape, siblings), LEANIMT)
 
 
 __all__ = [

@@ -7,6 +7,7 @@ import warnings
 from array import array
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
+from ._index import IndexReads
 from ._native import check, ffi, lib, raise_status
 from ._validate import int_arg as _int_arg
 from ._validate import U64_MAX, shown
@@ -77,12 +78,16 @@ def _index_buffer(indices: Any) -> Any:
     return ffi.from_buffer("uint64_t[]", converted) if converted else ffi.NULL, len(converted)
 
 
-class Snapshot:
+class Snapshot(IndexReads):
     """An immutable view of a tree at one moment.
 
     It shares storage with the tree (copy on write), costs O(depth) to take,
     never changes when the tree grows, and may be read from any number of
     threads while others insert. Memory is freed when it is dropped.
+
+    A snapshot of an indexed tree answers :meth:`has`, ``in``,
+    :meth:`index_of`, :meth:`contains_many` and :meth:`index_of_many` as of
+    its own size: a leaf first inserted at or past it is absent here.
     """
 
     __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "_rule", "_keepalive",
@@ -114,6 +119,9 @@ class Snapshot:
         snap._arity = int(lib.rt_snapshot_arity(snap._snap))
         snap._rule = RULES[lib.rt_snapshot_rule(snap._snap)]
         return snap
+
+    def _index_calls(self) -> Any:
+        return lib.rt_snapshot_index_position, lib.rt_snapshot_index_find, self._snap
 
     @property
     def root(self) -> Optional[bytes]:

@@ -75,9 +75,8 @@ def test_top_level_help_lists_every_command(capsys):
 def test_bench_help_lists_every_section(capsys):
     from rotortree.benchmarks import suite
     cli.main(["bench", "--help"])
+    # Listed with ", " so that help wraps between names, never inside one.
     out = " ".join(capsys.readouterr().out.split())
-    # Listed with spaces: one comma-joined word longer than the help column
-    # would be cut in the middle by argparse's wrapping.
     assert ", ".join(suite.SECTIONS) in out
 
 

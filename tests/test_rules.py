@@ -321,27 +321,43 @@ def test_saved_files_record_the_rule(tmp_path, rule):
                 LeanIMT.load(path, rule=other)
 
 
+def rewrite_save_header(path, version=None, rule=None):
+    """Rewrite a saved file's header as version 1 (the rule block taken out)
+    or with another rule number, keeping its header CRC valid (so only the
+    meaning of the fields is tested); returns the old (version, rule)."""
+    formats = storage.formats
+    data = bytearray(path.read_bytes())
+    head = formats.SAVE_HEAD
+    fields = list(head.unpack_from(data))
+    (old_rule,) = formats.SAVE_RULE.unpack_from(data, head.size)
+    old = (fields[1], old_rule)
+    if rule is not None:
+        formats.SAVE_RULE.pack_into(data, head.size, rule)
+    if version == 1:
+        fields[1] = 1
+        del data[head.size:head.size + formats.SAVE_RULE.size]
+    head.pack_into(data, 0, *fields)
+    crc_at = head.size + (formats.SAVE_RULE.size if fields[1] == 2 else 0) + \
+        fields[4] * formats.SAVE_LEVEL.size
+    struct.pack_into("<I", data, crc_at, zlib.crc32(bytes(data[:crc_at])))
+    path.write_bytes(bytes(data))
+    return old
+
+
 def test_saved_files_of_version_1_are_rotortree_015(tmp_path):
     tree = tree_with("rotortree-0.15", 4, 70)
     path = tmp_path / "tree.rt"
     tree.save(path)
-    data = bytearray(path.read_bytes())
-    head = storage.formats.SAVE_HEAD
-    fields = list(head.unpack_from(data))
-    assert fields[1] == 2 and fields[5] == 0
-    levels = fields[4]
-    fields[1] = 1
-    head.pack_into(data, 0, *fields)
-    crc_at = head.size + levels * storage.formats.SAVE_LEVEL.size
-    struct.pack_into("<I", data, crc_at, zlib.crc32(bytes(data[:crc_at])))
-    path.write_bytes(bytes(data))
+    assert rewrite_save_header(path, version=1) == (2, 0)
     loaded = LeanIMT.load(path)
     assert loaded.rule == "rotortree-0.15" and loaded.root == tree.root
-    # A version-1 file with a non-zero rule field is damaged, not a rule.
-    fields[5] = 1
-    head.pack_into(data, 0, *fields)
-    struct.pack_into("<I", data, crc_at, zlib.crc32(bytes(data[:crc_at])))
-    path.write_bytes(bytes(data))
+
+
+def test_saved_file_rule_is_checked(tmp_path):
+    tree = tree_with("leanimt", 4, 20)
+    path = tmp_path / "tree.rt"
+    tree.save(path)
+    assert rewrite_save_header(path, rule=9) == (2, 1)
     with pytest.raises(rotortree.CorruptionError, match="rule"):
         LeanIMT.load(path)
 
@@ -350,14 +366,7 @@ def test_saved_file_rule_is_checked_against_the_arity(tmp_path):
     tree = tree_with("leanimt", 4, 20)
     path = tmp_path / "tree.rt"
     tree.save(path)
-    data = bytearray(path.read_bytes())
-    head = storage.formats.SAVE_HEAD
-    fields = list(head.unpack_from(data))
-    fields[5] = 2  # rfc6962 at arity 4
-    head.pack_into(data, 0, *fields)
-    crc_at = head.size + fields[4] * storage.formats.SAVE_LEVEL.size
-    struct.pack_into("<I", data, crc_at, zlib.crc32(bytes(data[:crc_at])))
-    path.write_bytes(bytes(data))
+    rewrite_save_header(path, rule=2)  # rfc6962 at arity 4
     with pytest.raises(rotortree.CorruptionError, match="rule"):
         LeanIMT.load(path)
 

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from . import churn, durability, growth, kernels, operations, rules, scaling, scaling_report
 from . import sha256 as sha256_bench
 from . import harness as rust_harness
+from . import leaf_index as index_bench
 from . import proofs as proof_bench
 from .._util import BENCH_SECTIONS
 from ._common import fmt_ms, fmt_rate, load_pyplot, machine, stderr, write_json
@@ -159,6 +160,18 @@ def run_sha256(quick: bool, leaves: Optional[int], progress: bool,
     settings = sha256_bench.parse_args(args, prog="rotortree bench")
     return sha256_bench.run(settings.buffer_mb, settings.parents, settings.tree_leaves,
                             settings.scaling_leaves, settings.repeat, show_progress=progress)
+
+
+def run_index(quick: bool, leaves: Optional[int], progress: bool,
+              harness: Harness) -> Tuple[Payload, str]:
+    # The targets are at 1M and 10M leaves; quick keeps 1M only.
+    if leaves is not None:
+        return index_bench.run((leaves,), 3, leaves, leaves, 3, min(leaves, 200_000),
+                               show_progress=progress)
+    if quick:
+        return index_bench.run((1_000_000,), 3, 1_000_000, 1_000_000, 3,
+                               show_progress=progress)
+    return index_bench.run(show_progress=progress)
 
 
 # -- report ------------------------------------------------------------------
@@ -527,7 +540,8 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
               "durability": "Durable trees",
               "churn": "Memory under snapshot churn",
               "rules": "The leanimt rule against the crate 0.17",
-              "sha256": "SHA-256 and RFC 6962 trees"}
+              "sha256": "SHA-256 and RFC 6962 trees",
+              "index": "Leaf index"}
     for name in SECTIONS:
         if name in texts:
             out += [f"## {titles[name]}", "", demote(texts[name]), ""]
@@ -670,7 +684,8 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     notes: List[str] = []
     runners = {"scaling": run_scaling, "kernels": run_kernels, "operations": run_operations,
                "proofs": run_proofs, "growth": run_growth, "durability": run_durability,
-               "churn": run_churn, "rules": run_rules, "sha256": run_sha256}
+               "churn": run_churn, "rules": run_rules, "sha256": run_sha256,
+               "index": run_index}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:

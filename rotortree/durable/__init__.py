@@ -79,6 +79,12 @@ Recovery (``RotorTree.open``)
    ``rotortree`` logger (as for every other repair). Replayed segments are
    fsynced (a crashed process may have left them in the page cache only),
    the sync record is advanced to them, and a new segment is started.
+4. If ``meta`` has the leaf-index flag (or ``index=True`` was passed), build
+   the index from the recovered leaves, once, on the pool. It is never
+   stored: a stored table would have to be rewritten at every checkpoint
+   and checked against the leaves on open, which costs about what this
+   build does, and a rebuilt index cannot disagree with the leaves whatever
+   the crash left behind.
 
 With ``read_only=True`` steps 1-3 write nothing: a shared lock on the
 directory only, and a torn tail is ignored in memory (and logged), not cut.

@@ -53,7 +53,7 @@ class Opening(TreeState):
                flush_policy: Optional[FlushPolicy],
                checkpoint_policy: Optional[CheckpointPolicy],
                verify_checkpoint: bool, mmap_levels: int, read_only: bool,
-               rule: Optional[str] = None) -> None:
+               rule: Optional[str] = None, index: Optional[bool] = None) -> None:
         for name, value in (("arity", arity), ("max_depth", max_depth)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ArgumentTypeError(f"{name} must be an int or None, not "
@@ -63,6 +63,8 @@ class Opening(TreeState):
                            ("read_only", read_only)):
             if not isinstance(flag, bool):
                 raise ArgumentTypeError(f"{name} must be a bool, not {type(flag).__name__}")
+        if index is not None and not isinstance(index, bool):
+            raise ArgumentTypeError(f"index must be a bool or None, not {type(index).__name__}")
         if isinstance(mmap_levels, bool) or not isinstance(mmap_levels, int):
             raise ArgumentTypeError(f"mmap_levels must be an int, not {type(mmap_levels).__name__}")
         if not 0 <= mmap_levels <= lib.RT_MAX_DEPTH_LIMIT + 1:
@@ -115,7 +117,7 @@ class Opening(TreeState):
         self._wake_checkpointer = threading.Event()
         self.recovery = {}
         try:
-            self._open_files(arity, max_depth, create, verify_checkpoint, rule)
+            self._open_files(arity, max_depth, create, verify_checkpoint, rule, index)
         except BaseException as error:
             self._files.close_all()
             self._imt = None
@@ -161,7 +163,8 @@ class Opening(TreeState):
             pass
 
     def _open_files(self, arity: Optional[int], max_depth: Optional[int], create: bool,
-                    verify: bool, rule: Optional[str] = None) -> None:
+                    verify: bool, rule: Optional[str] = None,
+                    index: Optional[bool] = None) -> None:
         started = time.perf_counter()
         directory = self._dir
         read_only = self._read_only
@@ -208,6 +211,8 @@ class Opening(TreeState):
             new_arity = 4 if arity is None else arity
             meta = Meta(new_arity, 32 if max_depth is None else max_depth,
                         rule=rule_arg(DEFAULT_RULE if rule is None else rule, new_arity))
+            if index:
+                meta.flags |= storage.META_FLAG_INDEX
             # The sync record first: the meta's flag then never promises a
             # record that is not there.
             storage.SyncRecord.create(directory, 0)
@@ -222,6 +227,9 @@ class Opening(TreeState):
                 raise StorageMismatchError(
                     f"{directory} holds a tree of max_depth {meta.max_depth}; opened with "
                     f"max_depth {max_depth}")
+            if index is False and meta.flags & storage.META_FLAG_INDEX:
+                raise StorageMismatchError(
+                    f"{directory} holds a tree with a leaf index; opened with index=False")
         self._meta = meta
         self._arity = meta.arity
         self._rule = meta.rule
@@ -244,6 +252,7 @@ class Opening(TreeState):
         self._restore_checkpoint(meta, verify)
         loaded = time.perf_counter()
         replay = self._replay_wal(meta, 0 if record is None else record[0])
+        replay["index_seconds"] = self._rebuild_index(meta, bool(index))
         self._state = SyncState(self._seq)
         self._next_gen = replay["next_gen"]
         if not read_only:
@@ -264,6 +273,24 @@ class Opening(TreeState):
             "replay_seconds": time.perf_counter() - loaded,
             **{k: v for k, v in replay.items() if k != "next_gen"},
         }
+
+    def _rebuild_index(self, meta: Meta, wanted: bool) -> float:
+        """Build the leaf index from the recovered leaves, once, after the
+        replay (one parallel pass instead of one per replayed batch), and
+        record a newly asked-for index in the metadata. The index is never
+        stored: a stored table would have to be written at each checkpoint
+        and checked against the leaves at open, which costs as much as this
+        build, and a rebuilt one cannot disagree with the leaves after a
+        crash. Seconds spent building, 0.0 without an index."""
+        if not (wanted or meta.flags & storage.META_FLAG_INDEX):
+            return 0.0
+        started = time.perf_counter()
+        assert self._imt is not None
+        self._imt.enable_index()
+        if not meta.flags & storage.META_FLAG_INDEX and not self._read_only:
+            meta.flags |= storage.META_FLAG_INDEX
+            storage.atomic_write(os.path.join(self._dir, storage.META_NAME), meta.encode())
+        return time.perf_counter() - started
 
     def _not_found(self) -> TreeNotFoundError:
         advice = ("read_only=True never creates one" if self._read_only

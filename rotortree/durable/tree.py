@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, Optional
 
+from .. import _core
+from .._index import IndexReads
 from ..errors import ArgumentTypeError, DurabilityError
 from ..proofs import ConsistencyProof, InclusionProof
 from ..snapshot import ProofBatch, Snapshot
@@ -17,13 +19,19 @@ from .recovery import Recovery
 from .wal import Wal
 
 
-class RotorTree(Opening, Recovery, Wal, Checkpoints):
+class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
     """A LeanIMT whose inserts survive crashes. Create with :meth:`open`.
 
     Reads (``root``, ``size``, ``len()``, ``depth``, ``level_len``,
     ``get_node``, ``snapshot()``, proofs) behave as on :class:`LeanIMT` and
     see every insert at once, durable or not: the root an insert returns is
     the in-memory root; its token says when it is on disk.
+
+    A tree opened with ``index=True`` keeps a leaf index (``has``, ``in``,
+    ``index_of``, ``contains_many``, ``index_of_many``, ``unique=True``
+    inserts) as :class:`LeanIMT` does; the metadata records it, and every
+    open rebuilds it from the recovered leaves, so after any crash it
+    agrees with them.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -37,7 +45,8 @@ class RotorTree(Opening, Recovery, Wal, Checkpoints):
              flush_policy: Optional[FlushPolicy] = None,
              checkpoint_policy: Optional[CheckpointPolicy] = None,
              verify_checkpoint: bool = True, mmap_levels: int = 0,
-             read_only: bool = False, rule: Optional[str] = None) -> "RotorTree":
+             read_only: bool = False, rule: Optional[str] = None,
+             index: Optional[bool] = None) -> "RotorTree":
         """Open the tree stored in directory ``path`` (str, bytes or
         os.PathLike).
 
@@ -75,10 +84,17 @@ class RotorTree(Opening, Recovery, Wal, Checkpoints):
         :class:`CorruptionError` if its files are damaged,
         :class:`ReadOnlyTreeError` if a writable open cannot write to the
         directory (a read-only filesystem, no permission).
+
+        ``index``: None opens the tree with the leaf index if it was
+        created or last opened with one; True adds it (recorded in the
+        metadata unless read-only); False refuses a tree that has one
+        (:class:`StorageMismatchError`). The index is never stored: it is
+        rebuilt from the recovered leaves, in parallel, after the WAL
+        replay (``recovery["index_seconds"]``).
         """
         self = cls.__new__(cls)
         self._setup(path, arity, max_depth, create, flush_policy, checkpoint_policy,
-                    verify_checkpoint, mmap_levels, read_only, rule)
+                    verify_checkpoint, mmap_levels, read_only, rule, index)
         return self
 
     # -- closing ------------------------------------------------------------
@@ -182,6 +198,14 @@ class RotorTree(Opening, Recovery, Wal, Checkpoints):
 
     def get_node(self, level: int, index: int) -> bytes:
         return self._live().get_node(level, index)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the tree keeps a leaf index."""
+        return self._live().indexed
+
+    def _index_calls(self) -> Any:
+        return _core.index_calls(self._live())
 
     def snapshot(self) -> Snapshot:
         """An immutable view of the in-memory tree (see :meth:`LeanIMT.snapshot`)."""

@@ -7,6 +7,7 @@ import os
 from typing import Tuple
 
 from .. import _core, storage
+from .._index import unique_flag
 from .._leaves import Leaves, leaf_batch, single_leaf
 from .._native import ffi, lib, raise_status
 from ..errors import ClosedTreeError, DurabilityError, MaxDepthExceededError
@@ -45,21 +46,29 @@ class Wal(TreeState):
 
     # -- writes -------------------------------------------------------------
 
-    def insert(self, leaf: bytes) -> Tuple[bytes, DurabilityToken]:
+    def insert(self, leaf: bytes, unique: bool = False) -> Tuple[bytes, DurabilityToken]:
         """Append one 32-byte leaf: (new root, token). The entry is in the WAL
-        (written, not yet fsynced) and in the tree when this returns."""
-        return self._append(leaf_bytes(leaf), 1)
+        (written, not yet fsynced) and in the tree when this returns.
+        ``unique``: as for :meth:`insert_many`."""
+        return self._append(leaf_bytes(leaf), 1, unique_flag(unique))
 
-    def insert_many(self, leaves: Leaves) -> Tuple[bytes, DurabilityToken]:
+    def insert_many(self, leaves: Leaves,
+                    unique: bool = False) -> Tuple[bytes, DurabilityToken]:
         """Append a batch atomically, as one WAL entry: (new root, token).
         Accepts what :meth:`LeanIMT.insert_many` accepts; the leaves are
         copied once, so the caller may reuse its buffer at once. If Ctrl-C
         (or any exception) interrupts it, the batch is wholly in the tree
         and the WAL, or in neither: compare ``tree.size`` (see "Interrupts"
-        in the module documentation)."""
+        in the module documentation).
+
+        ``unique=True`` (trees opened with ``index=True``): a batch holding
+        a leaf already in the tree, or one leaf twice, raises
+        :class:`~rotortree.DuplicateLeafError` before anything is logged;
+        the check and the append hold the tree's write lock together."""
+        unique = unique_flag(unique)
         buffer, count = leaf_batch(leaves)
         payload = buffer if type(buffer) is bytes else bytes(ffi.buffer(buffer, count * NODE))
-        return self._append(payload, count)
+        return self._append(payload, count, unique)
 
     def insert_durable(self, leaves: Leaves) -> bytes:
         """Insert one leaf (32 bytes) or a batch and return the new root once
@@ -73,7 +82,8 @@ class Wal(TreeState):
         self._sync_upto(token.seq)
         return root
 
-    def _append(self, payload: bytes, count: int) -> Tuple[bytes, DurabilityToken]:
+    def _append(self, payload: bytes, count: int,
+                unique: bool = False) -> Tuple[bytes, DurabilityToken]:
         imt = self._live()
         with self._lock:
             if self._files.pending is not None:
@@ -85,6 +95,8 @@ class Wal(TreeState):
                 raise MaxDepthExceededError(
                     f"inserting {count} leaves into a tree of {self._size} would exceed "
                     f"arity ** max_depth = {self._capacity} leaves")
+            if unique:
+                _core.check_unique(imt, payload, count)   # before the log write
             seq = self._seq + 1
             segment = self._current_segment()
             header = storage.encode_frame_header(seq, self._size, count, self._state.synced,

@@ -62,7 +62,10 @@ class LevelRecord:
 # Meta flag: the directory keeps a sync record (SYNC_NAME); its absence is
 # then damage, not an older tree that never had one.
 META_FLAG_SYNC_RECORD = 1
-_META_KNOWN_FLAGS = META_FLAG_SYNC_RECORD
+# Meta flag: the tree keeps a leaf index, rebuilt from the recovered leaves
+# on every open (see rotortree.durable: never stored, so never stale).
+META_FLAG_INDEX = 2
+_META_KNOWN_FLAGS = META_FLAG_SYNC_RECORD | META_FLAG_INDEX
 
 
 @dataclass
@@ -339,11 +342,17 @@ class SyncRecord:
 # LeanIMT.save / LeanIMT.load
 
 SAVE_MAGIC = b"RTSV"
-# Version 2 stores the tree's rule number in the u32 after level_count;
-# version 1 had 0 there and means rotortree-0.15.
+# Version 2 adds SAVE_RULE after the head: the tree's rule number; version 1
+# has none and means rotortree-0.15.
 SAVE_VERSION = 2
 SAVE_RULELESS_VERSION = 1
-SAVE_HEAD = struct.Struct("<4sHHHHIQ32s")  # 56
+SAVE_HEAD = struct.Struct("<4sHHHHIQ32s")  # 56; the u32 holds SAVE_FLAG_* bits
+SAVE_RULE = struct.Struct("<B7x")  # 8
+# Save flag: the tree keeps a leaf index; load rebuilds it from the leaves
+# (it is not stored: rebuilding on the pool costs about what reading and
+# checksumming a stored table would, and cannot disagree with the leaves).
+SAVE_FLAG_INDEX = 1
+SAVE_KNOWN_FLAGS = SAVE_FLAG_INDEX
 SAVE_LEVEL = struct.Struct("<QI4x")  # 16
 SAVE_CRC = struct.Struct("<I4x")  # 8
 
@@ -371,6 +380,7 @@ __all__ = [
     "META_VERSION",
     "LevelRecord",
     "META_FLAG_SYNC_RECORD",
+    "META_FLAG_INDEX",
     "Meta",
     "read_meta",
     "level_file_name",
@@ -398,9 +408,12 @@ __all__ = [
     "SAVE_MAGIC",
     "SAVE_VERSION",
     "SAVE_RULELESS_VERSION",
+    "SAVE_RULE",
     "SAVE_HEAD",
     "SAVE_LEVEL",
     "SAVE_CRC",
+    "SAVE_FLAG_INDEX",
+    "SAVE_KNOWN_FLAGS",
     "ZERO_NODE",
     "check_arity",
     "valid_shape",

@@ -15,9 +15,12 @@ from ..rules import RULES, check_same_rule, rule_code
 from .formats import (
     NODE,
     SAVE_CRC,
+    SAVE_FLAG_INDEX,
     SAVE_HEAD,
+    SAVE_KNOWN_FLAGS,
     SAVE_LEVEL,
     SAVE_MAGIC,
+    SAVE_RULE,
     SAVE_RULELESS_VERSION,
     SAVE_VERSION,
     ZERO_NODE,
@@ -35,8 +38,10 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
     """Write ``tree`` to ``path`` atomically (see the module docstring)."""
     path = file_path(path)
     snap = tree.snapshot()
+    flags = SAVE_FLAG_INDEX if tree.indexed else 0
     lengths = level_lengths(snap.size, snap.arity)
-    header_len = SAVE_HEAD.size + len(lengths) * SAVE_LEVEL.size + SAVE_CRC.size
+    header_len = (SAVE_HEAD.size + SAVE_RULE.size + len(lengths) * SAVE_LEVEL.size
+                  + SAVE_CRC.size)
     tmp = f"{path}.tmp-{os.getpid()}-{id(snap):x}"
 
     def write(fd: int) -> None:
@@ -50,8 +55,8 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
                 offset += piece.nbytes
             crcs.append(crc)
         head = SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, tree.max_depth,
-                              len(lengths), rule_code(snap.rule), snap.size,
-                              snap.root or ZERO_NODE)
+                              len(lengths), flags, snap.size, snap.root or ZERO_NODE)
+        head += SAVE_RULE.pack(rule_code(snap.rule))
         head += b"".join(SAVE_LEVEL.pack(n, c) for n, c in zip(lengths, crcs))
         head += SAVE_CRC.pack(zlib.crc32(head))
         write_all(fd, head, 0, tmp)
@@ -85,24 +90,29 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
         head = os.pread(fd, SAVE_HEAD.size, 0)
         if len(head) < SAVE_HEAD.size:
             raise bad(f"truncated ({file_size} bytes)")
-        magic, version, arity, max_depth, level_count, code, size, root = \
+        magic, version, arity, max_depth, level_count, flags, size, root = \
             SAVE_HEAD.unpack(head)
         if magic != SAVE_MAGIC:
             raise bad(f"bad magic {magic!r} (not a file written by LeanIMT.save)")
-        header_len = SAVE_HEAD.size + level_count * SAVE_LEVEL.size + SAVE_CRC.size
+        if version not in (SAVE_RULELESS_VERSION, SAVE_VERSION):
+            raise bad(f"unsupported version {version}")
+        # Version 2 adds the rule after the head; version 1 predates rules
+        # and its trees are rotortree-0.15's.
+        rule_len = SAVE_RULE.size if version >= 2 else 0
+        table_at = SAVE_HEAD.size + rule_len
+        header_len = table_at + level_count * SAVE_LEVEL.size + SAVE_CRC.size
         header = os.pread(fd, header_len, 0)
         if len(header) < header_len:
             raise bad(f"truncated header ({file_size} bytes)")
         (crc,) = SAVE_CRC.unpack_from(header, header_len - SAVE_CRC.size)
         if zlib.crc32(header[:header_len - SAVE_CRC.size]) != crc:
             raise bad("header checksum mismatch")
-        if version not in (SAVE_RULELESS_VERSION, SAVE_VERSION):
-            raise bad(f"unsupported version {version}")
+        if flags & ~SAVE_KNOWN_FLAGS:
+            raise bad(f"unknown flags {flags:#x} (written by a newer rotortree?)")
         if not valid_shape(arity, max_depth):
             raise bad(f"invalid arity {arity} or max_depth {max_depth}")
-        # Version 1 predates rules: the field was 0 and the tree 0.15's.
-        if (version == SAVE_RULELESS_VERSION and code != 0) or code >= len(RULES) or (
-                RULES[code] == "rfc6962" and arity != 2):
+        (code,) = SAVE_RULE.unpack_from(header, SAVE_HEAD.size) if rule_len else (0,)
+        if code >= len(RULES) or (RULES[code] == "rfc6962" and arity != 2):
             raise bad(f"invalid rule number {code} for arity {arity}")
         file_rule = RULES[code]
         if rule is not None:
@@ -110,7 +120,7 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
         if size > arity ** max_depth:
             raise bad(f"{size} leaves exceed arity ** max_depth")
         lengths = level_lengths(size, arity)
-        table = [SAVE_LEVEL.unpack_from(header, SAVE_HEAD.size + i * SAVE_LEVEL.size)
+        table = [SAVE_LEVEL.unpack_from(header, table_at + i * SAVE_LEVEL.size)
                  for i in range(level_count)]
         if [count for count, _ in table] != lengths:
             raise bad(f"level table {[c for c, _ in table]} does not fit {size} leaves")
@@ -119,6 +129,8 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
             raise bad(f"length {file_size} bytes, expected {expected}")
         tree = cls(arity, max_depth, rule=file_rule)
         if size == 0:
+            if flags & SAVE_FLAG_INDEX:
+                tree.enable_index()
             return tree
         mapping = mmap.mmap(fd, file_size, mmap.MAP_SHARED, mmap.PROT_READ)
         offsets = []
@@ -168,6 +180,8 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
                 if status == lib.RT_ERR_INVALID_ARGUMENT:
                     raise bad("the stored levels do not form a tree")
                 check(status, f"load {path}")
+                if flags & SAVE_FLAG_INDEX:
+                    tree.enable_index()
             finally:
                 for part in parts:
                     part.release()

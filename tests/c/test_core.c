@@ -1,7 +1,7 @@
 /*
  * Test driver for the tree core through the public header (rotortree.h):
- * levels, trees, snapshots, proofs, restore / make_cold, compute_root and
- * allocation failures, checked against a tiny reference LeanIMT kept in this
+ * levels, trees, snapshots, proofs, restore / make_cold, compute_root, the
+ * leaf index and allocation failures, checked against a tiny reference LeanIMT kept in this
  * file (it shares nothing with the core but rt_hash_parent, which
  * tests/c/test_hash.c checks against the reference BLAKE3).
  *
@@ -1664,6 +1664,256 @@ static void test_injection(rng *g)
 }
 #endif
 
+/* ---- leaf index ---------------------------------------------------------------- */
+
+/* Leaves drawn with repetition from a pool of distinct leaves, some with
+ * all-zero first bytes (counters as leaves), so that batches repeat leaves
+ * inside themselves and across batches and the hash must mix every byte;
+ * which[i] is the pool index of leaf i. */
+static void pooled_leaves(rng *g, const uint8_t *pool, uint64_t pool_size, uint8_t *out,
+                          uint64_t *which, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        which[i] = rng_below(g, pool_size);
+        memcpy(out + 32u * i, pool + 32u * which[i], 32);
+    }
+}
+
+static uint8_t *leaf_pool(rng *g, uint64_t n)
+{
+    uint8_t *pool = make_leaves(rng_next(g), n);
+    for (uint64_t i = 0; i < n; i += 3) {
+        memset(pool + 32u * i, 0, 24);
+        uint64_t v = i;
+        memcpy(pool + 32u * i + 24, &v, 8);
+    }
+    return pool;
+}
+
+/* Every pool leaf's position and membership from the tree (or snapshot)
+ * equal the model's first[] (UINT64_MAX: absent). */
+static void check_index(rt_tree *tree, const rt_snapshot *snap, const uint8_t *pool, size_t n,
+                        const uint64_t *first, const char *what)
+{
+    uint64_t *positions = xmalloc(n * sizeof(uint64_t));
+    uint8_t *found = xmalloc(n);
+    int rc = snap ? rt_snapshot_index_find(snap, pool, n, positions, found)
+                  : rt_tree_index_find(tree, pool, n, positions, found);
+    CHECK(rc == RT_OK, "%s: index_find %d", what, rc);
+    long bad = 0;
+    for (size_t i = 0; rc == RT_OK && i < n; i++)
+        bad += positions[i] != first[i] || found[i] != (first[i] != UINT64_MAX);
+    CHECK(bad == 0, "%s: %ld of %zu lookups differ from the model", what, bad, n);
+    free(positions);
+    free(found);
+}
+
+/* Random batches (plain, unique-reject, unique-skip) against a model, with
+ * snapshots checked by the size rule after the tree has moved on. */
+static void index_model_run(rng *g, unsigned arity, uint64_t pool_size, unsigned batches,
+                            uint64_t batch_max)
+{
+    char what[96];
+    uint8_t *pool = leaf_pool(g, pool_size);
+    uint8_t *batch = xmalloc((size_t)batch_max * 32u), *marks = xmalloc((size_t)batch_max);
+    uint8_t *kept = xmalloc((size_t)batch_max * 32u);
+    uint64_t *which = xmalloc((size_t)batch_max * sizeof(uint64_t));
+    uint64_t *first = xmalloc((size_t)pool_size * sizeof(uint64_t));
+    uint64_t *snap_first = xmalloc((size_t)pool_size * sizeof(uint64_t));
+    uint64_t *batch_first = xmalloc((size_t)pool_size * sizeof(uint64_t));
+    for (uint64_t j = 0; j < pool_size; j++)
+        first[j] = snap_first[j] = UINT64_MAX;
+    rt_tree *tree;
+    REQUIRE(rt_tree_new(arity, 48, RT_RULE_ROTORTREE_015, &tree) == RT_OK, "tree");
+    uint8_t root[32];
+    uint64_t size = 0, dups;
+    CHECK(rt_tree_index_find(tree, pool, 1, NULL, marks) == RT_ERR_NO_INDEX, "no index yet");
+    // Half the runs index a tree that already has leaves.
+    if (rng_below(g, 2)) {
+        uint64_t n = 1 + rng_below(g, batch_max);
+        pooled_leaves(g, pool, pool_size, batch, which, n);
+        REQUIRE(rt_tree_insert_many(tree, batch, (size_t)n, root) == RT_OK, "pre-insert");
+        for (uint64_t i = 0; i < n; i++)
+            if (first[which[i]] == UINT64_MAX)
+                first[which[i]] = i;
+        size = n;
+    }
+    REQUIRE(rt_tree_index_enable(tree) == RT_OK, "enable");
+    rt_snapshot *snap = NULL;
+    for (unsigned b = 0; b < batches; b++) {
+        uint64_t n = 1 + rng_below(g, batch_max);
+        pooled_leaves(g, pool, pool_size, batch, which, n);
+        int mode = (int)rng_below(g, 3);
+        // The model's duplicates: in the tree or earlier in the batch.
+        for (uint64_t i = 0; i < n; i++)
+            batch_first[which[i]] = UINT64_MAX;
+        uint64_t want_dups = 0, kept_n = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            bool dup = first[which[i]] != UINT64_MAX || batch_first[which[i]] != UINT64_MAX;
+            if (batch_first[which[i]] == UINT64_MAX)
+                batch_first[which[i]] = i;
+            want_dups += dup;
+            if (!dup)
+                memcpy(kept + 32u * kept_n++, batch + 32u * i, 32);
+        }
+        snprintf(what, sizeof(what), "index arity %u batch %u mode %d", arity, b, mode);
+        bool inserted = true;
+        if (mode == 0) {
+            REQUIRE(rt_tree_insert_many(tree, batch, (size_t)n, root) == RT_OK, "%s", what);
+        } else {
+            int rc = rt_tree_insert_unique(tree, batch, (size_t)n,
+                                           mode == 1 ? RT_UNIQUE_REJECT : RT_UNIQUE_SKIP,
+                                           marks, &dups, root);
+            CHECK(dups == want_dups, "%s: %llu duplicates, model %llu", what,
+                  (unsigned long long)dups, (unsigned long long)want_dups);
+            inserted = !(mode == 1 && want_dups);
+            CHECK(rc == (inserted ? RT_OK : RT_ERR_DUPLICATE), "%s: gave %d", what, rc);
+        }
+        if (inserted) {
+            // Skip mode inserts the kept leaves: each new, in batch order.
+            uint64_t at = size;
+            for (uint64_t i = 0; i < n; i++) {
+                uint64_t j = which[i];
+                if (mode == 0 || (first[j] == UINT64_MAX && batch_first[j] == i)) {
+                    if (first[j] == UINT64_MAX)
+                        first[j] = mode == 0 ? size + i : at;
+                    at++;
+                }
+            }
+            size = mode == 0 ? size + n : at;
+        }
+        struct rt_tree_state state;
+        rt_tree_state(tree, &state);
+        CHECK(state.size == size, "%s: size %llu, model %llu", what,
+              (unsigned long long)state.size, (unsigned long long)size);
+        check_index(tree, NULL, pool, (size_t)pool_size, first, what);
+        if (snap)
+            check_index(NULL, snap, pool, (size_t)pool_size, snap_first, what);
+        if (rng_below(g, 4) == 0) {
+            rt_snapshot_free(snap);
+            REQUIRE(rt_tree_snapshot(tree, &snap) == RT_OK, "snapshot");
+            memcpy(snap_first, first, (size_t)pool_size * sizeof(uint64_t));
+        }
+    }
+    rt_tree_free(tree);
+    if (snap) // outlives its tree, index included
+        check_index(NULL, snap, pool, (size_t)pool_size, snap_first, "orphan snapshot");
+    rt_snapshot_free(snap);
+    free(pool);
+    free(batch);
+    free(marks);
+    free(kept);
+    free(which);
+    free(first);
+    free(snap_first);
+    free(batch_first);
+}
+
+static void test_leaf_index(rng *g)
+{
+    uint8_t leaf[32] = {0}, found = 0, marks[1];
+    uint64_t dups;
+    rt_tree *tree;
+    REQUIRE(rt_tree_new(4, 8, RT_RULE_ROTORTREE_015, &tree) == RT_OK, "tree");
+    CHECK(rt_tree_index_find(tree, leaf, 1, NULL, NULL) == RT_ERR_INVALID_ARGUMENT, "no outputs");
+    CHECK(rt_tree_insert_unique(tree, leaf, 1, RT_UNIQUE_REJECT, marks, &dups, leaf) ==
+              RT_ERR_NO_INDEX, "unique without index");
+    REQUIRE(rt_tree_index_enable(tree) == RT_OK, "enable");
+    CHECK(rt_tree_index_enabled(tree) == 1, "enabled");
+    CHECK(rt_tree_insert_unique(tree, leaf, 1, 3, marks, &dups, leaf) == RT_ERR_INVALID_ARGUMENT,
+          "bad mode");
+    CHECK(rt_tree_index_find(tree, leaf, 1, NULL, &found) == RT_OK && !found, "empty tree");
+    rt_tree_free(tree);
+    for (uint32_t threads = 1; threads <= 2; threads++) {
+        // Chunk 1: lookup units of 256 leaves, so batches reach the pool.
+        set_pool(threads, 64, 1);
+        index_model_run(g, 4, 40, 30, 60);
+        index_model_run(g, 2 + (unsigned)rng_below(g, 254), 400, 20, 3000);
+        index_model_run(g, 3, 5000, 4, P->big_tree ? 40000 : 4000);
+    }
+    set_pool(1, 1024, 64);
+}
+
+#if RT_TEST_WRAP
+/* Every allocation of an indexed insert (a growing index, the duplicate
+ * check's table, the skip mode's copy) failing in turn: RT_ERR_NOMEM, and
+ * the tree, its index and its snapshot exactly as before. */
+static void inject_index_sweep(rng *g, uint64_t size, uint64_t k, int mode)
+{
+    char what[80];
+    snprintf(what, sizeof(what), "injected index size %llu +%llu mode %d",
+             (unsigned long long)size, (unsigned long long)k, mode);
+    uint64_t n = size + k;
+    uint8_t *pool = leaf_pool(g, n);
+    uint8_t *leaves = xmalloc((size_t)n * 32u), *marks = xmalloc((size_t)k);
+    uint64_t *which = xmalloc((size_t)k * sizeof(uint64_t)), *first = xmalloc((size_t)n * 8u);
+    memcpy(leaves, pool, (size_t)size * 32u);
+    pooled_leaves(g, pool, n, leaves + 32u * size, which, k); // some repeat the tree's
+    for (uint64_t j = 0; j < n; j++)
+        first[j] = j < size ? j : UINT64_MAX;
+    rt_tree *tree;
+    REQUIRE(rt_tree_new(4, 48, RT_RULE_ROTORTREE_015, &tree) == RT_OK, "tree");
+    uint8_t root[32], before[32];
+    uint64_t dups;
+    REQUIRE(rt_tree_insert_many(tree, leaves, (size_t)size, before) == RT_OK, "setup");
+    REQUIRE(rt_tree_index_enable(tree) == RT_OK, "enable");
+    rt_snapshot *snap;
+    REQUIRE(rt_tree_snapshot(tree, &snap) == RT_OK, "snapshot");
+    for (long target = 0;; target++) {
+        arm_from(target);
+        int rc = mode ? rt_tree_insert_unique(tree, leaves + 32u * size, (size_t)k,
+                                              RT_UNIQUE_SKIP, marks, &dups, root)
+                      : rt_tree_insert_many(tree, leaves + 32u * size, (size_t)k, root);
+        long injected = disarm();
+        if (rc == RT_OK)
+            break;
+        CHECK(rc == RT_ERR_NOMEM && injected > 0, "%s: failure at %ld gave %d", what, target, rc);
+        struct rt_tree_state state;
+        rt_tree_state(tree, &state);
+        CHECK(state.size == size && same_hash(state.root, before), "%s: tree changed", what);
+        check_index(tree, NULL, pool, (size_t)n, first, what);
+        check_index(NULL, snap, pool, (size_t)n, first, what);
+        if (target > 100000)
+            break;
+    }
+    check_index(NULL, snap, pool, (size_t)n, first, what);
+    rt_snapshot_free(snap);
+    rt_tree_free(tree);
+    // Enabling the index under the same sweep: all or nothing.
+    REQUIRE(rt_tree_new(4, 48, RT_RULE_ROTORTREE_015, &tree) == RT_OK, "tree");
+    REQUIRE(rt_tree_insert_many(tree, leaves, (size_t)n, root) == RT_OK, "setup");
+    for (uint64_t i = 0; i < k; i++)
+        if (first[which[i]] == UINT64_MAX)
+            first[which[i]] = size + i;
+    for (long target = 0;; target++) {
+        arm_from(target);
+        int rc = rt_tree_index_enable(tree);
+        disarm();
+        if (rc == RT_OK)
+            break;
+        CHECK(rc == RT_ERR_NOMEM && rt_tree_index_enabled(tree) == 0, "%s: enable %d", what, rc);
+    }
+    check_index(tree, NULL, pool, (size_t)n, first, what);
+    rt_tree_free(tree);
+    free(pool);
+    free(leaves);
+    free(marks);
+    free(which);
+    free(first);
+}
+
+static void test_index_injection(rng *g)
+{
+    set_pool(1, 1024, 64);
+    inject_index_sweep(g, 40, 30, 0);   // past the load limit: the index doubles
+    inject_index_sweep(g, 40, 30, 1);
+    inject_index_sweep(g, 1000, 5, 1);  // in place
+    set_pool(2, 64, 1);
+    inject_index_sweep(g, 3000, 5000, 1); // on the pool
+    set_pool(1, 1024, 64);
+}
+#endif
+
 /* ---- snapshot churn and fork --------------------------------------------- */
 
 /* A snapshot published per insert, the previous one freed (a few kept
@@ -2228,8 +2478,10 @@ int main(int argc, char **argv)
     RUN(test_restore, &g);
     RUN(test_compute_root, &g);
     RUN(test_garbage_proofs, &g);
+    RUN(test_leaf_index, &g);
 #if RT_TEST_WRAP
     RUN(test_injection, &g);
+    RUN(test_index_injection, &g);
 #else
     printf("test_injection         skipped (build with -DRT_TEST_WRAP=1 and --wrap)\n");
 #endif

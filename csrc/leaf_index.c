@@ -1,0 +1,785 @@
+/*
+ * The leaf index: membership, first position, and duplicate checks for
+ * nullifier-style trees (see rt_index.h for the table and why snapshots
+ * can share it without a lock).
+ */
+#include "rt_config.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "level.h"
+#include "rotortree.h"
+#include "rt_index.h"
+#include "rt_pool.h"
+#include "rt_tree.h"
+#include "snapshot.h"
+
+#define ABSENT UINT64_MAX
+
+// 3/4: with linear probing a miss then scans ~8 slots on average, which for
+// 4-byte slots is one or two cache lines; the table doubles when it is
+// reached, so between doublings it is 3/8..3/4 full: 5.3..10.7 bytes per
+// distinct leaf, under the 12 the issue allows, where 7/8 would make misses
+// scan ~32 slots and 1/2 would cost up to 16 bytes per leaf.
+#define LOAD_NUM 3u
+#define LOAD_DEN 4u
+#define MIN_SLOTS 64u
+// Work units for the pool, in leaves, per parent of the pool's chunk size
+// (16384 at the default 64): a unit then costs hundreds of microseconds,
+// which dwarfs claiming it, and tests that shrink the chunk reach the
+// parallel paths with small batches.
+#define GRAIN_PER_CHUNK 256u
+// Hashes run PIPE leaves ahead of the probes and each slot is prefetched as
+// soon as its hash is known, so a probe's cache miss overlaps the work on
+// the PIPE leaves before it instead of stalling the loop.
+#define PIPE 16u
+
+/* ---- hashing --------------------------------------------------------------- */
+
+// Leaves are usually hashes, but nothing stops a caller from inserting
+// counters or padded small values whose first bytes are all zero, so all 32
+// bytes are mixed, with a per-table seed so that no fixed set of leaves
+// collides in every table. Four independent multiplies cost a few cycles
+// next to the cache misses of a probe.
+static inline uint64_t leaf_hash(const uint8_t *leaf, uint64_t seed)
+{
+    uint64_t w[4];
+    memcpy(w, leaf, 32);
+    uint64_t a = (w[0] ^ seed) * 0x9E3779B97F4A7C15ull;
+    uint64_t b = (w[1] + seed) * 0xC2B2AE3D27D4EB4Full;
+    uint64_t c = (w[2] ^ (seed >> 7)) * 0x165667B19E3779F9ull;
+    uint64_t d = (w[3] + (seed << 3)) * 0xD6E8FEB86659FD93ull;
+    uint64_t h = a ^ ((b << 17) | (b >> 47)) ^ ((c << 31) | (c >> 33)) ^ ((d << 47) | (d >> 17));
+    h ^= h >> 32;
+    h *= 0x9FB21C651E98DF25ull;
+    h ^= h >> 29;
+    return h;
+}
+
+static uint64_t fresh_seed(const void *salt)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)salt;
+    s ^= s >> 33;
+    s *= 0xFF51AFD7ED558CCDull;
+    s ^= s >> 33;
+    return s;
+}
+
+/* ---- slots ----------------------------------------------------------------- */
+
+static inline uint64_t slot_load(const rt_leaf_index *ix, uint64_t i)
+{
+    if (ix->wide)
+        return __atomic_load_n((const uint64_t *)ix->slots + i, __ATOMIC_ACQUIRE);
+    return __atomic_load_n((const uint32_t *)ix->slots + i, __ATOMIC_ACQUIRE);
+}
+
+static inline int slot_cas(const rt_leaf_index *ix, uint64_t i, uint64_t expected,
+                           uint64_t desired)
+{
+    if (ix->wide) {
+        uint64_t e = expected;
+        return __atomic_compare_exchange_n((uint64_t *)ix->slots + i, &e, desired, 0,
+                                           __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+    }
+    uint32_t e = (uint32_t)expected;
+    return __atomic_compare_exchange_n((uint32_t *)ix->slots + i, &e, (uint32_t)desired, 0,
+                                       __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+}
+
+/* Readers without the lock (snapshots) may load the slot meanwhile. */
+static inline void slot_store(const rt_leaf_index *ix, uint64_t i, uint64_t value)
+{
+    if (ix->wide)
+        __atomic_store_n((uint64_t *)ix->slots + i, value, __ATOMIC_RELEASE);
+    else
+        __atomic_store_n((uint32_t *)ix->slots + i, (uint32_t)value, __ATOMIC_RELEASE);
+}
+
+static inline void slot_prefetch(const rt_leaf_index *ix, uint64_t h)
+{
+    uint64_t i = h & ix->mask;
+    __builtin_prefetch(ix->wide ? (const void *)((const uint64_t *)ix->slots + i)
+                                : (const void *)((const uint32_t *)ix->slots + i));
+}
+
+/* The tag: the hash bits above those the slot index uses, as many as fit
+ * above the position (none when positions take all 32 bits). */
+static inline uint64_t tag_of(const rt_leaf_index *ix, uint64_t h)
+{
+    unsigned bits = (ix->wide ? 64u : 32u) - ix->pos_bits;
+    return bits ? h >> (64u - bits) : 0;
+}
+
+/* Where probes read the leaf a slot names: the tree's level 0 or a
+ * snapshot's, and positions from tail_from on in `tail` (a batch being
+ * checked before it is in the tree); `limit` is the size rule (positions at
+ * or past it are not there). */
+typedef struct leaf_reader {
+    const rt_level *level;
+    const rt_snapshot *snap;
+    unsigned chunk_cap;
+    uint64_t limit;
+    const uint8_t *tail;
+    uint64_t tail_from;
+} leaf_reader;
+
+static inline const uint8_t *leaf_at(const leaf_reader *r, uint64_t p)
+{
+    if (p >= r->tail_from)
+        return r->tail + (p - r->tail_from) * 32u;
+    if (r->snap)
+        return rt_snapshot_node(r->snap, 0, p);
+    return rt_level_node(r->level, p, r->chunk_cap);
+}
+
+static leaf_reader tree_reader(const rt_tree *tree)
+{
+    leaf_reader r = {&tree->levels[0], NULL, tree->chunk_cap, tree->size, NULL, UINT64_MAX};
+    return r;
+}
+
+static uint64_t index_find(const rt_leaf_index *ix, const leaf_reader *r, const uint8_t *leaf,
+                           uint64_t h)
+{
+    const uint64_t pos_mask = (ix->pos_bits >= 64) ? UINT64_MAX : ((uint64_t)1 << ix->pos_bits) - 1;
+    const uint64_t tag = tag_of(ix, h);
+    for (uint64_t i = h & ix->mask;; i = (i + 1) & ix->mask) {
+        uint64_t s = slot_load(ix, i);
+        if (!s)
+            return ABSENT;
+        if ((s >> ix->pos_bits) != tag)
+            continue;
+        uint64_t p = (s & pos_mask) - 1;
+        if (p < r->limit && memcmp(leaf_at(r, p), leaf, 32) == 0)
+            return p;
+    }
+}
+
+/* Record position p of `leaf`; several threads may put at once (entries
+ * are only removed by index_unstage, alone, so a key's probe sequence only
+ * grows and two puts of one key meet at the slot the first of them claims).
+ * The lower position wins: 1 if the leaf was new to the table, else 0 with
+ * *evicted the higher position p displaced, or ABSENT if p itself lost. */
+static int index_put(const rt_leaf_index *ix, const leaf_reader *r, const uint8_t *leaf,
+                     uint64_t h, uint64_t p, uint64_t *evicted, int shared)
+{
+    const uint64_t pos_mask = ((uint64_t)1 << ix->pos_bits) - 1;
+    const uint64_t tag = tag_of(ix, h);
+    const uint64_t want = (tag << ix->pos_bits) | (p + 1);
+    uint64_t i = h & ix->mask;
+    for (;;) {
+        uint64_t s = slot_load(ix, i);
+        if (!s) {
+            if (!shared) { // the only writer: a locked compare-exchange buys nothing
+                slot_store(ix, i, want);
+                return 1;
+            }
+            if (slot_cas(ix, i, 0, want))
+                return 1;
+            continue; // another put took it: look at what it wrote
+        }
+        if ((s >> ix->pos_bits) == tag) {
+            uint64_t q = (s & pos_mask) - 1;
+            if (memcmp(leaf_at(r, q), leaf, 32) == 0) {
+                *evicted = q > p ? q : ABSENT;
+                if (q <= p)
+                    return 0;
+                if (!shared) {
+                    slot_store(ix, i, want);
+                    return 0;
+                }
+                if (slot_cas(ix, i, s, want))
+                    return 0;
+                continue;
+            }
+        }
+        i = (i + 1) & ix->mask;
+    }
+}
+
+/* ---- tables ---------------------------------------------------------------- */
+
+static unsigned bit_length(uint64_t x)
+{
+    return x ? 64u - (unsigned)__builtin_clzll(x) : 0;
+}
+
+/* An empty table for up to `entries` distinct leaves at positions below
+ * `size` (twice that, so that a growing tree does not rebuild at once). */
+static rt_leaf_index *index_new(uint64_t entries, uint64_t size)
+{
+    uint64_t slots = MIN_SLOTS;
+    while (slots / LOAD_DEN * LOAD_NUM < entries) {
+        if (slots > (UINT64_MAX >> 4))
+            return NULL;
+        slots *= 2;
+    }
+    unsigned pos_bits = bit_length(size) + 1;
+    if (pos_bits < 16)
+        pos_bits = 16;
+    if (pos_bits > 63)
+        return NULL;
+    unsigned wide = pos_bits > 32;
+    uint64_t bytes = slots * (wide ? 8u : 4u);
+    if (bytes > SIZE_MAX)
+        return NULL;
+    rt_leaf_index *ix = malloc(sizeof(*ix));
+    if (!ix)
+        return NULL;
+    ix->slots = rt_buffer_alloc((size_t)bytes);
+    if (!ix->slots) {
+        free(ix);
+        return NULL;
+    }
+    atomic_init(&ix->refcount, 1);
+    ix->staged = NULL;
+    ix->staged_added = 0;
+    ix->wide = wide;
+    ix->pos_bits = pos_bits;
+    ix->mask = slots - 1;
+    ix->seed = fresh_seed(ix);
+    ix->entries = 0;
+    ix->max_entries = slots / LOAD_DEN * LOAD_NUM;
+    ix->pos_limit = ((uint64_t)1 << pos_bits) - 1;
+    ix->bytes = (size_t)bytes;
+    return ix;
+}
+
+void rt_index_retain(rt_leaf_index *index)
+{
+    atomic_fetch_add_explicit(&index->refcount, 1, memory_order_relaxed);
+}
+
+void rt_index_release(rt_leaf_index *index)
+{
+    if (!index || atomic_fetch_sub_explicit(&index->refcount, 1, memory_order_acq_rel) != 1)
+        return;
+    rt_buffer_free(index->slots);
+    free(index);
+}
+
+/* ---- parallel fill and lookup ------------------------------------------------ */
+
+/* The unit size for `count` items on the pool, 0: run them on the caller. */
+static size_t pool_grain(uint64_t count)
+{
+    uint32_t threads;
+    uint64_t chunk;
+    rt_pool_tunables(&threads, NULL, &chunk);
+    uint64_t grain = chunk > UINT64_MAX / GRAIN_PER_CHUNK ? UINT64_MAX : chunk * GRAIN_PER_CHUNK;
+    return threads > 1 && count / 2 >= grain ? (size_t)grain : 0;
+}
+
+typedef struct zero_job {
+    uint8_t *base;
+    size_t bytes;
+} zero_job;
+
+#define ZERO_PIECE ((size_t)1 << 20)
+
+static void zero_units(void *ctx, size_t begin, size_t end)
+{
+    const zero_job *job = ctx;
+    size_t from = begin * ZERO_PIECE, to = end * ZERO_PIECE;
+    if (to > job->bytes)
+        to = job->bytes;
+    memset(job->base + from, 0, to - from);
+}
+
+/* Buffers come from the mapping cache with unspecified contents (reused
+ * pages are already faulted in): clear them, on the pool when large. */
+static void index_clear(rt_leaf_index *ix)
+{
+    zero_job job = {ix->slots, ix->bytes};
+    size_t pieces = (ix->bytes + ZERO_PIECE - 1) / ZERO_PIECE;
+    if (pieces > 4 && pool_grain(UINT64_MAX))
+        rt_pool_parallel_for(pieces, 1, zero_units, &job);
+    else
+        memset(ix->slots, 0, ix->bytes);
+}
+
+typedef struct fill_job {
+    rt_leaf_index *ix;
+    const leaf_reader *reader;
+    uint64_t first;
+    int shared; /* units run on several threads */
+    atomic_uint_fast64_t added;
+} fill_job;
+
+static void fill_units(void *ctx, size_t begin, size_t end)
+{
+    fill_job *job = ctx;
+    const rt_leaf_index *ix = job->ix;
+    const leaf_reader *r = job->reader;
+    const uint64_t first = job->first + begin, stop = job->first + end;
+    uint64_t added = 0, ring[PIPE], evicted, ahead = first;
+    for (; ahead < stop && ahead < first + PIPE; ahead++) {
+        ring[ahead % PIPE] = leaf_hash(leaf_at(r, ahead), ix->seed);
+        slot_prefetch(ix, ring[ahead % PIPE]);
+    }
+    for (uint64_t p = first; p < stop; p++) {
+        uint64_t h = ring[p % PIPE];
+        if (ahead < stop) {
+            ring[ahead % PIPE] = leaf_hash(leaf_at(r, ahead), ix->seed);
+            slot_prefetch(ix, ring[ahead % PIPE]);
+            ahead++;
+        }
+        added += (uint64_t)index_put(ix, r, leaf_at(r, p), h, p, &evicted, job->shared);
+    }
+    atomic_fetch_add_explicit(&job->added, added, memory_order_relaxed);
+}
+
+/* Put positions [first, end) of `reader` into `ix`. */
+static void index_fill(rt_leaf_index *ix, const leaf_reader *reader, uint64_t first,
+                       uint64_t end)
+{
+    uint64_t count = end - first;
+    size_t grain = pool_grain(count);
+    fill_job job = {ix, reader, first, grain != 0, 0};
+    if (grain)
+        rt_pool_parallel_for((size_t)count, grain, fill_units, &job);
+    else
+        fill_units(&job, 0, (size_t)count);
+    ix->entries += atomic_load_explicit(&job.added, memory_order_relaxed);
+}
+
+/* The hashes of leaves [begin, end) of a batch, PIPE ahead of their use. */
+typedef struct hash_pipe {
+    const rt_leaf_index *ix;
+    const uint8_t *leaves;
+    size_t ahead, end;
+    uint64_t ring[PIPE];
+} hash_pipe;
+
+static inline void pipe_push(hash_pipe *pipe)
+{
+    uint64_t h = leaf_hash(pipe->leaves + pipe->ahead * 32u, pipe->ix->seed);
+    pipe->ring[pipe->ahead % PIPE] = h;
+    slot_prefetch(pipe->ix, h);
+    pipe->ahead++;
+}
+
+static inline void pipe_start(hash_pipe *pipe, const rt_leaf_index *ix, const uint8_t *leaves,
+                              size_t begin, size_t end)
+{
+    pipe->ix = ix;
+    pipe->leaves = leaves;
+    pipe->ahead = begin;
+    pipe->end = end;
+    while (pipe->ahead < end && pipe->ahead < begin + PIPE)
+        pipe_push(pipe);
+}
+
+/* The hash of leaf i (the next one in order). */
+static inline uint64_t pipe_next(hash_pipe *pipe, size_t i)
+{
+    uint64_t h = pipe->ring[i % PIPE];
+    if (pipe->ahead < pipe->end)
+        pipe_push(pipe);
+    return h;
+}
+
+typedef struct find_job {
+    const rt_leaf_index *ix;
+    const leaf_reader *reader;
+    const uint8_t *leaves;
+    uint64_t *positions;
+    uint8_t *found;
+} find_job;
+
+static void find_units(void *ctx, size_t begin, size_t end)
+{
+    const find_job *job = ctx;
+    const rt_leaf_index *ix = job->ix;
+    const uint8_t *leaves = job->leaves;
+    const uint64_t pos_mask = ((uint64_t)1 << ix->pos_bits) - 1;
+    hash_pipe pipe;
+    pipe_start(&pipe, ix, leaves, begin, end);
+    for (size_t i = begin; i < end; i++) {
+        // Halfway down the pipe a slot's line has arrived: if it names a
+        // candidate, fetch that leaf too, the second miss of a hit (leaves
+        // of a large tree are far apart in level 0).
+        size_t half = i + PIPE / 2;
+        if (half < pipe.ahead) {
+            uint64_t hh = pipe.ring[half % PIPE], s = slot_load(ix, hh & ix->mask);
+            uint64_t q = (s & pos_mask) - 1;
+            if (s && (s >> ix->pos_bits) == tag_of(ix, hh) && q < job->reader->limit)
+                __builtin_prefetch(leaf_at(job->reader, q));
+        }
+        uint64_t h = pipe_next(&pipe, i);
+        uint64_t p = index_find(ix, job->reader, leaves + i * 32u, h);
+        if (job->positions)
+            job->positions[i] = p;
+        if (job->found)
+            job->found[i] = p != ABSENT;
+    }
+}
+
+static void index_find_many(const rt_leaf_index *ix, const leaf_reader *reader,
+                            const uint8_t *leaves, size_t count, uint64_t *positions,
+                            uint8_t *found)
+{
+    find_job job = {ix, reader, leaves, positions, found};
+    size_t grain = pool_grain(count);
+    if (grain)
+        rt_pool_parallel_for(count, grain, find_units, &job);
+    else
+        find_units(&job, 0, count);
+}
+
+/* A full index of the tree's leaves, or NULL when out of memory. */
+static rt_leaf_index *index_of_tree(const rt_tree *tree, uint64_t extra)
+{
+    rt_leaf_index *ix = index_new(tree->size + extra, tree->size + extra);
+    if (!ix)
+        return NULL;
+    index_clear(ix);
+    leaf_reader reader = tree_reader(tree);
+    index_fill(ix, &reader, 0, tree->size);
+    return ix;
+}
+
+/* ---- hooks for inserts (rt_index.h) ----------------------------------------- */
+
+int rt_index_reserve(const rt_tree *tree, uint64_t count, uint64_t new_size,
+                     rt_leaf_index **fresh)
+{
+    const rt_leaf_index *ix = tree->index;
+    *fresh = NULL;
+    if (ix->staged) // a unique insert put the batch in already
+        return RT_OK;
+    if (count <= ix->max_entries - ix->entries && new_size <= ix->pos_limit)
+        return RT_OK;
+    // Sized for every new leaf being distinct; the fill after the insert
+    // counts what they really are.
+    *fresh = index_new(ix->entries + count, new_size);
+    return *fresh ? RT_OK : RT_ERR_NOMEM;
+}
+
+static void index_commit_staged(rt_tree *tree);
+
+void rt_index_add(rt_tree *tree, rt_leaf_index *fresh, uint64_t old_size)
+{
+    if (tree->index->staged) {
+        index_commit_staged(tree);
+        return;
+    }
+    leaf_reader reader = tree_reader(tree);
+    if (fresh) {
+        index_clear(fresh);
+        index_fill(fresh, &reader, 0, tree->size);
+        rt_index_release(tree->index); // snapshots may keep it
+        tree->index = fresh;
+        return;
+    }
+    index_fill(tree->index, &reader, old_size, tree->size);
+}
+
+int rt_index_rebuild_locked(rt_tree *tree)
+{
+    rt_leaf_index *ix = index_of_tree(tree, 0);
+    if (!ix)
+        return RT_ERR_NOMEM;
+    rt_index_release(tree->index);
+    tree->index = ix;
+    return RT_OK;
+}
+
+/* ---- public calls ------------------------------------------------------------ */
+
+int rt_tree_index_enable(rt_tree *tree)
+{
+    if (!tree)
+        return RT_ERR_INVALID_ARGUMENT;
+    if (pthread_rwlock_wrlock(&tree->lock) != 0)
+        return RT_ERR_THREAD;
+    int status = tree->index ? RT_OK : rt_index_rebuild_locked(tree);
+    pthread_rwlock_unlock(&tree->lock);
+    return status;
+}
+
+int rt_tree_index_enabled(rt_tree *tree)
+{
+    pthread_rwlock_rdlock(&tree->lock);
+    int on = tree->index != NULL;
+    pthread_rwlock_unlock(&tree->lock);
+    return on;
+}
+
+int rt_tree_index_stats(rt_tree *tree, struct rt_index_stats *out)
+{
+    if (!tree || !out)
+        return RT_ERR_INVALID_ARGUMENT;
+    pthread_rwlock_rdlock(&tree->lock);
+    const rt_leaf_index *ix = tree->index;
+    int status = RT_ERR_NO_INDEX;
+    if (ix) {
+        out->entries = ix->entries;
+        out->slots = ix->mask + 1;
+        out->bytes = ix->bytes;
+        out->slot_bytes = ix->wide ? 8u : 4u;
+        status = RT_OK;
+    }
+    pthread_rwlock_unlock(&tree->lock);
+    return status;
+}
+
+int rt_tree_index_find(rt_tree *tree, const uint8_t *leaves, size_t count,
+                       uint64_t *positions, uint8_t *found)
+{
+    if (!tree || (count && !leaves) || (!positions && !found))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (pthread_rwlock_rdlock(&tree->lock) != 0)
+        return RT_ERR_THREAD;
+    int status = RT_ERR_NO_INDEX;
+    if (tree->index) {
+        leaf_reader reader = tree_reader(tree);
+        index_find_many(tree->index, &reader, leaves, count, positions, found);
+        status = RT_OK;
+    }
+    pthread_rwlock_unlock(&tree->lock);
+    return status;
+}
+
+int rt_snapshot_index_find(const rt_snapshot *snap, const uint8_t *leaves, size_t count,
+                           uint64_t *positions, uint8_t *found)
+{
+    if (!snap || (count && !leaves) || (!positions && !found))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (!snap->index)
+        return RT_ERR_NO_INDEX;
+    leaf_reader reader = {NULL, snap, snap->chunk_cap, snap->size, NULL, UINT64_MAX};
+    index_find_many(snap->index, &reader, leaves, count, positions, found);
+    return RT_OK;
+}
+
+/* ---- unique inserts ---------------------------------------------------------- */
+
+// A unique batch is put into the index before the tree is touched, at the
+// positions it would take (old_size + i), with the batch itself read for
+// those positions: the puts find the leaves already in the tree and the
+// repeats inside the batch in one pass, and when there are none the insert
+// that follows has nothing left to add to the index (one pass where a
+// separate check would hash and probe every leaf twice). Otherwise the
+// staged entries are taken out again: from a new table by dropping it, in
+// place by clearing every slot holding a position >= old_size. That restores
+// the table exactly: staged puts only filled empty slots (an older entry has
+// a lower position, so it is never displaced), and no older entry's probe
+// sequence crosses a slot that was empty when it was put. Snapshots reading
+// meanwhile skip those positions by the size rule.
+
+typedef struct stage_job {
+    const rt_leaf_index *ix;
+    const leaf_reader *reader;
+    const uint8_t *leaves;
+    uint64_t first; /* position of leaves[0] */
+    uint8_t *marks;
+    int shared;
+    atomic_uint_fast64_t added;
+} stage_job;
+
+static inline void mark(uint8_t *marks, uint64_t i)
+{
+    __atomic_store_n(marks + i, (uint8_t)1, __ATOMIC_RELAXED);
+}
+
+static void stage_units(void *ctx, size_t begin, size_t end)
+{
+    stage_job *job = ctx;
+    const rt_leaf_index *ix = job->ix;
+    const uint8_t *leaves = job->leaves;
+    uint64_t added = 0, evicted;
+    hash_pipe pipe;
+    pipe_start(&pipe, ix, leaves, begin, end);
+    for (size_t i = begin; i < end; i++) {
+        uint64_t h = pipe_next(&pipe, i);
+        evicted = ABSENT;
+        if (index_put(ix, job->reader, leaves + i * 32u, h, job->first + i, &evicted,
+                      job->shared))
+            added++;
+        else // a repeat: this leaf, or the later copy it displaced
+            mark(job->marks, evicted == ABSENT ? i : evicted - job->first);
+    }
+    atomic_fetch_add_explicit(&job->added, added, memory_order_relaxed);
+}
+
+typedef struct unstage_job {
+    const rt_leaf_index *ix;
+    uint64_t first;
+} unstage_job;
+
+static void unstage_units(void *ctx, size_t begin, size_t end)
+{
+    const unstage_job *job = ctx;
+    const rt_leaf_index *ix = job->ix;
+    const uint64_t pos_mask = ((uint64_t)1 << ix->pos_bits) - 1;
+    for (uint64_t i = begin; i < end; i++) {
+        uint64_t s = slot_load(ix, i);
+        if (s && (s & pos_mask) - 1 >= job->first)
+            slot_cas(ix, i, s, 0);
+    }
+}
+
+/* Put the batch (positions tree->size + i) into the index or a new table
+ * for it, marking the repeats; the tree is not touched. The staged table
+ * hangs off tree->index until index_commit_staged or index_unstage. */
+static int index_stage(rt_tree *tree, const uint8_t *leaves, size_t count, uint8_t *marks,
+                       uint64_t *duplicates)
+{
+    if (count > tree->capacity - tree->size)
+        return RT_ERR_MAX_DEPTH;
+    rt_leaf_index *ix = tree->index, *fresh;
+    int status = rt_index_reserve(tree, count, tree->size + count, &fresh);
+    if (status != RT_OK)
+        return status;
+    leaf_reader reader = tree_reader(tree);
+    if (fresh) {
+        index_clear(fresh);
+        index_fill(fresh, &reader, 0, tree->size);
+    }
+    rt_leaf_index *target = fresh ? fresh : ix;
+    reader.tail = leaves;
+    reader.tail_from = tree->size;
+    memset(marks, 0, count);
+    size_t grain = pool_grain(count);
+    stage_job job = {target, &reader, leaves, tree->size, marks, grain != 0, 0};
+    if (grain)
+        rt_pool_parallel_for(count, grain, stage_units, &job);
+    else
+        stage_units(&job, 0, count);
+    ix->staged = target;
+    ix->staged_added = atomic_load_explicit(&job.added, memory_order_relaxed);
+    *duplicates = count - ix->staged_added;
+    return RT_OK;
+}
+
+static void index_unstage(rt_tree *tree)
+{
+    rt_leaf_index *ix = tree->index;
+    if (ix->staged != ix) {
+        rt_index_release(ix->staged);
+    } else {
+        unstage_job job = {ix, tree->size};
+        uint64_t slots = ix->mask + 1;
+        size_t grain = pool_grain(slots);
+        if (grain)
+            rt_pool_parallel_for((size_t)slots, grain, unstage_units, &job);
+        else
+            unstage_units(&job, 0, (size_t)slots);
+    }
+    ix->staged = NULL;
+    ix->staged_added = 0;
+}
+
+static void index_commit_staged(rt_tree *tree)
+{
+    rt_leaf_index *ix = tree->index, *staged = ix->staged;
+    staged->entries += ix->staged_added;
+    ix->staged = NULL;
+    ix->staged_added = 0;
+    if (staged != ix) {
+        rt_index_release(ix); // snapshots may keep it
+        tree->index = staged;
+    }
+}
+
+int rt_tree_index_duplicates(rt_tree *tree, const uint8_t *leaves, size_t count,
+                             uint8_t *duplicates, uint64_t *duplicate_count)
+{
+    if (!tree || !duplicates || !duplicate_count || (count && !leaves))
+        return RT_ERR_INVALID_ARGUMENT;
+    // The check stages the batch in the index for a moment: readers wait.
+    if (pthread_rwlock_wrlock(&tree->lock) != 0)
+        return RT_ERR_THREAD;
+    int status = tree->index ? index_stage(tree, leaves, count, duplicates, duplicate_count)
+                             : RT_ERR_NO_INDEX;
+    if (status == RT_OK)
+        index_unstage(tree);
+    pthread_rwlock_unlock(&tree->lock);
+    return status;
+}
+
+int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, int mode,
+                          uint8_t *duplicates, uint64_t *duplicate_count, uint8_t *root_out)
+{
+    if (!tree || !root_out || !duplicates || !duplicate_count || (count && !leaves) ||
+        (mode != RT_UNIQUE_REJECT && mode != RT_UNIQUE_SKIP))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (count == 0)
+        return RT_ERR_EMPTY_BATCH;
+    if (pthread_rwlock_wrlock(&tree->lock) != 0)
+        return RT_ERR_THREAD;
+    uint64_t dups = 0;
+    int status = tree->index ? index_stage(tree, leaves, count, duplicates, &dups)
+                             : RT_ERR_NO_INDEX;
+    if (status == RT_OK) {
+        if (dups == 0) {
+            // Commits the staged entries once the leaves are in (rt_index_add).
+            status = rt_tree_insert_locked(tree, leaves, count, root_out);
+            if (status != RT_OK)
+                index_unstage(tree);
+        } else {
+            index_unstage(tree);
+            if (mode == RT_UNIQUE_REJECT) {
+                status = RT_ERR_DUPLICATE;
+            } else if (dups == count) {
+                rt_tree_copy_root(tree, root_out); // every leaf was in the tree already
+            } else {
+                uint8_t *kept = rt_buffer_alloc((size_t)(count - dups) * 32u);
+                if (!kept) {
+                    status = RT_ERR_NOMEM;
+                } else {
+                    size_t n = 0;
+                    for (size_t i = 0; i < count; i++)
+                        if (!duplicates[i])
+                            memcpy(kept + 32u * n++, leaves + 32u * i, 32);
+                    status = rt_tree_insert_locked(tree, kept, n, root_out);
+                    rt_buffer_free(kept);
+                }
+            }
+        }
+    }
+    if (status == RT_OK || status == RT_ERR_DUPLICATE)
+        *duplicate_count = dups;
+    pthread_rwlock_unlock(&tree->lock);
+    return status;
+}
+
+/* ---- single lookups ------------------------------------------------------------ */
+
+static int64_t position_or_status(const rt_leaf_index *ix, const leaf_reader *reader,
+                                  const uint8_t *leaf)
+{
+    uint64_t p = index_find(ix, reader, leaf, leaf_hash(leaf, ix->seed));
+    return p == ABSENT ? -1 : (int64_t)p; // positions stay below 2**63 (pos_bits <= 63)
+}
+
+int64_t rt_tree_index_position(rt_tree *tree, const uint8_t *leaf)
+{
+    if (!tree || !leaf)
+        return -RT_ERR_INVALID_ARGUMENT;
+    pthread_rwlock_rdlock(&tree->lock);
+    int64_t out = -RT_ERR_NO_INDEX;
+    if (tree->index) {
+        leaf_reader reader = tree_reader(tree);
+        out = position_or_status(tree->index, &reader, leaf);
+    }
+    pthread_rwlock_unlock(&tree->lock);
+    return out;
+}
+
+int64_t rt_snapshot_index_position(const rt_snapshot *snap, const uint8_t *leaf)
+{
+    if (!snap || !leaf)
+        return -RT_ERR_INVALID_ARGUMENT;
+    if (!snap->index)
+        return -RT_ERR_NO_INDEX;
+    leaf_reader reader = {NULL, snap, snap->chunk_cap, snap->size, NULL, UINT64_MAX};
+    return position_or_status(snap->index, &reader, leaf);
+}
