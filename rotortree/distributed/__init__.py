@@ -466,6 +466,11 @@ class ShardedTree:
         segments and the top are written; the manifest is replaced last, so
         a failed append leaves the tree as it was."""
         plan = plan_source(source, size)
+        if not plan.leaves:
+            # Nothing to add (a dask array of no rows): rewriting would give
+            # the top file its old name, which the cleanup below would then
+            # delete from under the new manifest.
+            return self._root
         store = self._store
         first = self._segments - 1
         last_count = self._segment_count(first)
@@ -493,7 +498,8 @@ class ShardedTree:
         self.close()
         self._load()
         # Only now unreferenced by the manifest.
-        store.remove(old_top)
+        if old_top != top_name(new_size):
+            store.remove(old_top)
         if old_edge is not None and old_edge != self._segment_name(first):
             store.remove(old_edge)
         return root
