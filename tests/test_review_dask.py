@@ -61,3 +61,17 @@ def test_encoded_and_field_verification_agree_on_every_mutation(arity, size):
             assert InclusionProof.from_bytes(data).verify() == fields.verify()
             # Against the trusted head only the true statement passes.
             assert not InclusionProof.from_bytes(data).verify_against(tree.root, size)
+
+
+@pytest.mark.parametrize("change", [lambda data: data[:-1], lambda data: data + bytes(32)])
+def test_a_segment_file_of_the_wrong_length_is_corruption(tmp_path, change):
+    # The length check closed the mapping before reading its length for the
+    # message, so a truncated or extended segment raised "mmap closed".
+    out = tmp_path / "tree"
+    build(CounterLeaves(), size=40, arity=4, segment_leaves=16, out=out)
+    segment = out / "seg-000000001-16.rts"
+    segment.write_bytes(change(segment.read_bytes()))
+    sharded = ShardedTree.open(out)
+    with pytest.raises(rotortree.CorruptionError, match="seg-000000001-16.rts"):
+        sharded.generate_proof(20)
+    assert sharded.generate_proof(3).verify_against(sharded.root, 40)

@@ -318,9 +318,9 @@ class ShardedTree:
                      self._arity, index, count, self._roots[index])
         expected = level_offsets(count, self._arity)[-1]
         if mapping is not None and len(mapping) != expected:
-            where = self._store.where(name)
+            where, got = self._store.where(name), len(mapping)  # len() of a closed map raises
             mapping.close()
-            raise CorruptionError(f"{where}: {len(mapping)} bytes, expected {expected}", where)
+            raise CorruptionError(f"{where}: {got} bytes, expected {expected}", where)
         self._maps[index] = mapping
         if len(self._maps) > _MAPPED_SEGMENTS:
             _, old = self._maps.popitem(last=False)
