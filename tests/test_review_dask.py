@@ -75,3 +75,21 @@ def test_a_segment_file_of_the_wrong_length_is_corruption(tmp_path, change):
     with pytest.raises(rotortree.CorruptionError, match="seg-000000001-16.rts"):
         sharded.generate_proof(20)
     assert sharded.generate_proof(3).verify_against(sharded.root, 40)
+
+
+def test_append_refuses_a_right_edge_whose_leaves_do_not_hash_to_its_root(tmp_path):
+    # The right edge's leaves are read back from its file to be rebuilt with
+    # the new ones; only its header was checked, so a changed leaf became
+    # part of the new tree and its root silently stopped extending the old.
+    out = tmp_path / "tree"
+    build(CounterLeaves(), size=40, arity=4, segment_leaves=16, out=out)
+    edge = out / "seg-000000002-8.rts"
+    data = bytearray(edge.read_bytes())
+    data[56 + 3 * 32] ^= 1  # leaf 35, in level 0 after the 56-byte header
+    edge.write_bytes(bytes(data))
+    files = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    sharded = ShardedTree.open(out)
+    with pytest.raises(rotortree.CorruptionError, match="seg-000000002-8.rts"):
+        sharded.append(CounterLeaves(seed=5), size=4)
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == files
+    assert (sharded.size, ShardedTree.open(out).size) == (40, 40)

@@ -46,7 +46,8 @@ from ._build import (
     rule_options,
     run_segments,
 )
-from ._sources import ConcatSource, CounterLeaves, FileSource, Source, plan_source
+from ._sources import (CheckedSource, ConcatSource, CounterLeaves, FileSource, Source,
+                       plan_source)
 from ._store import (
     FORMAT,
     HEADER,
@@ -480,7 +481,9 @@ class ShardedTree:
             location = (os.path.join(store.path, self._segment_name(first)) if store.local
                         else store.where(self._segment_name(first)))
             self._mapping(first)  # its header is checked before it is trusted
-            parts.append(FileSource([(location, HEADER.size, last_count)]))
+            parts.append(CheckedSource(FileSource([(location, HEADER.size, last_count)]),
+                                       self._roots[first], self._arity, self._options,
+                                       store.where(self._segment_name(first))))
         else:
             first += 1
         parts.append(plan)
