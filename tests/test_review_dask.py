@@ -93,3 +93,14 @@ def test_append_refuses_a_right_edge_whose_leaves_do_not_hash_to_its_root(tmp_pa
         sharded.append(CounterLeaves(seed=5), size=4)
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == files
     assert (sharded.size, ShardedTree.open(out).size) == (40, 40)
+
+
+def test_an_fsspec_directory_given_as_a_file_of_leaves_is_named_a_directory():
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    memory.pipe_file("/rt-review-dir/inside/leaf", bytes(32))
+    try:
+        with pytest.raises(rotortree.LeafSourceError, match="is a directory"):
+            build(["memory://rt-review-dir/inside"], arity=4, segment_leaves=4)
+    finally:
+        memory.rm("/rt-review-dir", recursive=True)

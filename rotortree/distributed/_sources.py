@@ -78,7 +78,14 @@ def _stat_leaves(url: str) -> int:
             nbytes = info.st_size
         else:
             fs, path = url_filesystem(url)
-            nbytes = int(fs.size(path))
+            # info, not size: a directory has a size too (0 in memory://),
+            # and "empty" would name the wrong problem.
+            details = fs.info(path)
+            if details.get("type") == "directory":
+                raise LeafSourceError(f"{url} is a directory, not a file of leaves")
+            nbytes = details.get("size")
+            if not isinstance(nbytes, int):
+                raise LeafSourceError(f"{url}: its store gives no size ({nbytes!r})")
     except LeafSourceError:
         raise
     except (OSError, ValueError, TypeError) as error:
