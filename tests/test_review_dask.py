@@ -104,3 +104,40 @@ def test_an_fsspec_directory_given_as_a_file_of_leaves_is_named_a_directory():
             build(["memory://rt-review-dir/inside"], arity=4, segment_leaves=4)
     finally:
         memory.rm("/rt-review-dir", recursive=True)
+
+
+def test_threads_serving_proofs_share_the_segment_cache_safely(tmp_path, monkeypatch):
+    # Evicting a mapped segment closed it, under another thread's slices or
+    # numpy views: "mmap closed" or BufferError once a tree has more
+    # segments than the cache holds (half the file descriptor limit).
+    import random
+    import threading
+
+    import rotortree.distributed as distributed_module
+
+    out = tmp_path / "tree"
+    size = 64 * 16 + 5
+    root = build(CounterLeaves(), size=size, arity=4, segment_leaves=16, out=out)
+    monkeypatch.setattr(distributed_module, "_MAPPED_SEGMENTS", 2)
+    sharded = ShardedTree.open(out)
+    failures: list = []
+
+    def serve(seed: int) -> None:
+        draw = random.Random(seed)
+        try:
+            for _ in range(150):
+                if draw.random() < 0.5:
+                    proof = sharded.generate_proof(draw.randrange(size))
+                    assert proof.verify_against(root, size)
+                else:
+                    batch = sharded.generate_proofs([draw.randrange(size) for _ in range(40)])
+                    assert all(proof.verify_against(root, size) for proof in batch)
+        except Exception as error:  # reported to the main thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=serve, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

@@ -91,6 +91,7 @@ def _mapped_segments() -> int:
 
 
 _MAPPED_SEGMENTS = _mapped_segments()
+_UNMAPPED = object()  # not in the cache (None is a segment read by ranges)
 
 
 def _out_url(out: Any) -> str:
@@ -308,9 +309,15 @@ class ShardedTree:
         return segment_name(index, self._segment_count(index))
 
     def _mapping(self, index: int) -> Optional[mmap.mmap]:
-        if index in self._maps:
-            self._maps.move_to_end(index)
-            return self._maps[index]
+        # Threads serving proofs share the cache: another may evict this
+        # entry between any two steps, so nothing here assumes it stays.
+        mapping = self._maps.get(index, _UNMAPPED)
+        if mapping is not _UNMAPPED:
+            try:
+                self._maps.move_to_end(index)
+            except KeyError:  # evicted meanwhile: the caller still holds its mapping
+                pass
+            return mapping
         name = self._segment_name(index)
         count = self._segment_count(index)
         mapping = self._store.map(name)
@@ -323,10 +330,14 @@ class ShardedTree:
             mapping.close()
             raise CorruptionError(f"{where}: {got} bytes, expected {expected}", where)
         self._maps[index] = mapping
-        if len(self._maps) > _MAPPED_SEGMENTS:
-            _, old = self._maps.popitem(last=False)
-            if old is not None:
-                old.close()
+        while len(self._maps) > _MAPPED_SEGMENTS:
+            # Dropped, not closed: a thread may still be reading it (a
+            # close would fail under its numpy views or pull the map from
+            # under its slices); it is unmapped when its last user lets go.
+            try:
+                self._maps.popitem(last=False)
+            except KeyError:
+                break
         return mapping
 
     def _read(self, index: int, offset: int, length: int) -> bytes:
