@@ -37,6 +37,7 @@ SOURCES = [
     "csrc/fork.c",
     "csrc/snapshot.c",
     "csrc/restore.c",
+    "csrc/wal.c",
     "csrc/leaf_index.c",
     "csrc/proof.c",
     "csrc/pool.c",

@@ -210,6 +210,21 @@ static unsigned bit_length(uint64_t x)
     return x ? 64u - (unsigned)__builtin_clzll(x) : 0;
 }
 
+unsigned rt_index_pos_bits(uint64_t size)
+{
+    // One bit of headroom, so that a tree growing past a power of two does
+    // not rebuild its table at once; but not the bit that would make slots
+    // 8 bytes while every position + 1 (at most size) still fits in 32:
+    // that doubled the index of trees of 2**31..2**32 leaves, to 10.7..21
+    // bytes per leaf.
+    unsigned bits = bit_length(size) + 1;
+    if (bits < 16)
+        bits = 16;
+    if (bits == 33)
+        bits = 32;
+    return bits;
+}
+
 /* An empty table for up to `entries` distinct leaves at positions below
  * `size` (twice that, so that a growing tree does not rebuild at once). */
 static rt_leaf_index *index_new(uint64_t entries, uint64_t size)
@@ -220,9 +235,7 @@ static rt_leaf_index *index_new(uint64_t entries, uint64_t size)
             return NULL;
         slots *= 2;
     }
-    unsigned pos_bits = bit_length(size) + 1;
-    if (pos_bits < 16)
-        pos_bits = 16;
+    unsigned pos_bits = rt_index_pos_bits(size);
     if (pos_bits > 63)
         return NULL;
     unsigned wide = pos_bits > 32;
@@ -713,8 +726,23 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
         return RT_ERR_INVALID_ARGUMENT;
     if (count == 0)
         return RT_ERR_EMPTY_BATCH;
-    if (pthread_rwlock_wrlock(&tree->lock) != 0)
+    // The staged entries are placed by the hashes of the batch as read now,
+    // and the insert copies it again later: a caller's buffer (a bytearray
+    // or numpy array another thread writes while the GIL is released) that
+    // changed in between left leaves in the tree under slots of other
+    // values, so has() missed them and later unique inserts let them in
+    // twice. Both steps read one private copy instead.
+    if (count > SIZE_MAX / 32u)
+        return RT_ERR_INVALID_ARGUMENT;
+    uint8_t *batch = rt_buffer_alloc(count * 32u);
+    if (!batch)
+        return RT_ERR_NOMEM;
+    memcpy(batch, leaves, count * 32u);
+    leaves = batch;
+    if (pthread_rwlock_wrlock(&tree->lock) != 0) {
+        rt_buffer_free(batch);
         return RT_ERR_THREAD;
+    }
     uint64_t dups = 0;
     int status = tree->index ? index_stage(tree, leaves, count, duplicates, &dups)
                              : RT_ERR_NO_INDEX;
@@ -748,6 +776,7 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
     if (status == RT_OK || status == RT_ERR_DUPLICATE)
         *duplicate_count = dups;
     pthread_rwlock_unlock(&tree->lock);
+    rt_buffer_free(batch);
     return status;
 }
 

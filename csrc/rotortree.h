@@ -50,7 +50,8 @@ enum rt_status {
     RT_ERR_EMPTY_TREE = 10,      /* the operation needs at least one leaf */
     RT_ERR_INVALID_PROOF = 11,   /* a proof is malformed or does not verify */
     RT_ERR_NO_INDEX = 12,        /* the tree (or snapshot) has no leaf index */
-    RT_ERR_DUPLICATE = 13        /* a unique insert met a leaf already present */
+    RT_ERR_DUPLICATE = 13,       /* a unique insert met a leaf already present */
+    RT_ERR_IO = 14               /* a file write failed (its errno is returned beside) */
 };
 
 /* SIMD kernels for BLAKE3 parent hashing. */
@@ -262,8 +263,9 @@ enum rt_unique_mode {
  * reports them). The check and the insert are one write-locked step.
  * With RT_UNIQUE_SKIP and every leaf a duplicate nothing is inserted and
  * root_out gets the current root. RT_ERR_NO_INDEX without an index. The
- * caller must not change `leaves` during the call (the tree and its index
- * stay consistent if it does, but the check may then miss a duplicate). */
+ * batch is copied once, first: the check and the insert both read that
+ * copy, so a caller changing `leaves` during the call cannot make them
+ * disagree (the index then always matches the inserted leaves). */
 int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, int mode,
                           uint8_t *duplicates, uint64_t *duplicate_count,
                           uint8_t *root_out);
@@ -369,6 +371,43 @@ int rt_verify_inclusion_batch(const uint8_t *data, size_t data_len, const uint64
 int rt_consistency_layout(const rt_snapshot *snap, uint64_t old_size, size_t *out);
 int rt_consistency_fill(const rt_snapshot *snap, uint64_t old_size, uint8_t *out,
                         size_t out_len);
+/* ---- write-ahead log (wal.c) ---------------------------------------------- */
+
+/* A WAL frame header: 40 bytes covered by the checksum, then the checksum
+ * (little-endian, bytes 40..43) and 4 zero bytes. */
+#define RT_WAL_FRAME_HEADER_LEN 48
+#define RT_WAL_FRAME_CRC_OFFSET 40
+
+/* CRC-32C (Castagnoli polynomial, as in iSCSI, ext4 and SSE4.2) of
+ * data[0..len), continuing `crc` (0 to start; the result of one call may be
+ * passed to the next to checksum a message in pieces). */
+uint32_t rt_crc32c(uint32_t crc, const uint8_t *data, size_t len);
+/* The implementation rt_crc32c uses here: "sse4.2", "armv8-crc" or
+ * "portable". */
+const char *rt_crc32c_impl(void);
+/* For tests: nonzero makes rt_crc32c use the portable code, 0 restores the
+ * detected choice. */
+void rt_crc32c_force_portable(int on);
+
+/* Append one WAL frame and insert its leaves into `tree`, as one step:
+ * `header` (RT_WAL_FRAME_HEADER_LEN bytes, its checksum field is filled in
+ * here) followed by the `count` leaves at `leaves` is written at `offset`
+ * of `fd` (pwritev, no copy), and the leaves are inserted as by
+ * rt_tree_insert_many. Large batches are written by a writer thread while
+ * the caller hashes; the batch is published to readers only once the whole
+ * frame is written. Returns when both are done:
+ *   RT_OK: the frame is written and the batch is in the tree;
+ *   RT_ERR_IO: the write failed (*error_out = its errno); the tree is
+ *     unchanged, part of the frame may be in the file;
+ *   another status: the insert failed; the tree is unchanged, the frame may
+ *     be in the file.
+ * The caller cuts the frame when the tree does not hold the batch. */
+int rt_wal_append(rt_tree *tree, int fd, uint64_t offset, uint8_t *header,
+                  const uint8_t *leaves, size_t count, uint8_t *root_out, int *error_out);
+/* Fault injection for tests: the next frame write of rt_wal_append writes
+ * `after_bytes` bytes of the frame, then fails with `error_number` (0
+ * disarms). */
+void rt_wal_fail_next_write(int error_number, size_t after_bytes);
 /* CFFI_END */
 
 #ifdef __cplusplus

@@ -49,6 +49,11 @@ typedef struct rt_leaf_index {
     uint64_t staged_added;
 } rt_leaf_index;
 
+/* The low bits of a slot that hold position + 1 in a table made for a tree
+ * of `size` leaves; slots are 8 bytes when this exceeds 32, which happens
+ * only from 2**32 leaves on. */
+unsigned rt_index_pos_bits(uint64_t size);
+
 void rt_index_retain(rt_leaf_index *index);
 void rt_index_release(rt_leaf_index *index);
 

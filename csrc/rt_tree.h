@@ -53,6 +53,13 @@ static inline void rt_tree_copy_root(const rt_tree *tree, uint8_t *root_out)
     memcpy(root_out, rt_level_node(&tree->levels[tree->depth], 0, tree->chunk_cap), 32);
 }
 
+/* rt_tree_insert_many, with `gate(gate_ctx)` called under the write lock
+ * once the batch is hashed and before it is published: a status other than
+ * RT_OK from it leaves the tree exactly as it was and is returned (the
+ * durable tree's WAL write, csrc/wal.c, decides whether the batch stays). */
+int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count,
+                              uint8_t *root_out, int (*gate)(void *), void *gate_ctx);
+
 /* ---- fork registry (fork.c) ---------------------------------------------- */
 
 /* Initialise a tree's rwlock (writer-preferring where the libc offers it). */

@@ -17,6 +17,7 @@ const char *rt_strerror(int status)
     case RT_ERR_INVALID_PROOF: return "the proof is malformed or does not verify";
     case RT_ERR_NO_INDEX: return "the tree has no leaf index (enable it first)";
     case RT_ERR_DUPLICATE: return "a leaf is already in the tree or repeated in the batch";
+    case RT_ERR_IO: return "a file write failed";
     default: return "unknown status";
     }
 }

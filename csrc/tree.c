@@ -148,8 +148,11 @@ static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *len)
     }
 }
 
-int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
-                          uint8_t *root_out)
+/* Caller holds the write lock. `gate` (may be NULL) runs after the new nodes
+ * are hashed and before they are published; if it fails, the tree is put
+ * back as it was and its status returned (see rt_tree_insert_many_gated). */
+static int insert_gated_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
+                               uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
 {
     const unsigned arity = tree->arity;
     const unsigned cap = tree->chunk_cap;
@@ -181,6 +184,14 @@ int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
             return status;
         }
     }
+    // Hashing overwrites the last existing node of each level above the
+    // leaves in place (everything else it writes lies past the published
+    // lengths), so keeping those nodes is all a gated insert needs to undo.
+    uint8_t edge[RT_MAX_DEPTH_LIMIT + 1][32];
+    if (gate)
+        for (unsigned l = 1; l <= new_depth; l++)
+            if (first[l] < tree->levels[l].len)
+                memcpy(edge[l], rt_level_node(&tree->levels[l], first[l], cap), 32);
 
     if (new_depth == 0) {
         node_store leaves_out = store_of_level(&tree->levels[0], cap);
@@ -194,6 +205,19 @@ int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
         rt_build_levels(stores, len, first, new_depth, arity, leaves, old_size);
     }
 
+    if (gate) {
+        int status = gate(gate_ctx);
+        if (status != RT_OK) {
+            // The write lock is still held, so no reader saw the new nodes.
+            for (unsigned l = 1; l <= new_depth; l++)
+                if (first[l] < tree->levels[l].len)
+                    memcpy((uint8_t *)rt_level_node(&tree->levels[l], first[l], cap), edge[l],
+                           32);
+            rt_index_release(fresh_index);
+            return status;
+        }
+    }
+
     for (unsigned l = 0; l <= new_depth; l++)
         tree->levels[l].len = len[l];
     tree->size = new_size;
@@ -204,8 +228,20 @@ int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
     return RT_OK;
 }
 
+int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
+                          uint8_t *root_out)
+{
+    return insert_gated_locked(tree, leaves, count, root_out, NULL, NULL);
+}
+
 int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
                         uint8_t *root_out)
+{
+    return rt_tree_insert_many_gated(tree, leaves, count, root_out, NULL, NULL);
+}
+
+int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count,
+                              uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
 {
     if (!tree || !root_out || (count && !leaves))
         return RT_ERR_INVALID_ARGUMENT;
@@ -213,7 +249,7 @@ int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
         return RT_ERR_EMPTY_BATCH;
     if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
-    int status = rt_tree_insert_locked(tree, leaves, count, root_out);
+    int status = insert_gated_locked(tree, leaves, count, root_out, gate, gate_ctx);
     // Memory the next batch will likely need, pre-faulted in the background
     // from now on: after this batch, so that it never competes with it.
     uint8_t *ahead[RT_MAX_DEPTH_LIMIT + 1];

@@ -60,6 +60,15 @@ def insert_batch(tree: "LeanIMT", buffer: Any, count: int, root_out: Any) -> int
     return status
 
 
+def wal_append(tree: "LeanIMT", fd: int, offset: int, header: Any, leaves: Any, count: int,
+               root_out: Any, errno_out: Any) -> int:
+    """``rt_wal_append``: write a WAL frame and insert its leaves, overlapped;
+    the C status, unchecked (see :func:`insert_batch`)."""
+    status: int = lib.rt_wal_append(tree._tree, fd, offset, ffi.from_buffer(header), leaves,
+                                    count, root_out, errno_out)
+    return status
+
+
 def check_unique(tree: "LeanIMT", buffer: Any, count: int) -> None:
     """Raise :class:`~rotortree.DuplicateLeafError` if the batch repeats a
     leaf or holds one already in ``tree`` (the caller keeps other writers
@@ -67,6 +76,14 @@ def check_unique(tree: "LeanIMT", buffer: Any, count: int) -> None:
     from ._index import check_duplicates
 
     check_duplicates(tree._tree, buffer, count)
+
+
+def new_leaves(tree: "LeanIMT", payload: bytes, count: int) -> Any:
+    """(kept payload, kept count, dropped positions) of a batch for ``tree``:
+    see :func:`rotortree._index.new_leaves` (the caller keeps writers out)."""
+    from ._index import new_leaves as kept
+
+    return kept(tree._tree, payload, count)
 
 
 def index_calls(tree: "LeanIMT") -> Any:
@@ -101,6 +118,12 @@ def snapshot_pieces(snap: "Snapshot", level: int, start: int, stop: int) -> Iter
         position += count
 
 
+def snapshot_read(snap: "Snapshot", level: int, count: int, out: Any) -> int:
+    """Nodes [0, count) of ``level`` of ``snap`` into ``out``; the C status."""
+    status: int = lib.rt_snapshot_read_nodes(snap._snap, level, 0, count, out)
+    return status
+
+
 def snapshot_node(snap: "Snapshot", level: int, index: int) -> bytes:
     """Node (level, index) of ``snap`` without the public method's argument
     checks (the caller computed the position from the snapshot's shape)."""
@@ -111,4 +134,4 @@ def snapshot_node(snap: "Snapshot", level: int, index: int) -> bytes:
 
 
 __all__ = ["keep_alive", "restore", "make_cold", "insert_batch", "check_unique",
-           "index_calls", "snapshot_pieces", "snapshot_node"]
+           "new_leaves", "index_calls", "snapshot_pieces", "snapshot_read", "snapshot_node"]

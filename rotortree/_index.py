@@ -106,18 +106,37 @@ def duplicate_error(buffer: Any, count: int, marks: Any) -> DuplicateLeafError:
         f"at batch position {shown}{more}; nothing was inserted", positions, leaves)
 
 
-def check_duplicates(tree_handle: Any, buffer: Any, count: int) -> None:
-    """Raise :class:`DuplicateLeafError` if the batch holds a leaf already
-    in the tree or twice; the caller keeps writers out meanwhile."""
+def _duplicate_marks(tree_handle: Any, buffer: Any, count: int, what: str) -> Tuple[Any, int]:
+    """rt_tree_index_duplicates: one mark byte per leaf of the batch (1: in
+    the tree or earlier in the batch) and their number."""
     marks = bytearray(count)
     dups = ffi.new("uint64_t *")
     status = lib.rt_tree_index_duplicates(tree_handle, buffer, count,
                                           ffi.from_buffer("uint8_t[]", marks), dups)
     if status:
-        raise_status(status, "unique insert")
-    if dups[0]:
+        raise_status(status, what)
+    return marks, int(dups[0])
+
+
+def check_duplicates(tree_handle: Any, buffer: Any, count: int) -> None:
+    """Raise :class:`DuplicateLeafError` if the batch holds a leaf already
+    in the tree or twice; the caller keeps writers out meanwhile."""
+    marks, dups = _duplicate_marks(tree_handle, buffer, count, "unique insert")
+    if dups:
         raise duplicate_error(buffer, count, marks)
 
 
+def new_leaves(tree_handle: Any, payload: bytes, count: int) -> Tuple[bytes, int, List[int]]:
+    """The leaves of ``payload`` not in the tree and not repeated earlier in
+    it, joined in order, their count, and the batch positions dropped; the
+    caller keeps writers out until it has inserted them."""
+    marks, dups = _duplicate_marks(tree_handle, payload, count, "insert_new")
+    if not dups:
+        return payload, count, []
+    kept = b"".join(payload[i * HASH_LEN:(i + 1) * HASH_LEN]
+                    for i in range(count) if not marks[i])
+    return kept, count - dups, marked(marks)
+
+
 __all__ = ["IndexReads", "position_of", "unique_flag", "marked", "duplicate_error",
-           "check_duplicates"]
+           "check_duplicates", "new_leaves"]

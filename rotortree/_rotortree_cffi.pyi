@@ -16,6 +16,8 @@ class _Lib:
     RT_POOL_DEFAULT_CHUNK: int
     RT_PROOF_VERSION: int
     RT_PROOF_HEADER_LEN: int
+    RT_WAL_FRAME_HEADER_LEN: int
+    RT_WAL_FRAME_CRC_OFFSET: int
     RT_OK: int
     RT_ERR_INVALID_ARGUMENT: int
     RT_ERR_INVALID_LEAF: int
@@ -30,6 +32,7 @@ class _Lib:
     RT_ERR_INVALID_PROOF: int
     RT_ERR_NO_INDEX: int
     RT_ERR_DUPLICATE: int
+    RT_ERR_IO: int
     RT_KERNEL_PORTABLE: int
     RT_KERNEL_SSE41: int
     RT_KERNEL_AVX2: int
@@ -87,6 +90,11 @@ class _Lib:
     def rt_verify_inclusion_batch(self, data: Any, data_len: int, offsets: Any, count: int, trusted_root: Any, trusted_size: int, first_invalid: Any) -> int: ...
     def rt_consistency_layout(self, snap: Any, old_size: int, out: Any) -> int: ...
     def rt_consistency_fill(self, snap: Any, old_size: int, out: Any, out_len: int) -> int: ...
+    def rt_crc32c(self, crc: int, data: Any, len: int) -> int: ...
+    def rt_crc32c_impl(self) -> Any: ...
+    def rt_crc32c_force_portable(self, on: int) -> None: ...
+    def rt_wal_append(self, tree: Any, fd: int, offset: int, header: Any, leaves: Any, count: int, root_out: Any, error_out: Any) -> int: ...
+    def rt_wal_fail_next_write(self, error_number: int, after_bytes: int) -> None: ...
 
 
 lib: _Lib

@@ -32,7 +32,10 @@ PROG = "rotortree"
 
 
 class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+    """A user-facing error: printed as one line, exit status 2. ``prog`` is
+    the command it came from ("rotortree prove"), set for usage errors."""
+
+    prog: Optional[str] = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +43,9 @@ class _Parser(argparse.ArgumentParser):
     main() stays in control instead of argparse calling sys.exit)."""
 
     def error(self, message: str) -> NoReturn:
-        raise CliError(f"{message} (see '{self.prog} --help')")
+        error = CliError(f"{message} (see '{self.prog} --help')")
+        error.prog = self.prog
+        raise error
 
 
 # -- shared helpers ------------------------------------------------------------
@@ -179,8 +184,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from . import config as rt_config
     from .benchmarks import tune
 
+    if args.save and args.no_save:
+        raise CliError("--save and --no-save contradict each other")
+    # A quick run's recommendation is noisy: it replaces the user's settings
+    # only when asked to; a full run saves unless told not to.
+    save = args.save or not (args.quick or args.no_save)
     path = rt_config.config_file_path()
-    if not args.no_save and path is None:
+    if save and path is None:
         raise CliError(f"no home directory for the config file: set {rt_config.CONFIG_ENV} "
                        "or use --no-save")
     result = tune.tune(arity=args.arity, quick=args.quick, show_progress=not args.quiet)
@@ -194,8 +204,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if share is not None and share > 0.10:
         print(f"note: other processes used {share:.0%} of the CPUs while measuring; "
               "run again on an idle machine for a steadier recommendation")
-    if args.no_save:
-        print("not saved (--no-save)")
+    if not save:
+        reason = "--no-save" if args.no_save else "--quick; add --save to keep it"
+        print(f"not saved ({reason})")
         return EXIT_OK
     assert path is not None
     saved = rt_config.write_config_file(recommended, path, metadata=result["metadata"])
@@ -301,7 +312,9 @@ def _indices(texts: Sequence[str]) -> List[int]:
         for part in text.split(","):
             part = part.strip()
             if not part:
-                continue
+                # "1,,2" is a slip (a number lost in editing), not a list of two.
+                raise CliError(f"--index {text!r} has an empty item; give indices as I or "
+                               "I,J,...")
             try:
                 indices.append(int(part.replace("_", ""), 10))
             except ValueError:
@@ -376,8 +389,67 @@ def _load_proofs(path: str) -> List[Dict[str, Any]]:
     return items
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+def _label(position: int, count: int) -> str:
+    return f"proof {position}" if count > 1 else "proof"
+
+
+def _decode_proof(item: Dict[str, Any], label: str, args: argparse.Namespace) -> Any:
+    """The proof object of one JSON item; a CliError naming ``label`` if it
+    is not a well-formed proof or does not fit the trusted heads given."""
+    from .errors import InvalidProofError
     from .proofs import ConsistencyProof, InclusionProof
+
+    kind = item.get("type")
+    if kind is None:  # written before proofs said what they are
+        kind = ("inclusion" if "leaf_index" in item else
+                "consistency" if "old_size" in item else None)
+    if kind == "inclusion" and args.root is None and args.old_root is not None:
+        # The old head is for consistency proofs; checking this one
+        # against only the root and size it carries would accept a
+        # forgery while the caller believes a trusted head was used.
+        raise CliError(f"{label} is an inclusion proof: it is checked against --root "
+                       "and --size, not --old-root and --old-size")
+    try:
+        if kind == "inclusion":
+            return InclusionProof.from_dict(item)
+        if kind == "consistency":
+            return ConsistencyProof.from_dict(item)
+    except InvalidProofError as error:
+        raise CliError(f"{label} is malformed: {error}; nothing was verified") from None
+    if "type" in item:
+        raise CliError(f"{label} has type {kind!r}: expected 'inclusion' or 'consistency'")
+    raise CliError(f"{label} is neither an inclusion proof (no 'leaf_index') nor a "
+                   "consistency proof (no 'old_size')")
+
+
+def _inclusion_problem(proof: Any, root: Optional[bytes], size: Optional[int]) -> Optional[str]:
+    """Why an inclusion proof is rejected, or None if it is valid."""
+    if not proof.verify():
+        return "the path does not hash to the root the proof carries"
+    if root is None or size is None or proof.verify_against(root, size):
+        return None
+    if proof.root != root:
+        return "its root is not the trusted --root"
+    if proof.tree_size != size:
+        return f"its tree size {proof.tree_size:,} is not the trusted --size {size:,}"
+    return f"its path does not fit leaf {proof.leaf_index:,} of a tree of {size:,} leaves"
+
+
+def _consistency_problem(proof: Any, args: argparse.Namespace) -> Optional[str]:
+    """Why a consistency proof is rejected, or None if it is valid."""
+    if not proof.verify():
+        return "its hashes do not recompute both roots the proof carries"
+    for flag, trusted, carried in (("--old-root", args.old_root, proof.old_root),
+                                   ("--old-size", args.old_size, proof.old_size),
+                                   ("--root", args.root, proof.new_root),
+                                   ("--size", args.size, proof.new_size)):
+        if trusted is not None and trusted != carried:
+            return f"it does not match the trusted {flag}"
+    return None
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .proofs import InclusionProof
 
     # A root does not fix its tree's size, and a proof checked against a
     # root at a size the verifier did not choose can be a forgery: a
@@ -390,39 +462,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise CliError(f"{given} needs {missing}: a root is trusted together with the "
                            "size of its tree")
     items = _load_proofs(args.proof)
+    # Every proof is decoded before any is checked: a malformed one late in
+    # a list must not come after lines that already called others valid.
+    proofs = [_decode_proof(item, _label(position, len(items)), args)
+              for position, item in enumerate(items)]
     invalid = 0
-    for position, item in enumerate(items):
-        label = f"proof {position}" if len(items) > 1 else "proof"
-        if "leaf_index" in item:
-            if args.root is None and args.old_root is not None:
-                # The old head is for consistency proofs; checking this one
-                # against only the root and size it carries would accept a
-                # forgery while the caller believes a trusted head was used.
-                raise CliError(f"{label} is an inclusion proof: it is checked against --root "
-                               "and --size, not --old-root and --old-size")
-            inclusion = InclusionProof.from_dict(item)
-            valid = (inclusion.verify_against(args.root, args.size) if args.root is not None
-                     else inclusion.verify())
-            what = (f"inclusion of leaf {inclusion.leaf_index:,} in a tree of "
-                    f"{inclusion.tree_size:,} leaves, root {inclusion.root.hex()}")
-        elif "old_size" in item:
-            consistency = ConsistencyProof.from_dict(item)
-            valid = consistency.verify()
-            if args.old_root is not None:
-                valid = (valid and consistency.old_root == args.old_root
-                         and consistency.old_size == args.old_size)
-            if args.root is not None:
-                valid = (valid and consistency.new_root == args.root
-                         and consistency.new_size == args.size)
-            what = (f"consistency of {consistency.old_size:,} -> {consistency.new_size:,} "
-                    f"leaves, root {consistency.old_root.hex()} -> "
-                    f"{consistency.new_root.hex()}")
+    for position, proof in enumerate(proofs):
+        label = _label(position, len(items))
+        if isinstance(proof, InclusionProof):
+            reason = _inclusion_problem(proof, args.root, args.size)
+            what = (f"inclusion of leaf {proof.leaf_index:,} in a tree of "
+                    f"{proof.tree_size:,} leaves, root {proof.root.hex()}")
         else:
-            raise CliError(f"{label} is neither an inclusion proof (no 'leaf_index') nor a "
-                           "consistency proof (no 'old_size')")
-        invalid += not valid
-        if not args.quiet or not valid:
-            print(f"{label}: {'valid' if valid else 'INVALID'}: {what}")
+            reason = _consistency_problem(proof, args)
+            what = (f"consistency of {proof.old_size:,} -> {proof.new_size:,} "
+                    f"leaves, root {proof.old_root.hex()} -> {proof.new_root.hex()}")
+        invalid += reason is not None
+        if reason is not None:
+            print(f"{label}: INVALID ({reason}): {what}")
+        elif not args.quiet:
+            print(f"{label}: valid: {what}")
     if args.root is None and args.old_root is None and not args.quiet:
         _say("note: each proof was checked only against the root and size it carries, "
              "which proves nothing by itself; pass --root and --size (and --old-root and "
@@ -496,14 +555,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "threshold (one large batch into a fresh tree, and batches appended to "
                     "a tree), print the tables and the recommended num_threads, "
                     "parallel_threshold and par_chunk_size, and save them to the config file "
-                    "(see 'rotortree config'), which every import of rotortree loads. "
-                    "Environment variables still override it.")
+                    "(see 'rotortree config'), which every import of rotortree loads; a "
+                    "--quick run saves only with --save. Environment variables still "
+                    "override the file.")
     tune.add_argument("--quick", action="store_true",
                       help="smaller workloads, 3 repetitions (about a second; noisier)")
     tune.add_argument("--arity", type=_arity, default=4,
                       help="arity of the trees measured (default 4)")
     tune.add_argument("--no-save", action="store_true",
                       help="print the recommendation without saving it")
+    tune.add_argument("--save", action="store_true",
+                      help="save the recommendation of a --quick run too")
     tune.add_argument("--quiet", action="store_true", help="no progress output")
     tune.set_defaults(run=cmd_tune)
 
@@ -596,7 +658,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = parser.parse_args(arguments)
     except CliError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        # Usage errors carry the same "rotortree COMMAND: error:" prefix as
+        # runtime errors, so one pattern finds both in a log.
+        print(f"{error.prog or PROG}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except SystemExit as done:  # --help and --version
         return done.code if isinstance(done.code, int) else EXIT_OK
@@ -623,9 +687,26 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _broken_pipe()
         print(f"{PROG} {args.command}: error: {_error_line(error)}", file=sys.stderr)
         return EXIT_ERROR
+    except ImportError as error:
+        missing = _missing_core()
+        if missing is None:
+            raise
+        print(f"{PROG} {args.command}: error: this command needs rotortree's compiled C "
+              f"core, which is not available ({missing}); 'rotortree verify' works "
+              f"without it. Reinstall with a C compiler on PATH (pip install rotortree) "
+              f"to get it", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _missing_core() -> Optional[BaseException]:
+    """Why the compiled core did not import, or None if it did."""
+    import rotortree
+
+    error: Optional[BaseException] = rotortree._native_import_error
+    return error
 
 
 def _broken_pipe() -> int:

@@ -51,14 +51,16 @@ Every decodable input re-encodes to the same bytes.
 
 Dict form (JSON-ready; hashes as lowercase hex)
 -----------------------------------------------
-Inclusion: ``{"arity", "leaf_index", "tree_size", "leaf", "root",
-"level_count", "levels": [{"position", "sibling_count", "siblings": [hex]}]}``.
-Consistency: ``{"arity", "old_size", "new_size", "old_root", "new_root",
-"level_count", "levels": [{"shared_count", "new_count", "hashes": [hex]}]}``
-where ``hashes`` is the shared hashes followed by the new hashes. This is the
-shape of the proof objects in the Rust-made test vectors, plus ``"arity"``;
-``from_dict`` also takes those objects directly with ``arity=`` and ignores
-their ``"verified"`` key.
+Inclusion: ``{"type": "inclusion", "arity", "leaf_index", "tree_size", "leaf",
+"root", "level_count", "levels": [{"position", "sibling_count", "siblings":
+[hex]}]}``. Consistency: ``{"type": "consistency", "arity", "old_size",
+"new_size", "old_root", "new_root", "level_count", "levels": [{"shared_count",
+"new_count", "hashes": [hex]}]}`` where ``hashes`` is the shared hashes
+followed by the new hashes. This is the shape of the proof objects in the
+Rust-made test vectors, plus ``"arity"`` and ``"type"``; ``from_dict`` also
+takes those objects directly with ``arity=`` and ignores their
+``"verified"`` key. ``"type"`` is optional on input (documents written before
+it existed), and a document of the other type is refused.
 
 ``verify()`` never raises and never crashes: any malformed proof (wrong
 types, out-of-range numbers, wrong counts or lengths) gives False.
@@ -112,11 +114,13 @@ _blake3 = blake3.blake3
 _object_setattr = object.__setattr__
 
 _INCLUSION_KEYS = frozenset(
-    {"arity", "leaf_index", "tree_size", "leaf", "root", "level_count", "levels", "verified"}
+    {"type", "arity", "leaf_index", "tree_size", "leaf", "root", "level_count", "levels",
+     "verified"}
 )
 _INCLUSION_LEVEL_KEYS = frozenset({"position", "sibling_count", "siblings"})
 _CONSISTENCY_KEYS = frozenset(
-    {"arity", "old_size", "new_size", "old_root", "new_root", "level_count", "levels", "verified"}
+    {"type", "arity", "old_size", "new_size", "old_root", "new_root", "level_count", "levels",
+     "verified"}
 )
 _CONSISTENCY_LEVEL_KEYS = frozenset({"shared_count", "new_count", "hashes"})
 
@@ -415,6 +419,19 @@ def _dict_arity(d: Mapping[str, Any], arity: Optional[int], where: str) -> int:
     return _dict_int(d, "arity", where, MIN_ARITY, MAX_ARITY)
 
 
+def _check_type(d: Mapping[str, Any], expected: str, where: str) -> None:
+    """The ``"type"`` key says which proof a JSON document is; documents
+    written before it existed have none and are still read."""
+    if "type" in d and d["type"] != expected:
+        raise InvalidProofError(f"{where}: type {d['type']!r}, expected {expected!r}")
+
+
+def _short_hex(value: bytes) -> str:
+    """A hash in a repr: enough hex to tell two apart at a glance."""
+    text = value.hex()
+    return text if len(text) <= 16 else f"{text[:8]}..{text[-6:]}"
+
+
 def _dict_levels(d: Mapping[str, Any], where: str) -> List[Any]:
     level_count = _dict_int(d, "level_count", where, 0, _U8_MAX)
     levels = _dict_get(d, "levels", where)
@@ -565,6 +582,13 @@ class InclusionProof(_Encoded):
         data = self._encoded
         return data[6] if data is not None else len(self.levels)
 
+    def __repr__(self) -> str:
+        # Hashes shortened: a proof's siblings run to kilobytes, which is
+        # to_dict()'s business, not a repr's.
+        return (f"InclusionProof(arity={self.arity}, leaf_index={self.leaf_index}, "
+                f"tree_size={self.tree_size}, leaf={_short_hex(self.leaf)}, "
+                f"root={_short_hex(self.root)}, {len(self.levels)} levels)")
+
     # -- verification --------------------------------------------------------
 
     def verify(self) -> bool:
@@ -706,6 +730,7 @@ class InclusionProof(_Encoded):
         """A JSON-ready dict (hashes as lowercase hex); see the module docstring."""
         self.to_bytes()  # the same encodability checks as the binary form
         return {
+            "type": "inclusion",
             "arity": self.arity,
             "leaf_index": self.leaf_index,
             "tree_size": self.tree_size,
@@ -730,6 +755,7 @@ class InclusionProof(_Encoded):
         bad hex, out-of-range numbers or counts that disagree with lists."""
         where = "inclusion proof"
         d = _check_mapping(d, _INCLUSION_KEYS, where)
+        _check_type(d, "inclusion", where)
         proof_arity = _dict_arity(d, arity, where)
         leaf_index = _dict_int(d, "leaf_index", where, 0, U64_MAX)
         tree_size = _dict_int(d, "tree_size", where, 0, U64_MAX)
@@ -793,6 +819,12 @@ class ConsistencyProof(_Frozen):
     @property
     def level_count(self) -> int:
         return len(self.levels)
+
+    def __repr__(self) -> str:
+        # Hashes shortened: the full proof is to_dict()'s business.
+        return (f"ConsistencyProof(arity={self.arity}, {self.old_size} -> {self.new_size} "
+                f"leaves, old_root={_short_hex(self.old_root)}, "
+                f"new_root={_short_hex(self.new_root)}, {len(self.levels)} levels)")
 
     # -- verification --------------------------------------------------------
 
@@ -1028,6 +1060,7 @@ class ConsistencyProof(_Frozen):
         """A JSON-ready dict (hashes as lowercase hex); see the module docstring."""
         self.to_bytes()  # the same encodability checks as the binary form
         return {
+            "type": "consistency",
             "arity": self.arity,
             "old_size": self.old_size,
             "new_size": self.new_size,
@@ -1052,6 +1085,7 @@ class ConsistencyProof(_Frozen):
         bad hex, out-of-range numbers or counts that disagree with lists."""
         where = "consistency proof"
         d = _check_mapping(d, _CONSISTENCY_KEYS, where)
+        _check_type(d, "consistency", where)
         proof_arity = _dict_arity(d, arity, where)
         old_size = _dict_int(d, "old_size", where, 0, U64_MAX)
         new_size = _dict_int(d, "new_size", where, 0, U64_MAX)

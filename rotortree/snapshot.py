@@ -17,10 +17,13 @@ from .errors import (
     InvalidArgumentError,
     InvalidProofError,
     NodeIndexError,
+    NoLeafIndexError,
     OutOfMemoryError,
 )
 from .proofs import ConsistencyProof, InclusionProof, trusted_root_bytes, trusted_size_int
 
+# Leaves read per C call while iterating (256 KiB).
+_ITER_BLOCK = 8192
 _BATCH_MAGIC = b"RTPB"
 _BATCH_VERSION = 1
 _BATCH_HEADER = struct.Struct("<4sB3xQ")
@@ -123,9 +126,11 @@ class Snapshot(IndexReads):
     its own size: a leaf first inserted at or past it is absent here.
     """
 
-    __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "_proof_max", "_keepalive",
+    __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "_proof_max", "_max_depth",
+                 "_keepalive",
                  "__weakref__")
     _snap: Any  # the C snapshot (a cffi pointer)
+    _max_depth: int  # of the tree it was taken from: what save() records
     _size: int
     _depth: int
     _root: Optional[bytes]
@@ -138,10 +143,12 @@ class Snapshot(IndexReads):
                                 "RotorTree.snapshot")
 
     @classmethod
-    def _from_handle(cls, handle: Any, keepalive: Any = None) -> "Snapshot":
+    def _from_handle(cls, handle: Any, keepalive: Any = None, max_depth: int = 32) -> "Snapshot":
         """Wrap a C snapshot (which the object then owns and frees);
-        ``keepalive`` holds the memory the snapshot reads in place."""
+        ``keepalive`` holds the memory the snapshot reads in place;
+        ``max_depth`` is the tree's."""
         snap = object.__new__(cls)
+        snap._max_depth = max_depth
         snap._snap = ffi.gc(handle, lib.rt_snapshot_free)
         snap._keepalive = keepalive
         state = ffi.new("struct rt_tree_state *")
@@ -196,6 +203,95 @@ class Snapshot(IndexReads):
         check(status, "get_node")
         node: bytes = ffi.buffer(out)[:]
         return node
+
+    # -- leaves, equality, saving ---------------------------------------------
+
+    def leaves(self, start: int = 0, stop: Optional[int] = None, *,
+               array: bool = False) -> Any:
+        """Leaves ``start`` to ``stop`` (default: all) as one bytes object of
+        32 bytes per leaf; with ``array=True`` a read-only numpy uint8 view
+        of shape (count, 32) over those bytes (needs numpy). The bounds are
+        as in ``range``, without negative positions: 0 <= start <= stop <=
+        size, else :class:`NodeIndexError`."""
+        start = _int_arg("start", start)
+        stop = self._size if stop is None else _int_arg("stop", stop)
+        if not 0 <= start <= stop <= self._size:
+            raise NodeIndexError(f"leaves [{shown(start)}, {shown(stop)}) out of range for "
+                                 f"size {self._size}")
+        if not isinstance(array, bool):
+            raise ArgumentTypeError(f"array must be a bool, not {type(array).__name__}")
+        numpy: Any = None
+        if array:
+            try:
+                import numpy
+            except ImportError:
+                raise InvalidArgumentError("leaves(array=True) needs numpy; without it, "
+                                           "leaves() returns bytes") from None
+        data = self._read_leaves(start, stop)
+        if numpy is None:
+            return data
+        return numpy.frombuffer(data, dtype=numpy.uint8).reshape(-1, 32)
+
+    def _read_leaves(self, start: int, stop: int) -> bytes:
+        if stop == start:
+            return b""
+        try:
+            out = bytearray(32 * (stop - start))
+        except MemoryError:
+            raise OutOfMemoryError(f"cannot allocate {stop - start:,} leaves") from None
+        check(lib.rt_snapshot_read_nodes(self._snap, 0, start, stop - start,
+                                         ffi.from_buffer("uint8_t[]", out)), "leaves")
+        return bytes(out)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The leaves in order, 32 bytes each, read in blocks."""
+        for block_start in range(0, self._size, _ITER_BLOCK):
+            block = self._read_leaves(block_start, min(block_start + _ITER_BLOCK, self._size))
+            for at in range(0, len(block), 32):
+                yield block[at:at + 32]
+
+    def _key(self) -> Tuple[Any, ...]:
+        # The hash rule is part of the state when snapshots carry one.
+        return (self._arity, self._size, self._root, getattr(self, "rule", None))
+
+    def __eq__(self, other: object) -> bool:
+        """Snapshots are equal when they show the same tree: same arity,
+        size, root (and hash rule), whichever tree or moment they came
+        from. The root commits to every leaf."""
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _indexed(self) -> bool:
+        try:
+            self.has(bytes(32))
+        except NoLeafIndexError:
+            return False
+        return True
+
+    def save(self, path: Any) -> None:
+        """Write the tree this snapshot shows to one file, as
+        :meth:`LeanIMT.save` does (``LeanIMT.load`` reads it back, with the
+        leaf index if the tree had one)."""
+        from .storage.savefile import save_snapshot
+
+        save_snapshot(self, self._max_depth, self._indexed(), path)
+
+    def __copy__(self) -> "Snapshot":
+        return self  # immutable, like a tuple
+
+    def __deepcopy__(self, memo: Any) -> "Snapshot":
+        return self
+
+    def __reduce__(self) -> Tuple[Any, Tuple[bytes]]:
+        # Through the save format: unpickling loads a verified tree and
+        # snapshots it, so the result compares equal to this snapshot.
+        from .storage.savefile import saved_bytes
+
+        return _unpickle_snapshot, (saved_bytes(self, self._max_depth, self._indexed()),)
 
     # -- proofs ------------------------------------------------------------
 
@@ -299,6 +395,13 @@ class Snapshot(IndexReads):
     def __repr__(self) -> str:
         root = self._root.hex() if self._root else None
         return f"Snapshot(arity={self._arity}, size={self._size}, root={root})"
+
+
+def _unpickle_snapshot(data: bytes) -> Snapshot:
+    from .storage.savefile import load_saved_bytes
+    from .tree import LeanIMT
+
+    return load_saved_bytes(LeanIMT, data).snapshot()
 
 
 class ProofBatch(Sequence[InclusionProof]):

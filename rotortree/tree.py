@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from ._index import IndexReads, duplicate_error, marked, unique_flag
 from ._leaves import Leaves, leaf_batch, single_leaf
@@ -89,7 +89,9 @@ class LeanIMT(IndexReads):
     # -- writes ------------------------------------------------------------
 
     def insert(self, leaf: bytes, unique: bool = False) -> bytes:
-        """Append one 32-byte leaf; returns the new root. With ``unique``
+        """Append one 32-byte leaf; returns the new root (the durable
+        :meth:`RotorTree.insert` returns ``(root, token)`` instead, the token
+        telling when the leaf is on disk). With ``unique``
         (indexed trees) a leaf already in the tree raises
         :class:`~rotortree.DuplicateLeafError` and nothing changes."""
         if unique is not False and unique_flag(unique):
@@ -113,7 +115,8 @@ class LeanIMT(IndexReads):
         return new_root
 
     def insert_many(self, leaves: Leaves, unique: bool = False) -> bytes:
-        """Append a batch atomically; returns the new root.
+        """Append a batch atomically; returns the new root (the durable
+        :meth:`RotorTree.insert_many` returns ``(root, token)``).
 
         ``leaves`` is a bytes-like object of 32*k bytes (bytes, bytearray,
         memoryview, a C-contiguous uint8 numpy array of shape (k, 32) or
@@ -300,7 +303,7 @@ class LeanIMT(IndexReads):
 
         out = ffi.new("rt_snapshot **")
         check(lib.rt_tree_snapshot(self._tree, out), "snapshot")
-        return Snapshot._from_handle(out[0], self._keepalive)
+        return Snapshot._from_handle(out[0], self._keepalive, self._max_depth)
 
     def generate_proof(self, index: int) -> "InclusionProof":
         """Inclusion proof of leaf ``index`` (any integer with ``__index__``,
@@ -314,6 +317,42 @@ class LeanIMT(IndexReads):
     def generate_consistency_proof(self, old_size: int, old_root: bytes) -> "ConsistencyProof":
         """Proof that the tree at ``old_size`` (root ``old_root``) is a prefix of this one."""
         return self.snapshot().generate_consistency_proof(old_size, old_root)
+
+    def leaves(self, start: int = 0, stop: Optional[int] = None, *, array: bool = False) -> Any:
+        """Leaves ``start`` to ``stop`` as bytes, or a numpy view with
+        ``array=True``: see :meth:`Snapshot.leaves` (read from a snapshot,
+        so concurrent inserts do not tear the result)."""
+        return self.snapshot().leaves(start, stop, array=array)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The leaves (32 bytes each) as of the start of the iteration:
+        inserts made meanwhile are not seen."""
+        return iter(self.snapshot())
+
+    # -- copies and pickling -------------------------------------------------
+
+    def copy(self) -> "LeanIMT":
+        """An independent tree with the same leaves, arity, max_depth and
+        leaf index, built without rehashing (one pass over the nodes, as of
+        a snapshot taken now); inserting into either leaves the other
+        unchanged. ``copy.copy`` and ``copy.deepcopy`` call this."""
+        from .storage.savefile import copy_tree
+
+        return copy_tree(type(self), self.snapshot(), self._max_depth, self.indexed)
+
+    def __copy__(self) -> "LeanIMT":
+        return self.copy()
+
+    def __deepcopy__(self, memo: Any) -> "LeanIMT":
+        return self.copy()
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, bytes]]:
+        # Pickles carry the save format, and unpickling verifies it as
+        # load() does: the C tree itself cannot be pickled.
+        from .storage.savefile import load_saved_bytes, saved_bytes
+
+        return load_saved_bytes, (type(self), saved_bytes(self.snapshot(), self._max_depth,
+                                                          self.indexed))
 
     # -- export / import ------------------------------------------------------
 

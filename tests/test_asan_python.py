@@ -116,6 +116,7 @@ def asan_env(dest: Path, preload: str) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_python_suite_under_asan(tmp_path):
     preload = libasan()
     dest = tmp_path / "src"

@@ -119,6 +119,7 @@ def assert_clean(run, report):
         assert marker not in run.stderr, report
 
 
+@pytest.mark.slow
 def test_core_driver_asan_ubsan(cc, tmp_path):
     prefix = sanitizer_prefix(cc, ASAN, tmp_path, "AddressSanitizer/UBSan", driver_env(),
                               TIMEOUT)
@@ -129,6 +130,7 @@ def test_core_driver_asan_ubsan(cc, tmp_path):
     assert_clean(run, report)
 
 
+@pytest.mark.slow
 def test_core_driver_tsan(cc, tmp_path):
     prefix = sanitizer_prefix(cc, TSAN, tmp_path, "ThreadSanitizer", driver_env(), TIMEOUT)
     exe = build_driver(cc, TSAN, tmp_path / "tsan")
@@ -136,6 +138,7 @@ def test_core_driver_tsan(cc, tmp_path):
     assert_clean(run, report)
 
 
+@pytest.mark.slow
 def test_core_driver_valgrind_memcheck(cc, tmp_path):
     valgrind = shutil.which("valgrind")
     if valgrind is None:

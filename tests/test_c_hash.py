@@ -34,6 +34,7 @@ HASH_SOURCES = [
 SANITIZERS = "-fsanitize=address,undefined"
 
 
+@pytest.mark.slow
 def test_hash_driver_under_sanitizers(tmp_path):
     gcc = shutil.which("gcc")
     if gcc is None:

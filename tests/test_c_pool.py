@@ -49,6 +49,7 @@ def _build_and_run(cc, flags, tmp_path, what):
     return run, report
 
 
+@pytest.mark.slow
 def test_pool_driver_tsan(cc, tmp_path):
     run, report = _build_and_run(cc, TSAN_FLAGS, tmp_path, "ThreadSanitizer")
     assert run.returncode == 0, report
@@ -56,6 +57,7 @@ def test_pool_driver_tsan(cc, tmp_path):
     assert SUMMARY.search(run.stdout), report
 
 
+@pytest.mark.slow
 def test_pool_driver_asan_ubsan(cc, tmp_path):
     run, report = _build_and_run(cc, ASAN_FLAGS, tmp_path, "AddressSanitizer/UBSan")
     assert run.returncode == 0, report

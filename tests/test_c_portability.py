@@ -51,6 +51,7 @@ def musl_kernel_headers(tmp_path: pathlib.Path) -> pathlib.Path:
     return out
 
 
+@pytest.mark.slow
 def test_core_builds_and_passes_against_musl(tmp_path):
     musl = shutil.which("musl-gcc")
     if musl is None:

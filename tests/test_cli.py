@@ -402,9 +402,14 @@ def test_config_json_path_and_reset(config_path, capsys):
     assert not config_path.exists()
 
 
-def test_tune_quick_saves_to_the_config_file(config_path, capsys):
-    before = rotortree.pool_info()
+def test_tune_quick_saves_only_on_request(config_path, capsys):
+    """A quick run's recommendation is noisy: it must not replace the user's
+    settings unless asked (--save)."""
     assert cli.main(["tune", "--quick", "--quiet"]) == 0
+    assert "not saved (--quick; add --save" in capsys.readouterr().out
+    assert not config_path.exists()
+    before = rotortree.pool_info()
+    assert cli.main(["tune", "--quick", "--quiet", "--save"]) == 0
     out = capsys.readouterr().out
     saved = json.loads(config_path.read_text())
     assert {"num_threads", "parallel_threshold", "par_chunk_size"} <= saved.keys()
@@ -416,6 +421,8 @@ def test_tune_quick_saves_to_the_config_file(config_path, capsys):
     after = rotortree.pool_info()
     for key in ("num_threads", "parallel_threshold", "par_chunk_size"):
         assert after[key] == before[key]                 # tuning restores the pool
+    assert cli.main(["tune", "--quick", "--save", "--no-save"]) == 2
+    assert "contradict" in capsys.readouterr().err
 
 
 def test_tune_no_save(config_path, capsys):
@@ -431,7 +438,7 @@ def test_tune_then_config_end_to_end(tmp_path):
     for name in ("ROTORTREE_NUM_THREADS", "ROTORTREE_PARALLEL_THRESHOLD",
                  "ROTORTREE_PAR_CHUNK_SIZE", "ROTORTREE_SIMD"):
         env[name] = ""
-    tune = run_cli("tune", "--quick", "--quiet", env=env)
+    tune = run_cli("tune", "--quick", "--save", "--quiet", env=env)
     assert tune.returncode == 0, tune.stderr
     saved = json.loads(path.read_text())
     shown = run_cli("config", "--json", env=env)
@@ -530,3 +537,148 @@ def test_progress_uses_tqdm_only_on_a_terminal(monkeypatch, capsys):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     Progress(10, "work")
     assert len(made) == 1
+
+
+# -- rough edges a new user hits ---------------------------------------------------------
+
+
+def test_index_list_with_an_empty_item_is_refused(leaf_file, capsys):
+    path = leaf_file(10)
+    assert cli.main(["prove", str(path), "--index", "1,,2"]) == 2
+    one_error_line(capsys.readouterr().err, "rotortree prove: error:", "empty item")
+    assert cli.main(["prove", str(path), "--index", "1,"]) == 2
+    assert cli.main(["prove", str(path), "--index", "1, 2"]) == 0
+
+
+def test_a_malformed_proof_in_a_list_stops_before_any_verdict(leaf_file, tmp_path, capsys):
+    path = leaf_file(100)
+    assert cli.main(["prove", str(path), "--index", "1,2,3"]) == 0
+    documents = json.loads(capsys.readouterr().out)
+    documents[2]["levels"][0]["siblings"][0] = "zz"
+    proofs = tmp_path / "proofs.json"
+    proofs.write_text(json.dumps(documents))
+    assert cli.main(["verify", str(proofs)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""               # no "valid" line for proofs 0 and 1
+    one_error_line(captured.err, "rotortree verify: error:", "proof 2 is malformed")
+
+
+def test_invalid_lines_say_why(leaf_file, tmp_path, capsys):
+    path = leaf_file(100)
+    root = rotortree.compute_root(path.read_bytes(), 4).hex()
+    assert cli.main(["prove", str(path), "--index", "1,2"]) == 0
+    documents = json.loads(capsys.readouterr().out)
+    documents[1]["levels"][0]["siblings"][0] = "00" * 32
+    proofs = tmp_path / "proofs.json"
+    proofs.write_text(json.dumps(documents))
+    assert cli.main(["verify", str(proofs), "--root", root, "--size", "100"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("proof 0: valid")
+    assert "INVALID (the path does not hash to the root the proof carries)" in lines[1]
+    assert cli.main(["verify", str(proofs), "--root", "11" * 32, "--size", "100"]) == 1
+    assert "INVALID (its root is not the trusted --root)" in capsys.readouterr().out
+    assert cli.main(["verify", str(proofs), "--root", root, "--size", "101"]) == 1
+    assert "is not the trusted --size 101" in capsys.readouterr().out
+
+
+def test_consistency_invalid_lines_say_why(leaf_file, tmp_path, capsys):
+    path = leaf_file(50)
+    assert cli.main(["prove", str(path), "--old-size", "20"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    proof = tmp_path / "c.json"
+    proof.write_text(json.dumps(document))
+    assert cli.main(["verify", str(proof), "--old-root", document["new_root"],
+                     "--old-size", "20"]) == 1
+    assert "does not match the trusted --old-root" in capsys.readouterr().out
+    document["levels"][-1]["hashes"][-1] = "00" * 32
+    proof.write_text(json.dumps(document))
+    assert cli.main(["verify", str(proof)]) == 1
+    assert "do not recompute both roots" in capsys.readouterr().out
+
+
+def test_usage_and_runtime_errors_share_one_prefix(leaf_file, tmp_path, capsys):
+    assert cli.main(["root", "--arity", "1", str(leaf_file(4))]) == 2
+    usage = capsys.readouterr().err
+    assert cli.main(["root", str(tmp_path / "missing.bin")]) == 2
+    runtime = capsys.readouterr().err
+    for line in (usage, runtime):
+        one_error_line(line, "rotortree root: error:")
+    assert cli.main(["nope"]) == 2
+    assert capsys.readouterr().err.startswith("rotortree: error:")
+
+
+def test_old_proof_json_without_type_still_verifies(leaf_file, tmp_path, capsys):
+    path = leaf_file(30)
+    assert cli.main(["prove", str(path), "--index", "4", "--old-size", "7"]) == 0
+    documents = json.loads(capsys.readouterr().out)
+    assert [d["type"] for d in documents] == ["inclusion", "consistency"]
+    proofs = tmp_path / "old.json"
+    proofs.write_text(json.dumps([{k: v for k, v in d.items() if k != "type"}
+                                  for d in documents]))
+    assert cli.main(["verify", str(proofs)]) == 0
+    capsys.readouterr()
+    proofs.write_text(json.dumps({**documents[0], "type": "membership"}))
+    assert cli.main(["verify", str(proofs)]) == 2
+    one_error_line(capsys.readouterr().err, "type 'membership'")
+
+
+# Imports the package as an install without the compiled core does.
+_NO_CORE = ("import sys; sys.modules['rotortree._rotortree_cffi'] = None; "
+            "from rotortree.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@pytest.mark.parametrize("argv", [["root", "-"], ["demo", "--leaves", "10"],
+                                  ["prove", "-", "--index", "0"], ["config"]])
+def test_commands_without_the_core_say_so(argv):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", _NO_CORE, *argv], capture_output=True,
+                          env=env, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    one_error_line(proc.stderr.decode(), f"rotortree {argv[0]}: error:", "compiled C core",
+                   "'rotortree verify' works without it")
+
+
+def test_verify_works_without_the_core(leaf_file, tmp_path, capsys):
+    assert cli.main(["prove", str(leaf_file(9)), "--index", "3"]) == 0
+    proof = tmp_path / "p.json"
+    proof.write_text(capsys.readouterr().out)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", _NO_CORE, "verify", str(proof)],
+                          capture_output=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert b"proof: valid" in proc.stdout
+
+
+def test_bench_records_the_command_typed_and_no_deleted_paths(tmp_path, capsys):
+    """The durability section ran through its standalone main(), which
+    printed the path of a temporary folder deleted right after and recorded
+    its own command line; the scaling section recorded a bare command."""
+    import tempfile
+
+    argv = ["bench", "--quick", "--leaves", "3000", "--only", "durability,scaling",
+            "--out", str(tmp_path), "--no-plots", "--no-harness"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert tempfile.gettempdir() + os.sep + "rotortree-bench-" not in err
+    assert "\r" not in err          # no tqdm redraws: stderr is not a terminal here
+    typed = "rotortree " + " ".join(argv)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["command"] == typed
+    for name in ("durability", "scaling"):
+        assert results["sections"][name]["command"] == typed, name
+    report = (tmp_path / "report.md").read_text()
+    assert "python -m rotortree.benchmarks.durability" not in report
+    assert "command: `rotortree bench`" not in report
+
+
+def test_recovery_verify_figures_are_judged_by_code():
+    from rotortree.benchmarks.durability import verify_note
+
+    noisy = {"checkpoint_verify_on_ms": 10.0, "checkpoint_verify_off_ms": 11.0,
+             "checkpoint_verify_on_samples_ms": [9.0, 10.0, 12.0],
+             "checkpoint_verify_off_samples_ms": [10.0, 11.0, 12.5]}
+    assert "noise" in verify_note(noisy)
+    clear = {"checkpoint_verify_on_ms": 30.0, "checkpoint_verify_off_ms": 10.0,
+             "checkpoint_verify_on_samples_ms": [29.0, 30.0, 31.0],
+             "checkpoint_verify_off_samples_ms": [9.5, 10.0, 10.5]}
+    assert verify_note(clear) == "verification costs 20.0 ms of the open"

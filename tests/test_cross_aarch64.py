@@ -125,6 +125,7 @@ def emulated(tmp_path_factory):
     return [emulator], build([cross], ["-static"], out, drivers)
 
 
+@pytest.mark.slow
 def test_neon_drivers_under_emulation(emulated, tmp_path):
     emulator, binaries = emulated
     seed = random.randrange(1 << 32)
@@ -156,6 +157,7 @@ def test_neon_drivers_under_emulation(emulated, tmp_path):
     assert "128 vectors" in results["test_kernel_trees"].stdout
 
 
+@pytest.mark.slow
 def test_kernel_trees_driver_natively(cc, tmp_path):  # noqa: F811 (fixture)
     binaries = build(cc, [], tmp_path / "native", [DRIVERS / "test_kernel_trees.c"])
     seed = random.randrange(1 << 32)

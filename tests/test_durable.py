@@ -1037,6 +1037,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_never_loses_acknowledged_inserts(tmp_path):
     path = tmp_path / "t"
     script = tmp_path / "child.py"

@@ -59,6 +59,7 @@ def small_round(rng: random.Random, iterations: int, leaves: bytes) -> None:
             ConsistencyProof.from_bytes(consistency.to_bytes())
 
 
+@pytest.mark.slow
 def test_100k_trees_snapshots_and_proofs_leave_rss_flat():
     rng = random.Random(1)
     leaves = rng.randbytes(32 * 64)

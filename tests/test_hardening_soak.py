@@ -258,6 +258,7 @@ def checkpointer(load: Load, tree: RotorTree, seed: int) -> None:
             load.count("explicit checkpoints")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arity", [4])
 def test_soak_everything_at_once(tmp_path, arity):
     load = Load(SOAK_SECONDS)

@@ -143,10 +143,12 @@ def check_recovers(tree: RotorTree, scratch, checkpoint: bool) -> None:
 
 
 WRITES = {
-    # name: (how to call, leaves per call); batches above 128 leaves take the
-    # write_all path, single leaves the one-pwrite path.
+    # name: (how to call, leaves per call); all three go through
+    # rt_wal_append (frame write and insert in one C call).
     "insert": (lambda tree, data: tree.insert(data), 1),
     "insert_many": (lambda tree, data: tree.insert_many(data), 300),
+    # From 64 KiB the frame is written by the WAL writer thread.
+    "insert_many_overlapped": (lambda tree, data: tree.insert_many(data), 2100),
     "insert_durable": (lambda tree, data: tree.insert_durable(data), 5),
 }
 
@@ -291,6 +293,11 @@ class InterruptingLib:
 
     def rt_tree_insert_many(self, *args):
         self._real.rt_tree_insert_many(*args)
+        raise KeyboardInterrupt
+
+    def rt_wal_append(self, *args):
+        # The durable tree's insert: frame write and insert in one C call.
+        self._real.rt_wal_append(*args)
         raise KeyboardInterrupt
 
 

@@ -388,14 +388,15 @@ def test_after_a_crash_the_index_agrees_with_the_recovered_leaves(tmp_path, monk
             raise OSError(errno.EIO, "injected")
         monkeypatch.setattr(storage_io, "sys_pwrite", fail)
     else:
-        real = _core.insert_batch
+        # The durable tree's C step is rt_wal_append (frame write and insert).
+        real = _core.wal_append
 
         def insert(*args):
             if where == "insert":
                 raise Crash("before the C insert")
             status = real(*args)
             raise Crash("after the C insert")
-        monkeypatch.setattr(_core, "insert_batch", insert)
+        monkeypatch.setattr(_core, "wal_append", insert)
     with pytest.raises((Crash, OSError)):
         tree.insert_many([OUTSIDE[0], OUTSIDE[1]], unique=True)
     monkeypatch.undo()

@@ -47,7 +47,8 @@ def test_vector_inclusion_proofs_are_byte_identical(kernel):
         snap = tree_of(vector["n"], vector["size"]).snapshot()
         for expected in vector["inclusion_proofs"]:
             proof = snap.generate_proof(expected["leaf_index"])
-            assert proof.to_dict() == dict_without_verified(expected, vector["n"])
+            assert proof.to_dict() == {**dict_without_verified(expected, vector["n"]),
+                                       "type": "inclusion"}
             assert proof.verify() is True
             assert lib.rt_verify_inclusion(proof.to_bytes(), len(proof.to_bytes()), ffi.NULL, 0) == lib.RT_OK
             count += 1
@@ -63,7 +64,8 @@ def test_vector_consistency_proofs_are_byte_identical():
         snap = tree_of(vector["n"], expected["new_size"]).snapshot()
         proof = snap.generate_consistency_proof(expected["old_size"],
                                                 bytes.fromhex(expected["old_root"]))
-        assert proof.to_dict() == dict_without_verified(expected, vector["n"])
+        assert proof.to_dict() == {**dict_without_verified(expected, vector["n"]),
+                                   "type": "consistency"}
         assert proof.verify()
         count += 1
     assert count == 36

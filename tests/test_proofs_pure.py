@@ -154,12 +154,13 @@ def test_vector_inclusion_proofs(vector):
         assert proof.level_count == raw["level_count"] == tree_depth(size, arity)
         # The reference generator makes the very same proof.
         assert proof == ref_proof(arity, size, raw["leaf_index"])
-        # Exact round trips, and the dict shape is the vector's plus "arity".
+        # Exact round trips.
         encoded = proof.to_bytes()
         assert InclusionProof.from_bytes(encoded) == proof
         assert InclusionProof.from_bytes(encoded).to_bytes() == encoded
+        # The dict shape is the vector's plus "arity" and "type".
         expected = {key: value for key, value in raw.items() if key != "verified"}
-        expected["arity"] = arity
+        expected.update(arity=arity, type="inclusion")
         assert proof.to_dict() == expected
         assert InclusionProof.from_dict(proof.to_dict()) == proof
         assert InclusionProof.from_dict(json.loads(json.dumps(proof.to_dict()))) == proof
@@ -184,7 +185,7 @@ def test_vector_consistency_proof(vector):
     assert ConsistencyProof.from_bytes(encoded) == proof
     assert ConsistencyProof.from_bytes(encoded).to_bytes() == encoded
     expected = {key: value for key, value in raw.items() if key != "verified"}
-    expected["arity"] = arity
+    expected.update(arity=arity, type="consistency")
     assert proof.to_dict() == expected
     assert ConsistencyProof.from_dict(proof.to_dict()) == proof
     assert ConsistencyProof.from_dict(json.loads(json.dumps(proof.to_dict()))) == proof
@@ -746,7 +747,7 @@ def test_from_dict_errors():
         with pytest.raises(InvalidProofError):
             InclusionProof.from_dict(d, **kw)
 
-    for key in good:
+    for key in good.keys() - {"type"}:  # optional: JSON from before it existed
         bad({k: v for k, v in good.items() if k != key})
     without_arity = {k: v for k, v in good.items() if k != "arity"}
     assert InclusionProof.from_dict(without_arity, arity=4) == proof
@@ -797,7 +798,7 @@ def test_consistency_from_dict_errors():
         with pytest.raises(InvalidProofError):
             ConsistencyProof.from_dict(d, **kw)
 
-    for key in good:
+    for key in good.keys() - {"type"}:  # optional: JSON from before it existed
         bad({k: v for k, v in good.items() if k != key})
     bad(good, arity=5)
     bad({**good, "extra": None})

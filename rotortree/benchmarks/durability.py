@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import platform
 import shutil
 import statistics
 import subprocess
@@ -53,6 +54,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import rotortree
 from rotortree import CheckpointPolicy, FlushPolicy, LeanIMT, RotorTree
 
+from . import ingest
+from .environment import LoadMeter, fmt_load
 from ._common import (
     deterministic_leaves,
     fmt_ms,
@@ -186,21 +189,46 @@ def bench_checkpoint(scratch: pathlib.Path, data: bytes, arity: int, repeat: int
             "incremental_samples_ms": [s * 1e3 for s in incremental]}
 
 
+def verify_note(recovery: Row) -> str:
+    """What the verify on/off pair of recovery times says, judged from the
+    interleaved samples: verification's cost, or noise when "off" is not
+    faster by more than the samples spread."""
+    on = recovery.get("checkpoint_verify_on_samples_ms") or [recovery["checkpoint_verify_on_ms"]]
+    off = recovery.get("checkpoint_verify_off_samples_ms") or [recovery["checkpoint_verify_off_ms"]]
+    saved = median(on) - median(off)
+    spread = max(max(on) - min(on), max(off) - min(off))
+    if saved > spread:
+        return f"verification costs {saved:.1f} ms of the open"
+    return (f"within the samples' spread of {spread:.1f} ms of verify on: the difference is "
+            f"noise at this size")
+
+
 def bench_recovery(scratch: pathlib.Path, data: bytes, arity: int, repeat: int,
                    checks: Checks) -> Row:
     path = fresh_dir(scratch, "recovery")
     root = build_checkpointed(path, data, arity)
     results: Row = {"leaves": len(data) // 32}
-    for verify in (True, False):
-        label = "on" if verify else "off"
 
-        def reopen() -> None:
-            with RotorTree.open(path, arity=arity, verify_checkpoint=verify,
-                                flush_policy=FlushPolicy.manual(),
-                                checkpoint_policy=MANUAL_CKPT) as tree:
-                checks.expect(tree.root == root,
-                              f"recovery from a checkpoint, verify {label}: wrong root")
-        results[f"checkpoint_verify_{label}_ms"] = median(time_runs(reopen, repeat)) * 1e3
+    def reopen(verify: bool) -> None:
+        label = "on" if verify else "off"
+        with RotorTree.open(path, arity=arity, verify_checkpoint=verify,
+                            flush_policy=FlushPolicy.manual(),
+                            checkpoint_policy=MANUAL_CKPT) as tree:
+            checks.expect(tree.root == root,
+                          f"recovery from a checkpoint, verify {label}: wrong root")
+
+    # Interleaved: every writable open leaves the directory a little
+    # different (a new WAL segment), and the page cache warms up, so timing
+    # all "on" opens before all "off" ones made "off" look slower.
+    samples: Dict[bool, List[float]] = {True: [], False: []}
+    for verify in (True, False):
+        reopen(verify)  # warm-up
+    for _ in range(repeat):
+        for verify in (True, False):
+            samples[verify] += time_runs(lambda: reopen(verify), 1, warmup=0)
+    for verify, label in ((True, "on"), (False, "off")):
+        results[f"checkpoint_verify_{label}_ms"] = median(samples[verify]) * 1e3
+        results[f"checkpoint_verify_{label}_samples_ms"] = [t * 1e3 for t in samples[verify]]
     shutil.rmtree(path)
 
     # The same leaves held only in the WAL: 100 entries, no checkpoint.
@@ -325,13 +353,21 @@ def parse_args(argv: Optional[List[str]], default_out: pathlib.Path,
     parser.add_argument("--scratch", default=None,
                         help="where the temporary files go (default: the system temp dir)")
     parser.add_argument("--out", type=pathlib.Path, default=default_out)
+    parser.add_argument("--ingest-leaves", type=int, default=2_000_000,
+                        help="leaves per durable ingest run (issue 20's targets)")
+    parser.add_argument("--threads-calls", type=int, default=200,
+                        help="insert_durable calls per thread in the 8-thread run")
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="run only the durable ingest targets")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, for a smoke test (overrides the sizes and --repeat)")
     args = parser.parse_args(argv)
     if args.quick:
         args.leaves, args.rss_leaves, args.single_leaves = 20_000, 50_000, 2_000
         args.durable_calls, args.repeat = 20, 2
-    for name in ("leaves", "rss_leaves", "single_leaves", "durable_calls", "repeat"):
+        args.ingest_leaves, args.threads_calls = 200_000, 20
+    for name in ("leaves", "rss_leaves", "single_leaves", "durable_calls", "repeat",
+                 "ingest_leaves", "threads_calls"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.arity < 2:
@@ -347,7 +383,12 @@ def run(args: argparse.Namespace, command: str) -> Tuple[Dict[str, Any], str]:
     arity = args.arity
     data = deterministic_leaves(args.leaves)
     checks = Checks()
+    load = LoadMeter()
     try:
+        ingest_result = ingest.run_ingest(scratch, args.ingest_leaves, args.repeat,
+                                          args.threads_calls, checks.expect)
+        if args.ingest_only:
+            return _ingest_only(args, command, fs, ingest_result, load, checks)
         stderr("insert throughput...")
         inserts = [bench_insert(scratch, data, arity, 1, min(args.single_leaves, args.leaves),
                                 args.repeat, checks)]
@@ -393,7 +434,7 @@ def run(args: argparse.Namespace, command: str) -> Tuple[Dict[str, Any], str]:
         f"| recovery of {n} leaves from a checkpoint, verify on | "
         f"{fmt_ms(recovery['checkpoint_verify_on_ms'])} ms |",
         f"| recovery of {n} leaves from a checkpoint, verify off | "
-        f"{fmt_ms(recovery['checkpoint_verify_off_ms'])} ms |",
+        f"{fmt_ms(recovery['checkpoint_verify_off_ms'])} ms ({verify_note(recovery)}) |",
         f"| recovery of {n} leaves from the WAL only ({recovery['wal_entries']} entries) | "
         f"{fmt_ms(recovery['wal_replay_ms'])} ms |",
         f"| LeanIMT.save, {n} leaves ({save_load['file_bytes'] / 2**20:.1f} MiB) | "
@@ -413,6 +454,8 @@ def run(args: argparse.Namespace, command: str) -> Tuple[Dict[str, Any], str]:
             f"mmap_levels={rss_row['mmap_levels']}, "
             f"verify {'on' if rss_row['verify'] else 'off'} | {rss_row['rss_mib']:.1f} MiB "
             f"(open {fmt_ms(rss_row['open_ms'])} ms) |")
+    lines += ["", f"Run: {fmt_load(load.report())}; kernel {platform.release()}", ""]
+    lines += ingest.markdown(ingest_result)
     if checks.problems:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in checks.problems]
     payload: Dict[str, Any] = {
@@ -421,7 +464,25 @@ def run(args: argparse.Namespace, command: str) -> Tuple[Dict[str, Any], str]:
         "single_leaves": args.single_leaves, "durable_calls": args.durable_calls,
         "repeat": args.repeat, "command": command, "insert": inserts,
         "insert_durable": latency, "checkpoint": checkpoint, "recovery": recovery,
-        "save_load": save_load, "rss": rss, "problems": checks.problems}
+        "save_load": save_load, "rss": rss, "ingest": ingest_result,
+        "load": load.report(), "kernel": platform.release(), "problems": checks.problems}
+    return payload, "\n".join(lines)
+
+
+def _ingest_only(args: argparse.Namespace, command: str, fs: str, result: Dict[str, Any],
+                 load: LoadMeter, checks: Checks) -> Tuple[Dict[str, Any], str]:
+    facts = machine()
+    report = load.report()
+    lines = ["# Durable trees: ingest", "",
+             f"files on {fs}; machine: {facts['cpu']}, {facts['logical_cpus']} CPUs, "
+             f"Python {facts['python']}, kernel {platform.release()}; {fmt_load(report)}", ""]
+    lines += ingest.markdown(result)
+    if checks.problems:
+        lines += ["", "## Problems", ""] + [f"- {p}" for p in checks.problems]
+    payload: Dict[str, Any] = {
+        "benchmark": "durability", "machine": facts, "filesystem": fs, "command": command,
+        "kernel": platform.release(), "load": report, "ingest": result,
+        "problems": checks.problems}
     return payload, "\n".join(lines)
 
 

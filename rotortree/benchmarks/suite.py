@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
 import pathlib
 import platform
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -72,10 +72,9 @@ def durability_argv(quick: bool, leaves: Optional[int]) -> List[str]:
 
 
 def run_scaling(quick: bool, leaves: Optional[int], progress: bool,
-                harness: Harness) -> Tuple[Payload, str]:
+                harness: Harness, command: str = "rotortree bench") -> Tuple[Payload, str]:
     args = scaling_args(quick, leaves)
-    return scaling.run(args, command="rotortree bench", show_progress=progress,
-                       harness=harness)
+    return scaling.run(args, command=command, show_progress=progress, harness=harness)
 
 
 def run_kernels(quick: bool, leaves: Optional[int], progress: bool,
@@ -130,21 +129,15 @@ def run_growth(quick: bool, leaves: Optional[int], progress: bool,
 
 
 def run_durability(quick: bool, leaves: Optional[int], progress: bool,
-                   harness: Harness) -> Tuple[Payload, str]:
+                   harness: Harness, command: str = "rotortree bench") -> Tuple[Payload, str]:
     stderr("durability: running", progress)
-    # Its main() prints the table for standalone use; here the report has it.
-    sink = io.StringIO()
-    with tempfile.TemporaryDirectory(prefix="rotortree-bench-") as scratch, \
-            contextlib.redirect_stdout(sink), \
-            contextlib.redirect_stderr(sys.stderr if progress else sink):
-        status = durability.main([*durability_argv(quick, leaves), "--out", scratch])
-        md = pathlib.Path(scratch) / "durability.md"
-        js = pathlib.Path(scratch) / "durability.json"
-        if status != 0 or not md.exists():
-            return ({"benchmark": "durability", "problems": [f"exit status {status}"]},
-                    f"The durability benchmark failed (exit status {status}).")
-        payload: Payload = json.loads(js.read_text()) if js.exists() else {}
-        return payload, md.read_text().rstrip("\n")
+    # run(), not main(): main() writes files and prints their paths, which
+    # here would be a temporary folder deleted before the user reads it, and
+    # records its own command line instead of the bench command.
+    args = durability.parse_args(durability_argv(quick, leaves), pathlib.Path("."),
+                                 "rotortree bench")
+    with contextlib.redirect_stderr(sys.stderr if progress else io.StringIO()):
+        return durability.run(args, command)
 
 
 def run_churn(quick: bool, leaves: Optional[int], progress: bool,
@@ -697,10 +690,14 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
     sections: Dict[str, Payload] = {}
     texts: Dict[str, str] = {}
     notes: List[str] = []
-    runners = {"scaling": run_scaling, "kernels": run_kernels, "operations": run_operations,
-               "single": run_single, "proofs": run_proofs, "growth": run_growth,
-               "durability": run_durability, "churn": run_churn, "index": run_index,
-               "distributed": run_distributed}
+    # The sections that record a command line get the one the user typed.
+    Runner = Callable[[bool, Optional[int], bool, Harness], Tuple[Payload, str]]
+    runners: Dict[str, Runner] = {
+        "scaling": functools.partial(run_scaling, command=command),
+        "kernels": run_kernels, "operations": run_operations,
+        "single": run_single, "proofs": run_proofs, "growth": run_growth,
+        "durability": functools.partial(run_durability, command=command),
+        "churn": run_churn, "index": run_index, "distributed": run_distributed}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:

@@ -40,6 +40,14 @@ Guarantees
   reopened, because after a failed fsync the kernel may have dropped the
   unsynced data ("fsyncgate"); a failed write whose partial frame could be
   truncated away does not.
+* An insert's frame is checksummed (CRC-32C) and written in C without the
+  GIL, by a writer thread while the batch is hashed when the batch is 64 KiB
+  or more; the batch is published to readers only once its whole frame is
+  written, under the tree's write lock. If the write fails, the hashed
+  batch is discarded (the last node of each level, which hashing rewrote in
+  place, is put back), the partial frame is cut, and the call raises
+  ``DurabilityError``; if the insert fails, the written frame is cut. Either
+  way the tree and the WAL are as before the call.
 * Interrupts: an exception at any point of an insert (a ``KeyboardInterrupt``
   raised as a long C call or pwrite returns, an asynchronous exception)
   leaves the batch either wholly applied, with its WAL entry and sequence
@@ -92,10 +100,16 @@ directory only, and a torn tail is ignored in memory (and logged), not cut.
 Threads
 -------
 All methods may be called from any thread. Inserts are serialised by one lock
-(the WAL append and the in-memory insert happen under it); fsyncs are
-serialised by another, so concurrent ``insert_durable`` callers share fsyncs
-(group commit); checkpoints are serialised by a third and run concurrently
-with inserts (they write from a snapshot). The lock order is
+(the WAL append and the in-memory insert happen under it); fsync rounds
+are serialised by another. Concurrent ``insert_durable`` callers share
+fsyncs (group commit): one caller leads a round (fsync the WAL, then write
+and fdatasync the sync record) covering every entry written before it
+started, the others wait on the sync state's condition and return when a
+round covers them; one of those not covered leads the next round. A round
+therefore costs two flushes however many callers it acknowledges.
+Checkpoints are serialised by a third lock and run concurrently with
+inserts (they write from a snapshot; writers wait only while the snapshot
+is taken and the WAL segment switched). The lock order is
 checkpoint -> sync -> write.
 
 Modules

@@ -228,6 +228,7 @@ class Opening(TreeState):
         self._due_leaves = float("inf") if policy.nbytes is None else \
             -(-policy.nbytes * (meta.arity - 1) // (NODE * meta.arity))
         self._root_out = ffi.new("uint8_t[32]")
+        self._errno_out = ffi.new("int *")
         self._imt = LeanIMT(meta.arity, meta.max_depth)
         record = storage.read_sync_record(directory)
         if record is None and meta.flags & storage.META_FLAG_SYNC_RECORD:

@@ -53,6 +53,7 @@ class TreeState:
     _due_entries: float
     _due_leaves: float
     _root_out: Any
+    _errno_out: Any              # errno of a failed rt_wal_append write
     _next_gen: int
     _seq: int
     _size: int

@@ -3,10 +3,11 @@ and the tokens inserts return."""
 
 from __future__ import annotations
 
+import asyncio
 import errno as _errno
 import threading
 import time
-from typing import Optional
+from typing import Any, Generator, Optional
 
 from ..errors import ArgumentTypeError, DurabilityError, InvalidArgumentError
 
@@ -14,7 +15,7 @@ from ..errors import ArgumentTypeError, DurabilityError, InvalidArgumentError
 class SyncState:
     """What is durable, shared by a tree, its tokens and its finalizer."""
 
-    __slots__ = ("cond", "synced", "written", "error", "closed", "reported")
+    __slots__ = ("cond", "synced", "written", "error", "closed", "reported", "leading")
 
     def __init__(self, synced: int) -> None:
         self.cond = threading.Condition(threading.Lock())
@@ -23,6 +24,7 @@ class SyncState:
         self.error: Optional[DurabilityError] = None
         self.closed = False
         self.reported = False     # the error was raised to a caller at least once
+        self.leading = False      # an fsync round (group commit) is running
 
     def advance(self, seq: int) -> None:
         with self.cond:
@@ -98,6 +100,21 @@ class DurabilityToken:
                     if remaining <= 0:
                         return False
                     state.cond.wait(min(remaining, threading.TIMEOUT_MAX))
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        """``await token`` in a coroutine: True once the entry is fsynced,
+        raising as :meth:`wait` does. An entry already durable costs no
+        thread; otherwise :meth:`wait` runs in the event loop's default
+        executor, so the loop keeps serving other tasks (use
+        ``asyncio.wait_for(token, seconds)`` for a deadline; a cancelled
+        await leaves that thread waiting until the entry is durable or the
+        tree closes)."""
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> bool:
+        if self._state.synced >= self.seq:
+            return True
+        return await asyncio.get_running_loop().run_in_executor(None, self.wait)
 
     def __repr__(self) -> str:
         return f"<DurabilityToken seq={self.seq} durable={self.durable}>"

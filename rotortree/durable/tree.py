@@ -5,7 +5,7 @@ introspection; the rest of its methods come from one mixin per concern
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from .. import _core
 from .._index import IndexReads
@@ -194,6 +194,10 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
         """Whether the tree keeps a leaf index."""
         return self._live().indexed
 
+    def index_stats(self) -> Dict[str, int]:
+        """The leaf index's size (see :meth:`LeanIMT.index_stats`)."""
+        return self._live().index_stats()
+
     def _index_calls(self) -> Any:
         return _core.index_calls(self._live())
 
@@ -213,6 +217,33 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
     def generate_consistency_proof(self, old_size: int, old_root: bytes) -> ConsistencyProof:
         """See :meth:`LeanIMT.generate_consistency_proof`."""
         return self.snapshot().generate_consistency_proof(old_size, old_root)
+
+    def leaves(self, start: int = 0, stop: Optional[int] = None, *, array: bool = False) -> Any:
+        """See :meth:`LeanIMT.leaves` (every insert so far, durable or not)."""
+        return self._live().leaves(start, stop, array=array)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The leaves as of the start of the iteration (see :meth:`LeanIMT.__iter__`)."""
+        return iter(self.snapshot())
+
+    # -- copies and pickles are refused ----------------------------------------
+
+    def _refuse(self, what: str) -> ArgumentTypeError:
+        self._live()  # a closed tree says so first
+        return ArgumentTypeError(
+            f"cannot {what} a RotorTree: it owns its directory and lock, and two objects "
+            f"writing one WAL would corrupt it; save its contents with "
+            f"tree.snapshot().save(path) (LeanIMT.load reads it back), or close it and "
+            f"copy the directory")
+
+    def __copy__(self) -> "RotorTree":
+        raise self._refuse("copy")
+
+    def __deepcopy__(self, memo: Any) -> "RotorTree":
+        raise self._refuse("copy")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise self._refuse("pickle")
 
     # -- introspection ------------------------------------------------------
 

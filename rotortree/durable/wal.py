@@ -4,18 +4,29 @@ repair of an interrupted append) and fsync rounds (group commit)."""
 from __future__ import annotations
 
 import os
-from typing import Tuple
+from typing import Any, List, Tuple
 
 from .. import _core, storage
 from .._index import unique_flag
 from .._leaves import Leaves, leaf_batch, single_leaf
 from .._native import ffi, lib, raise_status
 from ..errors import ClosedTreeError, DurabilityError, MaxDepthExceededError
-from ..storage import NODE, SEGMENT_HEADER_LEN, segment_name
+from ..storage import FRAME_HEADER_LEN, NODE, SEGMENT_HEADER_LEN, segment_name
 from ..storage import io as storage_io
 from .files import Pending, Segment
 from .tokens import DurabilityToken
 from .state import TreeState
+
+
+_SYS_PWRITE = storage_io.sys_pwrite
+
+
+def _immutable(leaves: object) -> bool:
+    """Whether a buffer argument's memory can never change: bytes, or a
+    memoryview (of a memoryview ...) of bytes."""
+    while isinstance(leaves, memoryview):
+        leaves = leaves.obj
+    return type(leaves) is bytes
 
 
 def leaf_bytes(leaf: object) -> bytes:
@@ -47,19 +58,28 @@ class Wal(TreeState):
     # -- writes -------------------------------------------------------------
 
     def insert(self, leaf: bytes, unique: bool = False) -> Tuple[bytes, DurabilityToken]:
-        """Append one 32-byte leaf: (new root, token). The entry is in the WAL
-        (written, not yet fsynced) and in the tree when this returns.
+        """Append one 32-byte leaf: (new root, token), where the in-memory
+        :meth:`LeanIMT.insert` returns the root alone; the token (``wait()``,
+        ``durable``, ``await token``) tells when the leaf is on disk. The
+        entry is in the WAL (written, not yet fsynced) and in the tree when
+        this returns.
         ``unique``: as for :meth:`insert_many`."""
         return self._append(leaf_bytes(leaf), 1, unique_flag(unique))
 
     def insert_many(self, leaves: Leaves,
                     unique: bool = False) -> Tuple[bytes, DurabilityToken]:
-        """Append a batch atomically, as one WAL entry: (new root, token).
-        Accepts what :meth:`LeanIMT.insert_many` accepts; the leaves are
-        copied once, so the caller may reuse its buffer at once. If Ctrl-C
-        (or any exception) interrupts it, the batch is wholly in the tree
-        and the WAL, or in neither: compare ``tree.size`` (see "Interrupts"
-        in the module documentation).
+        """Append a batch atomically, as one WAL entry: (new root, token)
+        (:meth:`LeanIMT.insert_many` returns the root alone).
+        Accepts what :meth:`LeanIMT.insert_many` accepts. The frame is
+        written (by a writer thread for large batches) while the batch is
+        hashed, and the batch is published only once its frame is written.
+        Leaves in ``bytes`` (or a view of bytes) are written and hashed in
+        place; any other buffer is copied once first, so that another thread
+        changing it cannot make the WAL and the tree disagree; either way the
+        caller may reuse its buffer once this returns. If Ctrl-C (or any
+        exception) interrupts it, the batch is wholly in the tree and the
+        WAL, or in neither: compare ``tree.size`` (see "Interrupts" in the
+        module documentation).
 
         ``unique=True`` (trees opened with ``index=True``): a batch holding
         a leaf already in the tree, or one leaf twice, raises
@@ -67,13 +87,28 @@ class Wal(TreeState):
         the check and the append hold the tree's write lock together."""
         unique = unique_flag(unique)
         buffer, count = leaf_batch(leaves)
+        if type(buffer) is not bytes and not _immutable(leaves):
+            buffer = bytes(ffi.buffer(buffer, count * NODE))
+        return self._append(buffer, count, unique)
+
+    def insert_new(self, leaves: Leaves) -> Tuple[bytes, DurabilityToken, List[int]]:
+        """Append the leaves of a batch that are not in the tree yet, each
+        once, in order, as one WAL entry (trees opened with ``index=True``):
+        (root, token, dropped), ``dropped`` being the positions in the batch
+        skipped as already in the tree or repeated earlier in it. The check
+        and the append hold the tree's write lock together, so concurrent
+        calls never both add a leaf. If every leaf is dropped nothing is
+        logged: the root is the current one and the token that of the last
+        entry (the dropped leaves are in the tree up to it)."""
+        buffer, count = leaf_batch(leaves)
         payload = buffer if type(buffer) is bytes else bytes(ffi.buffer(buffer, count * NODE))
-        return self._append(payload, count, unique)
+        return self._append(payload, count, False, skip=True)  # type: ignore[return-value]
 
     def insert_durable(self, leaves: Leaves) -> bytes:
         """Insert one leaf (32 bytes) or a batch and return the new root once
         it is fsynced and recorded in the sync record (concurrent callers
-        share both). If the fsync fails the entry stays in the in-memory
+        share both: one fsync round covers every entry written before it
+        starts). If the fsync fails the entry stays in the in-memory
         tree, is not durable, this raises :class:`DurabilityError`, and the
         tree refuses further writes; if only writing the sync record fails,
         the same except that the tree stays writable and the next flush
@@ -82,8 +117,11 @@ class Wal(TreeState):
         self._sync_upto(token.seq)
         return root
 
-    def _append(self, payload: bytes, count: int,
-                unique: bool = False) -> Tuple[bytes, DurabilityToken]:
+    def _append(self, payload: Any, count: int, unique: bool = False,
+                skip: bool = False) -> Tuple[bytes, DurabilityToken]:
+        """Log and insert a batch. ``payload``: ``count`` leaves, bytes or a
+        cffi buffer nobody changes. ``unique``: refuse duplicates; ``skip``:
+        drop them instead, and return (root, token, dropped positions)."""
         imt = self._live()
         with self._lock:
             if self._files.pending is not None:
@@ -91,6 +129,11 @@ class Wal(TreeState):
             if (self._closing or self._failed is not None or self._background_error is not None
                     or self._read_only):
                 self._check_writable()
+            if skip:
+                payload, count, dropped = _core.new_leaves(imt, payload, count)
+                if count == 0:
+                    return (imt.root, DurabilityToken(self._state, self._seq),  # type: ignore
+                            dropped)
             if self._size + count > self._capacity:
                 raise MaxDepthExceededError(
                     f"inserting {count} leaves into a tree of {self._size} would exceed "
@@ -99,8 +142,6 @@ class Wal(TreeState):
                 _core.check_unique(imt, payload, count)   # before the log write
             seq = self._seq + 1
             segment = self._current_segment()
-            header = storage.encode_frame_header(seq, self._size, count, self._state.synced,
-                                                 payload)
             offset = segment.offset
             # Recorded before the first side effect. An exception (an I/O
             # error, or a KeyboardInterrupt raised after any call returns)
@@ -109,27 +150,27 @@ class Wal(TreeState):
             # bookkeeping, else cut the frame. Without this, a Ctrl-C right
             # after the C insert left the batch in the tree but not in the
             # sequence and offset, and the next insert overwrote its frame.
-            pending = (imt, segment, offset, offset + len(header) + len(payload), seq,
+            # The C append publishes the batch only after its frame is
+            # written, so "in the tree" implies "frame complete".
+            pending = (imt, segment, offset, offset + FRAME_HEADER_LEN + count * NODE, seq,
                        self._size + count, self._entries_since + 1, self._leaves_since + count)
             self._files.pending = pending
             try:
-                try:
-                    if count <= 128:
-                        frame = header + payload
-                        written = storage_io.sys_pwrite(segment.fd, frame, offset)   # usually all
-                        if written != len(frame):
-                            storage.write_all(segment.fd, memoryview(frame)[max(written, 0):],
-                                              offset + max(written, 0), segment.path)
-                    else:
-                        storage.write_all(segment.fd, header, offset, segment.path)
-                        storage.write_all(segment.fd, payload, offset + len(header),
-                                          segment.path)
-                except OSError as error:
-                    if isinstance(error, DurabilityError):
-                        raise
-                    raise storage.io_error("write", segment.path, error) from error
                 root = self._root_out
-                status = _core.insert_batch(imt, payload, count, root)
+                if storage_io.sys_pwrite is _SYS_PWRITE:
+                    header = storage.encode_frame_prefix(seq, self._size, count,
+                                                         self._state.synced)
+                    status = _core.wal_append(imt, segment.fd, offset, header, payload, count,
+                                              root, self._errno_out)
+                    if status == lib.RT_ERR_IO:
+                        code = self._errno_out[0]
+                        raise storage.io_error("write", segment.path,
+                                               OSError(code, os.strerror(code)))
+                else:
+                    # A test replaced the write seam: the frame goes through
+                    # it, then the insert (the same outcomes, not overlapped).
+                    self._write_frame_seam(segment, offset, seq, count, payload)
+                    status = _core.insert_batch(imt, payload, count, root)
                 if status != lib.RT_OK:
                     raise_status(status, "insert")
                 new_root = ffi.buffer(root)[:]
@@ -141,7 +182,20 @@ class Wal(TreeState):
                    or self._leaves_since >= self._due_leaves)
         if due:
             self._wake_checkpointer.set()
+        if skip:
+            return new_root, DurabilityToken(self._state, seq), dropped  # type: ignore
         return new_root, DurabilityToken(self._state, seq)
+
+    def _write_frame_seam(self, segment: Segment, offset: int, seq: int, count: int,
+                          payload: Any) -> None:
+        data = payload if type(payload) is bytes else ffi.buffer(payload, count * NODE)
+        header = storage.encode_frame_header(seq, self._size, count, self._state.synced, data)
+        try:
+            storage.write_all(segment.fd, header + bytes(data), offset, segment.path)
+        except OSError as error:
+            if isinstance(error, DurabilityError):
+                raise
+            raise storage.io_error("write", segment.path, error) from error
 
     def _commit(self, pending: Pending) -> None:
         """Make the bookkeeping say the pending append is done (called with
@@ -197,37 +251,64 @@ class Wal(TreeState):
 
     def _sync_upto(self, seq: int, report: bool = True) -> None:
         """fsync the WAL up to at least ``seq``. ``report``: the caller will
-        see the error (False for the background flusher)."""
+        see the error (False for the background flusher).
+
+        Group commit: one caller at a time (the leader) runs an fsync round,
+        which covers every entry written before it starts; the others
+        (followers) wait for the round to end, return if it covered them,
+        and otherwise one of them leads the next round for all the rest.
+        Followers wait on the sync state's condition, not on the round's
+        lock, so the end of a round wakes them all at once instead of
+        handing the lock from one to the next (each handoff a context
+        switch, which under load cost milliseconds per waiting thread)."""
         state = self._state
-        with self._sync_lock:
-            if state.synced >= seq:
-                return
-            if state.error is not None:
-                if not report:
-                    raise state.error
-                raise state.failure(f"WAL entry {seq} of {self._dir} is not durable")
-            with self._lock:
-                if self._closed:
-                    raise ClosedTreeError(f"durable tree {self._dir} is closed")
-                self._settle()
-                target = self._seq
-                segments = [s for s in self._files.retired if s.fd >= 0 and not s.synced]
-                segments.append(self._current_segment())
-            try:
-                for segment in segments:
-                    storage.fsync_fd(segment.fd, segment.path)
-                record = self._files.sync
-                assert record is not None, "writable trees keep their sync record open"
-                record.write(target)
-            except DurabilityError as error:
-                self._poison_on_fsync(error)
-                if report:
-                    state.reported = True
-                raise
-            for segment in segments[:-1]:
-                # Retired: nothing is written to it any more, so its
-                # descriptor is done with (recovery reads it by name).
-                segment.synced = True
-                os.close(segment.fd)
-                segment.fd = -1
-            state.advance(target)
+        sync_lock = self._sync_lock
+        with state.cond:
+            # The timeout only bounds the wait if an exception kept a leader
+            # from notifying; every round notifies when it ends.
+            while (state.synced < seq and state.error is None and state.leading
+                   and sync_lock.locked()):
+                state.cond.wait(0.05)
+        try:
+            with sync_lock:
+                state.leading = True
+                self._sync_round(seq, report)
+        finally:
+            state.leading = False
+            with state.cond:
+                state.cond.notify_all()
+
+    def _sync_round(self, seq: int, report: bool) -> None:
+        """An fsync round (called with self._sync_lock held)."""
+        state = self._state
+        if state.synced >= seq:
+            return
+        if state.error is not None:
+            if not report:
+                raise state.error
+            raise state.failure(f"WAL entry {seq} of {self._dir} is not durable")
+        with self._lock:
+            if self._closed:
+                raise ClosedTreeError(f"durable tree {self._dir} is closed")
+            self._settle()
+            target = self._seq
+            segments = [s for s in self._files.retired if s.fd >= 0 and not s.synced]
+            segments.append(self._current_segment())
+        try:
+            for segment in segments:
+                storage.fsync_fd(segment.fd, segment.path)
+            record = self._files.sync
+            assert record is not None, "writable trees keep their sync record open"
+            record.write(target)
+        except DurabilityError as error:
+            self._poison_on_fsync(error)
+            if report:
+                state.reported = True
+            raise
+        for segment in segments[:-1]:
+            # Retired: nothing is written to it any more, so its
+            # descriptor is done with (recovery reads it by name).
+            segment.synced = True
+            os.close(segment.fd)
+            segment.fd = -1
+        state.advance(target)

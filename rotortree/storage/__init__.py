@@ -1,7 +1,8 @@
 """On-disk formats of durable trees, and ``LeanIMT.save`` / ``LeanIMT.load``.
 
 All integers are little-endian. Every checksum is CRC-32 as computed by
-``zlib.crc32``. Nodes and leaves are 32 raw bytes.
+``zlib.crc32``, except the frames of version-2 WAL segments (CRC-32C, see
+below). Nodes and leaves are 32 raw bytes.
 
 Durable tree directory (``RotorTree.open(path)``)
 -------------------------------------------------
@@ -60,13 +61,19 @@ Durable tree directory (``RotorTree.open(path)``)
 ``wal-GGGGGGGGGGGGGGGG.log`` (G = 16 hex digits, the generation)
     Write-ahead log segment. A 32-byte header::
 
-        magic "RTWS" | version u16 (=1) | arity u16 | max_depth u16 | 0 u16 |
+        magic "RTWS" | version u16 (=2) | arity u16 | max_depth u16 | 0 u16 |
         gen u64 | 0 u64 | crc32 u32 over the previous 28 bytes
 
     then frames, back to back (each a multiple of 8 bytes)::
 
         magic "RTWF" | 0 u32 | seq u64 | first_index u64 | count u64 |
-        synced u64 | crc32 u32 | 0 u32 | leaves[32 * count]
+        synced u64 | crc u32 | 0 u32 | leaves[32 * count]
+
+    The version names the frames' checksum: 2, CRC-32C (Castagnoli, the
+    SSE4.2 ``crc32`` instruction's; ``rotortree.storage.crc32c``), which is
+    what this version writes; 1, zlib's CRC-32 (segments written by older
+    versions, still read). The segment header's own checksum is zlib's
+    CRC-32 in both, so the version is checked before it is used.
 
     ``seq`` numbers entries 1, 2, 3, ... over the life of the tree (one entry
     per insert / insert_many call), ``first_index`` is the tree size before

@@ -8,9 +8,9 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
-from .._native import lib
+from .._native import ffi, lib
 from ..errors import CorruptionError, InvalidArgumentError
 from .io import atomic_write, fdatasync_fd, open_fd, write_all
 
@@ -144,7 +144,14 @@ def level_file_name(level: int) -> str:
 # WAL segments and frames
 
 SEGMENT_MAGIC = b"RTWS"
-SEGMENT_VERSION = 1
+# The segment's version says how its frames are checksummed: version 1 with
+# zlib's CRC-32 (read only: segments written before CRC-32C), version 2 with
+# CRC-32C, computed in C off the GIL (csrc/wal.c says why CRC-32C). The
+# segment header itself keeps zlib's CRC-32 in both, so that the version can
+# be trusted before it is used.
+SEGMENT_VERSION_ZLIB = 1
+SEGMENT_VERSION = 2
+SEGMENT_VERSIONS = (SEGMENT_VERSION_ZLIB, SEGMENT_VERSION)
 _SEG_HEAD = struct.Struct("<4sHHHHQQI")
 SEGMENT_HEADER_LEN = _SEG_HEAD.size  # 32
 FRAME_MAGIC = b"RTWF"
@@ -166,8 +173,26 @@ def parse_segment_name(name: str) -> Optional[int]:
     return None
 
 
-def encode_segment_header(arity: int, max_depth: int, gen: int) -> bytes:
-    head = _SEG_HEAD.pack(SEGMENT_MAGIC, SEGMENT_VERSION, arity, max_depth, 0, gen, 0, 0)
+def crc32c(data: Any, crc: int = 0) -> int:
+    """CRC-32C of a bytes-like object, continuing ``crc`` (as zlib.crc32
+    continues its second argument); computed in C without the GIL."""
+    with memoryview(data) as view:
+        return int(lib.rt_crc32c(crc, ffi.from_buffer("uint8_t[]", view), view.nbytes))
+
+
+def crc32c_impl() -> str:
+    """Which CRC-32C code this machine runs: "sse4.2", "armv8-crc" or "portable"."""
+    return str(ffi.string(lib.rt_crc32c_impl()).decode())
+
+
+def frame_checksum(version: int) -> Callable[[Any, int], int]:
+    """The checksum ``f(data, crc)`` of the frames of a segment of ``version``."""
+    return zlib.crc32 if version == SEGMENT_VERSION_ZLIB else crc32c
+
+
+def encode_segment_header(arity: int, max_depth: int, gen: int,
+                          version: int = SEGMENT_VERSION) -> bytes:
+    head = _SEG_HEAD.pack(SEGMENT_MAGIC, version, arity, max_depth, 0, gen, 0, 0)
     return head[:-4] + _CRC.pack(zlib.crc32(head[:-4]))
 
 
@@ -180,15 +205,28 @@ def decode_segment_header(data: Any, path: str) -> Tuple[int, int, int]:
         raise CorruptionError(f"WAL segment {path}: bad magic {bytes(magic)!r}", path)
     if zlib.crc32(bytes(data[:SEGMENT_HEADER_LEN - 4])) != crc:
         raise CorruptionError(f"WAL segment {path}: header checksum mismatch", path)
-    if version != SEGMENT_VERSION:
+    if version not in SEGMENT_VERSIONS:
         raise CorruptionError(f"WAL segment {path}: unsupported version {version}", path)
     return arity, max_depth, gen
 
 
+def segment_version(data: Any) -> int:
+    """The version of a segment whose header decode_segment_header accepted."""
+    return int(_SEG_HEAD.unpack_from(data)[1])
+
+
+def encode_frame_prefix(seq: int, first_index: int, count: int, synced: int) -> bytearray:
+    """A frame header with its checksum field zero, for rt_wal_append to fill."""
+    header = bytearray(FRAME_HEADER_LEN)
+    _FRAME_PREFIX.pack_into(header, 0, FRAME_MAGIC, 0, seq, first_index, count, synced)
+    return header
+
+
 def encode_frame_header(seq: int, first_index: int, count: int, synced: int,
-                        payload: Any) -> bytes:
+                        payload: Any, version: int = SEGMENT_VERSION) -> bytes:
     prefix = _FRAME_PREFIX.pack(FRAME_MAGIC, 0, seq, first_index, count, synced)
-    return prefix + _FRAME_SUFFIX.pack(zlib.crc32(payload, zlib.crc32(prefix)))
+    checksum = frame_checksum(version)
+    return prefix + _FRAME_SUFFIX.pack(checksum(payload, checksum(prefix, 0)))
 
 
 @dataclass
@@ -205,8 +243,10 @@ class Frame:
         return self.payload_offset + NODE * self.count
 
 
-def frame_at(buf: Any, offset: int) -> Tuple[Optional[Frame], str]:
-    """The valid frame at ``offset`` of ``buf``, or (None, why not)."""
+def frame_at(buf: Any, offset: int,
+             version: int = SEGMENT_VERSION) -> Tuple[Optional[Frame], str]:
+    """The valid frame at ``offset`` of ``buf`` (a segment of ``version``),
+    or (None, why not)."""
     remaining = len(buf) - offset
     if remaining < FRAME_HEADER_LEN:
         return None, f"{remaining} trailing bytes, less than a frame header"
@@ -220,7 +260,8 @@ def frame_at(buf: Any, offset: int) -> Tuple[Optional[Frame], str]:
     with memoryview(buf) as view:
         head = view[offset:offset + _FRAME_PREFIX.size]
         payload = view[payload_offset:payload_offset + NODE * count]
-        actual = zlib.crc32(payload, zlib.crc32(head))
+        checksum = frame_checksum(version)
+        actual = checksum(payload, checksum(head, 0))
         head.release()
         payload.release()
     if actual != crc:
@@ -228,13 +269,17 @@ def frame_at(buf: Any, offset: int) -> Tuple[Optional[Frame], str]:
     return Frame(offset, seq, first, count, synced, payload_offset), ""
 
 
-def iter_frames(buf: Any, offset: int = SEGMENT_HEADER_LEN) -> Iterator[Tuple[Frame, str]]:
+def iter_frames(buf: Any, offset: int = SEGMENT_HEADER_LEN,
+                version: Optional[int] = None) -> Iterator[Tuple[Frame, str]]:
     """Frames from ``offset`` on: yields (frame, "") for each valid frame, then
     (a Frame holding only the offset, reason) at the first invalid one (the
-    tear); nothing more at a clean end."""
+    tear); nothing more at a clean end. ``version``: the segment's (default:
+    read from ``buf``'s header)."""
+    if version is None:
+        version = segment_version(buf)
     end = len(buf)
     while offset < end:
-        frame, reason = frame_at(buf, offset)
+        frame, reason = frame_at(buf, offset, version)
         if frame is None:
             yield Frame(offset, 0, 0, 0, 0, offset), reason
             return
@@ -368,6 +413,13 @@ __all__ = [
     "level_file_name",
     "SEGMENT_MAGIC",
     "SEGMENT_VERSION",
+    "SEGMENT_VERSION_ZLIB",
+    "SEGMENT_VERSIONS",
+    "crc32c",
+    "crc32c_impl",
+    "frame_checksum",
+    "segment_version",
+    "encode_frame_prefix",
     "SEGMENT_HEADER_LEN",
     "FRAME_MAGIC",
     "FRAME_HEADER_LEN",

@@ -5,7 +5,11 @@ goes through the system call seams ``sys_pwrite``, ``sys_fsync``,
 failures by replacing them (``monkeypatch.setattr(storage.io, "sys_pwrite",
 ...)``). Failures are reported as :class:`~rotortree.DurabilityError` with
 ``operation`` set to ``"write"``, ``"fsync"`` (also for fdatasync),
-``"rename"``, ``"truncate"`` or ``"open"``."""
+``"rename"``, ``"truncate"`` or ``"open"``.
+
+WAL frames are the exception: ``rt_wal_append`` writes them in C (its own
+fault injection is ``lib.rt_wal_fail_next_write``), unless ``sys_pwrite`` has
+been replaced, in which case the durable tree writes them through it."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import tempfile
 import zlib
 from typing import TYPE_CHECKING, Any, Type
 
@@ -28,14 +29,20 @@ from .io import crc_of, file_path, io_error, replace_file, write_all
 from .verify import first_bad_level
 
 if TYPE_CHECKING:
+    from ..snapshot import Snapshot
     from ..tree import LeanIMT
 
 
 def save_tree(tree: "LeanIMT", path: Any) -> None:
     """Write ``tree`` to ``path`` atomically (see the module docstring)."""
+    save_snapshot(tree.snapshot(), tree.max_depth, tree.indexed, path)
+
+
+def save_snapshot(snap: "Snapshot", max_depth: int, indexed: bool, path: Any) -> None:
+    """Write the tree ``snap`` shows to ``path`` atomically, as a file that
+    loads into a tree of ``max_depth`` (with the leaf index if ``indexed``)."""
     path = file_path(path)
-    snap = tree.snapshot()
-    flags = SAVE_FLAG_INDEX if tree.indexed else 0
+    flags = SAVE_FLAG_INDEX if indexed else 0
     lengths = level_lengths(snap.size, snap.arity)
     header_len = SAVE_HEAD.size + len(lengths) * SAVE_LEVEL.size + SAVE_CRC.size
     tmp = f"{path}.tmp-{os.getpid()}-{id(snap):x}"
@@ -50,7 +57,7 @@ def save_tree(tree: "LeanIMT", path: Any) -> None:
                 write_all(fd, piece, offset, tmp)
                 offset += piece.nbytes
             crcs.append(crc)
-        head = SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, tree.max_depth,
+        head = SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, max_depth,
                               len(lengths), flags, snap.size, snap.root or ZERO_NODE)
         head += b"".join(SAVE_LEVEL.pack(n, c) for n, c in zip(lengths, crcs))
         head += SAVE_CRC.pack(zlib.crc32(head))
@@ -178,4 +185,55 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
         os.close(fd)
 
 
-__all__ = ["save_tree", "load_tree"]
+def saved_bytes(snap: "Snapshot", max_depth: int, indexed: bool) -> bytes:
+    """The save file of ``snap`` as bytes: what a pickled tree or snapshot
+    carries, so that unpickling checks it exactly as ``load`` checks a file."""
+    with tempfile.TemporaryDirectory(prefix="rotortree-pickle-") as scratch:
+        path = os.path.join(scratch, "tree")
+        save_snapshot(snap, max_depth, indexed, path)
+        with open(path, "rb") as file:
+            return file.read()
+
+
+def load_saved_bytes(cls: "Type[LeanIMT]", data: bytes) -> "LeanIMT":
+    """A tree from :func:`saved_bytes` output, verified as ``load`` verifies
+    a file (a damaged or forged payload raises CorruptionError)."""
+    if not isinstance(data, bytes):
+        raise CorruptionError(f"a pickled tree holds bytes, not {type(data).__name__}")
+    with tempfile.TemporaryDirectory(prefix="rotortree-pickle-") as scratch:
+        path = os.path.join(scratch, "tree")
+        with open(path, "wb") as file:
+            file.write(data)
+        return load_tree(cls, path, verify=True)
+
+
+# ffi.new zeroes what it allocates; a copy overwrites every byte at once.
+_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def copy_tree(cls: "Type[LeanIMT]", snap: "Snapshot", max_depth: int,
+              indexed: bool) -> "LeanIMT":
+    """A new, independent tree holding what ``snap`` shows, without
+    rehashing: each level is read once into a buffer the new tree borrows
+    (C copies a borrowed level's last chunk before its first write), so a
+    copy costs one pass over the nodes."""
+    tree = cls(snap.arity, max_depth, index=indexed)
+    if snap.size == 0:
+        return tree
+    lengths = level_lengths(snap.size, snap.arity)
+    buffers = []
+    for level, length in enumerate(lengths):
+        nodes = _uncleared("uint8_t[]", NODE * length)  # every byte is read into next
+        check(_core.snapshot_read(snap, level, length, nodes), "copy")
+        buffers.append(nodes)
+    sources = ffi.new("struct rt_level_source[]", len(lengths))
+    for level, nodes in enumerate(buffers):
+        sources[level].nodes = nodes
+        sources[level].borrow = lengths[level]
+    check(_core.restore(tree, snap.size, sources, len(lengths)), "copy")
+    _core.keep_alive(tree, *buffers)
+    return tree
+
+
+__all__ = ["save_tree", "save_snapshot", "load_tree", "saved_bytes", "load_saved_bytes",
+           "copy_tree"]

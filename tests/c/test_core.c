@@ -30,6 +30,7 @@
 #endif
 
 #include "rotortree.h"
+#include "rt_index.h"
 #include "rt_mapping.h"
 #include "rt_pool.h"
 
@@ -1852,6 +1853,26 @@ static void index_model_run(rng *g, unsigned arity, uint64_t pool_size, unsigned
     free(batch_first);
 }
 
+/* Slot width against tree size: 4-byte slots for every tree whose
+ * positions + 1 fit in 32 bits (the memory target assumes them), 8 only
+ * from 2**32 leaves on, and always room for position + 1 = size. */
+static void test_index_slot_width(void)
+{
+    const uint64_t sizes[] = {0, 1, 65535, 65536, (1ull << 30) + 1, 1ull << 31,
+                              (1ull << 31) + 12345, (1ull << 32) - 1, 1ull << 32,
+                              (1ull << 40) + 3, 1ull << 61};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        uint64_t size = sizes[i];
+        unsigned bits = rt_index_pos_bits(size);
+        CHECK(bits >= 16 && bits <= 63, "pos bits %u for size %llu", bits,
+              (unsigned long long)size);
+        CHECK(((1ull << bits) - 1) >= size, "size %llu does not fit %u bits",
+              (unsigned long long)size, bits);
+        CHECK((bits <= 32) == (size < (1ull << 32)), "size %llu gets %u-byte slots",
+              (unsigned long long)size, bits <= 32 ? 4u : 8u);
+    }
+}
+
 static void test_leaf_index(rng *g)
 {
     uint8_t leaf[32] = {0}, found = 0, marks[1];
@@ -2522,6 +2543,7 @@ int main(int argc, char **argv)
     RUN(test_restore, &g);
     RUN(test_compute_root, &g);
     RUN(test_garbage_proofs, &g);
+    RUN(test_index_slot_width);
     RUN(test_leaf_index, &g);
 #if RT_TEST_WRAP
     RUN(test_injection, &g);
