@@ -3,6 +3,8 @@ and the encoded inclusion-proof path."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
 import os
 
 import pytest
@@ -77,7 +79,8 @@ def test_a_segment_file_of_the_wrong_length_is_corruption(tmp_path, change):
     assert sharded.generate_proof(3).verify_against(sharded.root, 40)
 
 
-def test_append_refuses_a_right_edge_whose_leaves_do_not_hash_to_its_root(tmp_path):
+@pytest.mark.parametrize("processes", [False, True])
+def test_append_refuses_a_right_edge_whose_leaves_do_not_hash_to_its_root(tmp_path, processes):
     # The right edge's leaves are read back from its file to be rebuilt with
     # the new ones; only its header was checked, so a changed leaf became
     # part of the new tree and its root silently stopped extending the old.
@@ -89,8 +92,10 @@ def test_append_refuses_a_right_edge_whose_leaves_do_not_hash_to_its_root(tmp_pa
     edge.write_bytes(bytes(data))
     files = {name: (out / name).read_bytes() for name in os.listdir(out)}
     sharded = ShardedTree.open(out)
-    with pytest.raises(rotortree.CorruptionError, match="seg-000000002-8.rts"):
-        sharded.append(CounterLeaves(seed=5), size=4)
+    # In another process too: the check runs where the edge is read.
+    with cf.ProcessPoolExecutor(1) if processes else contextlib.nullcontext() as client:
+        with pytest.raises(rotortree.CorruptionError, match="seg-000000002-8.rts"):
+            sharded.append(CounterLeaves(seed=5), size=4, client=client)
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == files
     assert (sharded.size, ShardedTree.open(out).size) == (40, 40)
 
