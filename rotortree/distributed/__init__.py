@@ -91,7 +91,6 @@ def _mapped_segments() -> int:
 
 
 _MAPPED_SEGMENTS = _mapped_segments()
-_UNMAPPED = object()  # not in the cache (None is a segment read by ranges)
 
 
 def _out_url(out: Any) -> str:
@@ -311,13 +310,16 @@ class ShardedTree:
     def _mapping(self, index: int) -> Optional[mmap.mmap]:
         # Threads serving proofs share the cache: another may evict this
         # entry between any two steps, so nothing here assumes it stays.
-        mapping = self._maps.get(index, _UNMAPPED)
-        if mapping is not _UNMAPPED:
+        try:
+            cached = self._maps[index]
+        except KeyError:
+            pass
+        else:
             try:
                 self._maps.move_to_end(index)
             except KeyError:  # evicted meanwhile: the caller still holds its mapping
                 pass
-            return mapping
+            return cached
         name = self._segment_name(index)
         count = self._segment_count(index)
         mapping = self._store.map(name)
