@@ -40,6 +40,7 @@ SOURCES = [
     "csrc/wal.c",
     "csrc/leaf_index.c",
     "csrc/proof.c",
+    "csrc/logview.c",
     "csrc/pool.c",
     "csrc/hash_dispatch.c",
     "csrc/blake3_portable.c",

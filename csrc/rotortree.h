@@ -408,6 +408,35 @@ int rt_wal_append(rt_tree *tree, int fd, uint64_t offset, uint8_t *header,
  * `after_bytes` bytes of the frame, then fails with `error_number` (0
  * disarms). */
 void rt_wal_fail_next_write(int error_number, size_t after_bytes);
+
+/* ---- log views --------------------------------------------------------------
+ * Every earlier state of an append-only tree is in its stored levels: a node
+ * whose subtree was complete at size n is unchanged since, and only the
+ * right edge at n (one node per level) is recomputed, O(depth x arity)
+ * hashes. Sizes are 1..the snapshot's (or tree's) size; outside that range
+ * these return RT_ERR_INDEX. */
+
+/* The root the tree had when it held `size` leaves. The tree form reads a
+ * snapshot it takes and frees, so it holds the tree's lock only for that. */
+int rt_snapshot_root_at(const rt_snapshot *snap, uint64_t size, uint8_t *root_out);
+int rt_tree_root_at(rt_tree *tree, uint64_t size, uint8_t *root_out);
+/* The tree as it was at `size` leaves, as a snapshot in its own right (free
+ * it with rt_snapshot_free; it does not depend on `snap` living): reads,
+ * rt_proofs_layout/fill (inclusion proofs at that size, tree_size = size,
+ * root = root at size) and rt_consistency_layout/fill (consistency from any
+ * m <= size to size) all work on it. It shares storage with `snap` and
+ * copies at most one chunk per level, where the edge node was recomputed. */
+int rt_snapshot_at(const rt_snapshot *snap, uint64_t size, rt_snapshot **out);
+/* rt_proof_one of leaf `index` (< size) in the tree at `size`, without
+ * keeping a view: for callers that pay per call. */
+int rt_proof_one_at(const rt_snapshot *snap, uint64_t size, uint64_t index, uint8_t *out,
+                    size_t capacity, size_t *length);
+/* The consistency proof from old_size to new_size (1 <= old <= new <= size)
+ * in one call: its length to *length and, if it fits in `capacity` bytes,
+ * the proof to out (RT_ERR_INVALID_ARGUMENT, out untouched, if not). No
+ * proof is longer than 88 + depth(new) * (2 + 64 * arity) bytes. */
+int rt_consistency_at(const rt_snapshot *snap, uint64_t old_size, uint64_t new_size,
+                      uint8_t *out, size_t capacity, size_t *length);
 /* CFFI_END */
 
 #ifdef __cplusplus

@@ -20,7 +20,27 @@ from .errors import (
     NoLeafIndexError,
     OutOfMemoryError,
 )
-from .proofs import ConsistencyProof, InclusionProof, trusted_root_bytes, trusted_size_int
+from .proofs import (
+    BytesLike,
+    ConsistencyProof,
+    InclusionProof,
+    trusted_root_bytes,
+    trusted_size_int,
+)
+
+
+class _Latest:
+    """The default ``new_size`` of consistency proofs: the snapshot's own
+    size. A sentinel rather than None, so that None in second place (the
+    old form's old_root) is still refused."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<the current size>"
+
+
+LATEST: Any = _Latest()
 
 # Leaves read per C call while iterating (256 KiB).
 _ITER_BLOCK = 8192
@@ -109,6 +129,7 @@ class _ProofScratch:
 
 _proof_scratch: List[_ProofScratch] = []
 _proof_one = lib.rt_proof_one
+_proof_one_at = lib.rt_proof_one_at
 _unpack = ffi.unpack
 _new_object = object.__new__
 _object_setattr = object.__setattr__
@@ -120,6 +141,10 @@ class Snapshot(IndexReads):
     It shares storage with the tree (copy on write), costs O(depth) to take,
     never changes when the tree grows, and may be read from any number of
     threads while others insert. Memory is freed when it is dropped.
+
+    Every earlier state of the tree is in it too (log views): :meth:`at`,
+    :meth:`root_at`, the ``size=`` argument of the proof methods and
+    :meth:`generate_consistency_proof` between any two sizes.
 
     A snapshot of an indexed tree answers :meth:`has`, ``in``,
     :meth:`index_of`, :meth:`contains_many` and :meth:`index_of_many` as of
@@ -293,15 +318,56 @@ class Snapshot(IndexReads):
 
         return _unpickle_snapshot, (saved_bytes(self, self._max_depth, self._indexed()),)
 
+    # -- log views ---------------------------------------------------------
+
+    def _past_size(self, name: str, size: object, upper: Optional[int] = None) -> int:
+        """``size`` checked as a size the tree had: 1..``upper`` (default
+        this snapshot's size)."""
+        size = _int_arg(name, size)
+        upper = self._size if upper is None else upper
+        if not 1 <= size <= upper:
+            if self._size == 0:
+                raise NodeIndexError(f"{name} {shown(size)} out of range: the tree is empty")
+            raise NodeIndexError(f"{name} must be 1..{upper}, got {shown(size)}")
+        return size
+
+    def at(self, size: int) -> "Snapshot":
+        """The tree as it was when it held ``size`` leaves (1..``self.size``),
+        as a snapshot of its own: reads and proofs see exactly that
+        tree. Only the right edge at ``size`` is recomputed (O(depth x arity)
+        hashes); storage is shared, with at most one chunk per level copied.
+        Raises :class:`NodeIndexError` (an ``IndexError``) for a size out of
+        range."""
+        size = self._past_size("size", size)
+        if size == self._size:
+            return self  # immutable: the same state
+        out = ffi.new("rt_snapshot **")
+        check(lib.rt_snapshot_at(self._snap, size, out), "Snapshot.at")
+        return Snapshot._from_handle(out[0], self._keepalive)
+
+    def root_at(self, size: int) -> bytes:
+        """The root the tree had when it held ``size`` leaves (1..``self.size``);
+        :class:`NodeIndexError` (an ``IndexError``) outside that range."""
+        size = self._past_size("size", size)
+        out = ffi.new("uint8_t[32]")
+        check(lib.rt_snapshot_root_at(self._snap, size, out), "root_at")
+        root: bytes = ffi.buffer(out)[:]
+        return root
+
     # -- proofs ------------------------------------------------------------
 
-    def generate_proof(self, index: int) -> InclusionProof:
+    def generate_proof(self, index: int, *, size: Optional[int] = None) -> InclusionProof:
         """The inclusion proof of leaf ``index``: an int or any integer with
-        ``__index__`` (numpy integers), not a bool."""
+        ``__index__`` (numpy integers), not a bool.
+
+        With ``size`` the proof is of the tree as it was at ``size`` leaves
+        (its ``tree_size`` is ``size``, its root :meth:`root_at` of it);
+        ``index`` must then be below ``size``."""
+        limit = self._size if size is None else self._past_size("size", size)
         if type(index) is not int:
             index = _int_arg("index", index)
-        if not 0 <= index < self._size:
-            raise NodeIndexError(f"leaf index {shown(index)} out of range for size {self._size}")
+        if not 0 <= index < limit:
+            raise NodeIndexError(f"leaf index {shown(index)} out of range for size {limit}")
         # The batch path's index conversion, offsets array and ProofBatch
         # would cost more than the proof itself, and so would allocating C
         # memory per call: a call takes a scratch buffer from a shared free
@@ -313,7 +379,11 @@ class Snapshot(IndexReads):
             scratch = _ProofScratch()
         if scratch.capacity < self._proof_max:
             scratch.grow(self._proof_max)
-        status = _proof_one(self._snap, index, scratch.out, scratch.capacity, scratch.length)
+        if size is None:
+            status = _proof_one(self._snap, index, scratch.out, scratch.capacity, scratch.length)
+        else:  # a view for this call only (no Snapshot object, nothing kept)
+            status = _proof_one_at(self._snap, limit, index, scratch.out, scratch.capacity,
+                                   scratch.length)
         data: bytes = _unpack(scratch.chars, scratch.length[0])
         _proof_scratch.append(scratch)
         if status:
@@ -324,13 +394,18 @@ class Snapshot(IndexReads):
         _object_setattr(proof, "_encoded", data)
         return proof
 
-    def generate_proofs(self, indices: Union[Iterable[int], Any]) -> "ProofBatch":
+    def generate_proofs(self, indices: Union[Iterable[int], Any], *,
+                        size: Optional[int] = None) -> "ProofBatch":
         """Inclusion proofs of many leaves in one call into C, on the pool.
 
         ``indices`` is any iterable of integers (ints or anything with
         ``__index__``, not bools); a 1-D array of 8-byte integers (numpy
-        uint64/int64, ``array('Q')``) is read without a copy.
+        uint64/int64, ``array('Q')``) is read without a copy. With ``size``
+        the proofs are of the tree as it was at ``size`` leaves (see
+        :meth:`generate_proof`), every index below ``size``.
         """
+        if size is not None:
+            return self.at(size).generate_proofs(indices)
         buffer, count = _index_buffer(indices)
         try:
             offsets = array("Q", bytes(8 * (count + 1)))
@@ -359,35 +434,44 @@ class Snapshot(IndexReads):
         # The buffer object keeps `memory` alive; slicing it copies out bytes.
         return ProofBatch._from_parts(ffi.buffer(memory, size), offsets)
 
-    def generate_consistency_proof(self, old_size: int, old_root: bytes) -> ConsistencyProof:
-        """Proof that the tree of ``old_size`` leaves (root ``old_root``) is a
-        prefix of this snapshot.
+    def generate_consistency_proof(self, old_size: int, new_size: object = LATEST, *,
+                                   old_root: Optional[BytesLike] = None) -> ConsistencyProof:
+        """Proof that the tree of ``old_size`` leaves is a prefix of the tree
+        of ``new_size`` leaves (default: this snapshot's size), any two sizes
+        with 1 <= old_size <= new_size <= size.
 
-        Raises :class:`InvalidArgumentError` if ``old_root`` is not this
-        tree's root at ``old_size``: such a proof could never verify.
+        ``old_root``, if given, must be the tree's root at ``old_size``
+        (:class:`InvalidArgumentError` otherwise: such a proof could never
+        verify). The form of earlier versions, bytes in second place
+        (``generate_consistency_proof(old_size, old_root)``), still means
+        that root, up to this snapshot's size. Sizes out of range raise
+        :class:`NodeIndexError` (an ``IndexError``).
         """
         old_size = _int_arg("old_size", old_size)
-        if not isinstance(old_root, (bytes, bytearray, memoryview)):
-            raise ArgumentTypeError(f"old_root must be bytes, not {type(old_root).__name__}")
-        try:
-            old_root = bytes(old_root)
-        except ValueError:  # a released memoryview
-            raise ArgumentTypeError("cannot read old_root: the buffer was released") from None
-        if len(old_root) != 32:
-            raise InvalidArgumentError(f"old_root must be 32 bytes, got {len(old_root)}")
+        if isinstance(new_size, (bytes, bytearray, memoryview)):
+            if old_root is not None:
+                raise ArgumentTypeError("old_root given twice (in second place and by keyword)")
+            old_root, new_size = new_size, LATEST
+        elif new_size is not LATEST and (isinstance(new_size, bool)
+                                         or not hasattr(type(new_size), "__index__")):
+            raise ArgumentTypeError(f"old_root must be bytes (or new_size an int), "
+                                    f"not {type(new_size).__name__}")
+        expected = None if old_root is None else _root_arg("old_root", old_root)
         if self._size == 0:
             raise EmptyTreeError("cannot prove consistency from an empty tree")
-        if not 1 <= old_size <= self._size:
-            raise NodeIndexError(f"old_size must be 1..{self._size}, got {shown(old_size)}")
+        new_size = self._size if new_size is LATEST else self._past_size("new_size", new_size)
+        old_size = self._past_size("old_size", old_size, new_size)
+        # One call, with room for the longest proof of this shape (rotortree.h).
+        capacity = lib.RT_PROOF_HEADER_LEN + self._depth * (2 + 64 * self._arity)
+        data = bytearray(capacity)
         length = ffi.new("size_t *")
-        check(lib.rt_consistency_layout(self._snap, old_size, length), "consistency proof")
-        data = bytearray(length[0])
-        check(lib.rt_consistency_fill(self._snap, old_size, ffi.from_buffer("uint8_t[]", data),
-                                      len(data)), "consistency proof")
-        proof = ConsistencyProof.from_bytes(data)
-        if proof.old_root != old_root:
+        check(lib.rt_consistency_at(self._snap, old_size, new_size,
+                                    ffi.from_buffer("uint8_t[]", data), capacity, length),
+              "consistency proof")
+        proof = ConsistencyProof.from_bytes(memoryview(data)[:length[0]])
+        if expected is not None and proof.old_root != expected:
             raise InvalidArgumentError(
-                f"old_root {old_root.hex()} is not this tree's root at size {old_size} "
+                f"old_root {expected.hex()} is not this tree's root at size {old_size} "
                 f"({proof.old_root.hex()})"
             )
         return proof
@@ -402,6 +486,18 @@ def _unpickle_snapshot(data: bytes) -> Snapshot:
     from .tree import LeanIMT
 
     return load_saved_bytes(LeanIMT, data).snapshot()
+
+def _root_arg(name: str, value: object) -> bytes:
+    """A caller's 32-byte root as bytes."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise ArgumentTypeError(f"{name} must be bytes, not {type(value).__name__}")
+    try:
+        root = bytes(value)
+    except ValueError:  # a released memoryview
+        raise ArgumentTypeError(f"cannot read {name}: the buffer was released") from None
+    if len(root) != 32:
+        raise InvalidArgumentError(f"{name} must be 32 bytes, got {len(root)}")
+    return root
 
 
 class ProofBatch(Sequence[InclusionProof]):

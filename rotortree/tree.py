@@ -15,9 +15,10 @@ from .errors import (
     MaxDepthExceededError,
     NodeIndexError,
 )
+from .snapshot import LATEST
 
 if TYPE_CHECKING:
-    from .proofs import ConsistencyProof, InclusionProof
+    from .proofs import BytesLike, ConsistencyProof, InclusionProof
     from .snapshot import ProofBatch, Snapshot
 
 # Single inserts write the root into a buffer that C sees through a cached
@@ -305,18 +306,43 @@ class LeanIMT(IndexReads):
         check(lib.rt_tree_snapshot(self._tree, out), "snapshot")
         return Snapshot._from_handle(out[0], self._keepalive, self._max_depth)
 
-    def generate_proof(self, index: int) -> "InclusionProof":
+    def generate_proof(self, index: int, *, size: Optional[int] = None) -> "InclusionProof":
         """Inclusion proof of leaf ``index`` (any integer with ``__index__``,
-        numpy integers included; not a bool) against the current root."""
-        return self.snapshot().generate_proof(index)
+        numpy integers included; not a bool) against the current root, or
+        with ``size`` against the root the tree had at ``size`` leaves
+        (see :meth:`Snapshot.generate_proof`)."""
+        return self.snapshot().generate_proof(index, size=size)
 
-    def generate_proofs(self, indices: Any) -> "ProofBatch":
-        """Inclusion proofs of many leaves against the current root."""
-        return self.snapshot().generate_proofs(indices)
+    def generate_proofs(self, indices: Any, *, size: Optional[int] = None) -> "ProofBatch":
+        """Inclusion proofs of many leaves against the current root, or with
+        ``size`` against the root at ``size`` leaves."""
+        return self.snapshot().generate_proofs(indices, size=size)
 
-    def generate_consistency_proof(self, old_size: int, old_root: bytes) -> "ConsistencyProof":
-        """Proof that the tree at ``old_size`` (root ``old_root``) is a prefix of this one."""
-        return self.snapshot().generate_consistency_proof(old_size, old_root)
+    def generate_consistency_proof(self, old_size: int, new_size: object = LATEST, *,
+                                   old_root: Optional[BytesLike] = None) -> "ConsistencyProof":
+        """Proof that the tree at ``old_size`` is a prefix of the tree at
+        ``new_size`` (default: now), with no snapshot held by the caller; see
+        :meth:`Snapshot.generate_consistency_proof` (``old_root`` in second
+        place, the earlier form, is still accepted)."""
+        return self.snapshot().generate_consistency_proof(old_size, new_size, old_root=old_root)
+
+    def root_at(self, size: int) -> bytes:
+        """The root the tree had when it held ``size`` leaves (1..``size``),
+        recomputed from the stored levels (O(depth x arity) hashes).
+        Raises :class:`NodeIndexError` (an ``IndexError``) out of range."""
+        size = _int_arg("size", size)
+        out = ffi.new("uint8_t[32]")
+        # C checks the range against the size under its own snapshot.
+        status = lib.rt_tree_root_at(self._tree, size, out) if 1 <= size <= U64_MAX \
+            else lib.RT_ERR_INDEX
+        if status == lib.RT_ERR_INDEX:
+            current = self.size
+            raise NodeIndexError(f"size {shown(size)} out of range: the tree is empty"
+                                 if current == 0 else
+                                 f"size must be 1..{current}, got {shown(size)}")
+        check(status, "root_at")
+        root: bytes = ffi.buffer(out)[:]
+        return root
 
     def leaves(self, start: int = 0, stop: Optional[int] = None, *, array: bool = False) -> Any:
         """Leaves ``start`` to ``stop`` as bytes, or a numpy view with

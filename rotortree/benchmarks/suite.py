@@ -32,6 +32,7 @@ from . import (churn, durability, growth, kernels, operations, scaling, scaling_
                single_ops)
 from . import harness as rust_harness
 from . import leaf_index as index_bench
+from . import logviews
 from . import proofs as proof_bench
 from .._util import BENCH_SECTIONS
 from ._common import fmt_ms, fmt_rate, load_pyplot, machine, stderr, write_json
@@ -183,6 +184,13 @@ def run_distributed(quick: bool, leaves: Optional[int], progress: bool,
 
 
 # -- report ------------------------------------------------------------------
+
+
+def run_logviews(quick: bool, leaves: Optional[int], progress: bool,
+                 harness: Harness) -> Tuple[Payload, str]:
+    size = leaves if leaves is not None else 1_000_000
+    return logviews.run(size, 4, 500 if quick else 2_000, min(10_000, size),
+                        3 if quick else 9, show_progress=progress)
 
 
 def demote(markdown: str, levels: int = 2) -> str:
@@ -549,7 +557,8 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
               "durability": "Durable trees",
               "churn": "Memory under snapshot churn",
               "index": "Leaf index",
-              "distributed": "Distributed builds and sharded trees"}
+              "distributed": "Distributed builds and sharded trees",
+              "logviews": "Log views: roots and proofs at past sizes"}
     for name in SECTIONS:
         if name in texts:
             out += [f"## {titles[name]}", "", demote(texts[name]), ""]
@@ -697,7 +706,8 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
         "kernels": run_kernels, "operations": run_operations,
         "single": run_single, "proofs": run_proofs, "growth": run_growth,
         "durability": functools.partial(run_durability, command=command),
-        "churn": run_churn, "index": run_index, "distributed": run_distributed}
+        "churn": run_churn, "index": run_index, "distributed": run_distributed,
+        "logviews": run_logviews}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:
         for name in SECTIONS:

@@ -10,8 +10,8 @@ from typing import Any, Dict, Iterator, Optional
 from .. import _core
 from .._index import IndexReads
 from ..errors import ArgumentTypeError, DurabilityError
-from ..proofs import ConsistencyProof, InclusionProof
-from ..snapshot import ProofBatch, Snapshot
+from ..proofs import BytesLike, ConsistencyProof, InclusionProof
+from ..snapshot import LATEST, ProofBatch, Snapshot
 from .checkpoints import Checkpoints
 from .opening import Opening
 from .policies import CheckpointPolicy, FlushPolicy
@@ -23,7 +23,7 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
     """A LeanIMT whose inserts survive crashes. Create with :meth:`open`.
 
     Reads (``root``, ``size``, ``len()``, ``depth``, ``level_len``,
-    ``get_node``, ``snapshot()``, proofs) behave as on :class:`LeanIMT` and
+    ``get_node``, ``snapshot()``, ``root_at``, proofs) behave as on :class:`LeanIMT` and
     see every insert at once, durable or not: the root an insert returns is
     the in-memory root; its token says when it is on disk.
 
@@ -205,18 +205,23 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
         """An immutable view of the in-memory tree (see :meth:`LeanIMT.snapshot`)."""
         return self._live().snapshot()
 
-    def generate_proof(self, index: int) -> InclusionProof:
+    def root_at(self, size: int) -> bytes:
+        """See :meth:`LeanIMT.root_at`."""
+        return self._live().root_at(size)
+
+    def generate_proof(self, index: int, *, size: Optional[int] = None) -> InclusionProof:
         """See :meth:`LeanIMT.generate_proof`."""
-        return self.snapshot().generate_proof(index)
+        return self.snapshot().generate_proof(index, size=size)
 
-    def generate_proofs(self, indices: Any) -> ProofBatch:
+    def generate_proofs(self, indices: Any, *, size: Optional[int] = None) -> ProofBatch:
         """See :meth:`Snapshot.generate_proofs` (any iterable of integers, or
-        a 1-D integer array)."""
-        return self.snapshot().generate_proofs(indices)
+        a 1-D integer array; ``size`` for the tree at that size)."""
+        return self.snapshot().generate_proofs(indices, size=size)
 
-    def generate_consistency_proof(self, old_size: int, old_root: bytes) -> ConsistencyProof:
+    def generate_consistency_proof(self, old_size: int, new_size: object = LATEST, *,
+                                   old_root: Optional[BytesLike] = None) -> ConsistencyProof:
         """See :meth:`LeanIMT.generate_consistency_proof`."""
-        return self.snapshot().generate_consistency_proof(old_size, old_root)
+        return self.snapshot().generate_consistency_proof(old_size, new_size, old_root=old_root)
 
     def leaves(self, start: int = 0, stop: Optional[int] = None, *, array: bool = False) -> Any:
         """See :meth:`LeanIMT.leaves` (every insert so far, durable or not)."""
