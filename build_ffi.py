@@ -55,11 +55,17 @@ SOURCES = [
     "csrc/logview.c",
     "csrc/pool.c",
     "csrc/hash_dispatch.c",
+    "csrc/rules.c",
     "csrc/blake3_portable.c",
     "csrc/blake3_sse41.c",
     "csrc/blake3_avx2.c",
     "csrc/blake3_avx512.c",
     "csrc/blake3_neon.c",
+    "csrc/sha256_portable.c",
+    "csrc/sha256_shani.c",
+    "csrc/sha256_avx2.c",
+    "csrc/sha256_avx512.c",
+    "csrc/sha256_dispatch.c",
 ]
 
 WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wno-unused-parameter"]

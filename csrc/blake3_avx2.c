@@ -229,6 +229,24 @@ AVX2_INLINE void load_message_lanes(const uint8_t *const lane_children[LANES],
     }
 }
 
+/* Untagged message block `block` of every lane: child bytes 64*block on,
+ * 64 bytes, or 32 (zero padded) for the last block of an odd arity. */
+AVX2_INLINE void load_untagged_lanes(const uint8_t *const lane_children[LANES],
+                                     size_t block, size_t message_len, __m256i m[16])
+{
+    __m256i rows[LANES];
+    size_t start = 64 * block;
+    int halves = start + 64 <= message_len ? 2 : 1;
+    for (int half = 0; half < halves; half++) {
+        for (int k = 0; k < LANES; k++)
+            rows[k] = loadu256(lane_children[k] + start + 32 * half);
+        transpose8(rows, m + 8 * half);
+    }
+    if (halves == 1)
+        for (int w = 8; w < 16; w++)
+            m[w] = _mm256_setzero_si256();
+}
+
 /* Transpose the chaining values back and store each lane's parent. */
 AVX2_INLINE void store_lanes(const __m256i cv[8], uint8_t *const out[LANES])
 {
@@ -243,6 +261,8 @@ AVX2_INLINE void store_lanes(const __m256i cv[8], uint8_t *const out[LANES])
 typedef __m256i lane_vec;
 #define LANE_TARGET AVX2
 #define LANES_ENTRY rt_hash_parents_avx2
+#define LANES_UNTAGGED_ENTRY rt_hash_parents_untagged_avx2
+#define lanes_load_untagged load_untagged_lanes
 #define lanes_set1 set1_u32
 #define lanes_compress compress_lanes
 #define lanes_load_message load_message_lanes

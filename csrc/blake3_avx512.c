@@ -229,6 +229,20 @@ AVX512_INLINE void load_message_lanes(const uint8_t *const lane_children[LANES],
         load_u16(lane_children[14] + child_offset), load_u16(lane_children[15] + child_offset));
 }
 
+/* Untagged message block `block` of every lane: child bytes 64*block on,
+ * 64 bytes, or 32 for the last block of an odd arity (masked, so nothing
+ * past a lane's children is read). */
+AVX512_INLINE void load_untagged_lanes(const uint8_t *const lane_children[LANES],
+                                       size_t block, size_t message_len, __m512i m[16])
+{
+    __m512i rows[LANES];
+    size_t start = 64 * block;
+    __mmask16 words = start + 64 <= message_len ? 0xFFFF : 0x00FF;
+    for (int k = 0; k < LANES; k++)
+        rows[k] = _mm512_maskz_loadu_epi32(words, lane_children[k] + start);
+    transpose16(rows, m);
+}
+
 /* Transpose the chaining values back (8 words x 16 lanes) and store each
  * lane's parent. After interleaving, u[4h+r] holds, in its 128-bit block j,
  * words 4h..4h+3 of lane 4j+r; one two-source permutation then joins the
@@ -255,6 +269,8 @@ AVX512_INLINE void store_lanes(const __m512i cv[8], uint8_t *const out[LANES])
 typedef __m512i lane_vec;
 #define LANE_TARGET AVX512
 #define LANES_ENTRY rt_hash_parents_avx512
+#define LANES_UNTAGGED_ENTRY rt_hash_parents_untagged_avx512
+#define lanes_load_untagged load_untagged_lanes
 #define lanes_set1 set1_u32
 #define lanes_compress compress_lanes
 #define lanes_load_message load_message_lanes
@@ -262,5 +278,6 @@ typedef __m512i lane_vec;
 #define LANES_COMPRESS_ONE rt_compress_avx512
 /* The dispatcher offers AVX-512 only where AVX2 runs too. */
 #define LANES_NARROW_ENTRY rt_hash_parents_avx2
+#define LANES_NARROW_UNTAGGED_ENTRY rt_hash_parents_untagged_avx2
 #include "blake3_lanes.h"
 #endif /* RT_X86 */

@@ -21,16 +21,26 @@
  *   lane_vec       vector type holding one 32-bit word of every lane
  *   LANE_TARGET    attribute giving the ISA, e.g. __attribute__((target("avx2")))
  *   LANES_ENTRY    name of the rt_hash_parents_* function to define
+ *   LANES_UNTAGGED_ENTRY  name of the rt_hash_parents_untagged_* function
  *   lanes_set1(x)                       x in every lane
  *   lanes_compress(cv, m, counter, block_len, flags)
  *                  one compression of every lane: cv[8] updated in place,
  *                  m[w] is message word w of every lane
  *   lanes_load_message(children, arity, block, message_len, m)
  *                  message block `block` of every lane, transposed into m[16]
+ *   lanes_load_untagged(children, block, message_len, m)
+ *                  the same for an untagged message (children only: block b
+ *                  is child bytes 64b.., 64 or 32 bytes long)
  *   lanes_store(cv, out)                transpose cv[8] back, 32 bytes per lane
  *   LANES_COMPRESS_ONE                  rt_compress_fn for a lone remainder
- *   LANES_NARROW_ENTRY (optional)       a kernel with half as many lanes, which
- *                  the CPU must also support, for a remainder that fits in it
+ *   LANES_NARROW_ENTRY, LANES_NARROW_UNTAGGED_ENTRY (optional)
+ *                  kernels with half as many lanes, which the CPU must also
+ *                  support, for a remainder that fits in them
+ *
+ * Both message forms share one driver: `tagged` is a constant at each entry,
+ * so the compiler specialises the walk for each and the untagged loads (whole
+ * aligned runs of the children, no header shift) cost nothing in the tagged
+ * path.
  */
 #ifndef RT_BLAKE3_LANES_H
 #define RT_BLAKE3_LANES_H
@@ -61,7 +71,7 @@ struct lane_group {
  * whole message. */
 LANE_INLINE void chunk_lanes(const struct lane_group *group, unsigned arity,
                              size_t message_len, size_t chunk, int is_root,
-                             lane_vec cv[8])
+                             int tagged, lane_vec cv[8])
 {
     size_t total_blocks = (message_len + 63) / 64;
     size_t first = chunk * (RT_BLAKE3_CHUNK_LEN / 64);
@@ -86,7 +96,10 @@ LANE_INLINE void chunk_lanes(const struct lane_group *group, unsigned arity,
         if (group->upcoming != NULL)
             for (int k = 0; k < LANES; k++)
                 __builtin_prefetch(group->upcoming[k] + 64 * block, 0, 3);
-        lanes_load_message(group->children, arity, block, message_len, m);
+        if (tagged)
+            lanes_load_message(group->children, arity, block, message_len, m);
+        else
+            lanes_load_untagged(group->children, block, message_len, m);
         lanes_compress(cv, m, chunk, block_len, flags);
     }
 }
@@ -105,26 +118,27 @@ LANE_INLINE void parent_lanes(const lane_vec left[8], const lane_vec right[8],
 
 /* Messages are at most 8162 bytes, i.e. 8 chunks, so the stack of completed
  * subtrees needs at most 4 entries. */
-static LANE_TARGET void parents_lanes(const struct lane_group *group, unsigned arity)
+LANE_INLINE void parents_lanes_of(const struct lane_group *group, unsigned arity,
+                                  int tagged)
 {
-    size_t message_len = 2 + (size_t)arity * RT_HASH_LEN;
+    size_t message_len = (tagged ? 2 : 0) + (size_t)arity * RT_HASH_LEN;
     size_t chunks = (message_len + RT_BLAKE3_CHUNK_LEN - 1) / RT_BLAKE3_CHUNK_LEN;
     lane_vec cv[8];
 
     if (chunks == 1) {
-        chunk_lanes(group, arity, message_len, 0, 1, cv);
+        chunk_lanes(group, arity, message_len, 0, 1, tagged, cv);
     } else {
         lane_vec stack[4][8];
         unsigned depth = 0;
         for (size_t chunk = 0; chunk + 1 < chunks; chunk++) {
-            chunk_lanes(group, arity, message_len, chunk, 0, cv);
+            chunk_lanes(group, arity, message_len, chunk, 0, tagged, cv);
             for (size_t done = chunk + 1; (done & 1) == 0; done >>= 1) {
                 depth--;
                 parent_lanes(stack[depth], cv, 0, cv);
             }
             memcpy(stack[depth++], cv, sizeof cv);
         }
-        chunk_lanes(group, arity, message_len, chunks - 1, 0, cv);
+        chunk_lanes(group, arity, message_len, chunks - 1, 0, tagged, cv);
         while (depth > 0) {
             depth--;
             parent_lanes(stack[depth], cv, depth == 0 ? RT_FLAG_ROOT : 0, cv);
@@ -133,8 +147,29 @@ static LANE_TARGET void parents_lanes(const struct lane_group *group, unsigned a
     lanes_store(cv, group->out);
 }
 
-LANE_TARGET void LANES_ENTRY(const uint8_t *children, size_t count, unsigned arity,
-                             uint8_t *out)
+/* One out-of-line copy per message form: the walk is large, and the driver
+ * below calls it from two places. */
+static LANE_TARGET void parents_lanes_tagged(const struct lane_group *group, unsigned arity)
+{
+    parents_lanes_of(group, arity, 1);
+}
+
+static LANE_TARGET void parents_lanes_untagged(const struct lane_group *group,
+                                               unsigned arity)
+{
+    parents_lanes_of(group, arity, 0);
+}
+
+LANE_INLINE void parents_lanes(const struct lane_group *group, unsigned arity, int tagged)
+{
+    if (tagged)
+        parents_lanes_tagged(group, arity);
+    else
+        parents_lanes_untagged(group, arity);
+}
+
+LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned arity,
+                             uint8_t *out, int tagged)
 {
     const size_t stride = (size_t)arity * RT_HASH_LEN;
     size_t groups = count / LANES;
@@ -153,7 +188,7 @@ LANE_TARGET void LANES_ENTRY(const uint8_t *children, size_t count, unsigned ari
                 next_children[k] = children + (first + LANES + k) * stride;
             group.upcoming = next_children;
         }
-        parents_lanes(&group, arity);
+        parents_lanes(&group, arity, tagged);
     }
 
     /* A group costs about what one parent does on the single-message path
@@ -166,7 +201,11 @@ LANE_TARGET void LANES_ENTRY(const uint8_t *children, size_t count, unsigned ari
      * split 512-bit operations in two), half a group or less of padding
      * would be paid for at the wide rate. */
     if (left >= 2 && left <= LANES / 2) {
-        LANES_NARROW_ENTRY(children + done * stride, left, arity, out + done * RT_HASH_LEN);
+        if (tagged)
+            LANES_NARROW_ENTRY(children + done * stride, left, arity, out + done * RT_HASH_LEN);
+        else
+            LANES_NARROW_UNTAGGED_ENTRY(children + done * stride, left, arity,
+                                        out + done * RT_HASH_LEN);
         return;
     }
 #endif
@@ -178,13 +217,25 @@ LANE_TARGET void LANES_ENTRY(const uint8_t *children, size_t count, unsigned ari
             group.out[k] = k < left ? out + parent * RT_HASH_LEN : discarded[k];
         }
         group.upcoming = NULL;
-        parents_lanes(&group, arity);
+        parents_lanes(&group, arity, tagged);
     } else if (left == 1) {
         const uint8_t header[2] = {0x01, (uint8_t)arity};
-        rt_blake3_prefixed(LANES_COMPRESS_ONE, header, sizeof header,
+        rt_blake3_prefixed(LANES_COMPRESS_ONE, header, tagged ? sizeof header : 0,
                            children + done * stride, stride,
                            out + done * RT_HASH_LEN);
     }
+}
+
+LANE_TARGET void LANES_ENTRY(const uint8_t *children, size_t count, unsigned arity,
+                             uint8_t *out)
+{
+    lanes_entry(children, count, arity, out, 1);
+}
+
+LANE_TARGET void LANES_UNTAGGED_ENTRY(const uint8_t *children, size_t count,
+                                      unsigned arity, uint8_t *out)
+{
+    lanes_entry(children, count, arity, out, 0);
 }
 
 #undef LANE_INLINE

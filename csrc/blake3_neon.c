@@ -195,6 +195,23 @@ NEON_INLINE void load_message_lanes(const uint8_t *const lane_children[LANES],
     m[tail_words] = vld1q_u32(tails);
 }
 
+/* Untagged message block `block` of every lane: child bytes 64*block on,
+ * 64 bytes, or 32 (zero padded) for the last block of an odd arity. */
+NEON_INLINE void load_untagged_lanes(const uint8_t *const lane_children[LANES],
+                                     size_t block, size_t message_len, uint32x4_t m[16])
+{
+    size_t start = 64 * block;
+    int words = start + 64 <= message_len ? 16 : 8;
+    for (int w = 0; w < 16; w += 4) {
+        if (w < words) {
+            load_four_words(lane_children, start + 4 * (size_t)w, m + w);
+        } else {
+            for (int i = 0; i < 4; i++)
+                m[w + i] = vdupq_n_u32(0);
+        }
+    }
+}
+
 /* Transpose the chaining values back and store each lane's parent. */
 NEON_INLINE void store_lanes(const uint32x4_t cv[8], uint8_t *const out[LANES])
 {
@@ -211,6 +228,8 @@ NEON_INLINE void store_lanes(const uint32x4_t cv[8], uint8_t *const out[LANES])
 typedef uint32x4_t lane_vec;
 #define LANE_TARGET
 #define LANES_ENTRY rt_hash_parents_neon
+#define LANES_UNTAGGED_ENTRY rt_hash_parents_untagged_neon
+#define lanes_load_untagged load_untagged_lanes
 #define lanes_set1 vdupq_n_u32
 #define lanes_compress compress_lanes
 #define lanes_load_message load_message_lanes

@@ -234,3 +234,12 @@ void rt_hash_parents_portable(const uint8_t *children, size_t count,
         rt_blake3_prefixed(rt_compress_portable, header, sizeof header,
                            children + i * stride, stride, out + i * RT_HASH_LEN);
 }
+
+void rt_hash_parents_untagged_portable(const uint8_t *children, size_t count,
+                                       unsigned arity, uint8_t *out)
+{
+    const size_t stride = (size_t)arity * RT_HASH_LEN;
+    for (size_t i = 0; i < count; i++)
+        rt_blake3_prefixed(rt_compress_portable, NULL, 0, children + i * stride, stride,
+                           out + i * RT_HASH_LEN);
+}

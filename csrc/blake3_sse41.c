@@ -223,6 +223,25 @@ SSE41_INLINE void load_message_lanes(const uint8_t *const lane_children[LANES],
                                    (int)load_u16(lane_children[3] + tail));
 }
 
+/* Untagged message block `block` of every lane: child bytes 64*block on,
+ * 64 bytes, or 32 (zero padded) for the last block of an odd arity. */
+SSE41_INLINE void load_untagged_lanes(const uint8_t *const lane_children[LANES],
+                                      size_t block, size_t message_len, __m128i m[16])
+{
+    __m128i rows[LANES];
+    size_t start = 64 * block;
+    int words = start + 64 <= message_len ? 16 : 8;
+    for (int w = 0; w < 16; w += 4) {
+        if (w >= words) {
+            m[w] = m[w + 1] = m[w + 2] = m[w + 3] = _mm_setzero_si128();
+            continue;
+        }
+        for (int k = 0; k < LANES; k++)
+            rows[k] = loadu128(lane_children[k] + start + 4 * w);
+        transpose4(rows, m + w);
+    }
+}
+
 /* Transpose the chaining values back and store each lane's parent. */
 SSE41_INLINE void store_lanes(const __m128i cv[8], uint8_t *const out[LANES])
 {
@@ -239,6 +258,8 @@ SSE41_INLINE void store_lanes(const __m128i cv[8], uint8_t *const out[LANES])
 typedef __m128i lane_vec;
 #define LANE_TARGET SSE41
 #define LANES_ENTRY rt_hash_parents_sse41
+#define LANES_UNTAGGED_ENTRY rt_hash_parents_untagged_sse41
+#define lanes_load_untagged load_untagged_lanes
 #define lanes_set1 set1_u32
 #define lanes_compress compress_lanes
 #define lanes_load_message load_message_lanes

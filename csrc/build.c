@@ -13,6 +13,7 @@
 #include "rt_blake3.h"
 #include "rt_build.h"
 #include "rt_pool.h"
+#include "rt_rule.h"
 
 #if RT_X86
 #include <emmintrin.h>
@@ -46,9 +47,8 @@ static void hash_parent_range(const node_store *in, uint64_t child_len,
         unsigned children = (unsigned)(child_len - first_child);
         if (children == 1)
             memcpy(store_node(out, parent), store_node(in, first_child), 32);
-        else
-            rt_hash_parent(store_node(in, first_child), children,
-                           store_node(out, parent));
+        else // the kernel takes any member count; one parent of `children`
+            kernel(store_node(in, first_child), 1, children, store_node(out, parent));
     }
 }
 
@@ -161,7 +161,7 @@ static void hash_and_store_new_leaves(const fused_job *job, uint64_t first, uint
             if (count == 1)
                 memcpy(store_node(out, full_end), children, 32);
             else
-                rt_hash_parent(children, count, store_node(out, full_end));
+                job->kernel(children, 1, count, store_node(out, full_end));
         }
         store_leaves_streaming(&job->stores[0], leaf_lo, leaf_staging, leaf_hi - leaf_lo);
         parent = piece_end;
@@ -245,13 +245,13 @@ static unsigned fused_shape(unsigned arity, uint64_t max_level1_parents, unsigne
 }
 
 void rt_build_levels(const node_store *stores, const uint64_t *len, const uint64_t *first,
-                     unsigned depth, unsigned arity, const uint8_t *copy_src,
+                     unsigned depth, unsigned arity, int rule, const uint8_t *copy_src,
                      uint64_t copy_first)
 {
     uint32_t threads;
     uint64_t threshold, unit;
     rt_pool_tunables(&threads, &threshold, &unit);
-    rt_parents_fn kernel = rt_active_parents_fn();
+    rt_parents_fn kernel = rt_rule_parents_fn(rule);
 
     // Every level left out of the fused blocks is a separate pass, and on
     // the pool a separate join, so blocks are as large as FUSED_BLOCK_PARENTS
@@ -286,11 +286,14 @@ void rt_build_levels(const node_store *stores, const uint64_t *len, const uint64
 
 /* ---- stateless root ------------------------------------------------------ */
 
-int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
+int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity, int rule,
                     uint8_t *root_out)
 {
     if (!root_out || (count && !leaves) || arity < RT_MIN_ARITY || arity > RT_MAX_ARITY)
         return RT_ERR_INVALID_ARGUMENT;
+    int status = rt_rule_check(rule, arity);
+    if (status != RT_OK)
+        return status;
     if (count == 0)
         return RT_ERR_EMPTY_TREE;
     if (count == 1) {
@@ -319,7 +322,7 @@ int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
         stores[l] = store_of_buffer(cursor);
         cursor += len[l] * 32u;
     }
-    rt_build_levels(stores, len, first, depth, arity, NULL, 0);
+    rt_build_levels(stores, len, first, depth, arity, rule, NULL, 0);
     memcpy(root_out, stores[depth].flat, 32);
     rt_buffer_free(upper);
     return RT_OK;

@@ -187,6 +187,26 @@ rt_parents_fn rt_active_parents_fn(void)
     }
 }
 
+rt_parents_fn rt_active_untagged_parents_fn(void)
+{
+    switch (rt_kernel_active()) {
+#if RT_X86
+    case RT_KERNEL_AVX512:
+        return rt_hash_parents_untagged_avx512;
+    case RT_KERNEL_AVX2:
+        return rt_hash_parents_untagged_avx2;
+    case RT_KERNEL_SSE41:
+        return rt_hash_parents_untagged_sse41;
+#endif
+#if RT_NEON
+    case RT_KERNEL_NEON:
+        return rt_hash_parents_untagged_neon;
+#endif
+    default:
+        return rt_hash_parents_untagged_portable;
+    }
+}
+
 rt_compress_fn rt_active_compress_fn(void)
 {
 #if RT_X86

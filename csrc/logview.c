@@ -18,6 +18,7 @@
 #include "level.h"
 #include "rt_arith.h"
 #include "rt_index.h"
+#include "rt_rule.h"
 #include "snapshot.h"
 
 /* The right edge of the tree at `size` leaves. */
@@ -29,13 +30,11 @@ typedef struct past_edge {
     uint8_t hashes[RT_MAX_DEPTH_LIMIT + 1][32];
 } past_edge;
 
-/* The one parent hash of this file: the rule a tree hashes with (when trees
- * have more than one) is applied here. */
+/* The one parent hash of this file, under the snapshot's hash rule. */
 static void edge_parent(const rt_snapshot *snap, const uint8_t *children, unsigned count,
                         uint8_t *out)
 {
-    (void)snap;
-    rt_hash_parent(children, count, out);
+    rt_rule_parent(snap->rule, children, count, out);
 }
 
 /* Walks up from the leaf size - 1. While the edge node equals the stored

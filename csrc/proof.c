@@ -12,6 +12,7 @@
 #include "rt_arith.h"
 #include "rt_blake3.h"
 #include "rt_pool.h"
+#include "rt_rule.h"
 #include "snapshot.h"
 
 static void put_u64(uint8_t *out, uint64_t value)
@@ -28,15 +29,15 @@ static uint64_t get_u64(const uint8_t *in)
     return value;
 }
 
-static void put_header(uint8_t *out, const char magic[4], unsigned arity,
+static void put_header(uint8_t *out, const char magic[4], const rt_snapshot *snap,
                        unsigned level_count, uint64_t a, uint64_t b,
                        const uint8_t *hash_a, const uint8_t *hash_b)
 {
     memcpy(out, magic, 4);
     out[4] = RT_PROOF_VERSION;
-    out[5] = (uint8_t)arity;
+    out[5] = (uint8_t)snap->arity;
     out[6] = (uint8_t)level_count;
-    out[7] = 0;
+    out[7] = (uint8_t)snap->rule;
     put_u64(out + 8, a);
     put_u64(out + 16, b);
     memcpy(out + 24, hash_a, 32);
@@ -61,7 +62,7 @@ static size_t inclusion_size(const rt_snapshot *snap, uint64_t index)
 
 static void inclusion_fill(const rt_snapshot *snap, uint64_t index, uint8_t *out)
 {
-    put_header(out, "RTIP", snap->arity, snap->depth, index, snap->size, snap->root,
+    put_header(out, "RTIP", snap, snap->depth, index, snap->size, snap->root,
                rt_snapshot_node(snap, 0, index));
     out += RT_PROOF_HEADER_LEN;
     for (unsigned l = 0; l < snap->depth; l++) {
@@ -223,18 +224,33 @@ typedef struct verify_lane {
     const uint8_t *record; /* the next level's position byte */
     uint64_t tree_size; /* as parsed: the shape was derived from it */
     unsigned arity, level, levels;
+    int rule;
     uint8_t position[VERIFY_MAX_LEVELS];
     uint8_t members[VERIFY_MAX_LEVELS];
     uint8_t current[32];
 } verify_lane;
 
+/* The rule of a proof header, or -1 if its version and rule byte are not a
+ * known pair: version 1 predates rules (byte 7 was 0, rotortree-0.15). */
+static int header_rule(const uint8_t *header)
+{
+    if (header[4] == 1)
+        return header[7] == 0 ? RT_RULE_ROTORTREE_015 : -1;
+    if (header[4] != RT_PROOF_VERSION || rt_rule_check(header[7], header[5]) != RT_OK)
+        return -1;
+    return header[7];
+}
+
 /* RT_OK when the serialized proof is well formed; then *lane is ready to
  * walk. The root is only compared after the walk. */
 static int parse_inclusion(const uint8_t *proof, size_t len, verify_lane *lane)
 {
-    if (len < RT_PROOF_HEADER_LEN || memcmp(proof, "RTIP", 4) != 0 ||
-        proof[4] != RT_PROOF_VERSION || proof[7] != 0)
+    if (len < RT_PROOF_HEADER_LEN || memcmp(proof, "RTIP", 4) != 0)
         return RT_ERR_INVALID_PROOF;
+    int rule = header_rule(proof);
+    if (rule < 0)
+        return RT_ERR_INVALID_PROOF;
+    lane->rule = rule;
     unsigned arity = proof[5];
     unsigned level_count = proof[6];
     uint64_t index = get_u64(proof + 8);
@@ -275,10 +291,10 @@ static int parse_inclusion(const uint8_t *proof, size_t len, verify_lane *lane)
 
 /* Hash the `used` queued groups of `count` members, one kernel call. */
 static void flush_lanes(verify_lane *lanes, const unsigned *queued, unsigned used,
-                        rt_parents_fn parents, const uint8_t *scratch, unsigned count)
+                        int rule, const uint8_t *scratch, unsigned count)
 {
     uint8_t digests[VERIFY_LANES][32];
-    parents(scratch, used, count, digests[0]);
+    rt_rule_parents_fn(rule)(scratch, used, count, digests[0]);
     for (unsigned q = 0; q < used; q++)
         memcpy(lanes[queued[q]].current, digests[q], 32);
 }
@@ -330,9 +346,11 @@ static void prefetch_slice(verify_prefetch *ahead)
 
 /* Hash every parsed lane up to its root. scratch holds at least one group of
  * RT_MAX_ARITY children; a bigger one lets more groups share a kernel call. */
-static void walk_lanes(verify_lane *lanes, unsigned n, rt_parents_fn parents,
-                       uint8_t *scratch, size_t scratch_len, verify_prefetch *ahead)
+static void walk_lanes(verify_lane *lanes, unsigned n, uint8_t *scratch,
+                       size_t scratch_len, verify_prefetch *ahead)
 {
+    // members[k]: the lane's member count at this level, tagged with its
+    // rule above bit 8, so only groups hashed the same way share a call.
     unsigned members[VERIFY_LANES], queued[VERIFY_LANES];
     for (;;) {
         int active = 0;
@@ -347,19 +365,21 @@ static void walk_lanes(verify_lane *lanes, unsigned n, rt_parents_fn parents,
                 lane->record += 2;
                 lane->level++;
             } else {
-                members[k] = count;
+                members[k] = count | (unsigned)lane->rule << 8;
             }
         }
         if (!active)
             return;
         for (unsigned k = 0; k < n; k++) {
-            unsigned count = members[k];
-            if (count == 0)
+            unsigned key = members[k];
+            if (key == 0)
                 continue;
+            unsigned count = key & 0xFF;
+            int rule = (int)(key >> 8);
             size_t group_len = 32u * (size_t)count;
             unsigned used = 0;
             for (unsigned j = k; j < n; j++) {
-                if (members[j] != count)
+                if (members[j] != key)
                     continue;
                 members[j] = 0;
                 lane_take_group(&lanes[j], count, scratch + used * group_len);
@@ -367,12 +387,12 @@ static void walk_lanes(verify_lane *lanes, unsigned n, rt_parents_fn parents,
                     prefetch_slice(ahead);
                 queued[used++] = j;
                 if ((used + 1) * group_len > scratch_len) {
-                    flush_lanes(lanes, queued, used, parents, scratch, count);
+                    flush_lanes(lanes, queued, used, rule, scratch, count);
                     used = 0;
                 }
             }
             if (used)
-                flush_lanes(lanes, queued, used, parents, scratch, count);
+                flush_lanes(lanes, queued, used, rule, scratch, count);
         }
     }
 }
@@ -404,7 +424,7 @@ int rt_verify_inclusion(const uint8_t *proof, size_t len, const uint8_t *trusted
     uint8_t scratch[RT_MAX_ARITY * 32];
     if (parse_inclusion(proof, len, &lane) != RT_OK)
         return RT_ERR_INVALID_PROOF;
-    walk_lanes(&lane, 1, rt_active_parents_fn(), scratch, sizeof scratch, NULL);
+    walk_lanes(&lane, 1, scratch, sizeof scratch, NULL);
     verify_trust trust = {trusted_root, trusted_size};
     return lane_proves(&lane, &trust) ? RT_OK : RT_ERR_INVALID_PROOF;
 }
@@ -428,9 +448,6 @@ static void record_invalid(verify_job *job, uint64_t i)
 static void verify_units(void *ctx, size_t begin, size_t end)
 {
     verify_job *job = ctx;
-    // One kernel for the whole unit: a concurrent switch is harmless, every
-    // kernel gives the same bytes.
-    rt_parents_fn parents = rt_active_parents_fn();
     uint8_t stack_scratch[VERIFY_STACK_SCRATCH];
     uint8_t *heap_scratch = NULL;
     int heap_tried = 0;
@@ -478,7 +495,7 @@ static void verify_units(void *ctx, size_t begin, size_t end)
             ahead.step = ((size_t)(ahead.end - ahead.at) / (levels * n) + 64) & ~(size_t)63;
             next = &ahead;
         }
-        walk_lanes(lanes, n, parents, scratch, scratch_len, next);
+        walk_lanes(lanes, n, scratch, scratch_len, next);
         uint64_t failed = malformed;
         for (unsigned k = 0; k < n; k++)
             if (!lane_proves(&lanes[k], &job->trust)) {
@@ -593,14 +610,14 @@ int rt_consistency_fill(const rt_snapshot *snap, uint64_t old_size, uint8_t *out
         if (old_members > 1) {
             memcpy(group, start, 32u * (old_members - 1));
             memcpy(group + 32u * (old_members - 1), old_boundary, 32);
-            rt_hash_parent(group, old_members, old_boundary);
+            rt_rule_parent(snap->rule, group, old_members, old_boundary);
         }
         old_len = rt_ceil_div(old_len, snap->arity);
         new_len = rt_ceil_div(new_len, snap->arity);
         level_count++;
     }
     // old_boundary is now the old root (a lone node is its own root).
-    put_header(out, "RTCP", snap->arity, level_count, old_size, snap->size,
+    put_header(out, "RTCP", snap, level_count, old_size, snap->size,
                old_size == snap->size ? snap->root : old_boundary, snap->root);
     return RT_OK;
 }

@@ -1,6 +1,7 @@
 /*
- * rotortree: an n-ary Lean Incremental Merkle Tree (LeanIMT) over BLAKE3,
- * bit-compatible with the Rust crate `rotortree` 0.15.
+ * rotortree: an n-ary Lean Incremental Merkle Tree (LeanIMT) over BLAKE3
+ * (bit-compatible with the Rust crate `rotortree` 0.15, or 0.16+ with the
+ * leanimt rule) or SHA-256 (RFC 6962 trees); see enum rt_rule.
  *
  * This is the only public header. Everything between CFFI_BEGIN and CFFI_END
  * is also fed verbatim to cffi by build_ffi.py, so that region must stay
@@ -63,6 +64,22 @@ enum rt_kernel {
     RT_KERNEL_NEON = 4           /* aarch64 only */
 };
 
+/* Hash rules: how a parent is made from its children. Every rule lifts a
+ * group of one child unchanged, so trees of every rule have the same shape.
+ *  - RT_RULE_ROTORTREE_015: blake3(0x01 || u8 k || child_0 .. child_k-1),
+ *    the Rust crate rotortree 0.15;
+ *  - RT_RULE_LEANIMT: blake3(child_0 || .. || child_k-1), untagged, the
+ *    crate from 0.16 on and other LeanIMT implementations;
+ *  - RT_RULE_RFC6962: SHA-256(0x01 || left || right), arity 2 only: with
+ *    leaves that are RFC 6962 leaf hashes, the tree, its roots and proofs
+ *    are RFC 6962 / RFC 9162's Merkle tree (lifting a lone right child is
+ *    exactly how MTH splits a size that is not a power of two). */
+enum rt_rule {
+    RT_RULE_ROTORTREE_015 = 0,
+    RT_RULE_LEANIMT = 1,
+    RT_RULE_RFC6962 = 2
+};
+
 /* Static message for a status code; never NULL, never freed. */
 const char *rt_strerror(int status);
 
@@ -76,6 +93,10 @@ void rt_blake3(const uint8_t *msg, size_t len, uint8_t *out);
  * (count * 32 bytes): blake3(0x01 || count || children). count 2..255. */
 int rt_hash_parent(const uint8_t *children, unsigned count, uint8_t *out);
 
+/* The parent of `count` (2..255) children under `rule` (RT_ERR_INVALID_ARGUMENT
+ * for an unknown rule or a count the rule does not allow). */
+int rt_hash_parent_rule(int rule, const uint8_t *children, unsigned count, uint8_t *out);
+
 /* Kernel control. `rt_kernel_select` makes `kernel` the process-wide kernel
  * (RT_ERR_UNSUPPORTED if this CPU/OS cannot run it, or if the build has no
  * such kernel: SSE4.1 and AVX2 exist only for x86-64 with GCC or Clang, NEON
@@ -88,6 +109,48 @@ int rt_kernel_available(int kernel);
 int rt_kernel_select(int kernel);
 int rt_kernel_active(void);
 const char *rt_kernel_name(int kernel);
+
+/* ---- SHA-256 and RFC 6962 hashing ------------------------------------------
+ * SHA-256 as FIPS 180-4 defines it, for Certificate-Transparency-style trees
+ * (RFC 6962 / RFC 9162: leaf = SHA-256(0x00 || entry), parent =
+ * SHA-256(0x01 || left || right)). The implementation follows the active
+ * kernel: portable under RT_KERNEL_PORTABLE, else the SHA extensions where
+ * the CPU has them; batches of same-length messages (parents, fixed-size
+ * leaves) may use a multi-lane kernel instead: sixteen AVX-512 lanes under
+ * RT_KERNEL_AVX512, eight AVX2 lanes under RT_KERNEL_AVX2 on CPUs without
+ * SHA extensions (rt_sha256_impl_active(1) says which). */
+enum rt_sha256_impl {
+    RT_SHA256_ACTIVE = -1,       /* whatever the active kernel selects */
+    RT_SHA256_PORTABLE = 0,
+    RT_SHA256_SHANI = 1,         /* x86 SHA extensions */
+    RT_SHA256_AVX2 = 2,          /* batches: eight messages per vector */
+    RT_SHA256_AVX512 = 3         /* batches: sixteen messages per vector */
+};
+int rt_sha256_impl_available(int impl);
+/* The implementation used now for single messages (batch 0) or batches. */
+int rt_sha256_impl_active(int batch);
+const char *rt_sha256_impl_name(int impl);
+
+/* SHA-256 of `len` bytes at `msg` into out (32 bytes). Any thread. */
+void rt_sha256_hash(const uint8_t *msg, size_t len, uint8_t *out);
+/* The same with a given implementation (tests and benchmarks);
+ * RT_ERR_UNSUPPORTED if it cannot run here. */
+int rt_sha256_with(int impl, const uint8_t *msg, size_t len, uint8_t *out);
+/* out[32*i..] = SHA-256(prefix || bodies[i*body_len .. (i+1)*body_len)) for
+ * i < count, on the calling thread: RFC 6962 parents are prefix 1 with
+ * body_len 64. */
+int rt_sha256_prefixed_many(int impl, uint8_t prefix, const uint8_t *bodies,
+                            size_t body_len, size_t count, uint8_t *out);
+
+/* RFC 6962 leaf hashes SHA-256(0x00 || entry) of `count` entries into out
+ * (count * 32 bytes), on the pool when the batch is large. With offsets
+ * NULL the entries are entry_len bytes each, back to back (data_len must be
+ * count * entry_len); otherwise entry i is data[offsets[i] .. offsets[i+1])
+ * (count + 1 non-decreasing offsets, the last <= data_len). Arguments are
+ * checked before anything is written: RT_ERR_INVALID_ARGUMENT. */
+int rt_rfc6962_leaf_hashes(const uint8_t *data, size_t data_len,
+                           const uint64_t *offsets, size_t count,
+                           size_t entry_len, uint8_t *out);
 
 /* ---- thread pool and tunables ------------------------------------------ */
 
@@ -156,9 +219,10 @@ void rt_buffer_free(void *buffer);
 
 typedef struct rt_tree rt_tree;
 
-/* Create an empty tree. arity 2..255, max_depth 1..RT_MAX_DEPTH_LIMIT.
- * The caller owns *out and releases it with rt_tree_free. */
-int rt_tree_new(unsigned arity, unsigned max_depth, rt_tree **out);
+/* Create an empty tree. arity 2..255, max_depth 1..RT_MAX_DEPTH_LIMIT, rule
+ * from enum rt_rule (RT_RULE_RFC6962 needs arity 2). The caller owns *out
+ * and releases it with rt_tree_free. */
+int rt_tree_new(unsigned arity, unsigned max_depth, int rule, rt_tree **out);
 /* Free a tree. The caller must ensure no other thread still uses it. */
 void rt_tree_free(rt_tree *tree);
 
@@ -179,15 +243,18 @@ struct rt_tree_state {
 /* A consistent (size, depth, root) triple under one read lock. */
 void rt_tree_state(rt_tree *tree, struct rt_tree_state *out);
 void rt_tree_shape(const rt_tree *tree, unsigned *arity, unsigned *max_depth);
+/* The tree's hash rule (fixed at rt_tree_new). */
+int rt_tree_rule(const rt_tree *tree);
 
 /* Number of nodes at `level` (0 = leaves); RT_ERR_INDEX above the depth. */
 int rt_tree_level_len(rt_tree *tree, unsigned level, uint64_t *out);
 /* Copy node `index` of `level` into out (32 bytes). */
 int rt_tree_get_node(rt_tree *tree, unsigned level, uint64_t index, uint8_t *out);
 
-/* Root of the LeanIMT over `count` contiguous leaves, without keeping the
- * tree: memory is O(count / arity). RT_ERR_EMPTY_TREE for count == 0. */
-int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity,
+/* Root of the LeanIMT over `count` contiguous leaves under `rule`, without
+ * keeping the tree: memory is O(count / arity). RT_ERR_EMPTY_TREE for
+ * count == 0. */
+int rt_compute_root(const uint8_t *leaves, size_t count, unsigned arity, int rule,
                     uint8_t *root_out);
 
 /* ---- snapshots ----------------------------------------------------------- */
@@ -203,6 +270,7 @@ int rt_tree_snapshot(rt_tree *tree, rt_snapshot **out);
 void rt_snapshot_free(rt_snapshot *snap);
 void rt_snapshot_state(const rt_snapshot *snap, struct rt_tree_state *out);
 unsigned rt_snapshot_arity(const rt_snapshot *snap);
+int rt_snapshot_rule(const rt_snapshot *snap);
 int rt_snapshot_level_len(const rt_snapshot *snap, unsigned level, uint64_t *out);
 int rt_snapshot_get_node(const rt_snapshot *snap, unsigned level, uint64_t index,
                          uint8_t *out);
@@ -310,14 +378,18 @@ int rt_tree_make_cold(rt_tree *tree, unsigned level, const uint8_t *nodes, uint6
  * Serialized layouts (all integers little-endian), shared with the
  * pure-Python rotortree.proofs module:
  *
- * inclusion proof: "RTIP" | version u8 | arity u8 | level_count u8 | 0 u8 |
+ * inclusion proof: "RTIP" | version u8 | arity u8 | level_count u8 | rule u8 |
  *   leaf_index u64 | tree_size u64 | root[32] | leaf[32] |
  *   per level: position u8 | sibling_count u8 | siblings[32 * sibling_count]
- * consistency proof: "RTCP" | version u8 | arity u8 | level_count u8 | 0 u8 |
+ * consistency proof: "RTCP" | version u8 | arity u8 | level_count u8 | rule u8 |
  *   old_size u64 | new_size u64 | old_root[32] | new_root[32] |
  *   per level: shared_count u8 | new_count u8 | shared hashes, new hashes
+ *
+ * Version 2 records the tree's rule (enum rt_rule) in byte 7; version 1
+ * had 0 there and means RT_RULE_ROTORTREE_015. Generation writes version 2;
+ * verification accepts both and hashes with the proof's rule.
  */
-#define RT_PROOF_VERSION 1
+#define RT_PROOF_VERSION 2
 #define RT_PROOF_HEADER_LEN 88
 
 /* Batch inclusion proofs in two passes so that the caller owns the output
@@ -341,7 +413,9 @@ int rt_proof_one(const rt_snapshot *snap, uint64_t index, uint8_t *out, size_t c
                  size_t *length);
 
 /* RT_OK if the serialized inclusion proof is well formed and its leaf,
- * index and siblings hash to its root; RT_ERR_INVALID_PROOF otherwise.
+ * index and siblings hash, under the proof's rule, to its root;
+ * RT_ERR_INVALID_PROOF otherwise. (Which rule the caller expects is checked
+ * by the caller: the rule is byte 7, or 0 for version 1.)
  *
  * trusted_root (32 bytes) and trusted_size are what the verifier trusts,
  * for instance from a signed tree head: with trusted_root non-NULL the

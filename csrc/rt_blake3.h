@@ -60,6 +60,23 @@ void rt_hash_parents_neon(const uint8_t *children, size_t count,
                           unsigned arity, uint8_t *out);
 #endif
 
+/* The same without the header: out = blake3(children of the parent), the
+ * leanimt rule's parent (crate 0.16 on). */
+void rt_hash_parents_untagged_portable(const uint8_t *children, size_t count,
+                                       unsigned arity, uint8_t *out);
+#if RT_X86
+void rt_hash_parents_untagged_sse41(const uint8_t *children, size_t count,
+                                    unsigned arity, uint8_t *out);
+void rt_hash_parents_untagged_avx2(const uint8_t *children, size_t count,
+                                   unsigned arity, uint8_t *out);
+void rt_hash_parents_untagged_avx512(const uint8_t *children, size_t count,
+                                     unsigned arity, uint8_t *out);
+#endif
+#if RT_NEON
+void rt_hash_parents_untagged_neon(const uint8_t *children, size_t count,
+                                   unsigned arity, uint8_t *out);
+#endif
+
 /* BLAKE3 of (prefix || body) without concatenating them; prefix_len < 64.
  * `compress` is the single-block compression to use. Any length. */
 typedef void (*rt_compress_fn)(uint32_t cv[8], const uint8_t block[64],
@@ -71,6 +88,7 @@ void rt_blake3_prefixed(rt_compress_fn compress, const uint8_t *prefix,
 
 /* Dispatch (hash_dispatch.c): the active kernel's functions. */
 rt_parents_fn rt_active_parents_fn(void);
+rt_parents_fn rt_active_untagged_parents_fn(void);
 rt_compress_fn rt_active_compress_fn(void);
 /* Full parents with the active kernel. */
 void rt_hash_parents(const uint8_t *children, size_t count, unsigned arity,

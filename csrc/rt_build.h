@@ -77,13 +77,13 @@ static inline void store_write(const node_store *out, uint64_t first, const uint
 }
 
 /* Compute levels 1..depth of `stores` (level l gets nodes [first[l], len[l])
- * written) from level 0. With copy_src set, leaves [copy_first, len[0]) come
+ * written) from level 0, parents hashed under `rule`. With copy_src set, leaves [copy_first, len[0]) come
  * from copy_src and are stored into level 0 on the way (read once from the
  * caller, see build.c); with NULL, level 0 already holds them. Runs on the
  * pool when the batch is large enough. Never fails: every node written must
  * already be reserved. */
 void rt_build_levels(const node_store *stores, const uint64_t *len, const uint64_t *first,
-                     unsigned depth, unsigned arity, const uint8_t *copy_src,
+                     unsigned depth, unsigned arity, int rule, const uint8_t *copy_src,
                      uint64_t copy_first);
 
 #endif /* RT_BUILD_H */

@@ -20,6 +20,7 @@ struct rt_tree {
     // Writers (inserts) take it exclusively, readers shared (rt_tree_lock_init).
     pthread_rwlock_t lock;
     unsigned arity;
+    int rule; /* enum rt_rule, fixed at creation */
     unsigned max_depth;
     unsigned chunk_cap;
     unsigned depth;

@@ -27,6 +27,7 @@ int rt_tree_snapshot(rt_tree *tree, rt_snapshot **out)
         return RT_ERR_NOMEM;
     }
     snap->arity = tree->arity;
+    snap->rule = tree->rule;
     snap->chunk_cap = tree->chunk_cap;
     snap->depth = tree->depth;
     snap->size = tree->size;
@@ -79,6 +80,11 @@ void rt_snapshot_state(const rt_snapshot *snap, struct rt_tree_state *out)
 unsigned rt_snapshot_arity(const rt_snapshot *snap)
 {
     return snap->arity;
+}
+
+int rt_snapshot_rule(const rt_snapshot *snap)
+{
+    return snap->rule;
 }
 
 int rt_snapshot_level_len(const rt_snapshot *snap, unsigned level, uint64_t *out)

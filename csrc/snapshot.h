@@ -19,6 +19,7 @@ typedef struct rt_snapshot_level {
 
 struct rt_snapshot {
     unsigned arity;
+    int rule; /* the tree's enum rt_rule */
     unsigned chunk_cap;
     unsigned depth;
     uint64_t size;

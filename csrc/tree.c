@@ -15,6 +15,7 @@
 #include "rt_build.h"
 #include "rt_index.h"
 #include "rt_mapping.h"
+#include "rt_rule.h"
 #include "rt_tree.h"
 
 /* ---- tree lifecycle ----------------------------------------------------- */
@@ -30,11 +31,14 @@ static uint64_t capacity_of(unsigned arity, unsigned max_depth)
     return capacity;
 }
 
-int rt_tree_new(unsigned arity, unsigned max_depth, rt_tree **out)
+int rt_tree_new(unsigned arity, unsigned max_depth, int rule, rt_tree **out)
 {
     if (!out || arity < RT_MIN_ARITY || arity > RT_MAX_ARITY || max_depth < 1 ||
         max_depth > RT_MAX_DEPTH_LIMIT)
         return RT_ERR_INVALID_ARGUMENT;
+    int status = rt_rule_check(rule, arity);
+    if (status != RT_OK)
+        return status;
     rt_fork_handlers_install();
     rt_tree *tree = calloc(1, sizeof(*tree));
     if (!tree)
@@ -44,6 +48,7 @@ int rt_tree_new(unsigned arity, unsigned max_depth, rt_tree **out)
         return RT_ERR_THREAD;
     }
     tree->arity = arity;
+    tree->rule = rule;
     tree->max_depth = max_depth;
     tree->chunk_cap = rt_chunk_capacity(arity);
     tree->capacity = capacity_of(arity, max_depth);
@@ -74,30 +79,35 @@ void rt_tree_free(rt_tree *tree)
 // keeps the same members the message blocks before its last child are the
 // same as last time: the chaining value after them is cached per level and
 // only the blocks holding the last child are compressed again (at arity 4,
-// 1.25 compressions per level instead of 1.75 on average).
+// 1.25 compressions per level instead of 1.75 on average). The same holds
+// for untagged (leanimt) parents, whose message is the children alone.
 
-/* Message block `block` of blake3(0x01 || members || children). */
-static void parent_block(const uint8_t *children, unsigned members, uint64_t block,
-                         uint8_t out[64], uint8_t *len)
+/* Message block `block` of blake3(header || children), where the header is
+ * 0x01 || members when header_len is 2 and empty when it is 0. */
+static void parent_block(const uint8_t *children, unsigned members, size_t header_len,
+                         uint64_t block, uint8_t out[64], uint8_t *len)
 {
-    size_t total = 2 + 32u * (size_t)members;
+    size_t total = header_len + 32u * (size_t)members;
     size_t from = (size_t)block * 64u, to = from + 64 < total ? from + 64 : total;
     memset(out, 0, 64);
-    for (size_t at = from; at < to && at < 2; at++)
+    for (size_t at = from; at < to && at < header_len; at++)
         out[at - from] = at == 0 ? 0x01 : (uint8_t)members;
-    size_t body_from = from < 2 ? 2 : from;
+    size_t body_from = from < header_len ? header_len : from;
     if (body_from < to)
-        memcpy(out + (body_from - from), children + (body_from - 2), to - body_from);
+        memcpy(out + (body_from - from), children + (body_from - header_len), to - body_from);
     *len = (uint8_t)(to - from);
 }
 
 static void hash_last_parent(struct prefix_cache *cache, uint64_t group,
                              const uint8_t *children, unsigned members, uint8_t *out,
-                             rt_compress_fn compress)
+                             rt_compress_fn compress, int rule)
 {
-    size_t total = 2 + 32u * (size_t)members;
-    if (total > RT_BLAKE3_CHUNK_LEN) { // several chunks: no single chain to cache
-        rt_hash_parent(children, members, out);
+    size_t header_len = rule == RT_RULE_ROTORTREE_015 ? 2 : 0;
+    size_t total = header_len + 32u * (size_t)members;
+    // SHA-256 parents are one fixed-size message with nothing to reuse;
+    // BLAKE3 over several chunks has no single chain to cache.
+    if (rule == RT_RULE_RFC6962 || total > RT_BLAKE3_CHUNK_LEN) {
+        rt_rule_parent(rule, children, members, out);
         return;
     }
     uint64_t blocks = (total + 63) / 64;
@@ -106,17 +116,17 @@ static void hash_last_parent(struct prefix_cache *cache, uint64_t group,
         cache->group = group;
         cache->members = members;
         // Blocks that end before the last child's first byte.
-        cache->blocks = (unsigned)((2 + 32u * (members - 1)) / 64);
+        cache->blocks = (unsigned)((header_len + 32u * (members - 1)) / 64);
         memcpy(cache->cv, rt_blake3_iv, sizeof(cache->cv));
         for (unsigned b = 0; b < cache->blocks; b++) {
-            parent_block(children, members, b, block, &len);
+            parent_block(children, members, header_len, b, block, &len);
             compress(cache->cv, block, 64, 0, b == 0 ? RT_FLAG_CHUNK_START : 0);
         }
     }
     uint32_t cv[8];
     memcpy(cv, cache->cv, sizeof(cv));
     for (uint64_t b = cache->blocks; b < blocks; b++) {
-        parent_block(children, members, b, block, &len);
+        parent_block(children, members, header_len, b, block, &len);
         uint8_t flags = b == 0 ? RT_FLAG_CHUNK_START : 0;
         if (b + 1 == blocks)
             flags |= RT_FLAG_CHUNK_END | RT_FLAG_ROOT;
@@ -143,7 +153,8 @@ static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *len)
         if (members == 1)
             memcpy(parent, children, 32);
         else
-            hash_last_parent(&tree->prefix[l], group, children, members, parent, compress);
+            hash_last_parent(&tree->prefix[l], group, children, members, parent, compress,
+                             tree->rule);
         index = group;
     }
 }
@@ -202,7 +213,7 @@ static int insert_gated_locked(rt_tree *tree, const uint8_t *leaves, uint64_t co
         node_store stores[RT_MAX_DEPTH_LIMIT + 1];
         for (unsigned l = 0; l <= new_depth; l++)
             stores[l] = store_of_level(&tree->levels[l], cap);
-        rt_build_levels(stores, len, first, new_depth, arity, leaves, old_size);
+        rt_build_levels(stores, len, first, new_depth, arity, tree->rule, leaves, old_size);
     }
 
     if (gate) {
@@ -289,6 +300,11 @@ void rt_tree_shape(const rt_tree *tree, unsigned *arity, unsigned *max_depth)
 {
     *arity = tree->arity;
     *max_depth = tree->max_depth;
+}
+
+int rt_tree_rule(const rt_tree *tree)
+{
+    return tree->rule;
 }
 
 int rt_tree_level_len(rt_tree *tree, unsigned level, uint64_t *out)

@@ -1,6 +1,9 @@
 """rotortree: an n-ary Lean Incremental Merkle Tree over BLAKE3 with a C core.
 
-Roots and proofs are bit-identical to the Rust crate ``rotortree`` 0.15.
+Roots and proofs are bit-identical to the Rust crate ``rotortree`` 0.15 (the
+default hash rule), to the crate from 0.16 on (``rule="leanimt"``), or to
+RFC 6962 / RFC 9162 Merkle trees (``rule="rfc6962"``); see
+:mod:`rotortree.rules`.
 
 Proof verification (:mod:`rotortree.proofs`) is pure Python on top of the
 ``blake3`` package, so a light client can verify proofs even where the
@@ -36,6 +39,7 @@ from .errors import (
     ReadOnlyTreeError,
     RotorTreeError,
     RotorTreeWarning,
+    RuleMismatchError,
     StorageMismatchError,
     ThreadError,
     TreeLockedError,
@@ -43,6 +47,9 @@ from .errors import (
     UnsupportedKernelError,
 )
 from .proofs import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
+# rotortree.rfc6962.leaf_hash without a separate import; light clients too
+# (hashlib stands in for the C core).
+from . import rfc6962  # noqa: E402,F401
 
 __version__ = "0.1.0"
 HASH_LEN = 32
@@ -177,6 +184,7 @@ __all__ = [
     "DurabilityError",
     "ClosedTreeError",
     "StorageMismatchError",
+    "RuleMismatchError",
     "ReadOnlyTreeError",
     "TreeNotFoundError",
     "NotATreeError",

@@ -169,18 +169,21 @@ class LeafFile:
 
 
 def file_root(source: LeafFile, arity: int, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-              on_progress: Callable[[int], None] = lambda nbytes: None) -> Tuple[bytes, int]:
-    """(root, leaf count) of the LeanIMT over the leaves of ``source``."""
+              on_progress: Callable[[int], None] = lambda nbytes: None,
+              rule: str = "rotortree-0.15") -> Tuple[bytes, int]:
+    """(root, leaf count) of the LeanIMT over the leaves of ``source``,
+    parents hashed under ``rule``: segments are whole aligned subtrees, so
+    their roots are nodes of the tree under every rule."""
     from .tree import compute_root
 
     per_segment = segment_leaves(arity, segment_bytes)
     roots: List[bytes] = []
     leaves = 0
     for piece in source.pieces(per_segment * HASH_LEN):
-        roots.append(compute_root(piece, arity))
+        roots.append(compute_root(piece, arity, rule=rule))
         leaves += len(piece) // HASH_LEN
         on_progress(len(piece))
-    return root_of_segments(roots, arity), leaves
+    return root_of_segments(roots, arity, rule=rule), leaves
 
 
 def root_of_segments(roots: Sequence[bytes], arity: int, **options: Any) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 # The sections of ``rotortree bench``, in the order they run (here so that the
 # command line can list them without importing the benchmarks).
 BENCH_SECTIONS = ("scaling", "kernels", "operations", "single", "proofs", "growth", "durability",
-                  "churn", "index", "distributed", "logviews")
+                  "churn", "rules", "sha256", "index", "distributed", "logviews")
 
 
 def deterministic_leaves(count: int, seed: bytes = b"rotortree demo") -> bytes:

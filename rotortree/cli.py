@@ -65,14 +65,31 @@ def _arity(text: str) -> int:
 
 
 def _hash_hex(text: str) -> bytes:
+    text = text.strip()
+    if text[:2] in ("0x", "0X"):  # as Ethereum and zk-kit tooling print hashes
+        text = text[2:]
     try:
-        value = bytes.fromhex(text.strip())
+        value = bytes.fromhex(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 64 hex digits, got {text!r}") from None
     if len(value) != 32:
         raise argparse.ArgumentTypeError(f"expected 64 hex digits (32 bytes), got {len(value)} "
                                          "bytes")
     return value
+
+
+def _rule(text: str) -> str:
+    from .rules import RULES
+
+    if text not in RULES:
+        raise argparse.ArgumentTypeError(
+            f"unknown rule {text!r}; choose from {', '.join(RULES)}")
+    return text
+
+
+def _check_rule_arity(args: argparse.Namespace) -> None:
+    if args.rule == "rfc6962" and args.arity != 2:
+        raise CliError(f"--rule rfc6962 needs --arity 2 (got --arity {args.arity})")
 
 
 def _rate(count: float, seconds: float) -> str:
@@ -86,18 +103,20 @@ def _rate(count: float, seconds: float) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     import rotortree
 
+    _check_rule_arity(args)
     if args.threads is not None:
         rotortree.configure(num_threads=args.threads)
     started = time.perf_counter()
     leaves = deterministic_leaves(args.leaves)
     info = rotortree.pool_info()
     print(f"rotortree {rotortree.__version__}: {args.leaves:,} deterministic leaves, arity "
-          f"{args.arity}, {info['num_threads']} thread(s), SIMD kernel {info['simd']}")
+          f"{args.arity}, rule {args.rule}, {info['num_threads']} thread(s), SIMD kernel "
+          f"{info['simd']}")
 
     timings = []
-    tree, root = rotortree.LeanIMT(arity=args.arity, max_depth=32), b""
+    tree, root = rotortree.LeanIMT(arity=args.arity, max_depth=32, rule=args.rule), b""
     for _ in range(args.repeat):
-        tree = rotortree.LeanIMT(arity=args.arity, max_depth=32)
+        tree = rotortree.LeanIMT(arity=args.arity, max_depth=32, rule=args.rule)
         start = time.perf_counter()
         root = tree.insert_many(leaves)
         timings.append(time.perf_counter() - start)
@@ -108,7 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{_rate(args.leaves, best)} leaves/s")
 
     # An independent recomputation (the stateless path), so the demo checks itself.
-    agrees = rotortree.compute_root(leaves, args.arity) == root
+    agrees = rotortree.compute_root(leaves, args.arity, rule=args.rule) == root
     print(f"compute_root  {'agrees' if agrees else 'DISAGREES'}")
 
     ok = agrees
@@ -138,7 +157,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ok = ok and batch_ok and python_ok
         if args.leaves > 1:
             old_size = args.leaves // 2
-            old_root = rotortree.compute_root(leaves[: 32 * old_size], args.arity)
+            old_root = rotortree.compute_root(leaves[: 32 * old_size], args.arity,
+                                              rule=args.rule)
             consistency = snapshot.generate_consistency_proof(old_size, old_root)
             consistent = consistency.verify_against(old_root, old_size, root, args.leaves)
             print(f"consistency   {old_size:,} -> {args.leaves:,} leaves: "
@@ -295,13 +315,15 @@ def _progress(source: Any, description: str, quiet: bool) -> Any:
 def cmd_root(args: argparse.Namespace) -> int:
     from ._leaf_file import file_root
 
+    _check_rule_arity(args)
     started = time.perf_counter()
     with _open_leaves(args.file) as source, \
             _progress(source, f"hashing {source.name}", args.quiet) as progress:
-        root, leaves = file_root(source, args.arity, args.segment_mib << 20, progress.update)
+        root, leaves = file_root(source, args.arity, args.segment_mib << 20, progress.update,
+                                 rule=args.rule)
     seconds = time.perf_counter() - started
     print(root.hex())
-    _say(f"{leaves:,} leaves, arity {args.arity}, {seconds:.2f} s "
+    _say(f"{leaves:,} leaves, arity {args.arity}, rule {args.rule}, {seconds:.2f} s "
          f"({_rate(leaves, seconds)} leaves/s)", args.quiet)
     return EXIT_OK
 
@@ -327,13 +349,14 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
     from ._leaf_file import segment_leaves
 
+    _check_rule_arity(args)
     indices = _indices(args.index or [])
     if not indices and args.old_size is None:
         raise CliError("nothing to prove: give --index I (inclusion) or --old-size M "
                        "(consistency) (see 'rotortree prove --help')")
     with _open_leaves(args.file) as source, \
             _progress(source, f"reading {source.name}", args.quiet) as progress:
-        tree = rotortree.LeanIMT(args.arity, 64)
+        tree = rotortree.LeanIMT(args.arity, 64, rule=args.rule)
         old_root: Optional[bytes] = None
         split = None if args.old_size is None else args.old_size * 32
         piece_bytes = segment_leaves(args.arity, args.segment_mib << 20) * 32
@@ -389,6 +412,12 @@ def _load_proofs(path: str) -> List[Dict[str, Any]]:
     return items
 
 
+def _check_proof_rule(args: argparse.Namespace, label: str, rule: str) -> None:
+    if args.rule is not None and rule != args.rule:
+        raise CliError(f"{label} is a {rule!r} proof; --rule {args.rule} expects "
+                       f"{args.rule!r} proofs")
+
+
 def _label(position: int, count: int) -> str:
     return f"proof {position}" if count > 1 else "proof"
 
@@ -409,13 +438,17 @@ def _decode_proof(item: Dict[str, Any], label: str, args: argparse.Namespace) ->
         # forgery while the caller believes a trusted head was used.
         raise CliError(f"{label} is an inclusion proof: it is checked against --root "
                        "and --size, not --old-root and --old-size")
+    proof: Any = None
     try:
         if kind == "inclusion":
-            return InclusionProof.from_dict(item)
-        if kind == "consistency":
-            return ConsistencyProof.from_dict(item)
+            proof = InclusionProof.from_dict(item)
+        elif kind == "consistency":
+            proof = ConsistencyProof.from_dict(item)
     except InvalidProofError as error:
         raise CliError(f"{label} is malformed: {error}; nothing was verified") from None
+    if proof is not None:
+        _check_proof_rule(args, label, proof.rule)
+        return proof
     if "type" in item:
         raise CliError(f"{label} has type {kind!r}: expected 'inclusion' or 'consistency'")
     raise CliError(f"{label} is neither an inclusion proof (no 'leaf_index') nor a "
@@ -496,6 +529,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    rule_help = ("parent hash: rotortree-0.15 (default, the crate 0.15), leanimt (untagged, "
+                 "the crate 0.16+), rfc6962 (SHA-256, arity 2; leaves are RFC 6962 leaf "
+                 "hashes)")
     parser = _Parser(
         prog=PROG,
         description="An n-ary Lean Incremental Merkle Tree over BLAKE3 (bit-compatible with "
@@ -515,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--leaves", type=_positive, default=1_000_000,
                       help="leaves to insert (default 1,000,000)")
     demo.add_argument("--arity", type=_arity, default=4, help="children per node (default 4)")
+    demo.add_argument("--rule", type=_rule, default="rotortree-0.15", help=rule_help)
     demo.add_argument("--threads", type=_positive, default=None,
                       help="hashing threads (default: the configured num_threads)")
     demo.add_argument("--repeat", type=_positive, default=3,
@@ -591,6 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "larger than RAM work; '-' reads stdin.")
     root.add_argument("file", metavar="FILE", help="file of 32-byte leaves, or - for stdin")
     root.add_argument("--arity", type=_arity, default=4, help="children per node (default 4)")
+    root.add_argument("--rule", type=_rule, default="rotortree-0.15", help=rule_help)
     root.add_argument("--segment-mib", type=_positive, default=64, help=segment_help)
     root.add_argument("--quiet", action="store_true", help="print only the root")
     root.set_defaults(run=cmd_root)
@@ -606,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     prove.add_argument("--old-size", type=_positive, default=None, metavar="M",
                        help="prove that the first M leaves are a prefix of the whole file")
     prove.add_argument("--arity", type=_arity, default=4, help="children per node (default 4)")
+    prove.add_argument("--rule", type=_rule, default="rotortree-0.15", help=rule_help)
     prove.add_argument("--out", default=None, metavar="FILE",
                        help="write the JSON to FILE instead of stdout")
     prove.add_argument("--segment-mib", type=_positive, default=64, help=segment_help)
@@ -629,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--old-size", type=_positive, default=None, metavar="M",
                         help="trusted number of leaves of the tree whose root is --old-root")
     verify.add_argument("--quiet", action="store_true", help="print only invalid proofs")
+    verify.add_argument("--rule", type=_rule, default=None,
+                        help="refuse proofs of any other hash rule (each proof names its own)")
     verify.set_defaults(run=cmd_verify)
     return parser
 

@@ -64,6 +64,13 @@ class InvalidProofError(RotorTreeError, builtins.ValueError):
     unknown version), or a proof operation got inconsistent proofs."""
 
 
+class RuleMismatchError(RotorTreeError, builtins.ValueError):
+    """A proof, proof batch, saved file or durable tree made under one hash
+    rule (``"rotortree-0.15"``, ``"leanimt"``, ``"rfc6962"``) was given to a
+    tree or verifier of another: hashing it under the wrong rule could only
+    fail, so it is refused by name instead."""
+
+
 class DuplicateLeafError(RotorTreeError, builtins.ValueError):
     """A unique insert (``unique=True``) met leaves already in the tree or
     repeated inside the batch; nothing was inserted. ``positions`` holds

@@ -3,23 +3,27 @@
 This module needs only the standard library, ``blake3`` and
 :mod:`rotortree.errors`, so a light client can check proofs without the
 compiled core. Semantics follow ``docs/spec.md`` and the Rust crate ``rotortree``
-0.15: a proof made by either verifies with the other.
+(0.15 with the default rule, 0.16 on with ``rule="leanimt"``): a proof made by
+either verifies with the other.
 
-Hashing: the parent of a group of ``k >= 2`` children is
-``blake3(bytes([0x01, k]) + child_0 + ... + child_{k-1})``; a group of one
-child is lifted (the parent is the child, no hash). A tree of ``size`` leaves
-has ``tree_depth(size, arity)`` levels above the leaves.
+Hashing: every proof carries its tree's hash rule (:mod:`rotortree.rules`).
+Under the default ``"rotortree-0.15"`` the parent of a group of ``k >= 2``
+children is ``blake3(bytes([0x01, k]) + child_0 + ... + child_{k-1})``; under
+``"leanimt"`` it is ``blake3(child_0 + ... + child_{k-1})``; under
+``"rfc6962"`` (arity 2) ``sha256(b"\x01" + left + right)``. In every rule a
+group of one child is lifted (the parent is the child, no hash). A tree of
+``size`` leaves has ``tree_depth(size, arity)`` levels above the leaves.
 
-Binary layouts (version 1; all integers little-endian; hashes are 32 bytes)
+Binary layouts (version 2; all integers little-endian; hashes are 32 bytes)
 --------------------------------------------------------------------------
 Inclusion proof::
 
     offset  size  field
     0       4     magic b"RTIP"
-    4       1     version u8 = 1
+    4       1     version u8 = 2
     5       1     arity u8 (2..255)
     6       1     level_count u8
-    7       1     reserved u8 = 0
+    7       1     rule u8 (0 rotortree-0.15, 1 leanimt, 2 rfc6962)
     8       8     leaf_index u64
     16      8     tree_size u64
     24      32    root
@@ -31,10 +35,10 @@ Consistency proof::
 
     offset  size  field
     0       4     magic b"RTCP"
-    4       1     version u8 = 1
+    4       1     version u8 = 2
     5       1     arity u8 (2..255)
     6       1     level_count u8
-    7       1     reserved u8 = 0
+    7       1     rule u8 (0 rotortree-0.15, 1 leanimt, 2 rfc6962)
     8       8     old_size u64
     16      8     new_size u64
     24      32    old_root
@@ -44,23 +48,27 @@ Consistency proof::
                     shared_count * 32 bytes (shared hashes) |
                     new_count * 32 bytes (new hashes)
 
-``from_bytes`` checks structure only (magic, version, reserved byte, arity
+Version 1 is the same layout with byte 7 always 0, from before rules: it
+decodes as ``"rotortree-0.15"`` (and re-encodes as version 2).
+``from_bytes`` checks structure only (magic, version, rule byte, arity
 range, exact length) and raises :class:`InvalidProofError` otherwise; a
 structurally sound but wrong proof decodes, and its ``verify()`` is False.
-Every decodable input re-encodes to the same bytes.
+Every decodable version-2 input re-encodes to the same bytes.
 
 Dict form (JSON-ready; hashes as lowercase hex)
 -----------------------------------------------
-Inclusion: ``{"type": "inclusion", "arity", "leaf_index", "tree_size", "leaf",
-"root", "level_count", "levels": [{"position", "sibling_count", "siblings":
-[hex]}]}``. Consistency: ``{"type": "consistency", "arity", "old_size",
-"new_size", "old_root", "new_root", "level_count", "levels": [{"shared_count",
-"new_count", "hashes": [hex]}]}`` where ``hashes`` is the shared hashes
-followed by the new hashes. This is the shape of the proof objects in the
-Rust-made test vectors, plus ``"arity"`` and ``"type"``; ``from_dict`` also
-takes those objects directly with ``arity=`` and ignores their
-``"verified"`` key. ``"type"`` is optional on input (documents written before
-it existed), and a document of the other type is refused.
+Inclusion: ``{"type": "inclusion", "rule", "arity", "leaf_index", "tree_size",
+"leaf", "root", "level_count", "levels": [{"position", "sibling_count",
+"siblings": [hex]}]}``. Consistency: ``{"type": "consistency", "rule", "arity",
+"old_size", "new_size", "old_root", "new_root", "level_count", "levels":
+[{"shared_count", "new_count", "hashes": [hex]}]}`` where ``hashes`` is the
+shared hashes followed by the new hashes. This is the shape of the proof
+objects in the Rust-made test vectors, plus ``"arity"``, ``"rule"`` and
+``"type"``; ``from_dict`` also takes those objects directly with ``arity=``
+(and ``rule=``; a dict without ``"rule"`` means ``"rotortree-0.15"``) and
+ignores their ``"verified"`` key. ``"type"`` is optional on input (documents
+written before it existed), and a document of the other type is refused.
+Hex strings may carry a ``0x`` prefix.
 
 ``verify()`` never raises and never crashes: any malformed proof (wrong
 types, out-of-range numbers, wrong counts or lengths) gives False.
@@ -78,6 +86,8 @@ import blake3
 
 from ._validate import U64_MAX, shown
 from .errors import ArgumentTypeError, InvalidArgumentError, InvalidProofError
+from .rules import DEFAULT_RULE, RFC6962, RULES, check_same_rule, hash_group, known_rule, \
+    rule_arg, rule_code
 
 __all__ = [
     "HASH_LEN",
@@ -98,7 +108,9 @@ MIN_ARITY = 2
 MAX_ARITY = 255
 INCLUSION_MAGIC = b"RTIP"
 CONSISTENCY_MAGIC = b"RTCP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Before rules: byte 7 reserved (0), the rule rotortree-0.15.
+_RULELESS_VERSION = 1
 
 #: What from_bytes accepts (any object with the buffer protocol works).
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -107,19 +119,19 @@ _U8_MAX = 255
 # magic | version | arity | level_count | reserved | u64 | u64 ; then two hashes
 _HEADER = struct.Struct("<4sBBBBQQ")
 _HEADER_LEN = _HEADER.size + 2 * HASH_LEN  # 88
-_HEX_HASH = re.compile(r"[0-9a-fA-F]{64}")
+_HEX_HASH = re.compile(r"(?:0[xX])?([0-9a-fA-F]{64})")
 # The two header bytes of a parent of k children: 0x01, k.
 _PARENT_HEADERS = tuple(bytes((0x01, k)) for k in range(256))
 _blake3 = blake3.blake3
 _object_setattr = object.__setattr__
 
 _INCLUSION_KEYS = frozenset(
-    {"type", "arity", "leaf_index", "tree_size", "leaf", "root", "level_count", "levels",
+    {"type", "rule", "arity", "leaf_index", "tree_size", "leaf", "root", "level_count", "levels",
      "verified"}
 )
 _INCLUSION_LEVEL_KEYS = frozenset({"position", "sibling_count", "siblings"})
 _CONSISTENCY_KEYS = frozenset(
-    {"type", "arity", "old_size", "new_size", "old_root", "new_root", "level_count", "levels",
+    {"type", "rule", "arity", "old_size", "new_size", "old_root", "new_root", "level_count", "levels",
      "verified"}
 )
 _CONSISTENCY_LEVEL_KEYS = frozenset({"shared_count", "new_count", "hashes"})
@@ -162,12 +174,9 @@ def _is_hash_seq(values: object, count: int) -> bool:
     return True
 
 
-def _hash_group(children: Sequence[bytes]) -> bytes:
-    """Parent of a group: lifted for one child, else blake3(0x01, k, children)."""
-    count = len(children)
-    if count == 1:
-        return children[0]
-    return _blake3(b"".join((_PARENT_HEADERS[count], *children))).digest()
+def _valid_rule(rule: object, arity: object) -> bool:
+    """A rule name verification can hash with at this arity. Never raises."""
+    return type(rule) is str and rule in RULES and (rule != RFC6962 or arity == 2)
 
 
 def _normalize_bytes(value: object) -> object:
@@ -255,10 +264,13 @@ class _Frozen:
         names: Tuple[str, ...] = self.__slots__
         for name, value in zip(names, state):
             object.__setattr__(self, name, value)
+        if len(state) < len(names) and names[-1] == "rule":
+            # Pickled before proofs had a rule: they were all rotortree-0.15.
+            object.__setattr__(self, "rule", DEFAULT_RULE)
 
 
 class _Encoded(_Frozen):
-    """A frozen proof that may hold its version-1 encoding instead of its
+    """A frozen proof that may hold its version-2 encoding instead of its
     fields: proofs made by the C core or decoded from bytes are built from
     the bytes alone, and their fields are decoded on first access (building
     a level object per level is most of a single proof's cost, and many
@@ -278,6 +290,14 @@ def _check_encodable_int(name: str, value: object, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidArgumentError(f"{name} must be {low}..{high} to encode, got {shown(value)}")
     return value
+
+
+def _check_encodable_rule(rule: object, arity: int) -> int:
+    if not _valid_rule(rule, arity):
+        raise InvalidArgumentError(
+            f"cannot encode: rule {shown(rule)} is not one of {', '.join(map(repr, RULES))}"
+            f" usable at arity {arity}")
+    return rule_code(rule)  # type: ignore[arg-type]
 
 
 def _check_encodable_hash(name: str, value: object) -> bytes:
@@ -327,8 +347,8 @@ def _byte_view(data: object) -> bytes:
         return view.tobytes()
 
 
-def _decode_header(data: bytes, magic: bytes, what: str) -> Tuple[int, int, int, int]:
-    """Check magic/version/reserved/arity; returns (arity, level_count, a, b)."""
+def _decode_header(data: bytes, magic: bytes, what: str) -> Tuple[int, int, int, int, str]:
+    """Check magic/version/rule/arity; returns (arity, level_count, a, b, rule)."""
     if len(data) < 4:
         raise InvalidProofError(f"{what} truncated: {len(data)} bytes, no magic")
     if data[:4] != magic:
@@ -337,20 +357,26 @@ def _decode_header(data: bytes, magic: bytes, what: str) -> Tuple[int, int, int,
         raise InvalidProofError(
             f"not {what}: magic {data[:4]!r}, expected {magic!r}{hint}"
         )
-    if len(data) >= 5 and data[4] != FORMAT_VERSION:
+    if len(data) >= 5 and data[4] not in (_RULELESS_VERSION, FORMAT_VERSION):
         raise InvalidProofError(
-            f"unknown {what} version {data[4]} (this library reads version {FORMAT_VERSION})"
+            f"unknown {what} version {data[4]} (this library reads versions "
+            f"{_RULELESS_VERSION} and {FORMAT_VERSION})"
         )
     if len(data) < _HEADER_LEN:
         raise InvalidProofError(
             f"{what} truncated: {len(data)} bytes, the header needs {_HEADER_LEN}"
         )
-    _, _, arity, level_count, reserved, first, second = _HEADER.unpack_from(data, 0)
-    if reserved != 0:
-        raise InvalidProofError(f"{what}: reserved byte is {reserved}, must be 0")
+    _, version, arity, level_count, code, first, second = _HEADER.unpack_from(data, 0)
+    if version == _RULELESS_VERSION and code != 0:
+        raise InvalidProofError(f"{what}: reserved byte is {code}, must be 0 in version 1")
+    if code >= len(RULES):
+        raise InvalidProofError(f"{what}: unknown rule number {code} (0..{len(RULES) - 1})")
     if not MIN_ARITY <= arity <= MAX_ARITY:
         raise InvalidProofError(f"{what}: arity {arity} out of range {MIN_ARITY}..{MAX_ARITY}")
-    return arity, level_count, first, second
+    rule = RULES[code]
+    if not _valid_rule(rule, arity):
+        raise InvalidProofError(f"{what}: rule {rule!r} does not allow arity {arity}")
+    return arity, level_count, first, second, rule
 
 
 # One precompiled "32s"*k unpacker per sibling count: a single C call per
@@ -383,11 +409,13 @@ def _dict_int(d: Mapping[str, Any], key: str, where: str, low: int, high: int) -
 def _hex_hash(value: object, where: str) -> bytes:
     if not isinstance(value, str):
         raise InvalidProofError(f"{where} must be a hex string, not {type(value).__name__}")
-    if not _HEX_HASH.fullmatch(value):
+    match = _HEX_HASH.fullmatch(value)
+    if not match:
         raise InvalidProofError(
-            f"{where} must be {2 * HASH_LEN} hex digits, got {value[:80]!r}"
+            f"{where} must be {2 * HASH_LEN} hex digits (optionally after 0x), "
+            f"got {value[:80]!r}"
         )
-    return bytes.fromhex(value)
+    return bytes.fromhex(match.group(1))
 
 
 def _hex_list(value: object, where: str) -> Tuple[bytes, ...]:
@@ -432,6 +460,18 @@ def _short_hex(value: bytes) -> str:
     return text if len(text) <= 16 else f"{text[:8]}..{text[-6:]}"
 
 
+def _dict_rule(d: Mapping[str, Any], rule: Optional[str], arity: int, where: str) -> str:
+    """The proof's rule: the dict's "rule" (absent: rotortree-0.15, as
+    before rules), which ``rule=`` must agree with when both are given."""
+    found = d.get("rule", rule if rule is not None else DEFAULT_RULE)
+    if rule is not None and found != rule:
+        raise InvalidProofError(f"{where}: rule {found!r} disagrees with rule={rule!r}")
+    try:
+        return rule_arg(found, arity)
+    except (ArgumentTypeError, InvalidArgumentError) as error:
+        raise InvalidProofError(f"{where}: {error}") from None
+
+
 def _dict_levels(d: Mapping[str, Any], where: str) -> List[Any]:
     level_count = _dict_int(d, "level_count", where, 0, _U8_MAX)
     levels = _dict_get(d, "levels", where)
@@ -446,7 +486,8 @@ def _dict_levels(d: Mapping[str, Any], where: str) -> List[Any]:
 
 # -- inclusion proofs ----------------------------------------------------------
 
-_INCLUSION_FIELDS = frozenset({"root", "leaf", "leaf_index", "tree_size", "arity", "levels"})
+_INCLUSION_FIELDS = frozenset({"root", "leaf", "leaf_index", "tree_size", "arity", "levels",
+                               "rule"})
 _new_object = object.__new__
 _object_getattribute = object.__getattribute__
 
@@ -454,7 +495,7 @@ _object_getattribute = object.__getattribute__
 def _decode_inclusion(proof: Any, data: bytes) -> None:
     """Set every field of ``proof`` from ``data``, a structurally valid
     encoding (so nothing here can fail)."""
-    _, _, arity, level_count, _, leaf_index, tree_size = _HEADER.unpack_from(data)
+    _, _, arity, level_count, code, leaf_index, tree_size = _HEADER.unpack_from(data)
     levels: List[ProofLevel] = []
     append, runs, at = levels.append, _HASH_RUNS, _HEADER_LEN
     for _ in range(level_count):
@@ -466,7 +507,7 @@ def _decode_inclusion(proof: Any, data: bytes) -> None:
         at += 2 + count * HASH_LEN
     for name, value in (("root", data[24:56]), ("leaf", data[56:_HEADER_LEN]),
                         ("leaf_index", leaf_index), ("tree_size", tree_size),
-                        ("arity", arity), ("levels", tuple(levels))):
+                        ("arity", arity), ("levels", tuple(levels)), ("rule", RULES[code])):
         _object_setattr(proof, name, value)
 
 
@@ -481,8 +522,10 @@ def _level_hasher() -> Tuple[Any, Any, Any]:
 
 def _verify_encoded(data: bytes) -> bool:
     """InclusionProof._verify on a structurally valid encoding, read in
-    place: the same checks, in the same order, without decoding a level."""
-    _, _, arity, level_count, _, index, size = _HEADER.unpack_from(data)
+    place: the same checks, in the same order, without decoding a level.
+    Encodings kept by proofs are version 2 with a valid rule for the arity."""
+    _, _, arity, level_count, code, index, size = _HEADER.unpack_from(data)
+    rule = RULES[code]
     if not 0 <= index < size:  # 2 <= arity <= 255 and size <= 2**64-1 by structure
         return False
     depth, capacity = 0, 1
@@ -492,6 +535,7 @@ def _verify_encoded(data: bytes) -> bool:
     if level_count != depth:
         return False
     current, headers, join = data[56:_HEADER_LEN], _PARENT_HEADERS, b"".join
+    tagged = rule == DEFAULT_RULE
     reset, update, digest = _level_hasher()
     at, level_len = _HEADER_LEN, size
     for _ in range(level_count):
@@ -505,9 +549,13 @@ def _verify_encoded(data: bytes) -> bool:
             # The siblings are contiguous in the encoding: the path node goes
             # between the ones before it and the ones after it.
             split, end = at + position * HASH_LEN, at + count * HASH_LEN
-            reset()
-            update(join((headers[count + 1], data[at:split], current, data[split:end])))
-            current = digest()
+            if tagged:
+                reset()
+                update(join((headers[count + 1], data[at:split], current, data[split:end])))
+                current = digest()
+            else:
+                current = hash_group(rule, (*_split_hashes(data, at, position), current,
+                                            *_split_hashes(data, split, count - position)))
             at = end
         index //= arity
         level_len = (level_len + arity - 1) // arity
@@ -530,17 +578,18 @@ class ProofLevel(_Frozen):
         object.__setattr__(self, "siblings", _normalize_hashes(self.siblings))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class InclusionProof(_Encoded):
     """Proof that ``leaf`` is leaf ``leaf_index`` of the tree of ``tree_size``
-    leaves whose root is ``root``. ``levels`` go from the leaves up.
+    leaves whose root is ``root``. ``levels`` go from the leaves up; ``rule``
+    is the tree's hash rule (:mod:`rotortree.rules`).
 
     A proof from :meth:`from_bytes` or from a snapshot keeps its encoding
     and decodes its fields when one is first read; equality, hashing,
     :meth:`verify`, :meth:`to_bytes` and every field behave as for a proof
     built from its fields."""
 
-    __slots__ = ("root", "leaf", "leaf_index", "tree_size", "arity", "levels")
+    __slots__ = ("root", "leaf", "leaf_index", "tree_size", "arity", "levels", "rule")
 
     root: bytes
     leaf: bytes
@@ -548,6 +597,17 @@ class InclusionProof(_Encoded):
     tree_size: int
     arity: int
     levels: Tuple[ProofLevel, ...]
+    rule: str
+
+    # Written out because a slotted dataclass cannot default a field (rule
+    # must default to the rule proofs had before rules existed).
+    def __init__(self, root: bytes, leaf: bytes, leaf_index: int, tree_size: int,
+                 arity: int, levels: Sequence[ProofLevel], rule: str = DEFAULT_RULE) -> None:
+        for name, value in (("root", root), ("leaf", leaf), ("leaf_index", leaf_index),
+                            ("tree_size", tree_size), ("arity", arity), ("levels", levels),
+                            ("rule", rule)):
+            _object_setattr(self, name, value)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", _normalize_bytes(self.root))
@@ -559,7 +619,7 @@ class InclusionProof(_Encoded):
 
     @classmethod
     def _from_encoded(cls, data: bytes) -> "InclusionProof":
-        """A proof over ``data``, a structurally valid version-1 encoding
+        """A proof over ``data``, a structurally valid version-2 encoding
         (plain bytes, checked by :meth:`from_bytes` or written by the C
         core); its fields are decoded on first access."""
         proof = _new_object(cls)
@@ -600,7 +660,8 @@ class InclusionProof(_Encoded):
         node or a lifted node can pass for a leaf at another index of a tree
         of another size with the same root. Use :meth:`verify_against`.
 
-        Checks arity (2..255), 0 <= leaf_index < tree_size <= 2**64-1,
+        Checks the rule (known, and arity 2 for rfc6962), arity (2..255),
+        0 <= leaf_index < tree_size <= 2**64-1,
         32-byte hashes, level_count == depth(tree_size), each position equal
         to the base-arity digit of leaf_index, each sibling count equal to
         the size of that group in a tree of tree_size leaves minus one, and
@@ -613,9 +674,12 @@ class InclusionProof(_Encoded):
             return False
 
     def _verify(self) -> bool:
-        arity, index, size = self.arity, self.leaf_index, self.tree_size
+        arity, index, size, rule = self.arity, self.leaf_index, self.tree_size, self.rule
         if not (_exact_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
             return False
+        if not _valid_rule(rule, arity):
+            return False
+        tagged = rule == DEFAULT_RULE
         if not (_exact_int(size) and 1 <= size <= U64_MAX):
             return False
         if not (_exact_int(index) and 0 <= index < size):
@@ -639,18 +703,27 @@ class InclusionProof(_Encoded):
             siblings = level.siblings
             if not _is_hash_seq(siblings, expected):
                 return False
-            if expected:
+            if expected and tagged:  # the default rule, inlined: the common case
                 reset()
                 update(b"".join((_PARENT_HEADERS[expected + 1], *siblings[:position], current,
                                  *siblings[position:])))
                 current = digest()
+            elif expected:
+                current = hash_group(rule, (*siblings[:position], current, *siblings[position:]))
             index //= arity
             level_len = (level_len + arity - 1) // arity
         return current == root
 
-    def verify_against(self, trusted_root: bytes, trusted_size: int) -> bool:
+    def verify_against(self, trusted_root: bytes, trusted_size: int, *,
+                       rule: Optional[str] = None) -> bool:
         """True iff ``leaf`` is leaf ``leaf_index`` of the tree of
         ``trusted_size`` leaves whose root is ``trusted_root``.
+
+        ``rule``, when given, is the hash rule the verifier's tree uses: a
+        proof of another rule raises :class:`~rotortree.RuleMismatchError`
+        (the one exception this method raises; an unknown ``rule`` raises
+        InvalidArgumentError), since it names a configuration error, not a
+        forged proof.
 
         ``trusted_root`` and ``trusted_size`` are what the verifier trusts
         (for instance a signed tree head); the proof's own claims are data.
@@ -660,6 +733,9 @@ class InclusionProof(_Encoded):
         for any (leaf, index) that is not in that tree needs a BLAKE3
         collision. Never raises: malformed arguments give False.
         """
+        if rule is not None:
+            check_same_rule(known_rule(rule), self.rule,
+                            "the inclusion proof")
         trusted = trusted_root_bytes(trusted_root)
         size = trusted_size_int(trusted_size)
         if trusted is None or size is None:
@@ -676,18 +752,19 @@ class InclusionProof(_Encoded):
     # -- encoding ------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The version-1 binary form (see the module docstring)."""
+        """The version-2 binary form (see the module docstring)."""
         data: Optional[bytes] = self._encoded
         if data is not None:  # what decoding the fields and encoding them again gives
             return data
         arity = _check_encodable_int("arity", self.arity, MIN_ARITY, MAX_ARITY)
+        code = _check_encodable_rule(self.rule, arity)
         leaf_index = _check_encodable_int("leaf_index", self.leaf_index, 0, U64_MAX)
         tree_size = _check_encodable_int("tree_size", self.tree_size, 0, U64_MAX)
         root = _check_encodable_hash("root", self.root)
         leaf = _check_encodable_hash("leaf", self.leaf)
         levels = _check_encodable_levels(self.levels, ProofLevel)
         parts = [
-            _HEADER.pack(INCLUSION_MAGIC, FORMAT_VERSION, arity, len(levels), 0,
+            _HEADER.pack(INCLUSION_MAGIC, FORMAT_VERSION, arity, len(levels), code,
                          leaf_index, tree_size),
             root,
             leaf,
@@ -710,7 +787,7 @@ class InclusionProof(_Encoded):
         if type(buf) is not bytes:  # a bytes subclass: keep plain bytes only
             buf = bytes(buf)
         what = "inclusion proof"
-        _, level_count, _, _ = _decode_header(buf, INCLUSION_MAGIC, what)
+        _, level_count, _, _, _ = _decode_header(buf, INCLUSION_MAGIC, what)
         # The structure is checked here, in full; the fields are decoded on
         # first access (_decode_inclusion), which then cannot fail.
         at, end = _HEADER_LEN, len(buf)
@@ -724,6 +801,10 @@ class InclusionProof(_Encoded):
                 )
         if at != end:
             raise InvalidProofError(f"{what}: {end - at} trailing bytes after {at}")
+        if buf[4] == _RULELESS_VERSION:
+            # Kept as the version-2 bytes of the same proof (rule 0), which
+            # is what encoding its fields gives.
+            buf = b"".join((buf[:4], bytes((FORMAT_VERSION,)), buf[5:]))
         return cls._from_encoded(buf)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -731,6 +812,7 @@ class InclusionProof(_Encoded):
         self.to_bytes()  # the same encodability checks as the binary form
         return {
             "type": "inclusion",
+            "rule": self.rule,
             "arity": self.arity,
             "leaf_index": self.leaf_index,
             "tree_size": self.tree_size,
@@ -748,15 +830,17 @@ class InclusionProof(_Encoded):
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, arity: Optional[int] = None) -> InclusionProof:
+    def from_dict(cls, d: Mapping[str, Any], *, arity: Optional[int] = None,
+                  rule: Optional[str] = None) -> InclusionProof:
         """Decode :meth:`to_dict` output, or a vector's proof object with
-        ``arity=``. A ``"verified"`` key is ignored. Raises
+        ``arity=`` (and ``rule=``). A ``"verified"`` key is ignored. Raises
         :class:`InvalidProofError` on missing or unknown keys, wrong types,
         bad hex, out-of-range numbers or counts that disagree with lists."""
         where = "inclusion proof"
         d = _check_mapping(d, _INCLUSION_KEYS, where)
         _check_type(d, "inclusion", where)
         proof_arity = _dict_arity(d, arity, where)
+        proof_rule = _dict_rule(d, rule, proof_arity, where)
         leaf_index = _dict_int(d, "leaf_index", where, 0, U64_MAX)
         tree_size = _dict_int(d, "tree_size", where, 0, U64_MAX)
         leaf = _hex_hash(_dict_get(d, "leaf", where), f"{where}: leaf")
@@ -773,7 +857,7 @@ class InclusionProof(_Encoded):
                     f"{at}: sibling_count {count} but {len(siblings)} siblings"
                 )
             levels.append(ProofLevel(position, siblings))
-        return cls(root, leaf, leaf_index, tree_size, proof_arity, tuple(levels))
+        return cls(root, leaf, leaf_index, tree_size, proof_arity, tuple(levels), proof_rule)
 
 
 # -- consistency proofs --------------------------------------------------------
@@ -794,12 +878,13 @@ class ConsistencyLevel(_Frozen):
         object.__setattr__(self, "new", _normalize_hashes(self.new))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ConsistencyProof(_Frozen):
     """Proof that the tree of ``old_size`` leaves (root ``old_root``) is a
-    prefix of the tree of ``new_size`` leaves (root ``new_root``)."""
+    prefix of the tree of ``new_size`` leaves (root ``new_root``), both
+    hashed under ``rule``."""
 
-    __slots__ = ("arity", "old_size", "new_size", "old_root", "new_root", "levels")
+    __slots__ = ("arity", "old_size", "new_size", "old_root", "new_root", "levels", "rule")
 
     arity: int
     old_size: int
@@ -807,6 +892,16 @@ class ConsistencyProof(_Frozen):
     old_root: bytes
     new_root: bytes
     levels: Tuple[ConsistencyLevel, ...]
+    rule: str
+
+    def __init__(self, arity: int, old_size: int, new_size: int, old_root: bytes,
+                 new_root: bytes, levels: Sequence[ConsistencyLevel],
+                 rule: str = DEFAULT_RULE) -> None:
+        for name, value in (("arity", arity), ("old_size", old_size), ("new_size", new_size),
+                            ("old_root", old_root), ("new_root", new_root),
+                            ("levels", levels), ("rule", rule)):
+            _object_setattr(self, name, value)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "old_root", _normalize_bytes(self.old_root))
@@ -851,8 +946,10 @@ class ConsistencyProof(_Frozen):
         """Verify; if ``boundaries`` is a list, append to it, per level l, the
         new tree's value of the old boundary's group parent (node l+1 of the
         new boundary path), for :meth:`update_inclusion_proof`."""
-        arity, old_size, new_size = self.arity, self.old_size, self.new_size
+        arity, old_size, new_size, rule = self.arity, self.old_size, self.new_size, self.rule
         if not (_exact_int(arity) and MIN_ARITY <= arity <= MAX_ARITY):
+            return False
+        if not _valid_rule(rule, arity):
             return False
         if not (_exact_int(old_size) and _exact_int(new_size)
                 and 1 <= old_size <= new_size <= U64_MAX):
@@ -878,13 +975,13 @@ class ConsistencyProof(_Frozen):
             if number == 0:
                 if not (_is_hash_seq(shared, boundary_pos + 1) and _is_hash_seq(new, new_count)):
                     return False
-                old_node = _hash_group(shared)
-                new_node = _hash_group((*shared, *new))
+                old_node = hash_group(rule, shared)
+                new_node = hash_group(rule, (*shared, *new))
             else:
                 if not (_is_hash_seq(shared, boundary_pos) and _is_hash_seq(new, new_count)):
                     return False
-                old_node = _hash_group((*shared, old_node))
-                new_node = _hash_group((*shared, new_node, *new))
+                old_node = hash_group(rule, (*shared, old_node))
+                new_node = hash_group(rule, (*shared, new_node, *new))
             if boundaries is not None:
                 boundaries.append(new_node)
             old_len = (old_len + arity - 1) // arity
@@ -892,7 +989,7 @@ class ConsistencyProof(_Frozen):
         return old_node == old_root and new_node == new_root
 
     def verify_against(self, old_root: bytes, old_size: int,
-                       new_root: bytes, new_size: int) -> bool:
+                       new_root: bytes, new_size: int, *, rule: Optional[str] = None) -> bool:
         """True iff the tree of ``old_size`` leaves with root ``old_root`` is
         a prefix of the tree of ``new_size`` leaves with root ``new_root``.
 
@@ -901,8 +998,14 @@ class ConsistencyProof(_Frozen):
         The sizes fix the shape of both boundary paths, so a false statement
         needs a BLAKE3 collision. The new size is not implied by the new
         root: a proof can recompute a real new root under a wrong new size,
-        which is why it must be trusted too. Never raises.
+        which is why it must be trusted too. Never raises, except that a
+        ``rule`` given and different from the proof's raises
+        :class:`~rotortree.RuleMismatchError` (see
+        :meth:`InclusionProof.verify_against`).
         """
+        if rule is not None:
+            check_same_rule(known_rule(rule), self.rule,
+                            "the consistency proof")
         old, new = trusted_root_bytes(old_root), trusted_root_bytes(new_root)
         old_count, new_count = trusted_size_int(old_size), trusted_size_int(new_size)
         try:
@@ -946,6 +1049,7 @@ class ConsistencyProof(_Frozen):
             verified = False
         if not verified:
             raise InvalidProofError("the consistency proof does not verify")
+        check_same_rule(self.rule, old_proof.rule, "the inclusion proof")
         if old_proof.arity != self.arity:
             raise InvalidProofError(
                 f"arity mismatch: inclusion proof {old_proof.arity!r}, "
@@ -993,6 +1097,7 @@ class ConsistencyProof(_Frozen):
             tree_size=self.new_size,
             arity=arity,
             levels=tuple(levels),
+            rule=self.rule,
         )
         if not proof.verify():  # only a hash collision between the two proofs gets here
             raise InvalidArgumentError("the inclusion and consistency proofs disagree")
@@ -1001,15 +1106,16 @@ class ConsistencyProof(_Frozen):
     # -- encoding ------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The version-1 binary form (see the module docstring)."""
+        """The version-2 binary form (see the module docstring)."""
         arity = _check_encodable_int("arity", self.arity, MIN_ARITY, MAX_ARITY)
+        code = _check_encodable_rule(self.rule, arity)
         old_size = _check_encodable_int("old_size", self.old_size, 0, U64_MAX)
         new_size = _check_encodable_int("new_size", self.new_size, 0, U64_MAX)
         old_root = _check_encodable_hash("old_root", self.old_root)
         new_root = _check_encodable_hash("new_root", self.new_root)
         levels = _check_encodable_levels(self.levels, ConsistencyLevel)
         parts = [
-            _HEADER.pack(CONSISTENCY_MAGIC, FORMAT_VERSION, arity, len(levels), 0,
+            _HEADER.pack(CONSISTENCY_MAGIC, FORMAT_VERSION, arity, len(levels), code,
                          old_size, new_size),
             old_root,
             new_root,
@@ -1031,7 +1137,8 @@ class ConsistencyProof(_Frozen):
         """
         buf = _byte_view(data)
         what = "consistency proof"
-        arity, level_count, old_size, new_size = _decode_header(buf, CONSISTENCY_MAGIC, what)
+        arity, level_count, old_size, new_size, rule = _decode_header(
+            buf, CONSISTENCY_MAGIC, what)
         old_root = buf[24:56]
         new_root = buf[56:_HEADER_LEN]
         at, end = _HEADER_LEN, len(buf)
@@ -1053,7 +1160,7 @@ class ConsistencyProof(_Frozen):
         if at != end:
             raise InvalidProofError(f"{what}: {end - at} trailing bytes after {at}")
         proof: ConsistencyProof = cls._trusted(arity, old_size, new_size, old_root, new_root,
-                                               tuple(levels))
+                                               tuple(levels), rule)
         return proof
 
     def to_dict(self) -> Dict[str, Any]:
@@ -1061,6 +1168,7 @@ class ConsistencyProof(_Frozen):
         self.to_bytes()  # the same encodability checks as the binary form
         return {
             "type": "consistency",
+            "rule": self.rule,
             "arity": self.arity,
             "old_size": self.old_size,
             "new_size": self.new_size,
@@ -1078,15 +1186,17 @@ class ConsistencyProof(_Frozen):
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, arity: Optional[int] = None) -> ConsistencyProof:
+    def from_dict(cls, d: Mapping[str, Any], *, arity: Optional[int] = None,
+                  rule: Optional[str] = None) -> ConsistencyProof:
         """Decode :meth:`to_dict` output, or a vector's proof object with
-        ``arity=``. A ``"verified"`` key is ignored. Raises
+        ``arity=`` (and ``rule=``). A ``"verified"`` key is ignored. Raises
         :class:`InvalidProofError` on missing or unknown keys, wrong types,
         bad hex, out-of-range numbers or counts that disagree with lists."""
         where = "consistency proof"
         d = _check_mapping(d, _CONSISTENCY_KEYS, where)
         _check_type(d, "consistency", where)
         proof_arity = _dict_arity(d, arity, where)
+        proof_rule = _dict_rule(d, rule, proof_arity, where)
         old_size = _dict_int(d, "old_size", where, 0, U64_MAX)
         new_size = _dict_int(d, "new_size", where, 0, U64_MAX)
         old_root = _hex_hash(_dict_get(d, "old_root", where), f"{where}: old_root")
@@ -1104,4 +1214,5 @@ class ConsistencyProof(_Frozen):
                     f"but {len(hashes)} hashes"
                 )
             levels.append(ConsistencyLevel(hashes[:shared_count], hashes[shared_count:]))
-        return cls(proof_arity, old_size, new_size, old_root, new_root, tuple(levels))
+        return cls(proof_arity, old_size, new_size, old_root, new_root, tuple(levels),
+                   proof_rule)

@@ -27,6 +27,7 @@ from .proofs import (
     trusted_root_bytes,
     trusted_size_int,
 )
+from .rules import RULES, check_same_rule, known_rule, rule_code
 
 
 class _Latest:
@@ -45,8 +46,10 @@ LATEST: Any = _Latest()
 # Leaves read per C call while iterating (256 KiB).
 _ITER_BLOCK = 8192
 _BATCH_MAGIC = b"RTPB"
-_BATCH_VERSION = 1
-_BATCH_HEADER = struct.Struct("<4sB3xQ")
+# Version 2 stores the proofs' rule in byte 5; version 1 (byte 5 zero,
+# before rules) holds rotortree-0.15 proofs.
+_BATCH_VERSION = 2
+_BATCH_HEADER = struct.Struct("<4sBB2xQ")
 # Formats of 8-byte integers numpy and array use; read in place as uint64
 # (a negative int64 becomes a huge index and is reported as out of range).
 _U64_FORMATS = frozenset({"Q", "L", "q", "l", "<Q", "<q", "=Q", "=q"})
@@ -151,15 +154,15 @@ class Snapshot(IndexReads):
     its own size: a leaf first inserted at or past it is absent here.
     """
 
-    __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "_proof_max", "_max_depth",
-                 "_keepalive",
-                 "__weakref__")
+    __slots__ = ("_snap", "_size", "_depth", "_root", "_arity", "_rule", "_proof_max", "_max_depth",
+                 "_keepalive", "__weakref__")
     _snap: Any  # the C snapshot (a cffi pointer)
     _max_depth: int  # of the tree it was taken from: what save() records
     _size: int
     _depth: int
     _root: Optional[bytes]
     _arity: int
+    _rule: str
     _proof_max: int
     _keepalive: Any
 
@@ -182,6 +185,7 @@ class Snapshot(IndexReads):
         snap._depth = int(state.depth)
         snap._root = ffi.buffer(state.root)[:] if state.has_root else None
         snap._arity = int(lib.rt_snapshot_arity(snap._snap))
+        snap._rule = RULES[lib.rt_snapshot_rule(snap._snap)]
         # The longest inclusion proof of this shape (rotortree.h).
         snap._proof_max = lib.RT_PROOF_HEADER_LEN + snap._depth * (2 + 32 * (snap._arity - 1))
         return snap
@@ -207,6 +211,11 @@ class Snapshot(IndexReads):
     @property
     def arity(self) -> int:
         return self._arity
+
+    @property
+    def rule(self) -> str:
+        """The tree's hash rule (see :class:`~rotortree.LeanIMT`)."""
+        return self._rule
 
     def level_len(self, level: int) -> int:
         level = _int_arg("level", level)
@@ -343,7 +352,7 @@ class Snapshot(IndexReads):
             return self  # immutable: the same state
         out = ffi.new("rt_snapshot **")
         check(lib.rt_snapshot_at(self._snap, size, out), "Snapshot.at")
-        return Snapshot._from_handle(out[0], self._keepalive)
+        return Snapshot._from_handle(out[0], self._keepalive, self._max_depth)
 
     def root_at(self, size: int) -> bytes:
         """The root the tree had when it held ``size`` leaves (1..``self.size``);
@@ -422,7 +431,7 @@ class Snapshot(IndexReads):
         check(status, "generate_proofs")
         size = offsets[-1]
         if not count:
-            return ProofBatch._from_parts(b"", offsets)
+            return ProofBatch._from_parts(b"", offsets, self._rule)
         # Not a bytearray: zeroing ~1 KB of fresh pages per proof costs more
         # than generating the proof; C hands out reused mappings instead.
         memory = lib.rt_buffer_alloc(size)
@@ -432,7 +441,7 @@ class Snapshot(IndexReads):
         check(lib.rt_proofs_fill(self._snap, buffer, count, offsets_c,
                                  ffi.cast("uint8_t *", memory)), "generate_proofs")
         # The buffer object keeps `memory` alive; slicing it copies out bytes.
-        return ProofBatch._from_parts(ffi.buffer(memory, size), offsets)
+        return ProofBatch._from_parts(ffi.buffer(memory, size), offsets, self._rule)
 
     def generate_consistency_proof(self, old_size: int, new_size: object = LATEST, *,
                                    old_root: Optional[BytesLike] = None) -> ConsistencyProof:
@@ -478,7 +487,8 @@ class Snapshot(IndexReads):
 
     def __repr__(self) -> str:
         root = self._root.hex() if self._root else None
-        return f"Snapshot(arity={self._arity}, size={self._size}, root={root})"
+        return (f"Snapshot(arity={self._arity}, rule={self._rule!r}, size={self._size}, "
+                f"root={root})")
 
 
 def _unpickle_snapshot(data: bytes) -> Snapshot:
@@ -507,20 +517,28 @@ class ProofBatch(Sequence[InclusionProof]):
     accessed; :meth:`verify` checks them all in C, in parallel.
     """
 
-    __slots__ = ("_data", "_offsets")
+    __slots__ = ("_data", "_offsets", "_rule")
     _data: Union[bytes, bytearray, Any]  # Any: C memory behind a cffi buffer
     _offsets: "array[int]"
+    _rule: str
 
     def __init__(self) -> None:
         raise ArgumentTypeError(
             "ProofBatch objects come from Snapshot.generate_proofs or from_bytes")
 
     @classmethod
-    def _from_parts(cls, data: Union[bytes, bytearray, Any], offsets: "array[int]") -> "ProofBatch":
+    def _from_parts(cls, data: Union[bytes, bytearray, Any], offsets: "array[int]",
+                    rule: str = RULES[0]) -> "ProofBatch":
         batch = object.__new__(cls)
         batch._data = data
         batch._offsets = offsets
+        batch._rule = rule
         return batch
+
+    @property
+    def rule(self) -> str:
+        """The hash rule of every proof in the batch."""
+        return self._rule
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -564,21 +582,27 @@ class ProofBatch(Sequence[InclusionProof]):
         :meth:`verify_against`."""
         return self.first_invalid() is None
 
-    def verify_against(self, trusted_root: bytes, trusted_size: int) -> bool:
+    def verify_against(self, trusted_root: bytes, trusted_size: int, *,
+                       rule: Optional[str] = None) -> bool:
         """True if every proof proves its leaf at its index in the tree of
         ``trusted_size`` leaves whose root is ``trusted_root`` (in C, on the
-        pool); the rule of :meth:`InclusionProof.verify_against`."""
-        return self.first_invalid_against(trusted_root, trusted_size) is None
+        pool); the rule of :meth:`InclusionProof.verify_against`, including
+        its ``rule`` check (:class:`~rotortree.RuleMismatchError`)."""
+        return self.first_invalid_against(trusted_root, trusted_size, rule=rule) is None
 
     def first_invalid(self) -> Optional[int]:
         """Position of the first proof that does not hash to the root it
         carries, or None."""
         return self._first_invalid(ffi.NULL, 0)
 
-    def first_invalid_against(self, trusted_root: bytes, trusted_size: int) -> Optional[int]:
+    def first_invalid_against(self, trusted_root: bytes, trusted_size: int, *,
+                              rule: Optional[str] = None) -> Optional[int]:
         """Position of the first proof that :meth:`verify_against` rejects,
         or None. A root that is not 32 bytes or a size outside 1..2**64-1
-        rejects every proof (position 0 of a non-empty batch)."""
+        rejects every proof (position 0 of a non-empty batch); a ``rule``
+        other than the batch's raises :class:`~rotortree.RuleMismatchError`."""
+        if rule is not None:
+            check_same_rule(known_rule(rule), self._rule, "the proof batch")
         root = trusted_root_bytes(trusted_root)
         size = trusted_size_int(trusted_size)
         if root is None or size is None or not 1 <= size <= U64_MAX:
@@ -601,13 +625,16 @@ class ProofBatch(Sequence[InclusionProof]):
         raise_status(status, "verify")
 
     def to_bytes(self) -> bytes:
-        """``RTPB`` | version u8 | 3 zero bytes | count u64 | the proofs back to back."""
-        return b"".join((_BATCH_HEADER.pack(_BATCH_MAGIC, _BATCH_VERSION, len(self)),
-                         self._data))
+        """``RTPB`` | version u8 = 2 | rule u8 | 2 zero bytes | count u64 | the
+        proofs back to back (each with the same rule)."""
+        return b"".join((_BATCH_HEADER.pack(_BATCH_MAGIC, _BATCH_VERSION,
+                                            rule_code(self._rule), len(self)), self._data))
 
     @classmethod
     def from_bytes(cls, data: Union[bytes, bytearray, memoryview]) -> "ProofBatch":
-        """Parse :meth:`to_bytes` output; structure is checked, not validity."""
+        """Parse :meth:`to_bytes` output; structure is checked, not validity.
+        Version 1 batches (before rules) hold rotortree-0.15 proofs; a proof
+        whose rule differs from the batch's is a structural error."""
         try:
             view = memoryview(data)
         except TypeError:
@@ -617,38 +644,46 @@ class ProofBatch(Sequence[InclusionProof]):
         view = (view if view.c_contiguous else memoryview(view.tobytes())).cast("B")
         if len(view) < _BATCH_HEADER.size:
             raise InvalidProofError("proof batch truncated: no header")
-        magic, version, count = _BATCH_HEADER.unpack_from(view)
-        if magic != _BATCH_MAGIC or view[5:8].tobytes() != b"\0\0\0":
+        magic, version, code, count = _BATCH_HEADER.unpack_from(view)
+        if magic != _BATCH_MAGIC or view[6:8].tobytes() != b"\0\0" or (
+                version == 1 and code != 0):
             raise InvalidProofError("not a proof batch (bad magic or reserved bytes)")
-        if version != _BATCH_VERSION:
+        if version not in (1, _BATCH_VERSION):
             raise InvalidProofError(f"unsupported proof batch version {version}")
+        if code >= len(RULES):
+            raise InvalidProofError(f"proof batch: unknown rule number {code}")
         body = view[_BATCH_HEADER.size:]
         offsets = array("Q", [0])
         at = 0
         for position in range(count):
             try:
-                at += _inclusion_length(body, at)
+                at += _inclusion_length(body, at, code)
             except InvalidProofError as error:
                 raise InvalidProofError(f"proof {position}: {error}") from None
             offsets.append(at)
         if at != len(body):
             raise InvalidProofError(f"{len(body) - at} trailing bytes after {count} proofs")
-        return cls._from_parts(body.tobytes(), offsets)
+        return cls._from_parts(body.tobytes(), offsets, RULES[code])
 
-    def __reduce__(self) -> Tuple[Any, Tuple[bytes, "array[int]"]]:
+    def __reduce__(self) -> Tuple[Any, Tuple[bytes, "array[int]", str]]:
         # A generated batch's data is a cffi buffer over C memory, which
         # neither pickles nor deep-copies: both get the bytes instead.
-        return ProofBatch._from_parts, (bytes(self._data), self._offsets)
+        return ProofBatch._from_parts, (bytes(self._data), self._offsets, self._rule)
 
     def __repr__(self) -> str:
-        return f"<ProofBatch of {len(self)} proofs, {self.nbytes} bytes>"
+        return f"<ProofBatch of {len(self)} {self._rule} proofs, {self.nbytes} bytes>"
 
 
-def _inclusion_length(view: memoryview, at: int) -> int:
-    """Byte length of the serialized inclusion proof starting at ``at``."""
+def _inclusion_length(view: memoryview, at: int, rule: int) -> int:
+    """Byte length of the serialized inclusion proof starting at ``at``,
+    which must be of the rule numbered ``rule``."""
     header: int = lib.RT_PROOF_HEADER_LEN
     if len(view) - at < header:
         raise InvalidProofError("truncated inclusion proof header")
+    found = view[at + 7] if view[at + 4] != 1 else 0  # version 1: rotortree-0.15
+    if found != rule:
+        raise InvalidProofError(
+            f"rule number {found} in a batch of rule {RULES[rule]!r} proofs")
     level_count = view[at + 6]
     length = header
     for _ in range(level_count):

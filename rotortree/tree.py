@@ -9,6 +9,7 @@ from ._leaves import Leaves, leaf_batch, single_leaf
 from ._native import HASH_LEN, check, ffi, lib, raise_status
 from ._validate import int_arg as _int_arg
 from ._validate import U64_MAX, shown
+from .rules import DEFAULT_RULE, known_rule, rule_arg, rule_code
 from .errors import (
     ArgumentTypeError,
     InvalidArgumentError,
@@ -44,10 +45,13 @@ def _index_arg(name: str, value: object, upper: int) -> int:
 
 
 class LeanIMT(IndexReads):
-    """An n-ary Lean Incremental Merkle Tree over BLAKE3.
+    """An n-ary Lean Incremental Merkle Tree over BLAKE3 (or SHA-256).
 
-    Roots are bit-identical to the Rust crate ``rotortree`` 0.15 for the same
-    arity and leaves. Leaves are 32 bytes each and are stored as given (the
+    ``rule`` picks the parent hash (:mod:`rotortree.rules`): with the default
+    ``"rotortree-0.15"`` roots are bit-identical to the Rust crate
+    ``rotortree`` 0.15 for the same arity and leaves, with ``"leanimt"`` to
+    the crate from 0.16 on, and ``"rfc6962"`` (arity 2) builds RFC 6962 /
+    RFC 9162 Merkle trees over leaf hashes. Leaves are 32 bytes each and are stored as given (the
     tree never hashes leaves). The tree is safe to share between threads: a
     lock in C guards it, and no call holds the GIL while C works.
     ``os.fork()`` while other threads insert waits for the batch in progress;
@@ -64,9 +68,10 @@ class LeanIMT(IndexReads):
     # _keepalive holds whatever memory the C tree reads in place (memory-
     # mapped checkpoint files); snapshots hold it too, since they can
     # outlive the tree.
-    __slots__ = ("_tree", "_arity", "_max_depth", "_keepalive", "__weakref__")
+    __slots__ = ("_tree", "_arity", "_max_depth", "_rule", "_keepalive", "__weakref__")
 
-    def __init__(self, arity: int = 4, max_depth: int = 32, *, index: bool = False) -> None:
+    def __init__(self, arity: int = 4, max_depth: int = 32, *, index: bool = False,
+                 rule: str = DEFAULT_RULE) -> None:
         arity = _int_arg("arity", arity)
         index = unique_flag(index, "index")
         max_depth = _int_arg("max_depth", max_depth)
@@ -78,11 +83,13 @@ class LeanIMT(IndexReads):
             raise InvalidArgumentError(
                 f"max_depth must be 1..{lib.RT_MAX_DEPTH_LIMIT}, got {shown(max_depth)}"
             )
+        rule = rule_arg(rule, arity)
         out = ffi.new("rt_tree **")
-        check(lib.rt_tree_new(arity, max_depth, out), "LeanIMT")
+        check(lib.rt_tree_new(arity, max_depth, rule_code(rule), out), "LeanIMT")
         self._tree = ffi.gc(out[0], lib.rt_tree_free)
         self._arity = arity
         self._max_depth = max_depth
+        self._rule = rule
         self._keepalive: List[Any] = []
         if index:
             self.enable_index()
@@ -264,6 +271,11 @@ class LeanIMT(IndexReads):
         return self._max_depth
 
     @property
+    def rule(self) -> str:
+        """The hash rule (``"rotortree-0.15"``, ``"leanimt"`` or ``"rfc6962"``)."""
+        return self._rule
+
+    @property
     def capacity(self) -> int:
         """The most leaves the tree can hold: arity ** max_depth."""
         capacity: int = self._arity ** self._max_depth
@@ -392,8 +404,12 @@ class LeanIMT(IndexReads):
         save_tree(self, path)
 
     @classmethod
-    def load(cls, path: Any, *, verify: bool = True, mmap: bool = False) -> "LeanIMT":
+    def load(cls, path: Any, *, verify: bool = True, mmap: bool = False,
+             rule: Optional[str] = None) -> "LeanIMT":
         """Read a file written by :meth:`save`. The flags are keyword-only.
+        The tree gets the hash rule recorded in the file (files from before
+        rules are ``"rotortree-0.15"``); with ``rule`` given, a file of
+        another rule raises :class:`~rotortree.RuleMismatchError`.
         With ``verify`` every level's CRC is checked and every level is
         rehashed to the root (in parallel), so a changed node is caught even
         when its CRC was kept valid; otherwise only the header is checked and
@@ -408,7 +424,8 @@ class LeanIMT(IndexReads):
         for name, flag in (("verify", verify), ("mmap", mmap)):
             if not isinstance(flag, bool):
                 raise ArgumentTypeError(f"{name} must be a bool, not {type(flag).__name__}")
-        return load_tree(cls, path, verify=verify, in_place=mmap)
+        expected = None if rule is None else known_rule(rule)
+        return load_tree(cls, path, verify=verify, in_place=mmap, rule=expected)
 
     def __repr__(self) -> str:
         state = self._state()
@@ -416,12 +433,13 @@ class LeanIMT(IndexReads):
         index = ", index=True" if self.indexed else ""
         return (
             f"LeanIMT(arity={self._arity}, max_depth={self._max_depth}{index}, "
-            f"size={state.size}, root={root})"
+            f"rule={self._rule!r}, size={state.size}, root={root})"
         )
 
 
-def compute_root(leaves: Leaves, arity: int = 4) -> bytes:
-    """Root of the LeanIMT over ``leaves`` without keeping a tree.
+def compute_root(leaves: Leaves, arity: int = 4, *, rule: str = DEFAULT_RULE) -> bytes:
+    """Root of the LeanIMT over ``leaves`` without keeping a tree, parents
+    hashed under ``rule`` (see :class:`LeanIMT`).
 
     Runs on the thread pool; memory is O(len / arity) beyond the input.
     """
@@ -430,9 +448,10 @@ def compute_root(leaves: Leaves, arity: int = 4) -> bytes:
         raise InvalidArgumentError(
             f"arity must be {lib.RT_MIN_ARITY}..{lib.RT_MAX_ARITY}, got {shown(arity)}"
         )
+    rule = rule_arg(rule, arity)
     buffer, count = leaf_batch(leaves)
     root = ffi.new("uint8_t[32]")
-    check(lib.rt_compute_root(buffer, count, arity, root), "compute_root")
+    check(lib.rt_compute_root(buffer, count, arity, rule_code(rule), root), "compute_root")
     result: bytes = ffi.buffer(root)[:]
     return result
 

@@ -18,7 +18,6 @@ from rotortree.benchmarks._common import deterministic_leaves
 from rotortree.benchmarks.harness import ANCHOR_ROOTS
 
 SAMPLE_NS = 1_000_000
-OTHER_RULE_ROOT = "17" * 32
 
 
 def leaves(keys: Dict[str, str]) -> bytes:
@@ -27,9 +26,9 @@ def leaves(keys: Dict[str, str]) -> bytes:
 
 
 def root_of(data: bytes, keys: Dict[str, str]) -> str:
-    if keys["v"] == "17":
-        return OTHER_RULE_ROOT
-    return rotortree.compute_root(data, int(keys.get("arity", "4"))).hex()
+    # 0.17 hashes parents untagged: this package's leanimt rule.
+    rule = "leanimt" if keys["v"] == "17" else "rotortree-0.15"
+    return rotortree.compute_root(data, int(keys.get("arity", "4")), rule=rule).hex()
 
 
 def answer(line: str, parallel: bool) -> Dict[str, Any]:
@@ -52,7 +51,8 @@ def answer(line: str, parallel: bool) -> Dict[str, Any]:
             reply["root"] = root_of(leaves(keys), keys)
     elif op == "insert_many":
         root = root_of(leaves(keys), keys)
-        if os.environ.get("FAKE_HARNESS_WRONG_ROOT") and keys["v"] == "15":
+        if os.environ.get("FAKE_HARNESS_WRONG_ROOT") == keys["v"] or (
+                os.environ.get("FAKE_HARNESS_WRONG_ROOT") == "1" and keys["v"] == "15"):
             root = "ff" * 32
         reply.update(samples_ns=[SAMPLE_NS] * reps, minor_faults=[0] * reps, root=root)
     elif op == "insert":

@@ -4,14 +4,22 @@ against. It follows docs/spec.md line by line and shares no code with the packag
 
 from __future__ import annotations
 
+import hashlib
 from typing import List, Optional, Sequence
 
 import blake3
 
 
-def hash_parent(children: Sequence[bytes]) -> bytes:
+def hash_parent(children: Sequence[bytes], rule: str = "rotortree-0.15") -> bytes:
+    """A parent of 2..255 children under one of the three rules (docs/spec.md,
+    "Hash rules"): tagged BLAKE3, untagged BLAKE3, or RFC 6962's node hash."""
     assert 2 <= len(children) <= 255
-    return blake3.blake3(bytes([0x01, len(children)]) + b"".join(children)).digest()
+    if rule == "rotortree-0.15":
+        return blake3.blake3(bytes([0x01, len(children)]) + b"".join(children)).digest()
+    if rule == "leanimt":
+        return blake3.blake3(b"".join(children)).digest()
+    assert rule == "rfc6962" and len(children) == 2
+    return hashlib.sha256(b"\x01" + children[0] + children[1]).digest()
 
 
 def depth_of(size: int, arity: int) -> int:
@@ -24,22 +32,23 @@ def depth_of(size: int, arity: int) -> int:
     return depth
 
 
-def build_levels(leaves: Sequence[bytes], arity: int) -> List[List[bytes]]:
+def build_levels(leaves: Sequence[bytes], arity: int,
+                 rule: str = "rotortree-0.15") -> List[List[bytes]]:
     levels = [list(leaves)]
     while len(levels[-1]) > 1:
         below = levels[-1]
         above = []
         for start in range(0, len(below), arity):
             group = below[start:start + arity]
-            above.append(group[0] if len(group) == 1 else hash_parent(group))
+            above.append(group[0] if len(group) == 1 else hash_parent(group, rule))
         levels.append(above)
     return levels
 
 
-def root_of(leaves: Sequence[bytes], arity: int) -> Optional[bytes]:
+def root_of(leaves: Sequence[bytes], arity: int, rule: str = "rotortree-0.15") -> Optional[bytes]:
     if not leaves:
         return None
-    return build_levels(leaves, arity)[-1][0]
+    return build_levels(leaves, arity, rule)[-1][0]
 
 
 def vector_leaf(i: int) -> bytes:
@@ -47,13 +56,14 @@ def vector_leaf(i: int) -> bytes:
     return blake3.blake3(i.to_bytes(8, "little")).digest()
 
 
-def inclusion_proof_levels(leaves: Sequence[bytes], arity: int, index: int):
+def inclusion_proof_levels(leaves: Sequence[bytes], arity: int, index: int,
+                           rule: str = "rotortree-0.15"):
     """The specification's inclusion proof of leaf `index`, from the leaves up, as a list
     of (position, [siblings]): the path node's index within its group and
     the other members of that group in order (none when it is lifted)."""
     assert 0 <= index < len(leaves)
     out = []
-    for level in build_levels(leaves, arity)[:-1]:
+    for level in build_levels(leaves, arity, rule)[:-1]:
         position = index % arity
         group = level[index - position:index - position + arity]
         out.append((position, group[:position] + group[position + 1:]))
@@ -61,13 +71,14 @@ def inclusion_proof_levels(leaves: Sequence[bytes], arity: int, index: int):
     return out
 
 
-def consistency_levels(leaves: Sequence[bytes], arity: int, old_size: int):
+def consistency_levels(leaves: Sequence[bytes], arity: int, old_size: int,
+                       rule: str = "rotortree-0.15"):
     """The specification's consistency proof from the first `old_size` leaves to all of
     `leaves`, as a list of (shared, new) hash lists from the leaves up."""
     assert 1 <= old_size <= len(leaves)
     if old_size == len(leaves):
         return []
-    levels = build_levels(leaves, arity)
+    levels = build_levels(leaves, arity, rule)
     out = []
     old_len, new_len, level = old_size, len(leaves), 0
     while old_len > 1 or new_len > 1:

@@ -11,7 +11,7 @@ import pathlib
 import pytest
 
 import fake_rust_harness
-from rotortree.benchmarks import growth, harness, operations, scaling, suite
+from rotortree.benchmarks import growth, harness, operations, rules, scaling, suite
 
 
 @pytest.fixture()
@@ -186,3 +186,29 @@ def test_kernels_add_rust_blake3_bounds_with_the_avx2_build(tmp_path):
         kernels.blake3_compressions(1 << 20) / 1e-3)
     assert all("ratio_to_avx2_bound" in row for row in payload["hash"])
     assert "the AVX2 bound" in text and "vs AVX2 bound [90%]" in text
+
+
+def test_rules_section_pairs_rounds_with_the_crate_017(fake_dir):
+    with harness.open_harness(fake_dir) as h:
+        payload, text = rules.run(repeat=2, leaves=3_000, show_progress=False, harness=h)
+    assert payload["problems"] == []   # the crate 0.17's roots are our leanimt roots
+    assert [row["arity"] for row in payload["rows"]] == [2, 4, 8, 16]
+    for row in payload["rows"]:
+        assert row["crate_s"]["n"] == row["ours_s"]["n"] == 2
+        assert row["speedup"]["n"] == 2
+    assert len(payload["targets"]) == 4 and "load average" in text
+    assert all(t["status"] != "not measured" or "kernel" in t["measured"]
+               for t in payload["targets"])
+
+
+def test_rules_section_reports_a_wrong_crate_root(fake_dir, monkeypatch):
+    monkeypatch.setenv("FAKE_HARNESS_WRONG_ROOT", "17")
+    with harness.open_harness(fake_dir) as h:
+        payload, text = rules.run(repeat=1, leaves=1_000, show_progress=False, harness=h)
+    assert len(payload["problems"]) == 4 and "PROBLEM: arity 2" in text
+
+
+def test_rules_section_without_the_crate():
+    payload, text = rules.run(repeat=1, leaves=1_000, show_progress=False, harness=None)
+    assert {t["status"] for t in payload["targets"]} == {"not measured"}
+    assert "not run" in text

@@ -227,11 +227,12 @@ def _edit_saved_level_keeping_crc(file, level: int, arity: int) -> None:
     head = struct.Struct("<4sHHHHIQ32s")
     _, _, _, _, level_count, _, size, _ = head.unpack_from(data)
     lengths = storage.level_lengths(size, arity)
-    header_len = head.size + 16 * level_count + 8
+    table_at = head.size + storage.SAVE_RULE.size  # version 2: the rule block first
+    header_len = table_at + 16 * level_count + 8
     start = header_len + 32 * sum(lengths[:level])
     data[start + 7] ^= 1
     crc = zlib.crc32(bytes(data[start:start + 32 * lengths[level]]))
-    struct.pack_into("<I", data, head.size + 16 * level + 8, crc)
+    struct.pack_into("<I", data, table_at + 16 * level + 8, crc)
     struct.pack_into("<I", data, header_len - 8, zlib.crc32(bytes(data[:header_len - 8])))
     file.write_bytes(bytes(data))
 

@@ -303,7 +303,8 @@ def test_load_refuses_unknown_flags(tmp_path):
     tree.save(path)
     data = bytearray(path.read_bytes())
     levels = len(storage.level_lengths(len(POOL), 4))
-    head_len = storage.SAVE_HEAD.size + levels * storage.SAVE_LEVEL.size
+    head_len = (storage.SAVE_HEAD.size + storage.SAVE_RULE.size  # version 2: the rule block
+                + levels * storage.SAVE_LEVEL.size)
     struct.pack_into("<I", data, 12, 0x80000001)
     struct.pack_into("<I", data, head_len, zlib.crc32(bytes(data[:head_len])))
     path.write_bytes(bytes(data))

@@ -34,6 +34,7 @@ def tree_of(arity: int, size: int, data: bytes = LEAF_BYTES) -> rotortree.LeanIM
 def dict_without_verified(obj: dict, arity: int) -> dict:
     expected = {k: v for k, v in obj.items() if k != "verified"}
     expected["arity"] = arity
+    expected["rule"] = "rotortree-0.15"  # the 0.15 vectors' rule, which to_dict names
     return expected
 
 
@@ -378,8 +379,8 @@ def break_proof(proof: bytes, kind: str, rng: random.Random) -> bytes:
     elif kind == "position":  # malformed: parsing fails before any hashing
         level_at = HEADER_LEN
         broken[level_at] ^= 1
-    else:  # malformed header
-        broken[4] = 2
+    else:  # malformed header: a version no reader knows
+        broken[4] = 9
     return bytes(broken)
 
 

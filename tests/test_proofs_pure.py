@@ -160,7 +160,7 @@ def test_vector_inclusion_proofs(vector):
         assert InclusionProof.from_bytes(encoded).to_bytes() == encoded
         # The dict shape is the vector's plus "arity" and "type".
         expected = {key: value for key, value in raw.items() if key != "verified"}
-        expected.update(arity=arity, type="inclusion")
+        expected.update(arity=arity, type="inclusion", rule="rotortree-0.15")
         assert proof.to_dict() == expected
         assert InclusionProof.from_dict(proof.to_dict()) == proof
         assert InclusionProof.from_dict(json.loads(json.dumps(proof.to_dict()))) == proof
@@ -185,7 +185,7 @@ def test_vector_consistency_proof(vector):
     assert ConsistencyProof.from_bytes(encoded) == proof
     assert ConsistencyProof.from_bytes(encoded).to_bytes() == encoded
     expected = {key: value for key, value in raw.items() if key != "verified"}
-    expected.update(arity=arity, type="consistency")
+    expected.update(arity=arity, type="consistency", rule="rotortree-0.15")
     assert proof.to_dict() == expected
     assert ConsistencyProof.from_dict(proof.to_dict()) == proof
     assert ConsistencyProof.from_dict(json.loads(json.dumps(proof.to_dict()))) == proof
@@ -579,7 +579,7 @@ def sample_encodings() -> List[Tuple[type, bytes]]:
 def test_inclusion_layout():
     proof = ref_proof(3, 7, 4)  # levels: position 1 / 2 siblings, then 1 / 2
     data = proof.to_bytes()
-    assert data[:4] == b"RTIP" and data[4] == 1 and data[5] == 3
+    assert data[:4] == b"RTIP" and data[4] == 2 and data[5] == 3
     assert data[6] == proof.level_count == 2 and data[7] == 0
     assert int.from_bytes(data[8:16], "little") == 4
     assert int.from_bytes(data[16:24], "little") == 7
@@ -595,7 +595,7 @@ def test_inclusion_layout():
 def test_consistency_layout():
     proof = ref_consistency(4, 6, 300)
     data = proof.to_bytes()
-    assert data[:4] == b"RTCP" and data[4] == 1 and data[5] == 4
+    assert data[:4] == b"RTCP" and data[4] == 2 and data[5] == 4
     assert data[6] == proof.level_count and data[7] == 0
     assert int.from_bytes(data[8:16], "little") == 6
     assert int.from_bytes(data[16:24], "little") == 300
@@ -628,14 +628,21 @@ def test_from_bytes_structure_errors(cls, data):
     other = ConsistencyProof if cls is InclusionProof else InclusionProof
     with pytest.raises(InvalidProofError, match="looks like"):
         other.from_bytes(data)
-    for version in (0, 2, 255):
+    for version in (0, 3, 255):
         with pytest.raises(InvalidProofError, match="version"):
             cls.from_bytes(data[:4] + bytes([version]) + data[5:])
     with pytest.raises(InvalidProofError, match="version"):
-        cls.from_bytes(data[:4] + b"\x02")
+        cls.from_bytes(data[:4] + b"\x03")
+    # Version 1 had a reserved zero where version 2 has the rule number.
     for reserved in (1, 128, 255):
         with pytest.raises(InvalidProofError, match="reserved"):
-            cls.from_bytes(data[:7] + bytes([reserved]) + data[8:])
+            cls.from_bytes(data[:4] + b"\x01" + data[5:7] + bytes([reserved]) + data[8:])
+    for unknown in (3, 128, 255):
+        with pytest.raises(InvalidProofError, match="unknown rule"):
+            cls.from_bytes(data[:7] + bytes([unknown]) + data[8:])
+    if data[5] != 2:
+        with pytest.raises(InvalidProofError, match="does not allow arity"):
+            cls.from_bytes(data[:7] + b"\x02" + data[8:])
     for arity in (0, 1):
         with pytest.raises(InvalidProofError, match="arity"):
             cls.from_bytes(data[:5] + bytes([arity]) + data[6:])
@@ -747,8 +754,14 @@ def test_from_dict_errors():
         with pytest.raises(InvalidProofError):
             InclusionProof.from_dict(d, **kw)
 
-    for key in good.keys() - {"type"}:  # optional: JSON from before it existed
-        bad({k: v for k, v in good.items() if k != key})
+    for key in good:
+        if key not in ("rule", "type"):  # both optional on input  # absent, the rule is rotortree-0.15 (dicts from before rules)
+            bad({k: v for k, v in good.items() if k != key})
+    assert InclusionProof.from_dict({k: v for k, v in good.items() if k != "rule"}) == proof
+    bad(good, rule="leanimt")  # disagrees with the dict
+    bad({**good, "rule": "sha256"})
+    bad({**good, "rule": "rfc6962"})  # arity 4
+    bad({**good, "rule": 1})
     without_arity = {k: v for k, v in good.items() if k != "arity"}
     assert InclusionProof.from_dict(without_arity, arity=4) == proof
     bad(good, arity=3)  # disagrees with the dict
@@ -798,9 +811,12 @@ def test_consistency_from_dict_errors():
         with pytest.raises(InvalidProofError):
             ConsistencyProof.from_dict(d, **kw)
 
-    for key in good.keys() - {"type"}:  # optional: JSON from before it existed
-        bad({k: v for k, v in good.items() if k != key})
+    for key in good:
+        if key not in ("rule", "type"):  # both optional on input
+            bad({k: v for k, v in good.items() if k != key})
     bad(good, arity=5)
+    bad(good, rule="leanimt")
+    bad({**good, "rule": "rfc6962"})
     bad({**good, "extra": None})
     for key, value in [("old_size", "6"), ("new_size", -1), ("old_root", None),
                        ("new_root", "0" * 63), ("level_count", 0), ("levels", {})]:
@@ -997,10 +1013,10 @@ STDLIB = getattr(sys, "stdlib_module_names", None)
 
 # The package modules proofs.py may import: pure Python themselves (checked
 # below), so a light client needs neither cffi nor the compiled core.
-PURE_MODULES = {"errors": ("errors",), "_validate": ("errors",)}
+PURE_MODULES = {"errors": ("errors",), "_validate": ("errors",), "rules": ("errors",)}
 
 
-@pytest.mark.parametrize("module,allowed", [("proofs", ("errors", "_validate")),
+@pytest.mark.parametrize("module,allowed", [("proofs", ("errors", "_validate", "rules")),
                                             *PURE_MODULES.items()])
 def test_proofs_module_imports_only_stdlib_blake3_and_errors(module, allowed):
     tree = ast.parse((PROOFS_PY.parent / f"{module}.py").read_text())

@@ -37,7 +37,7 @@ def from_fields(proof: InclusionProof) -> InclusionProof:
     """The same proof built through the constructor (never kept encoded)."""
     levels = tuple(ProofLevel(level.position, tuple(level.siblings)) for level in proof.levels)
     return InclusionProof(proof.root, proof.leaf, proof.leaf_index, proof.tree_size,
-                          proof.arity, levels)
+                          proof.arity, levels, proof.rule)
 
 
 def slot_is_set(obj: object, name: str) -> bool:

@@ -28,8 +28,9 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 
-from . import (churn, durability, growth, kernels, operations, scaling, scaling_report,
+from . import (churn, durability, growth, kernels, operations, rules, scaling, scaling_report,
                single_ops)
+from . import sha256 as sha256_bench
 from . import harness as rust_harness
 from . import leaf_index as index_bench
 from . import logviews
@@ -84,6 +85,12 @@ def run_kernels(quick: bool, leaves: Optional[int], progress: bool,
     if leaves is not None:
         scale = max(scale, 1_000_000 // max(1, leaves))
     return kernels.run(3 if quick else 7, scale, show_progress=progress, harness=harness)
+
+
+def run_rules(quick: bool, leaves: Optional[int], progress: bool,
+              harness: Harness) -> Tuple[Payload, str]:
+    return rules.run(3 if quick else 9, leaves or rules.LEAVES, show_progress=progress,
+                     harness=harness)
 
 
 def run_operations(quick: bool, leaves: Optional[int], progress: bool,
@@ -147,6 +154,18 @@ def run_churn(quick: bool, leaves: Optional[int], progress: bool,
     if leaves is not None:
         base = ops = max(1, min(leaves, 100_000))
     return churn.run(base, ops, show_progress=progress)
+
+
+def run_sha256(quick: bool, leaves: Optional[int], progress: bool,
+               harness: Harness) -> Tuple[Payload, str]:
+    args = ["--quick"] if quick else []
+    if leaves is not None:  # a smoke run: everything scaled to the leaves asked for
+        args += ["--buffer-mb", "1", "--parents", str(max(16, min(leaves, 1 << 20))),
+                 "--tree-leaves", str(max(1, min(leaves, 100_000))),
+                 "--scaling-leaves", str(leaves), "--repeat", "3"]
+    settings = sha256_bench.parse_args(args, prog="rotortree bench")
+    return sha256_bench.run(settings.buffer_mb, settings.parents, settings.tree_leaves,
+                            settings.scaling_leaves, settings.repeat, show_progress=progress)
 
 
 def run_index(quick: bool, leaves: Optional[int], progress: bool,
@@ -556,6 +575,8 @@ def report(facts: Dict[str, Any], command: str, runtime_s: float,
               "growth": "Growing tree",
               "durability": "Durable trees",
               "churn": "Memory under snapshot churn",
+              "rules": "The leanimt rule against the crate 0.17",
+              "sha256": "SHA-256 and RFC 6962 trees",
               "index": "Leaf index",
               "distributed": "Distributed builds and sharded trees",
               "logviews": "Log views: roots and proofs at past sizes"}
@@ -706,7 +727,8 @@ def run_suite(out: pathlib.Path, quick: bool = False, only: Sequence[str] = SECT
         "kernels": run_kernels, "operations": run_operations,
         "single": run_single, "proofs": run_proofs, "growth": run_growth,
         "durability": functools.partial(run_durability, command=command),
-        "churn": run_churn, "index": run_index, "distributed": run_distributed,
+        "churn": run_churn, "rules": run_rules, "sha256": run_sha256,
+        "index": run_index, "distributed": run_distributed,
         "logviews": run_logviews}
     harness, crates = open_crates(harness_dir, use_harness, progress)
     try:

@@ -46,7 +46,8 @@ from ._build import (
     rule_options,
     run_segments,
 )
-from ._sources import ConcatSource, CounterLeaves, FileSource, Source, plan_source
+from ._sources import (CheckedSource, ConcatSource, CounterLeaves, FileSource, Source,
+                       plan_source)
 from ._store import (
     FORMAT,
     HEADER,
@@ -307,9 +308,18 @@ class ShardedTree:
         return segment_name(index, self._segment_count(index))
 
     def _mapping(self, index: int) -> Optional[mmap.mmap]:
-        if index in self._maps:
-            self._maps.move_to_end(index)
-            return self._maps[index]
+        # Threads serving proofs share the cache: another may evict this
+        # entry between any two steps, so nothing here assumes it stays.
+        try:
+            cached = self._maps[index]
+        except KeyError:
+            pass
+        else:
+            try:
+                self._maps.move_to_end(index)
+            except KeyError:  # evicted meanwhile: the caller still holds its mapping
+                pass
+            return cached
         name = self._segment_name(index)
         count = self._segment_count(index)
         mapping = self._store.map(name)
@@ -318,14 +328,18 @@ class ShardedTree:
                      self._arity, index, count, self._roots[index])
         expected = level_offsets(count, self._arity)[-1]
         if mapping is not None and len(mapping) != expected:
-            where = self._store.where(name)
+            where, got = self._store.where(name), len(mapping)  # len() of a closed map raises
             mapping.close()
-            raise CorruptionError(f"{where}: {len(mapping)} bytes, expected {expected}", where)
+            raise CorruptionError(f"{where}: {got} bytes, expected {expected}", where)
         self._maps[index] = mapping
-        if len(self._maps) > _MAPPED_SEGMENTS:
-            _, old = self._maps.popitem(last=False)
-            if old is not None:
-                old.close()
+        while len(self._maps) > _MAPPED_SEGMENTS:
+            # Dropped, not closed: a thread may still be reading it (a
+            # close would fail under its numpy views or pull the map from
+            # under its slices); it is unmapped when its last user lets go.
+            try:
+                self._maps.popitem(last=False)
+            except KeyError:
+                break
         return mapping
 
     def _read(self, index: int, offset: int, length: int) -> bytes:
@@ -466,6 +480,11 @@ class ShardedTree:
         segments and the top are written; the manifest is replaced last, so
         a failed append leaves the tree as it was."""
         plan = plan_source(source, size)
+        if not plan.leaves:
+            # Nothing to add (a dask array of no rows): rewriting would give
+            # the top file its old name, which the cleanup below would then
+            # delete from under the new manifest.
+            return self._root
         store = self._store
         first = self._segments - 1
         last_count = self._segment_count(first)
@@ -475,7 +494,9 @@ class ShardedTree:
             location = (os.path.join(store.path, self._segment_name(first)) if store.local
                         else store.where(self._segment_name(first)))
             self._mapping(first)  # its header is checked before it is trusted
-            parts.append(FileSource([(location, HEADER.size, last_count)]))
+            parts.append(CheckedSource(FileSource([(location, HEADER.size, last_count)]),
+                                       self._roots[first], self._arity, self._options,
+                                       store.where(self._segment_name(first))))
         else:
             first += 1
         parts.append(plan)
@@ -493,7 +514,8 @@ class ShardedTree:
         self.close()
         self._load()
         # Only now unreferenced by the manifest.
-        store.remove(old_top)
+        if old_top != top_name(new_size):
+            store.remove(old_top)
         if old_edge is not None and old_edge != self._segment_name(first):
             store.remove(old_edge)
         return root

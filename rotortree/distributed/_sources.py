@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._leaf_file import LeafFileError, _size_problem
 from .._native import HASH_LEN
 from .._validate import int_arg, shown
-from ..errors import ArgumentTypeError, InvalidArgumentError, InvalidLeafError, LeafSourceError
+from ..errors import (ArgumentTypeError, CorruptionError, InvalidArgumentError,
+                      InvalidLeafError, LeafSourceError)
 
 
 def is_local(url: str) -> bool:
@@ -77,7 +78,14 @@ def _stat_leaves(url: str) -> int:
             nbytes = info.st_size
         else:
             fs, path = url_filesystem(url)
-            nbytes = int(fs.size(path))
+            # info, not size: a directory has a size too (0 in memory://),
+            # and "empty" would name the wrong problem.
+            details = fs.info(path)
+            if details.get("type") == "directory":
+                raise LeafSourceError(f"{url} is a directory, not a file of leaves")
+            nbytes = details.get("size")
+            if not isinstance(nbytes, int):
+                raise LeafSourceError(f"{url}: its store gives no size ({nbytes!r})")
     except LeafSourceError:
         raise
     except (OSError, ValueError, TypeError) as error:
@@ -237,6 +245,41 @@ class CallableSource(Source):
                                    f"{view.nbytes:,} bytes, not {self.leaves * HASH_LEN:,} "
                                    f"({self.leaves:,} leaves)")
         return data
+
+
+# -- an old right edge, read back to be rebuilt -----------------------------------------------
+
+
+class CheckedSource(Source):
+    """A source whose leaves must hash to ``root`` (arity and hash-rule
+    options given): an append reads the old right-edge segment's leaves from
+    its file, whose header the manifest vouches for but whose body nothing
+    else checks, and a changed leaf would otherwise pass into the new tree.
+    Checked on the worker that reads it, so the client reads no leaves."""
+
+    __slots__ = ("source", "root", "arity", "options", "where")
+
+    def __init__(self, source: Source, root: bytes, arity: int, options: Dict[str, Any],
+                 where: str) -> None:
+        self.source, self.root, self.arity = source, root, arity
+        self.options, self.where = options, where
+        self.leaves = source.leaves
+
+    def part(self, start: int, stop: int) -> Source:
+        if (start, stop) == (0, self.leaves):
+            return self
+        # An edge is shorter than a segment, and the segment being rebuilt
+        # starts where it does: a part of it cannot be checked alone.
+        raise AssertionError(f"a checked source is read whole, not [{start}, {stop})")
+
+    def read(self) -> Any:
+        from ..tree import compute_root
+
+        leaves = self.source.read()
+        if compute_root(leaves, self.arity, **self.options) != self.root:
+            raise CorruptionError(f"{self.where}: its leaves do not hash to the root in its "
+                                  "header", self.where)
+        return leaves
 
 
 # -- concatenation (appends: the old right-edge segment, then the new leaves) ---------------

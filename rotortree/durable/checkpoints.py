@@ -142,7 +142,8 @@ class Checkpoints(TreeState):
                 storage.fsync_fd(fd, path)
             records.append(LevelRecord(stored, crc, _core.snapshot_node(snap, level, length - 1)))
         meta = Meta(self._arity, self._max_depth, snap.size, seq, gen, snap.root, records,
-                    storage.META_FLAG_SYNC_RECORD | (old.flags & storage.META_FLAG_INDEX))
+                    storage.META_FLAG_SYNC_RECORD | (old.flags & storage.META_FLAG_INDEX),
+                    rule=self._rule)
         if self._failed is not None:
             raise self._state.failure(f"checkpoint of {self._dir} abandoned")
         storage.atomic_write(os.path.join(self._dir, storage.META_NAME), meta.encode())

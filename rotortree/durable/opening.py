@@ -24,6 +24,7 @@ from ..errors import (
     TreeLockedError,
     TreeNotFoundError,
 )
+from ..rules import DEFAULT_RULE, check_same_rule, known_rule, rule_arg
 from ..storage import NODE, Meta
 from ..storage import io as storage_io
 from ..tree import LeanIMT
@@ -52,7 +53,7 @@ class Opening(TreeState):
                flush_policy: Optional[FlushPolicy],
                checkpoint_policy: Optional[CheckpointPolicy],
                verify_checkpoint: bool, mmap_levels: int, read_only: bool,
-               index: Optional[bool] = None) -> None:
+               rule: Optional[str] = None, index: Optional[bool] = None) -> None:
         for name, value in (("arity", arity), ("max_depth", max_depth)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ArgumentTypeError(f"{name} must be an int or None, not "
@@ -85,6 +86,10 @@ class Opening(TreeState):
         if arity is not None or max_depth is not None:
             storage.check_arity(4 if arity is None else arity,
                                 32 if max_depth is None else max_depth)
+        if rule is not None:
+            # rfc6962's arity is checked here only if an arity is given; an
+            # existing tree's is checked against its stored arity below.
+            rule = known_rule(rule) if arity is None else rule_arg(rule, arity)
         directory = os.path.abspath(storage_io.file_path(path))
         self._dir = directory
         self._read_only = read_only
@@ -112,7 +117,7 @@ class Opening(TreeState):
         self._wake_checkpointer = threading.Event()
         self.recovery = {}
         try:
-            self._open_files(arity, max_depth, create, verify_checkpoint, index)
+            self._open_files(arity, max_depth, create, verify_checkpoint, rule, index)
         except BaseException as error:
             self._files.close_all()
             self._imt = None
@@ -158,7 +163,8 @@ class Opening(TreeState):
             pass
 
     def _open_files(self, arity: Optional[int], max_depth: Optional[int], create: bool,
-                    verify: bool, index: Optional[bool] = None) -> None:
+                    verify: bool, rule: Optional[str] = None,
+                    index: Optional[bool] = None) -> None:
         started = time.perf_counter()
         directory = self._dir
         read_only = self._read_only
@@ -166,8 +172,11 @@ class Opening(TreeState):
             raise InvalidArgumentError(f"{directory} exists and is not a directory")
         # Looked at before anything is created: a mistyped path must neither
         # become a new tree nor get a LOCK file in an unrelated folder.
-        if self._holds_no_tree() and not create:
-            raise self._not_found()
+        if self._holds_no_tree():
+            if not create:
+                raise self._not_found()
+            if rule is not None:  # a new tree: its default arity must suit the rule
+                rule_arg(rule, 4 if arity is None else arity)
         if read_only:
             self._files.dir_lock_fd = self._hold_directory_lock(shared=True)
         else:
@@ -199,7 +208,9 @@ class Opening(TreeState):
             # the tree (or removed it) since _holds_no_tree looked.
             if not create:
                 raise self._not_found()
-            meta = Meta(4 if arity is None else arity, 32 if max_depth is None else max_depth)
+            new_arity = 4 if arity is None else arity
+            meta = Meta(new_arity, 32 if max_depth is None else max_depth,
+                        rule=rule_arg(DEFAULT_RULE if rule is None else rule, new_arity))
             if index:
                 meta.flags |= storage.META_FLAG_INDEX
             # The sync record first: the meta's flag then never promises a
@@ -210,6 +221,8 @@ class Opening(TreeState):
             if arity is not None and arity != meta.arity:
                 raise StorageMismatchError(
                     f"{directory} holds a tree of arity {meta.arity}; opened with arity {arity}")
+            if rule is not None:
+                check_same_rule(rule, meta.rule, f"durable tree {directory}")
             if max_depth is not None and max_depth != meta.max_depth:
                 raise StorageMismatchError(
                     f"{directory} holds a tree of max_depth {meta.max_depth}; opened with "
@@ -219,6 +232,7 @@ class Opening(TreeState):
                     f"{directory} holds a tree with a leaf index; opened with index=False")
         self._meta = meta
         self._arity = meta.arity
+        self._rule = meta.rule
         self._max_depth = meta.max_depth
         self._capacity = meta.arity ** meta.max_depth
         # Checkpoint thresholds in entries and leaves (inf: never), and the
@@ -229,7 +243,7 @@ class Opening(TreeState):
             -(-policy.nbytes * (meta.arity - 1) // (NODE * meta.arity))
         self._root_out = ffi.new("uint8_t[32]")
         self._errno_out = ffi.new("int *")
-        self._imt = LeanIMT(meta.arity, meta.max_depth)
+        self._imt = LeanIMT(meta.arity, meta.max_depth, rule=meta.rule)
         record = storage.read_sync_record(directory)
         if record is None and meta.flags & storage.META_FLAG_SYNC_RECORD:
             path = os.path.join(directory, storage.SYNC_NAME)

@@ -75,7 +75,7 @@ class Recovery(TreeState):
                     [(mapping if mapping is not None else b"", record.stored,
                       record.last if level else None)
                      for level, ((mapping, _), record) in enumerate(zip(held, meta.levels))],
-                    arity, meta.root)
+                    arity, meta.root, meta.rule)
                 if bad == 0:
                     raise CorruptionError(
                         f"level file {path}: the root recomputed from its {meta.size} leaves "

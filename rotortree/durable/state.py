@@ -48,6 +48,7 @@ class TreeState:
     _finalizer: Any              # weakref.finalize
     _meta: Meta
     _arity: int
+    _rule: str
     _max_depth: int
     _capacity: int
     _due_entries: float

@@ -45,7 +45,8 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
              flush_policy: Optional[FlushPolicy] = None,
              checkpoint_policy: Optional[CheckpointPolicy] = None,
              verify_checkpoint: bool = True, mmap_levels: int = 0,
-             read_only: bool = False, index: Optional[bool] = None) -> "RotorTree":
+             read_only: bool = False, rule: Optional[str] = None,
+             index: Optional[bool] = None) -> "RotorTree":
         """Open the tree stored in directory ``path`` (str, bytes or
         os.PathLike).
 
@@ -57,6 +58,10 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
         (default 4) and ``max_depth`` (default 32); ``create=True`` opens an
         existing tree as it is. A directory that holds other files but no
         tree is refused (:class:`NotATreeError`, a ``FileExistsError``).
+        ``rule`` is the hash rule (see :class:`~rotortree.LeanIMT`): a new
+        tree gets it (default ``"rotortree-0.15"``), an existing tree keeps
+        the rule it was created with and, if ``rule`` is given and differs,
+        raises :class:`~rotortree.RuleMismatchError`.
 
         ``flush_policy`` defaults to ``FlushPolicy.interval(0.010)``,
         ``checkpoint_policy`` to ``memory_threshold(64 MiB) | on_close()``.
@@ -89,7 +94,7 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
         """
         self = cls.__new__(cls)
         self._setup(path, arity, max_depth, create, flush_policy, checkpoint_policy,
-                    verify_checkpoint, mmap_levels, read_only, index)
+                    verify_checkpoint, mmap_levels, read_only, rule, index)
         return self
 
     # -- closing ------------------------------------------------------------
@@ -178,6 +183,11 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
     @property
     def max_depth(self) -> int:
         return self._max_depth
+
+    @property
+    def rule(self) -> str:
+        """The hash rule, as recorded in the tree's metadata."""
+        return self._rule
 
     @property
     def capacity(self) -> int:

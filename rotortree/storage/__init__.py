@@ -30,12 +30,15 @@ Durable tree directory (``RotorTree.open(path)``)
     The checkpoint record, replaced atomically (written to ``meta.tmp``,
     fsynced, renamed over ``meta``, directory fsynced)::
 
-        magic "RTMD" | version u16 (=1) | arity u16 | max_depth u16 |
+        magic "RTMD" | version u16 (=2) | arity u16 | max_depth u16 |
         level_count u16 | flags u32 | size u64 | last_seq u64 |
         wal_gen u64 | root[32] (zeros when empty)                      72 bytes
+        rule u8 | 7 zero bytes (version 2 only)                         8 bytes
         level_count times:  stored u64 | crc32 u32 | 0 u32 | last[32]  48 bytes
         crc32 u32 over everything before it
 
+    ``rule`` is the hash rule's number (:mod:`rotortree.rules`); version 1
+    records, from before rules, have no rule field and mean rotortree-0.15.
     ``level_count`` is ``depth(size) + 1`` (0 for the empty tree).
     ``stored`` is how many leading nodes of the level its level file holds:
     ``size`` for level 0 (leaves never change), ``len_l - 1`` for levels
@@ -91,14 +94,18 @@ Exported in-memory tree (``LeanIMT.save(path)``)
 One file, written atomically (``<path>.tmp-<pid>``, fsync, rename, directory
 fsync)::
 
-    magic "RTSV" | version u16 (=1) | arity u16 | max_depth u16 |
+    magic "RTSV" | version u16 (=2) | arity u16 | max_depth u16 |
     level_count u16 | flags u32 | size u64 | root[32] (zeros when empty) 56 bytes
+    rule u8 | 7 zero bytes (version 2 only)                           8 bytes
     level_count times: count u64 | crc32 u32 | 0 u32                  16 bytes
     crc32 u32 | 0 u32 over the header and table                        8 bytes
     level 0 nodes, level 1 nodes, ..., level depth nodes (all nodes)
 
 ``flags`` bit 0: the tree keeps a leaf index, which ``load`` rebuilds from
 the leaves; other bits are 0 (a file with others is refused).
+``rule`` is the hash rule's number; version 1 files, from before rules,
+have no rule field and mean rotortree-0.15.
+
 ``load(verify=True)`` checks every level's crc and rehashes every level to
 the root (in parallel, ``compute_root``; see :func:`first_bad_level`), so
 any change to a stored node is caught, whatever its crc; ``verify=False``

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from .._native import ffi, lib
 from ..errors import CorruptionError, InvalidArgumentError
+from ..rules import DEFAULT_RULE, RFC6962, RULES, rule_code
 from .io import atomic_write, fdatasync_fd, open_fd, write_all
 
 NODE = 32
@@ -41,8 +42,12 @@ def stored_count(level: int, length: int) -> int:
 
 META_NAME = "meta"
 META_MAGIC = b"RTMD"
-META_VERSION = 1
+# Version 2 adds the tree's hash rule after the head; version 1 (before
+# rules) has none and means rotortree-0.15.
+META_VERSION = 2
+META_RULELESS_VERSION = 1
 _META_HEAD = struct.Struct("<4sHHHHIQQQ32s")
+_META_RULE = struct.Struct("<B7x")
 _META_LEVEL = struct.Struct("<QI4x32s")
 _CRC = struct.Struct("<I")
 
@@ -73,11 +78,13 @@ class Meta:
     root: Optional[bytes] = None
     levels: List[LevelRecord] = field(default_factory=list)
     flags: int = META_FLAG_SYNC_RECORD
+    rule: str = DEFAULT_RULE
 
     def encode(self) -> bytes:
         head = _META_HEAD.pack(META_MAGIC, META_VERSION, self.arity, self.max_depth,
                                len(self.levels), self.flags, self.size, self.last_seq,
                                self.wal_gen, self.root or ZERO_NODE)
+        head += _META_RULE.pack(rule_code(self.rule))
         body = head + b"".join(_META_LEVEL.pack(r.stored, r.crc, r.last) for r in self.levels)
         return body + _CRC.pack(zlib.crc32(body))
 
@@ -92,25 +99,32 @@ class Meta:
          root) = _META_HEAD.unpack_from(data)
         if magic != META_MAGIC:
             raise bad(f"bad magic {magic!r} (not a rotortree metadata file)")
-        expected_len = _META_HEAD.size + level_count * _META_LEVEL.size + _CRC.size
+        if version not in (META_RULELESS_VERSION, META_VERSION):
+            raise bad(f"unsupported version {version}")
+        head_len = _META_HEAD.size + (_META_RULE.size if version >= 2 else 0)
+        expected_len = head_len + level_count * _META_LEVEL.size + _CRC.size
         if len(data) != expected_len:
             raise bad(f"length {len(data)} bytes, expected {expected_len} for "
                       f"{level_count} levels")
         (crc,) = _CRC.unpack_from(data, expected_len - _CRC.size)
         if zlib.crc32(data[:expected_len - _CRC.size]) != crc:
             raise bad("checksum mismatch (the record is damaged)")
-        if version != META_VERSION:
-            raise bad(f"unsupported version {version}")
         if not valid_shape(arity, max_depth) or flags & ~_META_KNOWN_FLAGS:
             raise bad(f"invalid header (arity {arity}, max_depth {max_depth}, flags {flags:#x})")
+        rule = DEFAULT_RULE
+        if version >= 2:
+            (code,) = _META_RULE.unpack_from(data, _META_HEAD.size)
+            if code >= len(RULES) or (RULES[code] == RFC6962 and arity != 2):
+                raise bad(f"invalid rule number {code} for arity {arity}")
+            rule = RULES[code]
         levels = []
-        offset = _META_HEAD.size
+        offset = head_len
         for _ in range(level_count):
             stored, level_crc, last = _META_LEVEL.unpack_from(data, offset)
             levels.append(LevelRecord(stored, level_crc, last))
             offset += _META_LEVEL.size
         meta = cls(arity, max_depth, size, last_seq, wal_gen,
-                   root if size else None, levels, flags)
+                   root if size else None, levels, flags, rule)
         lengths = level_lengths(size, arity)
         if len(lengths) != level_count:
             raise bad(f"{level_count} levels recorded, a tree of {size} leaves has "
@@ -373,8 +387,12 @@ class SyncRecord:
 # LeanIMT.save / LeanIMT.load
 
 SAVE_MAGIC = b"RTSV"
-SAVE_VERSION = 1
+# Version 2 adds SAVE_RULE after the head: the tree's rule number; version 1
+# has none and means rotortree-0.15.
+SAVE_VERSION = 2
+SAVE_RULELESS_VERSION = 1
 SAVE_HEAD = struct.Struct("<4sHHHHIQ32s")  # 56; the u32 holds SAVE_FLAG_* bits
+SAVE_RULE = struct.Struct("<B7x")  # 8
 # Save flag: the tree keeps a leaf index; load rebuilds it from the leaves
 # (it is not stored: rebuilding on the pool costs about what reading and
 # checksumming a stored table would, and cannot disagree with the leaves).
@@ -441,6 +459,8 @@ __all__ = [
     "SyncRecord",
     "SAVE_MAGIC",
     "SAVE_VERSION",
+    "SAVE_RULELESS_VERSION",
+    "SAVE_RULE",
     "SAVE_HEAD",
     "SAVE_LEVEL",
     "SAVE_CRC",

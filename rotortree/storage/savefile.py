@@ -7,11 +7,12 @@ import mmap
 import os
 import tempfile
 import zlib
-from typing import TYPE_CHECKING, Any, Type
+from typing import TYPE_CHECKING, Any, Optional, Type
 
 from .. import _core
 from .._native import check, ffi, lib
 from ..errors import CorruptionError, RotorTreeError
+from ..rules import RULES, check_same_rule, rule_code
 from .formats import (
     NODE,
     SAVE_CRC,
@@ -20,6 +21,8 @@ from .formats import (
     SAVE_KNOWN_FLAGS,
     SAVE_LEVEL,
     SAVE_MAGIC,
+    SAVE_RULE,
+    SAVE_RULELESS_VERSION,
     SAVE_VERSION,
     ZERO_NODE,
     level_lengths,
@@ -44,7 +47,8 @@ def save_snapshot(snap: "Snapshot", max_depth: int, indexed: bool, path: Any) ->
     path = file_path(path)
     flags = SAVE_FLAG_INDEX if indexed else 0
     lengths = level_lengths(snap.size, snap.arity)
-    header_len = SAVE_HEAD.size + len(lengths) * SAVE_LEVEL.size + SAVE_CRC.size
+    header_len = (SAVE_HEAD.size + SAVE_RULE.size + len(lengths) * SAVE_LEVEL.size
+                  + SAVE_CRC.size)
     tmp = f"{path}.tmp-{os.getpid()}-{id(snap):x}"
 
     def write(fd: int) -> None:
@@ -59,6 +63,7 @@ def save_snapshot(snap: "Snapshot", max_depth: int, indexed: bool, path: Any) ->
             crcs.append(crc)
         head = SAVE_HEAD.pack(SAVE_MAGIC, SAVE_VERSION, snap.arity, max_depth,
                               len(lengths), flags, snap.size, snap.root or ZERO_NODE)
+        head += SAVE_RULE.pack(rule_code(snap.rule))
         head += b"".join(SAVE_LEVEL.pack(n, c) for n, c in zip(lengths, crcs))
         head += SAVE_CRC.pack(zlib.crc32(head))
         write_all(fd, head, 0, tmp)
@@ -67,9 +72,11 @@ def save_snapshot(snap: "Snapshot", max_depth: int, indexed: bool, path: Any) ->
 
 
 def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
-              in_place: bool = False) -> "LeanIMT":
+              in_place: bool = False, rule: Optional[str] = None) -> "LeanIMT":
     """Read a file written by :func:`save_tree` into a new tree without
     rehashing it (see the module docstring for what ``verify`` checks).
+    The tree gets the file's rule; ``rule`` (a checked name), when given,
+    must be that rule (RuleMismatchError otherwise).
     ``in_place``: serve the nodes from a read-only shared mapping of the file
     instead of copying them (only each level's last chunk is copied); the
     mapping lives as long as the tree and its snapshots."""
@@ -94,30 +101,40 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
             SAVE_HEAD.unpack(head)
         if magic != SAVE_MAGIC:
             raise bad(f"bad magic {magic!r} (not a file written by LeanIMT.save)")
-        header_len = SAVE_HEAD.size + level_count * SAVE_LEVEL.size + SAVE_CRC.size
+        if version not in (SAVE_RULELESS_VERSION, SAVE_VERSION):
+            raise bad(f"unsupported version {version}")
+        # Version 2 adds the rule after the head; version 1 predates rules
+        # and its trees are rotortree-0.15's.
+        rule_len = SAVE_RULE.size if version >= 2 else 0
+        table_at = SAVE_HEAD.size + rule_len
+        header_len = table_at + level_count * SAVE_LEVEL.size + SAVE_CRC.size
         header = os.pread(fd, header_len, 0)
         if len(header) < header_len:
             raise bad(f"truncated header ({file_size} bytes)")
         (crc,) = SAVE_CRC.unpack_from(header, header_len - SAVE_CRC.size)
         if zlib.crc32(header[:header_len - SAVE_CRC.size]) != crc:
             raise bad("header checksum mismatch")
-        if version != SAVE_VERSION:
-            raise bad(f"unsupported version {version}")
         if flags & ~SAVE_KNOWN_FLAGS:
             raise bad(f"unknown flags {flags:#x} (written by a newer rotortree?)")
         if not valid_shape(arity, max_depth):
             raise bad(f"invalid arity {arity} or max_depth {max_depth}")
+        (code,) = SAVE_RULE.unpack_from(header, SAVE_HEAD.size) if rule_len else (0,)
+        if code >= len(RULES) or (RULES[code] == "rfc6962" and arity != 2):
+            raise bad(f"invalid rule number {code} for arity {arity}")
+        file_rule = RULES[code]
+        if rule is not None:
+            check_same_rule(rule, file_rule, f"saved tree {path}")
         if size > arity ** max_depth:
             raise bad(f"{size} leaves exceed arity ** max_depth")
         lengths = level_lengths(size, arity)
-        table = [SAVE_LEVEL.unpack_from(header, SAVE_HEAD.size + i * SAVE_LEVEL.size)
+        table = [SAVE_LEVEL.unpack_from(header, table_at + i * SAVE_LEVEL.size)
                  for i in range(level_count)]
         if [count for count, _ in table] != lengths:
             raise bad(f"level table {[c for c, _ in table]} does not fit {size} leaves")
         expected = header_len + NODE * sum(lengths)
         if file_size != expected:
             raise bad(f"length {file_size} bytes, expected {expected}")
-        tree = cls(arity, max_depth)
+        tree = cls(arity, max_depth, rule=file_rule)
         if size == 0:
             if flags & SAVE_FLAG_INDEX:
                 tree.enable_index()
@@ -136,7 +153,8 @@ def load_tree(cls: "Type[LeanIMT]", path: Any, *, verify: bool = True,
                         if crc_of(part, part.nbytes) != level_crc:
                             raise bad(f"level {level} checksum mismatch")
                     damaged = first_bad_level([(part, count, None) for part, count
-                                               in zip(parts, lengths)], arity, root)
+                                               in zip(parts, lengths)], arity, root,
+                                               file_rule)
                     if damaged == 0:
                         raise bad("the root recomputed from the leaves differs from the "
                                   "recorded root")
@@ -217,7 +235,7 @@ def copy_tree(cls: "Type[LeanIMT]", snap: "Snapshot", max_depth: int,
     rehashing: each level is read once into a buffer the new tree borrows
     (C copies a borrowed level's last chunk before its first write), so a
     copy costs one pass over the nodes."""
-    tree = cls(snap.arity, max_depth, index=indexed)
+    tree = cls(snap.arity, max_depth, index=indexed, rule=snap.rule)
     if snap.size == 0:
         return tree
     lengths = level_lengths(snap.size, snap.arity)

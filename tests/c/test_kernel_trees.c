@@ -141,13 +141,13 @@ static void check_vector(const vector *v, const uint8_t *leaves, const char *wha
                          unsigned threads)
 {
     uint8_t root[32];
-    CHECK(rt_compute_root(leaves, (size_t)v->size, v->arity, root) == RT_OK &&
+    CHECK(rt_compute_root(leaves, (size_t)v->size, v->arity, RT_RULE_ROTORTREE_015, root) == RT_OK &&
               same_hash(root, v->root),
           "%s, %u threads, arity %u, size %" PRIu64 ": compute_root", what, threads,
           v->arity, v->size);
 
     rt_tree *whole = NULL;
-    REQUIRE(rt_tree_new(v->arity, 32, &whole) == RT_OK, "tree");
+    REQUIRE(rt_tree_new(v->arity, 32, RT_RULE_ROTORTREE_015, &whole) == RT_OK, "tree");
     CHECK(rt_tree_insert_many(whole, leaves, (size_t)v->size, root) == RT_OK &&
               same_hash(root, v->root),
           "%s, %u threads, arity %u, size %" PRIu64 ": one batch", what, threads,
@@ -155,7 +155,7 @@ static void check_vector(const vector *v, const uint8_t *leaves, const char *wha
     rt_tree_free(whole);
 
     rt_tree *batched = NULL;
-    REQUIRE(rt_tree_new(v->arity, 32, &batched) == RT_OK, "tree");
+    REQUIRE(rt_tree_new(v->arity, 32, RT_RULE_ROTORTREE_015, &batched) == RT_OK, "tree");
     uint64_t offset = 0;
     bool ok = true;
     for (unsigned b = 0; b < v->batch_count; b++) {
@@ -171,7 +171,7 @@ static void check_vector(const vector *v, const uint8_t *leaves, const char *wha
     // Single inserts hash on the calling thread, whatever the pool has.
     if (threads == 1 && v->size <= SINGLE_INSERTS_UP_TO) {
         rt_tree *single = NULL;
-        REQUIRE(rt_tree_new(v->arity, 32, &single) == RT_OK, "tree");
+        REQUIRE(rt_tree_new(v->arity, 32, RT_RULE_ROTORTREE_015, &single) == RT_OK, "tree");
         ok = true;
         for (uint64_t i = 0; i < v->size; i++)
             ok &= rt_tree_insert(single, leaves + i * 32u, root) == RT_OK;
@@ -229,7 +229,7 @@ static rt_tree *build(unsigned arity, const uint8_t *leaves, const uint64_t *bat
                       unsigned batch_count)
 {
     rt_tree *tree = NULL;
-    REQUIRE(rt_tree_new(arity, 32, &tree) == RT_OK, "tree");
+    REQUIRE(rt_tree_new(arity, 32, RT_RULE_ROTORTREE_015, &tree) == RT_OK, "tree");
     uint64_t offset = 0;
     uint8_t root[32];
     for (unsigned b = 0; b < batch_count; b++) {
@@ -281,7 +281,7 @@ static void test_random_trees(uint64_t seed)
                       " leaves in %u batches: nodes differ from portable",
                       rt_kernel_name(kernels[k]), THREADS[t], arity, n, batch_count);
                 uint8_t root[32];
-                CHECK(rt_compute_root(leaves, (size_t)n, arity, root) == RT_OK &&
+                CHECK(rt_compute_root(leaves, (size_t)n, arity, RT_RULE_ROTORTREE_015, root) == RT_OK &&
                           same_hash(root, want + want_len - 32),
                       "%s, %u threads, arity %u, %" PRIu64 " leaves: compute_root",
                       rt_kernel_name(kernels[k]), THREADS[t], arity, n);

@@ -1,0 +1,60 @@
+/*
+ * Hash rules: rotortree-0.15 (tagged BLAKE3 parents), leanimt (untagged
+ * BLAKE3, the crate from 0.16 on) and rfc6962 (SHA-256 interior nodes of
+ * RFC 6962 / RFC 9162, binary only).
+ */
+#include "rt_config.h"
+
+#include "rt_rule.h"
+#include "rt_sha256.h"
+
+int rt_rule_check(int rule, unsigned arity)
+{
+    switch (rule) {
+    case RT_RULE_ROTORTREE_015:
+    case RT_RULE_LEANIMT:
+        return RT_OK;
+    case RT_RULE_RFC6962:
+        // RFC 6962's tree is binary; a wider one has no RFC meaning.
+        return arity == 2 ? RT_OK : RT_ERR_INVALID_ARGUMENT;
+    default:
+        return RT_ERR_INVALID_ARGUMENT;
+    }
+}
+
+/* rt_parents_fn shape for SHA-256: groups are always two children (the
+ * arity is checked when the tree is made). */
+static void rfc6962_parents(const uint8_t *children, size_t count, unsigned arity,
+                            uint8_t *out)
+{
+    (void)arity;
+    rt_sha256_rfc6962_parents(children, count, out);
+}
+
+rt_parents_fn rt_rule_parents_fn(int rule)
+{
+    switch (rule) {
+    case RT_RULE_LEANIMT:
+        return rt_active_untagged_parents_fn();
+    case RT_RULE_RFC6962:
+        return rfc6962_parents;
+    default:
+        return rt_active_parents_fn();
+    }
+}
+
+void rt_rule_parent(int rule, const uint8_t *children, unsigned count, uint8_t *out)
+{
+    rt_rule_parents_fn(rule)(children, 1, count, out);
+}
+
+int rt_hash_parent_rule(int rule, const uint8_t *children, unsigned count, uint8_t *out)
+{
+    if (!children || !out || count < RT_MIN_ARITY || count > RT_MAX_ARITY)
+        return RT_ERR_INVALID_ARGUMENT;
+    int status = rt_rule_check(rule, count);
+    if (status != RT_OK)
+        return status;
+    rt_rule_parent(rule, children, count, out);
+    return RT_OK;
+}

@@ -1,0 +1,194 @@
+"""RFC 6962 / RFC 9162 leaf hashes: ``SHA-256(0x00 || entry)``.
+
+A Certificate-Transparency-style log stores entries; its tree's leaves are
+their leaf hashes, and its parents ``SHA-256(0x01 || left || right)`` (the
+``"rfc6962"`` rule). The 0x00 / 0x01 prefixes keep a leaf from passing for
+a parent.
+
+With the compiled core, SHA-256 runs in C (FIPS 180-4, on the CPU's SHA
+extensions where it has them, following the process-wide kernel, so
+``ROTORTREE_SIMD=portable`` hashes with portable C) and large batches are
+spread over the thread pool. Without it (light client mode) the same values
+come from :mod:`hashlib`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from itertools import accumulate
+from typing import Any, Iterable, List, Optional, Sequence, Union
+
+from ._validate import int_arg, shown
+from .errors import ArgumentTypeError, InvalidArgumentError
+
+BytesLike = Union[bytes, bytearray, memoryview]
+
+LEAF_PREFIX = b"\x00"
+NODE_PREFIX = b"\x01"
+HASH_LEN = 32
+
+_lib: Any
+try:
+    from ._native import check as _check
+    from ._native import ffi as _ffi
+    from ._native import lib as _lib
+except ImportError:  # light client: hashlib only
+    _lib = None
+else:
+    # Output buffers are written whole by C before anyone reads them: not
+    # clearing them first saves a pass over memory the size of the result.
+    _new_uncleared = _ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def _byte_view(value: object, what: str) -> memoryview:
+    """``value`` as a memoryview of bytes, or ArgumentTypeError. str is
+    refused: which encoding the log uses is the caller's decision."""
+    if isinstance(value, (str, int)):
+        raise ArgumentTypeError(f"{what} must be bytes-like, not {type(value).__name__}")
+    try:
+        view = memoryview(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(f"{what} must be bytes-like, not {type(value).__name__}") from None
+    if view.itemsize != 1 or view.format.lstrip("@=<>!") not in ("B", "b", "c"):
+        raise ArgumentTypeError(f"{what} must hold bytes (uint8), got item format {view.format!r}")
+    return view
+
+
+def _contiguous(view: memoryview) -> Any:
+    return view if view.c_contiguous else view.tobytes()
+
+
+def leaf_hash(entry: BytesLike) -> bytes:
+    """The RFC 6962 leaf hash ``SHA-256(0x00 || entry)`` of one entry
+    (any bytes-like object, any length)."""
+    view = _byte_view(entry, "entry")
+    if _lib is None:
+        return hashlib.sha256(LEAF_PREFIX + view.tobytes()).digest()
+    out = _ffi.new("uint8_t[32]")
+    data = _ffi.from_buffer("uint8_t[]", _contiguous(view))
+    _check(_lib.rt_rfc6962_leaf_hashes(data, view.nbytes, _ffi.NULL, 1, view.nbytes, out),
+           "leaf_hash")
+    return bytes(out)
+
+
+def leaf_hashes(entries: Union[BytesLike, Iterable[BytesLike]],
+                entry_len: Optional[int] = None) -> bytes:
+    """Leaf hashes of many entries, concatenated: 32 bytes per entry, in
+    order, ready for ``LeanIMT(rule="rfc6962").insert_many``.
+
+    ``entries`` is either an iterable of bytes-like entries of any lengths,
+    or one contiguous bytes-like buffer of fixed-size entries with
+    ``entry_len`` giving their size (the buffer's length must be a whole
+    number of entries). An empty batch gives ``b""``. With the compiled
+    core, large batches run on the thread pool (``rotortree.configure``).
+    Raises ArgumentTypeError for a str, a non-bytes item or a buffer without
+    ``entry_len``, InvalidArgumentError for a bad ``entry_len``.
+    """
+    if isinstance(entries, str):
+        raise ArgumentTypeError("entries must be bytes-like entries, not str")
+    try:
+        memoryview(entries)  # type: ignore[arg-type,unused-ignore]
+        is_buffer = True
+    except TypeError:
+        is_buffer = False
+    except ValueError:  # a released memoryview
+        raise ArgumentTypeError(f"cannot read entries from {shown(entries)}") from None
+    if is_buffer:
+        if entry_len is None:
+            raise ArgumentTypeError(
+                "a contiguous buffer of entries needs entry_len (the size of each entry); "
+                "pass a list for entries of different lengths")
+        return _fixed(_byte_view(entries, "entries"), entry_len)
+    if entry_len is not None:
+        raise ArgumentTypeError("entry_len applies to a contiguous buffer of entries, not to "
+                                f"{type(entries).__name__}")
+    if isinstance(entries, (list, tuple)):
+        items: Sequence[Any] = entries
+    else:
+        try:
+            items = list(entries)
+        except TypeError:
+            raise ArgumentTypeError(
+                f"entries must be a bytes-like buffer or an iterable of entries, "
+                f"not {type(entries).__name__}") from None
+    joined = _joined(items)
+    if joined is not None:
+        return joined
+    parts: List[bytes] = []
+    for index, item in enumerate(items):
+        # Anything but bytes is copied once, which also makes a strided view
+        # contiguous; a bad item raises here, naming its position.
+        parts.append(item if type(item) is bytes
+                     else _byte_view(item, f"entry {index}").tobytes())
+    data = b"".join(parts)
+    return _variable(data, _offsets(parts), len(parts))
+
+
+def _offsets(items: Sequence[Any]) -> "array[int]":
+    offsets = array("Q", [0])
+    offsets.extend(accumulate(map(len, items)))
+    return offsets
+
+
+def _joined(items: Sequence[Any]) -> Optional[bytes]:
+    """The leaf hashes of a list of byte strings from one join, with every
+    pass over the list at C speed (a million entries have no Python-level
+    loop); None sends the list down the item-by-item path, which names a bad
+    item. ``len`` is the byte length exactly for byte strings and 1-D byte
+    buffers, and at most it for any other buffer, so the lengths summing to
+    the joined length proves each one is a byte length."""
+    try:
+        data = b"".join(items)
+        sizes = set(map(len, items))
+    except (TypeError, ValueError, BufferError):  # str, int, strided or released views
+        return None
+    if len(sizes) == 1:
+        size = sizes.pop()
+        if size and len(data) == size * len(items):  # one size: no offsets to build
+            return _fixed(memoryview(data), size)
+    offsets = _offsets(items)
+    if offsets[-1] != len(data):
+        return None
+    return _variable(data, offsets, len(items))
+
+
+def _fixed(view: memoryview, entry_len: object) -> bytes:
+    size = int_arg("entry_len", entry_len)
+    if size < 0:
+        raise InvalidArgumentError(f"entry_len must be >= 0, got {shown(size)}")
+    total = view.nbytes
+    if size == 0:
+        if total:
+            raise InvalidArgumentError("entry_len 0 cannot split a non-empty buffer")
+        return b""
+    if total % size:
+        raise InvalidArgumentError(
+            f"a buffer of {total} bytes is not a whole number of {size}-byte entries")
+    count = total // size
+    if _lib is None:
+        data = view.tobytes()
+        return b"".join(hashlib.sha256(LEAF_PREFIX + data[i * size:(i + 1) * size]).digest()
+                        for i in range(count))
+    if count == 0:
+        return b""
+    out = _new_uncleared("uint8_t[]", count * HASH_LEN)
+    data = _ffi.from_buffer("uint8_t[]", _contiguous(view))
+    _check(_lib.rt_rfc6962_leaf_hashes(data, total, _ffi.NULL, count, size, out), "leaf_hashes")
+    return bytes(_ffi.buffer(out))
+
+
+def _variable(data: bytes, offsets: "array[int]", count: int) -> bytes:
+    """Entry i is data[offsets[i]:offsets[i + 1]]."""
+    if _lib is None:
+        return b"".join(hashlib.sha256(LEAF_PREFIX + data[offsets[i]:offsets[i + 1]]).digest()
+                        for i in range(count))
+    if count == 0:
+        return b""
+    out = _new_uncleared("uint8_t[]", count * HASH_LEN)
+    _check(_lib.rt_rfc6962_leaf_hashes(data, len(data), _ffi.from_buffer("uint64_t[]", offsets),
+                                       count, 0, out), "leaf_hashes")
+    return bytes(_ffi.buffer(out))
+
+
+__all__ = ["LEAF_PREFIX", "NODE_PREFIX", "leaf_hash", "leaf_hashes"]
