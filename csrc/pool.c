@@ -31,9 +31,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef __linux__
+// Threads park on a futex on Linux and on a condition variable elsewhere
+// (macOS, the BSDs). RT_PORTABLE_PARK=1 forces the condition variable on
+// Linux too, so the path other systems take is built and tested here.
+#if defined(__linux__) && !(defined(RT_PORTABLE_PARK) && RT_PORTABLE_PARK)
+#define RT_FUTEX_PARK 1
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#else
+#define RT_FUTEX_PARK 0
 #endif
 
 // A level of insert_many is followed within a few microseconds by the next
@@ -75,7 +81,7 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-#ifdef __linux__
+#if RT_FUTEX_PARK
 // Sleeping uses the futex directly: a wait on an atomic word we already
 // maintain costs nothing extra on the waking side (no mutex to take), and the
 // kernel compares the word atomically with going to sleep, so a wake that
@@ -93,7 +99,8 @@ static void futex_wake(atomic_uint *word, int count)
 // Portable stand-in with the same contract (spurious wake-ups allowed). The
 // waker changes the word before taking the mutex and the waiter checks it
 // under the mutex, so no wake-up is lost. It wakes everyone; fine for a
-// fallback.
+// fallback. (macOS's os_sync_wait_on_address would match the futex, but
+// only from macOS 14.4 and it cannot be compile-checked here.)
 static pthread_mutex_t futex_emu_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t futex_emu_cv = PTHREAD_COND_INITIALIZER;
 
@@ -603,7 +610,7 @@ static void atfork_child(void)
     job_list_init(&pool.jobs);
     // The forking thread itself holds mu (prepare), so it may unlock it.
     pthread_mutex_unlock(&pool.mu);
-#ifndef __linux__
+#if !RT_FUTEX_PARK
     pthread_mutex_init(&futex_emu_mu, NULL);
     pthread_cond_init(&futex_emu_cv, NULL);
 #endif

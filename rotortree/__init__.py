@@ -85,12 +85,49 @@ _NATIVE_NAMES = (
     "RotorTree", "FlushPolicy", "CheckpointPolicy", "DurabilityToken",
 )
 
+def _native_missing(error: ImportError) -> str:
+    """Why the compiled core is missing, and what to do about it."""
+    import importlib.machinery
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    note = os.path.join(here, "_build_failure.txt")  # written by setup.py
+    if os.path.exists(note):
+        with open(note, encoding="utf-8", errors="replace") as f:
+            reason = f.read().strip()
+        # --no-cache-dir: pip may have cached the wheel built without it.
+        return (f"it was not built when rotortree was installed ({reason}); install gcc or "
+                f"clang and the Python headers, then reinstall with "
+                f"'pip install --force-reinstall --no-cache-dir'")
+    checkout = os.path.dirname(here)
+    built = any(name.startswith("_rotortree_cffi") and name.endswith((".so", ".pyd"))
+                for name in os.listdir(here))
+    if os.path.exists(os.path.join(checkout, "build_ffi.py")) and not built:
+        # A non-editable install puts the compiled module in site-packages;
+        # a source checkout that comes first on sys.path (it is the current
+        # directory) hides that copy behind this one, which has none.
+        others = [p for p in _sys.path
+                  if os.path.realpath(p or os.curdir) != os.path.realpath(checkout)]
+        installed = importlib.machinery.PathFinder.find_spec("rotortree", others)
+        if installed is not None and installed.origin:
+            what = (f"the installed copy in {os.path.dirname(installed.origin)} is hidden by "
+                    f"it; run from another directory")
+        else:
+            what = "no installed copy either; 'pip install .' and run from another directory"
+        return (f"rotortree was imported from the source checkout {here}, which has no "
+                f"compiled core ({what}, or build the checkout in place with "
+                f"'pip install -e .')")
+    return f"it failed to import ({error})"
+
+
 try:
     from ._native import lib as _lib
 except ImportError as _error:  # the compiled core is missing: light client mode
     _native_import_error: Any = _error
+    _native_reason = _native_missing(_error)
 else:
     _native_import_error = None
+    _native_reason = ""
     from . import config as _config
     from .config import available_cpus, configure, memory_stats, pool_info, pool_stats
     from .durable import CheckpointPolicy, DurabilityToken, FlushPolicy, RotorTree
@@ -108,8 +145,8 @@ else:
 def __getattr__(name: str) -> Any:
     if name in _NATIVE_NAMES and _native_import_error is not None:
         raise ImportError(
-            f"rotortree.{name} needs the compiled C core, which failed to import "
-            f"({_native_import_error}); only proof verification is available"
+            f"rotortree.{name} needs the compiled C core: {_native_reason}. Only proof "
+            f"verification (rotortree.InclusionProof, ConsistencyProof) is available"
         )
     raise AttributeError(f"module 'rotortree' has no attribute {name!r}")
 

@@ -732,22 +732,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         missing = _missing_core()
         if missing is None:
             raise
+        # The reason says what happened and what to do: not built at install
+        # (and why), or a source checkout shadowing the installed package.
         print(f"{PROG} {args.command}: error: this command needs rotortree's compiled C "
-              f"core, which is not available ({missing}); 'rotortree verify' works "
-              f"without it. Reinstall with a C compiler on PATH (pip install rotortree) "
-              f"to get it", file=sys.stderr)
+              f"core, which is not available: {missing}; 'rotortree verify' works "
+              f"without it", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def _missing_core() -> Optional[BaseException]:
-    """Why the compiled core did not import, or None if it did."""
+def _missing_core() -> Optional[str]:
+    """Why the compiled core did not import and what to do, or None if it did."""
     import rotortree
 
-    error: Optional[BaseException] = rotortree._native_import_error
-    return error
+    if rotortree._native_import_error is None:
+        return None
+    reason: str = rotortree._native_reason
+    return reason
 
 
 def _broken_pipe() -> int:

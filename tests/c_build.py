@@ -1,14 +1,26 @@
-"""What the tests that build C drivers share: finding a C compiler, and
-checking that programs built with sanitizer flags build and run here."""
+"""What the tests that build C drivers share: finding a C compiler,
+checking that programs built with sanitizer flags build and run here, and
+building csrc/ with the drivers in tests/c/ (any compiler, any flags)."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CSRC = ROOT / "csrc"
+DRIVERS = ROOT / "tests" / "c"
+VECTORS = ROOT / "tests" / "data" / "rotortree-0.15.json"
+DRIVER_TIMEOUT = 600
+SUMMARY = re.compile(r"(\w[\w ]*) driver: (\d+) passed, (\d+) failed")
 
 
 def compiler():
@@ -57,3 +69,52 @@ def cc():
     if found is None:
         pytest.skip("no C compiler (gcc, cc or clang) on PATH")
     return found
+
+
+def summary(run: subprocess.CompletedProcess) -> tuple:
+    """(passed, failed) from a driver's last summary line."""
+    found = SUMMARY.findall(run.stdout)
+    assert found, run.stdout[-3000:] + run.stderr[-3000:]
+    _, passed, failed = found[-1]
+    return int(passed), int(failed)
+
+
+def vectors_file(tmp_path: Path) -> Path:
+    """The crate's vectors as the kernel-trees driver reads them."""
+    data = json.loads(VECTORS.read_text())
+    lines = []
+    for v in data["vectors"]:
+        assert v["root"] == v["root_batched"] == v["root_single_inserts"]
+        lines.append(f"{v['n']} {v['size']} {v['root']} "
+                     f"{','.join(str(b) for b in v['batches'])}\n")
+    path = tmp_path / "vectors.txt"
+    path.write_text("".join(lines))
+    return path
+
+
+def build_drivers(compiler: list, flags: list, out_dir: Path, drivers: list,
+                  sources: list | None = None) -> dict:
+    """Compile ``sources`` (default: every csrc/*.c) once with ``flags`` and
+    link each driver against them: {driver stem: binary}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = sorted(CSRC.glob("*.c")) if sources is None else sources
+
+    def compile_one(src: Path) -> Path:
+        obj = out_dir / (src.stem + ".o")
+        res = subprocess.run(compiler + flags + [f"-I{CSRC}", "-c", str(src), "-o", str(obj)],
+                             capture_output=True, text=True, timeout=DRIVER_TIMEOUT)
+        assert res.returncode == 0, f"{src.name}:\n{res.stderr}"
+        return obj
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        objects = list(pool.map(compile_one, sources + drivers))
+    library = objects[: len(sources)]
+    binaries = {}
+    for driver, obj in zip(drivers, objects[len(sources):]):
+        exe = out_dir / driver.stem
+        res = subprocess.run(compiler + flags + ["-pthread", str(obj), *map(str, library),
+                                                 "-o", str(exe)],
+                             capture_output=True, text=True, timeout=DRIVER_TIMEOUT)
+        assert res.returncode == 0, f"link {driver.name}:\n{res.stderr}"
+        binaries[driver.stem] = exe
+    return binaries

@@ -24,6 +24,33 @@ os.environ["ROTORTREE_CONFIG"] = os.path.join(_CONFIG_HOME, "absent", "config.js
 import rotortree  # noqa: E402
 from rotortree import config as rt_config  # noqa: E402
 
+
+def under_asan() -> bool:
+    """True when AddressSanitizer runs in this process: its runtime is
+    mapped (preloaded for an instrumented extension) or the extension is
+    instrumented. Tests that measure RSS or lower RLIMIT_AS skip under it."""
+    if os.environ.get("ROTORTREE_UNDER_ASAN"):
+        return True
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            if any("libasan" in line or "clang_rt.asan" in line for line in maps):
+                return True
+    except OSError:  # no /proc (macOS): the extension itself tells
+        pass
+    try:
+        from rotortree import _rotortree_cffi
+    except ImportError:
+        return False
+    with open(_rotortree_cffi.__file__, "rb") as module:
+        return b"__asan_init" in module.read()
+
+
+# The test modules read ROTORTREE_UNDER_ASAN when imported, and subprocesses
+# inherit it: detecting ASan here means the documented command needs no
+# extra variable.
+if under_asan():
+    os.environ["ROTORTREE_UNDER_ASAN"] = "1"
+
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 VECTORS = json.loads((DATA / "rotortree-0.15.json").read_text())
 

@@ -22,7 +22,6 @@ the Python layer shows is checked against the machine it runs on.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import platform
 import random
 import re
@@ -33,67 +32,18 @@ from pathlib import Path
 import pytest
 
 import rotortree
-from c_build import cc  # noqa: F401 (cc is a fixture)
+from c_build import build_drivers, cc, summary, vectors_file  # noqa: F401 (cc is a fixture)
 from rotortree.errors import UnsupportedKernelError
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 DRIVERS = ROOT / "tests" / "c"
-VECTORS = ROOT / "tests" / "data" / "rotortree-0.15.json"
 CROSS_CC = "aarch64-linux-gnu-gcc"
 EMULATORS = ("qemu-aarch64", "qemu-aarch64-static")
 INSTALL = "apt-get install gcc-aarch64-linux-gnu qemu-user"
-FLAGS = ["-std=c11", "-O2", "-pthread", "-g0", "-Wall", "-Wextra", "-Wshadow",
-         f"-I{CSRC}"]
+FLAGS = ["-std=c11", "-O2", "-pthread", "-g0", "-Wall", "-Wextra", "-Wshadow"]
 TIMEOUT = 600
-SUMMARY = re.compile(r"(\w[\w ]*) driver: (\d+) passed, (\d+) failed")
 ON_AARCH64 = platform.machine().lower() in ("aarch64", "arm64")
-
-
-def summary(run: subprocess.CompletedProcess) -> tuple:
-    found = SUMMARY.findall(run.stdout)
-    assert found, run.stdout[-3000:] + run.stderr[-3000:]
-    _, passed, failed = found[-1]
-    return int(passed), int(failed)
-
-
-def vectors_file(tmp_path: Path) -> Path:
-    """The crate's vectors as the kernel-trees driver reads them."""
-    data = json.loads(VECTORS.read_text())
-    lines = []
-    for v in data["vectors"]:
-        assert v["root"] == v["root_batched"] == v["root_single_inserts"]
-        lines.append(f"{v['n']} {v['size']} {v['root']} "
-                     f"{','.join(str(b) for b in v['batches'])}\n")
-    path = tmp_path / "vectors.txt"
-    path.write_text("".join(lines))
-    return path
-
-
-def build(compiler: list, flags: list, out_dir: Path, drivers: list) -> dict:
-    """Compile csrc/*.c once and link each driver: {driver stem: binary}."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sources = sorted(CSRC.glob("*.c"))
-
-    def compile_one(src: Path) -> Path:
-        obj = out_dir / (src.stem + ".o")
-        res = subprocess.run(compiler + FLAGS + flags + ["-c", str(src), "-o", str(obj)],
-                             capture_output=True, text=True, timeout=TIMEOUT)
-        assert res.returncode == 0, f"{src.name}:\n{res.stderr}"
-        return obj
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        objects = list(pool.map(compile_one, sources + drivers))
-    library = objects[: len(sources)]
-    binaries = {}
-    for driver, obj in zip(drivers, objects[len(sources):]):
-        exe = out_dir / driver.stem
-        res = subprocess.run(compiler + flags + ["-pthread", str(obj), *map(str, library),
-                                                 "-o", str(exe)],
-                             capture_output=True, text=True, timeout=TIMEOUT)
-        assert res.returncode == 0, f"link {driver.name}:\n{res.stderr}"
-        binaries[driver.stem] = exe
-    return binaries
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +72,7 @@ def emulated(tmp_path_factory):
                     f"{res.stderr.strip()[:300]}")
     drivers = [DRIVERS / "test_hash.c", DRIVERS / "test_core.c",
                DRIVERS / "test_kernel_trees.c", DRIVERS / "test_sha256.c"]
-    return [emulator], build([cross], ["-static"], out, drivers)
+    return [emulator], build_drivers([cross], FLAGS + ["-static"], out, drivers)
 
 
 @pytest.mark.slow
@@ -162,7 +112,7 @@ def test_neon_drivers_under_emulation(emulated, tmp_path):
 
 @pytest.mark.slow
 def test_kernel_trees_driver_natively(cc, tmp_path):  # noqa: F811 (fixture)
-    binaries = build(cc, [], tmp_path / "native", [DRIVERS / "test_kernel_trees.c"])
+    binaries = build_drivers(cc, FLAGS, tmp_path / "native", [DRIVERS / "test_kernel_trees.c"])
     seed = random.randrange(1 << 32)
     result = subprocess.run([str(binaries["test_kernel_trees"]),
                              str(vectors_file(tmp_path)), str(seed)],

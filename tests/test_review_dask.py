@@ -58,8 +58,10 @@ def test_encoded_and_field_verification_agree_on_every_mutation(arity, size):
                 lazy = InclusionProof.from_bytes(data)
             except InvalidProofError:
                 continue
+            # The rule byte is part of the encoding: a flipped rule must hash
+            # under the rule it now names on both paths.
             fields = InclusionProof(lazy.root, lazy.leaf, lazy.leaf_index, lazy.tree_size,
-                                    lazy.arity, lazy.levels)
+                                    lazy.arity, lazy.levels, rule=lazy.rule)
             assert InclusionProof.from_bytes(data).verify() == fields.verify()
             # Against the trusted head only the true statement passes.
             assert not InclusionProof.from_bytes(data).verify_against(tree.root, size)

@@ -391,22 +391,24 @@ def _run_crc_driver(command: list) -> str:
 
 
 def test_crc_driver_natively(cc, tmp_path):  # noqa: F811 (fixture)
-    from test_cross_aarch64 import DRIVERS, build
+    from c_build import DRIVERS, build_drivers
+    from test_cross_aarch64 import FLAGS
 
-    binaries = build(cc, [], tmp_path, [DRIVERS / "test_crc.c"])
+    binaries = build_drivers(cc, FLAGS, tmp_path, [DRIVERS / "test_crc.c"])
     out = _run_crc_driver([str(binaries["test_crc"])])
     assert f"(crc32c: {storage.crc32c_impl()})" in out
 
 
 def test_crc_driver_under_aarch64_emulation(tmp_path):
     """The ARMv8 CRC32C instructions against the portable code."""
-    from test_cross_aarch64 import CROSS_CC, DRIVERS, EMULATORS, INSTALL, build
+    from c_build import DRIVERS, build_drivers
+    from test_cross_aarch64 import CROSS_CC, EMULATORS, FLAGS, INSTALL
 
     cross = shutil.which(CROSS_CC)
     emulator = next((shutil.which(e) for e in EMULATORS if shutil.which(e)), None)
     if cross is None or emulator is None:
         pytest.skip(f"{CROSS_CC} or qemu-aarch64 not on PATH; Debian/Ubuntu: {INSTALL}")
-    binaries = build([cross], ["-static"], tmp_path, [DRIVERS / "test_crc.c"])
+    binaries = build_drivers([cross], FLAGS + ["-static"], tmp_path, [DRIVERS / "test_crc.c"])
     out = _run_crc_driver([emulator, str(binaries["test_crc"])])
     assert "(crc32c: armv8-crc)" in out, out
 

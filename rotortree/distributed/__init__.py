@@ -110,7 +110,11 @@ def build(source: Any, *, arity: int, rule: str = DEFAULT_RULE, client: Any = No
     ``source`` is a list of files or fsspec URLs of raw 32-byte leaves (read
     in order, as one sequence), a dask array of shape (n, 32) uint8, or a
     callable ``f(start, stop)`` returning the bytes of leaves
-    ``[start, stop)`` (then ``size`` gives n). ``segment_leaves`` is a power
+    ``[start, stop)`` (then ``size`` gives n); a callable with a
+    ``fill(start, stop, out)`` method (as :class:`CounterLeaves`) writes
+    them into ``out`` instead, a buffer each worker thread reuses from one
+    segment to the next (files are read into it too), so segments do not
+    pay for fresh memory each. ``segment_leaves`` is a power
     of ``arity``; by default the largest whose leaves fit in 64 MiB. With
     ``out`` (a directory or fsspec URL, which must not already hold a
     sharded tree) the levels are written there for :class:`ShardedTree`.

@@ -27,7 +27,7 @@ from ..errors import (
     RotorTreeError,
 )
 from ..storage.formats import level_lengths
-from ._sources import Source
+from ._sources import Source, release_segment_buffer
 from ._store import SEGMENT_MAGIC, Store, encode_header, segment_name
 
 #: The rule of roots bit-identical to the Rust crate rotortree 0.15.
@@ -90,14 +90,16 @@ def rotortree_segment(part: Source, index: int, arity: int, options: Dict[str, A
     there. Named for Dask's dashboard, which groups tasks by function."""
     from ..tree import LeanIMT, compute_root
 
-    leaves = part.read()
-    if out is None:
-        return compute_root(leaves, arity, **options)
-    count = part.leaves
-    depth = max(1, len(level_lengths(count, arity)) - 1)
-    tree = LeanIMT(arity, max_depth=depth, **options)
-    root = tree.insert_many(leaves)
-    del leaves  # the tree holds its own copy: keep at most one of the two alive
+    # The leaves live in this thread's reused buffer while the block runs
+    # (see _sources.segment_buffer); both the root and the tree copy what
+    # they keep, so nothing refers to the buffer past it.
+    with part.reading() as leaves:
+        if out is None:
+            return compute_root(leaves, arity, **options)
+        count = part.leaves
+        depth = max(1, len(level_lengths(count, arity)) - 1)
+        tree = LeanIMT(arity, max_depth=depth, **options)
+        root = tree.insert_many(leaves)
     snapshot = tree.snapshot()
     lengths = level_lengths(count, arity)
 
@@ -194,10 +196,13 @@ def run_segments(source: Source, first_index: int, first_leaf: int, per_segment:
     bar = Progress(len(spans), "rotortree build", enabled=progress, unit="segment")
     with bar:
         if executor is None:
-            for position, (index, start, stop) in enumerate(spans):
-                roots[position] = rotortree_segment(source.part(start, stop), index, arity,
-                                                    options, out)
-                bar.update()
+            try:
+                for position, (index, start, stop) in enumerate(spans):
+                    roots[position] = rotortree_segment(source.part(start, stop), index, arity,
+                                                        options, out)
+                    bar.update()
+            finally:
+                release_segment_buffer()
         else:
             _run_on(executor, max(_MIN_CHUNK, _CHUNK_PER_WORKER * workers), spans,
                     source, arity, options, out, roots, bar.update, first_leaf)

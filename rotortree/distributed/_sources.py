@@ -13,9 +13,11 @@ as it is.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._leaf_file import LeafFileError, _size_problem
 from .._native import HASH_LEN
@@ -49,6 +51,40 @@ def url_filesystem(url: str) -> Tuple[Any, str]:
     return fs, path
 
 
+# One kept segment buffer per thread that hashes segments. A fresh buffer
+# of a segment's size is above glibc's largest mmap threshold, so it is
+# mapped and unmapped per segment and every page of it is faulted in and
+# zeroed by the kernel again each time: on a worker that cost about as much
+# CPU as hashing the segment. Reusing one buffer pays that once per thread.
+_kept = threading.local()
+
+
+def release_segment_buffer() -> None:
+    """Drop this thread's kept segment buffer (a local build does, once
+    done, so the client does not hold a segment's memory afterwards)."""
+    if not getattr(_kept, "busy", False):
+        _kept.buffer = None
+
+
+@contextlib.contextmanager
+def segment_buffer(nbytes: int) -> Iterator[memoryview]:
+    """A writable view of ``nbytes`` bytes for the duration of the block:
+    this thread's kept buffer (grown if too small), or a fresh one when the
+    kept one is already lent out (a source that builds a tree itself)."""
+    if getattr(_kept, "busy", False):
+        yield memoryview(bytearray(nbytes))
+        return
+    held: Optional[bytearray] = getattr(_kept, "buffer", None)
+    if held is None or len(held) < nbytes:
+        _kept.buffer = held = None  # let the old one go before the new one exists
+        _kept.buffer = held = bytearray(nbytes)
+    _kept.busy = True
+    try:
+        yield memoryview(held)[:nbytes]
+    finally:
+        _kept.busy = False
+
+
 class Source:
     """Leaves ``[0, leaves)`` of a source; subclasses say how to read them."""
 
@@ -61,8 +97,15 @@ class Source:
 
     def read(self) -> Any:
         """All the leaves of this descriptor: a bytes-like object of
-        ``32 * leaves`` bytes."""
+        ``32 * leaves`` bytes, the caller's to keep."""
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Any]:
+        """The leaves, as :meth:`read`, valid only inside the block: sources
+        that can fill a buffer fill the thread's kept segment buffer, so a
+        worker does not map and fault in a fresh segment for every task."""
+        yield self.read()
 
 
 # -- files ------------------------------------------------------------------------------
@@ -133,12 +176,21 @@ class FileSource(Source):
     def read(self) -> bytearray:
         buffer = bytearray(self.leaves * HASH_LEN)
         with memoryview(buffer) as view:
-            filled = 0
-            for url, offset, count in self.ranges:
-                nbytes = count * HASH_LEN
-                _read_range(url, offset, view[filled:filled + nbytes])
-                filled += nbytes
+            self._fill(view)
         return buffer
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Any]:
+        with segment_buffer(self.leaves * HASH_LEN) as view:
+            self._fill(view)
+            yield view
+
+    def _fill(self, view: memoryview) -> None:
+        filled = 0
+        for url, offset, count in self.ranges:
+            nbytes = count * HASH_LEN
+            _read_range(url, offset, view[filled:filled + nbytes])
+            filled += nbytes
 
 
 def _read_range(url: str, offset: int, into: memoryview) -> None:
@@ -218,7 +270,9 @@ class CallableSource(Source):
     """``function(start, stop)`` returns leaves ``[start, stop)`` (a
     bytes-like object of ``32 * (stop - start)`` bytes); for generated data
     and sources the package does not know. The function must be picklable
-    to run on other processes."""
+    to run on other processes. A function with a ``fill(start, stop, out)``
+    method (``out`` a writable memoryview of ``32 * (stop - start)``
+    bytes) is filled into a reused buffer instead of called."""
 
     __slots__ = ("function", "start")
 
@@ -245,6 +299,16 @@ class CallableSource(Source):
                                    f"{view.nbytes:,} bytes, not {self.leaves * HASH_LEN:,} "
                                    f"({self.leaves:,} leaves)")
         return data
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Any]:
+        fill = getattr(self.function, "fill", None)
+        if fill is None:
+            yield self.read()
+            return
+        with segment_buffer(self.leaves * HASH_LEN) as view:
+            fill(self.start, self.start + self.leaves, view)
+            yield view
 
 
 # -- an old right edge, read back to be rebuilt -----------------------------------------------
@@ -335,6 +399,9 @@ def plan_source(source: Any, size: Optional[int]) -> Source:
         f"shape (n, 32) uint8, or a callable(start, stop); got {type(source).__name__}")
 
 
+_FILL_ROWS = 1 << 14
+
+
 class CounterLeaves:
     """A generated source for tests, benchmarks and simulations: leaf ``i``
     is ``i`` and ``seed`` as two little-endian u64 followed by 16 zero
@@ -349,10 +416,28 @@ class CounterLeaves:
     def __call__(self, start: int, stop: int) -> Any:
         import numpy
 
-        words = numpy.zeros((stop - start, 4), dtype="<u8")
-        words[:, 0] = numpy.arange(start, stop, dtype="<u8")
-        words[:, 1] = self.seed
-        return words.view(numpy.uint8).reshape(-1)
+        leaves = numpy.empty((stop - start) * HASH_LEN, dtype=numpy.uint8)
+        self.fill(start, stop, leaves)
+        return leaves
+
+    def fill(self, start: int, stop: int, out: Any) -> None:
+        """Write leaves ``[start, stop)`` into ``out`` (a writable buffer of
+        ``32 * (stop - start)`` bytes, whatever it held before)."""
+        import numpy
+
+        words = numpy.frombuffer(out, dtype="<u8").reshape(-1, 4)
+        if len(words) != stop - start:
+            raise InvalidArgumentError(f"fill({start}, {stop}) needs {(stop - start) * HASH_LEN:,}"
+                                       f" bytes, got {len(words) * HASH_LEN:,}")
+        # Rows are built in a small block that stays in cache and copied out
+        # whole: one sequential pass over ``out`` instead of three strided ones.
+        block = numpy.zeros((min(len(words), _FILL_ROWS), 4), dtype="<u8")
+        block[:, 1] = self.seed
+        for low in range(0, len(words), _FILL_ROWS):
+            high = min(low + _FILL_ROWS, len(words))
+            rows = block[:high - low]
+            rows[:, 0] = numpy.arange(start + low, start + high, dtype="<u8")
+            words[low:high] = rows
 
     def __reduce__(self) -> Any:
         return (CounterLeaves, (self.seed,))

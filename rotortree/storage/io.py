@@ -19,6 +19,11 @@ import os
 import zlib
 from typing import Any, Callable, Optional
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system
+    fcntl = None  # type: ignore[assignment]
+
 from .._native import ffi
 from ..errors import ArgumentTypeError, DurabilityError, InvalidArgumentError
 
@@ -30,12 +35,32 @@ def sys_pwrite(fd: int, data: Any, offset: int) -> int:
     return os.pwrite(fd, data, offset)
 
 
-def sys_fsync(fd: int) -> None:
+def full_fsync(fd: int) -> None:
+    """fsync that reaches stable storage. On macOS, fsync() only hands the
+    data to the drive, whose cache may lose it on power failure; only
+    fcntl(F_FULLFSYNC) asks the drive to flush. File systems that do not
+    support it (some network ones) get the plain fsync."""
+    full = getattr(fcntl, "F_FULLFSYNC", None)
+    if full is not None:
+        try:
+            fcntl.fcntl(fd, full)
+            return
+        except OSError as error:
+            if error.errno not in (_errno.ENOTSUP, _errno.EOPNOTSUPP, _errno.EINVAL,
+                                   _errno.ENOTTY):
+                raise
     os.fsync(fd)
 
 
+def sys_fsync(fd: int) -> None:
+    full_fsync(fd)
+
+
 def sys_fdatasync(fd: int) -> None:
-    getattr(os, "fdatasync", os.fsync)(fd)
+    if getattr(fcntl, "F_FULLFSYNC", None) is not None or not hasattr(os, "fdatasync"):
+        full_fsync(fd)  # macOS has no fdatasync, and its fsync is not durable
+    else:
+        os.fdatasync(fd)
 
 
 def sys_rename(src: str, dst: str) -> None:

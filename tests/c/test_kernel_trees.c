@@ -23,6 +23,11 @@
  * Prints "kernel trees driver: N passed, M failed" and exits non-zero on
  * failure.
  */
+// harness.h uses clock_gettime, which -std=c11 hides unless a feature macro
+// comes before the first system header (glibc is lenient here, musl is not).
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include "rotortree.h"
 
 #include "harness.h"
