@@ -422,31 +422,34 @@ static inline uint64_t part_item(const part_job *job, uint64_t i)
     return ((h & ix->mask) << 32) | (tag_of(ix, h) << ix->pos_bits) | (job->first + i + 1);
 }
 
-static void part_count(void *ctx, size_t begin, size_t end)
+/* Chunks [begin, end) of the batch: hash them and count their items per
+ * region, or (once the counts are offsets) move the items to their region. */
+static void part_chunks(part_job *job, size_t begin, size_t end, int scatter)
 {
-    part_job *job = ctx;
-    for (size_t c = begin; c < end; c++) {
-        uint64_t *counts = job->cursor + c * job->regions;
-        uint64_t stop = (c + 1) * job->grain < job->count ? (c + 1) * job->grain : job->count;
-        for (uint64_t i = c * job->grain; i < stop; i++) {
-            uint64_t item = part_item(job, i);
-            job->hashed[i] = item;
-            counts[(item >> 32) >> job->shift]++;
-        }
-    }
-}
-
-static void part_scatter(void *ctx, size_t begin, size_t end)
-{
-    part_job *job = ctx;
     for (size_t c = begin; c < end; c++) {
         uint64_t *cursor = job->cursor + c * job->regions;
         uint64_t stop = (c + 1) * job->grain < job->count ? (c + 1) * job->grain : job->count;
         for (uint64_t i = c * job->grain; i < stop; i++) {
-            uint64_t item = job->hashed[i];
-            job->items[cursor[(item >> 32) >> job->shift]++] = item;
+            if (scatter) {
+                uint64_t item = job->hashed[i];
+                job->items[cursor[(item >> 32) >> job->shift]++] = item;
+            } else {
+                uint64_t item = part_item(job, i);
+                job->hashed[i] = item;
+                cursor[(item >> 32) >> job->shift]++;
+            }
         }
     }
+}
+
+static void part_count(void *ctx, size_t begin, size_t end)
+{
+    part_chunks(ctx, begin, end, 0);
+}
+
+static void part_scatter(void *ctx, size_t begin, size_t end)
+{
+    part_chunks(ctx, begin, end, 1);
 }
 
 /* Put one item, probing no further than slot `stop` (exclusive, UINT64_MAX:
