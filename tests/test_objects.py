@@ -285,6 +285,42 @@ def test_tokens_are_awaitable_without_blocking_the_loop(tmp_path):
         tree.close()
 
 
+_MANY_AWAITS = """
+import asyncio, os, sys
+from rotortree import FlushPolicy, RotorTree
+
+tree = RotorTree.open(sys.argv[1], create=True, flush_policy=FlushPolicy.manual())
+
+async def main():
+    tokens = [tree.insert(os.urandom(32))[1] for _ in range(40)]
+    waits = [asyncio.ensure_future(token) for token in tokens]
+    cancelled = asyncio.ensure_future(tokens[0])
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    # Forty pending awaits must leave the loop's executor free for this.
+    await asyncio.wait_for(asyncio.to_thread(tree.flush), 20)
+    return await asyncio.wait_for(asyncio.gather(*waits), 20)
+
+results = asyncio.run(main())
+tree.close()
+print("ok" if results == [True] * 40 else results)
+"""
+
+
+def test_many_awaited_tokens_leave_the_loops_executor_free(tmp_path):
+    # Each await used to park a thread of the loop's default executor (6 on
+    # 2 CPUs) until its entry was durable: with more awaits than threads, a
+    # flush sent through asyncio.to_thread queued behind them forever. Run in
+    # a child so that the old behaviour fails by timeout instead of hanging.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _MANY_AWAITS, str(tmp_path / "t")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
+
+
 def test_awaiting_a_token_that_cannot_become_durable_raises(tmp_path):
     tree = manual(tmp_path / "t")
     _root, token = tree.insert(b"\x01" * 32)

@@ -95,7 +95,8 @@ def finalize(files: Files, state: SyncState) -> None:
         written = state.written
         for segment in files.segments():
             if segment.fd >= 0 and not segment.synced:
-                os.fsync(segment.fd)
+                # The same fsync as every other path (F_FULLFSYNC on macOS).
+                storage.fsync_fd(segment.fd, segment.path)
         if state.error is None:
             if files.sync is not None:
                 files.sync.write(written)   # acknowledged from now on

@@ -148,7 +148,7 @@ class Opening(TreeState):
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._ckpt_lock = threading.Lock()
-        self._state.cond = threading.Condition(threading.Lock())
+        self._state.reset_after_fork()
         self._state.closed = True
         self._threads = []
         self._forked = True

@@ -7,18 +7,36 @@ import asyncio
 import errno as _errno
 import threading
 import time
-from typing import Any, Generator, Optional
+from typing import Any, Generator, List, Optional, Tuple
 
 from ..errors import ArgumentTypeError, DurabilityError, InvalidArgumentError
+
+
+class _StateCondition(threading.Condition):
+    """The sync state's condition: every notification also settles the
+    coroutines awaiting tokens (SyncState.settle_awaiting), so they need no
+    thread each; all changes to the state notify under this lock."""
+
+    def __init__(self, state: "SyncState") -> None:
+        super().__init__(threading.Lock())
+        self._sync_state = state
+
+    def notify_all(self) -> None:
+        super().notify_all()
+        self._sync_state.settle_awaiting()
 
 
 class SyncState:
     """What is durable, shared by a tree, its tokens and its finalizer."""
 
-    __slots__ = ("cond", "synced", "written", "error", "closed", "reported", "leading")
+    __slots__ = ("cond", "synced", "written", "error", "closed", "reported", "leading",
+                 "awaiting")
 
     def __init__(self, synced: int) -> None:
-        self.cond = threading.Condition(threading.Lock())
+        self.cond: threading.Condition = _StateCondition(self)
+        # (seq, loop, future) of coroutines awaiting tokens: settled from
+        # whichever thread changes the state, through the loop's own queue.
+        self.awaiting: List[Tuple[int, Any, Any]] = []
         self.synced = synced      # every entry with seq <= synced is durable
         self.written = synced     # highest seq written to the WAL
         self.error: Optional[DurabilityError] = None
@@ -42,6 +60,34 @@ class SyncState:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh condition (a parent thread may have held
+        the old one's lock) and no awaiting coroutines (their loops live in
+        the parent)."""
+        self.cond = _StateCondition(self)
+        self.awaiting = []
+
+    def settle_awaiting(self) -> None:
+        """Resolve the futures of awaited tokens that are now durable or can
+        no longer become durable (called with self.cond held)."""
+        if not self.awaiting:
+            return
+        pending = []
+        for seq, loop, future in self.awaiting:
+            outcome: Any
+            if self.synced >= seq:
+                outcome = True
+            elif self.error is not None or self.closed:
+                outcome = self.failure(f"WAL entry {seq} is not durable")
+            else:
+                pending.append((seq, loop, future))
+                continue
+            try:
+                loop.call_soon_threadsafe(_settle_future, future, outcome)
+            except RuntimeError:  # the loop is closed: nobody awaits any more
+                pass
+        self.awaiting = pending
 
     def failure(self, what: str) -> DurabilityError:
         """A fresh DurabilityError for ``what``, caused by the recorded error."""
@@ -103,18 +149,38 @@ class DurabilityToken:
 
     def __await__(self) -> Generator[Any, None, bool]:
         """``await token`` in a coroutine: True once the entry is fsynced,
-        raising as :meth:`wait` does. An entry already durable costs no
-        thread; otherwise :meth:`wait` runs in the event loop's default
-        executor, so the loop keeps serving other tasks (use
-        ``asyncio.wait_for(token, seconds)`` for a deadline; a cancelled
-        await leaves that thread waiting until the entry is durable or the
-        tree closes)."""
+        raising as :meth:`wait` does. No thread waits for it: the thread
+        that makes the entry durable (or fails or closes the tree) resolves
+        the await through the loop, so any number of awaits leave the loop's
+        executor free for ``asyncio.to_thread`` calls such as ``flush``. Use
+        ``asyncio.wait_for(token, seconds)`` for a deadline; cancelling an
+        await is safe."""
         return self._wait_async().__await__()
 
     async def _wait_async(self) -> bool:
-        if self._state.synced >= self.seq:
+        state = self._state
+        if state.synced >= self.seq:
             return True
-        return await asyncio.get_running_loop().run_in_executor(None, self.wait)
+        future = asyncio.get_running_loop().create_future()
+        with state.cond:
+            if state.synced >= self.seq:
+                return True
+            if state.error is not None or state.closed:
+                raise state.failure(f"WAL entry {self.seq} is not durable")
+            state.awaiting.append((self.seq, asyncio.get_running_loop(), future))
+        result: bool = await future
+        return result
 
     def __repr__(self) -> str:
         return f"<DurabilityToken seq={self.seq} durable={self.durable}>"
+
+
+def _settle_future(future: Any, outcome: Any) -> None:
+    """On the awaiting loop: deliver an outcome unless the await was
+    cancelled meanwhile."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
