@@ -354,12 +354,12 @@ _SIGINT_CHILD = textwrap.dedent("""
     tree = RotorTree.open(sys.argv[1], arity=3, create=True,
                           flush_policy=FlushPolicy.interval(0.005),
                           checkpoint_policy=CheckpointPolicy.manual())
-    print("ready", flush=True)
     # Bounded, so that a lost signal fails the test instead of exhausting
-    # memory and disk: 32 batches outlast the longest delay on a fast
-    # machine (a faster one waits for the signal between batches instead),
-    # and a minute outlasts any delay under load.
+    # memory and disk: 32 batches are more than a fast machine inserts in
+    # the longest delay (a faster one waits for the signal between batches
+    # instead), and a minute outlasts any delay under load.
     deadline = time.monotonic() + 60
+    print("ready", flush=True)
     try:
         while time.monotonic() < deadline:
             if tree.size < 32 << 20:   # big batches, so the signal lands inside one
