@@ -267,15 +267,16 @@ def test_calls_that_arrive_during_a_round_share_the_next_one(tmp_path, monkeypat
         leaves(1 + k, 1)))) for k in range(7)]
     for thread in followers:
         thread.start()
-    # Appends do not wait for the round in progress: all seven get in.
     deadline = time.monotonic() + 30
     while tree.stats()["seq"] < 8 and time.monotonic() < deadline:
         time.sleep(0.002)
+    appended = tree.stats()["seq"]
     release.set()
     for thread in [leader, *followers]:
         thread.join(30)
         assert not thread.is_alive()
     monkeypatch.undo()
+    assert appended == 8, "appends waited for the fsync round in progress"
     assert len(roots) == 8 and tree.stats()["synced_seq"] == 8
     assert len(rounds) == 2, len(rounds)
     tree.close()
