@@ -120,6 +120,11 @@ class Recovery(TreeState):
                         raise CorruptionError(
                             f"level file {path} is truncated: {have} bytes, the checkpoint "
                             f"needs {needed}", path)
+                    if index and BACKGROUND_INDEX and level == 0 and needed >= meta.size * NODE:
+                        # Before the checksum, which it overlaps: a mismatch
+                        # discards the build (the except below).
+                        build = IndexBuild(mapping, meta.size,
+                                           meta.size + self._wal_leaf_bound(meta))
                     if verify:
                         if storage.crc_of(mapping, needed) != record.crc:
                             storage.release_mapping(mapping)
@@ -127,9 +132,6 @@ class Recovery(TreeState):
                                 f"level file {path}: checksum mismatch over its first "
                                 f"{record.stored} nodes (the data is damaged)", path)
                     cdata = ffi.from_buffer("uint8_t[]", mapping)
-                    if index and BACKGROUND_INDEX and level == 0 and build is None and record.stored >= meta.size:
-                        build = IndexBuild(mapping, meta.size,
-                                           meta.size + self._wal_leaf_bound(meta))
                 held.append((mapping, cdata))
                 sources[level].nodes = cdata if cdata is not None else last
                 sources[level].borrow = record.stored if level < self._mmap_levels else 0
