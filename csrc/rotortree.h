@@ -342,7 +342,11 @@ int64_t rt_snapshot_index_position(const rt_snapshot *snap, const uint8_t *leaf)
 /* Insert modes for rt_tree_insert_unique. */
 enum rt_unique_mode {
     RT_UNIQUE_REJECT = 1,   /* any duplicate: insert nothing, RT_ERR_DUPLICATE */
-    RT_UNIQUE_SKIP = 2      /* insert the leaves that are new, in order */
+    RT_UNIQUE_SKIP = 2,     /* insert the leaves that are new, in order */
+    /* or'ed into either: the caller guarantees `leaves` does not change
+     * during the call (an immutable or private buffer), so the copy below
+     * is skipped */
+    RT_UNIQUE_STABLE = 4
 };
 /* insert_many for an indexed tree that refuses duplicates: duplicates[i]
  * (count bytes, caller memory) becomes 1 for a leaf already in the tree or
@@ -351,9 +355,10 @@ enum rt_unique_mode {
  * reports them). The check and the insert are one write-locked step.
  * With RT_UNIQUE_SKIP and every leaf a duplicate nothing is inserted and
  * root_out gets the current root. RT_ERR_NO_INDEX without an index. The
- * batch is copied once, first: the check and the insert both read that
- * copy, so a caller changing `leaves` during the call cannot make them
- * disagree (the index then always matches the inserted leaves). */
+ * batch is copied once, first (unless RT_UNIQUE_STABLE): the check and the
+ * insert both read that copy, so a caller changing `leaves` during the call
+ * cannot make them disagree (the index then always matches the inserted
+ * leaves). */
 int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, int mode,
                           uint8_t *duplicates, uint64_t *duplicate_count,
                           uint8_t *root_out);

@@ -48,6 +48,7 @@ class _Lib:
     RT_SHA256_AVX512: int
     RT_UNIQUE_REJECT: int
     RT_UNIQUE_SKIP: int
+    RT_UNIQUE_STABLE: int
 
     def rt_strerror(self, status: int) -> Any: ...
     def rt_blake3(self, msg: Any, len: int, out: Any) -> None: ...

@@ -228,3 +228,53 @@ def test_a_discarded_build_is_freed_and_start_refuses_bad_arguments():
         lib.RT_ERR_INVALID_ARGUMENT
     assert out[0] == ffi.NULL
     assert lib.rt_tree_index_adopt(ffi.NULL, ffi.NULL) == lib.RT_ERR_INVALID_ARGUMENT
+
+
+# ---------------------------------------------------------------------------
+# Unique inserts read an immutable batch in place (RT_UNIQUE_STABLE)
+
+
+def test_only_immutable_or_private_batches_skip_the_copy():
+    from rotortree.tree import _stable
+    from rotortree._leaves import leaf_batch
+
+    data = leaves_with_repeats(4, seed=5)
+    as_bytes = data.tobytes()
+    stable = {"bytes": as_bytes, "list": [row.tobytes() for row in data]}
+    mutable = {"bytearray": bytearray(as_bytes), "numpy": data,
+               "memoryview": memoryview(bytearray(as_bytes))}
+    for name, leaves in {**stable, **mutable}.items():
+        buffer, _ = leaf_batch(leaves)
+        assert _stable(leaves, buffer) == (lib.RT_UNIQUE_STABLE if name in stable else 0), name
+
+
+@pytest.mark.parametrize("form", ["bytes", "bytearray", "numpy", "list"])
+def test_unique_inserts_agree_whether_the_batch_is_copied_or_not(form):
+    data = leaves_with_repeats(50_000, seed=6)
+    fresh = np.unique(data, axis=0)
+    np.random.default_rng(8).shuffle(fresh)
+    batches = {"bytes": fresh.tobytes(), "bytearray": bytearray(fresh.tobytes()),
+               "numpy": fresh, "list": [row.tobytes() for row in fresh]}
+    tree, reference = LeanIMT(4, 20, index=True), LeanIMT(4, 20)
+    root = tree.insert_many(batches[form], unique=True)
+    assert root == reference.insert_many(fresh)
+    check_index(tree, fresh)
+    with pytest.raises(rotortree.DuplicateLeafError) as info:
+        tree.insert_many(batches[form], unique=True)
+    assert info.value.positions == list(range(len(fresh))) and tree.size == len(fresh)
+    assert tree.insert_new(batches[form])[1] == list(range(len(fresh)))
+    assert tree.root == root
+
+
+def test_the_stable_flag_is_no_mode_of_its_own():
+    tree = LeanIMT(4, 20, index=True)
+    marks, dups, root = bytearray(1), ffi.new("uint64_t *"), ffi.new("uint8_t[32]")
+    leaf = ffi.from_buffer("uint8_t[]", bytes(range(32)))
+    assert lib.rt_tree_insert_unique(tree._tree, leaf, 1, lib.RT_UNIQUE_STABLE,
+                                     ffi.from_buffer("uint8_t[]", marks), dups, root) == \
+        lib.RT_ERR_INVALID_ARGUMENT
+    assert tree.size == 0
+    assert lib.rt_tree_insert_unique(tree._tree, leaf, 1,
+                                     lib.RT_UNIQUE_REJECT | lib.RT_UNIQUE_STABLE,
+                                     ffi.from_buffer("uint8_t[]", marks), dups, root) == lib.RT_OK
+    assert tree.size == 1 and tree.index_of(bytes(range(32))) == 0
