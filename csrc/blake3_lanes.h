@@ -127,6 +127,27 @@ LANE_INLINE void load_storing_block(const struct lane_group *group, unsigned ari
 }
 #endif
 
+#ifdef LANES_STORING_ENTRY
+/* Streaming stores only when every lane writes whole cache lines (an even
+ * arity and line-aligned copies): a lane that wrote half lines would leave
+ * partial lines in the write-combining buffers while the other lanes
+ * store, and flushing those costs more than the read of the destination
+ * that an ordinary store makes. */
+LANE_INLINE int lanes_may_stream(const struct lane_group *group, size_t stride)
+{
+#ifdef RT_NO_STREAMING
+    (void)group;
+    (void)stride;
+    return 0;
+#else
+    uintptr_t misaligned = stride & 63;
+    for (int k = 0; k < LANES; k++)
+        misaligned |= (uintptr_t)group->stored[k] & 63;
+    return misaligned == 0;
+#endif
+}
+#endif
+
 /* Chaining values of chunk `chunk` of every lane. is_root: this chunk is the
  * whole message. `storing` (a constant) selects load_storing_block, whose
  * carry persists from chunk to chunk. */
@@ -263,10 +284,10 @@ LANE_INLINE void parents_lanes(const struct lane_group *group, unsigned arity, i
 }
 
 /* Both entry kinds: with `stored` NULL the plain parents kernel; otherwise
- * the children of parent i are also copied to stored + i * arity * 32, from
- * the registers they were hashed from (see lanes_storing_entry). */
+ * the children of parent i are also copied to stored[i], from the registers
+ * they were hashed from (see LANES_STORING_ENTRY). */
 LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned arity,
-                             uint8_t *out, uint8_t *stored, int tagged)
+                             uint8_t *out, uint8_t *const *stored, int tagged)
 {
     const size_t stride = (size_t)arity * RT_HASH_LEN;
     const int storing = stored != NULL;
@@ -274,15 +295,7 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
     const uint8_t *next_children[LANES];
     struct lane_group group;
 #ifdef LANES_STORING_ENTRY
-    /* Streaming stores only when every lane writes whole cache lines (an
-     * even arity and a line-aligned destination): a lane that wrote half
-     * lines would leave partial lines in the write-combining buffers while
-     * the other lanes store, and flushing those costs more than the read
-     * of the destination that an ordinary store makes. */
     group.stream = 0;
-#ifndef RT_NO_STREAMING
-    group.stream = storing && stride % 64 == 0 && ((uintptr_t)stored & 63) == 0;
-#endif
 #endif
 
     for (size_t g = 0; g < groups; g++) {
@@ -291,9 +304,13 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
             group.children[k] = children + (first + k) * stride;
             group.out[k] = out + (first + k) * RT_HASH_LEN;
 #ifdef LANES_STORING_ENTRY
-            group.stored[k] = storing ? stored + (first + k) * stride : NULL;
+            group.stored[k] = storing ? stored[first + k] : NULL;
 #endif
         }
+#ifdef LANES_STORING_ENTRY
+        if (storing)
+            group.stream = lanes_may_stream(&group, stride);
+#endif
         group.upcoming = NULL;
         if (g + 1 < groups) {
             for (int k = 0; k < LANES; k++)
@@ -322,11 +339,10 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
         if (storing) {
             if (tagged)
                 LANES_NARROW_STORING_ENTRY(children + done * stride, left, arity,
-                                           out + done * RT_HASH_LEN, stored + done * stride);
+                                           out + done * RT_HASH_LEN, stored + done);
             else
                 LANES_NARROW_STORING_UNTAGGED_ENTRY(children + done * stride, left, arity,
-                                                    out + done * RT_HASH_LEN,
-                                                    stored + done * stride);
+                                                    out + done * RT_HASH_LEN, stored + done);
             return;
         }
 #endif
@@ -348,9 +364,13 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
             /* A padding lane reads the last parent's children again, maybe
              * different bytes if the caller is changing them: it must not
              * store them. */
-            group.stored[k] = storing && k < left ? stored + parent * stride : NULL;
+            group.stored[k] = storing && k < left ? stored[parent] : NULL;
 #endif
         }
+#ifdef LANES_STORING_ENTRY
+        if (storing)
+            group.stream = lanes_may_stream(&group, stride);
+#endif
         group.upcoming = NULL;
         parents_lanes(&group, arity, tagged, storing);
     } else if (left == 1) {
@@ -363,7 +383,7 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
         uint8_t copy[RT_MAX_ARITY * RT_HASH_LEN];
         if (storing) {
             memcpy(copy, message, stride);
-            memcpy(stored + done * stride, copy, stride);
+            memcpy(stored[done], copy, stride);
             message = copy;
         }
 #endif
@@ -385,20 +405,22 @@ LANE_TARGET void LANES_UNTAGGED_ENTRY(const uint8_t *children, size_t count,
 }
 
 #ifdef LANES_STORING_ENTRY
-/* The parents kernel that also copies the children to `stored` (level 0 of
- * a tree): each byte of `children` is loaded once, and the registers it was
- * loaded into are both hashed and stored, so the stored children hash to
- * the parents written even if the caller changes `children` meanwhile. The
- * same guarantee as hashing and storing a private copy, without the copy.
- * `stored` must not overlap `children` or `out`. */
+/* The parents kernel that also copies the children of parent i to
+ * stored[i] (level 0 of a tree, whose chunks need not be contiguous): each
+ * byte of `children` is loaded once, and the registers it was loaded into
+ * are both hashed and stored, so the stored children hash to the parents
+ * written even if the caller changes `children` meanwhile. The same
+ * guarantee as hashing and storing a private copy, without the copy. The
+ * copies must not overlap `children`, `out` or each other. */
 LANE_TARGET void LANES_STORING_ENTRY(const uint8_t *children, size_t count, unsigned arity,
-                                     uint8_t *out, uint8_t *stored)
+                                     uint8_t *out, uint8_t *const *stored)
 {
     lanes_entry(children, count, arity, out, stored, 1);
 }
 
 LANE_TARGET void LANES_STORING_UNTAGGED_ENTRY(const uint8_t *children, size_t count,
-                                              unsigned arity, uint8_t *out, uint8_t *stored)
+                                              unsigned arity, uint8_t *out,
+                                              uint8_t *const *stored)
 {
     lanes_entry(children, count, arity, out, stored, 0);
 }

@@ -174,33 +174,38 @@ static void hash_and_store_new_leaves(const fused_job *job, uint64_t first, uint
 }
 
 /* The same through the kernel's storing entry: no staging copy, and level 0
- * is written by the kernel from the registers it hashed. Runs are bounded by
- * both stores' chunks (capacities are multiples of the arity, so a group of
- * new leaves never straddles a level-0 chunk). */
+ * is written by the kernel from the registers it hashed. Level-0 chunks
+ * hold a few groups each (capacities are multiples of the arity, so a group
+ * never straddles two), far fewer than a lane kernel wants per call, so the
+ * kernel gets each group's destination rather than one contiguous run. */
+#define STORING_RUN 256
+
 static void hash_and_store_leaves_directly(const fused_job *job, uint64_t first, uint64_t end)
 {
     const unsigned arity = job->arity;
     const node_store *out = &job->stores[1], *level0 = &job->stores[0];
+    uint8_t *dest[STORING_RUN];
     uint64_t full_end = rt_min_u64(end, rt_div(job->len[0], arity));
     for (uint64_t at = first; at < full_end;) {
-        uint64_t run = rt_min_u64(full_end - at, store_run(out, at));
-        run = rt_min_u64(run, store_run(level0, at * arity) / arity);
+        uint64_t run = rt_min_u64(rt_min_u64(full_end - at, store_run(out, at)), STORING_RUN);
+        for (uint64_t i = 0; i < run; i++)
+            dest[i] = store_node(level0, (at + i) * arity);
         job->storing_kernel(job->copy_src + (at * arity - job->copy_first) * 32u, (size_t)run,
-                            arity, store_node(out, at), store_node(level0, at * arity));
+                            arity, store_node(out, at), dest);
         at += run;
     }
     if (full_end < end) { // the level's last parent, with a partial group
         uint64_t leaf = full_end * arity;
         const uint8_t *children = job->copy_src + (leaf - job->copy_first) * 32u;
         unsigned count = (unsigned)(job->len[0] - leaf);
+        dest[0] = store_node(level0, leaf);
         if (count == 1) { // lifted: one read of the caller's leaf, two stores
             uint8_t lone[32];
             memcpy(lone, children, 32);
-            memcpy(store_node(level0, leaf), lone, 32);
+            memcpy(dest[0], lone, 32);
             memcpy(store_node(out, full_end), lone, 32);
         } else {
-            job->storing_kernel(children, 1, count, store_node(out, full_end),
-                                store_node(level0, leaf));
+            job->storing_kernel(children, 1, count, store_node(out, full_end), dest);
         }
     }
 }

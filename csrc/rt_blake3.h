@@ -78,22 +78,25 @@ void rt_hash_parents_untagged_neon(const uint8_t *children, size_t count,
 #endif
 
 /* The parents kernels that also copy the children, for a tree's new leaves:
- * as rt_parents_fn, and children [0, count * arity * 32) are copied to
- * `stored` (not overlapping children or out). Every child byte is loaded
- * once and stored from the register it was hashed from, so the stored
- * children hash to the parents written even while the caller changes
- * `children`. Only the kernels that can do this without a copy have one. */
+ * as rt_parents_fn, and the arity * 32 bytes of children of parent i are
+ * copied to stored[i] (copies not overlapping children, out or each other).
+ * Every child byte is loaded once and stored from the register it was
+ * hashed from, so the stored children hash to the parents written even
+ * while the caller changes `children`. Only the kernels that can do this
+ * without a copy have one. */
 typedef void (*rt_parents_storing_fn)(const uint8_t *children, size_t count,
-                                      unsigned arity, uint8_t *out, uint8_t *stored);
+                                      unsigned arity, uint8_t *out, uint8_t *const *stored);
 #if RT_X86
-void rt_hash_parents_storing_avx2(const uint8_t *children, size_t count,
-                                  unsigned arity, uint8_t *out, uint8_t *stored);
-void rt_hash_parents_storing_avx512(const uint8_t *children, size_t count,
-                                    unsigned arity, uint8_t *out, uint8_t *stored);
+void rt_hash_parents_storing_avx2(const uint8_t *children, size_t count, unsigned arity,
+                                  uint8_t *out, uint8_t *const *stored);
+void rt_hash_parents_storing_avx512(const uint8_t *children, size_t count, unsigned arity,
+                                    uint8_t *out, uint8_t *const *stored);
 void rt_hash_parents_untagged_storing_avx2(const uint8_t *children, size_t count,
-                                           unsigned arity, uint8_t *out, uint8_t *stored);
+                                           unsigned arity, uint8_t *out,
+                                           uint8_t *const *stored);
 void rt_hash_parents_untagged_storing_avx512(const uint8_t *children, size_t count,
-                                             unsigned arity, uint8_t *out, uint8_t *stored);
+                                             unsigned arity, uint8_t *out,
+                                             uint8_t *const *stored);
 #endif
 
 /* BLAKE3 of (prefix || body) without concatenating them; prefix_len < 64.
