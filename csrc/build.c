@@ -188,8 +188,14 @@ static void hash_and_store_leaves_directly(const fused_job *job, uint64_t first,
     uint64_t full_end = rt_min_u64(end, rt_div(job->len[0], arity));
     for (uint64_t at = first; at < full_end;) {
         uint64_t run = rt_min_u64(rt_min_u64(full_end - at, store_run(out, at)), STORING_RUN);
-        for (uint64_t i = 0; i < run; i++)
-            dest[i] = store_node(level0, (at + i) * arity);
+        for (uint64_t i = 0; i < run;) { // a level-0 chunk at a time
+            uint64_t leaf = (at + i) * arity;
+            uint8_t *node = store_node(level0, leaf);
+            uint64_t in_chunk = rt_min_u64(run - i, store_run(level0, leaf) / arity);
+            for (uint64_t j = 0; j < in_chunk; j++)
+                dest[i + j] = node + j * arity * 32u;
+            i += in_chunk;
+        }
         job->storing_kernel(job->copy_src + (at * arity - job->copy_first) * 32u, (size_t)run,
                             arity, store_node(out, at), dest);
         at += run;
