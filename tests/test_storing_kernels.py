@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import threading
 
@@ -28,42 +27,39 @@ import pytest
 import rotortree
 from rotortree import config as rt_config
 
-from c_build import CSRC, DRIVERS
+from c_build import (CSRC, DRIVERS, build_drivers, cc,  # noqa: F401 (cc is a fixture)
+                     sanitizer_prefix, summary)
 from reference import root_of
 
 STORING_KERNELS = {"avx2", "avx512"}
 HASH_SOURCES = ["blake3_portable.c", "blake3_sse41.c", "blake3_avx2.c", "blake3_avx512.c",
                 "blake3_neon.c", "hash_dispatch.c"]
-CHUNK_NODES = 128
-# A kernel that reads a leaf twice fails only if a flip lands between the
-# reads; this many batches made that certain for every arity and thread
-# count with such a kernel substituted (see the test).
-INSERTS_WHILE_FLIPPING = 6  # RT_CHUNK_TARGET_NODES: level chunks hold about this many nodes
+CHUNK_NODES = 128  # RT_CHUNK_TARGET_NODES: level chunks hold about this many nodes
+# A kernel that reads a leaf twice is caught only if a flip lands between
+# the two reads. With one substituted (hash from the caller, then copy from
+# the caller), two batches let it pass at one thread; six failed it at
+# every arity tested here.
+INSERTS_WHILE_FLIPPING = 6
+
+
+SANITIZERS = ["-O1", "-g", "-std=c11", "-D_GNU_SOURCE", "-fsanitize=address,undefined",
+              "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+              "-Wall", "-Wextra", "-Werror"]
 
 
 @pytest.mark.slow
-def test_storing_driver_under_sanitizers(tmp_path):
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc not found on PATH: cannot build the C storing driver")
-    binary = tmp_path / "test_storing"
-    build = subprocess.run(
-        [gcc, "-O1", "-g", "-std=c11", "-D_GNU_SOURCE", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
-         "-Wall", "-Wextra", "-Werror", f"-I{CSRC}", str(DRIVERS / "test_storing.c"),
-         *(str(CSRC / name) for name in HASH_SOURCES), "-o", str(binary)],
-        capture_output=True, text=True, timeout=180)
-    if build.returncode != 0 and "sanitize" in build.stderr and "cannot find" in build.stderr:
-        pytest.skip(f"gcc has no sanitizer runtime: {build.stderr.strip()[:200]}")
-    assert build.returncode == 0, build.stderr
+def test_storing_driver_under_sanitizers(cc, tmp_path):  # noqa: F811 (cc is a fixture)
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
-    run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300, env=env)
+    prefix = sanitizer_prefix(cc, SANITIZERS, tmp_path, "ASan/UBSan", env, 120)
+    binary = build_drivers(cc, SANITIZERS, tmp_path / "build", [DRIVERS / "test_storing.c"],
+                           [CSRC / name for name in HASH_SOURCES])["test_storing"]
+    run = subprocess.run(prefix + [str(binary)], capture_output=True, text=True, timeout=300,
+                         env=env)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    summary = re.search(r"storing driver: (\d+) passed, (\d+) failed", run.stdout)
-    assert summary is not None, run.stdout[-2000:]
-    assert int(summary.group(1)) > 0 and int(summary.group(2)) == 0
+    passed, failed = summary(run)
+    assert passed > 0 and failed == 0
     # Every storing kernel the extension could dispatch to was tested.
     tested = re.search(r"kernels tested:(.*)", run.stdout)
     assert tested is not None
@@ -142,6 +138,7 @@ def test_leaves_changed_during_insert_many_still_hash_to_their_parents(arity):
                 flipper.join()
             assert flips[0] > 0
             stored = np.frombuffer(tree.leaves(), dtype=np.uint8).reshape(-1, 32)
-            assert rotortree.compute_root(stored, arity=arity) == bytes(tree.root), (kernel, threads)
+            root = rotortree.compute_root(stored, arity=arity)
+            assert root == bytes(tree.root), (kernel, threads)
             snapshot = tree.snapshot()
             assert snapshot.generate_proofs(np.arange(len(stored))).verify(), (kernel, threads)
