@@ -3,7 +3,9 @@
  * eight parents at once, one per 32-bit lane of sixteen 256-bit state
  * vectors. This file provides the eight-lane compression, message loading
  * and transposes; the lane groups, the chunk/parent walk and the remainder
- * are the shared driver in blake3_lanes.h.
+ * are the shared driver in blake3_lanes.h. rt_hash_parents_storing_avx2 (and
+ * its untagged form) also stores the children it loads, for insert_many's
+ * level 0.
  *
  * Only this file's functions carry target("avx2"); the dispatcher calls them
  * only after checking the CPU and OS support AVX2.

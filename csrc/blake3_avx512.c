@@ -5,7 +5,9 @@
  * lane of sixteen 512-bit state vectors. This file provides the sixteen-lane
  * compression, message loading and transposes; the lane groups, the
  * chunk/parent walk and the remainder are the shared driver in
- * blake3_lanes.h. With 32 vector registers the state and the message fit
+ * blake3_lanes.h. rt_hash_parents_storing_avx512 (and its untagged form)
+ * also stores the children it loads, for insert_many's level 0. With 32
+ * vector registers the state and the message fit
  * (the AVX2 kernel needs hand-written assembly to avoid spills), and every
  * rotation is one vprord, so the compression is plain intrinsics.
  *
