@@ -20,8 +20,10 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "rt_build.h"
 #include "rt_pool.h"
 #include "rt_sha256.h"
+#include "rt_tree.h"
 
 #if RT_X86
 #include <cpuid.h>
@@ -236,13 +238,15 @@ struct leaf_job {
     rt_sha256_many_fn many;
 };
 
-static void hash_leaf_range(void *ctx, size_t begin, size_t end)
+/* Leaf hashes of entries [begin, end) into out (32 bytes each, the first
+ * at out). */
+static void hash_leaves(const struct leaf_job *job, size_t begin, size_t end, uint8_t *out)
 {
-    const struct leaf_job *job = ctx;
     static const uint8_t leaf_prefix = 0x00;
+    out -= begin * RT_HASH_LEN; // indexed by entry below
     if (job->offsets == NULL) {
         job->many(leaf_prefix, job->data + begin * job->entry_len, job->entry_len,
-                  end - begin, job->out + begin * RT_HASH_LEN);
+                  end - begin, out + begin * RT_HASH_LEN);
         return;
     }
     /* Entry i ends where entry i + 1 starts, so a run of equal lengths is a
@@ -256,34 +260,48 @@ static void hash_leaf_range(void *ctx, size_t begin, size_t end)
             run++;
         if (run - i > 1)
             job->many(leaf_prefix, job->data + job->offsets[i], (size_t)len, run - i,
-                      job->out + i * RT_HASH_LEN);
+                      out + i * RT_HASH_LEN);
         else
             job->single(&leaf_prefix, 1, job->data + job->offsets[i], (size_t)len,
-                        job->out + i * RT_HASH_LEN);
+                        out + i * RT_HASH_LEN);
         i = run;
     }
+}
+
+static void hash_leaf_range(void *ctx, size_t begin, size_t end)
+{
+    const struct leaf_job *job = ctx;
+    hash_leaves(job, begin, end, job->out + begin * RT_HASH_LEN);
+}
+
+/* The entries' total length into *total, or RT_ERR_INVALID_ARGUMENT:
+ * everything is checked before the first hash is written. */
+static int check_entries(size_t data_len, const uint64_t *offsets, size_t count,
+                         size_t entry_len, size_t *total)
+{
+    if (offsets == NULL) {
+        if (entry_len != 0 && count > SIZE_MAX / entry_len)
+            return RT_ERR_INVALID_ARGUMENT;
+        *total = count * entry_len;
+        return *total == data_len ? RT_OK : RT_ERR_INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; i < count; i++)
+        if (offsets[i] > offsets[i + 1])
+            return RT_ERR_INVALID_ARGUMENT;
+    if (offsets[count] > data_len)
+        return RT_ERR_INVALID_ARGUMENT;
+    *total = (size_t)offsets[count];
+    return RT_OK;
 }
 
 int rt_rfc6962_leaf_hashes(const uint8_t *data, size_t data_len,
                            const uint64_t *offsets, size_t count,
                            size_t entry_len, uint8_t *out)
 {
-    /* Everything is checked before the first hash is written. */
     size_t total;
-    if (offsets == NULL) {
-        if (entry_len != 0 && count > SIZE_MAX / entry_len)
-            return RT_ERR_INVALID_ARGUMENT;
-        total = count * entry_len;
-        if (total != data_len)
-            return RT_ERR_INVALID_ARGUMENT;
-    } else {
-        for (size_t i = 0; i < count; i++)
-            if (offsets[i] > offsets[i + 1])
-                return RT_ERR_INVALID_ARGUMENT;
-        if (offsets[count] > data_len)
-            return RT_ERR_INVALID_ARGUMENT;
-        total = (size_t)offsets[count];
-    }
+    int status = check_entries(data_len, offsets, count, entry_len, &total);
+    if (status != RT_OK)
+        return status;
     if (count == 0)
         return RT_OK;
     struct leaf_job job = {data, offsets, entry_len, out,
@@ -305,4 +323,30 @@ int rt_rfc6962_leaf_hashes(const uint8_t *data, size_t data_len,
         grain = 1;
     rt_pool_parallel_for(count, grain, hash_leaf_range, &job);
     return RT_OK;
+}
+
+/* ---- RFC 6962 entries straight into a tree ---------------------------------- */
+
+static void fill_leaf_hashes(const void *ctx, uint64_t first, uint64_t count, uint8_t *dst)
+{
+    hash_leaves(ctx, (size_t)first, (size_t)(first + count), dst);
+}
+
+int rt_tree_insert_rfc6962_entries(rt_tree *tree, const uint8_t *data, size_t data_len,
+                                   const uint64_t *offsets, size_t count, size_t entry_len,
+                                   uint8_t *root_out)
+{
+    if (!tree || !root_out || (data_len && !data))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (rt_tree_rule(tree) != RT_RULE_RFC6962)
+        return RT_ERR_INVALID_ARGUMENT;
+    size_t total;
+    int status = check_entries(data_len, offsets, count, entry_len, &total);
+    if (status != RT_OK)
+        return status;
+    (void)total;
+    struct leaf_job job = {data, offsets, entry_len, NULL,
+                           rt_sha256_active_prefixed(), rt_sha256_active_many()};
+    rt_leaf_source source = {fill_leaf_hashes, &job};
+    return rt_tree_insert_from_source(tree, &source, count, root_out);
 }
