@@ -71,6 +71,7 @@ static void plan_word(uint8_t prefix, size_t body_len, size_t nblocks,
     plan->shift = (int8_t)((int)m - 1 - (int)window); /* bytes to the left */
 }
 
+/* digest[k][l]: word k of lane l's digest, already big-endian in memory. */
 LANES_TARGET static void lanes_group(const struct word_plan *plans, size_t nblocks,
                                      const uint8_t *bodies, size_t body_len,
                                      uint32_t digest[8][LANES])
@@ -139,8 +140,10 @@ LANES_TARGET static void lanes_group(const struct word_plan *plans, size_t nbloc
         s[6] = v_add(s[6], g);
         s[7] = v_add(s[7], h);
     }
+    // Byte-swapped here, a vector for all lanes at once, so that writing
+    // the digests out is plain word copies.
     for (int i = 0; i < 8; i++)
-        v_store(digest[i], s[i]);
+        v_store(digest[i], v_bswap(s[i]));
 }
 
 /* Plans for up to this many blocks live on the stack; longer bodies (over
@@ -162,12 +165,10 @@ LANES_TARGET void LANES_ENTRY(uint8_t prefix, const uint8_t *bodies,
         for (size_t i = 0; i < full; i += LANES) {
             uint32_t digest[8][LANES] __attribute__((aligned(64)));
             lanes_group(plans, nblocks, bodies + i * body_len, body_len, digest);
-            for (int l = 0; l < LANES; l++) {
-                uint32_t state[8];
+            uint8_t *dst = out + i * RT_HASH_LEN;
+            for (int l = 0; l < LANES; l++)
                 for (int k = 0; k < 8; k++)
-                    state[k] = digest[k][l];
-                rt_sha256_store_digest(state, out + (i + (size_t)l) * RT_HASH_LEN);
-            }
+                    memcpy(dst + 32 * l + 4 * k, &digest[k][l], 4);
         }
     }
     /* The remainder, under one group's cost, on the single path. */
