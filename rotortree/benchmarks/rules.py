@@ -108,38 +108,29 @@ def run(repeat: int, leaves: int = LEAVES, show_progress: bool = True,
         if crate[arity]:
             row["crate_s"] = summary(crate[arity])
             row["speedup"] = ratio_summary(paired_ratios(crate[arity], ours[arity]))
-            # The speedup over the crate of a build that did nothing but hash
-            # at the blake3 package's speed.
             row["speedup_at_bound"] = ratio_summary(paired_ratios(crate[arity], bound))
         rows.append(row)
     goal = TARGET_SPEEDUP.get(kernel)
-    reachable = []
-    for row in rows:
-        name = f"arity {row['arity']}: a build hashing at the blake3 package's one-thread " \
-               f"speed reaches {goal or 2.0}x the crate 0.17"
-        if "speedup_at_bound" not in row:
-            reachable.append(target(name, "", reason="no Rust harness: the crate was not run"))
-        elif goal is None:
-            reachable.append(target(name, fmt_interval(row["speedup_at_bound"]),
-                                    reason=f"the target names AVX-512 or AVX2; kernel {kernel}"))
-        else:
-            at_bound = row["speedup_at_bound"]
-            reachable.append(target(name, f"hashing alone at the bound: "
-                                          f"{fmt_interval(at_bound)} the crate's speed",
-                                    (at_bound["low"], at_bound["high"]), goal))
-    targets = []
-    for row in rows:
-        name = f"leanimt insert_many 1M, arity {row['arity']}, 1 thread >= " \
-               f"{goal or 2.0}x crate 0.17"
-        if "speedup" not in row:
-            targets.append(target(name, "", reason="no Rust harness: the crate was not run"))
-        elif goal is None:
-            targets.append(target(name, fmt_interval(row["speedup"]),
-                                  reason=f"the target names AVX-512 or AVX2; kernel {kernel}"))
-        else:
-            speedup = row["speedup"]
-            targets.append(target(name, fmt_interval(speedup), (speedup["low"],
-                                  speedup["high"]), goal))
+
+    def judged(name: str, key: str, row: Dict[str, Any], what: str = "") -> Dict[str, Any]:
+        """The target row for the paired ratio row[key] against the goal."""
+        if key not in row:
+            return target(name, "", reason="no Rust harness: the crate was not run")
+        ratio = row[key]
+        measured = what.format(fmt_interval(ratio)) if what else fmt_interval(ratio)
+        if goal is None:
+            return target(name, measured,
+                          reason=f"the target names AVX-512 or AVX2; kernel {kernel}")
+        return target(name, measured, (ratio["low"], ratio["high"]), goal)
+
+    targets = [judged(f"leanimt insert_many 1M, arity {row['arity']}, 1 thread >= "
+                      f"{goal or 2.0}x crate 0.17", "speedup", row) for row in rows]
+    # The speedup over the crate of a build that did nothing but hash at the
+    # blake3 package's speed: below the goal, the goal is out of reach.
+    reachable = [judged(f"arity {row['arity']}: a build hashing at the blake3 package's "
+                        f"one-thread speed reaches {goal or 2.0}x the crate 0.17",
+                        "speedup_at_bound", row,
+                        "hashing alone at the bound: {} the crate's speed") for row in rows]
     payload = {"machine": machine(), "kernel": kernel, "leaves": leaves, "repeat": repeat,
                "rows": rows, "targets": targets, "reachable": reachable,
                "problems": problems, "load": load, "harness": harness is not None,
