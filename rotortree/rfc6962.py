@@ -92,7 +92,11 @@ def leaf_hashes(entries: Union[BytesLike, Iterable[BytesLike]],
     Raises ArgumentTypeError for a str, a non-bytes item or a buffer without
     ``entry_len``, InvalidArgumentError for a bad ``entry_len``.
     """
-    data, offsets, count, size = _batch(entries, entry_len)
+    return _hashed(_batch(entries, entry_len))
+
+
+def _hashed(batch: _Batch) -> bytes:
+    data, offsets, count, size = batch
     if count == 0:
         return b""
     if _lib is None:
@@ -129,10 +133,12 @@ def insert_entries(tree: Any, entries: Union[BytesLike, Iterable[BytesLike]],
     if tree.rule != "rfc6962":
         raise InvalidArgumentError(
             f"insert_entries needs a tree of the rfc6962 rule, not {tree.rule!r}")
-    data, offsets, count, size = _batch(entries, entry_len)
+    batch = _batch(entries, entry_len)
+    data, offsets, count, size = batch
     if _lib is None or count == 0:
-        # count 0 goes to insert_many too, which raises EmptyBatchError.
-        return tree.insert_many(leaf_hashes(entries, entry_len) if count else b"")
+        # No entries go to insert_many too, which raises EmptyBatchError. The
+        # batch is hashed, not `entries`: an iterator is already consumed.
+        return tree.insert_many(_hashed(batch))
     root = _ffi.new("uint8_t[32]")
     status = _lib.rt_tree_insert_rfc6962_entries(tree._tree,
                                                  *_c_batch(data, offsets, count, size), root)

@@ -138,5 +138,8 @@ def test_light_client_fallback_builds_the_same_tree(monkeypatch):
     inserted with insert_many: the same tree."""
     entries = [bytes([i % 256]) * (i % 50) for i in range(300)]
     with_c = (one_pass(entries)[1], rfc6962.leaf_hashes(entries))
+    assert one_pass(iter(entries))[1] == with_c[0]
     monkeypatch.setattr(rfc6962, "_lib", None)
     assert (one_pass(entries)[1], rfc6962.leaf_hashes(entries)) == with_c
+    # An iterator is read once: the fallback hashes what was read.
+    assert one_pass(iter(entries))[1] == with_c[0]
