@@ -20,10 +20,8 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "rt_build.h"
 #include "rt_pool.h"
 #include "rt_sha256.h"
-#include "rt_tree.h"
 
 #if RT_X86
 #include <cpuid.h>
@@ -230,23 +228,17 @@ int rt_sha256_prefixed_many(int impl, uint8_t prefix, const uint8_t *bodies,
 /* ---- RFC 6962 leaf hashes on the pool -------------------------------------- */
 
 struct leaf_job {
-    const uint8_t *data;
-    const uint64_t *offsets; /* NULL: fixed-length entries */
-    size_t entry_len;
+    rt_rfc6962_entries entries;
     uint8_t *out;
-    rt_sha256_prefixed_fn single;
-    rt_sha256_many_fn many;
 };
 
-/* Leaf hashes of entries [begin, end) into out (32 bytes each, the first
- * at out). */
-static void hash_leaves(const struct leaf_job *job, size_t begin, size_t end, uint8_t *out)
+void rt_rfc6962_entries_hash(const rt_rfc6962_entries *job, size_t begin, size_t end,
+                             uint8_t *out)
 {
     static const uint8_t leaf_prefix = 0x00;
-    out -= begin * RT_HASH_LEN; // indexed by entry below
     if (job->offsets == NULL) {
         job->many(leaf_prefix, job->data + begin * job->entry_len, job->entry_len,
-                  end - begin, out + begin * RT_HASH_LEN);
+                  end - begin, out);
         return;
     }
     /* Entry i ends where entry i + 1 starts, so a run of equal lengths is a
@@ -260,10 +252,10 @@ static void hash_leaves(const struct leaf_job *job, size_t begin, size_t end, ui
             run++;
         if (run - i > 1)
             job->many(leaf_prefix, job->data + job->offsets[i], (size_t)len, run - i,
-                      out + i * RT_HASH_LEN);
+                      out + (i - begin) * RT_HASH_LEN);
         else
             job->single(&leaf_prefix, 1, job->data + job->offsets[i], (size_t)len,
-                        out + i * RT_HASH_LEN);
+                        out + (i - begin) * RT_HASH_LEN);
         i = run;
     }
 }
@@ -271,7 +263,7 @@ static void hash_leaves(const struct leaf_job *job, size_t begin, size_t end, ui
 static void hash_leaf_range(void *ctx, size_t begin, size_t end)
 {
     const struct leaf_job *job = ctx;
-    hash_leaves(job, begin, end, job->out + begin * RT_HASH_LEN);
+    rt_rfc6962_entries_hash(&job->entries, begin, end, job->out + begin * RT_HASH_LEN);
 }
 
 /* The entries' total length into *total, or RT_ERR_INVALID_ARGUMENT:
@@ -304,8 +296,8 @@ int rt_rfc6962_leaf_hashes(const uint8_t *data, size_t data_len,
         return status;
     if (count == 0)
         return RT_OK;
-    struct leaf_job job = {data, offsets, entry_len, out,
-                           rt_sha256_active_prefixed(), rt_sha256_active_many()};
+    struct leaf_job job = {{data, offsets, entry_len, rt_sha256_active_prefixed(),
+                            rt_sha256_active_many()}, out};
     uint32_t threads;
     uint64_t threshold, chunk;
     rt_pool_tunables(&threads, &threshold, &chunk);
@@ -325,28 +317,15 @@ int rt_rfc6962_leaf_hashes(const uint8_t *data, size_t data_len,
     return RT_OK;
 }
 
-/* ---- RFC 6962 entries straight into a tree ---------------------------------- */
-
-static void fill_leaf_hashes(const void *ctx, uint64_t first, uint64_t count, uint8_t *dst)
+int rt_rfc6962_entries_init(rt_rfc6962_entries *entries, const uint8_t *data,
+                            size_t data_len, const uint64_t *offsets, size_t count,
+                            size_t entry_len)
 {
-    hash_leaves(ctx, (size_t)first, (size_t)(first + count), dst);
-}
-
-int rt_tree_insert_rfc6962_entries(rt_tree *tree, const uint8_t *data, size_t data_len,
-                                   const uint64_t *offsets, size_t count, size_t entry_len,
-                                   uint8_t *root_out)
-{
-    if (!tree || !root_out || (data_len && !data))
-        return RT_ERR_INVALID_ARGUMENT;
-    if (rt_tree_rule(tree) != RT_RULE_RFC6962)
-        return RT_ERR_INVALID_ARGUMENT;
     size_t total;
     int status = check_entries(data_len, offsets, count, entry_len, &total);
     if (status != RT_OK)
         return status;
-    (void)total;
-    struct leaf_job job = {data, offsets, entry_len, NULL,
-                           rt_sha256_active_prefixed(), rt_sha256_active_many()};
-    rt_leaf_source source = {fill_leaf_hashes, &job};
-    return rt_tree_insert_from_source(tree, &source, count, root_out);
+    *entries = (rt_rfc6962_entries){data, offsets, entry_len, rt_sha256_active_prefixed(),
+                                    rt_sha256_active_many()};
+    return RT_OK;
 }
