@@ -62,26 +62,33 @@ V_INLINE void v_store(uint32_t *dst, VEC x) { _mm512_store_si512((void *)dst, x)
  * body words j - 1 and j, and the word after the body carries its last
  * byte and the 0x80 of the padding. */
 
-/* Body words 0..7 of sixteen 32-byte bodies: row r holds bodies r and
- * r + 8, and an 8x8 transpose runs in each 256-bit half. */
-V_INLINE void transpose_8_words(const uint8_t *bodies, VEC e[8])
+/* The first two stages of a transpose of `rows` rows (a multiple of 4):
+ * u[4g + k] holds, in each 128-bit lane c, word 4c + k of rows 4g .. 4g + 3. */
+V_INLINE void interleave_rows(const VEC *r, int rows, VEC *u)
 {
-    VEC r[8], t[8], u[8];
-    for (int i = 0; i < 8; i++)
-        r[i] = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(bodies + 32 * i))),
-            _mm256_loadu_si256((const __m256i *)(bodies + 32 * (i + 8))), 1);
-    for (int i = 0; i < 8; i += 2) {
+    VEC t[16];
+    for (int i = 0; i < rows; i += 2) {
         t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
     }
-    // u[4g + k]: per 128-bit lane c, word 4c + k of rows 4g .. 4g + 3.
-    for (int g = 0; g < 2; g++) {
+    for (int g = 0; g < rows / 4; g++) {
         u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
         u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
         u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
         u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
     }
+}
+
+/* Body words 0..7 of sixteen 32-byte bodies: row r holds bodies r and
+ * r + 8, and an 8x8 transpose runs in each 256-bit half. */
+V_INLINE void transpose_8_words(const uint8_t *bodies, VEC e[8])
+{
+    VEC r[8], u[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(bodies + 32 * i))),
+            _mm256_loadu_si256((const __m256i *)(bodies + 32 * (i + 8))), 1);
+    interleave_rows(r, 8, u);
     // Word k and k + 4: rows 0-3 and 4-7 side by side in each half.
     const VEC low = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
     const VEC high = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
@@ -94,20 +101,10 @@ V_INLINE void transpose_8_words(const uint8_t *bodies, VEC e[8])
 /* Body words 0..15 of sixteen 64-byte bodies: a 16x16 transpose. */
 V_INLINE void transpose_16_words(const uint8_t *bodies, VEC e[16])
 {
-    VEC r[16], t[16], u[16];
+    VEC r[16], u[16];
     for (int i = 0; i < 16; i++)
         r[i] = _mm512_loadu_si512((const void *)(bodies + 64 * i));
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    // u[4g + k]: per 128-bit lane c, word 4c + k of rows 4g .. 4g + 3.
-    for (int g = 0; g < 4; g++) {
-        u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-    }
+    interleave_rows(r, 16, u);
     // For each k, a 4x4 transpose of 128-bit lanes over the four row groups.
     for (int k = 0; k < 4; k++) {
         VEC v0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x44);

@@ -116,10 +116,12 @@ int rt_sha256_impl_active(int batch)
     int kernel = rt_kernel_active();
     if (kernel == RT_KERNEL_PORTABLE)
         return RT_SHA256_PORTABLE;
-    /* For batches, sixteen AVX-512 lanes match two messages interleaved on
-     * the SHA extensions for two-block parents and beat them by about a
-     * fifth on one-block leaf hashes, where the per-message setup of the
-     * extensions weighs more (rotortree bench, sha256 section). Eight AVX2
+    /* For batches, sixteen AVX-512 lanes beat two messages interleaved on
+     * the SHA extensions: with the RFC 6962 shapes (32- and 64-byte bodies)
+     * loaded whole and transposed rather than gathered, by about half on
+     * parents and more on leaf hashes; other lengths, gathered, about
+     * match them on two-block messages and win on one-block ones (rotortree
+     * bench, sha256 section). Eight AVX2
      * lanes are about half as fast as the extensions, so they only serve
      * CPUs without them. */
     if (batch && kernel == RT_KERNEL_AVX512 && rt_sha256_impl_available(RT_SHA256_AVX512))
