@@ -284,3 +284,37 @@ def test_the_stable_flag_is_no_mode_of_its_own():
                                      lib.RT_UNIQUE_REJECT | lib.RT_UNIQUE_STABLE,
                                      ffi.from_buffer("uint8_t[]", marks), dups, root) == lib.RT_OK
     assert tree.size == 1 and tree.index_of(bytes(range(32))) == 0
+
+
+def test_an_interrupt_as_the_build_starts_joins_and_frees_it(tmp_path, monkeypatch):
+    """A KeyboardInterrupt raised as rt_index_build_start returns (Python
+    checks signals at the next bytecode) must not leave the C thread running
+    with nobody to join it or free its table."""
+    data = leaves_with_repeats(CHECKPOINTED, seed=7)
+    path = tmp_path / "tree"
+    with manual(path, create=True, arity=4, index=True) as tree:
+        tree.insert_many(data)
+        tree.checkpoint()
+    discarded = []
+
+    class InterruptingLib:
+        def __getattr__(self, name):
+            return getattr(lib, name)
+
+        def rt_index_build_start(self, *args):
+            status = lib.rt_index_build_start(*args)
+            assert status == lib.RT_OK and args[-1][0] != ffi.NULL
+            raise KeyboardInterrupt
+
+        def rt_index_build_discard(self, handle):
+            discarded.append(handle)
+            lib.rt_index_build_discard(handle)
+
+    monkeypatch.setattr(recovery, "lib", InterruptingLib())
+    monkeypatch.setattr(recovery, "BACKGROUND_INDEX", True)
+    with pytest.raises(KeyboardInterrupt):
+        manual(path)
+    assert len(discarded) == 1
+    monkeypatch.setattr(recovery, "lib", lib)
+    with manual(path) as tree:   # nothing of the interrupted open remains
+        assert tree.size == CHECKPOINTED and tree.index_of(data[5].tobytes()) >= 0

@@ -34,11 +34,20 @@ class IndexBuild:
     def __init__(self, mapping: Any, count: int, expected: int) -> None:
         self._mapping = mapping
         self._view = ffi.from_buffer("uint8_t[]", mapping)
-        out = ffi.new("rt_index_build **")
-        if lib.rt_index_build_start(self._view, count, expected, out) == lib.RT_OK:
-            self._handle = out[0]
-        else:   # no thread or memory now: the index is built after the replay
+        out = ffi.new("rt_index_build **")   # NULL until the thread runs
+        self._handle = None
+        try:
+            status = lib.rt_index_build_start(self._view, count, expected, out)
+            self._handle = out[0] if status == lib.RT_OK else None
+        except BaseException:
+            # A Ctrl-C raised as the call returns would otherwise leave the
+            # thread running with nobody to join it or free its table.
             self._handle = None
+            if out[0] != ffi.NULL:
+                lib.rt_index_build_discard(out[0])
+            self._release()
+            raise
+        if self._handle is None:   # no thread or memory now: built after the replay
             self._release()
 
     def adopt(self, tree: Any) -> None:
