@@ -161,15 +161,23 @@ static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *len)
 
 /* Caller holds the write lock. `gate` (may be NULL) runs after the new nodes
  * are hashed and before they are published; if it fails, the tree is put
- * back as it was and its status returned (see rt_tree_insert_many_gated). */
-static int insert_gated_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
-                               uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
+ * back as it was and its status returned (see rt_tree_insert_many_gated).
+ * The leaves come from `leaves`, or, when `source` is set, are made by it. */
+static int insert_from_locked(rt_tree *tree, const uint8_t *leaves,
+                              const rt_leaf_source *source, uint64_t count,
+                              uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
 {
     const unsigned arity = tree->arity;
     const unsigned cap = tree->chunk_cap;
     const uint64_t old_size = tree->size;
     if (count > tree->capacity - old_size)
         return RT_ERR_MAX_DEPTH;
+    uint8_t lone[32];
+    if (source && count == 1) { // the one-leaf paths below read a leaf
+        source->fill(source->ctx, 0, 1, lone);
+        leaves = lone;
+        source = NULL;
+    }
     const uint64_t new_size = old_size + count;
     const unsigned new_depth = rt_depth_of(new_size, arity);
 
@@ -213,7 +221,11 @@ static int insert_gated_locked(rt_tree *tree, const uint8_t *leaves, uint64_t co
         node_store stores[RT_MAX_DEPTH_LIMIT + 1];
         for (unsigned l = 0; l <= new_depth; l++)
             stores[l] = store_of_level(&tree->levels[l], cap);
-        rt_build_levels(stores, len, first, new_depth, arity, tree->rule, leaves, old_size);
+        if (source)
+            rt_build_levels_from(stores, len, first, new_depth, arity, tree->rule, source,
+                                 old_size);
+        else
+            rt_build_levels(stores, len, first, new_depth, arity, tree->rule, leaves, old_size);
     }
 
     if (gate) {
@@ -242,7 +254,7 @@ static int insert_gated_locked(rt_tree *tree, const uint8_t *leaves, uint64_t co
 int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
                           uint8_t *root_out)
 {
-    return insert_gated_locked(tree, leaves, count, root_out, NULL, NULL);
+    return insert_from_locked(tree, leaves, NULL, count, root_out, NULL, NULL);
 }
 
 int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
@@ -251,16 +263,13 @@ int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
     return rt_tree_insert_many_gated(tree, leaves, count, root_out, NULL, NULL);
 }
 
-int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count,
-                              uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
+static int insert_many_from(rt_tree *tree, const uint8_t *leaves, const rt_leaf_source *source,
+                            size_t count, uint8_t *root_out, int (*gate)(void *),
+                            void *gate_ctx)
 {
-    if (!tree || !root_out || (count && !leaves))
-        return RT_ERR_INVALID_ARGUMENT;
-    if (count == 0)
-        return RT_ERR_EMPTY_BATCH;
     if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
-    int status = insert_gated_locked(tree, leaves, count, root_out, gate, gate_ctx);
+    int status = insert_from_locked(tree, leaves, source, count, root_out, gate, gate_ctx);
     // Memory the next batch will likely need, pre-faulted in the background
     // from now on: after this batch, so that it never competes with it.
     uint8_t *ahead[RT_MAX_DEPTH_LIMIT + 1];
@@ -274,6 +283,26 @@ int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count
     for (unsigned i = 0; i < aheads; i++)
         rt_mapping_prefault(ahead[i], ahead_bytes[i]);
     return status;
+}
+
+int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count,
+                              uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
+{
+    if (!tree || !root_out || (count && !leaves))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (count == 0)
+        return RT_ERR_EMPTY_BATCH;
+    return insert_many_from(tree, leaves, NULL, count, root_out, gate, gate_ctx);
+}
+
+int rt_tree_insert_from_source(rt_tree *tree, const rt_leaf_source *source, size_t count,
+                               uint8_t *root_out)
+{
+    if (!tree || !root_out || !source)
+        return RT_ERR_INVALID_ARGUMENT;
+    if (count == 0)
+        return RT_ERR_EMPTY_BATCH;
+    return insert_many_from(tree, NULL, source, count, root_out, NULL, NULL);
 }
 
 int rt_tree_insert(rt_tree *tree, const uint8_t *leaf, uint8_t *root_out)
