@@ -84,6 +84,22 @@ def die_at(monkeypatch, n: int) -> list:
     return calls
 
 
+def fail_record_writes(monkeypatch, tree, when, code=errno.EIO) -> list:
+    """Writes of the tree's sync record raise OSError(code) while ``when()``
+    says so; returns the list of failed writes."""
+    real = storage_io.sys_pwrite
+    record_fd = tree._files.sync.fd
+    failed: list = []
+
+    def hook(fd, data, offset):
+        if fd == record_fd and when():
+            failed.append(fd)
+            raise OSError(code, "injected")
+        return real(fd, data, offset)
+    monkeypatch.setattr(storage_io, "sys_pwrite", hook)
+    return failed
+
+
 def test_acknowledge_argument_is_checked():
     for bad, error in (("fsync", InvalidArgumentError), ("", InvalidArgumentError),
                        (1, ArgumentTypeError), (None, ArgumentTypeError)):
@@ -204,18 +220,14 @@ def test_before_the_record_catches_up_only_its_lag_is_taken_for_a_torn_tail(
     tree = lagged(path)
     tree.insert_durable(leaves(0, 10))
     tree.flush()
-    real = storage_io.sys_pwrite
     held = threading.Event()
     release = threading.Event()
-    record_fd = tree._files.sync.fd
 
-    def hold_record(fd, data, offset):
-        if fd == record_fd:
-            held.set()
-            release.wait(10)
-            raise OSError(errno.EIO, "held back")
-        return real(fd, data, offset)
-    monkeypatch.setattr(storage_io, "sys_pwrite", hold_record)
+    def hold() -> bool:
+        held.set()
+        release.wait(10)
+        return True
+    fail_record_writes(monkeypatch, tree, hold)
     tree.insert_durable(leaves(10, 10))   # acknowledged with the record held
     assert held.wait(10) and tree.stats()["recorded_seq"] == 1
     length = os.path.getsize(current_segment(path))
@@ -238,16 +250,7 @@ def test_before_the_record_catches_up_only_its_lag_is_taken_for_a_torn_tail(
 def test_record_write_failure_is_retried_and_acknowledges_anyway(tmp_path, monkeypatch):
     path = tmp_path / "t"
     tree = lagged(path)
-    real = storage_io.sys_pwrite
-    record_fd = tree._files.sync.fd
-    failures = []
-
-    def fail_twice(fd, data, offset):
-        if fd == record_fd and len(failures) < 2:
-            failures.append(fd)
-            raise OSError(errno.ENOSPC, "injected")
-        return real(fd, data, offset)
-    monkeypatch.setattr(storage_io, "sys_pwrite", fail_twice)
+    failures = fail_record_writes(monkeypatch, tree, lambda: len(failures) < 2, errno.ENOSPC)
     _, token = tree.insert(leaf(0))
     tree._sync_upto(token.seq)   # a round alone, as insert_durable runs it
     assert token.durable
@@ -280,16 +283,9 @@ def test_record_fdatasync_failure_poisons_but_keeps_acknowledged_entries(tmp_pat
 def test_flush_and_close_bring_the_record_up_to_date(tmp_path, monkeypatch):
     path = tmp_path / "t"
     tree = lagged(path)
-    real = storage_io.sys_pwrite
-    record_fd = tree._files.sync.fd
-    blocked = []
-
-    def recorder_blocked(fd, data, offset):
-        if fd == record_fd and threading.current_thread().name.startswith("rotortree-record"):
-            blocked.append(fd)
-            raise OSError(errno.EIO, "injected")
-        return real(fd, data, offset)
-    monkeypatch.setattr(storage_io, "sys_pwrite", recorder_blocked)
+    fail_record_writes(   # the recorder fails every write: only the callers' count
+        monkeypatch, tree,
+        lambda: threading.current_thread().name.startswith("rotortree-record"))
     tree.insert_durable(leaf(0))
     tree.flush()   # written by the caller, not the recorder
     assert recorded(path) == 1

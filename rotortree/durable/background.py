@@ -1,5 +1,6 @@
-"""The flusher and checkpointer threads (they hold only a weak reference
-to the tree), and the fork hook that detaches a forked child's copies."""
+"""The flusher, recorder and checkpointer threads (they hold only a weak
+reference to the tree), and the fork hook that detaches a forked child's
+copies."""
 
 from __future__ import annotations
 
