@@ -283,27 +283,35 @@ class Wal(TreeState):
         if state.synced >= seq:
             return
         cond = state.cond
-        with cond:
-            # The timeout only bounds the wait if a leader failed to notify;
-            # every round notifies when it ends, whatever the outcome.
-            while state.leading and state.synced < seq and state.error is None:
-                cond.wait(0.05)
-            if state.synced >= seq:
-                return
-            lead = not state.leading   # else: failed; the round below reports it
-            if lead:
-                state.leading = True
+        lead = False
         target = 0
         try:
+            with cond:
+                # The timeout only bounds the wait if a leader was interrupted
+                # before notifying; every round notifies when it ends.
+                while state.leading and state.synced < seq and state.error is None:
+                    cond.wait(0.05)
+                if state.synced >= seq:
+                    return
+                if not state.leading:   # else failed: the round below reports it
+                    # One statement: an interrupt cannot fall between the two.
+                    state.leading = lead = True
             with self._sync_lock:
                 target = self._sync_round(seq, report)
+                with cond:
+                    if target > state.synced:
+                        state.synced = target
+                    if lead:
+                        state.leading = lead = False
+                    cond.notify_all()
         finally:
-            with cond:
-                if lead:
-                    state.leading = False
-                if target > state.synced:
-                    state.synced = target
-                cond.notify_all()
+            if lead:
+                # The round failed or was interrupted before it ended: the
+                # flag goes first (a plain store, which nothing interrupts),
+                # so that a stuck flag never blocks later callers.
+                state.leading = False
+                with cond:
+                    cond.notify_all()
 
     def _sync_round(self, seq: int, report: bool) -> int:
         """An fsync round (called with self._sync_lock held): the sequence
