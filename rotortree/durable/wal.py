@@ -114,7 +114,10 @@ class Wal(TreeState):
         in-memory tree, is not durable, this raises :class:`DurabilityError`,
         and the tree refuses further writes; if only writing the sync record
         fails, the same except that the tree stays writable and the next
-        flush retries."""
+        flush retries. Under ``acknowledge="wal"`` the record's failures
+        never fail this call (the entry is durable): a failed write is
+        retried by the recorder thread and raised by ``flush``/``close``, a
+        failed fdatasync makes the tree refuse later writes."""
         root, token = self.insert_many(leaves)
         self._sync_upto(token.seq)
         return root
