@@ -341,8 +341,8 @@ class Wal(TreeState):
                 storage.fsync_fd(segment.fd, segment.path)
             if not self._lagged_record:
                 # Strict: the record claims the round before anyone is told.
-                # Lagged: the recorder thread writes it once state.advance
-                # below acknowledged the round, never before the fsync.
+                # Lagged: the recorder thread writes it once _sync_upto has
+                # acknowledged the round, so never before this fsync.
                 self._files.write_record(target)
         except DurabilityError as error:
             self._poison_on_fsync(error)
