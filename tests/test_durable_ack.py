@@ -332,3 +332,41 @@ def test_interval_policy_acknowledges_tokens_through_the_wal_alone(tmp_path, mon
         assert token.wait(10.0)
         assert eventually(lambda: tree.stats()["recorded_seq"] == 1)
     assert recorded(path) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_the_recorder_writes_does_not_hang_the_child(tmp_path, monkeypatch):
+    """The child inherits the record's lock as the recorder held it; the
+    at-fork hook closes the child's descriptors under a fresh lock instead
+    of waiting forever for a thread the child does not have."""
+    path = tmp_path / "t"
+    tree = lagged(path)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_in_recorder() -> bool:
+        if threading.current_thread().name.startswith("rotortree-record"):
+            held.set()
+            release.wait(10)
+        return False   # the write then goes through
+    fail_record_writes(monkeypatch, tree, hold_in_recorder)
+    tree.insert_durable(leaf(0))
+    assert held.wait(10)   # the recorder is inside write_record, holding the lock
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if tree.size == 1 and tree._files.sync.fd < 0 else 2)
+    release.set()
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on the sync record's lock")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0
+    tree.insert_durable(leaf(1))   # the parent's recorder and files still work
+    tree.close()
+    assert recorded(path) == 2
