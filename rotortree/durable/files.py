@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno as _errno
 import logging
 import os
+import threading
 from typing import Dict, List, Optional, Tuple
 
 from .. import storage
@@ -51,7 +52,7 @@ class Files:
     is the append in progress (see RotorTree._settle)."""
 
     __slots__ = ("lock_fd", "dir_lock_fd", "segment", "retired", "level_fds", "sync",
-                 "pending")
+                 "pending", "record_lock")
 
     def __init__(self) -> None:
         self.lock_fd: Optional[int] = None
@@ -61,6 +62,19 @@ class Files:
         self.level_fds: Dict[int, int] = {}
         self.sync: Optional[storage.SyncRecord] = None
         self.pending: Optional[Pending] = None
+        # Serialises writes of the sync record with its closing: with
+        # acknowledge="wal" a recorder thread writes it while the finalizer
+        # (or close) may run, and a write through a closed, reused
+        # descriptor would land in another file.
+        self.record_lock = threading.Lock()
+
+    def write_record(self, seq: int) -> None:
+        """Make the sync record claim ``seq`` (a no-op if it already does
+        or is closed). The caller must know ``seq``'s WAL fsync completed."""
+        with self.record_lock:
+            record = self.sync
+            if record is not None and record.fd >= 0:
+                record.write(seq)
 
     def segments(self) -> List[Segment]:
         return self.retired + ([self.segment] if self.segment else [])
@@ -74,7 +88,8 @@ class Files:
             os.close(fd)
         self.level_fds.clear()
         if self.sync is not None:
-            self.sync.close()
+            with self.record_lock:
+                self.sync.close()
         if self.dir_lock_fd is not None:
             os.close(self.dir_lock_fd)   # releases the directory's flock
             self.dir_lock_fd = None
@@ -98,8 +113,7 @@ def finalize(files: Files, state: SyncState) -> None:
                 # The same fsync as every other path (F_FULLFSYNC on macOS).
                 storage.fsync_fd(segment.fd, segment.path)
         if state.error is None:
-            if files.sync is not None:
-                files.sync.write(written)   # acknowledged from now on
+            files.write_record(written)   # acknowledged from now on
             state.advance(written)
     except DurabilityError as error:
         state.fail(error)
