@@ -287,6 +287,12 @@ class Wal(TreeState):
             return
         cond = state.cond
         lead = False
+        # True from the acknowledgement until the wake-up has run: an
+        # interrupt in between (at the entry of notify_all, or between its
+        # notify and the settling of awaited tokens) must not leave threads
+        # in token.wait() or awaiting coroutines asleep with nothing left to
+        # wake them, so the finally block wakes everyone then.
+        waking = False
         target = 0
         try:
             with cond:
@@ -302,17 +308,21 @@ class Wal(TreeState):
             with self._sync_lock:
                 target = self._sync_round(seq, report)
                 with cond:
+                    waking = True
                     if target > state.synced:
                         state.synced = target
                     if lead:
                         state.leading = lead = False
                     cond.notify_all()
+                    waking = False
         finally:
             if lead:
                 # The round failed or was interrupted before it ended: the
                 # flag goes first (a plain store, which nothing interrupts),
                 # so that a stuck flag never blocks later callers.
                 state.leading = False
+                waking = True
+            if waking:
                 with cond:
                     cond.notify_all()
 
