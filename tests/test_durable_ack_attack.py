@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sys
 import threading
 
 import pytest
 
 from reference import root_of
-from rotortree import FlushPolicy
+from rotortree import CorruptionError, DurabilityError, FlushPolicy
 from rotortree.storage import io as storage_io
-from test_durable import leaf, leaves, manual, split
-from test_durable_ack import eventually
+from test_durable import _fail, leaf, leaves, manual, segments, split
+from test_durable_ack import eventually, fail_record_writes, recorded
 from test_interrupts import run_injecting
 
 POLICIES = {"record": FlushPolicy.manual(), "wal": FlushPolicy.manual(acknowledge="wal")}
@@ -197,3 +198,77 @@ def test_power_cut_before_any_flush_keeps_every_acknowledged_entry(tmp_path, mon
         with manual(crashed, flush_policy=POLICIES[acknowledge]) as reopened:
             assert reopened.stats()["seq"] >= acknowledged, (k, acknowledged)
             assert reopened.root == root_of(split(leaves(0, reopened.size)), 4), k
+
+
+@pytest.mark.parametrize("acknowledge", sorted(POLICIES))
+def test_leaders_that_raise_never_leave_followers_stuck(tmp_path, monkeypatch, acknowledge):
+    """Writes of the sync record fail at random, so many rounds' leaders
+    raise (under "record" the round fails; under "wal" the recorder
+    retries): every caller returns or raises, no leader flag is left
+    behind, and once the failures stop everything written is durable and
+    recorded."""
+    path = tmp_path / "t"
+    tree = manual(path, arity=4, flush_policy=POLICIES[acknowledge])
+    rng = random.Random(20)
+    failing = threading.Event()
+    failing.set()
+    rng_lock = threading.Lock()
+
+    def flaky() -> bool:
+        with rng_lock:
+            return failing.is_set() and rng.random() < 0.3
+    failed = fail_record_writes(monkeypatch, tree, flaky)
+    outcomes: list = []
+
+    def work(k: int) -> None:
+        for i in range(25):
+            try:
+                tree.insert_durable(leaf(1000 * k + i))
+                outcomes.append("ok")
+            except DurabilityError as error:
+                assert error.operation == "write", error
+                outcomes.append("raised")
+    pool = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in pool), "a caller never returned"
+    assert len(outcomes) == 150 and failed
+    assert not tree._state.leading
+    failing.clear()
+    tree.flush()
+    assert tree.stats()["recorded_seq"] == tree.stats()["synced_seq"] == 150
+    tree.close()
+    monkeypatch.undo()
+    assert recorded(path) == 150
+    with manual(path, flush_policy=POLICIES[acknowledge]) as reopened:
+        assert reopened.size == 150
+
+
+def test_close_after_a_failed_wal_fsync_records_what_was_acknowledged(tmp_path, monkeypatch):
+    """Under "wal" entries acknowledged while the record lagged are still
+    durable after a later round's WAL fsync fails (that fsync concerns
+    later writes only). close() brings the record up to what was
+    acknowledged even then, so that losing those entries to damage is
+    detected, as it would be under "record"."""
+    path = tmp_path / "t"
+    tree = manual(path, arity=4, flush_policy=POLICIES["wal"])
+    fail_record_writes(   # the recorder lags: only a caller's write goes through
+        monkeypatch, tree,
+        lambda: threading.current_thread().name.startswith("rotortree-record"))
+    for i in range(3):
+        tree.insert_durable(leaf(i))
+    assert tree.stats()["synced_seq"] == 3 and recorded(path) == 0
+    real_fsync = storage_io.sys_fsync
+    monkeypatch.setattr(storage_io, "sys_fsync", _fail())
+    with pytest.raises(DurabilityError):
+        tree.insert_durable(leaf(3))   # poisons the tree
+    monkeypatch.setattr(storage_io, "sys_fsync", real_fsync)
+    tree.close()   # the failure was reported to the caller above
+    monkeypatch.undo()
+    assert recorded(path) == 3
+    for name in segments(path):   # the acknowledged entries lost: detected
+        os.unlink(path / name)
+    with pytest.raises(CorruptionError, match="acknowledged"):
+        manual(path)

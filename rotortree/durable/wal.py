@@ -268,6 +268,24 @@ class Wal(TreeState):
             self._poison_on_fsync(error)
             raise
 
+    def _record_after_failure(self) -> None:
+        """close() of a tree that refuses writes, acknowledge="wal": make the
+        record claim what rounds acknowledged before the failure, which the
+        lagging recorder may not have written yet. Their fsyncs completed
+        (the failure concerns later writes), so the claim is true, and
+        without it their loss to damage would pass for a torn tail for
+        good, where "record" would detect it. Skipped when the failure was
+        the record's own flush (its file's state is unknown); best effort,
+        since the failure was reported already."""
+        record = self._files.sync
+        failed = self._failed
+        if record is None or failed is None or failed.filename == record.path:
+            return
+        try:
+            self._files.write_record(self._state.synced)
+        except DurabilityError:
+            pass
+
     def _sync_upto(self, seq: int, report: bool = True) -> None:
         """fsync the WAL up to at least ``seq``. ``report``: the caller will
         see the error (False for the background flusher).
