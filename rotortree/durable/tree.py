@@ -298,8 +298,10 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
             return {
                 "seq": self._seq,
                 "synced_seq": self._state.synced,
-                # Behind synced_seq only with acknowledge="wal", until the
-                # recorder thread catches up.
+                # Behind synced_seq while the recorder thread lags
+                # (acknowledge="wal"), and under either setting after a
+                # checkpoint until the next round: the checkpoint covers
+                # those entries, not the record.
                 "recorded_seq": record.seq if record is not None else self._state.synced,
                 "checkpoint_seq": self._meta.last_seq,
                 "checkpoint_size": self._meta.size,
