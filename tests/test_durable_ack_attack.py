@@ -6,6 +6,7 @@ that must never claim what no fsync completed, and the bookkeeping that
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import sys
@@ -14,7 +15,7 @@ import threading
 import pytest
 
 from reference import root_of
-from rotortree import CorruptionError, DurabilityError, FlushPolicy
+from rotortree import CorruptionError, DurabilityError, FlushPolicy, TreeLockedError
 from rotortree.storage import io as storage_io
 from test_durable import _fail, leaf, leaves, manual, segments, split
 from test_durable_ack import eventually, fail_record_writes, recorded
@@ -272,3 +273,40 @@ def test_close_after_a_failed_wal_fsync_records_what_was_acknowledged(tmp_path, 
         os.unlink(path / name)
     with pytest.raises(CorruptionError, match="acknowledged"):
         manual(path)
+
+
+@pytest.mark.parametrize("acknowledge", sorted(POLICIES))
+def test_an_interrupted_close_never_leaves_the_directory_locked(tmp_path, acknowledge):
+    """A KeyboardInterrupt at any point of close(), then the tree dropped:
+    the finalizer finishes the job, so the directory opens again (and
+    holds what was acknowledged). An interrupt between closing a WAL
+    segment's descriptor and forgetting it made the finalizer close it a
+    second time, which raised EBADF before the lock was released: the
+    directory stayed locked for the life of the process."""
+    at = 1
+    while True:
+        path = tmp_path / f"t{at}"
+        tree = manual(path, arity=4, flush_policy=POLICIES[acknowledge])
+        tree.insert_durable(leaves(0, 5))
+        tree.insert_many(leaves(5, 3))
+        injected, _ = run_injecting(tree.close, at)
+        del tree
+        gc.collect()
+        # The finalizer runs here, or in the recorder thread if that held
+        # the tree for a moment (a record write): the lock goes with it.
+        opened: list = []
+
+        def unlocked() -> bool:
+            try:
+                opened.append(manual(path, flush_policy=POLICIES[acknowledge]))
+            except TreeLockedError:
+                return False
+            return True
+        assert eventually(unlocked), f"still locked after an interrupt at point {at}"
+        with opened[0] as reopened:
+            assert reopened.size in (5, 8), at
+            assert reopened.root == root_of(split(leaves(0, reopened.size)), 4), at
+        if not injected:
+            break   # every point of one close() has been tried
+        at += 1
+    assert at > 20
