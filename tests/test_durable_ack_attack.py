@@ -215,9 +215,9 @@ def test_leaders_that_raise_never_leave_followers_stuck(tmp_path, monkeypatch, a
     failing.set()
     rng_lock = threading.Lock()
 
-    def flaky() -> bool:
+    def flaky() -> bool:   # the first write fails, then three in ten
         with rng_lock:
-            return failing.is_set() and rng.random() < 0.3
+            return failing.is_set() and (not failed or rng.random() < 0.3)
     failed = fail_record_writes(monkeypatch, tree, flaky)
     outcomes: list = []
 
