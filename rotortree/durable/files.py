@@ -98,13 +98,13 @@ class Files:
                     self.sync.close()
         finally:
             try:
-                fd, self.dir_lock_fd = self.dir_lock_fd, None
-                if fd is not None:
-                    os.close(fd)   # releases the directory's flock
+                dir_lock, self.dir_lock_fd = self.dir_lock_fd, None
+                if dir_lock is not None:
+                    os.close(dir_lock)   # releases the directory's flock
             finally:
-                fd, self.lock_fd = self.lock_fd, None
-                if fd is not None:
-                    os.close(fd)   # releases the flock
+                lock, self.lock_fd = self.lock_fd, None
+                if lock is not None:
+                    os.close(lock)   # releases the flock
 
 
 def finalize(files: Files, state: SyncState) -> None:
