@@ -36,7 +36,8 @@ Guarantees
   ``stats()["recorded_seq"]``): lost to WAL damage, not a crash, they are
   taken for a torn tail (cut and logged) instead of raising
   :class:`~rotortree.CorruptionError`. ``flush()`` and ``close()`` bring
-  the record up to date before returning. A failed write of the record is
+  the record up to date before returning (``close()`` also after an fsync
+  failure, up to what was acknowledged before it). A failed write of the record is
   retried; a failed fdatasync of it makes the tree refuse writes but
   withdraws no acknowledgement.
 * ``verify_checkpoint=True`` rehashes every stored level to the recorded

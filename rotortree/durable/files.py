@@ -80,22 +80,31 @@ class Files:
         return self.retired + ([self.segment] if self.segment else [])
 
     def close_all(self) -> None:
-        for segment in self.segments():
-            if segment.fd >= 0:
-                os.close(segment.fd)
-                segment.fd = -1
-        for fd in self.level_fds.values():
-            os.close(fd)
-        self.level_fds.clear()
-        if self.sync is not None:
-            with self.record_lock:
-                self.sync.close()
-        if self.dir_lock_fd is not None:
-            os.close(self.dir_lock_fd)   # releases the directory's flock
-            self.dir_lock_fd = None
-        if self.lock_fd is not None:
-            os.close(self.lock_fd)   # releases the flock
-            self.lock_fd = None
+        """Close every descriptor; the locks last, whatever fails before.
+        Each descriptor is forgotten before it is closed: an interrupt
+        between the two leaks it at worst, where the other order made the
+        next close_all (the finalizer's) close it again, failing with EBADF
+        before the locks were released (the directory stayed locked for the
+        life of the process) or closing whatever file had reused the number."""
+        try:
+            for segment in self.segments():
+                fd, segment.fd = segment.fd, -1
+                if fd >= 0:
+                    os.close(fd)
+            while self.level_fds:
+                os.close(self.level_fds.popitem()[1])
+            if self.sync is not None:
+                with self.record_lock:
+                    self.sync.close()
+        finally:
+            try:
+                dir_lock, self.dir_lock_fd = self.dir_lock_fd, None
+                if dir_lock is not None:
+                    os.close(dir_lock)   # releases the directory's flock
+            finally:
+                lock, self.lock_fd = self.lock_fd, None
+                if lock is not None:
+                    os.close(lock)   # releases the flock
 
 
 def finalize(files: Files, state: SyncState) -> None:

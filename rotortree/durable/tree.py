@@ -103,7 +103,9 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
 
     def close(self) -> None:
         """Stop the background threads, fsync the WAL and bring the sync record
-        up to date (under either ``acknowledge`` setting), checkpoint if the
+        up to date (under either ``acknowledge`` setting; with
+        ``acknowledge="wal"`` also after an fsync failure, up to what was
+        acknowledged before it), checkpoint if the
         policy says so, and release the files and the lock. Idempotent.
         Raises :class:`DurabilityError` if the final fsync or checkpoint
         fails, or if an earlier fsync failure was never reported to a
@@ -130,6 +132,8 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
         except BaseException as caught:
             error = caught
         finally:
+            if self._lagged_record and self._failed is not None:
+                self._record_after_failure()
             with self._ckpt_lock, self._sync_lock, self._lock:
                 try:
                     self._settle()
@@ -296,8 +300,10 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
             return {
                 "seq": self._seq,
                 "synced_seq": self._state.synced,
-                # Behind synced_seq only with acknowledge="wal", until the
-                # recorder thread catches up.
+                # Behind synced_seq while the recorder thread lags
+                # (acknowledge="wal"), and under either setting after a
+                # checkpoint until the next round: the checkpoint covers
+                # those entries, not the record.
                 "recorded_seq": record.seq if record is not None else self._state.synced,
                 "checkpoint_seq": self._meta.last_seq,
                 "checkpoint_size": self._meta.size,

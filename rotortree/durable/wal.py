@@ -268,6 +268,24 @@ class Wal(TreeState):
             self._poison_on_fsync(error)
             raise
 
+    def _record_after_failure(self) -> None:
+        """close() of a tree that refuses writes, acknowledge="wal": make the
+        record claim what rounds acknowledged before the failure, which the
+        lagging recorder may not have written yet. Their fsyncs completed
+        (the failure concerns later writes), so the claim is true, and
+        without it their loss to damage would pass for a torn tail for
+        good, where "record" would detect it. Skipped when the failure was
+        the record's own flush (its file's state is unknown); best effort,
+        since the failure was reported already."""
+        record = self._files.sync
+        failed = self._failed
+        if record is None or failed is None or failed.filename == record.path:
+            return
+        try:
+            self._files.write_record(self._state.synced)
+        except DurabilityError:
+            pass
+
     def _sync_upto(self, seq: int, report: bool = True) -> None:
         """fsync the WAL up to at least ``seq``. ``report``: the caller will
         see the error (False for the background flusher).
@@ -287,6 +305,12 @@ class Wal(TreeState):
             return
         cond = state.cond
         lead = False
+        # True from the acknowledgement until the wake-up has run: an
+        # interrupt in between (at the entry of notify_all, or between its
+        # notify and the settling of awaited tokens) must not leave threads
+        # in token.wait() or awaiting coroutines asleep with nothing left to
+        # wake them, so the finally block wakes everyone then.
+        waking = False
         target = 0
         try:
             with cond:
@@ -302,17 +326,21 @@ class Wal(TreeState):
             with self._sync_lock:
                 target = self._sync_round(seq, report)
                 with cond:
+                    waking = True
                     if target > state.synced:
                         state.synced = target
                     if lead:
                         state.leading = lead = False
                     cond.notify_all()
+                    waking = False
         finally:
             if lead:
                 # The round failed or was interrupted before it ended: the
                 # flag goes first (a plain store, which nothing interrupts),
                 # so that a stuck flag never blocks later callers.
                 state.leading = False
+                waking = True
+            if waking:
                 with cond:
                     cond.notify_all()
 
