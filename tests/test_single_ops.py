@@ -258,3 +258,26 @@ def test_insert_argument_rules_are_unchanged():
         with pytest.raises(RotorTreeError):
             tree.insert(bad)
     assert tree.size == 2
+
+
+@pytest.mark.parametrize("rule", ["rotortree-0.15", "leanimt"])
+@pytest.mark.parametrize("arity", [2, 3, 4, 5, 16])
+def test_single_inserts_past_chunk_ends_and_under_snapshots_keep_every_root(arity, rule):
+    # A single insert skips the level reservation when each written node's
+    # chunk is installed and private: this crosses level 0's chunk ends (a
+    # new chunk), the depth growing, odd arities (the one-division level
+    # walk), and snapshots taken after every insert for a stretch (chunks
+    # shared, so they must still be copied before being written).
+    size = 700
+    data = leaves(size, seed=arity)
+    tree = rotortree.LeanIMT(arity, rule=rule)
+    kept = []
+    for i in range(size):
+        root = tree.insert(data[32 * i: 32 * i + 32])
+        assert root == rotortree.compute_root(data[: 32 * i + 32], arity, rule=rule), i
+        if i % 41 == 0 or 250 <= i < 270:
+            kept.append((tree.snapshot(), root, i + 1))
+    for snap, root, count in kept:
+        assert (snap.root, snap.size) == (root, count)
+        assert snap.get_node(snap.depth, 0) == root
+        assert snap.generate_proof(count - 1).verify_against(root, count)
