@@ -6,6 +6,7 @@
 #include "rt_config.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -765,6 +766,108 @@ int rt_tree_index_enabled(rt_tree *tree)
     return on;
 }
 
+/* ---- background builds (durable recovery) ------------------------------------ */
+
+// Recovery knows the checkpoint's leaves (a mapped file) long before the
+// tree is whole: their index is built while the checkpoint is verified and
+// the WAL replayed, which leave a core idle much of the time (a checksum
+// and Python frame parsing run on one thread), instead of after them. The
+// table is private to the build until adopted, so a recovery that fails
+// drops it and leaves nothing half-built behind.
+struct rt_index_build {
+    pthread_t thread;
+    const uint8_t *leaves;
+    uint64_t count, expected;
+    rt_leaf_index *ix; /* NULL: out of memory */
+};
+
+static void *index_build_main(void *arg)
+{
+    rt_index_build *build = arg;
+    build->ix = index_new(build->expected, build->expected);
+    if (build->ix) {
+        leaf_reader reader = {NULL, NULL, 0, build->count, build->leaves, 0};
+        index_fill_new(build->ix, &reader, build->count);
+    }
+    return NULL;
+}
+
+int rt_index_build_start(const uint8_t *leaves, uint64_t count, uint64_t expected,
+                         rt_index_build **out)
+{
+    if (!out)
+        return RT_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!leaves || count == 0)
+        return RT_ERR_INVALID_ARGUMENT;
+    rt_index_build *build = calloc(1, sizeof(*build));
+    if (!build)
+        return RT_ERR_NOMEM;
+    build->leaves = leaves;
+    build->count = count;
+    build->expected = expected < count ? count : expected;
+    // Signals belong to the application's threads (as for the pool's).
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int failed = pthread_create(&build->thread, NULL, index_build_main, build);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (failed) {
+        free(build);
+        return RT_ERR_THREAD;
+    }
+    *out = build;
+    return RT_OK;
+}
+
+void rt_index_build_discard(rt_index_build *build)
+{
+    if (!build)
+        return;
+    pthread_join(build->thread, NULL);
+    rt_index_release(build->ix);
+    free(build);
+}
+
+int rt_tree_index_adopt(rt_tree *tree, rt_index_build *build)
+{
+    if (!tree || !build) {
+        rt_index_build_discard(build);
+        return RT_ERR_INVALID_ARGUMENT;
+    }
+    pthread_join(build->thread, NULL);
+    rt_leaf_index *ix = build->ix;
+    const uint64_t count = build->count;
+    const uint8_t *last = build->leaves + (count - 1) * 32u;
+    free(build);
+    if (pthread_rwlock_wrlock(&tree->lock) != 0) {
+        rt_index_release(ix);
+        return RT_ERR_THREAD;
+    }
+    int status = RT_OK;
+    if (!tree->index) {
+        // The last buffered leaf is compared as a cheap guard against a
+        // caller pairing the build with another tree; a table too small for
+        // what the replay added would have to grow anyway.
+        if (ix && tree->size >= count && tree->size - count <= ix->max_entries - ix->entries &&
+            tree->size <= ix->pos_limit &&
+            memcmp(rt_level_node(&tree->levels[0], count - 1, tree->chunk_cap), last, 32) == 0) {
+            leaf_reader reader = tree_reader(tree);
+            if (tree->size > count)
+                index_fill(ix, &reader, count, tree->size);
+            tree->index = ix;
+            ix = NULL;
+        } else {
+            rt_index_release(ix); // before the rebuild, which needs the memory
+            ix = NULL;
+            status = rt_index_rebuild_locked(tree);
+        }
+    }
+    pthread_rwlock_unlock(&tree->lock);
+    rt_index_release(ix);
+    return status;
+}
+
 int rt_tree_index_stats(rt_tree *tree, struct rt_index_stats *out)
 {
     if (!tree || !out)
@@ -970,6 +1073,8 @@ int rt_tree_index_duplicates(rt_tree *tree, const uint8_t *leaves, size_t count,
 int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, int mode,
                           uint8_t *duplicates, uint64_t *duplicate_count, uint8_t *root_out)
 {
+    const int stable = (mode & RT_UNIQUE_STABLE) != 0;
+    mode &= ~RT_UNIQUE_STABLE;
     if (!tree || !root_out || !duplicates || !duplicate_count || (count && !leaves) ||
         (mode != RT_UNIQUE_REJECT && mode != RT_UNIQUE_SKIP))
         return RT_ERR_INVALID_ARGUMENT;
@@ -980,14 +1085,20 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
     // or numpy array another thread writes while the GIL is released) that
     // changed in between left leaves in the tree under slots of other
     // values, so has() missed them and later unique inserts let them in
-    // twice. Both steps read one private copy instead.
+    // twice. Both steps read one private copy instead, unless the caller
+    // vouches that nobody can write the batch meanwhile (Python's bytes):
+    // the copy is a pass over the whole batch, into fresh memory, that
+    // costs a unique insert several percent of its time.
     if (count > SIZE_MAX / 32u)
         return RT_ERR_INVALID_ARGUMENT;
-    uint8_t *batch = rt_buffer_alloc(count * 32u);
-    if (!batch)
-        return RT_ERR_NOMEM;
-    pieces_run(batch, leaves, count * 32u);
-    leaves = batch;
+    uint8_t *batch = NULL;
+    if (!stable) {
+        batch = rt_buffer_alloc(count * 32u);
+        if (!batch)
+            return RT_ERR_NOMEM;
+        pieces_run(batch, leaves, count * 32u);
+        leaves = batch;
+    }
     if (pthread_rwlock_wrlock(&tree->lock) != 0) {
         rt_buffer_free(batch);
         return RT_ERR_THREAD;

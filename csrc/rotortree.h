@@ -295,6 +295,26 @@ int rt_tree_index_enable(rt_tree *tree);
 /* 1 if the tree has an index, else 0. */
 int rt_tree_index_enabled(rt_tree *tree);
 
+/* An index of `count` leaves read from a buffer, built on a background
+ * thread (and the pool) while the caller goes on: durable recovery starts
+ * it on the checkpoint's mapped leaves, then verifies the checkpoint and
+ * replays the WAL meanwhile. Sized for `expected` leaves (the tree it will
+ * serve, at least `count`). The buffer must stay mapped and unchanged until
+ * exactly one of rt_tree_index_adopt and rt_index_build_discard consumes
+ * the build. RT_ERR_NOMEM or RT_ERR_THREAD: nothing was started. */
+typedef struct rt_index_build rt_index_build;
+int rt_index_build_start(const uint8_t *leaves, uint64_t count, uint64_t expected,
+                         rt_index_build **out);
+/* Wait for the build, add the tree's leaves past `count` to it and make it
+ * the tree's index, as rt_tree_index_enable would (the tree's first `count`
+ * leaves must be the buffer's). Builds the index from the tree instead if
+ * the background one does not fit the tree or ran out of memory. Consumes
+ * the build whatever it returns; RT_OK if the tree had an index already;
+ * RT_ERR_NOMEM leaves the tree without one. */
+int rt_tree_index_adopt(rt_tree *tree, rt_index_build *build);
+/* Wait for the build and free it (recovery failed: nothing is kept). */
+void rt_index_build_discard(rt_index_build *build);
+
 struct rt_index_stats {
     uint64_t entries;     /* distinct leaves */
     uint64_t slots;
@@ -322,7 +342,11 @@ int64_t rt_snapshot_index_position(const rt_snapshot *snap, const uint8_t *leaf)
 /* Insert modes for rt_tree_insert_unique. */
 enum rt_unique_mode {
     RT_UNIQUE_REJECT = 1,   /* any duplicate: insert nothing, RT_ERR_DUPLICATE */
-    RT_UNIQUE_SKIP = 2      /* insert the leaves that are new, in order */
+    RT_UNIQUE_SKIP = 2,     /* insert the leaves that are new, in order */
+    /* or'ed into either: the caller guarantees `leaves` does not change
+     * during the call (an immutable or private buffer), so the copy below
+     * is skipped */
+    RT_UNIQUE_STABLE = 4
 };
 /* insert_many for an indexed tree that refuses duplicates: duplicates[i]
  * (count bytes, caller memory) becomes 1 for a leaf already in the tree or
@@ -331,9 +355,10 @@ enum rt_unique_mode {
  * reports them). The check and the insert are one write-locked step.
  * With RT_UNIQUE_SKIP and every leaf a duplicate nothing is inserted and
  * root_out gets the current root. RT_ERR_NO_INDEX without an index. The
- * batch is copied once, first: the check and the insert both read that
- * copy, so a caller changing `leaves` during the call cannot make them
- * disagree (the index then always matches the inserted leaves). */
+ * batch is copied once, first (unless RT_UNIQUE_STABLE): the check and the
+ * insert both read that copy, so a caller changing `leaves` during the call
+ * cannot make them disagree (the index then always matches the inserted
+ * leaves). */
 int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, int mode,
                           uint8_t *duplicates, uint64_t *duplicate_count,
                           uint8_t *root_out);

@@ -33,6 +33,11 @@ def keep_alive(tree: "LeanIMT", *objects: Any) -> None:
     tree._keepalive.extend(objects)
 
 
+def handle(tree: "LeanIMT") -> Any:
+    """``tree``'s C handle, for C calls made on it outside the class."""
+    return tree._tree
+
+
 def restore(tree: "LeanIMT", size: int, sources: Any, count: int) -> int:
     """``rt_tree_restore`` into the empty ``tree`` from ``count`` level
     sources (``struct rt_level_source[]``); the C status, unchecked, so the
@@ -133,5 +138,5 @@ def snapshot_node(snap: "Snapshot", level: int, index: int) -> bytes:
     return node
 
 
-__all__ = ["keep_alive", "restore", "make_cold", "insert_batch", "check_unique",
+__all__ = ["keep_alive", "handle", "restore", "make_cold", "insert_batch", "check_unique",
            "new_leaves", "index_calls", "snapshot_pieces", "snapshot_read", "snapshot_node"]

@@ -40,6 +40,13 @@ def _new_root_buffer() -> "Tuple[bytearray, Any]":
     return out, ffi.from_buffer("uint8_t[]", out)
 
 
+def _stable(leaves: object, buffer: Any) -> int:
+    """RT_UNIQUE_STABLE when no other thread can change the batch during a
+    unique insert (an exact ``bytes``, or the private join of an iterable):
+    C then reads it in place instead of copying it first."""
+    return lib.RT_UNIQUE_STABLE if type(leaves) is bytes or type(buffer) is bytes else 0
+
+
 def _index_arg(name: str, value: object, upper: int) -> int:
     value = _int_arg(name, value)
     if value < 0 or value > upper:
@@ -106,7 +113,9 @@ class LeanIMT(IndexReads):
         (indexed trees) a leaf already in the tree raises
         :class:`~rotortree.DuplicateLeafError` and nothing changes."""
         if unique is not False and unique_flag(unique):
-            return self._insert_unique(single_leaf(leaf), 1, lib.RT_UNIQUE_REJECT)[0]
+            buffer = single_leaf(leaf)
+            return self._insert_unique(buffer, 1,
+                                       lib.RT_UNIQUE_REJECT | _stable(leaf, buffer))[0]
         # The hot path of services that insert one leaf at a time: the C
         # call is short, so every attribute lookup and helper call here is a
         # visible share of the insert; the common case is spelled out inline.
@@ -150,7 +159,8 @@ class LeanIMT(IndexReads):
         """
         buffer, count = leaf_batch(leaves)
         if unique is not False and unique_flag(unique):
-            return self._insert_unique(buffer, count, lib.RT_UNIQUE_REJECT)[0]
+            return self._insert_unique(buffer, count,
+                                       lib.RT_UNIQUE_REJECT | _stable(leaves, buffer))[0]
         root = ffi.new("uint8_t[32]")
         status = lib.rt_tree_insert_many(self._tree, buffer, count, root)
         if status == lib.RT_ERR_MAX_DEPTH:
@@ -166,7 +176,8 @@ class LeanIMT(IndexReads):
         the tree or repeated earlier in the batch. If all are dropped nothing
         changes and the root is the current one."""
         buffer, count = leaf_batch(leaves)
-        root, marks = self._insert_unique(buffer, count, lib.RT_UNIQUE_SKIP)
+        root, marks = self._insert_unique(buffer, count,
+                                          lib.RT_UNIQUE_SKIP | _stable(leaves, buffer))
         return root, marked(marks)
 
     def _insert_unique(self, buffer: Any, count: int, mode: int) -> "tuple[bytes, bytearray]":

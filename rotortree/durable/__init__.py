@@ -88,11 +88,17 @@ Recovery (``RotorTree.open``)
    fsynced (a crashed process may have left them in the page cache only),
    the sync record is advanced to them, and a new segment is started.
 4. If ``meta`` has the leaf-index flag (or ``index=True`` was passed), build
-   the index from the recovered leaves, once, on the pool. It is never
-   stored: a stored table would have to be rewritten at every checkpoint
-   and checked against the leaves on open, which costs about what this
-   build does, and a rebuilt index cannot disagree with the leaves whatever
-   the crash left behind.
+   the index from the recovered leaves, on the pool. It is never stored: a
+   stored table would have to be rewritten at every checkpoint and checked
+   against the leaves on open, which costs about what this build does, and
+   a rebuilt index cannot disagree with the leaves whatever the crash left
+   behind. The checkpoint's leaves are indexed from the moment level 0 is
+   mapped in step 2, on a background thread, into a table sized for the
+   checkpoint plus the WAL: the checksum and Python's frame parsing leave a
+   core idle, and the table's page faults are taken there too. After the
+   replay the replayed leaves are added and the table becomes the tree's
+   (``recovery["index_seconds"]`` is this last part, waiting included). A
+   recovery that fails in step 2 or 3 waits for the build and frees it.
 
 With ``read_only=True`` steps 1-3 write nothing: a shared lock on the
 directory only, and a torn tail is ignored in memory (and logged), not cut.

@@ -39,6 +39,7 @@ from .files import (
     log,
 )
 from .policies import DEFAULT_CHECKPOINT_POLICY, CheckpointPolicy, FlushPolicy
+from .recovery import IndexBuild
 from .tokens import SyncState
 from .state import TreeState
 
@@ -250,10 +251,15 @@ class Opening(TreeState):
             raise CorruptionError(
                 f"sync record {path} is missing: the WAL's acknowledged end is unknown, so "
                 f"acknowledged entries may have been lost", path)
-        self._restore_checkpoint(meta, verify)
-        loaded = time.perf_counter()
-        replay = self._replay_wal(meta, 0 if record is None else record[0])
-        replay["index_seconds"] = self._rebuild_index(meta, bool(index))
+        wanted = bool(index) or bool(meta.flags & storage.META_FLAG_INDEX)
+        build = self._restore_checkpoint(meta, verify, wanted)
+        try:
+            loaded = time.perf_counter()
+            replay = self._replay_wal(meta, 0 if record is None else record[0])
+            replay["index_seconds"] = self._rebuild_index(meta, wanted, build)
+        finally:
+            if build is not None:   # recovery failed before adopting it
+                build.discard()
         self._state = SyncState(self._seq)
         self._next_gen = replay["next_gen"]
         if not read_only:
@@ -275,19 +281,25 @@ class Opening(TreeState):
             **{k: v for k, v in replay.items() if k != "next_gen"},
         }
 
-    def _rebuild_index(self, meta: Meta, wanted: bool) -> float:
-        """Build the leaf index from the recovered leaves, once, after the
-        replay (one parallel pass instead of one per replayed batch), and
-        record a newly asked-for index in the metadata. The index is never
-        stored: a stored table would have to be written at each checkpoint
-        and checked against the leaves at open, which costs as much as this
-        build, and a rebuilt one cannot disagree with the leaves after a
-        crash. Seconds spent building, 0.0 without an index."""
-        if not (wanted or meta.flags & storage.META_FLAG_INDEX):
+    def _rebuild_index(self, meta: Meta, wanted: bool, build: Optional[IndexBuild]) -> float:
+        """Give the tree its leaf index after the replay, and record a newly
+        asked-for index in the metadata: ``build`` (the checkpoint's leaves,
+        indexed in the background meanwhile) with the replayed leaves added
+        in one parallel pass, or without it a build from all the recovered
+        leaves. The index is never stored: a stored table would have to be
+        written at each checkpoint and checked against the leaves at open,
+        which costs as much as this build, and a rebuilt one cannot disagree
+        with the leaves after a crash. Seconds recovery spent on the index
+        after the replay (waiting for the background build included), 0.0
+        without an index."""
+        if not wanted:
             return 0.0
         started = time.perf_counter()
         assert self._imt is not None
-        self._imt.enable_index()
+        if build is not None:
+            build.adopt(self._imt)
+        else:
+            self._imt.enable_index()
         if not meta.flags & storage.META_FLAG_INDEX and not self._read_only:
             meta.flags |= storage.META_FLAG_INDEX
             storage.atomic_write(os.path.join(self._dir, storage.META_NAME), meta.encode())

@@ -15,16 +15,93 @@ from .state import TreeState
 
 # WAL payload replayed into the tree per insert_many call during recovery.
 REPLAY_BATCH_BYTES = 32 << 20
+# Index the checkpoint's leaves in the background while the rest of recovery
+# runs (else all leaves after the replay); tests compare the two.
+BACKGROUND_INDEX = True
+
+
+class IndexBuild:
+    """The leaf index of the checkpoint's leaves, built in C on a background
+    thread (``rt_index_build_start``) from the mapped level-0 file while
+    recovery verifies the checkpoint and replays the WAL; :meth:`adopt`
+    then adds the replayed leaves and hands it to the tree, :meth:`discard`
+    drops it when recovery fails. The build holds its own view of the
+    mapping, so the file stays mapped while the C thread reads it whatever
+    recovery releases meanwhile."""
+
+    __slots__ = ("_mapping", "_view", "_handle")
+
+    def __init__(self, mapping: Any, count: int, expected: int) -> None:
+        self._mapping = mapping
+        self._view = ffi.from_buffer("uint8_t[]", mapping)
+        out = ffi.new("rt_index_build **")   # NULL until the thread runs
+        self._handle = None
+        try:
+            status = lib.rt_index_build_start(self._view, count, expected, out)
+            self._handle = out[0] if status == lib.RT_OK else None
+        except BaseException:
+            # A Ctrl-C raised as the call returns would otherwise leave the
+            # thread running with nobody to join it or free its table.
+            self._handle = None
+            if out[0] != ffi.NULL:
+                lib.rt_index_build_discard(out[0])
+            self._release()
+            raise
+        if self._handle is None:   # no thread or memory now: built after the replay
+            self._release()
+
+    def adopt(self, tree: Any) -> None:
+        """Make the build ``tree``'s index (a plain build if there is none)."""
+        handle, self._handle = self._handle, None
+        try:
+            if handle is None:
+                tree.enable_index()
+            else:
+                check(lib.rt_tree_index_adopt(_core.handle(tree), handle), "enable_index")
+        finally:
+            self._release()
+
+    def discard(self) -> None:
+        """Wait for the C thread and free what it built; idempotent."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            lib.rt_index_build_discard(handle)
+        self._release()
+
+    def _release(self) -> None:
+        view, self._view = self._view, None
+        if view is not None:
+            # Unmaps the file unless the tree serves it (its own view).
+            storage.release_mapping(self._mapping, view)
+        self._mapping = None
 
 
 class Recovery(TreeState):
     """RotorTree methods that rebuild the tree from its files."""
 
-    def _restore_checkpoint(self, meta: Meta, verify: bool) -> None:
+    def _wal_leaf_bound(self, meta: Meta) -> int:
+        """At most how many leaves the WAL after the checkpoint can add: its
+        segments' bytes over 32 (an index sized for it needs no doubling)."""
+        total = 0
+        for name in os.listdir(self._dir):
+            gen = storage.parse_segment_name(name)
+            if gen is not None and gen >= meta.wal_gen:
+                try:
+                    total += os.path.getsize(os.path.join(self._dir, name))
+                except OSError:
+                    pass   # the replay reports it
+        return total // NODE
+
+    def _restore_checkpoint(self, meta: Meta, verify: bool,
+                            index: bool = False) -> Optional[IndexBuild]:
+        """Restore the checkpoint into the tree; with ``index``, also start
+        building the leaf index of its leaves in the background and return
+        that build, which the caller must adopt or discard."""
         self._seq = meta.last_seq
         self._size = meta.size
         if meta.size == 0:
-            return
+            return None
+        build: Optional[IndexBuild] = None
         arity = meta.arity
         count = len(meta.levels)
         sources = ffi.new("struct rt_level_source[]", count)
@@ -52,6 +129,11 @@ class Recovery(TreeState):
                         raise CorruptionError(
                             f"level file {path} is truncated: {have} bytes, the checkpoint "
                             f"needs {needed}", path)
+                    if index and BACKGROUND_INDEX and level == 0 and needed >= meta.size * NODE:
+                        # Before the checksum, which it overlaps: a mismatch
+                        # discards the build (the except below).
+                        build = IndexBuild(mapping, meta.size,
+                                           meta.size + self._wal_leaf_bound(meta))
                     if verify:
                         if storage.crc_of(mapping, needed) != record.crc:
                             storage.release_mapping(mapping)
@@ -94,6 +176,8 @@ class Recovery(TreeState):
                                       os.path.join(self._dir, storage.META_NAME))
             check(status, f"restore {self._dir}")
         except BaseException:
+            if build is not None:   # first: its thread reads the level-0 mapping
+                build.discard()
             for mapping, cdata in held:
                 storage.release_mapping(mapping, cdata)
             raise
@@ -110,6 +194,7 @@ class Recovery(TreeState):
             else:
                 storage.release_mapping(mapping, cdata)
         _core.keep_alive(tree, lasts)
+        return build
 
     def _make_cold(self, level: int, cdata: Any, count: int) -> int:
         cold = _core.make_cold(self._live(), level, cdata, count)

@@ -89,8 +89,10 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
         created or last opened with one; True adds it (recorded in the
         metadata unless read-only); False refuses a tree that has one
         (:class:`StorageMismatchError`). The index is never stored: it is
-        rebuilt from the recovered leaves, in parallel, after the WAL
-        replay (``recovery["index_seconds"]``).
+        rebuilt from the recovered leaves, in parallel, the checkpoint's
+        leaves in the background while the checkpoint is verified and the
+        WAL replayed, the replayed ones after (``recovery["index_seconds"]``:
+        the time spent on it after the replay).
         """
         self = cls.__new__(cls)
         self._setup(path, arity, max_depth, create, flush_policy, checkpoint_policy,
