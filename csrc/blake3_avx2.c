@@ -3,7 +3,9 @@
  * eight parents at once, one per 32-bit lane of sixteen 256-bit state
  * vectors. This file provides the eight-lane compression, message loading
  * and transposes; the lane groups, the chunk/parent walk and the remainder
- * are the shared driver in blake3_lanes.h.
+ * are the shared driver in blake3_lanes.h. rt_hash_parents_storing_avx2 (and
+ * its untagged form) also stores the children it loads, for insert_many's
+ * level 0.
  *
  * Only this file's functions carry target("avx2"); the dispatcher calls them
  * only after checking the CPU and OS support AVX2.
@@ -256,6 +258,57 @@ AVX2_INLINE void store_lanes(const __m256i cv[8], uint8_t *const out[LANES])
         storeu256(out[k], rows[k]);
 }
 
+/* ---- the storing entries' hooks (blake3_lanes.h) ------------------------ */
+
+AVX2_INLINE __m256i zero256(void) { return _mm256_setzero_si256(); }
+
+AVX2_INLINE __m256i rotr16_256(__m256i x)
+{
+    return _mm256_shuffle_epi8(x, loadu256(rotate16_mask));
+}
+
+/* Odd 16-bit elements (the high half of each word) from hi. */
+AVX2_INLINE __m256i join16_256(__m256i lo, __m256i hi)
+{
+    return _mm256_blend_epi16(lo, hi, 0xAA);
+}
+
+/* Piece `piece` of every lane's children, loaded once into registers that
+ * are both stored and transposed. The empty asm makes each register opaque,
+ * so the compiler cannot satisfy either use by loading the caller's memory
+ * a second time (which could see different bytes). Both halves of a lane
+ * are stored together, so a streamed line is whole at once. */
+AVX2_INLINE void load_storing_lanes(const uint8_t *const children[LANES],
+                                    uint8_t *const stored[LANES], size_t child_bytes,
+                                    size_t piece, int stream, __m256i c[16])
+{
+    __m256i rows[2][LANES];
+    size_t start = 64 * piece;
+    int halves = start + 64 <= child_bytes ? 2 : 1;
+    for (int half = 0; half < halves; half++)
+        for (int k = 0; k < LANES; k++) {
+            rows[half][k] = loadu256(children[k] + start + 32 * half);
+            __asm__("" : "+x"(rows[half][k]));
+        }
+    for (int k = 0; k < LANES; k++) {
+        if (stored[k] == NULL)
+            continue;
+        for (int half = 0; half < halves; half++) {
+            __m256i *to = (__m256i *)(stored[k] + start + 32 * half);
+            if (stream)
+                _mm256_stream_si256(to, rows[half][k]);
+            else
+                storeu256(to, rows[half][k]);
+        }
+    }
+    transpose8(rows[0], c);
+    if (halves == 2)
+        transpose8(rows[1], c + 8);
+    else
+        for (int w = 8; w < 16; w++)
+            c[w] = _mm256_setzero_si256();
+}
+
 /* ---- the lane driver (blake3_lanes.h), instantiated for AVX2 ------------- */
 
 typedef __m256i lane_vec;
@@ -268,5 +321,11 @@ typedef __m256i lane_vec;
 #define lanes_load_message load_message_lanes
 #define lanes_store store_lanes
 #define LANES_COMPRESS_ONE rt_compress_sse41
+#define LANES_STORING_ENTRY rt_hash_parents_storing_avx2
+#define LANES_STORING_UNTAGGED_ENTRY rt_hash_parents_untagged_storing_avx2
+#define lanes_load_storing load_storing_lanes
+#define lanes_rotr16 rotr16_256
+#define lanes_join16 join16_256
+#define lanes_zero zero256
 #include "blake3_lanes.h"
 #endif /* RT_X86 */

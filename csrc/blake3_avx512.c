@@ -5,7 +5,9 @@
  * lane of sixteen 512-bit state vectors. This file provides the sixteen-lane
  * compression, message loading and transposes; the lane groups, the
  * chunk/parent walk and the remainder are the shared driver in
- * blake3_lanes.h. With 32 vector registers the state and the message fit
+ * blake3_lanes.h. rt_hash_parents_storing_avx512 (and its untagged form)
+ * also stores the children it loads, for insert_many's level 0. With 32
+ * vector registers the state and the message fit
  * (the AVX2 kernel needs hand-written assembly to avoid spills), and every
  * rotation is one vprord, so the compression is plain intrinsics.
  *
@@ -264,6 +266,48 @@ AVX512_INLINE void store_lanes(const __m512i cv[8], uint8_t *const out[LANES])
     }
 }
 
+/* ---- the storing entries' hooks (blake3_lanes.h) ------------------------ */
+
+AVX512_INLINE __m512i zero512(void) { return _mm512_setzero_si512(); }
+
+AVX512_INLINE __m512i rotr16_512(__m512i x) { return _mm512_ror_epi32(x, 16); }
+
+/* Bitwise select (ternary-logic table 0xCA: mask ? lo : hi). */
+AVX512_INLINE __m512i join16_512(__m512i lo, __m512i hi)
+{
+    return _mm512_ternarylogic_epi32(_mm512_set1_epi32(0xFFFF), lo, hi, 0xCA);
+}
+
+/* Piece `piece` of every lane's children, loaded once into a register that
+ * is both stored and transposed. The empty asm makes each register opaque,
+ * so the compiler cannot satisfy either use by loading the caller's memory
+ * a second time (which could see different bytes). */
+AVX512_INLINE void load_storing_lanes(const uint8_t *const children[LANES],
+                                      uint8_t *const stored[LANES], size_t child_bytes,
+                                      size_t piece, int stream, __m512i c[16])
+{
+    __m512i rows[LANES];
+    size_t start = 64 * piece;
+    int whole = start + 64 <= child_bytes;
+    for (int k = 0; k < LANES; k++) {
+        rows[k] = whole ? _mm512_loadu_si512(children[k] + start)
+                        : _mm512_maskz_loadu_epi32(0x00FF, children[k] + start);
+        __asm__("" : "+v"(rows[k]));
+    }
+    for (int k = 0; k < LANES; k++) {
+        if (stored[k] == NULL)
+            continue;
+        uint8_t *to = stored[k] + start;
+        if (!whole)
+            _mm256_storeu_si256((__m256i *)to, _mm512_castsi512_si256(rows[k]));
+        else if (stream)
+            _mm512_stream_si512((void *)to, rows[k]);
+        else
+            _mm512_storeu_si512(to, rows[k]);
+    }
+    transpose16(rows, c);
+}
+
 /* ---- the lane driver (blake3_lanes.h), instantiated for AVX-512 ---------- */
 
 typedef __m512i lane_vec;
@@ -279,5 +323,13 @@ typedef __m512i lane_vec;
 /* The dispatcher offers AVX-512 only where AVX2 runs too. */
 #define LANES_NARROW_ENTRY rt_hash_parents_avx2
 #define LANES_NARROW_UNTAGGED_ENTRY rt_hash_parents_untagged_avx2
+#define LANES_STORING_ENTRY rt_hash_parents_storing_avx512
+#define LANES_STORING_UNTAGGED_ENTRY rt_hash_parents_untagged_storing_avx512
+#define lanes_load_storing load_storing_lanes
+#define lanes_rotr16 rotr16_512
+#define lanes_join16 join16_512
+#define lanes_zero zero512
+#define LANES_NARROW_STORING_ENTRY rt_hash_parents_storing_avx2
+#define LANES_NARROW_STORING_UNTAGGED_ENTRY rt_hash_parents_untagged_storing_avx2
 #include "blake3_lanes.h"
 #endif /* RT_X86 */

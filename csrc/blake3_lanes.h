@@ -37,6 +37,22 @@
  *                  kernels with half as many lanes, which the CPU must also
  *                  support, for a remainder that fits in them
  *
+ * Optional: the storing entries (lanes_storing_entry below), defined when
+ * LANES_STORING_ENTRY is, need
+ *   LANES_STORING_ENTRY, LANES_STORING_UNTAGGED_ENTRY   their names
+ *   lanes_load_storing(children, stored, child_bytes, piece, stream, c)
+ *                  children bytes [64 piece, 64 piece + 64) of every lane
+ *                  (32 where the children end there), each loaded once,
+ *                  stored from the same registers to stored[k] + 64 piece
+ *                  for every lane whose pointer is not NULL
+ *                  (streaming stores if `stream`), and transposed into c[16],
+ *                  words past the children zero
+ *   lanes_rotr16(x)     every word rotated right by 16 bits
+ *   lanes_join16(lo, hi)  the low 16 bits of each word of lo, the high 16 of hi
+ *   lanes_zero()
+ *   LANES_NARROW_STORING_ENTRY, LANES_NARROW_STORING_UNTAGGED_ENTRY (optional)
+ *                  the narrow kernels' storing entries
+ *
  * Both message forms share one driver: `tagged` is a constant at each entry,
  * so the compiler specialises the walk for each and the untagged loads (whole
  * aligned runs of the children, no header shift) cost nothing in the tagged
@@ -65,13 +81,79 @@ struct lane_group {
      * short run of its own, too short for the hardware prefetcher to lock
      * on to, so the group ahead is prefetched a block at a time. */
     const uint8_t *const *upcoming;
+#ifdef LANES_STORING_ENTRY
+    /* Storing entries only: where each lane's children are copied (NULL:
+     * not copied, a padding lane), and whether with streaming stores. */
+    uint8_t *stored[LANES];
+    int stream;
+#endif
 };
 
+#ifdef LANES_STORING_ENTRY
+/* Message block `block` of every lane, for the storing entries: the
+ * children are loaded (and stored) once each, in aligned 64-byte pieces,
+ * and the message words are made from those registers. An untagged block
+ * is a piece. A tagged block starts 2 bytes earlier (after the 0x01, arity
+ * header), so word w is the high half of piece word w-1 with the low half
+ * of piece word w; word 0 takes its low half from the header (block 0) or
+ * from the previous piece's last word, carried in `carry` (rotated, as
+ * left by the previous block). Loading each message block directly, as the
+ * other entries do, would read the 2 bytes between blocks twice. */
+LANE_INLINE void load_storing_block(const struct lane_group *group, unsigned arity,
+                                    size_t block, int tagged, lane_vec *carry,
+                                    lane_vec m[16])
+{
+    size_t child_bytes = (size_t)arity * RT_HASH_LEN;
+    if (64 * block >= child_bytes) {
+        /* Only the 2 header-shifted bytes of the last piece are left. */
+        m[0] = lanes_join16(*carry, lanes_zero());
+        for (int w = 1; w < 16; w++)
+            m[w] = lanes_zero();
+        return;
+    }
+    if (!tagged) {
+        lanes_load_storing(group->children, group->stored, child_bytes, block, group->stream, m);
+        return;
+    }
+    lane_vec c[16];
+    lanes_load_storing(group->children, group->stored, child_bytes, block, group->stream, c);
+    lane_vec previous = block == 0 ? lanes_set1(0x01u | (uint32_t)arity << 8) : *carry;
+    for (int w = 0; w < 16; w++) {
+        lane_vec rotated = lanes_rotr16(c[w]);
+        m[w] = lanes_join16(previous, rotated);
+        previous = rotated;
+    }
+    *carry = previous;
+}
+#endif
+
+#ifdef LANES_STORING_ENTRY
+/* Streaming stores only when every lane writes whole cache lines (an even
+ * arity and line-aligned copies): a lane that wrote half lines would leave
+ * partial lines in the write-combining buffers while the other lanes
+ * store, and flushing those costs more than the read of the destination
+ * that an ordinary store makes. */
+LANE_INLINE int lanes_may_stream(const struct lane_group *group, size_t stride)
+{
+#ifdef RT_NO_STREAMING
+    (void)group;
+    (void)stride;
+    return 0;
+#else
+    uintptr_t misaligned = stride & 63;
+    for (int k = 0; k < LANES; k++)
+        misaligned |= (uintptr_t)group->stored[k] & 63;
+    return misaligned == 0;
+#endif
+}
+#endif
+
 /* Chaining values of chunk `chunk` of every lane. is_root: this chunk is the
- * whole message. */
+ * whole message. `storing` (a constant) selects load_storing_block, whose
+ * carry persists from chunk to chunk. */
 LANE_INLINE void chunk_lanes(const struct lane_group *group, unsigned arity,
                              size_t message_len, size_t chunk, int is_root,
-                             int tagged, lane_vec cv[8])
+                             int tagged, int storing, lane_vec *carry, lane_vec cv[8])
 {
     size_t total_blocks = (message_len + 63) / 64;
     size_t first = chunk * (RT_BLAKE3_CHUNK_LEN / 64);
@@ -96,10 +178,17 @@ LANE_INLINE void chunk_lanes(const struct lane_group *group, unsigned arity,
         if (group->upcoming != NULL)
             for (int k = 0; k < LANES; k++)
                 __builtin_prefetch(group->upcoming[k] + 64 * block, 0, 3);
+#ifdef LANES_STORING_ENTRY
+        if (storing)
+            load_storing_block(group, arity, block, tagged, carry, m);
+        else
+#endif
         if (tagged)
             lanes_load_message(group->children, arity, block, message_len, m);
         else
             lanes_load_untagged(group->children, block, message_len, m);
+        (void)storing;
+        (void)carry;
         lanes_compress(cv, m, chunk, block_len, flags);
     }
 }
@@ -119,26 +208,27 @@ LANE_INLINE void parent_lanes(const lane_vec left[8], const lane_vec right[8],
 /* Messages are at most 8162 bytes, i.e. 8 chunks, so the stack of completed
  * subtrees needs at most 4 entries. */
 LANE_INLINE void parents_lanes_of(const struct lane_group *group, unsigned arity,
-                                  int tagged)
+                                  int tagged, int storing)
 {
     size_t message_len = (tagged ? 2 : 0) + (size_t)arity * RT_HASH_LEN;
     size_t chunks = (message_len + RT_BLAKE3_CHUNK_LEN - 1) / RT_BLAKE3_CHUNK_LEN;
     lane_vec cv[8];
+    lane_vec carry = lanes_set1(0);
 
     if (chunks == 1) {
-        chunk_lanes(group, arity, message_len, 0, 1, tagged, cv);
+        chunk_lanes(group, arity, message_len, 0, 1, tagged, storing, &carry, cv);
     } else {
         lane_vec stack[4][8];
         unsigned depth = 0;
         for (size_t chunk = 0; chunk + 1 < chunks; chunk++) {
-            chunk_lanes(group, arity, message_len, chunk, 0, tagged, cv);
+            chunk_lanes(group, arity, message_len, chunk, 0, tagged, storing, &carry, cv);
             for (size_t done = chunk + 1; (done & 1) == 0; done >>= 1) {
                 depth--;
                 parent_lanes(stack[depth], cv, 0, cv);
             }
             memcpy(stack[depth++], cv, sizeof cv);
         }
-        chunk_lanes(group, arity, message_len, chunks - 1, 0, tagged, cv);
+        chunk_lanes(group, arity, message_len, chunks - 1, 0, tagged, storing, &carry, cv);
         while (depth > 0) {
             depth--;
             parent_lanes(stack[depth], cv, depth == 0 ? RT_FLAG_ROOT : 0, cv);
@@ -151,44 +241,83 @@ LANE_INLINE void parents_lanes_of(const struct lane_group *group, unsigned arity
  * below calls it from two places. */
 static LANE_TARGET void parents_lanes_tagged(const struct lane_group *group, unsigned arity)
 {
-    parents_lanes_of(group, arity, 1);
+    parents_lanes_of(group, arity, 1, 0);
 }
 
 static LANE_TARGET void parents_lanes_untagged(const struct lane_group *group,
                                                unsigned arity)
 {
-    parents_lanes_of(group, arity, 0);
+    parents_lanes_of(group, arity, 0, 0);
 }
 
-LANE_INLINE void parents_lanes(const struct lane_group *group, unsigned arity, int tagged)
+#ifdef LANES_STORING_ENTRY
+static LANE_TARGET void parents_lanes_tagged_storing(const struct lane_group *group,
+                                                     unsigned arity)
 {
+    parents_lanes_of(group, arity, 1, 1);
+}
+
+static LANE_TARGET void parents_lanes_untagged_storing(const struct lane_group *group,
+                                                       unsigned arity)
+{
+    parents_lanes_of(group, arity, 0, 1);
+}
+#endif
+
+LANE_INLINE void parents_lanes(const struct lane_group *group, unsigned arity, int tagged,
+                               int storing)
+{
+#ifdef LANES_STORING_ENTRY
+    if (storing) {
+        if (tagged)
+            parents_lanes_tagged_storing(group, arity);
+        else
+            parents_lanes_untagged_storing(group, arity);
+        return;
+    }
+#endif
+    (void)storing;
     if (tagged)
         parents_lanes_tagged(group, arity);
     else
         parents_lanes_untagged(group, arity);
 }
 
+/* Both entry kinds: with `stored` NULL the plain parents kernel; otherwise
+ * the children of parent i are also copied to stored[i], from the registers
+ * they were hashed from (see LANES_STORING_ENTRY). */
 LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned arity,
-                             uint8_t *out, int tagged)
+                             uint8_t *out, uint8_t *const *stored, int tagged)
 {
     const size_t stride = (size_t)arity * RT_HASH_LEN;
+    const int storing = stored != NULL;
     size_t groups = count / LANES;
     const uint8_t *next_children[LANES];
     struct lane_group group;
+#ifdef LANES_STORING_ENTRY
+    group.stream = 0;
+#endif
 
     for (size_t g = 0; g < groups; g++) {
         size_t first = g * LANES;
         for (int k = 0; k < LANES; k++) {
             group.children[k] = children + (first + k) * stride;
             group.out[k] = out + (first + k) * RT_HASH_LEN;
+#ifdef LANES_STORING_ENTRY
+            group.stored[k] = storing ? stored[first + k] : NULL;
+#endif
         }
+#ifdef LANES_STORING_ENTRY
+        if (storing)
+            group.stream = lanes_may_stream(&group, stride);
+#endif
         group.upcoming = NULL;
         if (g + 1 < groups) {
             for (int k = 0; k < LANES; k++)
                 next_children[k] = children + (first + LANES + k) * stride;
             group.upcoming = next_children;
         }
-        parents_lanes(&group, arity, tagged);
+        parents_lanes(&group, arity, tagged, storing);
     }
 
     /* A group costs about what one parent does on the single-message path
@@ -200,7 +329,23 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
     /* Where a wide group costs more than a narrow one (AVX-512 on cores that
      * split 512-bit operations in two), half a group or less of padding
      * would be paid for at the wide rate. */
-    if (left >= 2 && left <= LANES / 2) {
+#ifdef LANES_NARROW_STORING_ENTRY
+    const int narrow_stores = 1;
+#else
+    const int narrow_stores = 0;
+#endif
+    if (left >= 2 && left <= LANES / 2 && (narrow_stores || !storing)) {
+#ifdef LANES_NARROW_STORING_ENTRY
+        if (storing) {
+            if (tagged)
+                LANES_NARROW_STORING_ENTRY(children + done * stride, left, arity,
+                                           out + done * RT_HASH_LEN, stored + done);
+            else
+                LANES_NARROW_STORING_UNTAGGED_ENTRY(children + done * stride, left, arity,
+                                                    out + done * RT_HASH_LEN, stored + done);
+            return;
+        }
+#endif
         if (tagged)
             LANES_NARROW_ENTRY(children + done * stride, left, arity, out + done * RT_HASH_LEN);
         else
@@ -215,28 +360,71 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
             size_t parent = k < left ? done + k : count - 1;
             group.children[k] = children + parent * stride;
             group.out[k] = k < left ? out + parent * RT_HASH_LEN : discarded[k];
+#ifdef LANES_STORING_ENTRY
+            /* A padding lane reads the last parent's children again, maybe
+             * different bytes if the caller is changing them: it must not
+             * store them. */
+            group.stored[k] = storing && k < left ? stored[parent] : NULL;
+#endif
         }
+#ifdef LANES_STORING_ENTRY
+        if (storing)
+            group.stream = lanes_may_stream(&group, stride);
+#endif
         group.upcoming = NULL;
-        parents_lanes(&group, arity, tagged);
+        parents_lanes(&group, arity, tagged, storing);
     } else if (left == 1) {
         const uint8_t header[2] = {0x01, (uint8_t)arity};
+        const uint8_t *message = children + done * stride;
+#ifdef LANES_STORING_ENTRY
+        /* The single path reads some bytes twice (its blocks are not the
+         * children's pieces), so it hashes a private copy, which is also
+         * what is stored. */
+        uint8_t copy[RT_MAX_ARITY * RT_HASH_LEN];
+        if (storing) {
+            memcpy(copy, message, stride);
+            memcpy(stored[done], copy, stride);
+            message = copy;
+        }
+#endif
         rt_blake3_prefixed(LANES_COMPRESS_ONE, header, tagged ? sizeof header : 0,
-                           children + done * stride, stride,
-                           out + done * RT_HASH_LEN);
+                           message, stride, out + done * RT_HASH_LEN);
     }
 }
 
 LANE_TARGET void LANES_ENTRY(const uint8_t *children, size_t count, unsigned arity,
                              uint8_t *out)
 {
-    lanes_entry(children, count, arity, out, 1);
+    lanes_entry(children, count, arity, out, NULL, 1);
 }
 
 LANE_TARGET void LANES_UNTAGGED_ENTRY(const uint8_t *children, size_t count,
                                       unsigned arity, uint8_t *out)
 {
-    lanes_entry(children, count, arity, out, 0);
+    lanes_entry(children, count, arity, out, NULL, 0);
 }
+
+#ifdef LANES_STORING_ENTRY
+/* The parents kernel that also copies the children of parent i to
+ * stored[i] (level 0 of a tree, whose chunks need not be contiguous): each
+ * byte of `children` is loaded once, and the registers it was loaded into
+ * are both hashed and stored, so the stored children hash to the parents
+ * written even if the caller changes `children` meanwhile. The same
+ * guarantee as hashing and storing a private copy, without the copy. The
+ * copies must not overlap `children`, `out` or each other. */
+LANE_TARGET void LANES_STORING_ENTRY(const uint8_t *children, size_t count, unsigned arity,
+                                     uint8_t *out, uint8_t *const *stored)
+{
+    lanes_entry(children, count, arity, out, stored, 1);
+}
+
+LANE_TARGET void LANES_STORING_UNTAGGED_ENTRY(const uint8_t *children, size_t count,
+                                              unsigned arity, uint8_t *out,
+                                              uint8_t *const *stored)
+{
+    lanes_entry(children, count, arity, out, stored, 0);
+}
+#endif
 
 #undef LANE_INLINE
 

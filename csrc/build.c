@@ -103,14 +103,19 @@ typedef struct fused_job {
     // Leaves [copy_first, len[0]) come from copy_src (NULL: already stored).
     const uint8_t *copy_src;
     uint64_t copy_first;
+    // The kernel's entry that stores the leaves it hashes, or NULL: then
+    // the leaves pass through leaf_staging.
+    rt_parents_storing_fn storing_kernel;
 } fused_job;
 
-/* New leaves pass through a per-thread staging buffer: they are hashed from
- * it and stored from it, so the stored leaves and their parents come from
- * the same bytes even if the caller changes its buffer during the call (read
- * twice from the caller, a torn read would store leaves that do not hash to
- * their parent and corrupt the tree). 64 KiB stays in L1/L2 and holds eight
- * full groups even at arity 255, one batch of the 8-lane kernel. */
+/* The stored leaves and their parents must come from the same bytes even if
+ * the caller changes its buffer during the call: read twice from the caller,
+ * a torn read would store leaves that do not hash to their parent and
+ * corrupt the tree. Kernels with a storing entry (rt_parents_storing_fn)
+ * guarantee that by storing the registers they hash; with the others, new
+ * leaves pass through a per-thread staging buffer, hashed from it and
+ * stored from it. 64 KiB stays in L1/L2 and holds eight full groups even at
+ * arity 255, one batch of the 8-lane kernel. */
 #define STAGING_BYTES 65536u
 static _Thread_local uint8_t leaf_staging[STAGING_BYTES];
 
@@ -168,6 +173,49 @@ static void hash_and_store_new_leaves(const fused_job *job, uint64_t first, uint
     }
 }
 
+/* The same through the kernel's storing entry: no staging copy, and level 0
+ * is written by the kernel from the registers it hashed. Level-0 chunks
+ * hold a few groups each (capacities are multiples of the arity, so a group
+ * never straddles two), far fewer than a lane kernel wants per call, so the
+ * kernel gets each group's destination rather than one contiguous run. */
+#define STORING_RUN 256
+
+static void hash_and_store_leaves_directly(const fused_job *job, uint64_t first, uint64_t end)
+{
+    const unsigned arity = job->arity;
+    const node_store *out = &job->stores[1], *level0 = &job->stores[0];
+    uint8_t *dest[STORING_RUN];
+    uint64_t full_end = rt_min_u64(end, rt_div(job->len[0], arity));
+    for (uint64_t at = first; at < full_end;) {
+        uint64_t run = rt_min_u64(rt_min_u64(full_end - at, store_run(out, at)), STORING_RUN);
+        for (uint64_t i = 0; i < run;) { // a level-0 chunk at a time
+            uint64_t leaf = (at + i) * arity;
+            uint8_t *node = store_node(level0, leaf);
+            uint64_t in_chunk = rt_min_u64(run - i, store_run(level0, leaf) / arity);
+            for (uint64_t j = 0; j < in_chunk; j++)
+                dest[i + j] = node + j * arity * 32u;
+            i += in_chunk;
+        }
+        job->storing_kernel(job->copy_src + (at * arity - job->copy_first) * 32u, (size_t)run,
+                            arity, store_node(out, at), dest);
+        at += run;
+    }
+    if (full_end < end) { // the level's last parent, with a partial group
+        uint64_t leaf = full_end * arity;
+        const uint8_t *children = job->copy_src + (leaf - job->copy_first) * 32u;
+        unsigned count = (unsigned)(job->len[0] - leaf);
+        dest[0] = store_node(level0, leaf);
+        if (count == 1) { // lifted: one read of the caller's leaf, two stores
+            uint8_t lone[32];
+            memcpy(lone, children, 32);
+            memcpy(dest[0], lone, 32);
+            memcpy(store_node(out, full_end), lone, 32);
+        } else {
+            job->storing_kernel(children, 1, count, store_node(out, full_end), dest);
+        }
+    }
+}
+
 static void run_fused_blocks(void *ctx, size_t begin, size_t end)
 {
     const fused_job *job = ctx;
@@ -199,7 +247,9 @@ static void run_fused_blocks(void *ctx, size_t begin, size_t end)
                 }
                 // The leaves of parents [split, hi) are exactly those left in
                 // [from, to): every new leaf of the block is stored once.
-                if (split < hi)
+                if (split < hi && job->storing_kernel)
+                    hash_and_store_leaves_directly(job, split, hi);
+                else if (split < hi)
                     hash_and_store_new_leaves(job, split, hi);
                 continue;
             }
@@ -268,7 +318,8 @@ void rt_build_levels(const node_store *stores, const uint64_t *len, const uint64
     uint64_t block_leaves;
     unsigned top = fused_shape(arity, block_parents, depth, &block_leaves);
     fused_job fused = {stores, len, first, top, arity, block_leaves,
-                       first[0] / block_leaves, kernel, copy_src, copy_first};
+                       first[0] / block_leaves, kernel, copy_src, copy_first,
+                       copy_src ? rt_rule_storing_parents_fn(rule) : NULL};
     uint64_t blocks = (len[0] - 1) / block_leaves + 1 - fused.first_block;
     uint64_t grain = unit / (block_leaves / arity);
     if (grain == 0)

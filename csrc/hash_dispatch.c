@@ -207,6 +207,21 @@ rt_parents_fn rt_active_untagged_parents_fn(void)
     }
 }
 
+rt_parents_storing_fn rt_active_storing_parents_fn(int tagged)
+{
+    switch (rt_kernel_active()) {
+#if RT_X86
+    case RT_KERNEL_AVX512:
+        return tagged ? rt_hash_parents_storing_avx512 : rt_hash_parents_untagged_storing_avx512;
+    case RT_KERNEL_AVX2:
+        return tagged ? rt_hash_parents_storing_avx2 : rt_hash_parents_untagged_storing_avx2;
+#endif
+    default:
+        (void)tagged;
+        return NULL;
+    }
+}
+
 rt_compress_fn rt_active_compress_fn(void)
 {
 #if RT_X86

@@ -230,7 +230,9 @@ void rt_tree_free(rt_tree *tree);
 int rt_tree_insert(rt_tree *tree, const uint8_t *leaf, uint8_t *root_out);
 /* Append `count` leaves stored contiguously (count * 32 bytes) as one atomic
  * batch: concurrent readers see the tree before or after, never between.
- * `leaves` may be any caller memory; it is copied before hashing. */
+ * `leaves` may be any caller memory; each byte is read from it once, so the
+ * leaves stored are the bytes hashed even if another thread changes it
+ * during the call. */
 int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
                         uint8_t *root_out);
 

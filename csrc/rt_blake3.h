@@ -77,6 +77,28 @@ void rt_hash_parents_untagged_neon(const uint8_t *children, size_t count,
                                    unsigned arity, uint8_t *out);
 #endif
 
+/* The parents kernels that also copy the children, for a tree's new leaves:
+ * as rt_parents_fn, and the arity * 32 bytes of children of parent i are
+ * copied to stored[i] (copies not overlapping children, out or each other).
+ * Every child byte is loaded once and stored from the register it was
+ * hashed from, so the stored children hash to the parents written even
+ * while the caller changes `children`. Only the kernels that can do this
+ * without a copy have one. */
+typedef void (*rt_parents_storing_fn)(const uint8_t *children, size_t count,
+                                      unsigned arity, uint8_t *out, uint8_t *const *stored);
+#if RT_X86
+void rt_hash_parents_storing_avx2(const uint8_t *children, size_t count, unsigned arity,
+                                  uint8_t *out, uint8_t *const *stored);
+void rt_hash_parents_storing_avx512(const uint8_t *children, size_t count, unsigned arity,
+                                    uint8_t *out, uint8_t *const *stored);
+void rt_hash_parents_untagged_storing_avx2(const uint8_t *children, size_t count,
+                                           unsigned arity, uint8_t *out,
+                                           uint8_t *const *stored);
+void rt_hash_parents_untagged_storing_avx512(const uint8_t *children, size_t count,
+                                             unsigned arity, uint8_t *out,
+                                             uint8_t *const *stored);
+#endif
+
 /* BLAKE3 of (prefix || body) without concatenating them; prefix_len < 64.
  * `compress` is the single-block compression to use. Any length. */
 typedef void (*rt_compress_fn)(uint32_t cv[8], const uint8_t block[64],
@@ -90,6 +112,9 @@ void rt_blake3_prefixed(rt_compress_fn compress, const uint8_t *prefix,
 rt_parents_fn rt_active_parents_fn(void);
 rt_parents_fn rt_active_untagged_parents_fn(void);
 rt_compress_fn rt_active_compress_fn(void);
+/* The active kernel's storing entry for tagged or untagged parents, or NULL
+ * where the kernel has none. */
+rt_parents_storing_fn rt_active_storing_parents_fn(int tagged);
 /* Full parents with the active kernel. */
 void rt_hash_parents(const uint8_t *children, size_t count, unsigned arity,
                      uint8_t *out);

@@ -22,6 +22,10 @@ int rt_rule_check(int rule, unsigned arity);
  * rt_parents_fn; a group of `arity` children per parent). */
 rt_parents_fn rt_rule_parents_fn(int rule);
 
+/* The active kernel's parents of `rule` that also store the children
+ * (rt_parents_storing_fn), or NULL where it has none. */
+rt_parents_storing_fn rt_rule_storing_parents_fn(int rule);
+
 /* One parent of `count` (2..255) children under `rule`. */
 void rt_rule_parent(int rule, const uint8_t *children, unsigned count, uint8_t *out);
 

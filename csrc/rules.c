@@ -43,6 +43,18 @@ rt_parents_fn rt_rule_parents_fn(int rule)
     }
 }
 
+rt_parents_storing_fn rt_rule_storing_parents_fn(int rule)
+{
+    switch (rule) {
+    case RT_RULE_LEANIMT:
+        return rt_active_storing_parents_fn(0);
+    case RT_RULE_RFC6962:
+        return NULL;
+    default:
+        return rt_active_storing_parents_fn(1);
+    }
+}
+
 void rt_rule_parent(int rule, const uint8_t *children, unsigned count, uint8_t *out)
 {
     rt_rule_parents_fn(rule)(children, 1, count, out);
