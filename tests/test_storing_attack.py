@@ -14,7 +14,11 @@ portable kernel, which stages the leaves instead:
   before, or start just after, an unmapped page: a read past either end of
   the batch faults;
 * trees loaded from a file (level 0 in place from a mapping) and durable
-  trees, extended through the storing path.
+  trees, extended through the storing path;
+* the C driver tests/c/test_read_once.c, built with each compiler: leaves
+  on pages that change at every read, so any second read of a leaf byte
+  (a kernel's, or the optimiser's forwarding of a private copy) stores
+  leaves that do not hash to their parents.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import mmap
+import os
+import platform
+import shutil
+import subprocess
+import sys
 from typing import List, Sequence
 
 import numpy as np
@@ -32,6 +41,7 @@ from hypothesis import strategies as st
 import rotortree
 from rotortree import config as rt_config
 
+from c_build import DRIVERS, build_drivers, summary
 from reference import root_of
 
 STORING_KERNELS = [k for k in rt_config.available_kernels() if k in ("avx2", "avx512")]
@@ -285,3 +295,31 @@ def test_durable_tree_through_storing_path(tmp_path, rule):
     assert tree.root == reference_root(leaves, arity, rule)
     assert tree.leaves() == leaves.tobytes()
     tree.close()
+
+
+# ---- each leaf byte read once, whatever the compiler ---------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+def test_each_leaf_byte_read_once(compiler, tmp_path):
+    """The driver traps every read of the batch and changes its bytes in
+    between; built at -O2, since whether the lone-parent and lifted-leaf
+    copies are read twice depends on the optimiser (clang forwarded them)."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        pytest.skip("the driver single-steps with the x86-64 trap flag under Linux")
+    if not STORING_KERNELS:
+        pytest.skip("needs a CPU with AVX2 (no storing kernel otherwise)")
+    path = shutil.which(compiler)
+    if path is None:
+        pytest.skip(f"{compiler} is not on PATH")
+    flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror"]
+    binary = build_drivers([path], flags, tmp_path, [DRIVERS / "test_read_once.c"])[
+        "test_read_once"]
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    passed, failed = summary(run)
+    assert passed > 0 and failed == 0
+    tested = run.stdout.split("kernels tested:")[1].split("\n")[0].split()
+    assert set(tested) == set(STORING_KERNELS)
