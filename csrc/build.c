@@ -106,6 +106,9 @@ typedef struct fused_job {
     // The kernel's entry that stores the leaves it hashes, or NULL: then
     // the leaves pass through leaf_staging.
     rt_parents_storing_fn storing_kernel;
+    // Or, with copy_src NULL, leaves [copy_first, len[0]) made by `source`
+    // (always through leaf_staging: they exist nowhere else to load from).
+    const rt_leaf_source *source;
 } fused_job;
 
 /* The stored leaves and their parents must come from the same bytes even if
@@ -141,6 +144,16 @@ static void store_leaves_streaming(const node_store *level0, uint64_t first,
 #endif
 }
 
+/* New leaves [leaf, leaf + count) into dst, from the caller's copy or made
+ * by the source. */
+static void fetch_new_leaves(const fused_job *job, uint64_t leaf, uint64_t count, uint8_t *dst)
+{
+    if (job->source)
+        job->source->fill(job->source->ctx, leaf - job->copy_first, count, dst);
+    else
+        memcpy(dst, job->copy_src + (leaf - job->copy_first) * 32u, (size_t)count * 32u);
+}
+
 /* Level-1 parents [first, end) whose children are all new leaves (leaf i at
  * copy_src + (i - copy_first) * 32): stage, hash, store, a piece at a time. */
 static void hash_and_store_new_leaves(const fused_job *job, uint64_t first, uint64_t end)
@@ -151,8 +164,7 @@ static void hash_and_store_new_leaves(const fused_job *job, uint64_t first, uint
     for (uint64_t parent = first; parent < end;) {
         uint64_t piece_end = rt_min_u64(end, parent + piece_parents);
         uint64_t leaf_lo = parent * arity, leaf_hi = rt_min_u64(job->len[0], piece_end * arity);
-        memcpy(leaf_staging, job->copy_src + (leaf_lo - job->copy_first) * 32u,
-               (size_t)(leaf_hi - leaf_lo) * 32u);
+        fetch_new_leaves(job, leaf_lo, leaf_hi - leaf_lo, leaf_staging);
         uint64_t full_end = rt_min_u64(piece_end, rt_div(job->len[0], arity));
         for (uint64_t at = parent; at < full_end;) {
             uint64_t run = rt_min_u64(full_end - at, store_run(out, at));
@@ -227,7 +239,7 @@ static void run_fused_blocks(void *ctx, size_t begin, size_t end)
             uint64_t lo = block * span, hi = rt_min_u64(job->len[l + 1], lo + span);
             if (lo < job->first[l + 1])
                 lo = job->first[l + 1];
-            if (l == 0 && job->copy_src) {
+            if (l == 0 && (job->copy_src || job->source)) {
                 // Parents with an old leaf among their children (only at the
                 // start of a batch) must read level 0, so those leaves go in
                 // first; the rest are staged, hashed and stored piece by piece.
@@ -240,8 +252,14 @@ static void run_fused_blocks(void *ctx, size_t begin, size_t end)
                     split = hi;
                 if (lo < split) {
                     uint64_t head_end = rt_min_u64(to, split * job->arity);
-                    store_write(&job->stores[0], from, job->copy_src + (from - job->copy_first) * 32u,
-                                head_end - from);
+                    if (job->source) { // fewer than `arity` leaves: staging holds them
+                        fetch_new_leaves(job, from, head_end - from, leaf_staging);
+                        store_write(&job->stores[0], from, leaf_staging, head_end - from);
+                    } else {
+                        store_write(&job->stores[0], from,
+                                    job->copy_src + (from - job->copy_first) * 32u,
+                                    head_end - from);
+                    }
                     hash_parent_range(&job->stores[0], job->len[0], &job->stores[1],
                                       job->arity, lo, split, job->kernel);
                 }
@@ -261,7 +279,7 @@ static void run_fused_blocks(void *ctx, size_t begin, size_t end)
 #if RT_X86
     // Streaming stores are weakly ordered: make them visible before the
     // pool's release of this unit publishes them to other threads.
-    if (job->copy_src)
+    if (job->copy_src || job->source)
         _mm_sfence();
 #endif
 }
@@ -294,9 +312,9 @@ static unsigned fused_shape(unsigned arity, uint64_t max_level1_parents, unsigne
     return top;
 }
 
-void rt_build_levels(const node_store *stores, const uint64_t *len, const uint64_t *first,
-                     unsigned depth, unsigned arity, int rule, const uint8_t *copy_src,
-                     uint64_t copy_first)
+static void build_levels(const node_store *stores, const uint64_t *len, const uint64_t *first,
+                         unsigned depth, unsigned arity, int rule, const uint8_t *copy_src,
+                         const rt_leaf_source *source, uint64_t copy_first)
 {
     uint32_t threads;
     uint64_t threshold, unit;
@@ -319,7 +337,7 @@ void rt_build_levels(const node_store *stores, const uint64_t *len, const uint64
     unsigned top = fused_shape(arity, block_parents, depth, &block_leaves);
     fused_job fused = {stores, len, first, top, arity, block_leaves,
                        first[0] / block_leaves, kernel, copy_src, copy_first,
-                       copy_src ? rt_rule_storing_parents_fn(rule) : NULL};
+                       copy_src ? rt_rule_storing_parents_fn(rule) : NULL, source};
     uint64_t blocks = (len[0] - 1) / block_leaves + 1 - fused.first_block;
     uint64_t grain = unit / (block_leaves / arity);
     if (grain == 0)
@@ -333,6 +351,20 @@ void rt_build_levels(const node_store *stores, const uint64_t *len, const uint64
         level_job job = {stores[l], stores[l + 1], len[l], first[l + 1], arity, kernel};
         run_level(&job, len[l + 1] - first[l + 1]);
     }
+}
+
+void rt_build_levels(const node_store *stores, const uint64_t *len, const uint64_t *first,
+                     unsigned depth, unsigned arity, int rule, const uint8_t *copy_src,
+                     uint64_t copy_first)
+{
+    build_levels(stores, len, first, depth, arity, rule, copy_src, NULL, copy_first);
+}
+
+void rt_build_levels_from(const node_store *stores, const uint64_t *len,
+                          const uint64_t *first, unsigned depth, unsigned arity, int rule,
+                          const rt_leaf_source *source, uint64_t copy_first)
+{
+    build_levels(stores, len, first, depth, arity, rule, NULL, source, copy_first);
 }
 
 /* ---- stateless root ------------------------------------------------------ */

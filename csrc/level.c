@@ -353,14 +353,6 @@ static void prefault_ahead(rt_level *level, size_t stride, size_t chunks)
     slab->prefaulted = to;
 }
 
-void rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes)
-{
-    *base = level->ahead_base;
-    *bytes = level->ahead_bytes;
-    level->ahead_base = NULL;
-    level->ahead_bytes = 0;
-}
-
 void rt_chunk_retain(rt_chunk *chunk)
 {
     atomic_fetch_add_explicit(&chunk->refcount, 1, memory_order_relaxed);

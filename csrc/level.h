@@ -112,8 +112,14 @@ void rt_table_release(rt_chunk_table *table);
 void rt_level_init(rt_level *level);
 /* The range rt_level_reserve marked for pre-faulting (NULL, 0 if none),
  * cleared: the caller hands it to rt_mapping_prefault once its writes are
- * done and the tree is unlocked. */
-void rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes);
+ * done and the tree is unlocked. Inline: every insert asks every level. */
+static inline void rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes)
+{
+    *base = level->ahead_base;
+    *bytes = level->ahead_bytes;
+    level->ahead_base = NULL;
+    level->ahead_bytes = 0;
+}
 void rt_level_destroy(rt_level *level);
 
 static inline const uint8_t *rt_level_node(const rt_level *level, uint64_t index,
@@ -138,6 +144,25 @@ static inline const uint8_t *rt_level_node(const rt_level *level, uint64_t index
  */
 int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
                      unsigned chunk_cap);
+
+/* 1 when rt_level_reserve(level, first_written, new_len, chunk_cap) would
+ * have nothing to do because the written nodes lie in one chunk that is
+ * installed and held by this level alone; 0 when it must be called. A
+ * single insert writes one node per level and needs a new or private chunk
+ * at a level only once per chunk_cap nodes (or per snapshot), so this
+ * inline check spares the call in the common case. */
+static inline int rt_level_ready(const rt_level *level, uint64_t first_written,
+                                 uint64_t new_len, unsigned chunk_cap)
+{
+    if (new_len == 0 || first_written >= new_len)
+        return 1;
+    if (first_written < level->cold_len || !level->table)
+        return 0;
+    uint64_t slot = rt_div(first_written - level->cold_len, chunk_cap);
+    return slot == rt_div(new_len - 1 - level->cold_len, chunk_cap) &&
+           slot < level->table->count &&
+           atomic_load_explicit(&level->table->slots[slot]->refcount, memory_order_acquire) <= 1;
+}
 
 /* Serve nodes [0, cold_len) from `cold` (identical bytes, caller-owned and
  * outliving the level and its snapshots) and drop the chunks that held

@@ -46,16 +46,21 @@ static void put_header(uint8_t *out, const char magic[4], const rt_snapshot *sna
 
 /* ---- inclusion proofs ----------------------------------------------------- */
 
+// The level walks below divide with rt_div (a shift at power-of-two
+// arities): `/` and `%` by the run-time arity are 64-bit divides, three per
+// level over the two walks of every proof.
 static size_t inclusion_size(const rt_snapshot *snap, uint64_t index)
 {
+    const unsigned arity = snap->arity;
     size_t size = RT_PROOF_HEADER_LEN;
     for (unsigned l = 0; l < snap->depth; l++) {
-        uint64_t start = index - index % snap->arity;
-        uint64_t end = start + snap->arity;
+        uint64_t group = rt_div(index, arity);
+        uint64_t start = group * arity;
+        uint64_t end = start + arity;
         if (end > snap->levels[l].len)
             end = snap->levels[l].len;
         size += 2 + 32u * (size_t)(end - start - 1);
-        index /= snap->arity;
+        index = group;
     }
     return size;
 }
@@ -65,10 +70,12 @@ static void inclusion_fill(const rt_snapshot *snap, uint64_t index, uint8_t *out
     put_header(out, "RTIP", snap, snap->depth, index, snap->size, snap->root,
                rt_snapshot_node(snap, 0, index));
     out += RT_PROOF_HEADER_LEN;
+    const unsigned arity = snap->arity;
     for (unsigned l = 0; l < snap->depth; l++) {
-        uint64_t position = index % snap->arity;
-        uint64_t start = index - position;
-        uint64_t end = start + snap->arity;
+        uint64_t parent = rt_div(index, arity);
+        uint64_t start = parent * arity;
+        uint64_t position = index - start;
+        uint64_t end = start + arity;
         if (end > snap->levels[l].len)
             end = snap->levels[l].len;
         *out++ = (uint8_t)position;
@@ -80,7 +87,7 @@ static void inclusion_fill(const rt_snapshot *snap, uint64_t index, uint8_t *out
         size_t after = (size_t)(end - index - 1);
         memcpy(out, group + 32u * (position + 1), 32u * after);
         out += 32u * after;
-        index /= snap->arity;
+        index = parent;
     }
 }
 
@@ -103,6 +110,28 @@ int rt_proofs_layout(const rt_snapshot *snap, const uint64_t *indices, size_t co
     return RT_OK;
 }
 
+// Proofs of random leaves miss the cache at the large lower levels (several
+// misses per proof at 1M leaves): a batch requests its groups a few proofs
+// ahead so the misses overlap instead of running one after another.
+#define FILL_PREFETCH_AHEAD 8
+#define FILL_PREFETCH_LEVELS 6
+#define FILL_PREFETCH_LINES 4
+
+static void prefetch_groups(const rt_snapshot *snap, uint64_t index)
+{
+    if (index >= snap->size)
+        return; // bad indices are reported by the fill itself
+    const unsigned arity = snap->arity;
+    for (unsigned l = 0; l < snap->depth && l < FILL_PREFETCH_LEVELS; l++) {
+        uint64_t start = rt_div(index, arity) * arity;
+        const uint8_t *group = rt_snapshot_node(snap, l, start);
+        size_t bytes = 32u * (size_t)arity;
+        for (size_t line = 0; line < FILL_PREFETCH_LINES && line * 64 < bytes; line++)
+            __builtin_prefetch(group + 64 * line);
+        index = rt_div(index, arity);
+    }
+}
+
 int rt_proof_one(const rt_snapshot *snap, uint64_t index, uint8_t *out, size_t capacity,
                  size_t *length)
 {
@@ -110,6 +139,9 @@ int rt_proof_one(const rt_snapshot *snap, uint64_t index, uint8_t *out, size_t c
         return RT_ERR_INVALID_ARGUMENT;
     if (index >= snap->size)
         return RT_ERR_INDEX;
+    // Every level's group is requested before the first is copied, so a
+    // random leaf's cache misses (several at 1M leaves) overlap.
+    prefetch_groups(snap, index);
     size_t need = inclusion_size(snap, index);
     *length = need;
     if (need > capacity)
@@ -125,28 +157,6 @@ typedef struct fill_job {
     uint8_t *out;
     atomic_int mismatch;
 } fill_job;
-
-// Proofs of random leaves miss the cache at the large lower levels (several
-// misses per proof at 1M leaves): their groups are requested a few proofs
-// ahead so the misses overlap instead of running one after another.
-#define FILL_PREFETCH_AHEAD 8
-#define FILL_PREFETCH_LEVELS 6
-#define FILL_PREFETCH_LINES 4
-
-static void prefetch_groups(const rt_snapshot *snap, uint64_t index)
-{
-    if (index >= snap->size)
-        return; // bad indices are reported by the fill itself
-    const unsigned arity = snap->arity;
-    for (unsigned l = 0; l < snap->depth && l < FILL_PREFETCH_LEVELS; l++) {
-        uint64_t start = index - index % arity;
-        const uint8_t *group = rt_snapshot_node(snap, l, start);
-        size_t bytes = 32u * (size_t)arity;
-        for (size_t line = 0; line < FILL_PREFETCH_LINES && line * 64 < bytes; line++)
-            __builtin_prefetch(group + 64 * line);
-        index /= arity;
-    }
-}
 
 static void fill_units(void *ctx, size_t begin, size_t end)
 {

@@ -236,6 +236,19 @@ int rt_tree_insert(rt_tree *tree, const uint8_t *leaf, uint8_t *root_out);
 int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
                         uint8_t *root_out);
 
+/* Append the RFC 6962 leaf hashes of `count` entries (read as by
+ * rt_rfc6962_leaf_hashes) to a tree of the rfc6962 rule and return its new
+ * root: the same tree as rt_rfc6962_leaf_hashes then rt_tree_insert_many,
+ * but each piece of entries is hashed into leaves, stored and hashed into
+ * its subtree while in cache, in one pool run, with no buffer of leaf
+ * hashes. Each entry is read once, so the stored leaves hash to their
+ * parents even if the caller's buffer changes meanwhile. All or nothing:
+ * RT_ERR_INVALID_ARGUMENT (bad entries, or a tree of another rule),
+ * RT_ERR_EMPTY_BATCH, RT_ERR_MAX_DEPTH, RT_ERR_NOMEM leave it unchanged. */
+int rt_tree_insert_rfc6962_entries(rt_tree *tree, const uint8_t *data, size_t data_len,
+                                   const uint64_t *offsets, size_t count, size_t entry_len,
+                                   uint8_t *root_out);
+
 struct rt_tree_state {
     uint64_t size;
     uint32_t depth;

@@ -86,4 +86,20 @@ void rt_build_levels(const node_store *stores, const uint64_t *len, const uint64
                      unsigned depth, unsigned arity, int rule, const uint8_t *copy_src,
                      uint64_t copy_first);
 
+/* Leaves made while the tree is built rather than copied (the leaf hashes of
+ * RFC 6962 entries): fill(ctx, first, count, dst) writes leaves
+ * [first, first + count) of the batch (0: its first leaf) to dst, 32 bytes
+ * each. Called from pool threads at once, on disjoint ranges. */
+typedef struct rt_leaf_source {
+    void (*fill)(const void *ctx, uint64_t first, uint64_t count, uint8_t *dst);
+    const void *ctx;
+} rt_leaf_source;
+
+/* rt_build_levels with leaves [copy_first, len[0]) from `source`: each piece
+ * of leaves is made in a per-thread buffer, hashed into its parents and
+ * stored while in cache, in the same pool run as the rest of its block. */
+void rt_build_levels_from(const node_store *stores, const uint64_t *len,
+                          const uint64_t *first, unsigned depth, unsigned arity, int rule,
+                          const rt_leaf_source *source, uint64_t copy_first);
+
 #endif /* RT_BUILD_H */

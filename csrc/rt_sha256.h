@@ -99,4 +99,24 @@ void rt_sha256_many(uint8_t prefix, const uint8_t *bodies, size_t body_len,
 void rt_sha256_rfc6962_parents(const uint8_t *children, size_t parent_count,
                                uint8_t *out);
 
+/* RFC 6962 entries as rt_rfc6962_leaf_hashes reads them (offsets NULL:
+ * entry_len bytes each), with the implementations that hash them. */
+typedef struct rt_rfc6962_entries {
+    const uint8_t *data;
+    const uint64_t *offsets;
+    size_t entry_len;
+    rt_sha256_prefixed_fn single;
+    rt_sha256_many_fn many;
+} rt_rfc6962_entries;
+
+/* Check `count` entries (RT_ERR_INVALID_ARGUMENT as rt_rfc6962_leaf_hashes)
+ * and set up *entries to hash them with the active implementation. */
+int rt_rfc6962_entries_init(rt_rfc6962_entries *entries, const uint8_t *data,
+                            size_t data_len, const uint64_t *offsets, size_t count,
+                            size_t entry_len);
+/* Leaf hashes of entries [begin, end) into out (32 bytes each, the first at
+ * out), on the calling thread. */
+void rt_rfc6962_entries_hash(const rt_rfc6962_entries *entries, size_t begin, size_t end,
+                             uint8_t *out);
+
 #endif /* RT_SHA256_H */

@@ -61,6 +61,13 @@ static inline void rt_tree_copy_root(const rt_tree *tree, uint8_t *root_out)
 int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count,
                               uint8_t *root_out, int (*gate)(void *), void *gate_ctx);
 
+/* rt_tree_insert_many of `count` leaves made by `source` (rt_build.h) while
+ * the tree is built, in the same pool run: RFC 6962 entries go from the
+ * caller's bytes to stored leaf hashes and parents in one pass. */
+struct rt_leaf_source;
+int rt_tree_insert_from_source(rt_tree *tree, const struct rt_leaf_source *source,
+                               size_t count, uint8_t *root_out);
+
 /* ---- fork registry (fork.c) ---------------------------------------------- */
 
 /* Initialise a tree's rwlock (writer-preferring where the libc offers it). */

@@ -5,8 +5,10 @@
  */
 #include "rt_config.h"
 
+#include "rt_build.h"
 #include "rt_rule.h"
 #include "rt_sha256.h"
+#include "rt_tree.h"
 
 int rt_rule_check(int rule, unsigned arity)
 {
@@ -69,4 +71,27 @@ int rt_hash_parent_rule(int rule, const uint8_t *children, unsigned count, uint8
         return status;
     rt_rule_parent(rule, children, count, out);
     return RT_OK;
+}
+
+/* ---- RFC 6962 entries straight into a tree ---------------------------------- */
+
+static void fill_leaf_hashes(const void *ctx, uint64_t first, uint64_t count, uint8_t *dst)
+{
+    rt_rfc6962_entries_hash(ctx, (size_t)first, (size_t)(first + count), dst);
+}
+
+int rt_tree_insert_rfc6962_entries(rt_tree *tree, const uint8_t *data, size_t data_len,
+                                   const uint64_t *offsets, size_t count, size_t entry_len,
+                                   uint8_t *root_out)
+{
+    if (!tree || !root_out || (data_len && !data))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (rt_tree_rule(tree) != RT_RULE_RFC6962)
+        return RT_ERR_INVALID_ARGUMENT;
+    rt_rfc6962_entries entries;
+    int status = rt_rfc6962_entries_init(&entries, data, data_len, offsets, count, entry_len);
+    if (status != RT_OK)
+        return status;
+    rt_leaf_source source = {fill_leaf_hashes, &entries};
+    return rt_tree_insert_from_source(tree, &source, count, root_out);
 }

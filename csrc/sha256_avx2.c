@@ -12,6 +12,7 @@
 
 #if RT_X86
 #include <immintrin.h>
+#include <string.h>
 
 #define LANES_TARGET __attribute__((target("avx2")))
 #define V_INLINE static inline __attribute__((always_inline)) LANES_TARGET

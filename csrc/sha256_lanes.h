@@ -71,9 +71,71 @@ static void plan_word(uint8_t prefix, size_t body_len, size_t nblocks,
     plan->shift = (int8_t)((int)m - 1 - (int)window); /* bytes to the left */
 }
 
+/* One compression of every lane's state s with schedule words w[0..15]
+ * (w is overwritten by the schedule). */
+LANES_TARGET static inline __attribute__((always_inline)) void lanes_compress(VEC s[8],
+                                                                             VEC w[16])
+{
+    VEC a = s[0], bb = s[1], c = s[2], d = s[3];
+    VEC e = s[4], f = s[5], g = s[6], h = s[7];
+#define SIGMA0(x) v_xor3(v_ror(x, 7), v_ror(x, 18), v_shr(x, 3))
+#define SIGMA1(x) v_xor3(v_ror(x, 17), v_ror(x, 19), v_shr(x, 10))
+#define ROUND(a, b, c, d, e, f, g, h, t)                                         \
+    do {                                                                       \
+        VEC wt;                                                                \
+        if ((t) < 16) {                                                        \
+            wt = w[(t)];                                                       \
+        } else {                                                               \
+            wt = v_add(v_add(w[(t) & 15], SIGMA0(w[((t) - 15) & 15])),         \
+                       v_add(w[((t) - 7) & 15], SIGMA1(w[((t) - 2) & 15])));   \
+            w[(t) & 15] = wt;                                                  \
+        }                                                                      \
+        VEC t1 = v_add(v_add(h, v_xor3(v_ror(e, 6), v_ror(e, 11), v_ror(e, 25))), \
+                       v_add(v_ch(e, f, g), v_add(wt, v_set1(rt_sha256_k[(t)])))); \
+        d = v_add(d, t1);                                                      \
+        h = v_add(t1, v_add(v_xor3(v_ror(a, 2), v_ror(a, 13), v_ror(a, 22)),   \
+                            v_maj(a, b, c)));                                  \
+    } while (0)
+    /* Eight rounds rename the registers instead of moving them. */
+#pragma GCC unroll 8
+    for (int t = 0; t < 64; t += 8) {
+        ROUND(a, bb, c, d, e, f, g, h, t);
+        ROUND(h, a, bb, c, d, e, f, g, t + 1);
+        ROUND(g, h, a, bb, c, d, e, f, t + 2);
+        ROUND(f, g, h, a, bb, c, d, e, t + 3);
+        ROUND(e, f, g, h, a, bb, c, d, t + 4);
+        ROUND(d, e, f, g, h, a, bb, c, t + 5);
+        ROUND(c, d, e, f, g, h, a, bb, t + 6);
+        ROUND(bb, c, d, e, f, g, h, a, t + 7);
+    }
+#undef ROUND
+#undef SIGMA0
+#undef SIGMA1
+    s[0] = v_add(s[0], a);
+    s[1] = v_add(s[1], bb);
+    s[2] = v_add(s[2], c);
+    s[3] = v_add(s[3], d);
+    s[4] = v_add(s[4], e);
+    s[5] = v_add(s[5], f);
+    s[6] = v_add(s[6], g);
+    s[7] = v_add(s[7], h);
+}
+
+/* The digests, byte-swapped here, a vector for all lanes at once, so that
+ * writing them out is plain word copies: lane l's digest to out + 32 * l. */
+LANES_TARGET static inline __attribute__((always_inline)) void lanes_store(const VEC s[8],
+                                                                          uint8_t *out)
+{
+    uint32_t digest[8][LANES] __attribute__((aligned(64)));
+    for (int i = 0; i < 8; i++)
+        v_store(digest[i], v_bswap(s[i]));
+    for (int l = 0; l < LANES; l++)
+        for (int k = 0; k < 8; k++)
+            memcpy(out + 32 * l + 4 * k, &digest[k][l], 4);
+}
+
 LANES_TARGET static void lanes_group(const struct word_plan *plans, size_t nblocks,
-                                     const uint8_t *bodies, size_t body_len,
-                                     uint32_t digest[8][LANES])
+                                     const uint8_t *bodies, size_t body_len, uint8_t *out)
 {
     VEC lane_base = v_lane_offsets((uint32_t)body_len);
     VEC s[8];
@@ -95,57 +157,21 @@ LANES_TARGET static void lanes_group(const struct word_plan *plans, size_t nbloc
             }
             w[j] = word;
         }
-        VEC a = s[0], bb = s[1], c = s[2], d = s[3];
-        VEC e = s[4], f = s[5], g = s[6], h = s[7];
-#define SIGMA0(x) v_xor3(v_ror(x, 7), v_ror(x, 18), v_shr(x, 3))
-#define SIGMA1(x) v_xor3(v_ror(x, 17), v_ror(x, 19), v_shr(x, 10))
-#define ROUND(a, b, c, d, e, f, g, h, t)                                         \
-    do {                                                                       \
-        VEC wt;                                                                \
-        if ((t) < 16) {                                                        \
-            wt = w[(t)];                                                       \
-        } else {                                                               \
-            wt = v_add(v_add(w[(t) & 15], SIGMA0(w[((t) - 15) & 15])),         \
-                       v_add(w[((t) - 7) & 15], SIGMA1(w[((t) - 2) & 15])));   \
-            w[(t) & 15] = wt;                                                  \
-        }                                                                      \
-        VEC t1 = v_add(v_add(h, v_xor3(v_ror(e, 6), v_ror(e, 11), v_ror(e, 25))), \
-                       v_add(v_ch(e, f, g), v_add(wt, v_set1(rt_sha256_k[(t)])))); \
-        d = v_add(d, t1);                                                      \
-        h = v_add(t1, v_add(v_xor3(v_ror(a, 2), v_ror(a, 13), v_ror(a, 22)),   \
-                            v_maj(a, b, c)));                                  \
-    } while (0)
-        /* Eight rounds rename the registers instead of moving them. */
-#pragma GCC unroll 8
-        for (int t = 0; t < 64; t += 8) {
-            ROUND(a, bb, c, d, e, f, g, h, t);
-            ROUND(h, a, bb, c, d, e, f, g, t + 1);
-            ROUND(g, h, a, bb, c, d, e, f, t + 2);
-            ROUND(f, g, h, a, bb, c, d, e, t + 3);
-            ROUND(e, f, g, h, a, bb, c, d, t + 4);
-            ROUND(d, e, f, g, h, a, bb, c, t + 5);
-            ROUND(c, d, e, f, g, h, a, bb, t + 6);
-            ROUND(bb, c, d, e, f, g, h, a, t + 7);
-        }
-#undef ROUND
-#undef SIGMA0
-#undef SIGMA1
-        s[0] = v_add(s[0], a);
-        s[1] = v_add(s[1], bb);
-        s[2] = v_add(s[2], c);
-        s[3] = v_add(s[3], d);
-        s[4] = v_add(s[4], e);
-        s[5] = v_add(s[5], f);
-        s[6] = v_add(s[6], g);
-        s[7] = v_add(s[7], h);
+        lanes_compress(s, w);
     }
-    for (int i = 0; i < 8; i++)
-        v_store(digest[i], s[i]);
+    lanes_store(s, out);
 }
 
 /* Plans for up to this many blocks live on the stack; longer bodies (over
  * 1 KiB) gain nothing from lanes over the single path, which streams. */
 #define LANES_MAX_BLOCKS 16
+
+#ifdef LANES_TRANSPOSED
+/* Defined by the including file after this one: hashes LANES messages whose
+ * bodies it can load whole and returns 1, or returns 0 for other shapes. */
+LANES_TARGET static int lanes_transposed(uint8_t prefix, const uint8_t *bodies,
+                                         size_t body_len, uint8_t *out);
+#endif
 
 LANES_TARGET void LANES_ENTRY(uint8_t prefix, const uint8_t *bodies,
                               size_t body_len, size_t count, uint8_t *out)
@@ -160,14 +186,15 @@ LANES_TARGET void LANES_ENTRY(uint8_t prefix, const uint8_t *bodies,
             for (unsigned j = 0; j < 16; j++)
                 plan_word(prefix, body_len, nblocks, b, j, &plans[16 * b + j]);
         for (size_t i = 0; i < full; i += LANES) {
-            uint32_t digest[8][LANES] __attribute__((aligned(64)));
-            lanes_group(plans, nblocks, bodies + i * body_len, body_len, digest);
-            for (int l = 0; l < LANES; l++) {
-                uint32_t state[8];
-                for (int k = 0; k < 8; k++)
-                    state[k] = digest[k][l];
-                rt_sha256_store_digest(state, out + (i + (size_t)l) * RT_HASH_LEN);
-            }
+#ifdef LANES_TRANSPOSED
+            // Bodies of 8 or 16 whole words: contiguous loads and an
+            // in-register transpose instead of a gather per word.
+            if (lanes_transposed(prefix, bodies + i * body_len, body_len,
+                                 out + i * RT_HASH_LEN))
+                continue;
+#endif
+            lanes_group(plans, nblocks, bodies + i * body_len, body_len,
+                        out + i * RT_HASH_LEN);
         }
     }
     /* The remainder, under one group's cost, on the single path. */

@@ -98,6 +98,18 @@ static void parent_block(const uint8_t *children, unsigned members, size_t heade
     *len = (uint8_t)(to - from);
 }
 
+/* The chaining value as the parent's 32 bytes (little-endian words). */
+static void store_cv(const uint32_t cv[8], uint8_t *out)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(out, cv, 32);
+#else
+    for (unsigned i = 0; i < 8; i++)
+        for (unsigned byte = 0; byte < 4; byte++)
+            out[4 * i + byte] = (uint8_t)(cv[i] >> (8 * byte));
+#endif
+}
+
 static void hash_last_parent(struct prefix_cache *cache, uint64_t group,
                              const uint8_t *children, unsigned members, uint8_t *out,
                              rt_compress_fn compress, int rule)
@@ -123,29 +135,42 @@ static void hash_last_parent(struct prefix_cache *cache, uint64_t group,
             compress(cache->cv, block, 64, 0, b == 0 ? RT_FLAG_CHUNK_START : 0);
         }
     }
+    // The message from the first uncached block to its end, zero-padded to
+    // whole blocks, assembled with one copy of the children it covers (at
+    // most two blocks at arity 4, both holding part of the last child).
+    size_t from = (size_t)cache->blocks * 64u, tail = total - from;
+    uint8_t message[RT_BLAKE3_CHUNK_LEN];
+    memset(message + (blocks - cache->blocks - 1) * 64u, 0, 64);
+    size_t body = from;
+    if (from < header_len) {
+        message[0] = 0x01;
+        message[1] = (uint8_t)members;
+        body = header_len;
+    }
+    memcpy(message + (body - from), children + (body - header_len), total - body);
     uint32_t cv[8];
     memcpy(cv, cache->cv, sizeof(cv));
     for (uint64_t b = cache->blocks; b < blocks; b++) {
-        parent_block(children, members, header_len, b, block, &len);
+        const uint8_t *at = message + (b - cache->blocks) * 64u;
         uint8_t flags = b == 0 ? RT_FLAG_CHUNK_START : 0;
         if (b + 1 == blocks)
             flags |= RT_FLAG_CHUNK_END | RT_FLAG_ROOT;
-        compress(cv, block, len, 0, flags);
+        size_t left = tail - (size_t)(at - message);
+        compress(cv, at, (uint8_t)(left < 64 ? left : 64), 0, flags);
     }
-    for (unsigned i = 0; i < 8; i++)
-        for (unsigned byte = 0; byte < 4; byte++)
-            out[4 * i + byte] = (uint8_t)(cv[i] >> (8 * byte));
+    store_cv(cv, out);
 }
 
-/* One leaf at index len[0] - 1, then the right edge of every level. */
-static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *len)
+/* One leaf at index first[0], then the right edge of every level: node
+ * first[l] of level l, which has len[l] = first[l] + 1 nodes. */
+static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *first,
+                       const uint64_t *len, unsigned depth)
 {
     const unsigned arity = tree->arity, cap = tree->chunk_cap;
     rt_compress_fn compress = rt_active_compress_fn();
-    uint64_t index = len[0] - 1;
-    memcpy((uint8_t *)rt_level_node(&tree->levels[0], index, cap), leaf, 32);
-    for (unsigned l = 0; len[l] > 1; l++) {
-        uint64_t group = rt_div(index, arity), first_child = group * arity;
+    memcpy((uint8_t *)rt_level_node(&tree->levels[0], first[0], cap), leaf, 32);
+    for (unsigned l = 0; l < depth; l++) {
+        uint64_t group = first[l + 1], first_child = group * arity;
         unsigned members = (unsigned)(len[l] - first_child);
         const uint8_t *children = rt_level_node(&tree->levels[l], first_child, cap);
         // The write lock is held and the chunk was made private by reserve.
@@ -155,32 +180,51 @@ static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *len)
         else
             hash_last_parent(&tree->prefix[l], group, children, members, parent, compress,
                              tree->rule);
-        index = group;
     }
 }
 
 /* Caller holds the write lock. `gate` (may be NULL) runs after the new nodes
  * are hashed and before they are published; if it fails, the tree is put
- * back as it was and its status returned (see rt_tree_insert_many_gated). */
-static int insert_gated_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
-                               uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
+ * back as it was and its status returned (see rt_tree_insert_many_gated).
+ * The leaves come from `leaves`, or, when `source` is set, are made by it. */
+static int insert_from_locked(rt_tree *tree, const uint8_t *leaves,
+                              const rt_leaf_source *source, uint64_t count,
+                              uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
 {
     const unsigned arity = tree->arity;
     const unsigned cap = tree->chunk_cap;
     const uint64_t old_size = tree->size;
     if (count > tree->capacity - old_size)
         return RT_ERR_MAX_DEPTH;
+    uint8_t lone[32];
+    if (source && count == 1) { // the one-leaf paths below read a leaf
+        source->fill(source->ctx, 0, 1, lone);
+        leaves = lone;
+        source = NULL;
+    }
     const uint64_t new_size = old_size + count;
-    const unsigned new_depth = rt_depth_of(new_size, arity);
 
     // Level l gets nodes [first[l], len[l]) written; everything is
     // allocated up front so that the writes below cannot fail half way.
     uint64_t first[RT_MAX_DEPTH_LIMIT + 1], len[RT_MAX_DEPTH_LIMIT + 1];
+    unsigned new_depth = 0;
     first[0] = old_size;
     len[0] = new_size;
-    for (unsigned l = 1; l <= new_depth; l++) {
-        first[l] = rt_div(first[l - 1], arity);
-        len[l] = rt_ceil_div(len[l - 1], arity);
+    if (count == 1) {
+        // Each level gains or rewrites only its last node, so len[l] is
+        // first[l] + 1 and the root level is the first with one node: one
+        // division per level (a real one at odd arities) instead of three.
+        while (first[new_depth] > 0) {
+            new_depth++;
+            first[new_depth] = rt_div(first[new_depth - 1], arity);
+            len[new_depth] = first[new_depth] + 1;
+        }
+    } else {
+        new_depth = rt_depth_of(new_size, arity);
+        for (unsigned l = 1; l <= new_depth; l++) {
+            first[l] = rt_div(first[l - 1], arity);
+            len[l] = rt_ceil_div(len[l - 1], arity);
+        }
     }
     rt_leaf_index *fresh_index = NULL;
     if (tree->index) {
@@ -189,6 +233,8 @@ static int insert_gated_locked(rt_tree *tree, const uint8_t *leaves, uint64_t co
             return status;
     }
     for (unsigned l = 0; l <= new_depth; l++) {
+        if (rt_level_ready(&tree->levels[l], first[l], len[l], cap))
+            continue;
         int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
         if (status != RT_OK) {
             rt_index_release(fresh_index);
@@ -208,12 +254,16 @@ static int insert_gated_locked(rt_tree *tree, const uint8_t *leaves, uint64_t co
         node_store leaves_out = store_of_level(&tree->levels[0], cap);
         store_write(&leaves_out, old_size, leaves, count);
     } else if (count == 1) {
-        append_one(tree, leaves, len);
+        append_one(tree, leaves, first, len, new_depth);
     } else {
         node_store stores[RT_MAX_DEPTH_LIMIT + 1];
         for (unsigned l = 0; l <= new_depth; l++)
             stores[l] = store_of_level(&tree->levels[l], cap);
-        rt_build_levels(stores, len, first, new_depth, arity, tree->rule, leaves, old_size);
+        if (source)
+            rt_build_levels_from(stores, len, first, new_depth, arity, tree->rule, source,
+                                 old_size);
+        else
+            rt_build_levels(stores, len, first, new_depth, arity, tree->rule, leaves, old_size);
     }
 
     if (gate) {
@@ -242,7 +292,7 @@ static int insert_gated_locked(rt_tree *tree, const uint8_t *leaves, uint64_t co
 int rt_tree_insert_locked(rt_tree *tree, const uint8_t *leaves, uint64_t count,
                           uint8_t *root_out)
 {
-    return insert_gated_locked(tree, leaves, count, root_out, NULL, NULL);
+    return insert_from_locked(tree, leaves, NULL, count, root_out, NULL, NULL);
 }
 
 int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
@@ -251,16 +301,13 @@ int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
     return rt_tree_insert_many_gated(tree, leaves, count, root_out, NULL, NULL);
 }
 
-int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count,
-                              uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
+static int insert_many_from(rt_tree *tree, const uint8_t *leaves, const rt_leaf_source *source,
+                            size_t count, uint8_t *root_out, int (*gate)(void *),
+                            void *gate_ctx)
 {
-    if (!tree || !root_out || (count && !leaves))
-        return RT_ERR_INVALID_ARGUMENT;
-    if (count == 0)
-        return RT_ERR_EMPTY_BATCH;
     if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
-    int status = insert_gated_locked(tree, leaves, count, root_out, gate, gate_ctx);
+    int status = insert_from_locked(tree, leaves, source, count, root_out, gate, gate_ctx);
     // Memory the next batch will likely need, pre-faulted in the background
     // from now on: after this batch, so that it never competes with it.
     uint8_t *ahead[RT_MAX_DEPTH_LIMIT + 1];
@@ -274,6 +321,26 @@ int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count
     for (unsigned i = 0; i < aheads; i++)
         rt_mapping_prefault(ahead[i], ahead_bytes[i]);
     return status;
+}
+
+int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count,
+                              uint8_t *root_out, int (*gate)(void *), void *gate_ctx)
+{
+    if (!tree || !root_out || (count && !leaves))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (count == 0)
+        return RT_ERR_EMPTY_BATCH;
+    return insert_many_from(tree, leaves, NULL, count, root_out, gate, gate_ctx);
+}
+
+int rt_tree_insert_from_source(rt_tree *tree, const rt_leaf_source *source, size_t count,
+                               uint8_t *root_out)
+{
+    if (!tree || !root_out || !source)
+        return RT_ERR_INVALID_ARGUMENT;
+    if (count == 0)
+        return RT_ERR_EMPTY_BATCH;
+    return insert_many_from(tree, NULL, source, count, root_out, NULL, NULL);
 }
 
 int rt_tree_insert(rt_tree *tree, const uint8_t *leaf, uint8_t *root_out)

@@ -523,26 +523,37 @@ def _level_hasher() -> Tuple[Any, Any, Any]:
 def _verify_encoded(data: bytes) -> bool:
     """InclusionProof._verify on a structurally valid encoding, read in
     place: the same checks, in the same order, without decoding a level.
-    Encodings kept by proofs are version 2 with a valid rule for the arity."""
+    Encodings kept by proofs are version 2 with a valid rule for the arity.
+
+    Every operation here is paid per level by every pure-Python verifier, so
+    the checks are spelled with as few as give the same answers: the depth
+    from one power instead of a loop, and each group's size from the path to
+    the last leaf (a group is full unless it is the last of its level)
+    instead of carrying the level's length."""
     _, _, arity, level_count, code, index, size = _HEADER.unpack_from(data)
     rule = RULES[code]
     if not 0 <= index < size:  # 2 <= arity <= 255 and size <= 2**64-1 by structure
         return False
-    depth, capacity = 0, 1
-    while capacity < size:
-        capacity *= arity
-        depth += 1
-    if level_count != depth:
+    # level_count is the depth: the least d with arity**d >= size, which is
+    # at most 64 (size < 2**64), so the power below stays small.
+    if level_count > 64:
+        return False
+    top = arity ** level_count
+    if top < size or (level_count and top >= size * arity):
         return False
     current, headers, join = data[56:_HEADER_LEN], _PARENT_HEADERS, b"".join
     tagged = rule == DEFAULT_RULE
     reset, update, digest = _level_hasher()
-    at, level_len = _HEADER_LEN, size
+    at, last, full = _HEADER_LEN, size - 1, arity - 1
     for _ in range(level_count):
         position = index % arity
+        index //= arity
+        edge = last % arity
+        last //= arity
         count = data[at + 1]
-        members = level_len - index + position
-        if data[at] != position or count != (arity if members > arity else members) - 1:
+        # Siblings: arity - 1 in a group that another follows, else up to
+        # the level's last node.
+        if data[at] != position or count != (full if index < last else edge):
             return False
         at += 2
         if count:
@@ -557,8 +568,6 @@ def _verify_encoded(data: bytes) -> bool:
                 current = hash_group(rule, (*_split_hashes(data, at, position), current,
                                             *_split_hashes(data, split, count - position)))
             at = end
-        index //= arity
-        level_len = (level_len + arity - 1) // arity
     return current == data[24:56]
 
 
@@ -742,8 +751,11 @@ class InclusionProof(_Encoded):
             return False
         data = self._encoded
         if data is not None:  # the claims straight from the encoding, nothing decoded
-            return (_HEADER.unpack_from(data)[6] == size and data[24:56] == trusted
-                    and self.verify())
+            try:
+                return (_HEADER.unpack_from(data)[6] == size and data[24:56] == trusted
+                        and _verify_encoded(data))
+            except Exception:  # as in verify: malformed input is False, never an error
+                return False
         try:
             return self.tree_size == size and self.root == trusted and self.verify()
         except Exception:  # only reachable with objects forced past the constructor

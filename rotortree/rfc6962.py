@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from itertools import accumulate
-from typing import Any, Iterable, List, Optional, Sequence, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._validate import int_arg, shown
 from .errors import ArgumentTypeError, InvalidArgumentError
@@ -72,10 +72,17 @@ def leaf_hash(entry: BytesLike) -> bytes:
     return bytes(out)
 
 
+# A batch of entries as the C calls read it: (data, offsets, count,
+# entry_len), entry i being data[i * entry_len:][:entry_len] when offsets is
+# None and data[offsets[i]:offsets[i + 1]] otherwise.
+_Batch = Tuple[Any, Optional["array[int]"], int, int]
+
+
 def leaf_hashes(entries: Union[BytesLike, Iterable[BytesLike]],
                 entry_len: Optional[int] = None) -> bytes:
     """Leaf hashes of many entries, concatenated: 32 bytes per entry, in
-    order, ready for ``LeanIMT(rule="rfc6962").insert_many``.
+    order, ready for ``LeanIMT(rule="rfc6962").insert_many`` (or use
+    :func:`insert_entries`, which skips the concatenated hashes).
 
     ``entries`` is either an iterable of bytes-like entries of any lengths,
     or one contiguous bytes-like buffer of fixed-size entries with
@@ -85,6 +92,65 @@ def leaf_hashes(entries: Union[BytesLike, Iterable[BytesLike]],
     Raises ArgumentTypeError for a str, a non-bytes item or a buffer without
     ``entry_len``, InvalidArgumentError for a bad ``entry_len``.
     """
+    return _hashed(_batch(entries, entry_len))
+
+
+def _hashed(batch: _Batch) -> bytes:
+    data, offsets, count, size = batch
+    if count == 0:
+        return b""
+    if _lib is None:
+        return b"".join(hashlib.sha256(LEAF_PREFIX + bytes(entry)).digest()
+                        for entry in _split(data, offsets, count, size))
+    out = _new_uncleared("uint8_t[]", count * HASH_LEN)
+    _check(_lib.rt_rfc6962_leaf_hashes(*_c_batch(data, offsets, count, size), out),
+           "leaf_hashes")
+    return bytes(_ffi.buffer(out))
+
+
+def insert_entries(tree: Any, entries: Union[BytesLike, Iterable[BytesLike]],
+                   entry_len: Optional[int] = None) -> bytes:
+    """Append the entries' leaf hashes to ``tree``, a
+    ``LeanIMT(2, rule="rfc6962")``, as one atomic batch; returns the new
+    root. ``entries`` and ``entry_len`` are read as by :func:`leaf_hashes`.
+
+    The tree is the one ``tree.insert_many(leaf_hashes(entries, entry_len))``
+    gives, built faster: with the compiled core each piece of entries is
+    hashed into leaves, stored and hashed into its part of the tree while
+    in cache, in one run of the thread pool, with no buffer of leaf hashes
+    in between. Raises what :func:`leaf_hashes` raises for bad entries,
+    ArgumentTypeError if ``tree`` is not an in-memory ``LeanIMT``,
+    InvalidArgumentError if its rule is not ``"rfc6962"``,
+    EmptyBatchError for no entries and MaxDepthExceededError past the
+    tree's capacity; then nothing is inserted.
+    """
+    from .tree import LeanIMT  # the tree module imports this one's siblings
+
+    if not isinstance(tree, LeanIMT):
+        raise ArgumentTypeError(
+            f"tree must be a LeanIMT, not {type(tree).__name__}; a durable tree takes "
+            "insert_many(leaf_hashes(entries)) so that its log records the leaves")
+    if tree.rule != "rfc6962":
+        raise InvalidArgumentError(
+            f"insert_entries needs a tree of the rfc6962 rule, not {tree.rule!r}")
+    batch = _batch(entries, entry_len)
+    data, offsets, count, size = batch
+    if _lib is None or count == 0:
+        # No entries go to insert_many too, which raises EmptyBatchError. The
+        # batch is hashed, not `entries`: an iterator is already consumed.
+        return tree.insert_many(_hashed(batch))
+    root = _ffi.new("uint8_t[32]")
+    status = _lib.rt_tree_insert_rfc6962_entries(tree._tree,
+                                                 *_c_batch(data, offsets, count, size), root)
+    if status == _lib.RT_ERR_MAX_DEPTH:
+        raise tree._capacity_error(count)
+    _check(status, "insert_entries")
+    return bytes(_ffi.buffer(root))
+
+
+def _batch(entries: Union[BytesLike, Iterable[BytesLike]],
+           entry_len: Optional[int]) -> _Batch:
+    """The entries of :func:`leaf_hashes`'s arguments, checked."""
     if isinstance(entries, str):
         raise ArgumentTypeError("entries must be bytes-like entries, not str")
     try:
@@ -121,39 +187,40 @@ def leaf_hashes(entries: Union[BytesLike, Iterable[BytesLike]],
         # contiguous; a bad item raises here, naming its position.
         parts.append(item if type(item) is bytes
                      else _byte_view(item, f"entry {index}").tobytes())
-    data = b"".join(parts)
-    return _variable(data, _offsets(parts), len(parts))
+    return b"".join(parts), _offsets(parts), len(parts), 0
 
 
-def _offsets(items: Sequence[Any]) -> "array[int]":
+def _offsets(items: Sequence[Any], sizes: Optional[Iterable[int]] = None) -> "array[int]":
     offsets = array("Q", [0])
-    offsets.extend(accumulate(map(len, items)))
+    offsets.extend(accumulate(map(len, items) if sizes is None else sizes))
     return offsets
 
 
-def _joined(items: Sequence[Any]) -> Optional[bytes]:
-    """The leaf hashes of a list of byte strings from one join, with every
-    pass over the list at C speed (a million entries have no Python-level
-    loop); None sends the list down the item-by-item path, which names a bad
-    item. ``len`` is the byte length exactly for byte strings and 1-D byte
+def _joined(items: Sequence[Any]) -> Optional[_Batch]:
+    """A list of byte strings as a batch from one join, with every pass over
+    the list at C speed (a million entries have no Python-level loop); None
+    sends the list down the item-by-item path, which names a bad item.
+    ``len`` is the byte length exactly for byte strings and 1-D byte
     buffers, and at most it for any other buffer, so the lengths summing to
     the joined length proves each one is a byte length."""
     try:
         data = b"".join(items)
-        sizes = set(map(len, items))
+        # A list and one count: a quarter cheaper than a set of the sizes,
+        # and reused for the offsets when the sizes differ.
+        sizes = list(map(len, items))
     except (TypeError, ValueError, BufferError):  # str, int, strided or released views
         return None
-    if len(sizes) == 1:
-        size = sizes.pop()
+    if sizes and sizes.count(sizes[0]) == len(sizes):
+        size = sizes[0]
         if size and len(data) == size * len(items):  # one size: no offsets to build
             return _fixed(memoryview(data), size)
-    offsets = _offsets(items)
+    offsets = _offsets(items, sizes)
     if offsets[-1] != len(data):
         return None
-    return _variable(data, offsets, len(items))
+    return data, offsets, len(items), 0
 
 
-def _fixed(view: memoryview, entry_len: object) -> bytes:
+def _fixed(view: memoryview, entry_len: object) -> _Batch:
     size = int_arg("entry_len", entry_len)
     if size < 0:
         raise InvalidArgumentError(f"entry_len must be >= 0, got {shown(size)}")
@@ -161,34 +228,30 @@ def _fixed(view: memoryview, entry_len: object) -> bytes:
     if size == 0:
         if total:
             raise InvalidArgumentError("entry_len 0 cannot split a non-empty buffer")
-        return b""
+        return view, None, 0, 0
     if total % size:
         raise InvalidArgumentError(
             f"a buffer of {total} bytes is not a whole number of {size}-byte entries")
-    count = total // size
-    if _lib is None:
-        data = view.tobytes()
-        return b"".join(hashlib.sha256(LEAF_PREFIX + data[i * size:(i + 1) * size]).digest()
-                        for i in range(count))
-    if count == 0:
-        return b""
-    out = _new_uncleared("uint8_t[]", count * HASH_LEN)
-    data = _ffi.from_buffer("uint8_t[]", _contiguous(view))
-    _check(_lib.rt_rfc6962_leaf_hashes(data, total, _ffi.NULL, count, size, out), "leaf_hashes")
-    return bytes(_ffi.buffer(out))
+    return _contiguous(view), None, total // size, size
 
 
-def _variable(data: bytes, offsets: "array[int]", count: int) -> bytes:
-    """Entry i is data[offsets[i]:offsets[i + 1]]."""
-    if _lib is None:
-        return b"".join(hashlib.sha256(LEAF_PREFIX + data[offsets[i]:offsets[i + 1]]).digest()
-                        for i in range(count))
-    if count == 0:
-        return b""
-    out = _new_uncleared("uint8_t[]", count * HASH_LEN)
-    _check(_lib.rt_rfc6962_leaf_hashes(data, len(data), _ffi.from_buffer("uint64_t[]", offsets),
-                                       count, 0, out), "leaf_hashes")
-    return bytes(_ffi.buffer(out))
+def _split(data: Any, offsets: Optional["array[int]"], count: int,
+           size: int) -> Iterable[Any]:
+    """The entries of a batch one by one (the hashlib path)."""
+    view = memoryview(data)
+    if offsets is None:
+        return (view[i * size:(i + 1) * size] for i in range(count))
+    return (view[offsets[i]:offsets[i + 1]] for i in range(count))
 
 
-__all__ = ["LEAF_PREFIX", "NODE_PREFIX", "leaf_hash", "leaf_hashes"]
+def _c_batch(data: Any, offsets: Optional["array[int]"], count: int,
+             size: int) -> Tuple[Any, ...]:
+    """A batch as the C calls' (data, data_len, offsets, count, entry_len)."""
+    nbytes = memoryview(data).nbytes
+    if offsets is None:
+        return _ffi.from_buffer("uint8_t[]", data), nbytes, _ffi.NULL, count, size
+    return (_ffi.from_buffer("uint8_t[]", data), nbytes, _ffi.from_buffer("uint64_t[]", offsets),
+            count, 0)
+
+
+__all__ = ["LEAF_PREFIX", "NODE_PREFIX", "insert_entries", "leaf_hash", "leaf_hashes"]

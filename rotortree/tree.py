@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 # so threads, and signal handlers that insert in between, never share one
 # (cheaper than a thread-local, which costs two dict operations per call).
 _root_buffers: "List[Tuple[bytearray, Any]]" = []
+# Bound once: a global load is cheaper per call than a method lookup.
+_take_root_buffer = _root_buffers.pop
+_give_root_buffer = _root_buffers.append
 _insert_one = lib.rt_tree_insert
 
 
@@ -119,12 +122,12 @@ class LeanIMT(IndexReads):
         if type(leaf) is not bytes or len(leaf) != 32:
             leaf = single_leaf(leaf)
         try:
-            buffer = _root_buffers.pop()
+            buffer = _take_root_buffer()
         except IndexError:
             buffer = _new_root_buffer()
         status = _insert_one(self._tree, leaf, buffer[1])
         new_root = bytes(buffer[0])
-        _root_buffers.append(buffer)
+        _give_root_buffer(buffer)
         if status:
             if status == lib.RT_ERR_MAX_DEPTH:
                 raise self._capacity_error(1)

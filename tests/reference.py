@@ -92,3 +92,12 @@ def consistency_levels(leaves: Sequence[bytes], arity: int, old_size: int,
         new_len = -(-new_len // arity)
         level += 1
     return out
+
+
+def reencoded_proof(data: bytes) -> bytes:
+    """The bytes a decodable proof (inclusion or consistency) must re-encode
+    to, per docs/spec.md: itself, except that version 1 (from before rules,
+    byte 7 always 0) re-encodes as version 2 with rule 0."""
+    if len(data) > 4 and data[4] == 1:
+        return data[:4] + b"\x02" + data[5:]
+    return data

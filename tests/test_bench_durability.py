@@ -46,6 +46,9 @@ def check_json(data: dict, leaves: int, rss_leaves: int) -> None:
             "wal_entries"} <= data["recovery"].keys()
     assert [(r["mmap_levels"], r["verify"]) for r in data["rss"]] == [
         (levels, verify) for levels in (0, 1, 2) for verify in (False, True)]
+    if "ingest" in data:   # both acknowledge settings, alternated in one run
+        for key in ("insert_durable_single", "insert_durable_threads"):
+            assert sorted({row["ack"] for row in data["ingest"][key]}) == ["record", "wal"]
 
 
 def test_script_quick(tmp_path):

@@ -11,7 +11,8 @@ import pathlib
 import pytest
 
 import fake_rust_harness
-from rotortree.benchmarks import growth, harness, operations, rules, scaling, suite
+import rotortree
+from rotortree.benchmarks import growth, harness, kernels, operations, rules, scaling, suite
 
 
 @pytest.fixture()
@@ -212,3 +213,25 @@ def test_rules_section_without_the_crate():
     payload, text = rules.run(repeat=1, leaves=1_000, show_progress=False, harness=None)
     assert {t["status"] for t in payload["targets"]} == {"not measured"}
     assert "not run" in text
+
+
+def test_rules_section_says_where_the_target_asks_for_more_than_the_hash(fake_dir, monkeypatch):
+    # A constant bound rate makes every ratio exact: the fake crate takes
+    # SAMPLE_NS per build, and the bound is set so that hashing the arity-2
+    # tree takes 3/4 of that (2x unreachable) while the arity-16 tree, with
+    # about half the compressions, takes well under half (2x reachable).
+    crate_s = fake_rust_harness.SAMPLE_NS / 1e9
+    leaves = 3_000
+    rate = kernels.tree_compressions(leaves, 2, rules.PARENT_PREFIX) / (0.75 * crate_s)
+    monkeypatch.setattr(rules, "bound_sample", lambda buffer, threads: rate)
+    monkeypatch.setattr(rules, "TARGET_SPEEDUP", {rotortree.pool_info()["simd"]: 2.0})
+    with harness.open_harness(fake_dir) as h:
+        payload, text = rules.run(repeat=2, leaves=leaves, show_progress=False, harness=h)
+    rows = {row["arity"]: row for row in payload["rows"]}
+    assert rows[2]["compressions"] == leaves - 1     # one block per untagged binary parent
+    assert rows[16]["compressions"] == kernels.tree_compressions(leaves, 16, 0)
+    assert rows[2]["speedup_at_bound"]["median"] == pytest.approx(1 / 0.75)
+    status = {item["target"].split(":")[0]: item["status"] for item in payload["reachable"]}
+    assert status["arity 2"] == "not met" and status["arity 16"] == "met"
+    assert "Arity 2: 1/2 of the crate's time" in text
+    assert "faster than the hash itself" in text and "Arity 16: 1/2" not in text

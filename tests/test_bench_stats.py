@@ -99,13 +99,13 @@ def test_blake3_compressions_count_chunk_blocks_and_parents(length, expected):
     assert kernels.blake3_compressions(length) == expected
 
 
-def reference_tree_compressions(leaves: int, arity: int) -> int:
+def reference_tree_compressions(leaves: int, arity: int, prefix: int = 2) -> int:
     """Level by level with explicit groups: a group of k >= 2 children costs
-    ceil((2 + 32k) / 64) compressions, a group of one is lifted."""
+    ceil((prefix + 32k) / 64) compressions, a group of one is lifted."""
     total, level = 0, leaves
     while level > 1:
         groups = [min(arity, level - start) for start in range(0, level, arity)]
-        total += sum(math.ceil((2 + 32 * k) / 64) for k in groups if k >= 2)
+        total += sum(math.ceil((prefix + 32 * k) / 64) for k in groups if k >= 2)
         level = len(groups)
     return total
 
@@ -115,6 +115,16 @@ def test_tree_compressions_match_a_group_by_group_count(arity):
     for leaves in list(range(1, 80)) + [1_000, 4**10, 1_000_000]:
         assert kernels.tree_compressions(leaves, arity) == \
             reference_tree_compressions(leaves, arity), (leaves, arity)
+
+
+@pytest.mark.parametrize("arity", [2, 3, 4, 8, 16])
+def test_untagged_tree_compressions_match_a_group_by_group_count(arity):
+    # The leanimt rule's parents have no tag: a binary parent is one block,
+    # not the two of the tagged rule.
+    for leaves in list(range(1, 80)) + [1_000, 4**10]:
+        assert kernels.tree_compressions(leaves, arity, prefix=0) == \
+            reference_tree_compressions(leaves, arity, prefix=0), (leaves, arity)
+    assert kernels.tree_compressions(1_000_000, 2, prefix=0) == 999_999
 
 
 def interval_of(median, low, high):

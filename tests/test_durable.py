@@ -250,11 +250,16 @@ def test_every_entries_triggers_checkpoints(tmp_path):
         for round_ in range(3):
             for i in range(5):
                 tree.insert(leaf(5 * round_ + i))
-            assert wait_until(lambda: tree.stats()["checkpoint_seq"] == 5 * round_ + 5)
+            # The checkpointer publishes the metadata first, then counts the
+            # checkpoint and deletes the segments it covers: waiting for the
+            # metadata alone raced with a checkpointer preempted in between.
+            assert wait_until(lambda: tree.stats()["checkpoint_seq"] == 5 * round_ + 5
+                              and tree.stats()["checkpoints"] == round_ + 1)
+        assert wait_until(lambda: len(segments(path)) == 1)   # covered segments were deleted
         tree.insert(leaf(15))   # below the threshold: no checkpoint
         time.sleep(0.05)
         assert tree.stats()["checkpoints"] == 3 and tree.stats()["checkpoint_seq"] == 15
-        assert len(segments(path)) == 1   # covered segments were deleted
+        assert len(segments(path)) == 1
         assert storage.read_meta(str(path)).size == 15
 
 
@@ -930,10 +935,15 @@ def test_mmap_levels_keep_resident_memory_down(tmp_path):
         root = tree.root.hex()
     script = tmp_path / "rss.py"
     script.write_text(_RSS_CHILD.format(root=ROOT, path=str(path), size=size))
+    # Without the mapping cache: it keeps the slabs that verification's
+    # rehash frees resident (13 MiB here), which put the verified open 4 KiB
+    # over the bound below in some runs; what is measured is whether the
+    # mapped level's pages stay resident, not what the cache holds.
+    env = dict(os.environ, ROTORTREE_MEMORY_CACHE_MB="0")
     results = {}
     for levels, verify in ((0, "0"), (1, "0"), (1, "1")):
         out = subprocess.run([sys.executable, str(script), str(levels), verify],
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=120, env=env)
         assert out.returncode == 0, out.stderr
         results[(levels, verify)] = json.loads(out.stdout)
         assert results[(levels, verify)]["root"] == root

@@ -340,7 +340,13 @@ def test_leanimt_batch_is_whole_or_absent_when_interrupted(monkeypatch):
 
 
 _SIGINT_CHILD = textwrap.dedent("""
-    import sys
+    import signal, sys, time
+    # Python raises KeyboardInterrupt on SIGINT only if SIGINT was not
+    # ignored when it started, and a test run launched in the background
+    # (nohup, "cmd &" in a script, some CI runners) passes SIG_IGN down: the
+    # signal was then lost and the loop below filled memory until the OOM
+    # killer ended it. Install the handler whatever was inherited.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
     from rotortree import CheckpointPolicy, FlushPolicy, RotorTree
     from test_interrupts import leaves
@@ -348,10 +354,20 @@ _SIGINT_CHILD = textwrap.dedent("""
     tree = RotorTree.open(sys.argv[1], arity=3, create=True,
                           flush_policy=FlushPolicy.interval(0.005),
                           checkpoint_policy=CheckpointPolicy.manual())
+    # Bounded, so that a lost signal fails the test instead of exhausting
+    # memory and disk: 32 batches are more than a fast machine inserts in
+    # the longest delay (a faster one waits for the signal between batches
+    # instead), and a minute outlasts any delay under load.
+    deadline = time.monotonic() + 60
     print("ready", flush=True)
     try:
-        while True:   # big batches, so the signal lands inside one
-            tree.insert_many(leaves(tree.size, 1 << 20))
+        while time.monotonic() < deadline:
+            if tree.size < 32 << 20:   # big batches, so the signal lands inside one
+                tree.insert_many(leaves(tree.size, 1 << 20))
+            else:
+                time.sleep(0.01)
+        print("not interrupted within 60 s", flush=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         pass
     print("interrupted", tree.size, tree.stats()["seq"], flush=True)

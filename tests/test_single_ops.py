@@ -133,6 +133,42 @@ def test_verification_read_from_the_encoding_agrees_with_the_fields(arity):
     assert checked > 100
 
 
+@pytest.mark.parametrize("arity", [2, 3, 4, 255])
+def test_encoded_verification_takes_the_depth_and_group_sizes_from_the_size_alone(arity):
+    # The encoded path checks the depth with one power and each group's
+    # size from the path to the last leaf; claimed sizes on either side of
+    # every power of the arity must get the answers of the field checks.
+    size = arity ** 2 + 1 if arity < 255 else 300
+    snap = tree_of(arity, size).snapshot()
+    powers = [arity ** k for k in range(0, 66) if arity ** k < 2 ** 64]
+    claims = sorted({c for p in powers for c in (p - 1, p, p + 1) if 1 <= c < 2 ** 64}
+                    | {size, 2 ** 64 - 1})
+    agreed = valid = 0
+    for index in (0, 1, size // 2, size - 2, size - 1):
+        data = snap.generate_proof(index).to_bytes()
+        for claim in claims:
+            for count in {data[6], data[6] - 1, data[6] + 1} - {-1, 256}:
+                changed = data[:6] + bytes([count]) + data[7:16] + claim.to_bytes(8, "little") + data[24:]
+                try:
+                    encoded = InclusionProof.from_bytes(changed)
+                except InvalidProofError:
+                    continue
+                built = from_fields(InclusionProof.from_bytes(changed))
+                assert encoded.verify() == built.verify(), (index, claim, count)
+                assert (encoded.verify_against(snap.root, claim)
+                        == built.verify_against(snap.root, claim))
+                agreed += 1
+                valid += encoded.verify()
+    assert agreed > 50 and valid >= 5
+    # A lifted (empty) level added above the root of a tree whose size is a
+    # power of the arity: every group check passes, only the depth fails.
+    power = tree_of(arity, arity ** 2).snapshot()
+    data = power.generate_proof(arity + 1).to_bytes()
+    taller = data[:6] + bytes([data[6] + 1]) + data[7:] + b"\x00\x00"
+    for proof in (InclusionProof.from_bytes(taller), from_fields(InclusionProof.from_bytes(taller))):
+        assert not proof.verify() and not proof.verify_against(power.root, arity ** 2)
+
+
 def test_one_proof_in_one_c_call():
     snap = tree_of(4, 1000).snapshot()
     expected = snap.generate_proofs([123]).proof_bytes(0)
@@ -258,3 +294,26 @@ def test_insert_argument_rules_are_unchanged():
         with pytest.raises(RotorTreeError):
             tree.insert(bad)
     assert tree.size == 2
+
+
+@pytest.mark.parametrize("rule", ["rotortree-0.15", "leanimt"])
+@pytest.mark.parametrize("arity", [2, 3, 4, 5, 16])
+def test_single_inserts_past_chunk_ends_and_under_snapshots_keep_every_root(arity, rule):
+    # A single insert skips the level reservation when each written node's
+    # chunk is installed and private: this crosses level 0's chunk ends (a
+    # new chunk), the depth growing, odd arities (the one-division level
+    # walk), and snapshots taken after every insert for a stretch (chunks
+    # shared, so they must still be copied before being written).
+    size = 700
+    data = leaves(size, seed=arity)
+    tree = rotortree.LeanIMT(arity, rule=rule)
+    kept = []
+    for i in range(size):
+        root = tree.insert(data[32 * i: 32 * i + 32])
+        assert root == rotortree.compute_root(data[: 32 * i + 32], arity, rule=rule), i
+        if i % 41 == 0 or 250 <= i < 270:
+            kept.append((tree.snapshot(), root, i + 1))
+    for snap, root, count in kept:
+        assert (snap.root, snap.size) == (root, count)
+        assert snap.get_node(snap.depth, 0) == root
+        assert snap.generate_proof(count - 1).verify_against(root, count)

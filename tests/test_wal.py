@@ -240,9 +240,51 @@ def test_a_bytearray_changed_after_the_call_does_not_change_the_frame(tmp_path):
 # -- group commit ---------------------------------------------------------------
 
 
+def test_calls_that_arrive_during_a_round_share_the_next_one(tmp_path, monkeypatch):
+    """The group-commit guarantee, with the interleaving fixed instead of
+    left to the scheduler: while a leader's fsync is held, seven more
+    insert_durable calls append and wait; once it ends, one round covers all
+    seven. Exactly two WAL fsyncs: a leader that synced only its own entry
+    makes eight, one that missed some followers more than two."""
+    rounds = []
+    entered, release = threading.Event(), threading.Event()
+    real = storage_io.sys_fsync
+
+    def held_fsync(fd):
+        rounds.append(fd)
+        if len(rounds) == 1:
+            entered.set()
+            release.wait(30)
+        real(fd)
+    path = tmp_path / "t"
+    tree = manual(path, arity=4)
+    monkeypatch.setattr(storage_io, "sys_fsync", held_fsync)
+    roots = []
+    leader = threading.Thread(target=lambda: roots.append(tree.insert_durable(leaves(0, 1))))
+    leader.start()
+    assert entered.wait(30)
+    followers = [threading.Thread(target=lambda k=k: roots.append(tree.insert_durable(
+        leaves(1 + k, 1)))) for k in range(7)]
+    for thread in followers:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while tree.stats()["seq"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    appended = tree.stats()["seq"]
+    release.set()
+    for thread in [leader, *followers]:
+        thread.join(30)
+        assert not thread.is_alive()
+    monkeypatch.undo()
+    assert appended == 8, "appends waited for the fsync round in progress"
+    assert len(roots) == 8 and tree.stats()["synced_seq"] == 8
+    assert len(rounds) == 2, len(rounds)
+    tree.close()
+
+
 def test_concurrent_insert_durable_calls_share_fsync_rounds(tmp_path, monkeypatch):
-    """8 threads x 15 calls: with a slow fsync, the calls that arrive during
-    a round are all covered by the next one."""
+    """8 threads x 15 calls with a slow fsync: every call returns, all are
+    durable, and rounds are shared."""
     rounds = []
     real = storage_io.sys_fsync
 
@@ -268,9 +310,11 @@ def test_concurrent_insert_durable_calls_share_fsync_rounds(tmp_path, monkeypatc
     monkeypatch.undo()
     assert len(roots) == threads * calls and tree.size == threads * calls
     # Without sharing there is one round per call (120). How many calls a
-    # round covers depends on the scheduler (a woken thread may append just
-    # after the next round started): at least two on average, everywhere.
-    assert len(rounds) <= threads * calls // 2, len(rounds)
+    # round covers is up to the scheduler here (a woken thread may append
+    # just after the next round started): a bound of two per round failed
+    # under load (67 rounds), so how much is shared is checked with a fixed
+    # interleaving above, and this run only that sharing happened at all.
+    assert len(rounds) < threads * calls, len(rounds)
     assert tree.stats()["synced_seq"] == threads * calls
     tree.close()
 

@@ -49,23 +49,27 @@ INSERT_ARITIES = (2, 4, 8, 16)
 INSERT_LEAVES = 1_000_000
 
 
-def compressions_per_parent(children: int) -> int:
-    return math.ceil((2 + 32 * children) / 64)
+def compressions_per_parent(children: int, prefix: int = 2) -> int:
+    """BLAKE3 compressions of one parent: ``prefix`` tag bytes (2 for the
+    rotortree-0.15 rule's 0x01 || k, 0 for the untagged leanimt rule) and
+    32 bytes per child, one compression per started 64-byte block."""
+    return math.ceil((prefix + 32 * children) / 64)
 
 
 def parents_in_full_tree(leaves: int, arity: int) -> int:
     return (leaves - 1) // (arity - 1)
 
 
-def tree_compressions(leaves: int, arity: int) -> int:
+def tree_compressions(leaves: int, arity: int, prefix: int = 2) -> int:
     """Compressions to hash a tree of ``leaves`` leaves: every group of two
-    or more children is one parent; a group of one is lifted, unhashed."""
+    or more children is one parent (``prefix`` as in
+    :func:`compressions_per_parent`); a group of one is lifted, unhashed."""
     total, size = 0, leaves
     while size > 1:
         full, rest = divmod(size, arity)
-        total += full * compressions_per_parent(arity)
+        total += full * compressions_per_parent(arity, prefix)
         if rest > 1:
-            total += compressions_per_parent(rest)
+            total += compressions_per_parent(rest, prefix)
         size = full + (1 if rest else 0)
     return total
 

@@ -25,6 +25,21 @@ Guarantees
   naming the file. What cannot be detected: the loss of entries never
   acknowledged (they may legitimately be torn), and an older copy of the
   sync record put back together with an older WAL.
+* With ``FlushPolicy(..., acknowledge="wal")`` an entry is reported
+  durable after the WAL fsync alone, and a recorder thread writes the sync
+  record after it (at most once per 10 ms, concurrently with later
+  rounds), only ever claiming entries whose WAL fsync completed. Survival
+  of acknowledged entries is the same as above, and no crash at any point
+  makes recovery report damage. Detection is weaker for the newest
+  acknowledged entries, those the record does not claim yet (at most
+  10 ms plus one record write after their round, longer under heavy load;
+  ``stats()["recorded_seq"]``): lost to WAL damage, not a crash, they are
+  taken for a torn tail (cut and logged) instead of raising
+  :class:`~rotortree.CorruptionError`. ``flush()`` and ``close()`` bring
+  the record up to date before returning (``close()`` also after an fsync
+  failure, up to what was acknowledged before it). A failed write of the record is
+  retried; a failed fdatasync of it makes the tree refuse writes but
+  withdraws no acknowledgement.
 * ``verify_checkpoint=True`` rehashes every stored level to the recorded
   root, so a changed node is caught even when its CRC was kept valid; the
   tree is never opened with a wrong root or a wrong stored node.
@@ -109,10 +124,14 @@ All methods may be called from any thread. Inserts are serialised by one lock
 (the WAL append and the in-memory insert happen under it); fsync rounds
 are serialised by another. Concurrent ``insert_durable`` callers share
 fsyncs (group commit): one caller leads a round (fsync the WAL, then write
-and fdatasync the sync record) covering every entry written before it
-started, the others wait on the sync state's condition and return when a
-round covers them; one of those not covered leads the next round. A round
-therefore costs two flushes however many callers it acknowledges.
+and fdatasync the sync record unless it lags) covering every entry written
+before it started, the others wait on the sync state's condition and
+return when a round covers them; one of those not covered leads the next
+round. The leader is elected under that condition, and a round's end
+(acknowledge, clear the leader, wake all) is one step under it. A round
+therefore costs two flushes however many callers it acknowledges, or one
+with ``acknowledge="wal"``, whose recorder thread writes the record on
+its own.
 Checkpoints are serialised by a third lock and run concurrently with
 inserts (they write from a snapshot; writers wait only while the snapshot
 is taken and the WAL segment switched). The lock order is
@@ -122,7 +141,7 @@ Modules
 -------
 :mod:`.policies` (flush and checkpoint policies), :mod:`.tokens`
 (durability tokens and the shared sync state), :mod:`.files` (the file set
-and the finalizer), :mod:`.background` (flusher and checkpointer threads,
+and the finalizer), :mod:`.background` (flusher, recorder and checkpointer threads,
 the fork hook), :mod:`.opening`, :mod:`.recovery`, :mod:`.wal` (appends and
 fsyncs), :mod:`.checkpoints`, and :mod:`.tree` (the ``RotorTree`` class,
 which combines them).

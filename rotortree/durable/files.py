@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno as _errno
 import logging
 import os
+import threading
 from typing import Dict, List, Optional, Tuple
 
 from .. import storage
@@ -51,7 +52,7 @@ class Files:
     is the append in progress (see RotorTree._settle)."""
 
     __slots__ = ("lock_fd", "dir_lock_fd", "segment", "retired", "level_fds", "sync",
-                 "pending")
+                 "pending", "record_lock")
 
     def __init__(self) -> None:
         self.lock_fd: Optional[int] = None
@@ -61,26 +62,49 @@ class Files:
         self.level_fds: Dict[int, int] = {}
         self.sync: Optional[storage.SyncRecord] = None
         self.pending: Optional[Pending] = None
+        # Serialises writes of the sync record with its closing: with
+        # acknowledge="wal" a recorder thread writes it while the finalizer
+        # (or close) may run, and a write through a closed, reused
+        # descriptor would land in another file.
+        self.record_lock = threading.Lock()
+
+    def write_record(self, seq: int) -> None:
+        """Make the sync record claim ``seq`` (a no-op if it already does
+        or is closed). The caller must know ``seq``'s WAL fsync completed."""
+        with self.record_lock:
+            record = self.sync
+            if record is not None and record.fd >= 0:
+                record.write(seq)
 
     def segments(self) -> List[Segment]:
         return self.retired + ([self.segment] if self.segment else [])
 
     def close_all(self) -> None:
-        for segment in self.segments():
-            if segment.fd >= 0:
-                os.close(segment.fd)
-                segment.fd = -1
-        for fd in self.level_fds.values():
-            os.close(fd)
-        self.level_fds.clear()
-        if self.sync is not None:
-            self.sync.close()
-        if self.dir_lock_fd is not None:
-            os.close(self.dir_lock_fd)   # releases the directory's flock
-            self.dir_lock_fd = None
-        if self.lock_fd is not None:
-            os.close(self.lock_fd)   # releases the flock
-            self.lock_fd = None
+        """Close every descriptor; the locks last, whatever fails before.
+        Each descriptor is forgotten before it is closed: an interrupt
+        between the two leaks it at worst, where the other order made the
+        next close_all (the finalizer's) close it again, failing with EBADF
+        before the locks were released (the directory stayed locked for the
+        life of the process) or closing whatever file had reused the number."""
+        try:
+            for segment in self.segments():
+                fd, segment.fd = segment.fd, -1
+                if fd >= 0:
+                    os.close(fd)
+            while self.level_fds:
+                os.close(self.level_fds.popitem()[1])
+            if self.sync is not None:
+                with self.record_lock:
+                    self.sync.close()
+        finally:
+            try:
+                dir_lock, self.dir_lock_fd = self.dir_lock_fd, None
+                if dir_lock is not None:
+                    os.close(dir_lock)   # releases the directory's flock
+            finally:
+                lock, self.lock_fd = self.lock_fd, None
+                if lock is not None:
+                    os.close(lock)   # releases the flock
 
 
 def finalize(files: Files, state: SyncState) -> None:
@@ -98,8 +122,7 @@ def finalize(files: Files, state: SyncState) -> None:
                 # The same fsync as every other path (F_FULLFSYNC on macOS).
                 storage.fsync_fd(segment.fd, segment.path)
         if state.error is None:
-            if files.sync is not None:
-                files.sync.write(written)   # acknowledged from now on
+            files.write_record(written)   # acknowledged from now on
             state.advance(written)
     except DurabilityError as error:
         state.fail(error)

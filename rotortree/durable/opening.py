@@ -28,7 +28,7 @@ from ..rules import DEFAULT_RULE, check_same_rule, known_rule, rule_arg
 from ..storage import NODE, Meta
 from ..storage import io as storage_io
 from ..tree import LeanIMT
-from .background import checkpointer_main, flusher_main, open_trees
+from .background import checkpointer_main, flusher_main, open_trees, recorder_main
 from .files import (
     CREATION_LEFTOVERS,
     LOCK_NAME,
@@ -95,6 +95,7 @@ class Opening(TreeState):
         self._dir = directory
         self._read_only = read_only
         self._flush_policy = flush_policy
+        self._lagged_record = flush_policy.lagged_record
         self._checkpoint_policy = checkpoint_policy
         self._mmap_levels = mmap_levels
         self._imt = None
@@ -149,6 +150,7 @@ class Opening(TreeState):
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._ckpt_lock = threading.Lock()
+        self._files.record_lock = threading.Lock()
         self._state.reset_after_fork()
         self._state.closed = True
         self._threads = []
@@ -383,6 +385,12 @@ class Opening(TreeState):
             thread = threading.Thread(target=flusher_main,
                                       args=(ref, self._stop, self._flush_policy.seconds),
                                       name=f"rotortree-flush {self._dir}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self._flush_policy.lagged_record:
+            thread = threading.Thread(target=recorder_main,
+                                      args=(ref, self._stop, self._state, self._files),
+                                      name=f"rotortree-record {self._dir}", daemon=True)
             thread.start()
             self._threads.append(thread)
         if self._checkpoint_policy.automatic:

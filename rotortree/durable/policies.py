@@ -9,6 +9,10 @@ from .._validate import positive_int
 from ..errors import ArgumentTypeError, InvalidArgumentError
 
 
+# What an entry waits for before it is acknowledged (FlushPolicy.acknowledge).
+ACKNOWLEDGE = ("record", "wal")
+
+
 class FlushPolicy:
     """When the WAL is fsynced.
 
@@ -20,11 +24,31 @@ class FlushPolicy:
       until one of those runs (in another thread).
 
     ``insert_durable`` and ``flush`` fsync immediately under both policies.
+
+    ``acknowledge`` says what an entry waits for before it is reported
+    durable (its token, ``insert_durable``, ``flush``):
+
+    * ``"record"`` (the default): the WAL fsync, then the write and
+      fdatasync of the sync record claiming the entry; two flushes in series
+      per fsync round. From the moment an entry is acknowledged, its loss
+      (a deleted, emptied or truncated segment) is reported by recovery as
+      :class:`~rotortree.CorruptionError`.
+    * ``"wal"``: the WAL fsync alone; a recorder thread writes the sync
+      record right after, off the callers' path (concurrently with the next
+      round's WAL fsync). The entry survives crashes exactly as under
+      ``"record"``, and the record never claims an entry whose WAL fsync
+      has not completed, so a crash never makes recovery report damage.
+      What is weaker: until the record catches up (about one record write
+      after the acknowledgement; ``stats()["recorded_seq"]``), losing the
+      most recent acknowledged entries to damage of the WAL (not to a
+      crash) is taken for a torn tail: dropped with a warning on the
+      ``rotortree`` logger instead of raising. ``flush()`` and ``close()``
+      return only once the record has caught up.
     """
 
-    __slots__ = ("_interval",)
+    __slots__ = ("_interval", "_acknowledge")
 
-    def __init__(self, interval: Optional[float]) -> None:
+    def __init__(self, interval: Optional[float], acknowledge: str = "record") -> None:
         # Checked here, not only in interval(): a policy built directly with
         # a bad value would otherwise fail only inside the flusher thread.
         if interval is not None:
@@ -35,31 +59,52 @@ class FlushPolicy:
                 raise InvalidArgumentError(f"interval must be in (0, 3600] seconds, "
                                            f"got {interval}")
             interval = float(interval)
+        if not isinstance(acknowledge, str):
+            raise ArgumentTypeError(f"acknowledge must be a str, not "
+                                    f"{type(acknowledge).__name__}")
+        if acknowledge not in ACKNOWLEDGE:
+            raise InvalidArgumentError(f"acknowledge must be one of "
+                                       f"{', '.join(map(repr, ACKNOWLEDGE))}, got {acknowledge!r}")
         self._interval = interval
+        self._acknowledge = acknowledge
 
     @classmethod
-    def interval(cls, seconds: float = 0.010) -> "FlushPolicy":
-        return cls(seconds)
+    def interval(cls, seconds: float = 0.010, *, acknowledge: str = "record") -> "FlushPolicy":
+        return cls(seconds, acknowledge)
 
     @classmethod
-    def manual(cls) -> "FlushPolicy":
-        return cls(None)
+    def manual(cls, *, acknowledge: str = "record") -> "FlushPolicy":
+        return cls(None, acknowledge)
 
     @property
     def seconds(self) -> Optional[float]:
         """The interval, or None for the manual policy."""
         return self._interval
 
+    @property
+    def acknowledge(self) -> str:
+        """What an entry waits for before it is reported durable: "record"
+        or "wal" (see the class documentation)."""
+        return self._acknowledge
+
+    @property
+    def lagged_record(self) -> bool:
+        """Whether the sync record is written after acknowledging, off the
+        callers' path (``acknowledge="wal"``)."""
+        return self._acknowledge == "wal"
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, FlushPolicy) and other._interval == self._interval
+        return (isinstance(other, FlushPolicy) and other._interval == self._interval
+                and other._acknowledge == self._acknowledge)
 
     def __hash__(self) -> int:
-        return hash(self._interval)
+        return hash((self._interval, self._acknowledge))
 
     def __repr__(self) -> str:
+        extra = "" if self._acknowledge == "record" else f"acknowledge={self._acknowledge!r}"
         if self._interval is None:
-            return "FlushPolicy.manual()"
-        return f"FlushPolicy.interval({self._interval})"
+            return f"FlushPolicy.manual({extra})"
+        return f"FlushPolicy.interval({self._interval}{', ' + extra if extra else ''})"
 
 
 @dataclass(frozen=True)

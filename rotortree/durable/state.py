@@ -27,6 +27,7 @@ class TreeState:
     _dir: str
     _read_only: bool
     _flush_policy: FlushPolicy
+    _lagged_record: bool         # _flush_policy.lagged_record, read on every round
     _checkpoint_policy: CheckpointPolicy
     _mmap_levels: int
     _imt: Optional[LeanIMT]

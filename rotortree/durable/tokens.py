@@ -50,6 +50,11 @@ class SyncState:
                 self.synced = seq
             self.cond.notify_all()
 
+    def wake(self) -> None:
+        """Wake every thread waiting on the condition (to see a stop)."""
+        with self.cond:
+            self.cond.notify_all()
+
     def fail(self, error: DurabilityError) -> None:
         with self.cond:
             if self.error is None:

@@ -102,7 +102,10 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
     # -- closing ------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the background threads, fsync the WAL, checkpoint if the
+        """Stop the background threads, fsync the WAL and bring the sync record
+        up to date (under either ``acknowledge`` setting; with
+        ``acknowledge="wal"`` also after an fsync failure, up to what was
+        acknowledged before it), checkpoint if the
         policy says so, and release the files and the lock. Idempotent.
         Raises :class:`DurabilityError` if the final fsync or checkpoint
         fails, or if an earlier fsync failure was never reported to a
@@ -114,6 +117,7 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
             self._closing = True
         self._stop.set()
         self._wake_checkpointer.set()
+        self._state.wake()   # the recorder thread waits on the sync state
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join()
@@ -121,11 +125,15 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
         try:
             if self._failed is None and not self._read_only:
                 self._sync_upto(self._seq)
+                if self._lagged_record:
+                    self._record_upto(self._state.synced)
                 if self._checkpoint_policy.at_close:
                     self._checkpoint(closing=True)
         except BaseException as caught:
             error = caught
         finally:
+            if self._lagged_record and self._failed is not None:
+                self._record_after_failure()
             with self._ckpt_lock, self._sync_lock, self._lock:
                 try:
                     self._settle()
@@ -281,15 +289,22 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
         return self._mmap_levels
 
     def stats(self) -> Dict[str, Any]:
-        """Counters: sequence numbers (written, durable, checkpointed), the
+        """Counters: sequence numbers (written, durable, claimed by the sync
+        record, checkpointed), the
         checkpoint's size, checkpoints written by this handle, entries and
         leaves since the last checkpoint, WAL segments, and the nodes of each
         memory-mapped level served from its file."""
+        record = self._files.sync
         with self._lock:
             self._settle()
             return {
                 "seq": self._seq,
                 "synced_seq": self._state.synced,
+                # Behind synced_seq while the recorder thread lags
+                # (acknowledge="wal"), and under either setting after a
+                # checkpoint until the next round: the checkpoint covers
+                # those entries, not the record.
+                "recorded_seq": record.seq if record is not None else self._state.synced,
                 "checkpoint_seq": self._meta.last_seq,
                 "checkpoint_size": self._meta.size,
                 "checkpoints": self._checkpoints,

@@ -106,13 +106,18 @@ class Wal(TreeState):
 
     def insert_durable(self, leaves: Leaves) -> bytes:
         """Insert one leaf (32 bytes) or a batch and return the new root once
-        it is fsynced and recorded in the sync record (concurrent callers
-        share both: one fsync round covers every entry written before it
-        starts). If the fsync fails the entry stays in the in-memory
-        tree, is not durable, this raises :class:`DurabilityError`, and the
-        tree refuses further writes; if only writing the sync record fails,
-        the same except that the tree stays writable and the next flush
-        retries."""
+        it is durable: fsynced, and recorded in the sync record unless the
+        flush policy acknowledges after the WAL fsync alone
+        (``acknowledge="wal"``: the record follows off this call's path).
+        Concurrent callers share both: one fsync round covers every entry
+        written before it starts. If the fsync fails the entry stays in the
+        in-memory tree, is not durable, this raises :class:`DurabilityError`,
+        and the tree refuses further writes; if only writing the sync record
+        fails, the same except that the tree stays writable and the next
+        flush retries. Under ``acknowledge="wal"`` the record's failures
+        never fail this call (the entry is durable): a failed write is
+        retried by the recorder thread and raised by ``flush``/``close``, a
+        failed fdatasync makes the tree refuse later writes."""
         root, token = self.insert_many(leaves)
         self._sync_upto(token.seq)
         return root
@@ -241,13 +246,45 @@ class Wal(TreeState):
 
     def flush(self) -> None:
         """fsync everything written so far and record it in the sync
-        record; returns when it is durable (see :meth:`insert_durable` for
+        record; returns when both are done, under either ``acknowledge``
+        setting of the flush policy (see :meth:`insert_durable` for
         failures)."""
         with self._lock:
             self._settle()
             self._check_writable()
             seq = self._seq
         self._sync_upto(seq)
+        if self._lagged_record:
+            self._record_upto(seq)
+
+    def _record_upto(self, seq: int) -> None:
+        """Make the sync record claim ``seq``, whose WAL fsync has completed
+        (an fsync round acknowledged it). A failed fdatasync of the record
+        poisons the tree as a failed WAL fsync does; a failed write does
+        not (it is retried)."""
+        try:
+            self._files.write_record(seq)
+        except DurabilityError as error:
+            self._poison_on_fsync(error)
+            raise
+
+    def _record_after_failure(self) -> None:
+        """close() of a tree that refuses writes, acknowledge="wal": make the
+        record claim what rounds acknowledged before the failure, which the
+        lagging recorder may not have written yet. Their fsyncs completed
+        (the failure concerns later writes), so the claim is true, and
+        without it their loss to damage would pass for a torn tail for
+        good, where "record" would detect it. Skipped when the failure was
+        the record's own flush (its file's state is unknown); best effort,
+        since the failure was reported already."""
+        record = self._files.sync
+        failed = self._failed
+        if record is None or failed is None or failed.filename == record.path:
+            return
+        try:
+            self._files.write_record(self._state.synced)
+        except DurabilityError:
+            pass
 
     def _sync_upto(self, seq: int, report: bool = True) -> None:
         """fsync the WAL up to at least ``seq``. ``report``: the caller will
@@ -257,49 +294,84 @@ class Wal(TreeState):
         which covers every entry written before it starts; the others
         (followers) wait for the round to end, return if it covered them,
         and otherwise one of them leads the next round for all the rest.
-        Followers wait on the sync state's condition, not on the round's
-        lock, so the end of a round wakes them all at once instead of
-        handing the lock from one to the next (each handoff a context
-        switch, which under load cost milliseconds per waiting thread)."""
-        state = self._state
-        sync_lock = self._sync_lock
-        with state.cond:
-            # The timeout only bounds the wait if an exception kept a leader
-            # from notifying; every round notifies when it ends.
-            while (state.synced < seq and state.error is None and state.leading
-                   and sync_lock.locked()):
-                state.cond.wait(0.05)
-        try:
-            with sync_lock:
-                state.leading = True
-                self._sync_round(seq, report)
-        finally:
-            state.leading = False
-            with state.cond:
-                state.cond.notify_all()
-
-    def _sync_round(self, seq: int, report: bool) -> None:
-        """An fsync round (called with self._sync_lock held)."""
+        The leader is elected under the sync state's condition (the
+        ``leading`` flag), and the end of a round (acknowledging it, clearing
+        the flag, waking everyone) is one step under that lock: followers
+        never queue on the round's lock, where each would be handed it in
+        turn (a context switch each, milliseconds per waiting thread under
+        load), and no second wake-up follows the acknowledgement."""
         state = self._state
         if state.synced >= seq:
             return
+        cond = state.cond
+        lead = False
+        # True from the acknowledgement until the wake-up has run: an
+        # interrupt in between (at the entry of notify_all, or between its
+        # notify and the settling of awaited tokens) must not leave threads
+        # in token.wait() or awaiting coroutines asleep with nothing left to
+        # wake them, so the finally block wakes everyone then.
+        waking = False
+        target = 0
+        try:
+            with cond:
+                # The timeout only bounds the wait if a leader was interrupted
+                # before notifying; every round notifies when it ends.
+                while state.leading and state.synced < seq and state.error is None:
+                    cond.wait(0.05)
+                if state.synced >= seq:
+                    return
+                if not state.leading:   # else failed: the round below reports it
+                    # One statement: an interrupt cannot fall between the two.
+                    state.leading = lead = True
+            with self._sync_lock:
+                target = self._sync_round(seq, report)
+                with cond:
+                    waking = True
+                    if target > state.synced:
+                        state.synced = target
+                    if lead:
+                        state.leading = lead = False
+                    cond.notify_all()
+                    waking = False
+        finally:
+            if lead:
+                # The round failed or was interrupted before it ended: the
+                # flag goes first (a plain store, which nothing interrupts),
+                # so that a stuck flag never blocks later callers.
+                state.leading = False
+                waking = True
+            if waking:
+                with cond:
+                    cond.notify_all()
+
+    def _sync_round(self, seq: int, report: bool) -> int:
+        """An fsync round (called with self._sync_lock held): the sequence
+        number it made durable, for the caller to acknowledge; 0 if there
+        was nothing to do."""
+        state = self._state
+        if state.synced >= seq:
+            return 0
         if state.error is not None:
             if not report:
                 raise state.error
             raise state.failure(f"WAL entry {seq} of {self._dir} is not durable")
+        files = self._files
         with self._lock:
             if self._closed:
                 raise ClosedTreeError(f"durable tree {self._dir} is closed")
-            self._settle()
+            if files.pending is not None:
+                self._settle()
             target = self._seq
-            segments = [s for s in self._files.retired if s.fd >= 0 and not s.synced]
+            segments = [s for s in files.retired if s.fd >= 0 and not s.synced]
             segments.append(self._current_segment())
         try:
             for segment in segments:
                 storage.fsync_fd(segment.fd, segment.path)
-            record = self._files.sync
-            assert record is not None, "writable trees keep their sync record open"
-            record.write(target)
+            if not self._lagged_record:
+                # Strict: the record claims the round before anyone is told.
+                # Lagged: the recorder thread writes it once _sync_upto has
+                # acknowledged the round, so never before this fsync.
+                self._files.write_record(target)
         except DurabilityError as error:
             self._poison_on_fsync(error)
             if report:
@@ -311,4 +383,4 @@ class Wal(TreeState):
             segment.synced = True
             os.close(segment.fd)
             segment.fd = -1
-        state.advance(target)
+        return target

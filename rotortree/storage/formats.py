@@ -378,9 +378,11 @@ class SyncRecord:
         self.slot ^= 1
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        # Forgotten first: interrupted here, a second close must not close
+        # the number again (by then it may name another file).
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------
