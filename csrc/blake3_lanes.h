@@ -382,7 +382,7 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
          * what is stored. */
         uint8_t copy[RT_MAX_ARITY * RT_HASH_LEN];
         if (storing) {
-            memcpy(copy, message, stride);
+            rt_copy_once(copy, message, stride);
             memcpy(stored[done], copy, stride);
             message = copy;
         }

@@ -219,7 +219,7 @@ static void hash_and_store_leaves_directly(const fused_job *job, uint64_t first,
         dest[0] = store_node(level0, leaf);
         if (count == 1) { // lifted: one read of the caller's leaf, two stores
             uint8_t lone[32];
-            memcpy(lone, children, 32);
+            rt_copy_once(lone, children, 32);
             memcpy(dest[0], lone, 32);
             memcpy(store_node(out, full_end), lone, 32);
         } else {

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "rotortree.h"
 
@@ -86,6 +87,21 @@ void rt_hash_parents_untagged_neon(const uint8_t *children, size_t count,
  * without a copy have one. */
 typedef void (*rt_parents_storing_fn)(const uint8_t *children, size_t count,
                                       unsigned arity, uint8_t *out, uint8_t *const *stored);
+/* Copies n bytes of caller memory into `copy`, a private buffer that is
+ * then both hashed and stored: the caller's bytes are read once. Without
+ * the barrier the optimiser may serve a later copy out of `copy` from the
+ * caller's memory instead (clang's memcpy forwarding turns memcpy(copy,
+ * src); memcpy(dst, copy) into two copies from src), a second read that
+ * can see different bytes. The empty asm may read and change `copy`, so
+ * its contents are only known from memory. */
+static inline void rt_copy_once(void *copy, const void *caller, size_t n)
+{
+    memcpy(copy, caller, n);
+#if defined(__GNUC__)
+    __asm__ volatile("" : : "r"(copy) : "memory");
+#endif
+}
+
 #if RT_X86
 void rt_hash_parents_storing_avx2(const uint8_t *children, size_t count, unsigned arity,
                                   uint8_t *out, uint8_t *const *stored);
