@@ -182,18 +182,27 @@ class Recovery(TreeState):
                 storage.release_mapping(mapping, cdata)
             raise
         tree = self._live()
-        for level, (mapping, cdata) in enumerate(held):
-            if mapping is None:
-                continue
-            if level < self._mmap_levels:
-                _core.keep_alive(tree, mapping, cdata)
-                self._maps[level] = (mapping, cdata, len(mapping))
-                if verify:
-                    storage.drop_resident_pages(mapping)
-                self._cold[level] = self._make_cold(level, cdata, meta.levels[level].stored)
-            else:
-                storage.release_mapping(mapping, cdata)
-        _core.keep_alive(tree, lasts)
+        try:
+            for level, (mapping, cdata) in enumerate(held):
+                if mapping is None:
+                    continue
+                if level < self._mmap_levels:
+                    _core.keep_alive(tree, mapping, cdata)
+                    self._maps[level] = (mapping, cdata, len(mapping))
+                    if verify:
+                        storage.drop_resident_pages(mapping)
+                    self._cold[level] = self._make_cold(level, cdata, meta.levels[level].stored)
+                else:
+                    storage.release_mapping(mapping, cdata)
+            _core.keep_alive(tree, lasts)
+        except BaseException:
+            # The caller gets no build to discard, and its C thread still
+            # reads the level-0 mapping, which the garbage collector would
+            # unmap with the build. The mappings stay: the restored tree
+            # borrows their nodes.
+            if build is not None:
+                build.discard()
+            raise
         return build
 
     def _make_cold(self, level: int, cdata: Any, count: int) -> int:
