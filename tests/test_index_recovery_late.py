@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rotortree._native import ffi, lib
 from rotortree.durable import recovery
 from test_index_recovery import (CHECKPOINTED, REPLAYED, UNFLUSHED, Builds, crashed_tree,
                                  leaves_with_repeats, manual)
@@ -36,3 +37,38 @@ def test_a_failure_while_the_levels_are_handed_to_the_tree_discards_the_build(
     with manual(path, mmap_levels=1) as tree:   # the directory is still usable
         assert tree.size == CHECKPOINTED + REPLAYED + UNFLUSHED
         assert tree.index_of(data[5].tobytes()) is not None
+
+
+@pytest.mark.parametrize("status", ["RT_ERR_THREAD", "RT_ERR_NOMEM"])
+@pytest.mark.parametrize("mmap_levels", [0, 1])
+def test_a_build_that_cannot_start_leaves_the_mapping_to_the_restore(
+        tmp_path, monkeypatch, status, mmap_levels):
+    """No thread or no memory for the background build: recovery goes on
+    and indexes all leaves after the replay. The build must not unmap the
+    level-0 file the restore still reads (checksum, the tree's copy)."""
+    data = leaves_with_repeats(CHECKPOINTED + REPLAYED + UNFLUSHED, seed=4)
+    path = crashed_tree(tmp_path, data)
+    calls = []
+
+    class RefusingLib:
+        def __getattr__(self, name):
+            return getattr(lib, name)
+
+        def rt_index_build_start(self, leaves, count, expected, out):
+            calls.append(count)
+            out[0] = ffi.NULL
+            return getattr(lib, status)
+
+    monkeypatch.setattr(recovery, "lib", RefusingLib())
+    monkeypatch.setattr(recovery, "BACKGROUND_INDEX", True)
+    with manual(path, mmap_levels=mmap_levels) as tree:
+        assert calls == [CHECKPOINTED]
+        size = CHECKPOINTED + REPLAYED + UNFLUSHED
+        assert tree.size == size and tree.indexed
+        first = {}
+        for position, row in enumerate(data[:size]):
+            first.setdefault(row.tobytes(), position)
+        probes = np.ascontiguousarray(data[:size:97])
+        got = np.frombuffer(tree.index_of_many(probes), dtype=np.int64)
+        assert got.tolist() == [first[row.tobytes()] for row in probes]
+        assert tree.index_stats()["entries"] == len(first)

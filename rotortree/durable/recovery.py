@@ -27,7 +27,8 @@ class IndexBuild:
     then adds the replayed leaves and hands it to the tree, :meth:`discard`
     drops it when recovery fails. The build holds its own view of the
     mapping, so the file stays mapped while the C thread reads it whatever
-    recovery releases meanwhile."""
+    recovery releases meanwhile; a build that could not start gives its
+    view up at once and leaves the mapping to the restore."""
 
     __slots__ = ("_mapping", "_view", "_handle")
 
@@ -48,7 +49,10 @@ class IndexBuild:
             self._release()
             raise
         if self._handle is None:   # no thread or memory now: built after the replay
-            self._release()
+            # Only the view: the restore goes on reading the mapping (its
+            # checksum, the tree's copy) and releases it itself.
+            view, self._view, self._mapping = self._view, None, None
+            ffi.release(view)
 
     def adopt(self, tree: Any) -> None:
         """Make the build ``tree``'s index (a plain build if there is none)."""
