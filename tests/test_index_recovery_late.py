@@ -72,3 +72,48 @@ def test_a_build_that_cannot_start_leaves_the_mapping_to_the_restore(
         got = np.frombuffer(tree.index_of_many(probes), dtype=np.int64)
         assert got.tolist() == [first[row.tobytes()] for row in probes]
         assert tree.index_stats()["entries"] == len(first)
+
+
+def interrupted_after(monkeypatch, owner, name):
+    """Make ``owner.name`` return normally, then raise KeyboardInterrupt:
+    what a Ctrl-C does when Python checks for signals as the call returns,
+    before its result reaches the caller's variable."""
+    original = getattr(owner, name)
+
+    def interrupted(*args, **kwargs):
+        original(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(owner, name, interrupted)
+
+
+@pytest.mark.parametrize("where", ["IndexBuild", "_restore_checkpoint"])
+def test_an_interrupt_as_a_started_build_is_handed_back_discards_it(
+        tmp_path, monkeypatch, where):
+    """The build's thread runs from inside IndexBuild(...): an interrupt as
+    that constructor, or the restore that returns the build, hands it back
+    must still join the thread before the level-0 mapping can be unmapped."""
+    data = leaves_with_repeats(CHECKPOINTED + REPLAYED + UNFLUSHED, seed=5)
+    path = crashed_tree(tmp_path, data)
+    builds = Builds(monkeypatch)
+    monkeypatch.setattr(recovery, "BACKGROUND_INDEX", True)
+    if where == "IndexBuild":
+        counted = recovery.IndexBuild
+
+        class Interrupted(counted):
+            __slots__ = ()
+
+            def __init__(self, *args):
+                super().__init__(*args)
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(recovery, "IndexBuild", Interrupted)
+    else:
+        interrupted_after(monkeypatch, recovery.Recovery, "_restore_checkpoint")
+    with pytest.raises(KeyboardInterrupt):
+        manual(path)
+    assert len(builds.made) == 1 and not builds.made[0].adopted and builds.all_consumed()
+    monkeypatch.undo()
+    with manual(path) as tree:
+        assert tree.size == CHECKPOINTED + REPLAYED + UNFLUSHED
+        assert tree.index_of(data[7].tobytes()) is not None

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Any, List, Optional, cast
 
 from .. import storage
 from .._native import ffi, lib
@@ -254,13 +254,15 @@ class Opening(TreeState):
                 f"sync record {path} is missing: the WAL's acknowledged end is unknown, so "
                 f"acknowledged entries may have been lost", path)
         wanted = bool(index) or bool(meta.flags & storage.META_FLAG_INDEX)
-        build = self._restore_checkpoint(meta, verify, wanted)
+        builds: List[IndexBuild] = []   # filled as the build starts
         try:
+            self._restore_checkpoint(meta, verify, builds if wanted else None)
             loaded = time.perf_counter()
             replay = self._replay_wal(meta, 0 if record is None else record[0])
-            replay["index_seconds"] = self._rebuild_index(meta, wanted, build)
+            replay["index_seconds"] = self._rebuild_index(meta, wanted,
+                                                          builds[0] if builds else None)
         finally:
-            if build is not None:   # recovery failed before adopting it
+            for build in builds:   # recovery failed before adopting it (else a no-op)
                 build.discard()
         self._state = SyncState(self._seq)
         self._next_gen = replay["next_gen"]

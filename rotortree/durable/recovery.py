@@ -32,11 +32,18 @@ class IndexBuild:
 
     __slots__ = ("_mapping", "_view", "_handle")
 
-    def __init__(self, mapping: Any, count: int, expected: int) -> None:
+    def __init__(self, mapping: Any, count: int, expected: int,
+                 started: List["IndexBuild"]) -> None:
+        """Start the build, after appending it to ``started``: a Ctrl-C as
+        this constructor returns would otherwise lose the only reference to
+        a running thread, and the garbage collector would unmap the file
+        under it."""
         self._mapping = mapping
+        self._view = None
+        self._handle = None
+        started.append(self)
         self._view = ffi.from_buffer("uint8_t[]", mapping)
         out = ffi.new("rt_index_build **")   # NULL until the thread runs
-        self._handle = None
         try:
             status = lib.rt_index_build_start(self._view, count, expected, out)
             self._handle = out[0] if status == lib.RT_OK else None
@@ -97,15 +104,17 @@ class Recovery(TreeState):
         return total // NODE
 
     def _restore_checkpoint(self, meta: Meta, verify: bool,
-                            index: bool = False) -> Optional[IndexBuild]:
-        """Restore the checkpoint into the tree; with ``index``, also start
-        building the leaf index of its leaves in the background and return
-        that build, which the caller must adopt or discard."""
+                            builds: Optional[List[IndexBuild]] = None) -> None:
+        """Restore the checkpoint into the tree; with ``builds`` (a list),
+        also start building the leaf index of its leaves in the background,
+        appending the build to ``builds`` as it starts: the caller must
+        adopt or discard it, also when this raises (the list, not a return
+        value, so that a Ctrl-C as this returns cannot lose it)."""
         self._seq = meta.last_seq
         self._size = meta.size
         if meta.size == 0:
-            return None
-        build: Optional[IndexBuild] = None
+            return
+        started: List[IndexBuild] = [] if builds is None else builds
         arity = meta.arity
         count = len(meta.levels)
         sources = ffi.new("struct rt_level_source[]", count)
@@ -133,11 +142,12 @@ class Recovery(TreeState):
                         raise CorruptionError(
                             f"level file {path} is truncated: {have} bytes, the checkpoint "
                             f"needs {needed}", path)
-                    if index and BACKGROUND_INDEX and level == 0 and needed >= meta.size * NODE:
+                    if (builds is not None and BACKGROUND_INDEX and level == 0
+                            and needed >= meta.size * NODE):
                         # Before the checksum, which it overlaps: a mismatch
                         # discards the build (the except below).
-                        build = IndexBuild(mapping, meta.size,
-                                           meta.size + self._wal_leaf_bound(meta))
+                        IndexBuild(mapping, meta.size,
+                                           meta.size + self._wal_leaf_bound(meta), started)
                     if verify:
                         if storage.crc_of(mapping, needed) != record.crc:
                             storage.release_mapping(mapping)
@@ -180,7 +190,7 @@ class Recovery(TreeState):
                                       os.path.join(self._dir, storage.META_NAME))
             check(status, f"restore {self._dir}")
         except BaseException:
-            if build is not None:   # first: its thread reads the level-0 mapping
+            for build in started:   # first: its thread reads the level-0 mapping
                 build.discard()
             for mapping, cdata in held:
                 storage.release_mapping(mapping, cdata)
@@ -200,14 +210,11 @@ class Recovery(TreeState):
                     storage.release_mapping(mapping, cdata)
             _core.keep_alive(tree, lasts)
         except BaseException:
-            # The caller gets no build to discard, and its C thread still
-            # reads the level-0 mapping, which the garbage collector would
-            # unmap with the build. The mappings stay: the restored tree
-            # borrows their nodes.
-            if build is not None:
+            # Its C thread still reads the level-0 mapping. The mappings
+            # stay: the restored tree borrows their nodes.
+            for build in started:
                 build.discard()
             raise
-        return build
 
     def _make_cold(self, level: int, cdata: Any, count: int) -> int:
         cold = _core.make_cold(self._live(), level, cdata, count)
