@@ -329,7 +329,7 @@ static void build_levels(const node_store *stores, const uint64_t *len, const ui
     // balance.
     // Leaves made by a source cost `weight` parents each: the threshold, the
     // block bounds and the grain are in parents' worth of work.
-    uint64_t weight = source ? source->weight : 1;
+    uint64_t weight = source && source->weight ? source->weight : 1;
     uint64_t level1_work = len[1] - first[1];
     uint64_t max_parents = FUSED_BLOCK_PARENTS / weight, min_parents = unit / weight;
     uint64_t block_parents = level1_work / ((uint64_t)threads * FUSED_BLOCKS_PER_THREAD);
