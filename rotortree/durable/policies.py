@@ -34,12 +34,13 @@ class FlushPolicy:
       (a deleted, emptied or truncated segment) is reported by recovery as
       :class:`~rotortree.CorruptionError`.
     * ``"wal"``: the WAL fsync alone; a recorder thread writes the sync
-      record right after, off the callers' path (concurrently with the next
-      round's WAL fsync). The entry survives crashes exactly as under
-      ``"record"``, and the record never claims an entry whose WAL fsync
-      has not completed, so a crash never makes recovery report damage.
-      What is weaker: until the record catches up (about one record write
-      after the acknowledgement; ``stats()["recorded_seq"]``), losing the
+      record afterwards, off the callers' path, at most every 10 ms (more
+      often, its flush would compete with the next rounds' WAL fsyncs). The
+      entry survives crashes exactly as under ``"record"``, and the record
+      never claims an entry whose WAL fsync has not completed, so a crash
+      never makes recovery report damage. What is weaker: until the record
+      catches up (within about 10 ms plus one record write of the
+      acknowledgement; ``stats()["recorded_seq"]``), losing the
       most recent acknowledged entries to damage of the WAL (not to a
       crash) is taken for a torn tail: dropped with a warning on the
       ``rotortree`` logger instead of raising. ``flush()`` and ``close()``
