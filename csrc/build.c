@@ -327,22 +327,28 @@ static void build_levels(const node_store *stores, const uint64_t *len, const ui
     // only 2 levels and scale measurably worse on 2 threads). Smaller
     // batches keep at least FUSED_BLOCKS_PER_THREAD blocks per thread for
     // balance.
+    // Leaves made by a source cost `weight` parents each: the threshold, the
+    // block bounds and the grain are in parents' worth of work.
+    uint64_t weight = source && source->weight ? source->weight : 1;
     uint64_t level1_work = len[1] - first[1];
+    uint64_t max_parents = FUSED_BLOCK_PARENTS / weight, min_parents = unit / weight;
     uint64_t block_parents = level1_work / ((uint64_t)threads * FUSED_BLOCKS_PER_THREAD);
-    if (block_parents > FUSED_BLOCK_PARENTS)
-        block_parents = FUSED_BLOCK_PARENTS;
-    if (block_parents < unit)
-        block_parents = unit;
+    if (block_parents > max_parents)
+        block_parents = max_parents;
+    if (block_parents < min_parents)
+        block_parents = min_parents;
+    if (block_parents == 0)
+        block_parents = 1;
     uint64_t block_leaves;
     unsigned top = fused_shape(arity, block_parents, depth, &block_leaves);
     fused_job fused = {stores, len, first, top, arity, block_leaves,
                        first[0] / block_leaves, kernel, copy_src, copy_first,
                        copy_src ? rt_rule_storing_parents_fn(rule) : NULL, source};
     uint64_t blocks = (len[0] - 1) / block_leaves + 1 - fused.first_block;
-    uint64_t grain = unit / (block_leaves / arity);
+    uint64_t grain = unit / (block_leaves / arity * weight);
     if (grain == 0)
         grain = 1;
-    if (threads > 1 && level1_work >= threshold && blocks > grain)
+    if (threads > 1 && level1_work * weight >= threshold && blocks > grain)
         rt_pool_parallel_for((size_t)blocks, (size_t)grain, run_fused_blocks, &fused);
     else
         run_fused_blocks(&fused, 0, (size_t)blocks);

@@ -89,10 +89,14 @@ void rt_build_levels(const node_store *stores, const uint64_t *len, const uint64
 /* Leaves made while the tree is built rather than copied (the leaf hashes of
  * RFC 6962 entries): fill(ctx, first, count, dst) writes leaves
  * [first, first + count) of the batch (0: its first leaf) to dst, 32 bytes
- * each. Called from pool threads at once, on disjoint ranges. */
+ * each. Called from pool threads at once, on disjoint ranges. `weight` is
+ * the work of making one leaf in parent hashes (at least 1): the pool's
+ * threshold and units count parents, and a batch of long entries must reach
+ * the pool, in pieces as small as the same work of parents would be. */
 typedef struct rt_leaf_source {
     void (*fill)(const void *ctx, uint64_t first, uint64_t count, uint8_t *dst);
     const void *ctx;
+    uint64_t weight;
 } rt_leaf_source;
 
 /* rt_build_levels with leaves [copy_first, len[0]) from `source`: each piece

@@ -92,6 +92,10 @@ int rt_tree_insert_rfc6962_entries(rt_tree *tree, const uint8_t *data, size_t da
     int status = rt_rfc6962_entries_init(&entries, data, data_len, offsets, count, entry_len);
     if (status != RT_OK)
         return status;
-    rt_leaf_source source = {fill_leaf_hashes, &entries};
+    // Blocks of SHA-256 per leaf over the two of a parent, weighed as
+    // rt_rfc6962_leaf_hashes weighs them for its own pool run.
+    uint64_t total = offsets ? offsets[count] : (uint64_t)count * entry_len;
+    uint64_t weight = count ? (total / 64u + count) / (2u * count) : 1;
+    rt_leaf_source source = {fill_leaf_hashes, &entries, weight ? weight : 1};
     return rt_tree_insert_from_source(tree, &source, count, root_out);
 }

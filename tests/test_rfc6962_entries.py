@@ -143,3 +143,25 @@ def test_light_client_fallback_builds_the_same_tree(monkeypatch):
     assert (one_pass(entries)[1], rfc6962.leaf_hashes(entries)) == with_c
     # An iterator is read once: the fallback hashes what was read.
     assert one_pass(iter(entries))[1] == with_c[0]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_few_long_entries_reach_the_pool_and_build_the_same_tree(kernel):
+    """200 entries of 64 KiB are 13 MB of SHA-256 but only 100 level-1
+    parents: the build must weigh its leaves by their hashing (as
+    leaf_hashes does) rather than count parents, or the whole batch runs on
+    the calling thread while the two-pass build spreads it over the pool."""
+    rotortree.configure(simd=kernel, num_threads=2)
+    rng = random.Random(f"long {kernel}")
+    data = rand_bytes(rng, 200 * 65536)
+    jobs = rotortree.config.pool_stats()["jobs"]
+    tree = rotortree.LeanIMT(2, rule="rfc6962")
+    root = rfc6962.insert_entries(tree, data, 65536)
+    assert rotortree.config.pool_stats()["jobs"] > jobs
+    expected, expected_root = two_pass(data, 65536)
+    assert root == expected_root and nodes(tree) == nodes(expected)
+    # Mixed lengths, old leaves, and more threads' worth of pieces than
+    # entries: every weight splits blocks differently.
+    for old in (0, 1, 3):
+        entries = [rand_bytes(rng, rng.choice((0, 70, 5000, 70000))) for _ in range(41)]
+        assert_same(entries, before=[[rand_bytes(rng, 9) for _ in range(old)]] if old else ())
