@@ -6,7 +6,6 @@
 #include "rt_config.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -806,13 +805,7 @@ int rt_index_build_start(const uint8_t *leaves, uint64_t count, uint64_t expecte
     build->leaves = leaves;
     build->count = count;
     build->expected = expected < count ? count : expected;
-    // Signals belong to the application's threads (as for the pool's).
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int failed = pthread_create(&build->thread, NULL, index_build_main, build);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (failed) {
+    if (rt_thread_start(&build->thread, NULL, index_build_main, build) != 0) {
         free(build);
         return RT_ERR_THREAD;
     }

@@ -16,6 +16,7 @@
 
 #include "rotortree.h"
 #include "rt_mapping.h"
+#include "rt_pool.h"
 #include "rt_tree.h"
 
 #define HUGE_PAGE RT_HUGE_PAGE
@@ -246,7 +247,7 @@ void rt_mapping_prefault(uint8_t *base, size_t bytes)
             pthread_t thread;
             int ok = pthread_attr_init(&attr) == 0;
             ok = ok && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
-                 pthread_create(&thread, &attr, prefault_main, NULL) == 0;
+                 rt_thread_start(&thread, &attr, prefault_main, NULL) == 0;
             pthread_attr_destroy(&attr);
             if (!ok)
                 prefault.unsupported = 1; // no thread: the inserting threads fault as before

@@ -506,16 +506,10 @@ static void start_workers_locked(void)
         bool have_attr = pthread_attr_init(&attr) == 0;
         if (have_attr)
             pthread_attr_setstacksize(&attr, RT_WORKER_STACK);
-        // Workers inherit a fully blocked mask so that signals meant for the
-        // application (Python's SIGINT handling in particular) land on its
-        // own threads, never on a pool thread.
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
         if (pool.placement) // new workers start on the creator's CPU too
             atomic_store_explicit(&pool.waker_cpu, current_cpu(), memory_order_relaxed);
         for (; live < want; live++) {
-            if (pthread_create(&ws[live], have_attr ? &attr : NULL, worker_main, NULL) != 0)
+            if (rt_thread_start(&ws[live], have_attr ? &attr : NULL, worker_main, NULL) != 0)
                 break;
 #ifdef __linux__
             char name[24];
@@ -524,7 +518,6 @@ static void start_workers_locked(void)
             pthread_setname_np(ws[live], name);
 #endif
         }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (have_attr)
             pthread_attr_destroy(&attr);
     }
@@ -741,4 +734,16 @@ int rt_pool_shutdown(void)
     }
     pthread_mutex_unlock(&pool.mu);
     return rc;
+}
+
+int rt_thread_start(pthread_t *thread, const pthread_attr_t *attr, void *(*main_fn)(void *),
+                    void *arg)
+{
+    // The new thread inherits the mask in force at creation.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int failed = pthread_create(thread, attr, main_fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return failed;
 }

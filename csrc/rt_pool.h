@@ -5,6 +5,7 @@
 #ifndef RT_POOL_H
 #define RT_POOL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,5 +21,12 @@ void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx);
 /* The tunables in force, read once per job. */
 void rt_pool_tunables(uint32_t *num_threads, uint64_t *parallel_threshold,
                       uint64_t *par_chunk_size);
+
+/* pthread_create with every signal blocked in the new thread, so that
+ * signals meant for the application (Python's SIGINT handling in
+ * particular) land on its own threads and never interrupt the library's
+ * background threads. Returns pthread_create's result. */
+int rt_thread_start(pthread_t *thread, const pthread_attr_t *attr, void *(*main_fn)(void *),
+                    void *arg);
 
 #endif /* RT_POOL_H */

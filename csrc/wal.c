@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "rotortree.h"
+#include "rt_pool.h"
 #include "rt_tree.h"
 
 #if RT_X86
@@ -324,7 +325,7 @@ static int writer_submit(wal_job *job)
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int failed = pthread_create(&thread, &attr, writer_main, NULL);
+        int failed = rt_thread_start(&thread, &attr, writer_main, NULL);
         pthread_attr_destroy(&attr);
         if (failed) {
             pthread_mutex_unlock(&writer_lock);
