@@ -253,6 +253,7 @@ static rt_leaf_index *index_new(uint64_t entries, uint64_t size)
     atomic_init(&ix->refcount, 1);
     ix->staged = NULL;
     ix->staged_added = 0;
+    ix->plan = NULL;
     ix->wide = wide;
     ix->pos_bits = pos_bits;
     ix->mask = slots - 1;
@@ -706,8 +707,6 @@ int rt_index_reserve(const rt_tree *tree, uint64_t count, uint64_t new_size,
 {
     const rt_leaf_index *ix = tree->index;
     *fresh = NULL;
-    if (ix->staged) // a unique insert put the batch in already
-        return RT_OK;
     if (count <= ix->max_entries - ix->entries && new_size <= ix->pos_limit)
         return RT_OK;
     // Sized for every new leaf being distinct; the fill after the insert
@@ -947,7 +946,7 @@ static void stage_units(void *ctx, size_t begin, size_t end)
         if (index_put(ix, job->reader, leaves + i * 32u, h, job->first + i, &evicted,
                       job->shared))
             added++;
-        else // a repeat: this leaf, or the later copy it displaced
+        else if (job->marks) // a repeat: this leaf, or the later copy it displaced
             mark(job->marks, evicted == ABSENT ? i : evicted - job->first);
     }
     atomic_fetch_add_explicit(&job->added, added, memory_order_relaxed);
@@ -970,38 +969,34 @@ static void unstage_units(void *ctx, size_t begin, size_t end)
     }
 }
 
-/* Put the batch (positions tree->size + i) into the index or a new table
- * for it, marking the repeats; the tree is not touched. The staged table
- * hangs off tree->index until index_commit_staged or index_unstage. */
-static int index_stage(rt_tree *tree, const uint8_t *leaves, size_t count, uint8_t *marks,
-                       uint64_t *duplicates)
+/* Put the batch (positions tree->size + i) into `fresh` (a new table, which
+ * gets the tree's leaves too) or the index in place, marking the repeats
+ * in `marks` if not NULL; the tree is not touched. `alone`: the caller's
+ * thread does the batch's puts itself, with plain stores, while the pool
+ * hashes the tree (rt_index_beside); else they run on the pool. The staged
+ * table hangs off tree->index until index_commit_staged or index_unstage. */
+static void stage_batch(rt_tree *tree, rt_leaf_index *fresh, const uint8_t *leaves,
+                        size_t count, uint8_t *marks, int alone)
 {
-    if (count > tree->capacity - tree->size)
-        return RT_ERR_MAX_DEPTH;
-    rt_leaf_index *ix = tree->index, *fresh;
-    int status = rt_index_reserve(tree, count, tree->size + count, &fresh);
-    if (status != RT_OK)
-        return status;
+    rt_leaf_index *ix = tree->index;
     leaf_reader reader = tree_reader(tree);
     reader.tail = leaves;
     reader.tail_from = tree->size;
-    memset(marks, 0, count);
+    if (marks)
+        memset(marks, 0, count);
     uint64_t added, all = tree->size + count;
-    if (fresh && part_fill(fresh, &reader, 0, (size_t)all, pool_grain(all), marks, tree->size,
-                           1, &added)) {
+    if (!alone && fresh &&
+        part_fill(fresh, &reader, 0, (size_t)all, pool_grain(all), marks, tree->size, 1, &added)) {
         // The tree's leaves and the batch went into the new table in one
-        // pass; the batch's share of its entries is what the batch did not
-        // repeat.
-        uint64_t repeats = 0;
-        for (size_t i = 0; i < count; i++)
-            repeats += marks[i];
-        fresh->entries = added - (count - repeats);
-        added = count - repeats;
+        // pass; the tree's share of its entries is what the table they came
+        // from held.
+        fresh->entries = ix->entries;
+        added -= ix->entries;
     } else {
         if (fresh)
             index_fill_new(fresh, &reader, tree->size);
         rt_leaf_index *target = fresh ? fresh : ix;
-        size_t grain = pool_grain(count);
+        size_t grain = alone ? 0 : pool_grain(count);
         if (!part_fill(target, &reader, tree->size, count, grain, marks, tree->size, 0, &added)) {
             stage_job job = {target, &reader, leaves, tree->size, marks, grain != 0, 0};
             if (grain)
@@ -1013,7 +1008,21 @@ static int index_stage(rt_tree *tree, const uint8_t *leaves, size_t count, uint8
     }
     ix->staged = fresh ? fresh : ix;
     ix->staged_added = added;
-    *duplicates = count - added;
+}
+
+/* rt_tree_index_duplicates' check: the batch staged as a unique insert
+ * would stage it, with *duplicates its repeats. */
+static int index_stage(rt_tree *tree, const uint8_t *leaves, size_t count, uint8_t *marks,
+                       uint64_t *duplicates)
+{
+    if (count > tree->capacity - tree->size)
+        return RT_ERR_MAX_DEPTH;
+    rt_leaf_index *fresh;
+    int status = rt_index_reserve(tree, count, tree->size + count, &fresh);
+    if (status != RT_OK)
+        return status;
+    stage_batch(tree, fresh, leaves, count, marks, 0);
+    *duplicates = count - tree->index->staged_added;
     return RT_OK;
 }
 
@@ -1042,6 +1051,8 @@ static void index_commit_staged(rt_tree *tree)
     ix->staged = NULL;
     ix->staged_added = 0;
     if (staged != ix) {
+        staged->plan = ix->plan; // the insert's, until rt_index_plan_end
+        ix->plan = NULL;
         rt_index_release(ix); // snapshots may keep it
         tree->index = staged;
     }
@@ -1063,6 +1074,88 @@ int rt_tree_index_duplicates(rt_tree *tree, const uint8_t *leaves, size_t count,
     return status;
 }
 
+/* ---- planned inserts: the index beside the build ------------------------------ */
+
+void rt_index_plan_begin(rt_tree *tree, rt_index_plan *plan)
+{
+    plan->repeats = 0;
+    tree->index->plan = plan;
+}
+
+void rt_index_plan_end(rt_tree *tree)
+{
+    if (tree->index)
+        tree->index->plan = NULL;
+}
+
+// An indexed insert used to index its batch after hashing it, both on the
+// pool: the puts, locked compare-exchanges missing to memory, cost about
+// as much CPU as the hashing and ran after it. When the batch is known
+// before the tree has it, one thread puts it into the index, alone and
+// with plain stores, while the other threads hash the tree; once done it
+// joins the hashing.
+typedef struct beside_job {
+    rt_tree *tree;
+    rt_leaf_index *fresh;
+    void (*write)(void *);
+    void *write_ctx;
+    pthread_t caller;
+    atomic_int taken; /* bit 0: the nodes, bit 1: the index */
+} beside_job;
+
+static void beside_units(void *ctx, size_t begin, size_t end)
+{
+    beside_job *job = ctx;
+    for (size_t u = begin; u < end; u++) {
+        // The caller writes the nodes: it owns the build's pool jobs, and an
+        // owner waiting for its helpers helps no other job, so the thread
+        // that ends its share first must be the one doing the index, which
+        // then helps hash.
+        int role = pthread_equal(pthread_self(), job->caller) ? 1 : 2;
+        if (atomic_fetch_or(&job->taken, role) & role) {
+            role ^= 3;
+            atomic_fetch_or(&job->taken, role);
+        }
+        if (role == 1) {
+            job->write(job->write_ctx);
+        } else {
+            const rt_index_plan *plan = job->tree->index->plan;
+            stage_batch(job->tree, job->fresh, plan->leaves, plan->count, plan->marks, 1);
+        }
+    }
+}
+
+void rt_index_beside(rt_tree *tree, rt_leaf_index *fresh, void (*write)(void *), void *ctx)
+{
+    rt_leaf_index *ix = tree->index;
+    rt_index_plan *plan = ix->plan;
+    if (!plan) {
+        write(ctx);
+        return;
+    }
+    if (pool_grain(plan->count)) {
+        beside_job job = {tree, fresh, write, ctx, pthread_self(), 0};
+        rt_pool_parallel_for(2, 1, beside_units, &job);
+    } else {
+        // Too small to share out: the check first, so that a refused batch
+        // is never hashed.
+        stage_batch(tree, fresh, plan->leaves, plan->count, plan->marks, 0);
+        plan->repeats = plan->count - ix->staged_added;
+        if (!(plan->check && plan->repeats))
+            write(ctx);
+        return;
+    }
+    plan->repeats = plan->count - ix->staged_added;
+}
+
+void rt_index_abandon(rt_tree *tree, rt_leaf_index *fresh)
+{
+    if (tree->index->staged)
+        index_unstage(tree); // drops `fresh` if the batch went there
+    else
+        rt_index_release(fresh);
+}
+
 int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, int mode,
                           uint8_t *duplicates, uint64_t *duplicate_count, uint8_t *root_out)
 {
@@ -1074,14 +1167,14 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
     if (count == 0)
         return RT_ERR_EMPTY_BATCH;
     // The staged entries are placed by the hashes of the batch as read now,
-    // and the insert copies it again later: a caller's buffer (a bytearray
-    // or numpy array another thread writes while the GIL is released) that
+    // and the insert copies it again: a caller's buffer (a bytearray or
+    // numpy array another thread writes while the GIL is released) that
     // changed in between left leaves in the tree under slots of other
     // values, so has() missed them and later unique inserts let them in
-    // twice. Both steps read one private copy instead, unless the caller
-    // vouches that nobody can write the batch meanwhile (Python's bytes):
-    // the copy is a pass over the whole batch, into fresh memory, that
-    // costs a unique insert several percent of its time.
+    // twice. Both read one private copy instead, unless the caller vouches
+    // that nobody can write the batch meanwhile (Python's bytes): the copy
+    // is a pass over the whole batch, into fresh memory, that costs a
+    // unique insert several percent of its time.
     if (count > SIZE_MAX / 32u)
         return RT_ERR_INVALID_ARGUMENT;
     uint8_t *batch = NULL;
@@ -1097,21 +1190,21 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
         return RT_ERR_THREAD;
     }
     uint64_t dups = 0;
-    int status = tree->index ? index_stage(tree, leaves, count, duplicates, &dups)
-                             : RT_ERR_NO_INDEX;
-    if (status == RT_OK) {
-        if (dups == 0) {
-            // Commits the staged entries once the leaves are in (rt_index_add).
-            status = rt_tree_insert_locked(tree, leaves, count, root_out);
-            if (status != RT_OK)
-                index_unstage(tree);
-        } else {
-            index_unstage(tree);
-            if (mode == RT_UNIQUE_REJECT) {
-                status = RT_ERR_DUPLICATE;
-            } else if (dups == count) {
+    int status = RT_ERR_NO_INDEX;
+    if (tree->index) {
+        // Checked while the tree hashes the batch (rt_index_beside): one
+        // pass finds the leaves already in the tree and the repeats inside
+        // the batch, and leaves nothing to add after the insert.
+        rt_index_plan plan = {leaves, count, duplicates, 1, 0};
+        rt_index_plan_begin(tree, &plan);
+        status = rt_tree_insert_locked(tree, leaves, count, root_out);
+        rt_index_plan_end(tree);
+        if (status == RT_ERR_DUPLICATE) {
+            dups = plan.repeats;
+            if (mode == RT_UNIQUE_SKIP && dups == count) {
                 rt_tree_copy_root(tree, root_out); // every leaf was in the tree already
-            } else {
+                status = RT_OK;
+            } else if (mode == RT_UNIQUE_SKIP) {
                 uint8_t *kept = rt_buffer_alloc((size_t)(count - dups) * 32u);
                 if (!kept) {
                     status = RT_ERR_NOMEM;
@@ -1120,7 +1213,11 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
                     for (size_t i = 0; i < count; i++)
                         if (!duplicates[i])
                             memcpy(kept + 32u * n++, leaves + 32u * i, 32);
+                    // New and distinct: nothing left to check or mark.
+                    rt_index_plan again = {kept, n, NULL, 0, 0};
+                    rt_index_plan_begin(tree, &again);
                     status = rt_tree_insert_locked(tree, kept, n, root_out);
+                    rt_index_plan_end(tree);
                     rt_buffer_free(kept);
                 }
             }

@@ -235,6 +235,12 @@ int rt_tree_insert(rt_tree *tree, const uint8_t *leaf, uint8_t *root_out);
  * during the call. */
 int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
                         uint8_t *root_out);
+/* rt_tree_insert_many of a batch that no other thread changes during the
+ * call (an immutable or private buffer): an indexed tree then reads it
+ * twice, to index it on one pool thread while the others hash it, instead
+ * of indexing the stored leaves after the hashing. Same tree, same index. */
+int rt_tree_insert_many_stable(rt_tree *tree, const uint8_t *leaves, size_t count,
+                               uint8_t *root_out);
 
 /* Append the RFC 6962 leaf hashes of `count` entries (read as by
  * rt_rfc6962_leaf_hashes) to a tree of the rfc6962 rule and return its new

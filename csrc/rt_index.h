@@ -31,6 +31,20 @@
  * leaf, or the reader's leaf whose first position is past the snapshot, and
  * then no other entry for it exists (one entry per distinct leaf).
  */
+/* How an insert indexes its batch when the caller knows the leaves before
+ * the tree has them (rt_index_plan_begin): staged in the index while the
+ * tree hashes them (rt_index_beside) instead of after, and checked for
+ * repeats on the way. `leaves` must not change until the insert returns
+ * (a private copy, or an immutable buffer). */
+typedef struct rt_index_plan {
+    const uint8_t *leaves;
+    size_t count;
+    uint8_t *marks; /* NULL, or one byte per leaf: 1 for a repeat of a leaf in
+                       the tree or earlier in the batch, else 0 */
+    int check;      /* a repeat refuses the insert (RT_ERR_DUPLICATE) */
+    uint64_t repeats; /* out: the batch's repeats, once staged */
+} rt_index_plan;
+
 typedef struct rt_leaf_index {
     atomic_uint refcount;
     unsigned wide;     /* 1: 8-byte slots, 0: 4-byte slots */
@@ -47,6 +61,7 @@ typedef struct rt_leaf_index {
     // are new, committed by rt_index_add or taken out again.
     struct rt_leaf_index *staged;
     uint64_t staged_added;
+    rt_index_plan *plan; /* the insert in progress, if it has one */
 } rt_leaf_index;
 
 /* The low bits of a slot that hold position + 1 in a table made for a tree
@@ -64,6 +79,36 @@ void rt_index_release(rt_leaf_index *index);
  * is touched. */
 int rt_index_reserve(const rt_tree *tree, uint64_t count, uint64_t new_size,
                      rt_leaf_index **fresh);
+
+/* The insert under way (write lock held) stages its batch as `plan` says
+ * (rt_index_plan); rt_index_plan_end after it, whatever its status. */
+void rt_index_plan_begin(rt_tree *tree, rt_index_plan *plan);
+void rt_index_plan_end(rt_tree *tree);
+
+/* Run write(ctx), which writes the insert's new nodes, and meanwhile, on
+ * another pool thread when the batch is large, stage the planned batch
+ * into `fresh` (from rt_index_reserve) or the index in place; without a
+ * plan just write(ctx). When a checked batch is found to repeat a leaf
+ * before the nodes are written, they are not. Cannot fail. */
+void rt_index_beside(rt_tree *tree, rt_leaf_index *fresh, void (*write)(void *), void *ctx);
+
+/* After rt_index_beside: RT_ERR_DUPLICATE when a checked plan met a repeat,
+ * else RT_OK. */
+static inline int rt_index_verdict(const rt_leaf_index *index)
+{
+    return index->plan && index->plan->check && index->plan->repeats ? RT_ERR_DUPLICATE : RT_OK;
+}
+
+/* Whether the insert under way may be refused after its nodes are written
+ * (its edge nodes must then be kept to put back). */
+static inline int rt_index_may_refuse(const rt_leaf_index *index)
+{
+    return index && index->plan && index->plan->check;
+}
+
+/* An insert refused after rt_index_beside (repeats, or its gate): the index
+ * exactly as before it, `fresh` dropped. */
+void rt_index_abandon(rt_tree *tree, rt_leaf_index *fresh);
 
 /* After the leaves [old_size, tree->size) are written and published: add
  * them to the index (fresh from rt_index_reserve, filled from every leaf,

@@ -183,6 +183,41 @@ static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *first
     }
 }
 
+/* The new nodes of one insert (everything it writes past the published
+ * lengths, and the edge nodes it rewrites), as a callback for
+ * rt_index_beside. */
+typedef struct node_writes {
+    rt_tree *tree;
+    const uint8_t *leaves;
+    const rt_leaf_source *source;
+    uint64_t count;
+    const uint64_t *first, *len;
+    unsigned new_depth;
+} node_writes;
+
+static void write_nodes(void *ctx)
+{
+    const node_writes *w = ctx;
+    rt_tree *tree = w->tree;
+    const unsigned cap = tree->chunk_cap;
+    if (w->new_depth == 0) {
+        node_store leaves_out = store_of_level(&tree->levels[0], cap);
+        store_write(&leaves_out, w->first[0], w->leaves, w->count);
+    } else if (w->count == 1) {
+        append_one(tree, w->leaves, w->first, w->len, w->new_depth);
+    } else {
+        node_store stores[RT_MAX_DEPTH_LIMIT + 1];
+        for (unsigned l = 0; l <= w->new_depth; l++)
+            stores[l] = store_of_level(&tree->levels[l], cap);
+        if (w->source)
+            rt_build_levels_from(stores, w->len, w->first, w->new_depth, tree->arity,
+                                 tree->rule, w->source, w->first[0]);
+        else
+            rt_build_levels(stores, w->len, w->first, w->new_depth, tree->arity, tree->rule,
+                            w->leaves, w->first[0]);
+    }
+}
+
 /* Caller holds the write lock. `gate` (may be NULL) runs after the new nodes
  * are hashed and before they are published; if it fails, the tree is put
  * back as it was and its status returned (see rt_tree_insert_many_gated).
@@ -245,38 +280,27 @@ static int insert_from_locked(rt_tree *tree, const uint8_t *leaves,
     // leaves in place (everything else it writes lies past the published
     // lengths), so keeping those nodes is all a gated insert needs to undo.
     uint8_t edge[RT_MAX_DEPTH_LIMIT + 1][32];
-    if (gate)
+    if (gate || rt_index_may_refuse(tree->index))
         for (unsigned l = 1; l <= new_depth; l++)
             if (first[l] < tree->levels[l].len)
                 memcpy(edge[l], rt_level_node(&tree->levels[l], first[l], cap), 32);
 
-    if (new_depth == 0) {
-        node_store leaves_out = store_of_level(&tree->levels[0], cap);
-        store_write(&leaves_out, old_size, leaves, count);
-    } else if (count == 1) {
-        append_one(tree, leaves, first, len, new_depth);
-    } else {
-        node_store stores[RT_MAX_DEPTH_LIMIT + 1];
-        for (unsigned l = 0; l <= new_depth; l++)
-            stores[l] = store_of_level(&tree->levels[l], cap);
-        if (source)
-            rt_build_levels_from(stores, len, first, new_depth, arity, tree->rule, source,
-                                 old_size);
-        else
-            rt_build_levels(stores, len, first, new_depth, arity, tree->rule, leaves, old_size);
-    }
+    node_writes writes = {tree, leaves, source, count, first, len, new_depth};
+    if (tree->index) // it may index the batch meanwhile, and refuse it (unique inserts)
+        rt_index_beside(tree, fresh_index, write_nodes, &writes);
+    else
+        write_nodes(&writes);
 
-    if (gate) {
-        int status = gate(gate_ctx);
-        if (status != RT_OK) {
-            // The write lock is still held, so no reader saw the new nodes.
-            for (unsigned l = 1; l <= new_depth; l++)
-                if (first[l] < tree->levels[l].len)
-                    memcpy((uint8_t *)rt_level_node(&tree->levels[l], first[l], cap), edge[l],
-                           32);
-            rt_index_release(fresh_index);
-            return status;
-        }
+    int status = tree->index ? rt_index_verdict(tree->index) : RT_OK;
+    if (status == RT_OK && gate)
+        status = gate(gate_ctx);
+    if (status != RT_OK) {
+        // The write lock is still held, so no reader saw the new nodes.
+        for (unsigned l = 1; l <= new_depth; l++)
+            if (first[l] < tree->levels[l].len)
+                memcpy((uint8_t *)rt_level_node(&tree->levels[l], first[l], cap), edge[l], 32);
+        rt_index_abandon(tree, fresh_index);
+        return status;
     }
 
     for (unsigned l = 0; l <= new_depth; l++)
@@ -301,13 +325,21 @@ int rt_tree_insert_many(rt_tree *tree, const uint8_t *leaves, size_t count,
     return rt_tree_insert_many_gated(tree, leaves, count, root_out, NULL, NULL);
 }
 
+/* `stable`: nobody changes `leaves` during the call, so an indexed tree may
+ * read them twice, to index them while it hashes them (rt_index_beside). */
 static int insert_many_from(rt_tree *tree, const uint8_t *leaves, const rt_leaf_source *source,
                             size_t count, uint8_t *root_out, int (*gate)(void *),
-                            void *gate_ctx)
+                            void *gate_ctx, int stable)
 {
     if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
+    rt_index_plan plan = {leaves, count, NULL, 0, 0};
+    const int planned = stable && leaves && tree->index;
+    if (planned)
+        rt_index_plan_begin(tree, &plan);
     int status = insert_from_locked(tree, leaves, source, count, root_out, gate, gate_ctx);
+    if (planned)
+        rt_index_plan_end(tree);
     // Memory the next batch will likely need, pre-faulted in the background
     // from now on: after this batch, so that it never competes with it.
     uint8_t *ahead[RT_MAX_DEPTH_LIMIT + 1];
@@ -330,7 +362,17 @@ int rt_tree_insert_many_gated(rt_tree *tree, const uint8_t *leaves, size_t count
         return RT_ERR_INVALID_ARGUMENT;
     if (count == 0)
         return RT_ERR_EMPTY_BATCH;
-    return insert_many_from(tree, leaves, NULL, count, root_out, gate, gate_ctx);
+    return insert_many_from(tree, leaves, NULL, count, root_out, gate, gate_ctx, 0);
+}
+
+int rt_tree_insert_many_stable(rt_tree *tree, const uint8_t *leaves, size_t count,
+                               uint8_t *root_out)
+{
+    if (!tree || !root_out || (count && !leaves))
+        return RT_ERR_INVALID_ARGUMENT;
+    if (count == 0)
+        return RT_ERR_EMPTY_BATCH;
+    return insert_many_from(tree, leaves, NULL, count, root_out, NULL, NULL, 1);
 }
 
 int rt_tree_insert_from_source(rt_tree *tree, const rt_leaf_source *source, size_t count,
@@ -340,7 +382,7 @@ int rt_tree_insert_from_source(rt_tree *tree, const rt_leaf_source *source, size
         return RT_ERR_INVALID_ARGUMENT;
     if (count == 0)
         return RT_ERR_EMPTY_BATCH;
-    return insert_many_from(tree, NULL, source, count, root_out, NULL, NULL);
+    return insert_many_from(tree, NULL, source, count, root_out, NULL, NULL, 0);
 }
 
 int rt_tree_insert(rt_tree *tree, const uint8_t *leaf, uint8_t *root_out)

@@ -41,9 +41,10 @@ def _new_root_buffer() -> "Tuple[bytearray, Any]":
 
 
 def _stable(leaves: object, buffer: Any) -> int:
-    """RT_UNIQUE_STABLE when no other thread can change the batch during a
-    unique insert (an exact ``bytes``, or the private join of an iterable):
-    C then reads it in place instead of copying it first."""
+    """RT_UNIQUE_STABLE when no other thread can change the batch during an
+    insert (an exact ``bytes``, or the private join of an iterable): C then
+    reads it in place instead of copying it first (unique inserts), or
+    indexes it while hashing it (``rt_tree_insert_many_stable``)."""
     return lib.RT_UNIQUE_STABLE if type(leaves) is bytes or type(buffer) is bytes else 0
 
 
@@ -162,7 +163,11 @@ class LeanIMT(IndexReads):
             return self._insert_unique(buffer, count,
                                        lib.RT_UNIQUE_REJECT | _stable(leaves, buffer))[0]
         root = ffi.new("uint8_t[32]")
-        status = lib.rt_tree_insert_many(self._tree, buffer, count, root)
+        # A batch no other thread can change may be read twice: an indexed
+        # tree then indexes it while hashing it rather than after.
+        insert = lib.rt_tree_insert_many_stable if _stable(leaves, buffer) \
+            else lib.rt_tree_insert_many
+        status = insert(self._tree, buffer, count, root)
         if status == lib.RT_ERR_MAX_DEPTH:
             raise self._capacity_error(count)
         check(status, "insert_many")

@@ -1983,8 +1983,11 @@ static void check_index(rt_tree *tree, const rt_snapshot *snap, const uint8_t *p
     free(found);
 }
 
-/* Random batches (plain, unique-reject, unique-skip) against a model, with
- * snapshots checked by the size rule after the tree has moved on. */
+/* Random batches (plain, unique-reject, unique-skip, plain of a stable
+ * batch) against a model, with snapshots checked by the size rule after
+ * the tree has moved on, and the root against a tree without an index
+ * given the leaves each batch was to add: a refused batch, hashed while the
+ * index checked it, must leave the nodes exactly as they were. */
 static void index_model_run(rng *g, unsigned arity, uint64_t pool_size, unsigned batches,
                             uint64_t batch_max)
 {
@@ -1998,8 +2001,9 @@ static void index_model_run(rng *g, unsigned arity, uint64_t pool_size, unsigned
     uint64_t *batch_first = xmalloc((size_t)pool_size * sizeof(uint64_t));
     for (uint64_t j = 0; j < pool_size; j++)
         first[j] = snap_first[j] = UINT64_MAX;
-    rt_tree *tree;
+    rt_tree *tree, *shadow;
     REQUIRE(rt_tree_new(arity, 48, RT_RULE_ROTORTREE_015, &tree) == RT_OK, "tree");
+    REQUIRE(rt_tree_new(arity, 48, RT_RULE_ROTORTREE_015, &shadow) == RT_OK, "shadow");
     uint8_t root[32];
     uint64_t size = 0, dups;
     CHECK(rt_tree_index_find(tree, pool, 1, NULL, marks) == RT_ERR_NO_INDEX, "no index yet");
@@ -2008,6 +2012,7 @@ static void index_model_run(rng *g, unsigned arity, uint64_t pool_size, unsigned
         uint64_t n = 1 + rng_below(g, batch_max);
         pooled_leaves(g, pool, pool_size, batch, which, n);
         REQUIRE(rt_tree_insert_many(tree, batch, (size_t)n, root) == RT_OK, "pre-insert");
+        REQUIRE(rt_tree_insert_many(shadow, batch, (size_t)n, root) == RT_OK, "pre-insert");
         for (uint64_t i = 0; i < n; i++)
             if (first[which[i]] == UINT64_MAX)
                 first[which[i]] = i;
@@ -2018,7 +2023,8 @@ static void index_model_run(rng *g, unsigned arity, uint64_t pool_size, unsigned
     for (unsigned b = 0; b < batches; b++) {
         uint64_t n = 1 + rng_below(g, batch_max);
         pooled_leaves(g, pool, pool_size, batch, which, n);
-        int mode = (int)rng_below(g, 3);
+        int mode = (int)rng_below(g, 4);
+        const bool plain = mode == 0 || mode == 3;
         // The model's duplicates: in the tree or earlier in the batch.
         for (uint64_t i = 0; i < n; i++)
             batch_first[which[i]] = UINT64_MAX;
@@ -2035,6 +2041,8 @@ static void index_model_run(rng *g, unsigned arity, uint64_t pool_size, unsigned
         bool inserted = true;
         if (mode == 0) {
             REQUIRE(rt_tree_insert_many(tree, batch, (size_t)n, root) == RT_OK, "%s", what);
+        } else if (mode == 3) {
+            REQUIRE(rt_tree_insert_many_stable(tree, batch, (size_t)n, root) == RT_OK, "%s", what);
         } else {
             int rc = rt_tree_insert_unique(tree, batch, (size_t)n,
                                            mode == 1 ? RT_UNIQUE_REJECT : RT_UNIQUE_SKIP,
@@ -2049,18 +2057,26 @@ static void index_model_run(rng *g, unsigned arity, uint64_t pool_size, unsigned
             uint64_t at = size;
             for (uint64_t i = 0; i < n; i++) {
                 uint64_t j = which[i];
-                if (mode == 0 || (first[j] == UINT64_MAX && batch_first[j] == i)) {
+                if (plain || (first[j] == UINT64_MAX && batch_first[j] == i)) {
                     if (first[j] == UINT64_MAX)
-                        first[j] = mode == 0 ? size + i : at;
+                        first[j] = plain ? size + i : at;
                     at++;
                 }
             }
-            size = mode == 0 ? size + n : at;
+            size = plain ? size + n : at;
+            if (plain)
+                REQUIRE(rt_tree_insert_many(shadow, batch, (size_t)n, root) == RT_OK, "shadow");
+            else if (kept_n)
+                REQUIRE(rt_tree_insert_many(shadow, kept, (size_t)kept_n, root) == RT_OK,
+                        "shadow");
         }
         struct rt_tree_state state;
         rt_tree_state(tree, &state);
         CHECK(state.size == size, "%s: size %llu, model %llu", what,
               (unsigned long long)state.size, (unsigned long long)size);
+        struct rt_tree_state want;
+        rt_tree_state(shadow, &want);
+        CHECK(size == 0 || same_hash(state.root, want.root), "%s: root differs", what);
         check_index(tree, NULL, pool, (size_t)pool_size, first, what);
         if (snap)
             check_index(NULL, snap, pool, (size_t)pool_size, snap_first, what);
@@ -2071,6 +2087,7 @@ static void index_model_run(rng *g, unsigned arity, uint64_t pool_size, unsigned
         }
     }
     rt_tree_free(tree);
+    rt_tree_free(shadow);
     if (snap) // outlives its tree, index included
         check_index(NULL, snap, pool, (size_t)pool_size, snap_first, "orphan snapshot");
     rt_snapshot_free(snap);
@@ -2156,9 +2173,11 @@ static void inject_index_sweep(rng *g, uint64_t size, uint64_t k, int mode)
     REQUIRE(rt_tree_snapshot(tree, &snap) == RT_OK, "snapshot");
     for (long target = 0;; target++) {
         arm_from(target);
-        int rc = mode ? rt_tree_insert_unique(tree, leaves + 32u * size, (size_t)k,
-                                              RT_UNIQUE_SKIP, marks, &dups, root)
-                      : rt_tree_insert_many(tree, leaves + 32u * size, (size_t)k, root);
+        int rc = mode == 1 ? rt_tree_insert_unique(tree, leaves + 32u * size, (size_t)k,
+                                                   RT_UNIQUE_SKIP, marks, &dups, root)
+                 : mode == 2 ? rt_tree_insert_many_stable(tree, leaves + 32u * size, (size_t)k,
+                                                          root)
+                             : rt_tree_insert_many(tree, leaves + 32u * size, (size_t)k, root);
         long injected = disarm();
         if (rc == RT_OK)
             break;
@@ -2203,8 +2222,11 @@ static void test_index_injection(rng *g)
     inject_index_sweep(g, 40, 30, 0);   // past the load limit: the index doubles
     inject_index_sweep(g, 40, 30, 1);
     inject_index_sweep(g, 1000, 5, 1);  // in place
+    inject_index_sweep(g, 40, 30, 2);
     set_pool(2, 64, 1);
-    inject_index_sweep(g, 3000, 5000, 1); // on the pool
+    inject_index_sweep(g, 3000, 5000, 1); // on the pool, the index beside the hashing
+    inject_index_sweep(g, 3000, 5000, 2);
+    inject_index_sweep(g, 1000, 600, 2);  // in place
     set_pool(1, 1024, 64);
 }
 #endif
