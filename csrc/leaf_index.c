@@ -6,6 +6,7 @@
 #include "rt_config.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,7 +36,7 @@
 // Hashes run PIPE leaves ahead of the probes and each slot is prefetched as
 // soon as its hash is known, so a probe's cache miss overlaps the work on
 // the PIPE leaves before it instead of stalling the loop.
-#define PIPE 16u
+#define PIPE 32u
 
 /* ---- hashing --------------------------------------------------------------- */
 
@@ -932,9 +933,8 @@ typedef struct stage_job {
     atomic_uint_fast64_t added;
 } stage_job;
 
-static void stage_units(void *ctx, size_t begin, size_t end)
+static void stage_range(stage_job *job, size_t begin, size_t end, int shared)
 {
-    stage_job *job = ctx;
     const rt_leaf_index *ix = job->ix;
     const uint8_t *leaves = job->leaves;
     uint64_t added = 0, evicted;
@@ -943,13 +943,18 @@ static void stage_units(void *ctx, size_t begin, size_t end)
     for (size_t i = begin; i < end; i++) {
         uint64_t h = pipe_next(&pipe, i);
         evicted = ABSENT;
-        if (index_put(ix, job->reader, leaves + i * 32u, h, job->first + i, &evicted,
-                      job->shared))
+        if (index_put(ix, job->reader, leaves + i * 32u, h, job->first + i, &evicted, shared))
             added++;
         else if (job->marks) // a repeat: this leaf, or the later copy it displaced
             mark(job->marks, evicted == ABSENT ? i : evicted - job->first);
     }
     atomic_fetch_add_explicit(&job->added, added, memory_order_relaxed);
+}
+
+static void stage_units(void *ctx, size_t begin, size_t end)
+{
+    stage_job *job = ctx;
+    stage_range(job, begin, end, job->shared);
 }
 
 typedef struct unstage_job {
@@ -970,13 +975,11 @@ static void unstage_units(void *ctx, size_t begin, size_t end)
 }
 
 /* Put the batch (positions tree->size + i) into `fresh` (a new table, which
- * gets the tree's leaves too) or the index in place, marking the repeats
- * in `marks` if not NULL; the tree is not touched. `alone`: the caller's
- * thread does the batch's puts itself, with plain stores, while the pool
- * hashes the tree (rt_index_beside); else they run on the pool. The staged
+ * gets the tree's leaves too) or the index in place, on the pool, marking
+ * the repeats in `marks` if not NULL; the tree is not touched. The staged
  * table hangs off tree->index until index_commit_staged or index_unstage. */
 static void stage_batch(rt_tree *tree, rt_leaf_index *fresh, const uint8_t *leaves,
-                        size_t count, uint8_t *marks, int alone)
+                        size_t count, uint8_t *marks)
 {
     rt_leaf_index *ix = tree->index;
     leaf_reader reader = tree_reader(tree);
@@ -985,7 +988,7 @@ static void stage_batch(rt_tree *tree, rt_leaf_index *fresh, const uint8_t *leav
     if (marks)
         memset(marks, 0, count);
     uint64_t added, all = tree->size + count;
-    if (!alone && fresh &&
+    if (fresh &&
         part_fill(fresh, &reader, 0, (size_t)all, pool_grain(all), marks, tree->size, 1, &added)) {
         // The tree's leaves and the batch went into the new table in one
         // pass; the tree's share of its entries is what the table they came
@@ -996,7 +999,7 @@ static void stage_batch(rt_tree *tree, rt_leaf_index *fresh, const uint8_t *leav
         if (fresh)
             index_fill_new(fresh, &reader, tree->size);
         rt_leaf_index *target = fresh ? fresh : ix;
-        size_t grain = alone ? 0 : pool_grain(count);
+        size_t grain = pool_grain(count);
         if (!part_fill(target, &reader, tree->size, count, grain, marks, tree->size, 0, &added)) {
             stage_job job = {target, &reader, leaves, tree->size, marks, grain != 0, 0};
             if (grain)
@@ -1021,7 +1024,7 @@ static int index_stage(rt_tree *tree, const uint8_t *leaves, size_t count, uint8
     int status = rt_index_reserve(tree, count, tree->size + count, &fresh);
     if (status != RT_OK)
         return status;
-    stage_batch(tree, fresh, leaves, count, marks, 0);
+    stage_batch(tree, fresh, leaves, count, marks);
     *duplicates = count - tree->index->staged_added;
     return RT_OK;
 }
@@ -1092,35 +1095,72 @@ void rt_index_plan_end(rt_tree *tree)
 // pool: the puts, locked compare-exchanges missing to memory, cost about
 // as much CPU as the hashing and ran after it. When the batch is known
 // before the tree has it, one thread puts it into the index, alone and
-// with plain stores, while the other threads hash the tree; once done it
-// joins the hashing.
+// with plain stores, while the caller hashes the tree on the rest of the
+// pool; whichever ends first helps the other: the index thread joins the
+// hashing's pool jobs, the caller takes blocks of the batch's puts, both
+// with compare-exchanges from then on.
+#define BESIDE_BLOCK 2048u
+
 typedef struct beside_job {
-    rt_tree *tree;
-    rt_leaf_index *fresh;
+    stage_job stage;
+    size_t count, blocks;
+    atomic_size_t next;      /* the next block of puts to claim */
+    atomic_int taken;        /* bit 0: the nodes, bit 1: owning the puts */
+    atomic_int joined;       /* a helper puts too: compare-exchanges only */
+    atomic_int plain_busy;   /* the owner is in a block of plain stores */
     void (*write)(void *);
     void *write_ctx;
     pthread_t caller;
-    atomic_int taken; /* bit 0: the nodes, bit 1: the index */
 } beside_job;
+
+/* Claim and put blocks until none is left; the owner uses plain stores in
+ * each block it starts before a helper has joined. */
+static void beside_puts(beside_job *job, int owner)
+{
+    for (;;) {
+        size_t b = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
+        if (b >= job->blocks)
+            return;
+        size_t begin = b * BESIDE_BLOCK;
+        size_t end = job->count - begin < BESIDE_BLOCK ? job->count : begin + BESIDE_BLOCK;
+        int shared = 1;
+        if (owner) {
+            // With the helper's store of `joined` and load of `plain_busy`
+            // (all sequentially consistent): either it waits for this block
+            // or this block sees it and takes compare-exchanges.
+            atomic_store(&job->plain_busy, 1);
+            shared = atomic_load(&job->joined);
+            if (shared)
+                atomic_store(&job->plain_busy, 0);
+        }
+        stage_range(&job->stage, begin, end, shared);
+        if (!shared)
+            atomic_store_explicit(&job->plain_busy, 0, memory_order_release);
+    }
+}
 
 static void beside_units(void *ctx, size_t begin, size_t end)
 {
     beside_job *job = ctx;
+    // The caller writes the nodes: it owns the hashing's pool jobs, and an
+    // owner waiting for its helpers helps no other job, so the other thread
+    // must be the one that can end its share first and help.
+    const int caller = pthread_equal(pthread_self(), job->caller);
     for (size_t u = begin; u < end; u++) {
-        // The caller writes the nodes: it owns the build's pool jobs, and an
-        // owner waiting for its helpers helps no other job, so the thread
-        // that ends its share first must be the one doing the index, which
-        // then helps hash.
-        int role = pthread_equal(pthread_self(), job->caller) ? 1 : 2;
-        if (atomic_fetch_or(&job->taken, role) & role) {
-            role ^= 3;
-            atomic_fetch_or(&job->taken, role);
+        for (int k = 0; k < 2; k++) {
+            int role = (k == 0) == caller ? 1 : 2;
+            if (atomic_fetch_or(&job->taken, role) & role)
+                continue;
+            if (role == 1)
+                job->write(job->write_ctx);
+            else
+                beside_puts(job, 1);
         }
-        if (role == 1) {
-            job->write(job->write_ctx);
-        } else {
-            const rt_index_plan *plan = job->tree->index->plan;
-            stage_batch(job->tree, job->fresh, plan->leaves, plan->count, plan->marks, 1);
+        if (atomic_load_explicit(&job->next, memory_order_relaxed) < job->blocks) {
+            atomic_store(&job->joined, 1);
+            while (atomic_load(&job->plain_busy)) // at most the owner's block
+                sched_yield();
+            beside_puts(job, 0);
         }
     }
 }
@@ -1133,18 +1173,29 @@ void rt_index_beside(rt_tree *tree, rt_leaf_index *fresh, void (*write)(void *),
         write(ctx);
         return;
     }
-    if (pool_grain(plan->count)) {
-        beside_job job = {tree, fresh, write, ctx, pthread_self(), 0};
-        rt_pool_parallel_for(2, 1, beside_units, &job);
-    } else {
+    if (!pool_grain(plan->count)) {
         // Too small to share out: the check first, so that a refused batch
         // is never hashed.
-        stage_batch(tree, fresh, plan->leaves, plan->count, plan->marks, 0);
+        stage_batch(tree, fresh, plan->leaves, plan->count, plan->marks);
         plan->repeats = plan->count - ix->staged_added;
         if (!(plan->check && plan->repeats))
             write(ctx);
         return;
     }
+    leaf_reader reader = tree_reader(tree);
+    reader.tail = plan->leaves;
+    reader.tail_from = tree->size;
+    if (plan->marks)
+        memset(plan->marks, 0, plan->count);
+    if (fresh) // the tree's leaves first, on the whole pool
+        index_fill_new(fresh, &reader, tree->size);
+    rt_leaf_index *target = fresh ? fresh : ix;
+    beside_job job = {{target, &reader, plan->leaves, tree->size, plan->marks, 0, 0},
+                      plan->count, (plan->count + BESIDE_BLOCK - 1) / BESIDE_BLOCK, 0, 0, 0, 0,
+                      write, ctx, pthread_self()};
+    rt_pool_parallel_for(2, 1, beside_units, &job);
+    ix->staged = target;
+    ix->staged_added = atomic_load_explicit(&job.stage.added, memory_order_relaxed);
     plan->repeats = plan->count - ix->staged_added;
 }
 

@@ -85,11 +85,12 @@ int rt_index_reserve(const rt_tree *tree, uint64_t count, uint64_t new_size,
 void rt_index_plan_begin(rt_tree *tree, rt_index_plan *plan);
 void rt_index_plan_end(rt_tree *tree);
 
-/* Run write(ctx), which writes the insert's new nodes, and meanwhile, on
- * another pool thread when the batch is large, stage the planned batch
- * into `fresh` (from rt_index_reserve) or the index in place; without a
- * plan just write(ctx). When a checked batch is found to repeat a leaf
- * before the nodes are written, they are not. Cannot fail. */
+/* Run write(ctx), which writes the insert's new nodes, and stage the
+ * planned batch into `fresh` (from rt_index_reserve) or the index in place:
+ * for a batch of two pool work units or more, on another pool thread while
+ * the caller writes, the two helping each other once either is done; else
+ * first, and then write(ctx) only if a checked batch repeats no leaf.
+ * Without a plan just write(ctx). Cannot fail. */
 void rt_index_beside(rt_tree *tree, rt_leaf_index *fresh, void (*write)(void *), void *ctx);
 
 /* After rt_index_beside: RT_ERR_DUPLICATE when a checked plan met a repeat,

@@ -146,6 +146,11 @@ class LeanIMT(IndexReads):
         A batch that would take the tree past :attr:`capacity` raises
         :class:`~rotortree.MaxDepthExceededError` and inserts nothing.
 
+        An indexed tree indexes a ``bytes`` batch (or the join of an
+        iterable) on one pool thread while the others hash it; a mutable
+        buffer, which another thread could change between the two reads,
+        is indexed from the stored leaves after the hashing.
+
         The C call runs without the GIL and cannot be stopped midway; a
         Ctrl-C (``KeyboardInterrupt``) that arrives meanwhile is raised as
         soon as it returns. If an exception propagates, the batch is either
