@@ -1201,7 +1201,7 @@ void rt_index_beside(rt_tree *tree, rt_leaf_index *fresh, void (*write)(void *),
 
 void rt_index_abandon(rt_tree *tree, rt_leaf_index *fresh)
 {
-    if (tree->index->staged)
+    if (tree->index && tree->index->staged)
         index_unstage(tree); // drops `fresh` if the batch went there
     else
         rt_index_release(fresh);

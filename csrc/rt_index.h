@@ -107,8 +107,8 @@ static inline int rt_index_may_refuse(const rt_leaf_index *index)
     return index && index->plan && index->plan->check;
 }
 
-/* An insert refused after rt_index_beside (repeats, or its gate): the index
- * exactly as before it, `fresh` dropped. */
+/* An insert refused after its nodes are written (repeats, or its gate):
+ * the index, if the tree has one, exactly as before it, `fresh` dropped. */
 void rt_index_abandon(rt_tree *tree, rt_leaf_index *fresh);
 
 /* After the leaves [old_size, tree->size) are written and published: add
