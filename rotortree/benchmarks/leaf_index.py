@@ -98,17 +98,23 @@ def measure_size(leaves: int, repeat: int, has_calls: int, progress: bool) -> Pa
 def measure_unique(leaves: int, repeat: int, progress: bool) -> Payload:
     """insert_many of ``leaves`` fresh leaves into an empty tree: plain into
     a tree without an index (what a user has without this feature), plain
-    into an indexed tree, and unique=True; interleaved, on 2 threads."""
+    into an indexed tree (``bytes``: indexed while hashed; a ``bytearray``,
+    which another thread could change: indexed after the hashing), and
+    unique=True; interleaved, on 2 threads."""
     import rotortree
 
     rotortree.configure(num_threads=2)
-    times: Dict[str, List[float]] = {"plain": [], "plain_indexed": [], "unique": []}
+    names = ("plain", "plain_indexed", "plain_indexed_after", "unique")
+    times: Dict[str, List[float]] = {name: [] for name in names}
     for r in range(repeat):
         data = os.urandom(32 * leaves)
-        for name in ("plain", "plain_indexed", "unique"):
+        mutable = bytearray(data)
+        for name in names:
             tree = rotortree.LeanIMT(ARITY, 32, index=name != "plain")
             if name == "unique":
                 times[name].append(_timed(lambda: tree.insert_many(data, unique=True)))
+            elif name == "plain_indexed_after":
+                times[name].append(_timed(lambda: tree.insert_many(mutable)))
             else:
                 times[name].append(_timed(lambda: tree.insert_many(data)))
             del tree
@@ -116,6 +122,10 @@ def measure_unique(leaves: int, repeat: int, progress: bool) -> Payload:
     # Throughput ratio unique/plain = plain time / unique time.
     return {"leaves": leaves, "times_s": {k: summary(v) for k, v in times.items()},
             "unique_vs_plain": ratio_summary(paired_ratios(times["plain"], times["unique"])),
+            "plain_indexed_vs_plain": ratio_summary(
+                paired_ratios(times["plain"], times["plain_indexed"])),
+            "plain_indexed_after_vs_plain": ratio_summary(
+                paired_ratios(times["plain"], times["plain_indexed_after"])),
             "unique_vs_plain_indexed": ratio_summary(
                 paired_ratios(times["plain_indexed"], times["unique"]))}
 
@@ -227,8 +237,14 @@ def markdown(payload: Payload) -> str:
               "|---|---:|---:|",
               f"| plain, tree without index | {fmt_time(t['plain']['median'])} "
               f"({fmt_time(t['plain']['min'])}) | 1 |",
-              f"| plain, indexed tree | {fmt_time(t['plain_indexed']['median'])} "
-              f"({fmt_time(t['plain_indexed']['min'])}) | |",
+              f"| plain, indexed tree (bytes: indexed while hashed) | "
+              f"{fmt_time(t['plain_indexed']['median'])} "
+              f"({fmt_time(t['plain_indexed']['min'])}) | "
+              f"{fmt_interval(u['plain_indexed_vs_plain'])} |",
+              f"| plain, indexed tree (bytearray: indexed after the hashing) | "
+              f"{fmt_time(t['plain_indexed_after']['median'])} "
+              f"({fmt_time(t['plain_indexed_after']['min'])}) | "
+              f"{fmt_interval(u['plain_indexed_after_vs_plain'])} |",
               f"| unique=True, indexed tree | {fmt_time(t['unique']['median'])} "
               f"({fmt_time(t['unique']['min'])}) | {fmt_interval(u['unique_vs_plain'])} |",
               "", f"unique=True vs plain on the same indexed tree: "
