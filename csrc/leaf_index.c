@@ -1099,11 +1099,15 @@ void rt_index_plan_end(rt_tree *tree)
 // pool; whichever ends first helps the other: the index thread joins the
 // hashing's pool jobs, the caller takes blocks of the batch's puts, both
 // with compare-exchanges from then on.
-#define BESIDE_BLOCK 2048u
+// Blocks of puts: 32 leaves per parent of the pool's chunk (2048 at the
+// default 64), tens of microseconds that dwarf claiming one, and few enough
+// leaves that a helper that joins waits little for the owner's block;
+// tests that shrink the chunk get many blocks from small batches.
+#define BESIDE_BLOCK_PER_CHUNK 32u
 
 typedef struct beside_job {
     stage_job stage;
-    size_t count, blocks;
+    size_t count, block, blocks;
     atomic_size_t next;      /* the next block of puts to claim */
     atomic_int taken;        /* bit 0: the nodes, bit 1: owning the puts */
     atomic_int joined;       /* a helper puts too: compare-exchanges only */
@@ -1121,8 +1125,8 @@ static void beside_puts(beside_job *job, int owner)
         size_t b = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
         if (b >= job->blocks)
             return;
-        size_t begin = b * BESIDE_BLOCK;
-        size_t end = job->count - begin < BESIDE_BLOCK ? job->count : begin + BESIDE_BLOCK;
+        size_t begin = b * job->block;
+        size_t end = job->count - begin < job->block ? job->count : begin + job->block;
         int shared = 1;
         if (owner) {
             // With the helper's store of `joined` and load of `plain_busy`
@@ -1190,8 +1194,12 @@ void rt_index_beside(rt_tree *tree, rt_leaf_index *fresh, void (*write)(void *),
     if (fresh) // the tree's leaves first, on the whole pool
         index_fill_new(fresh, &reader, tree->size);
     rt_leaf_index *target = fresh ? fresh : ix;
+    uint64_t chunk;
+    rt_pool_tunables(NULL, NULL, &chunk);
+    size_t block = chunk > 1024 ? 1024u * BESIDE_BLOCK_PER_CHUNK
+                                : (size_t)(chunk ? chunk : 1) * BESIDE_BLOCK_PER_CHUNK;
     beside_job job = {{target, &reader, plan->leaves, tree->size, plan->marks, 0, 0},
-                      plan->count, (plan->count + BESIDE_BLOCK - 1) / BESIDE_BLOCK, 0, 0, 0, 0,
+                      plan->count, block, (plan->count + block - 1) / block, 0, 0, 0, 0,
                       write, ctx, pthread_self()};
     rt_pool_parallel_for(2, 1, beside_units, &job);
     ix->staged = target;
