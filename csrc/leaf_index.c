@@ -1091,12 +1091,12 @@ void rt_index_plan_end(rt_tree *tree)
         tree->index->plan = NULL;
 }
 
-// An indexed insert used to index its batch after hashing it, both on the
-// pool: the puts, locked compare-exchanges missing to memory, cost about
-// as much CPU as the hashing and ran after it. When the batch is known
-// before the tree has it, one thread puts it into the index, alone and
-// with plain stores, while the caller hashes the tree on the rest of the
-// pool; whichever ends first helps the other: the index thread joins the
+// Indexing a batch after hashing it runs the two one after the other, and
+// the puts on the pool are locked compare-exchanges missing to memory that
+// cost about as much CPU as the hashing. When the batch is known before
+// the tree has it, one thread puts it into the index, alone and with plain
+// stores, while the caller hashes the tree on the rest of the pool;
+// whichever ends first helps the other: the index thread joins the
 // hashing's pool jobs, the caller takes blocks of the batch's puts, both
 // with compare-exchanges from then on.
 // Blocks of puts: 32 leaves per parent of the pool's chunk (2048 at the
@@ -1177,9 +1177,9 @@ void rt_index_beside(rt_tree *tree, rt_leaf_index *fresh, void (*write)(void *),
         write(ctx);
         return;
     }
-    if (!pool_grain(plan->count)) {
-        // Too small to share out: the check first, so that a refused batch
-        // is never hashed.
+    if (!pool_grain(plan->count) || (plan->check && !plan->speculate)) {
+        // Too small to share out, or likely refused: the check first, so
+        // that a refused batch is never hashed.
         stage_batch(tree, fresh, plan->leaves, plan->count, plan->marks);
         plan->repeats = plan->count - ix->staged_added;
         if (!(plan->check && plan->repeats))
@@ -1254,7 +1254,9 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
         // Checked while the tree hashes the batch (rt_index_beside): one
         // pass finds the leaves already in the tree and the repeats inside
         // the batch, and leaves nothing to add after the insert.
-        rt_index_plan plan = {leaves, count, duplicates, 1, 0};
+        // insert_new's batches are expected to hold duplicates: checked
+        // before they are hashed, then the new leaves inserted.
+        rt_index_plan plan = {leaves, count, duplicates, 1, mode == RT_UNIQUE_REJECT, 0};
         rt_index_plan_begin(tree, &plan);
         status = rt_tree_insert_locked(tree, leaves, count, root_out);
         rt_index_plan_end(tree);
@@ -1273,7 +1275,7 @@ int rt_tree_insert_unique(rt_tree *tree, const uint8_t *leaves, size_t count, in
                         if (!duplicates[i])
                             memcpy(kept + 32u * n++, leaves + 32u * i, 32);
                     // New and distinct: nothing left to check or mark.
-                    rt_index_plan again = {kept, n, NULL, 0, 0};
+                    rt_index_plan again = {kept, n, NULL, 0, 1, 0};
                     rt_index_plan_begin(tree, &again);
                     status = rt_tree_insert_locked(tree, kept, n, root_out);
                     rt_index_plan_end(tree);

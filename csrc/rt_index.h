@@ -42,6 +42,8 @@ typedef struct rt_index_plan {
     uint8_t *marks; /* NULL, or one byte per leaf: 1 for a repeat of a leaf in
                        the tree or earlier in the batch, else 0 */
     int check;      /* a repeat refuses the insert (RT_ERR_DUPLICATE) */
+    int speculate;  /* a checked batch is hashed while it is checked (it is
+                       expected to pass: a refusal wastes the hashing) */
     uint64_t repeats; /* out: the batch's repeats, once staged */
 } rt_index_plan;
 

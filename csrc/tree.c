@@ -333,7 +333,7 @@ static int insert_many_from(rt_tree *tree, const uint8_t *leaves, const rt_leaf_
 {
     if (pthread_rwlock_wrlock(&tree->lock) != 0)
         return RT_ERR_THREAD;
-    rt_index_plan plan = {leaves, count, NULL, 0, 0};
+    rt_index_plan plan = {leaves, count, NULL, 0, 1, 0};
     const int planned = stable && leaves && tree->index;
     if (planned)
         rt_index_plan_begin(tree, &plan);
