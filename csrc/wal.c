@@ -16,8 +16,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rotortree.h"
@@ -401,4 +403,109 @@ int rt_wal_append(rt_tree *tree, int fd, uint64_t offset, uint8_t *header,
     if (status == RT_ERR_IO)
         *error_out = job.error;
     return status;
+}
+
+/* ---- group commit gate ---------------------------------------------------- */
+
+/* Followers of an fsync round wait here without the GIL: a Python condition
+ * makes each of them take the GIL and the condition's lock again in turn
+ * when the round ends (a convoy of wake-ups per round), where a pthread
+ * condition wakes them all at once and each takes the GIL only to return. */
+struct rt_sync_gate {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    uint64_t synced;
+    int leading;
+    int failed;
+    pthread_t leader;
+};
+
+rt_sync_gate *rt_sync_gate_new(uint64_t synced)
+{
+    rt_sync_gate *gate = calloc(1, sizeof *gate);
+    if (!gate)
+        return NULL;
+    if (pthread_mutex_init(&gate->lock, NULL)) {
+        free(gate);
+        return NULL;
+    }
+    if (pthread_cond_init(&gate->wake, NULL)) {
+        pthread_mutex_destroy(&gate->lock);
+        free(gate);
+        return NULL;
+    }
+    gate->synced = synced;
+    return gate;
+}
+
+void rt_sync_gate_free(rt_sync_gate *gate)
+{
+    if (!gate)
+        return;
+    pthread_cond_destroy(&gate->wake);
+    pthread_mutex_destroy(&gate->lock);
+    free(gate);
+}
+
+int rt_sync_gate_wait(rt_sync_gate *gate, uint64_t seq, uint32_t timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000u;
+    until.tv_nsec += (long)(timeout_ms % 1000u) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int outcome;
+    pthread_mutex_lock(&gate->lock);
+    for (;;) {
+        if (gate->synced >= seq) {
+            outcome = RT_SYNC_DURABLE;
+            break;
+        }
+        if (gate->failed) {
+            outcome = RT_SYNC_FAILED;
+            break;
+        }
+        if (!gate->leading) {
+            gate->leading = 1;
+            gate->leader = pthread_self();
+            outcome = RT_SYNC_LEAD;
+            break;
+        }
+        if (pthread_cond_timedwait(&gate->wake, &gate->lock, &until) == ETIMEDOUT) {
+            outcome = RT_SYNC_TIMEOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&gate->lock);
+    return outcome;
+}
+
+void rt_sync_gate_end(rt_sync_gate *gate, uint64_t synced)
+{
+    pthread_mutex_lock(&gate->lock);
+    if (synced > gate->synced)
+        gate->synced = synced;
+    if (gate->leading && pthread_equal(gate->leader, pthread_self()))
+        gate->leading = 0;
+    pthread_cond_broadcast(&gate->wake);
+    pthread_mutex_unlock(&gate->lock);
+}
+
+void rt_sync_gate_fail(rt_sync_gate *gate)
+{
+    pthread_mutex_lock(&gate->lock);
+    gate->failed = 1;
+    pthread_cond_broadcast(&gate->wake);
+    pthread_mutex_unlock(&gate->lock);
+}
+
+int rt_sync_gate_leading(rt_sync_gate *gate)
+{
+    pthread_mutex_lock(&gate->lock);
+    int leading = gate->leading;
+    pthread_mutex_unlock(&gate->lock);
+    return leading;
 }
