@@ -6,6 +6,7 @@ the leader; one round acknowledges every follower it covered)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -16,8 +17,8 @@ from rotortree.storage import io as storage_io
 from test_durable import leaf, manual
 
 
-def new_gate(synced: int):
-    return ffi.gc(lib.rt_sync_gate_new(synced), lib.rt_sync_gate_free)
+def new_gate(synced: int, gather_max_ns: int = 0):
+    return ffi.gc(lib.rt_sync_gate_new(synced, gather_max_ns), lib.rt_sync_gate_free)
 
 
 def in_thread(fn):
@@ -75,6 +76,45 @@ def test_followers_wake_when_the_round_ends():
     # Of the two not covered, one led the next round, which covered the other.
     assert sorted(o for s, o in outcomes if s == 2) == [lib.RT_SYNC_DURABLE, lib.RT_SYNC_LEAD]
     assert lib.rt_sync_gate_leading(gate) == 0
+
+
+def test_a_new_leader_gathers_the_last_rounds_writers():
+    """A round ended with three followers waiting: of them, the one made the
+    next leader waits for the last round's leader (back with a new entry)
+    to queue too before its round starts, so that one round covers all
+    four writers, where it would start at once and leave that writer a
+    round behind. The wait is bounded by half the last round (here about
+    half a second, generous for a loaded machine) and gather_max_ns."""
+    gate = new_gate(0, 60 * 10**9)
+    assert lib.rt_sync_gate_wait(gate, 1, 0) == lib.RT_SYNC_LEAD
+    led = []
+
+    def follow() -> None:
+        if lib.rt_sync_gate_wait(gate, 2, 60_000) == lib.RT_SYNC_LEAD:
+            led.append(lib.rt_sync_gate_waiting(gate))
+            lib.rt_sync_gate_end(gate, 3)
+    pool = [threading.Thread(target=follow) for _ in range(3)]
+    for thread in pool:
+        thread.start()
+    while lib.rt_sync_gate_waiting(gate) < 3:
+        time.sleep(0.001)
+    time.sleep(1.0)   # the last round's length bounds the next one's gathering
+    lib.rt_sync_gate_end(gate, 1)
+    back = threading.Thread(target=lambda: lib.rt_sync_gate_wait(gate, 3, 60_000))
+    back.start()
+    for thread in pool + [back]:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in pool + [back])
+    assert led == [3]   # the two other followers and the returning writer
+
+
+def test_a_lone_writer_never_gathers():
+    """After a round without followers a new leader starts at once (a
+    gathering bounded by a minute would hang the test otherwise)."""
+    gate = new_gate(0, 60 * 10**9)
+    for seq in range(1, 4):
+        assert lib.rt_sync_gate_wait(gate, seq, 60_000) == lib.RT_SYNC_LEAD
+        lib.rt_sync_gate_end(gate, seq)
 
 
 class _Interrupting:

@@ -17,8 +17,15 @@ from ..errors import ArgumentTypeError, DurabilityError, InvalidArgumentError
 _FORKED_GATES: List[Any] = []
 
 
+# The longest a new fsync round's leader waits for the last round's
+# followers to queue again (see rt_sync_gate_wait), in nanoseconds; half
+# the last round bounds it first, so this only caps the latency it adds
+# where flushes take milliseconds.
+GATHER_MAX_NS = 2_000_000
+
+
 def _new_gate(synced: int) -> Any:
-    gate = lib.rt_sync_gate_new(synced)
+    gate = lib.rt_sync_gate_new(synced, GATHER_MAX_NS)
     if gate == ffi.NULL:
         raise MemoryError("cannot allocate the group commit gate")
     return ffi.gc(gate, lib.rt_sync_gate_free)
