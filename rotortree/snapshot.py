@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 import warnings
 from array import array
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
@@ -53,7 +54,41 @@ _BATCH_HEADER = struct.Struct("<4sBB2xQ")
 # Formats of 8-byte integers numpy and array use; read in place as uint64
 # (a negative int64 becomes a huge index and is reported as out of range).
 _U64_FORMATS = frozenset({"Q", "L", "q", "l", "<Q", "<q", "=Q", "=q"})
-_PLAIN_INT = frozenset({int})
+# One item of an array('Q') holding 0 and 1, the only values a bool converts to.
+_ZERO_ITEM = (0).to_bytes(8, sys.byteorder)
+_ONE_ITEM = (1).to_bytes(8, sys.byteorder)
+
+
+def _holds_zero_or_one(items: "array[int]") -> bool:
+    """Whether an array('Q') has an item equal to 0 or 1: a byte search,
+    where a match must start on an item boundary to count."""
+    data = items.tobytes()
+    for pattern in (_ZERO_ITEM, _ONE_ITEM):
+        at = data.find(pattern)
+        while at >= 0:
+            if at % 8 == 0:
+                return True
+            at = data.find(pattern, at + 1)
+    return False
+
+
+def _plain_indices(values: List[Any]) -> "Optional[array[int]]":
+    """``values`` as array('Q') in one C loop, or None when an item needs
+    the checked loop of _index_buffer (which names its position): a bool, a
+    value below 0 or above 2**64 - 1, or anything array() refuses.
+
+    array() converts ints and anything with ``__index__`` (numpy integers)
+    as int_arg does, and checks the range, but it takes bools as 0 and 1.
+    Checking every item's type first cost three times the conversion (most
+    of what a list cost over an array), so the types are looked at only when
+    the result holds a 0 or a 1."""
+    try:
+        fast = array("Q", values)
+    except (TypeError, OverflowError):
+        return None
+    if _holds_zero_or_one(fast) and bool in set(map(type, values)):
+        return None
+    return fast
 
 
 def _index_buffer(indices: Any) -> Any:
@@ -94,16 +129,9 @@ def _index_buffer(indices: Any) -> Any:
                 f"indices must be an iterable of ints, not {type(indices).__name__}"
             ) from None
         values = indices if type(indices) is list else list(iterator)
-        # Plain ints convert in one C loop (array checks the range); bools,
-        # int subclasses and other __index__ integers, and out-of-range
-        # values take the loop below, which names the offending position.
-        if set(map(type, values)) <= _PLAIN_INT:
-            try:
-                fast = array("Q", values)
-            except OverflowError:
-                pass
-            else:
-                return ffi.from_buffer("uint64_t[]", fast) if fast else ffi.NULL, len(fast)
+        fast = _plain_indices(values)
+        if fast is not None:
+            return ffi.from_buffer("uint64_t[]", fast) if fast else ffi.NULL, len(fast)
     converted = array("Q")
     for position, value in enumerate(values):
         value = _int_arg(f"index at position {position}", value)

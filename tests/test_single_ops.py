@@ -261,6 +261,32 @@ def test_generate_proofs_list_errors_name_the_position():
             snap.generate_proofs(bad)
 
 
+def test_a_list_converts_in_one_pass_unless_it_holds_a_zero_or_a_one():
+    from rotortree.snapshot import _holds_zero_or_one, _plain_indices
+
+    # array() takes bools as 0 and 1, so only those values send a list to
+    # the per-item type check; a byte match that straddles two items (256
+    # then a multiple of 256 holds 01 00 00 00 00 00 00 00 at byte 1) is not
+    # an item and must not.
+    assert not _holds_zero_or_one(array("Q", [256, 512, 2, 2 ** 64 - 1]))
+    assert not _holds_zero_or_one(array("Q"))
+    for small in ([0], [7, 1], [2 ** 40, 0, 9]):
+        assert _holds_zero_or_one(array("Q", small))
+    assert list(_plain_indices([256, 512, 3])) == [256, 512, 3]
+    assert list(_plain_indices([np.int64(4), 1, 0])) == [4, 1, 0]
+    for needs_checks in ([0, False], [True], [4, -1], [2 ** 64], [1.0], ["1"]):
+        assert _plain_indices(needs_checks) is None
+
+
+def test_generate_proofs_of_a_list_with_leaf_zero_and_one_and_bools():
+    snap = tree_of(4, 600).snapshot()
+    reference = snap.generate_proofs(np.array([0, 1, 256, 512, 1], dtype=np.uint64))
+    assert snap.generate_proofs([0, 1, 256, 512, 1]).to_bytes() == reference.to_bytes()
+    for bad, position in (([False, 5], 0), ([3, 256, True], 2), ([0, np.int64(1), False], 2)):
+        with pytest.raises(ArgumentTypeError, match=f"position {position}"):
+            snap.generate_proofs(bad)
+
+
 # -- single inserts ------------------------------------------------------------------
 
 
