@@ -21,6 +21,14 @@ alternates between rounds:
 
 Ratios are per round (paired); an interval is the 5th-95th percentile of
 the rounds' ratios (or, for the 2 µs target, of the rounds' times).
+
+The same rounds also time the parts of a single insert and a single proof
+(thread CPU time): the C call alone through cffi (root or proof into a
+reused buffer), a one-argument cffi call (``rt_tree_rule``: the call and the
+GIL release and reacquire every call makes), the result objects (the root's
+bytes; the proof's bytes and its InclusionProof), and an empty loop. The
+"where the time goes" table splits each operation's median by these medians:
+C work = C call - cffi floor, result = result parts, wrapper = the rest.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import blake3
 
 import rotortree
+from rotortree._native import ffi, lib
 from rotortree.proofs import InclusionProof
 
 from . import harness as rust_harness
@@ -124,6 +133,7 @@ def run(leaves: int = 1_000_000, singles: int = 50_000, proofs: int = 2_000,
                 update(message)
                 digest()
 
+    parts = _parts(growing, single_leaves, snapshot, one)
     ops: Dict[str, Tuple[Callable[[], object], int]] = {
         "insert": (insert_all, singles),
         "generate_proof": (prove_each, proofs),
@@ -132,6 +142,7 @@ def run(leaves: int = 1_000_000, singles: int = 50_000, proofs: int = 2_000,
         "verify_against (pure Python)": (verify_each, proofs),
         "blake3 calls only (floor)": (floor, proofs),
     }
+    ops.update(parts)
     samples: Dict[str, List[float]] = {name: [] for name in ops}
     cpu_samples: Dict[str, List[float]] = {name: [] for name in ops}
     crate: Dict[str, List[float]] = {"insert": [], "generate_proof": []}
@@ -164,7 +175,9 @@ def run(leaves: int = 1_000_000, singles: int = 50_000, proofs: int = 2_000,
 
     rows = [{"operation": name, "per_call_s": summary(values), "samples_s": values,
              "cpu_per_call_s": summary(cpu_samples[name]), "cpu_samples_s": cpu_samples[name]}
-            for name, values in samples.items()]
+            for name, values in samples.items() if name not in parts]
+    part_rows = [{"part": name, "cpu_per_call_s": summary(cpu_samples[name]),
+                  "cpu_samples_s": cpu_samples[name]} for name in parts]
     targets = []
     if crate["insert"]:
         ratio = ratio_summary(paired_ratios(crate["insert"], samples["insert"]))
@@ -203,10 +216,96 @@ def run(leaves: int = 1_000_000, singles: int = 50_000, proofs: int = 2_000,
     payload = {"benchmark": "single_ops", "leaves": leaves, "arity": ARITY,
                "singles": singles, "proofs": proofs, "batch": batch, "repeat": repeat,
                "threads": info["num_threads"], "simd": info["simd"], "load": load_figures,
-               "machine": machine(), "rows": rows,
+               "machine": machine(), "rows": rows, "parts": part_rows,
+               "breakdown": breakdown({name: quantile(cpu_samples[name], 0.5)
+                                       for name in cpu_samples}),
                "crate_0.15_s": {k: summary(v) for k, v in crate.items() if v},
                "targets": targets, "problems": []}
     return payload, render(payload)
+
+
+INSERT_C = "insert C call only (rt_tree_insert, root into a reused buffer)"
+CFFI_FLOOR = "one-argument cffi call (rt_tree_rule)"
+ROOT_BYTES = "the root's bytes (slice of a cached ffi.buffer)"
+PROOF_C = "generate_proof C call only (rt_proof_one into a reused buffer)"
+PROOF_BYTES = "the proof's bytes (ffi.unpack)"
+PROOF_OBJECT = "the InclusionProof over those bytes"
+EMPTY_LOOP = "empty loop"
+
+
+def _parts(tree: rotortree.LeanIMT, leaves: List[bytes], snapshot: Any,
+           indices: List[int]) -> Dict[str, Tuple[Callable[[], object], int]]:
+    """The pieces of one insert and one proof, each a loop over as many
+    calls as the whole operation's block, reaching into the same internals
+    the methods use (so that the split says where their time goes)."""
+    root = ffi.new("uint8_t[]", 32)
+    root_view = ffi.buffer(root)
+    capacity = snapshot._proof_max
+    scratch = ffi.new("uint8_t[]", capacity)
+    chars = ffi.cast("char *", scratch)
+    length = ffi.new("size_t *")
+    encoded = snapshot.generate_proof(indices[0]).to_bytes()
+
+    def insert_c() -> None:
+        call, handle = lib.rt_tree_insert, tree._tree
+        for leaf in leaves:
+            call(handle, leaf, root)
+
+    def cffi_floor() -> None:
+        call, handle = lib.rt_tree_rule, tree._tree
+        for _ in leaves:
+            call(handle)
+
+    def root_bytes() -> None:
+        for _ in leaves:
+            root_view[:]
+
+    def proof_c() -> None:
+        call, handle = lib.rt_proof_one, snapshot._snap
+        for i in indices:
+            call(handle, i, scratch, capacity, length)
+
+    def proof_bytes() -> None:
+        unpack, size = ffi.unpack, length[0]
+        for _ in indices:
+            unpack(chars, size)
+
+    def proof_object() -> None:
+        # As generate_proof builds it (InclusionProof._from_encoded, inline).
+        new, set_slot = object.__new__, object.__setattr__
+        for _ in indices:
+            set_slot(new(InclusionProof), "_encoded", encoded)
+
+    def empty_loop() -> None:
+        for _ in leaves:
+            pass
+
+    return {INSERT_C: (insert_c, len(leaves)), CFFI_FLOOR: (cffi_floor, len(leaves)),
+            ROOT_BYTES: (root_bytes, len(leaves)), PROOF_C: (proof_c, len(indices)),
+            PROOF_BYTES: (proof_bytes, len(indices)), PROOF_OBJECT: (proof_object, len(indices)),
+            EMPTY_LOOP: (empty_loop, len(leaves))}
+
+
+def breakdown(cpu: Dict[str, float]) -> Dict[str, Dict[str, float]]:
+    """Each operation's median thread CPU per call split by the parts'
+    medians. Every part's loop carries the empty loop's cost once, which the
+    split takes out (the operation's own loop is part of its wrapper)."""
+    loop, cffi = cpu[EMPTY_LOOP], cpu[CFFI_FLOOR] - cpu[EMPTY_LOOP]
+    insert_c, root = cpu[INSERT_C] - loop, cpu[ROOT_BYTES] - loop
+    proof_c = cpu[PROOF_C] - loop
+    proof_result = cpu[PROOF_BYTES] + cpu[PROOF_OBJECT] - 2 * loop
+    return {
+        "insert": {"total": cpu["insert"], "c_work": insert_c - cffi, "cffi": cffi,
+                   "result": root, "wrapper": cpu["insert"] - insert_c - root},
+        "generate_proof": {"total": cpu["generate_proof"], "c_work": proof_c - cffi,
+                           "cffi": cffi, "result": proof_result,
+                           "wrapper": cpu["generate_proof"] - proof_c - proof_result},
+    }
+
+
+def _fmt_signed(seconds: float) -> str:
+    # A difference of noisy medians can come out below zero.
+    return fmt_time(seconds) if seconds >= 0 else "-" + fmt_time(-seconds)
 
 
 def render(payload: Dict[str, Any]) -> str:
@@ -224,6 +323,20 @@ def render(payload: Dict[str, Any]) -> str:
     for command, s in payload["crate_0.15_s"].items():
         lines.append(f"| crate 0.15 {command} | {fmt_time(s['median'])} "
                      f"({fmt_time(s['min'])}, {fmt_time(s['iqr'])}) | |")
+    if payload.get("breakdown"):
+        lines += ["", "Where the time goes (thread CPU per call, medians of the rounds; the "
+                      "parts are timed separately, so they add up only roughly):", "",
+                  "| operation | total | C work | cffi call + GIL release | result object "
+                  "| rest of the Python wrapper |", "|---|---:|---:|---:|---:|---:|"]
+        for name, b in payload["breakdown"].items():
+            lines.append(f"| {name} | " + " | ".join(
+                _fmt_signed(b[key]) for key in ("total", "c_work", "cffi", "result",
+                                                 "wrapper")) + " |")
+        lines += ["", "| part | thread CPU per call: median (min, IQR) |", "|---|---:|"]
+        for row in payload["parts"]:
+            c = row["cpu_per_call_s"]
+            lines.append(f"| {row['part']} | {fmt_time(c['median'])} "
+                         f"({fmt_time(c['min'])}, {fmt_time(c['iqr'])}) |")
     lines += ["", "| target | measured: median [90%] | verdict |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['measured']} | {t['status']} |" for t in payload["targets"]]
     lines += ["", "Per-call figures are noisy on a shared machine; the verdicts use the "
