@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import sys
 import warnings
 from array import array
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
@@ -54,22 +53,11 @@ _BATCH_HEADER = struct.Struct("<4sBB2xQ")
 # Formats of 8-byte integers numpy and array use; read in place as uint64
 # (a negative int64 becomes a huge index and is reported as out of range).
 _U64_FORMATS = frozenset({"Q", "L", "q", "l", "<Q", "<q", "=Q", "=q"})
-# One item of an array('Q') holding 0 and 1, the only values a bool converts to.
-_ZERO_ITEM = (0).to_bytes(8, sys.byteorder)
-_ONE_ITEM = (1).to_bytes(8, sys.byteorder)
-
-
-def _holds_zero_or_one(items: "array[int]") -> bool:
-    """Whether an array('Q') has an item equal to 0 or 1: a byte search,
-    where a match must start on an item boundary to count."""
-    data = items.tobytes()
-    for pattern in (_ZERO_ITEM, _ONE_ITEM):
-        at = data.find(pattern)
-        while at >= 0:
-            if at % 8 == 0:
-                return True
-            at = data.find(pattern, at + 1)
-    return False
+# Items equal to 0 or 1 (the only values array('Q') makes of a bool) whose
+# types are looked at one by one; past this many one scan of every item's
+# type is cheaper.
+_SMALL_ITEMS_CHECKED = 64
+_find_small = lib.rt_indices_find_small
 
 
 def _plain_indices(values: List[Any]) -> "Optional[array[int]]":
@@ -80,14 +68,28 @@ def _plain_indices(values: List[Any]) -> "Optional[array[int]]":
     array() converts ints and anything with ``__index__`` (numpy integers)
     as int_arg does, and checks the range, but it takes bools as 0 and 1.
     Checking every item's type first cost three times the conversion (most
-    of what a list cost over an array), so the types are looked at only when
-    the result holds a 0 or a 1."""
+    of what a list cost over an array), so C finds the items that came out
+    as 0 or 1 and only their types are looked at."""
     try:
         fast = array("Q", values)
     except (TypeError, OverflowError):
         return None
-    if _holds_zero_or_one(fast) and bool in set(map(type, values)):
-        return None
+    count = len(fast)
+    if not count:
+        return fast
+    items = ffi.from_buffer("uint64_t[]", fast)
+    position = _find_small(items, count, 0)
+    checked = 0
+    while position < count:
+        if checked == _SMALL_ITEMS_CHECKED:
+            return None if bool in set(map(type, values)) else fast
+        try:
+            if type(values[position]) is bool:
+                return None
+        except IndexError:  # another thread shrank the caller's list meanwhile
+            return None
+        checked += 1
+        position = _find_small(items, count, position + 1)
     return fast
 
 

@@ -261,21 +261,30 @@ def test_generate_proofs_list_errors_name_the_position():
             snap.generate_proofs(bad)
 
 
-def test_a_list_converts_in_one_pass_unless_it_holds_a_zero_or_a_one():
-    from rotortree.snapshot import _holds_zero_or_one, _plain_indices
+def test_find_small_gives_the_next_index_that_is_zero_or_one():
+    values = array("Q", [256, 0, 2 ** 64 - 1, 1, 2, 1])
+    items = ffi.from_buffer("uint64_t[]", values)
+    found, at = [], lib.rt_indices_find_small(items, len(values), 0)
+    while at < len(values):
+        found.append(at)
+        at = lib.rt_indices_find_small(items, len(values), at + 1)
+    assert found == [1, 3, 5]
+    assert lib.rt_indices_find_small(items, 3, 2) == 3  # none in [2, 3)
+    assert lib.rt_indices_find_small(items, 6, 9) == 6  # past the end
+    assert lib.rt_indices_find_small(ffi.NULL, 0, 0) == 0
 
-    # array() takes bools as 0 and 1, so only those values send a list to
-    # the per-item type check; a byte match that straddles two items (256
-    # then a multiple of 256 holds 01 00 00 00 00 00 00 00 at byte 1) is not
-    # an item and must not.
-    assert not _holds_zero_or_one(array("Q", [256, 512, 2, 2 ** 64 - 1]))
-    assert not _holds_zero_or_one(array("Q"))
-    for small in ([0], [7, 1], [2 ** 40, 0, 9]):
-        assert _holds_zero_or_one(array("Q", small))
+
+def test_a_list_converts_in_one_pass_and_only_its_zeros_and_ones_are_type_checked():
+    from rotortree.snapshot import _SMALL_ITEMS_CHECKED, _plain_indices
+
     assert list(_plain_indices([256, 512, 3])) == [256, 512, 3]
     assert list(_plain_indices([np.int64(4), 1, 0])) == [4, 1, 0]
-    for needs_checks in ([0, False], [True], [4, -1], [2 ** 64], [1.0], ["1"]):
+    for needs_checks in ([0, False], [True], [7, 1, 5, True], [4, -1], [2 ** 64], [1.0], ["1"]):
         assert _plain_indices(needs_checks) is None
+    # Past the items checked one by one, every item's type is looked at.
+    many = [0, 1] * _SMALL_ITEMS_CHECKED
+    assert list(_plain_indices(many)) == many
+    assert _plain_indices(many + [True]) is None
 
 
 def test_generate_proofs_of_a_list_with_leaf_zero_and_one_and_bools():
