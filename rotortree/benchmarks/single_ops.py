@@ -22,13 +22,15 @@ alternates between rounds:
 Ratios are per round (paired); an interval is the 5th-95th percentile of
 the rounds' ratios (or, for the 2 µs target, of the rounds' times).
 
-The same rounds also time the parts of a single insert and a single proof
-(thread CPU time): the C call alone through cffi (root or proof into a
-reused buffer), a one-argument cffi call (``rt_tree_rule``: the call and the
-GIL release and reacquire every call makes), the result objects (the root's
-bytes; the proof's bytes and its InclusionProof), and an empty loop. The
-"where the time goes" table splits each operation's median by these medians:
-C work = C call - cffi floor, result = result parts, wrapper = the rest.
+The same rounds also time, in thread CPU time, loops that stop part way
+through a single insert and a single proof: the C call alone through cffi
+(root or proof into a reused buffer), the C call followed by the result
+object (the root's bytes; the proof's bytes and its InclusionProof), a
+one-argument cffi call (``rt_tree_rule``: the call and the GIL release and
+reacquire every call makes) and an empty loop. The "where the time goes"
+table splits each operation per round: C work = C call - cffi call, result =
+(C call + result) - C call, wrapper = the rest; each share is the median over
+the rounds.
 """
 
 from __future__ import annotations
@@ -217,90 +219,95 @@ def run(leaves: int = 1_000_000, singles: int = 50_000, proofs: int = 2_000,
                "singles": singles, "proofs": proofs, "batch": batch, "repeat": repeat,
                "threads": info["num_threads"], "simd": info["simd"], "load": load_figures,
                "machine": machine(), "rows": rows, "parts": part_rows,
-               "breakdown": breakdown({name: quantile(cpu_samples[name], 0.5)
-                                       for name in cpu_samples}),
+               "breakdown": breakdown(cpu_samples),
                "crate_0.15_s": {k: summary(v) for k, v in crate.items() if v},
                "targets": targets, "problems": []}
     return payload, render(payload)
 
 
 INSERT_C = "insert C call only (rt_tree_insert, root into a reused buffer)"
+INSERT_C_RESULT = "insert C call, then the root's bytes (slice of a cached ffi.buffer)"
 CFFI_FLOOR = "one-argument cffi call (rt_tree_rule)"
-ROOT_BYTES = "the root's bytes (slice of a cached ffi.buffer)"
 PROOF_C = "generate_proof C call only (rt_proof_one into a reused buffer)"
-PROOF_BYTES = "the proof's bytes (ffi.unpack)"
-PROOF_OBJECT = "the InclusionProof over those bytes"
+PROOF_C_RESULT = "generate_proof C call, then the proof's bytes and InclusionProof"
 EMPTY_LOOP = "empty loop"
 
 
 def _parts(tree: rotortree.LeanIMT, leaves: List[bytes], snapshot: Any,
            indices: List[int]) -> Dict[str, Tuple[Callable[[], object], int]]:
-    """The pieces of one insert and one proof, each a loop over as many
-    calls as the whole operation's block, reaching into the same internals
-    the methods use (so that the split says where their time goes)."""
+    """Loops that do the first steps of an insert or a proof and stop, over
+    as many calls as the operation's own block, through the internals the
+    methods use: the split of an operation is the difference between two
+    consecutive loops. The result is made right after the C call, as the
+    method does: timed in a loop of its own it cost about half as much, even
+    on a tree small enough to stay in cache."""
     root = ffi.new("uint8_t[]", 32)
     root_view = ffi.buffer(root)
     capacity = snapshot._proof_max
     scratch = ffi.new("uint8_t[]", capacity)
     chars = ffi.cast("char *", scratch)
     length = ffi.new("size_t *")
-    encoded = snapshot.generate_proof(indices[0]).to_bytes()
 
     def insert_c() -> None:
         call, handle = lib.rt_tree_insert, tree._tree
         for leaf in leaves:
             call(handle, leaf, root)
 
+    def insert_c_result() -> None:
+        call, handle = lib.rt_tree_insert, tree._tree
+        for leaf in leaves:
+            call(handle, leaf, root)
+            root_view[:]
+
     def cffi_floor() -> None:
         call, handle = lib.rt_tree_rule, tree._tree
         for _ in leaves:
             call(handle)
-
-    def root_bytes() -> None:
-        for _ in leaves:
-            root_view[:]
 
     def proof_c() -> None:
         call, handle = lib.rt_proof_one, snapshot._snap
         for i in indices:
             call(handle, i, scratch, capacity, length)
 
-    def proof_bytes() -> None:
-        unpack, size = ffi.unpack, length[0]
-        for _ in indices:
-            unpack(chars, size)
-
-    def proof_object() -> None:
+    def proof_c_result() -> None:
         # As generate_proof builds it (InclusionProof._from_encoded, inline).
+        call, handle, unpack = lib.rt_proof_one, snapshot._snap, ffi.unpack
         new, set_slot = object.__new__, object.__setattr__
-        for _ in indices:
-            set_slot(new(InclusionProof), "_encoded", encoded)
+        for i in indices:
+            call(handle, i, scratch, capacity, length)
+            set_slot(new(InclusionProof), "_encoded", unpack(chars, length[0]))
 
     def empty_loop() -> None:
         for _ in leaves:
             pass
 
-    return {INSERT_C: (insert_c, len(leaves)), CFFI_FLOOR: (cffi_floor, len(leaves)),
-            ROOT_BYTES: (root_bytes, len(leaves)), PROOF_C: (proof_c, len(indices)),
-            PROOF_BYTES: (proof_bytes, len(indices)), PROOF_OBJECT: (proof_object, len(indices)),
-            EMPTY_LOOP: (empty_loop, len(leaves))}
+    return {INSERT_C: (insert_c, len(leaves)), INSERT_C_RESULT: (insert_c_result, len(leaves)),
+            CFFI_FLOOR: (cffi_floor, len(leaves)), PROOF_C: (proof_c, len(indices)),
+            PROOF_C_RESULT: (proof_c_result, len(indices)), EMPTY_LOOP: (empty_loop, len(leaves))}
 
 
-def breakdown(cpu: Dict[str, float]) -> Dict[str, Dict[str, float]]:
-    """Each operation's median thread CPU per call split by the parts'
-    medians. Every part's loop carries the empty loop's cost once, which the
-    split takes out (the operation's own loop is part of its wrapper)."""
-    loop, cffi = cpu[EMPTY_LOOP], cpu[CFFI_FLOOR] - cpu[EMPTY_LOOP]
-    insert_c, root = cpu[INSERT_C] - loop, cpu[ROOT_BYTES] - loop
-    proof_c = cpu[PROOF_C] - loop
-    proof_result = cpu[PROOF_BYTES] + cpu[PROOF_OBJECT] - 2 * loop
-    return {
-        "insert": {"total": cpu["insert"], "c_work": insert_c - cffi, "cffi": cffi,
-                   "result": root, "wrapper": cpu["insert"] - insert_c - root},
-        "generate_proof": {"total": cpu["generate_proof"], "c_work": proof_c - cffi,
-                           "cffi": cffi, "result": proof_result,
-                           "wrapper": cpu["generate_proof"] - proof_c - proof_result},
-    }
+def _split(cpu: Dict[str, float]) -> Dict[str, Dict[str, float]]:
+    loop, floor = cpu[EMPTY_LOOP], cpu[CFFI_FLOOR]
+    out = {}
+    for name, c_call, with_result in (("insert", INSERT_C, INSERT_C_RESULT),
+                                      ("generate_proof", PROOF_C, PROOF_C_RESULT)):
+        out[name] = {"total": cpu[name], "c_work": cpu[c_call] - floor, "cffi": floor - loop,
+                     "result": cpu[with_result] - cpu[c_call],
+                     # The operation's own loop is part of its wrapper.
+                     "wrapper": cpu[name] - cpu[with_result] + loop}
+    return out
+
+
+def breakdown(cpu: Dict[str, List[float]]) -> Dict[str, Dict[str, float]]:
+    """Each operation's thread CPU per call split into C work (C call minus
+    the cffi floor), cffi call + GIL release (the floor minus the empty
+    loop), result object and wrapper (the rest): per round, from that
+    round's loops, then the median of the rounds for each share."""
+    rounds = [_split({name: values[r] for name, values in cpu.items()})
+              for r in range(len(cpu[EMPTY_LOOP]))]
+    return {name: {key: quantile([split[name][key] for split in rounds], 0.5)
+                   for key in rounds[0][name]}
+            for name in rounds[0]}
 
 
 def _fmt_signed(seconds: float) -> str:
@@ -324,15 +331,16 @@ def render(payload: Dict[str, Any]) -> str:
         lines.append(f"| crate 0.15 {command} | {fmt_time(s['median'])} "
                      f"({fmt_time(s['min'])}, {fmt_time(s['iqr'])}) | |")
     if payload.get("breakdown"):
-        lines += ["", "Where the time goes (thread CPU per call, medians of the rounds; the "
-                      "parts are timed separately, so they add up only roughly):", "",
+        lines += ["", "Where the time goes (thread CPU per call; each share is the median "
+                      "over the rounds of that round's difference of two loops, so the "
+                      "shares add up to the total only roughly):", "",
                   "| operation | total | C work | cffi call + GIL release | result object "
                   "| rest of the Python wrapper |", "|---|---:|---:|---:|---:|---:|"]
         for name, b in payload["breakdown"].items():
             lines.append(f"| {name} | " + " | ".join(
                 _fmt_signed(b[key]) for key in ("total", "c_work", "cffi", "result",
                                                  "wrapper")) + " |")
-        lines += ["", "| part | thread CPU per call: median (min, IQR) |", "|---|---:|"]
+        lines += ["", "| loop | thread CPU per call: median (min, IQR) |", "|---|---:|"]
         for row in payload["parts"]:
             c = row["cpu_per_call_s"]
             lines.append(f"| {row['part']} | {fmt_time(c['median'])} "
