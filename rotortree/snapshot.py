@@ -24,6 +24,7 @@ from .proofs import (
     BytesLike,
     ConsistencyProof,
     InclusionProof,
+    _set_encoded,
     trusted_root_bytes,
     trusted_size_int,
 )
@@ -145,10 +146,10 @@ def _index_buffer(indices: Any) -> Any:
 
 class _ProofScratch:
     """The output buffer of one single-proof call, with the views the call
-    needs (as uint8_t for C, as char for ffi.unpack, which returns bytes in
-    one call)."""
+    needs (as uint8_t for C; as an ffi.buffer, whose slice is the proof's
+    bytes in one step, quicker than ffi.unpack)."""
 
-    __slots__ = ("out", "chars", "capacity", "length")
+    __slots__ = ("out", "view", "capacity", "length")
 
     def __init__(self) -> None:
         self.length = ffi.new("size_t *")
@@ -156,7 +157,7 @@ class _ProofScratch:
 
     def grow(self, capacity: int) -> None:
         self.out = ffi.new("uint8_t[]", capacity)
-        self.chars = ffi.cast("char *", self.out)
+        self.view = ffi.buffer(self.out)
         self.capacity = capacity
 
 
@@ -166,9 +167,7 @@ _take_proof_scratch = _proof_scratch.pop
 _give_proof_scratch = _proof_scratch.append
 _proof_one = lib.rt_proof_one
 _proof_one_at = lib.rt_proof_one_at
-_unpack = ffi.unpack
 _new_object = object.__new__
-_object_setattr = object.__setattr__
 
 
 class Snapshot(IndexReads):
@@ -426,14 +425,14 @@ class Snapshot(IndexReads):
         else:  # a view for this call only (no Snapshot object, nothing kept)
             status = _proof_one_at(self._snap, limit, index, scratch.out, scratch.capacity,
                                    scratch.length)
-        data: bytes = _unpack(scratch.chars, scratch.length[0])
+        data: bytes = scratch.view[:scratch.length[0]]
         _give_proof_scratch(scratch)
         if status:
             raise_status(status, "generate_proof")
         # InclusionProof._from_encoded, inline: a call frame is a visible
         # share of a single proof.
         proof = _new_object(InclusionProof)
-        _object_setattr(proof, "_encoded", data)
+        _set_encoded(proof, data)
         return proof
 
     def generate_proofs(self, indices: Union[Iterable[int], Any], *,

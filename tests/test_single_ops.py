@@ -61,8 +61,11 @@ def test_a_proof_made_from_bytes_decodes_its_fields_on_first_access(make):
         proof = InclusionProof.from_bytes(bytearray(snap.generate_proof(777).to_bytes()))
     else:
         proof = snap.generate_proofs([3, 777])[1]
-    # Nothing is decoded until a field is read...
+    # Nothing is decoded until a field is read; the encoding is plain bytes
+    # of the proof's own length (not a view of a reused buffer)...
     assert not any(slot_is_set(proof, name) for name in FIELDS)
+    encoded = object.__getattribute__(proof, "_encoded")
+    assert type(encoded) is bytes and encoded == proof.to_bytes()
     assert proof.verify() and proof.verify_against(snap.root, 1000)
     assert proof.level_count == snap.depth
     assert not any(slot_is_set(proof, name) for name in FIELDS)

@@ -47,7 +47,7 @@ import blake3
 
 import rotortree
 from rotortree._native import ffi, lib
-from rotortree.proofs import InclusionProof
+from rotortree.proofs import InclusionProof, _set_encoded
 
 from . import harness as rust_harness
 from ._common import Progress, deterministic_leaves, machine, write_results_to
@@ -245,7 +245,7 @@ def _parts(tree: rotortree.LeanIMT, leaves: List[bytes], snapshot: Any,
     root_view = ffi.buffer(root)
     capacity = snapshot._proof_max
     scratch = ffi.new("uint8_t[]", capacity)
-    chars = ffi.cast("char *", scratch)
+    view = ffi.buffer(scratch)
     length = ffi.new("size_t *")
 
     def insert_c() -> None:
@@ -271,11 +271,10 @@ def _parts(tree: rotortree.LeanIMT, leaves: List[bytes], snapshot: Any,
 
     def proof_c_result() -> None:
         # As generate_proof builds it (InclusionProof._from_encoded, inline).
-        call, handle, unpack = lib.rt_proof_one, snapshot._snap, ffi.unpack
-        new, set_slot = object.__new__, object.__setattr__
+        call, handle, new = lib.rt_proof_one, snapshot._snap, object.__new__
         for i in indices:
             call(handle, i, scratch, capacity, length)
-            set_slot(new(InclusionProof), "_encoded", unpack(chars, length[0]))
+            _set_encoded(new(InclusionProof), view[:length[0]])
 
     def empty_loop() -> None:
         for _ in leaves:
