@@ -1,0 +1,162 @@
+"""Hostile checks of the index filled beside the hashing (rt_index_beside):
+random batches with repeats spliced in (inside batches, across the two
+threads' blocks of puts and at block boundaries) against a plain
+Python model, with two pool threads and one-parent work units so that
+batches of 512 leaves or more take the shared path. The index must always
+agree with the tree, a refused unique batch must change nothing, and a
+unique insert must never accept a leaf twice."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rotortree
+from rotortree import DuplicateLeafError, LeanIMT
+
+
+
+@pytest.fixture
+def beside():
+    # conftest's restore_configuration puts the pool back afterwards.
+    rotortree.configure(num_threads=2, parallel_threshold=2, par_chunk_size=1)
+
+
+def first_positions(leaves):
+    first = {}
+    for position, value in enumerate(leaves):
+        first.setdefault(value, position)
+    return first
+
+
+def agree(reader, leaves, probes):
+    first = first_positions(leaves)
+    want = [first.get(p, -1) for p in probes]
+    assert reader.index_of_many(probes).tolist() == want
+    assert list(reader.contains_many(b"".join(probes))) == [int(w >= 0) for w in want]
+    for p in probes[::7]:
+        assert reader.has(p) == (p in first)
+        assert reader.index_of(p) == first.get(p)
+
+
+def leaf_of(n):
+    return n.to_bytes(8, "big") * 4
+
+
+# A batch: `fresh` new leaves, then repeats spliced in at chosen places,
+# each a leaf of the tree or of the batch (the shared path needs 512 leaves
+# or more at one-parent units: 2 * 256).
+op = st.tuples(
+    st.sampled_from(["bytes", "bytearray", "unique", "new"]),
+    st.integers(1, 1400),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), max_size=4),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(arity=st.sampled_from([2, 3, 4]), ops=st.lists(op, min_size=1, max_size=6))
+def test_beside_agrees_with_a_set_model(beside, arity, ops):
+    tree = LeanIMT(arity, 16, index=True)
+    leaves: list = []
+    snaps = []
+    counter = 0
+    probes: list = []
+    for kind, fresh_count, repeats in ops:
+        batch = [leaf_of(counter + i) for i in range(fresh_count)]
+        counter += fresh_count
+        for where, which in repeats:
+            pool = leaves + batch
+            batch.insert(where % (len(batch) + 1), pool[which % len(pool)])
+        probes = (batch[:50] + batch[-50:] + leaves[:50] + [leaf_of(10**9)])
+        data = b"".join(batch)
+        before = (tree.root, tree.size, tree.index_stats())
+        if kind in ("bytes", "bytearray"):
+            tree.insert_many(data if kind == "bytes" else bytearray(data))
+            leaves += batch
+        elif kind == "unique":
+            seen = set(leaves)
+            dup_positions = []
+            for i, leaf in enumerate(batch):
+                if leaf in seen:
+                    dup_positions.append(i)
+                seen.add(leaf)
+            if dup_positions:
+                with pytest.raises(DuplicateLeafError) as info:
+                    tree.insert_many(data, unique=True)
+                assert info.value.positions == dup_positions
+                assert (tree.root, tree.size, tree.index_stats()) == before
+            else:
+                tree.insert_many(data, unique=True)
+                leaves += batch
+        else:
+            seen = set(leaves)
+            dropped = []
+            for i, leaf in enumerate(batch):
+                if leaf in seen:
+                    dropped.append(i)
+                else:
+                    leaves.append(leaf)
+                    seen.add(leaf)
+            _, got = tree.insert_new(data)
+            assert got == dropped
+        assert tree.size == len(leaves)
+        if leaves:
+            assert tree.root == rotortree.compute_root(b"".join(leaves), arity)
+        assert tree.index_stats()["entries"] == len(set(leaves))
+        agree(tree, leaves, probes)
+        snaps.append((tree.snapshot(), list(leaves)))
+    for snap, held in snaps:
+        agree(snap, held, probes)
+
+
+def test_racing_unique_inserts_and_snapshot_readers(beside):
+    # Threads insert overlapping unique batches (600 leaves: the shared
+    # path) at once while another reads an old snapshot's index, which the
+    # in-place puts write under it: no leaf may go in twice, every accepted
+    # batch goes in whole, and the snapshot keeps answering by its size.
+    tree = LeanIMT(2, 20, index=True)
+    keys = [leaf_of(i) for i in range(1, 6001)]
+    tree.insert_many(b"".join(keys[:40]))
+    snap = tree.snapshot()
+    errors = []
+    done = threading.Event()
+
+    def inserter(offset):
+        try:
+            for start in range(offset, 5300, 400):
+                try:
+                    tree.insert_many(b"".join(keys[start:start + 600]), unique=True)
+                except DuplicateLeafError:
+                    pass
+                tree.insert_new(b"".join(keys[start + 100:start + 700]))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def reader():
+        want = [i if i < 40 else -1 for i in range(len(keys))]
+        try:
+            while not done.is_set():
+                assert snap.index_of_many(keys).tolist() == want
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=inserter, args=(o,)) for o in (0, 200, 130)]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    watcher.join()
+    assert not errors
+    data = tree.leaves()
+    stored = [data[i:i + 32] for i in range(0, len(data), 32)]
+    assert len(set(stored)) == len(stored) == tree.size
+    first = first_positions(stored)
+    assert tree.index_of_many(keys).tolist() == [first.get(k, -1) for k in keys]
+    assert tree.index_stats()["entries"] == tree.size
+    assert tree.root == rotortree.compute_root(data, 2)
