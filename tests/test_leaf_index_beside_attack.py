@@ -160,3 +160,42 @@ def test_racing_unique_inserts_and_snapshot_readers(beside):
     assert tree.index_of_many(keys).tolist() == [first.get(k, -1) for k in keys]
     assert tree.index_stats()["entries"] == tree.size
     assert tree.root == rotortree.compute_root(data, 2)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("count", [511, 512, 513, 1024])
+@pytest.mark.parametrize("at", [0, 31, 32, 63, 64, -1])
+def test_repeats_at_block_boundaries(threads, count, at, tmp_path):
+    # Blocks of puts are 32 leaves at one-parent units, and 512 leaves is
+    # the smallest batch shared out; a repeat at either side of a block
+    # boundary, first or last, must be found (unique) and must keep the
+    # least position (plain), with 3 pool threads as well as 2.
+    rotortree.configure(num_threads=threads, parallel_threshold=2, par_chunk_size=1)
+    base = [leaf_of(10**6 + i) for i in range(100)]
+    tree = LeanIMT(3, 16, index=True)
+    tree.insert_many(b"".join(base))
+    at = at % count
+    batch = [leaf_of(i) for i in range(count)]
+    batch[at] = batch[(at + 33) % count] if at != (at + 33) % count else base[5]
+    before = (tree.root, tree.size, tree.index_stats())
+    snap = tree.snapshot()
+    with pytest.raises(DuplicateLeafError):
+        tree.insert_many(b"".join(batch), unique=True)
+    assert (tree.root, tree.size, tree.index_stats()) == before
+    batch[at] = base[7]  # now the only repeat is of a tree leaf
+    with pytest.raises(DuplicateLeafError) as info:
+        tree.insert_many(b"".join(batch), unique=True)
+    assert info.value.positions == [at]
+    assert (tree.root, tree.size, tree.index_stats()) == before
+    batch[at] = batch[(at + 40) % count]
+    tree.insert_many(b"".join(batch))  # plain, stable: kept with its repeat
+    leaves = base + batch
+    probes = batch + base + [leaf_of(10**9)]
+    agree(tree, leaves, probes)
+    agree(snap, base, probes)
+    assert tree.root == rotortree.compute_root(b"".join(leaves), 3)
+    # Saved and loaded, the rebuilt index answers the same.
+    tree.save(tmp_path / "t.rt")
+    again = LeanIMT.load(tmp_path / "t.rt")
+    again.enable_index()
+    agree(again, leaves, probes)
