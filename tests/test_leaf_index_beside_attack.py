@@ -199,3 +199,33 @@ def test_repeats_at_block_boundaries(threads, count, at, tmp_path):
     again = LeanIMT.load(tmp_path / "t.rt")
     again.enable_index()
     agree(again, leaves, probes)
+
+
+def test_durable_tree_recovers_the_same_index(beside, tmp_path):
+    # A durable tree checks unique batches with rt_tree_index_duplicates
+    # (whose staging this branch reworked) and logs them; its plain LeanIMT
+    # twin stages them beside the hashing. Refusals, skips and repeats
+    # later, both trees, and the durable one reopened (its index rebuilt by
+    # recovery), answer alike.
+    path = tmp_path / "d"
+    twin = LeanIMT(4, 20, index=True)
+    base = [leaf_of(10**6 + i) for i in range(300)]
+    batch = [leaf_of(i) for i in range(900)]
+    refused = batch + [base[3]]
+    with rotortree.RotorTree.open(path, 4, 20, create=True, index=True) as tree:
+        for t in (tree, twin):
+            t.insert_many(b"".join(base))
+            with pytest.raises(DuplicateLeafError) as info:
+                t.insert_many(b"".join(refused), unique=True)
+            assert info.value.positions == [900]
+            dropped = t.insert_new(b"".join(refused))[-1]
+            assert dropped == [900]
+            t.insert_many(b"".join(batch[:600]))   # plain: repeats kept
+        leaves = base + batch + batch[:600]
+        probes = batch + base + [leaf_of(10**9)]
+        agree(tree, leaves, probes)
+        agree(twin, leaves, probes)
+        assert tree.root == twin.root
+    with rotortree.RotorTree.open(path, index=True) as tree:
+        agree(tree, leaves, probes)
+        assert tree.root == twin.root
