@@ -8,6 +8,8 @@ unique insert must never accept a leaf twice."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 
 import pytest
@@ -229,3 +231,24 @@ def test_durable_tree_recovers_the_same_index(beside, tmp_path):
     with rotortree.RotorTree.open(path, index=True) as tree:
         agree(tree, leaves, probes)
         assert tree.root == twin.root
+
+
+@pytest.mark.slow
+def test_beside_stress_driver_under_tsan(tmp_path):
+    # The handshake between the owner's plain stores and a joining helper,
+    # and snapshot reads of the table being put into, under ThreadSanitizer.
+    from c_build import DRIVERS, build_drivers, compiler, sanitizer_prefix, summary
+
+    cc = compiler()
+    if cc is None:
+        pytest.skip("no C compiler (gcc, cc or clang) on PATH")
+    flags = ["-std=c11", "-pthread", "-g", "-O1", "-fsanitize=thread"]
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1")
+    prefix = sanitizer_prefix(cc, flags, tmp_path, "ThreadSanitizer", env, 600)
+    exe = build_drivers(cc, flags, tmp_path / "tsan", [DRIVERS / "test_index_beside.c"])
+    run = subprocess.run(prefix + [str(exe["test_index_beside"]), "150"], capture_output=True,
+                         text=True, timeout=600, env=env)
+    report = f"rc={run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-6000:]}"
+    assert run.returncode == 0, report
+    assert "WARNING: ThreadSanitizer" not in run.stderr, report
+    assert summary(run) == (150, 0), report
