@@ -187,6 +187,28 @@ def test_leaf_hashes_accepts_buffers_of_every_kind():
     assert rfc6962.leaf_hashes(b"", 0) == b""
 
 
+def test_lists_of_one_total_but_different_lengths_split_at_their_own_boundaries():
+    """A list's entries are read from one concatenation; when the total is
+    a whole number of equal-size entries but the lengths differ, each entry
+    must still end where it ends, whatever kind of buffer it is."""
+    rng = random.Random("boundaries")
+    cases = [
+        [b"ab", b"", b"abcd"],                      # 6 bytes, three entries, not 2 each
+        [b"abc", b"a", b"ab"],
+        [b"a" * 32] * 50 + [b"b" * 31, b"c" * 33],  # equal but for one pair
+        [rand_bytes(rng, 300) for _ in range(40)],  # one size past the cached ints
+        [rand_bytes(rng, 1015) for _ in range(3)] + [rand_bytes(rng, 1014), rand_bytes(rng, 1016)],
+        [bytearray(b"wxyz"), memoryview(b"abcd"), b"1234"],
+        [memoryview(bytes(range(48))).cast("B", (6, 8)), bytes(40), bytes(56)],
+    ]
+    for entries in cases:
+        expected = oracle_leaf_hashes([bytes(e) for e in entries])
+        assert rfc6962.leaf_hashes(entries) == expected
+        tree = rotortree.LeanIMT(2, rule="rfc6962")
+        assert rfc6962.insert_entries(tree, entries) == \
+            rotortree.compute_root(expected, 2, rule="rfc6962")
+
+
 @pytest.mark.parametrize("call, error", [
     (lambda: rfc6962.leaf_hash("text"), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hash(5), rotortree.ArgumentTypeError),
