@@ -52,3 +52,22 @@ def test_suite_runs_the_section_at_smoke_size(tmp_path):
     assert settings["tree_leaves"] == 500 and settings["repeat"] == 3
     assert "## SHA-256 and RFC 6962 trees" in (out / "report.md").read_text()
     assert any(t["section"] == "sha256" for t in results["targets"])
+
+
+def test_switching_to_two_threads_starts_the_workers_before_the_clock():
+    """configure() stops the pool's workers when its size changes and the
+    next parallel job starts them again: the benchmark does that untimed,
+    so the first timed 2-thread build does not pay for thread creation."""
+    import rotortree
+    from rotortree.benchmarks import sha256 as bench
+
+    before = rotortree.pool_info()["num_threads"]
+    try:
+        bench.use_threads(1, b"")
+        assert rotortree.pool_info()["threads_started"] == 0
+        warm = bytes(bench.WARM_ENTRIES * bench.ENTRY_LEN)
+        bench.use_threads(2, warm)
+        assert rotortree.pool_info()["num_threads"] == 2
+        assert rotortree.pool_info()["threads_started"] >= 1
+    finally:
+        rotortree.configure(num_threads=before)

@@ -23,7 +23,9 @@ machine drift hits all alike (figures: median, min, IQR; ratios per round):
   (``insert_entries(tree, buffer, entry_len)``, no Python pass over a list)
   at 2 threads against 1 (target: 1.8x). Beside it, the same buffer built in
   two passes (``insert_many(leaf_hashes(buffer, entry_len))``): what the
-  one-pass build gains.
+  one-pass build gains. Each build runs at 1 and 2 threads back to back,
+  the order alternating by round, with the pool's workers started before
+  the clock.
 
 Writes DIR/sha256.{md,json}; DIR defaults to bench/results.
 """
@@ -55,6 +57,7 @@ IMPLS = (("portable", lib.RT_SHA256_PORTABLE), ("sha-ni", lib.RT_SHA256_SHANI),
          ("avx2-8way", lib.RT_SHA256_AVX2), ("avx512-16way", lib.RT_SHA256_AVX512))
 # hashlib per-parent calls are slow; they run on this share of the batch.
 HASHLIB_PARENT_SHARE = 16
+WARM_ENTRIES = 16384
 
 
 def clock(run: Callable[[], object]) -> float:
@@ -99,6 +102,17 @@ def build_two_pass_from_buffer(entries: bytes) -> bytes:
     tree = rotortree.LeanIMT(2, rule="rfc6962")
     tree.insert_many(rfc6962.leaf_hashes(entries, ENTRY_LEN))
     return tree_root(tree)
+
+
+def use_threads(threads: int, warm_entries: bytes) -> None:
+    """Set the pool's size, and with more than one thread start its workers
+    outside the clock: a service sizes its pool once, so a build that paid
+    for starting threads would not measure the steady state."""
+    if rotortree.pool_info()["num_threads"] == threads:
+        return
+    rotortree.configure(num_threads=threads)
+    if threads > 1:
+        build_ours_from_buffer(warm_entries)
 
 
 def tree_root(tree: Any) -> bytes:
@@ -153,6 +167,8 @@ def run(buffer_mb: int, parents: int, tree_leaves: int, scaling_leaves: int, rep
     # list, the Python passes over it (join, lengths) run on one thread
     # whatever the pool's size and would cap the ratio by Amdahl's law.
     scaling_entries = b"".join(entries_of(scaling_leaves)) if tree_ok else b""
+    # Enough entries for the pool's default threshold: warming it up runs a job.
+    warm_entries = scaling_entries[:WARM_ENTRIES * ENTRY_LEN]
     problems: List[str] = []
 
     def ours_buffer(impl: int) -> Callable[[], object]:
@@ -189,13 +205,20 @@ def run(buffer_mb: int, parents: int, tree_leaves: int, scaling_leaves: int, rep
                 if tree_class is not None:
                     sample.add("tree pymerkle", clock(lambda: build_pymerkle(tree_class,
                                                                              tree_entries)))
-                for threads in (1, 2):
-                    rotortree.configure(num_threads=threads)
-                    sample.add(f"tree ours {threads}", clock(lambda: build_ours(tree_entries)))
-                    sample.add(f"scaling ours {threads}",
-                               clock(lambda: build_ours_from_buffer(scaling_entries)))
-                    sample.add(f"scaling two-pass {threads}",
-                               clock(lambda: build_two_pass_from_buffer(scaling_entries)))
+                # Each build runs at both thread counts back to back, in an
+                # order that alternates by round: a 2-over-1 ratio pairs
+                # samples taken moments apart, so load that comes and goes
+                # on a shared machine hits both, and neither count always
+                # runs first after pymerkle's build has flushed the caches.
+                order = (1, 2) if r % 2 else (2, 1)
+                for key, build in (("tree ours", lambda: build_ours(tree_entries)),
+                                   ("scaling ours",
+                                    lambda: build_ours_from_buffer(scaling_entries)),
+                                   ("scaling two-pass",
+                                    lambda: build_two_pass_from_buffer(scaling_entries))):
+                    for threads in order:
+                        use_threads(threads, warm_entries)
+                        sample.add(f"{key} {threads}", clock(build))
             if r > 0:
                 for key, values in sample.samples.items():
                     rounds.add(key, values[0])
