@@ -222,6 +222,11 @@ def test_lists_of_one_total_but_different_lengths_split_at_their_own_boundaries(
      rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes([b"abcdefgh", memoryview(bytes(8)).cast("I")]),
      rotortree.ArgumentTypeError),
+    # Sized but not buffers: a length is trusted only once the item is known
+    # to be bytes, so a huge one is refused without being allocated.
+    (lambda: rfc6962.leaf_hashes([range(10**15)]), rotortree.ArgumentTypeError),
+    (lambda: rfc6962.leaf_hashes([b"ab", range(10**15)]), rotortree.ArgumentTypeError),
+    (lambda: rfc6962.leaf_hashes([[1, 2], [3, 4]]), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes(5), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes(b"abcd"), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes([b"ab"], 2), rotortree.ArgumentTypeError),
