@@ -22,7 +22,7 @@ from operator import countOf
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._validate import int_arg, shown
-from .errors import ArgumentTypeError, InvalidArgumentError
+from .errors import ArgumentTypeError, InvalidArgumentError, OutOfMemoryError
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
@@ -37,10 +37,6 @@ try:
     from ._native import lib as _lib
 except ImportError:  # light client: hashlib only
     _lib = None
-else:
-    # Output buffers are written whole by C before anyone reads them: not
-    # clearing them first saves a pass over memory the size of the result.
-    _new_uncleared = _ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def _byte_view(value: object, what: str) -> memoryview:
@@ -104,10 +100,17 @@ def _hashed(batch: _Batch) -> bytes:
     if _lib is None:
         return b"".join(hashlib.sha256(LEAF_PREFIX + bytes(entry)).digest()
                         for entry in _split(data, offsets, count, size))
-    out = _new_uncleared("uint8_t[]", count * HASH_LEN)
-    _check(_lib.rt_rfc6962_leaf_hashes(*_c_batch(data, offsets, count, size), out),
-           "leaf_hashes")
-    return bytes(_ffi.buffer(out))
+    nbytes = count * HASH_LEN
+    # From the core's cache of mappings, not malloc: a fresh 32 MB per
+    # million entries would be page-faulted in (the kernel zeroing it) on
+    # every call, as much work as a third of the hashing.
+    out = _lib.rt_buffer_alloc(nbytes)
+    if out == _ffi.NULL:
+        raise OutOfMemoryError(f"cannot allocate the leaf hashes of {count:,} entries")
+    out = _ffi.gc(out, _lib.rt_buffer_free, size=nbytes)
+    _check(_lib.rt_rfc6962_leaf_hashes(*_c_batch(data, offsets, count, size),
+                                       _ffi.cast("uint8_t *", out)), "leaf_hashes")
+    return bytes(_ffi.buffer(out, nbytes))
 
 
 def insert_entries(tree: Any, entries: Union[BytesLike, Iterable[BytesLike]],

@@ -268,6 +268,26 @@ def test_c_leaf_hashes_checks_everything_before_writing():
     assert bytes(ffi.buffer(out)[:64]) == oracle_leaf_hashes([data[2:5], data[5:8]])
 
 
+def test_leaf_hashes_out_of_memory_is_a_clear_error(monkeypatch):
+    """The leaf hashes are written into memory from the core's cache of
+    mappings; when none can be had, OutOfMemoryError (a MemoryError) says
+    so instead of a crash or a write through NULL."""
+
+    class NoMemory:
+        def __getattr__(self, name):
+            return getattr(lib, name)
+
+        def rt_buffer_alloc(self, size):
+            return ffi.NULL
+
+    monkeypatch.setattr(rfc6962, "_lib", NoMemory())
+    with pytest.raises(rotortree.OutOfMemoryError) as info:
+        rfc6962.leaf_hashes([b"a", b"b", b"c"])
+    assert isinstance(info.value, MemoryError)
+    monkeypatch.undo()
+    assert rfc6962.leaf_hashes([b"a"]) == hashlib.sha256(b"\x00a").digest()
+
+
 def test_light_client_fallback_matches(monkeypatch):
     """Without the compiled core the module answers from hashlib, with the
     same values and the same errors."""
