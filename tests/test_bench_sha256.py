@@ -37,6 +37,14 @@ def test_tiny_run_writes_judged_results(tmp_path):
     assert "hashlib" in hashlib_target["target"] and hashlib_target["status"] != NOT_MEASURED
     assert [row["impl"] for row in data["parents"]][0] == "portable"
     assert "## Targets" in text and "load average" in text
+    # Page faults per tree build, beside the times they are part of.
+    if sys.platform != "win32":
+        faults = data["tree"]["minor_faults_median"]
+        assert set(faults) == {f"{key} {threads}" for key in ("tree ours", "scaling ours",
+                                                              "scaling two-pass")
+                               for threads in (1, 2)}
+        assert all(isinstance(count, int) and count >= 0 for count in faults.values())
+        assert "Minor page faults per build" in text
     assert "sha256" in suite.SECTIONS
 
 

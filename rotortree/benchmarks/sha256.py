@@ -43,6 +43,11 @@ import rotortree
 from rotortree import rfc6962
 from rotortree._native import ffi, lib
 
+try:
+    import resource
+except ImportError:  # no getrusage (Windows): builds go without fault counts
+    resource = None  # type: ignore[assignment]
+
 from ._common import deterministic_leaves, fmt_rate, machine, positive_int, write_results_to
 from .environment import LoadMeter, fmt_load
 from .stats import fmt_interval, fmt_summary, paired_ratios, ratio_summary, summary, target
@@ -58,6 +63,13 @@ IMPLS = (("portable", lib.RT_SHA256_PORTABLE), ("sha-ni", lib.RT_SHA256_SHANI),
 # hashlib per-parent calls are slow; they run on this share of the batch.
 HASHLIB_PARENT_SHARE = 16
 WARM_ENTRIES = 16384
+
+
+def minor_faults() -> Optional[int]:
+    """The process's minor page faults so far (every thread), or None."""
+    if resource is None:
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 def clock(run: Callable[[], object]) -> float:
@@ -188,6 +200,7 @@ def run(buffer_mb: int, parents: int, tree_leaves: int, scaling_leaves: int, rep
             sha(b"\x01" + children[64 * i:64 * i + 64]).digest()
 
     rounds = Rounds()
+    faults: Dict[str, List[int]] = {}
     try:
         for r in range(repeat + 1):  # round 0 warms up and is dropped
             if show_progress:
@@ -218,7 +231,13 @@ def run(buffer_mb: int, parents: int, tree_leaves: int, scaling_leaves: int, rep
                                     lambda: build_two_pass_from_buffer(scaling_entries))):
                     for threads in order:
                         use_threads(threads, warm_entries)
+                        before_faults = minor_faults()
                         sample.add(f"{key} {threads}", clock(build))
+                        if r > 0 and before_faults is not None:
+                            # Fresh memory the build touched: the kernel zeroes
+                            # it in the build's time, which the times alone hide.
+                            faults.setdefault(f"{key} {threads}", []).append(
+                                (minor_faults() or 0) - before_faults)
             if r > 0:
                 for key, values in sample.samples.items():
                     rounds.add(key, values[0])
@@ -281,6 +300,9 @@ def run(buffer_mb: int, parents: int, tree_leaves: int, scaling_leaves: int, rep
                     "scaling ours 2", "scaling two-pass 1", "scaling two-pass 2"):
             if key in rounds.samples:
                 tree[key] = summary(rounds.samples[key])
+        if faults:
+            tree["minor_faults_median"] = {key: sorted(counts)[len(counts) // 2]
+                                           for key, counts in faults.items()}
         for threads in (1, 2):
             gain = rounds.ratio(f"scaling two-pass {threads}", f"scaling ours {threads}")
             if gain is not None:
@@ -378,6 +400,12 @@ def markdown(p: Payload) -> str:
         if gains:
             out += ["", "Two-pass time / one-pass time (above 1: one pass is faster): "
                     + ", ".join(gains) + "."]
+        counts = tree.get("minor_faults_median")
+        if counts:
+            out += ["", "Minor page faults per build, median (the whole process; fresh memory "
+                    "the kernel zeroes inside the build's time): "
+                    + "; ".join(f"{labels[key]}: {count:,}" for key, count in counts.items()
+                                if key in labels) + "."]
     out += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     out += [f"| {t['target']} | {t['measured']} | **{t['status']}** |" for t in p["targets"]]
     for problem in p["problems"]:
