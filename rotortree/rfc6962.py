@@ -101,9 +101,10 @@ def _hashed(batch: _Batch) -> bytes:
         return b"".join(hashlib.sha256(LEAF_PREFIX + bytes(entry)).digest()
                         for entry in _split(data, offsets, count, size))
     nbytes = count * HASH_LEN
-    # From the core's cache of mappings, not malloc: a fresh 32 MB per
-    # million entries would be page-faulted in (the kernel zeroing it) on
-    # every call, as much work as a third of the hashing.
+    # From the core's cache of mappings, not malloc: malloc hands large
+    # frees back to the system, so each call could get 32 MB per million
+    # entries of fresh memory that the kernel zeroes page by page, a third
+    # as much work as the hashing.
     out = _lib.rt_buffer_alloc(nbytes)
     if out == _ffi.NULL:
         raise OutOfMemoryError(f"cannot allocate the leaf hashes of {count:,} entries")
