@@ -97,8 +97,14 @@ typedef struct rt_level {
     uint64_t cold_len;
     rt_chunk_table *table; /* NULL until the first chunk is needed */
     rt_slab *carver;       /* where this level's next chunks come from */
-    uint8_t *ahead_base;   /* slab memory to pre-fault for the next batch, */
-    size_t ahead_bytes;    /* marked by rt_level_reserve */
+    /* The slab carving moves on to once the carver is full, made ahead of
+     * need when the next batch will not fit in the carver: its memory can
+     * then be pre-faulted like the carver's (NULL until then). */
+    rt_slab *spare;
+    /* Slab memory to pre-fault for the next batch, marked by
+     * rt_level_reserve: the carver's rest and the spare's start. */
+    uint8_t *ahead_base[2];
+    size_t ahead_bytes[2];
 } rt_level;
 
 unsigned rt_chunk_capacity(unsigned arity);
@@ -110,15 +116,23 @@ void rt_table_retain(rt_chunk_table *table);
 void rt_table_release(rt_chunk_table *table);
 
 void rt_level_init(rt_level *level);
-/* The range rt_level_reserve marked for pre-faulting (NULL, 0 if none),
- * cleared: the caller hands it to rt_mapping_prefault once its writes are
- * done and the tree is unlocked. Inline: every insert asks every level. */
-static inline void rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes)
+/* Up to RT_LEVEL_AHEAD ranges rt_level_reserve marked for pre-faulting,
+ * into base[] and bytes[], cleared; returns how many. The caller hands them
+ * to rt_mapping_prefault once its writes are done and the tree is unlocked.
+ * Inline: every insert asks every level. */
+#define RT_LEVEL_AHEAD 2
+static inline unsigned rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes)
 {
-    *base = level->ahead_base;
-    *bytes = level->ahead_bytes;
-    level->ahead_base = NULL;
-    level->ahead_bytes = 0;
+    unsigned taken = 0;
+    for (unsigned i = 0; i < RT_LEVEL_AHEAD; i++) {
+        if (level->ahead_bytes[i]) {
+            base[taken] = level->ahead_base[i];
+            bytes[taken++] = level->ahead_bytes[i];
+        }
+        level->ahead_base[i] = NULL;
+        level->ahead_bytes[i] = 0;
+    }
+    return taken;
 }
 void rt_level_destroy(rt_level *level);
 

@@ -33,6 +33,7 @@
 #include "rt_index.h"
 #include "rt_mapping.h"
 #include "rt_pool.h"
+#include "rt_tree.h"
 
 #include "harness.h"
 
@@ -779,6 +780,24 @@ static void test_result_buffers(void)
     CHECK(rt_buffer_alloc(SIZE_MAX - 64) == NULL, "SIZE_MAX - 64 buffer");
 }
 
+/* 1 when MADV_POPULATE_WRITE really makes memory resident here. */
+static int populate_works(void)
+{
+#if defined(__linux__) && defined(MADV_POPULATE_WRITE)
+    uint8_t *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int supported = probe != MAP_FAILED && madvise(probe, 4096, MADV_POPULATE_WRITE) == 0;
+    // qemu-user accepts any madvise advice and does nothing: the probe page
+    // must really have become resident for residency checks to mean anything.
+    unsigned char probe_resident = 0;
+    supported = supported && mincore(probe, 4096, &probe_resident) == 0 && (probe_resident & 1);
+    if (probe != MAP_FAILED)
+        munmap(probe, 4096);
+    return supported;
+#else
+    return 0;
+#endif
+}
+
 /* Pre-faulting ahead of a growing tree: the background thread populates a
  * mapping while this thread writes into it; nothing written may change,
  * and (where the kernel supports it) the range ends up resident. */
@@ -806,16 +825,9 @@ static void test_prefault(void)
 #if defined(__linux__) && defined(MADV_POPULATE_WRITE)
     // The last third was never written: only pre-faulting can have made it
     // resident, which it must have if this kernel has MADV_POPULATE_WRITE.
-    uint8_t *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    int supported = probe != MAP_FAILED && madvise(probe, 4096, MADV_POPULATE_WRITE) == 0;
-    // qemu-user accepts any madvise advice and does nothing: the probe page
-    // must really have become resident for the check below to mean anything.
-    unsigned char probe_resident = 0;
-    supported = supported && mincore(probe, 4096, &probe_resident) == 0 && (probe_resident & 1);
+    int supported = populate_works();
     if (!supported)
         printf("test_prefault: MADV_POPULATE_WRITE does not populate here; residency not checked\n");
-    if (probe != MAP_FAILED)
-        munmap(probe, 4096);
     static unsigned char resident[(6u << 20) / 4096];
     size_t first = 2 * (bytes / 3) / 4096 + 1, last = (bytes - 200) / 4096, missing = 0;
     if (supported && mincore(memory, bytes, resident) == 0) {
@@ -825,6 +837,68 @@ static void test_prefault(void)
     }
 #endif
     rt_mapping_put(memory, got);
+}
+
+/* A tree growing by batches of one size: every chunk a batch appends to
+ * level 0 must already be resident when the batch starts (the batch before
+ * asked for it to be pre-faulted), including the chunks of a batch that
+ * crosses from one slab into the next, which used to be made, and faulted,
+ * by the batch itself. */
+static void test_prefault_growth(void)
+{
+    if (!P->big_tree) {
+        printf("test_prefault_growth: no big trees in this profile\n");
+        return;
+    }
+    if (!populate_works()) {
+        printf("test_prefault_growth: MADV_POPULATE_WRITE does not populate here\n");
+        return;
+    }
+    // 625 level-0 chunks (2.6 MB) per batch: above the pre-faulting
+    // threshold, and a few batches fill a slab.
+    const uint64_t batch = 80000;
+    const unsigned batches = 7;
+    uint8_t *leaves = make_leaves(global_seed ^ 0x6e0, batch), root[32];
+    rt_tree *tree = NULL;
+    REQUIRE(rt_tree_new(4, 32, RT_RULE_ROTORTREE_015, &tree) == RT_OK, "new tree");
+    rt_level *level = &tree->levels[0];
+    unsigned crossed = 0;
+    for (unsigned b = 0; b < batches; b++) {
+        // Where the next chunks can come from, and what of it is resident.
+        rt_slab *from[2] = {level->carver, level->spare};
+        unsigned char *resident[2] = {NULL, NULL};
+        for (int i = 0; i < 2; i++) {
+            if (!from[i] || !from[i]->mapped)
+                continue;
+            resident[i] = xmalloc(from[i]->bytes / 4096 + 1);
+            REQUIRE(mincore(from[i]->base, from[i]->bytes, resident[i]) == 0, "mincore");
+        }
+        size_t before = level->table ? level->table->count : 0;
+        REQUIRE(rt_tree_insert_many(tree, leaves, batch, root) == RT_OK, "batch %u", b);
+        size_t cold = 0, other_slab = 0;
+        for (size_t c = before; b > 0 && c < level->table->count; c++) {
+            uint8_t *chunk = (uint8_t *)level->table->slots[c];
+            int warm = 0;
+            for (int i = 0; i < 2; i++)
+                if (resident[i] && chunk >= from[i]->base &&
+                    chunk < from[i]->base + from[i]->bytes)
+                    warm = resident[i][(size_t)(chunk - from[i]->base) / 4096] & 1;
+            cold += !warm;
+            other_slab += level->table->slots[c]->slab != from[0];
+        }
+        crossed += other_slab > 0;
+        // A page at either end of a pre-faulted range may be left out
+        // (requests cover whole 4 KiB pages inside the range), and where the
+        // kernel gives no huge page the chunk starting there stays cold.
+        CHECK(cold <= 2, "batch %u: %zu of %zu new level-0 chunks were not pre-faulted", b,
+              cold, level->table->count - before);
+        free(resident[0]);
+        free(resident[1]);
+        rt_mapping_prefault_wait();
+    }
+    CHECK(crossed > 0, "no batch crossed into a new slab: the test proves nothing");
+    rt_tree_free(tree);
+    free(leaves);
 }
 
 static void test_api_errors(void)
@@ -2769,6 +2843,7 @@ int main(int argc, char **argv)
     RUN(test_api_errors);
     RUN(test_result_buffers);
     RUN(test_prefault);
+    RUN(test_prefault_growth);
     RUN(test_random_trees, &g);
     RUN(test_big_tree, &g);
     RUN(test_restore, &g);
