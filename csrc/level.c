@@ -334,9 +334,14 @@ static size_t carve_chunks(rt_level *level, unsigned chunk_cap, size_t wanted, r
     return count;
 }
 
-// Growth that needs less than this is not worth a request: pre-faulting
-// pays off in huge pages, which the kernel hands out 2 MiB at a time.
-#define PREFAULT_MIN RT_HUGE_PAGE
+// Growth that needs less than this is not worth a request (a lock and a
+// wake-up of the background thread). Not a huge page: the upper levels of
+// a tree that grows by 1M leaves take ~160 4 KiB pages per batch from small
+// slabs (malloc'd, no huge pages), faulted one by one on the calling thread
+// while the pool waits for it.
+#ifndef PREFAULT_MIN
+#define PREFAULT_MIN (64u << 10)
+#endif
 
 /* Mark [slab->prefaulted or carved, up to `bytes` past carved) of `slab`
  * as ahead range `which` of the level; returns the bytes of that span that
@@ -346,8 +351,9 @@ static size_t mark_ahead(rt_level *level, unsigned which, rt_slab *slab, size_t 
     size_t room = slab->bytes - slab->carved;
     size_t to = slab->carved + (bytes < room ? bytes : room);
     size_t from = slab->carved > slab->prefaulted ? slab->carved : slab->prefaulted;
-    // Only mapped slabs: small ones come from malloc's heap.
-    if (slab->mapped && to > from) {
+    // malloc'd slabs too: populating never changes memory's contents, so
+    // pages of the heap beside the slab are unharmed.
+    if (to > from) {
         level->ahead_base[which] = slab->base + from;
         level->ahead_bytes[which] = to - from;
         slab->prefaulted = to;

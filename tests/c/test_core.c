@@ -839,11 +839,13 @@ static void test_prefault(void)
     rt_mapping_put(memory, got);
 }
 
-/* A tree growing by batches of one size: every chunk a batch appends to
- * level 0 must already be resident when the batch starts (the batch before
- * asked for it to be pre-faulted), including the chunks of a batch that
- * crosses from one slab into the next, which used to be made, and faulted,
- * by the batch itself. */
+/* A tree growing by batches of one size: every chunk a batch appends must
+ * already be resident when the batch starts (the batch before asked for it
+ * to be pre-faulted) at every level that grows by at least 64 KiB a batch,
+ * whether its slab is a mapping or malloc'd, and including the chunks of a
+ * batch that crosses from one slab into the next, which used to be made,
+ * and faulted, by the batch itself. */
+#define GROWTH_LEVELS 3
 static void test_prefault_growth(void)
 {
     if (!P->big_tree) {
@@ -854,49 +856,63 @@ static void test_prefault_growth(void)
         printf("test_prefault_growth: MADV_POPULATE_WRITE does not populate here\n");
         return;
     }
-    // 625 level-0 chunks (2.6 MB) per batch: above the pre-faulting
-    // threshold, and a few batches fill a slab.
+    // Per batch: 625 level-0 chunks (2.6 MB, mapped slabs; a few batches
+    // fill one), 157 at level 1 and 40 at level 2 (malloc'd slabs).
     const uint64_t batch = 80000;
     const unsigned batches = 7;
+    const uintptr_t page = 4096;
     uint8_t *leaves = make_leaves(global_seed ^ 0x6e0, batch), root[32];
     rt_tree *tree = NULL;
     REQUIRE(rt_tree_new(4, 32, RT_RULE_ROTORTREE_015, &tree) == RT_OK, "new tree");
-    rt_level *level = &tree->levels[0];
     unsigned crossed = 0;
     for (unsigned b = 0; b < batches; b++) {
-        // Where the next chunks can come from, and what of it is resident.
-        rt_slab *from[2] = {level->carver, level->spare};
-        unsigned char *resident[2] = {NULL, NULL};
-        for (int i = 0; i < 2; i++) {
-            if (!from[i] || !from[i]->mapped)
-                continue;
-            resident[i] = xmalloc(from[i]->bytes / 4096 + 1);
-            REQUIRE(mincore(from[i]->base, from[i]->bytes, resident[i]) == 0, "mincore");
+        // Per level, where its next chunks can come from (the slab it
+        // carves from and its spare), and what of that is resident.
+        rt_slab *from[GROWTH_LEVELS][2];
+        uint8_t *start[GROWTH_LEVELS][2];
+        unsigned char *resident[GROWTH_LEVELS][2];
+        size_t before[GROWTH_LEVELS];
+        for (unsigned l = 0; l < GROWTH_LEVELS; l++) {
+            rt_level *level = &tree->levels[l];
+            from[l][0] = level->carver;
+            from[l][1] = level->spare;
+            before[l] = level->table ? level->table->count : 0;
+            for (int i = 0; i < 2; i++) {
+                resident[l][i] = NULL;
+                if (!from[l][i])
+                    continue;
+                start[l][i] = (uint8_t *)((uintptr_t)from[l][i]->base & ~(page - 1));
+                size_t span = (size_t)(from[l][i]->base + from[l][i]->bytes - start[l][i]);
+                resident[l][i] = xmalloc(span / page + 1);
+                REQUIRE(mincore(start[l][i], span, resident[l][i]) == 0, "mincore");
+            }
         }
-        size_t before = level->table ? level->table->count : 0;
         REQUIRE(rt_tree_insert_many(tree, leaves, batch, root) == RT_OK, "batch %u", b);
-        size_t cold = 0, other_slab = 0;
-        for (size_t c = before; b > 0 && c < level->table->count; c++) {
-            uint8_t *chunk = (uint8_t *)level->table->slots[c];
-            int warm = 0;
-            for (int i = 0; i < 2; i++)
-                if (resident[i] && chunk >= from[i]->base &&
-                    chunk < from[i]->base + from[i]->bytes)
-                    warm = resident[i][(size_t)(chunk - from[i]->base) / 4096] & 1;
-            cold += !warm;
-            other_slab += level->table->slots[c]->slab != from[0];
+        for (unsigned l = 0; l < GROWTH_LEVELS; l++) {
+            rt_level *level = &tree->levels[l];
+            size_t cold = 0, other_slab = 0;
+            for (size_t c = before[l]; b > 0 && c < level->table->count; c++) {
+                rt_chunk *chunk = level->table->slots[c];
+                int warm = 0;
+                for (int i = 0; i < 2; i++)
+                    if (resident[l][i] && (uint8_t *)chunk >= from[l][i]->base &&
+                        (uint8_t *)chunk < from[l][i]->base + from[l][i]->bytes)
+                        warm = resident[l][i][(size_t)((uint8_t *)chunk - start[l][i]) / page] & 1;
+                cold += !warm;
+                other_slab += chunk->slab != from[l][0];
+            }
+            crossed += l == 0 && other_slab > 0;
+            // A page at either end of a pre-faulted range may be left out
+            // (requests cover whole 4 KiB pages inside the range), and where
+            // the kernel gives no huge page the chunk starting there is cold.
+            CHECK(cold <= 2, "batch %u: %zu of %zu new level-%u chunks were not pre-faulted", b,
+                  cold, level->table->count - before[l], l);
+            free(resident[l][0]);
+            free(resident[l][1]);
         }
-        crossed += other_slab > 0;
-        // A page at either end of a pre-faulted range may be left out
-        // (requests cover whole 4 KiB pages inside the range), and where the
-        // kernel gives no huge page the chunk starting there stays cold.
-        CHECK(cold <= 2, "batch %u: %zu of %zu new level-0 chunks were not pre-faulted", b,
-              cold, level->table->count - before);
-        free(resident[0]);
-        free(resident[1]);
         rt_mapping_prefault_wait();
     }
-    CHECK(crossed > 0, "no batch crossed into a new slab: the test proves nothing");
+    CHECK(crossed > 0, "no batch crossed into a new level-0 slab: the test proves nothing");
     rt_tree_free(tree);
     free(leaves);
 }
