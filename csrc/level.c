@@ -349,7 +349,17 @@ static size_t carve_chunks(rt_level *level, unsigned chunk_cap, size_t wanted, r
 static size_t mark_ahead(rt_level *level, unsigned which, rt_slab *slab, size_t bytes)
 {
     size_t room = slab->bytes - slab->carved;
-    size_t to = slab->carved + (bytes < room ? bytes : room);
+    size_t covered = bytes < room ? bytes : room;
+    size_t to = slab->carved + covered;
+    // A mapping starts on a huge page, which the kernel faults in whole:
+    // marking to the end of the one the range ends in costs nothing more,
+    // and a level that grows by less than a huge page a batch then asks
+    // once per huge page instead of waking the background thread per batch.
+    if (slab->mapped) {
+        to = (to + RT_HUGE_PAGE - 1) & ~(size_t)(RT_HUGE_PAGE - 1);
+        if (to > slab->bytes)
+            to = slab->bytes;
+    }
     size_t from = slab->carved > slab->prefaulted ? slab->carved : slab->prefaulted;
     // malloc'd slabs too: populating never changes memory's contents, so
     // pages of the heap beside the slab are unharmed.
@@ -358,7 +368,7 @@ static size_t mark_ahead(rt_level *level, unsigned which, rt_slab *slab, size_t 
         level->ahead_bytes[which] = to - from;
         slab->prefaulted = to;
     }
-    return to - slab->carved;
+    return covered;
 }
 
 /* A level that just took `chunks` new chunks will likely take as many with
