@@ -388,6 +388,15 @@ static void prefault_ahead(rt_level *level, unsigned chunk_cap, size_t stride, s
     size_t bytes = chunks * stride;
     if (!slab || bytes < PREFAULT_MIN)
         return;
+    // When the pool leaves a CPU idle, the background thread populates the
+    // batch after next on it while the next batch runs, so back-to-back
+    // batches find their memory ready too. When every CPU hashes, it could
+    // only take CPU from that batch: one batch ahead, populated in the gaps
+    // the caller leaves.
+    uint32_t threads;
+    rt_pool_tunables(&threads, NULL, NULL);
+    if (threads < rt_pool_cpus())
+        bytes *= 2;
     size_t covered = mark_ahead(level, 0, slab, bytes);
     if (covered >= bytes)
         return;
