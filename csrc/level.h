@@ -84,6 +84,10 @@ typedef struct rt_chunk_table {
     rt_chunk *slots[];
 } rt_chunk_table;
 
+/* Pre-fault ranges a level marks per batch: its carver's rest and its
+ * spare's start. */
+#define RT_LEVEL_AHEAD 2
+
 /*
  * A level may start with a cold prefix: nodes [0, cold_len) read in place
  * from caller memory (a memory-mapped checkpoint file), so trees larger
@@ -101,10 +105,10 @@ typedef struct rt_level {
      * need when the next batch will not fit in the carver: its memory can
      * then be pre-faulted like the carver's (NULL until then). */
     rt_slab *spare;
-    /* Slab memory to pre-fault for the next batch, marked by
+    /* Slab memory to pre-fault for the next batch (or two), marked by
      * rt_level_reserve: the carver's rest and the spare's start. */
-    uint8_t *ahead_base[2];
-    size_t ahead_bytes[2];
+    uint8_t *ahead_base[RT_LEVEL_AHEAD];
+    size_t ahead_bytes[RT_LEVEL_AHEAD];
 } rt_level;
 
 unsigned rt_chunk_capacity(unsigned arity);
@@ -120,7 +124,6 @@ void rt_level_init(rt_level *level);
  * into base[] and bytes[], cleared; returns how many. The caller hands them
  * to rt_mapping_prefault once its writes are done and the tree is unlocked.
  * Inline: every insert asks every level. */
-#define RT_LEVEL_AHEAD 2
 static inline unsigned rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes)
 {
     unsigned taken = 0;
