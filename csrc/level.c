@@ -376,13 +376,14 @@ static size_t mark_ahead(rt_level *level, unsigned which, rt_slab *slab, size_t 
  * they would come from is marked to be pre-faulted in the background, so
  * the next batch's page faults (the kernel zeroing fresh pages) are off its
  * path. When the carver cannot hold that batch, the slab carving moves on
- * to next is made now (the spare) and its start is marked too: otherwise
+ * to next is made ahead (the spare, by rt_level_take_prefault once the
+ * batch is written) and its start is marked too: otherwise
  * every batch that crossed a slab boundary (every other one for a level
  * that grows by big batches) would fault all of its new slab itself.
  * Marked only: the caller issues the requests once its insert is done
  * (rt_level_take_prefault), as populating now would take CPU from the
  * batch that is about to hash. */
-static void prefault_ahead(rt_level *level, unsigned chunk_cap, size_t stride, size_t chunks)
+static void prefault_ahead(rt_level *level, size_t stride, size_t chunks)
 {
     rt_slab *slab = level->carver;
     size_t bytes = chunks * stride;
@@ -398,16 +399,28 @@ static void prefault_ahead(rt_level *level, unsigned chunk_cap, size_t stride, s
     if (threads < rt_pool_cpus())
         bytes *= 2;
     size_t covered = mark_ahead(level, 0, slab, bytes);
+    level->spare_want = 0;
     if (covered >= bytes)
         return;
-    if (!level->spare) {
-        size_t short_chunks = (bytes - covered + stride - 1) / stride;
-        // Advice only: without a spare the next batch makes its slab itself.
-        level->spare = slab_new(slab_chunks_for(level, short_chunks) * stride, chunk_cap);
-        if (!level->spare)
-            return;
-    }
-    mark_ahead(level, 1, level->spare, bytes - covered);
+    if (level->spare)
+        mark_ahead(level, 1, level->spare, bytes - covered);
+    else
+        level->spare_want = bytes - covered; // made by rt_level_take_prefault
+}
+
+void rt_level_make_spare(rt_level *level)
+{
+    size_t want = level->spare_want;
+    level->spare_want = 0;
+    if (level->spare || !level->carver)
+        return;
+    unsigned chunk_cap = level->carver->chunk_cap;
+    size_t stride = chunk_stride(chunk_cap);
+    // Advice only: without a spare the next batch makes its slab itself.
+    level->spare = slab_new(slab_chunks_for(level, (want + stride - 1) / stride) * stride,
+                            chunk_cap);
+    if (level->spare)
+        mark_ahead(level, 1, level->spare, want);
 }
 
 void rt_chunk_retain(rt_chunk *chunk)
@@ -549,7 +562,7 @@ int rt_level_reserve(rt_level *level, uint64_t first_written, uint64_t new_len,
         table->count += carved;
     }
     if (table->count > installed)
-        prefault_ahead(level, chunk_cap, chunk_stride(chunk_cap), table->count - installed);
+        prefault_ahead(level, chunk_stride(chunk_cap), table->count - installed);
     return RT_OK;
 }
 

@@ -105,6 +105,7 @@ typedef struct rt_level {
      * need when the next batch will not fit in the carver: its memory can
      * then be pre-faulted like the carver's (NULL until then). */
     rt_slab *spare;
+    size_t spare_want;     /* bytes of the next batch(es) the spare is to hold */
     /* Slab memory to pre-fault for the next batch (or two), marked by
      * rt_level_reserve: the carver's rest and the spare's start. */
     uint8_t *ahead_base[RT_LEVEL_AHEAD];
@@ -120,12 +121,19 @@ void rt_table_retain(rt_chunk_table *table);
 void rt_table_release(rt_chunk_table *table);
 
 void rt_level_init(rt_level *level);
+/* Make the spare slab rt_level_reserve asked for and mark its start (advice:
+ * nothing happens if it cannot be had). */
+void rt_level_make_spare(rt_level *level);
 /* Up to RT_LEVEL_AHEAD ranges rt_level_reserve marked for pre-faulting,
  * into base[] and bytes[], cleared; returns how many. The caller hands them
  * to rt_mapping_prefault once its writes are done and the tree is unlocked.
- * Inline: every insert asks every level. */
+ * Only callers that do so make spare slabs (the others, restore and scratch
+ * levels, would make them for nothing). Inline: every insert asks every
+ * level. */
 static inline unsigned rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes)
 {
+    if (level->spare_want)
+        rt_level_make_spare(level);
     unsigned taken = 0;
     for (unsigned i = 0; i < RT_LEVEL_AHEAD; i++) {
         if (level->ahead_bytes[i]) {
@@ -136,6 +144,16 @@ static inline unsigned rt_level_take_prefault(rt_level *level, uint8_t **base, s
         level->ahead_bytes[i] = 0;
     }
     return taken;
+}
+/* Drop what rt_level_reserve marked: a reserve that was no batch (restoring
+ * a tree) says nothing about the next batch's size. */
+static inline void rt_level_forget_prefault(rt_level *level)
+{
+    level->spare_want = 0;
+    for (unsigned i = 0; i < RT_LEVEL_AHEAD; i++) {
+        level->ahead_base[i] = NULL;
+        level->ahead_bytes[i] = 0;
+    }
 }
 void rt_level_destroy(rt_level *level);
 
