@@ -80,9 +80,11 @@ struct lane_group {
     /* Where the next group's children start (0: nowhere to prefetch). A
      * group's children are one contiguous run, LANES * arity nodes, but a
      * block reads them a line per lane, strided, which the hardware
-     * prefetcher does not follow; so each block prefetches its share of the
-     * next group's run in address order, and a run is in cache (and, read
-     * in order, the hardware streams the rest) before its group starts. */
+     * prefetcher does not follow. Each block prefetches LANES lines of the
+     * next group's run in address order (a group has at least arity / 2
+     * blocks, enough to cover its LANES * arity / 2 lines): as many as one
+     * line per lane, but in an order the hardware prefetcher streams on
+     * from. */
     uintptr_t upcoming;
 #ifdef LANES_STORING_ENTRY
     /* Storing entries only: where each lane's children are copied (NULL:
@@ -180,8 +182,7 @@ LANE_INLINE void chunk_lanes(const struct lane_group *group, unsigned arity,
         }
         if (group->upcoming) {
             size_t lines = (size_t)LANES * arity * RT_HASH_LEN / 64;
-            for (size_t line = block * lines / total_blocks;
-                 line < (block + 1) * lines / total_blocks; line++)
+            for (size_t line = block * LANES; line < (block + 1) * LANES && line < lines; line++)
                 __builtin_prefetch((const void *)(group->upcoming + 64 * line), 0, 3);
         }
 #ifdef LANES_STORING_ENTRY
