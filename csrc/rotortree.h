@@ -444,6 +444,12 @@ int rt_proofs_fill(const rt_snapshot *snap, const uint64_t *indices, size_t coun
 /* (rt_proofs_fill returns RT_ERR_INVALID_ARGUMENT, writing nothing outside
  * each proof's slot, if an index no longer matches the layout.) */
 
+/* The position of the first of indices[start, count) that is 0 or 1, or
+ * count if there is none (start > count counts as count). The Python
+ * binding converts a list of ints in one pass that takes bools as 0 and 1,
+ * then looks at the types of those items only. */
+size_t rt_indices_find_small(const uint64_t *indices, size_t count, size_t start);
+
 /* One inclusion proof in one call, for callers that pay per call (the
  * Python binding): writes its length to *length and, if it fits in
  * `capacity` bytes, the proof to out. RT_ERR_INDEX for index >= size;
