@@ -92,7 +92,8 @@ def warnings_of_rotortree(caplog):
 # Failed checkpoints leak nothing
 
 
-def test_repeated_checkpoint_failures_keep_files_and_descriptors(tmp_path, monkeypatch):
+def test_repeated_checkpoint_failures_keep_files_and_descriptors(tmp_path, monkeypatch,
+                                                                 frozen_heap):
     path = tmp_path / "t"
     tree = manual(path, arity=4)
     tree.insert_many(leaves(0, 100))
@@ -101,19 +102,10 @@ def test_repeated_checkpoint_failures_keep_files_and_descriptors(tmp_path, monke
     tree.flush()
     fds, files, root = open_fds(), wal_state(path), tree.root
     monkeypatch.setattr(storage_io, "sys_rename", _fail())
-    # open_fds() collects garbage each time; with everything alive now frozen
-    # (open_fds() above just collected the garbage of earlier tests), those
-    # 300 collections scan only the objects the failed checkpoints create,
-    # which is where a leaked descriptor's owner would be, instead of the
-    # whole session's heap every time.
-    gc.freeze()
-    try:
-        for _ in range(300):   # past a 256-descriptor limit if each kept one
-            with pytest.raises(DurabilityError):
-                tree.checkpoint()
-            assert open_fds() == fds
-    finally:
-        gc.unfreeze()
+    for _ in range(300):   # past a 256-descriptor limit if each kept one
+        with pytest.raises(DurabilityError):
+            tree.checkpoint()
+        assert open_fds() == fds
     assert wal_state(path) == files
     assert tree.root == root and tree.stats()["wal_segments"] == 1
     monkeypatch.undo()
