@@ -91,6 +91,16 @@ static void inclusion_fill(const rt_snapshot *snap, uint64_t index, uint8_t *out
     }
 }
 
+size_t rt_indices_find_small(const uint64_t *indices, size_t count, size_t start)
+{
+    if (!indices)
+        return count;
+    for (size_t i = start; i < count; i++)
+        if (indices[i] <= 1)
+            return i;
+    return count;
+}
+
 int rt_proofs_layout(const rt_snapshot *snap, const uint64_t *indices, size_t count,
                      uint64_t *offsets, size_t *bad_position)
 {

@@ -444,6 +444,12 @@ int rt_proofs_fill(const rt_snapshot *snap, const uint64_t *indices, size_t coun
 /* (rt_proofs_fill returns RT_ERR_INVALID_ARGUMENT, writing nothing outside
  * each proof's slot, if an index no longer matches the layout.) */
 
+/* The position of the first of indices[start, count) that is 0 or 1, or
+ * count if there is none (start > count counts as count). The Python
+ * binding converts a list of ints in one pass that takes bools as 0 and 1,
+ * then looks at the types of those items only. */
+size_t rt_indices_find_small(const uint64_t *indices, size_t count, size_t start);
+
 /* One inclusion proof in one call, for callers that pay per call (the
  * Python binding): writes its length to *length and, if it fits in
  * `capacity` bytes, the proof to out. RT_ERR_INDEX for index >= size;
@@ -522,6 +528,33 @@ int rt_wal_append(rt_tree *tree, int fd, uint64_t offset, uint8_t *header,
  * `after_bytes` bytes of the frame, then fails with `error_number` (0
  * disarms). */
 void rt_wal_fail_next_write(int error_number, size_t after_bytes);
+
+/* Group commit: the fsync rounds of a durable tree and the callers waiting
+ * for them. rt_sync_gate_wait blocks (without the GIL) until `seq` is
+ * durable, the gate failed, no round is running (the caller then leads the
+ * next one: it must call rt_sync_gate_end, from the same thread, however the
+ * round ends), or `timeout_ms` passed. A caller made the leader first
+ * gathers: it waits until as many followers as the last round had (those
+ * waiting as it ended) wait behind it, for at most half the last round's
+ * length and `gather_max_ns` (0: never), so that writers a round released
+ * get into the next one. rt_sync_gate_end raises the durable point to
+ * `synced` (0 changes nothing), gives up the lead if the calling thread
+ * holds it, and wakes every waiter. rt_sync_gate_fail makes every wait,
+ * present and future, return RT_SYNC_FAILED. rt_sync_gate_leading and
+ * rt_sync_gate_waiting report whether a round runs and how many followers
+ * wait. */
+typedef struct rt_sync_gate rt_sync_gate;
+#define RT_SYNC_DURABLE 0
+#define RT_SYNC_LEAD 1
+#define RT_SYNC_FAILED 2
+#define RT_SYNC_TIMEOUT 3
+rt_sync_gate *rt_sync_gate_new(uint64_t synced, uint64_t gather_max_ns);
+void rt_sync_gate_free(rt_sync_gate *gate);
+int rt_sync_gate_wait(rt_sync_gate *gate, uint64_t seq, uint32_t timeout_ms);
+void rt_sync_gate_end(rt_sync_gate *gate, uint64_t synced);
+void rt_sync_gate_fail(rt_sync_gate *gate);
+int rt_sync_gate_leading(rt_sync_gate *gate);
+int rt_sync_gate_waiting(rt_sync_gate *gate);
 
 /* ---- log views --------------------------------------------------------------
  * Every earlier state of an append-only tree is in its stored levels: a node

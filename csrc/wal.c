@@ -16,8 +16,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rotortree.h"
@@ -401,4 +403,182 @@ int rt_wal_append(rt_tree *tree, int fd, uint64_t offset, uint8_t *header,
     if (status == RT_ERR_IO)
         *error_out = job.error;
     return status;
+}
+
+/* ---- group commit gate ---------------------------------------------------- */
+
+/* Followers of an fsync round wait here without the GIL: a Python condition
+ * makes each of them take the GIL and the condition's lock again in turn
+ * when the round ends (a convoy of wake-ups per round), where a pthread
+ * condition wakes them all at once and each takes the GIL only to return.
+ *
+ * A new leader first gathers: it waits (a bounded time) for as many
+ * followers as the last round had to queue behind it. Without that, the
+ * writers a round releases append while the next round's fsync already
+ * runs, which it cannot cover: they wait a whole round more, and the
+ * writers split into two groups that alternate, each round covering about
+ * half of them. */
+struct rt_sync_gate {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;     /* followers: a round ended, or the gate failed */
+    pthread_cond_t gathered; /* the gathering leader: a follower arrived */
+    uint64_t synced;
+    int leading;
+    int gathering;
+    int failed;
+    int waiting;             /* followers blocked in rt_sync_gate_wait */
+    int expected;            /* callers the last round had: leader and followers */
+    uint64_t round_start_ns;
+    uint64_t last_round_ns;  /* how long the last round was led */
+    uint64_t gather_max_ns;  /* gathering waits at most this, and half the last round */
+    pthread_t leader;
+};
+
+static uint64_t gate_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static struct timespec realtime_after_ns(uint64_t ns)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(ns / 1000000000u);
+    until.tv_nsec += (long)(ns % 1000000000u);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    return until;
+}
+
+rt_sync_gate *rt_sync_gate_new(uint64_t synced, uint64_t gather_max_ns)
+{
+    rt_sync_gate *gate = calloc(1, sizeof *gate);
+    if (!gate)
+        return NULL;
+    if (pthread_mutex_init(&gate->lock, NULL)) {
+        free(gate);
+        return NULL;
+    }
+    if (pthread_cond_init(&gate->wake, NULL)) {
+        pthread_mutex_destroy(&gate->lock);
+        free(gate);
+        return NULL;
+    }
+    if (pthread_cond_init(&gate->gathered, NULL)) {
+        pthread_cond_destroy(&gate->wake);
+        pthread_mutex_destroy(&gate->lock);
+        free(gate);
+        return NULL;
+    }
+    gate->synced = synced;
+    gate->gather_max_ns = gather_max_ns;
+    return gate;
+}
+
+void rt_sync_gate_free(rt_sync_gate *gate)
+{
+    if (!gate)
+        return;
+    pthread_cond_destroy(&gate->gathered);
+    pthread_cond_destroy(&gate->wake);
+    pthread_mutex_destroy(&gate->lock);
+    free(gate);
+}
+
+/* The new leader (gate->lock held): wait for the last round's followers to
+ * queue again, at most half the last round's length. */
+static void gather(rt_sync_gate *gate)
+{
+    if (gate->expected < 2 || !gate->last_round_ns)
+        return;
+    uint64_t budget = gate->last_round_ns / 2;
+    if (budget > gate->gather_max_ns)
+        budget = gate->gather_max_ns;
+    if (!budget)
+        return;
+    struct timespec until = realtime_after_ns(budget);
+    gate->gathering = 1;
+    while (gate->waiting < gate->expected - 1 && !gate->failed)
+        if (pthread_cond_timedwait(&gate->gathered, &gate->lock, &until) == ETIMEDOUT)
+            break;
+    gate->gathering = 0;
+}
+
+int rt_sync_gate_wait(rt_sync_gate *gate, uint64_t seq, uint32_t timeout_ms)
+{
+    struct timespec until = realtime_after_ns((uint64_t)timeout_ms * 1000000u);
+    int outcome;
+    pthread_mutex_lock(&gate->lock);
+    for (;;) {
+        if (gate->synced >= seq) {
+            outcome = RT_SYNC_DURABLE;
+            break;
+        }
+        if (gate->failed) {
+            outcome = RT_SYNC_FAILED;
+            break;
+        }
+        if (!gate->leading) {
+            gate->leading = 1;
+            gate->leader = pthread_self();
+            gather(gate);
+            gate->round_start_ns = gate_now_ns();
+            outcome = RT_SYNC_LEAD;
+            break;
+        }
+        gate->waiting++;
+        if (gate->gathering)
+            pthread_cond_signal(&gate->gathered);
+        int timed_out = pthread_cond_timedwait(&gate->wake, &gate->lock, &until) == ETIMEDOUT;
+        gate->waiting--;
+        if (timed_out) {
+            outcome = gate->synced >= seq ? RT_SYNC_DURABLE : RT_SYNC_TIMEOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&gate->lock);
+    return outcome;
+}
+
+void rt_sync_gate_end(rt_sync_gate *gate, uint64_t synced)
+{
+    pthread_mutex_lock(&gate->lock);
+    if (synced > gate->synced)
+        gate->synced = synced;
+    if (gate->leading && pthread_equal(gate->leader, pthread_self())) {
+        gate->leading = 0;
+        gate->expected = gate->waiting + 1;
+        gate->last_round_ns = gate_now_ns() - gate->round_start_ns;
+    }
+    pthread_cond_broadcast(&gate->wake);
+    pthread_mutex_unlock(&gate->lock);
+}
+
+void rt_sync_gate_fail(rt_sync_gate *gate)
+{
+    pthread_mutex_lock(&gate->lock);
+    gate->failed = 1;
+    pthread_cond_broadcast(&gate->wake);
+    pthread_cond_broadcast(&gate->gathered);
+    pthread_mutex_unlock(&gate->lock);
+}
+
+int rt_sync_gate_leading(rt_sync_gate *gate)
+{
+    pthread_mutex_lock(&gate->lock);
+    int leading = gate->leading;
+    pthread_mutex_unlock(&gate->lock);
+    return leading;
+}
+
+int rt_sync_gate_waiting(rt_sync_gate *gate)
+{
+    pthread_mutex_lock(&gate->lock);
+    int waiting = gate->waiting;
+    pthread_mutex_unlock(&gate->lock);
+    return waiting;
 }

@@ -280,6 +280,11 @@ class _Encoded(_Frozen):
     __slots__ = ("_encoded",)
 
 
+# The slot's own setter: one call, where object.__setattr__ first looks the
+# name up through the class's bases (a visible share of a single proof).
+_set_encoded = _Encoded.__dict__["_encoded"].__set__
+
+
 # -- encoding helpers ----------------------------------------------------------
 
 
@@ -632,7 +637,7 @@ class InclusionProof(_Encoded):
         (plain bytes, checked by :meth:`from_bytes` or written by the C
         core); its fields are decoded on first access."""
         proof = _new_object(cls)
-        _object_setattr(proof, "_encoded", data)
+        _set_encoded(proof, data)
         return proof
 
     def __getattr__(self, name: str) -> Any:

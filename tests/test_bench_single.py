@@ -22,6 +22,33 @@ def test_single_ops_judges_every_target():
     assert "| target |" in text and "thread CPU" in text
     for row in payload["rows"]:
         assert len(row["samples_s"]) == 2 and len(row["cpu_samples_s"]) == 2
+    assert set(payload["breakdown"]) == {"insert", "generate_proof"}
+    assert len(payload["parts"]) == 6 and "Where the time goes" in text
+
+
+def test_single_ops_breakdown_splits_each_operation_by_its_loops():
+    rounds = [
+        {"insert": 2.0, "generate_proof": 3.0, single_ops.EMPTY_LOOP: 0.1,
+         single_ops.CFFI_FLOOR: 0.3, single_ops.INSERT_C: 1.5, single_ops.INSERT_C_RESULT: 1.6,
+         single_ops.PROOF_C: 1.1, single_ops.PROOF_C_RESULT: 1.6},
+        # A second round with everything 10% slower, and a third far off:
+        # the medians of the per-round shares follow the first two.
+        {}, {},
+    ]
+    rounds[1] = {name: 1.1 * value for name, value in rounds[0].items()}
+    rounds[2] = {name: 5.0 * value for name, value in rounds[0].items()}
+    cpu = {name: [r[name] for r in rounds] for name in rounds[0]}
+    split = single_ops.breakdown(cpu)
+    insert, proof = split["insert"], split["generate_proof"]
+    # Round 1 gives C work 1.2, cffi 0.2, result 0.1, wrapper 0.5; round 2
+    # is 1.1 times that: the medians.
+    assert insert["c_work"] == pytest.approx(1.32) and insert["cffi"] == pytest.approx(0.22)
+    assert insert["result"] == pytest.approx(0.11) and insert["wrapper"] == pytest.approx(0.55)
+    assert proof["c_work"] == pytest.approx(0.88) and proof["result"] == pytest.approx(0.55)
+    assert proof["wrapper"] == pytest.approx(1.65)
+    for parts in split.values():
+        assert parts["c_work"] + parts["cffi"] + parts["result"] + parts["wrapper"] == \
+            pytest.approx(parts["total"])
 
 
 def run_of(walls):

@@ -61,8 +61,11 @@ def test_a_proof_made_from_bytes_decodes_its_fields_on_first_access(make):
         proof = InclusionProof.from_bytes(bytearray(snap.generate_proof(777).to_bytes()))
     else:
         proof = snap.generate_proofs([3, 777])[1]
-    # Nothing is decoded until a field is read...
+    # Nothing is decoded until a field is read; the encoding is plain bytes
+    # of the proof's own length (not a view of a reused buffer)...
     assert not any(slot_is_set(proof, name) for name in FIELDS)
+    encoded = object.__getattribute__(proof, "_encoded")
+    assert type(encoded) is bytes and encoded == proof.to_bytes()
     assert proof.verify() and proof.verify_against(snap.root, 1000)
     assert proof.level_count == snap.depth
     assert not any(slot_is_set(proof, name) for name in FIELDS)
@@ -258,6 +261,41 @@ def test_generate_proofs_list_errors_name_the_position():
                                  ([5, 1.5], 1, ArgumentTypeError),
                                  ([3, 100], 1, NodeIndexError)):
         with pytest.raises(error, match=f"position {position}"):
+            snap.generate_proofs(bad)
+
+
+def test_find_small_gives_the_next_index_that_is_zero_or_one():
+    values = array("Q", [256, 0, 2 ** 64 - 1, 1, 2, 1])
+    items = ffi.from_buffer("uint64_t[]", values)
+    found, at = [], lib.rt_indices_find_small(items, len(values), 0)
+    while at < len(values):
+        found.append(at)
+        at = lib.rt_indices_find_small(items, len(values), at + 1)
+    assert found == [1, 3, 5]
+    assert lib.rt_indices_find_small(items, 3, 2) == 3  # none in [2, 3)
+    assert lib.rt_indices_find_small(items, 6, 9) == 6  # past the end
+    assert lib.rt_indices_find_small(ffi.NULL, 0, 0) == 0
+
+
+def test_a_list_converts_in_one_pass_and_only_its_zeros_and_ones_are_type_checked():
+    from rotortree.snapshot import _SMALL_ITEMS_CHECKED, _plain_indices
+
+    assert list(_plain_indices([256, 512, 3])) == [256, 512, 3]
+    assert list(_plain_indices([np.int64(4), 1, 0])) == [4, 1, 0]
+    for needs_checks in ([0, False], [True], [7, 1, 5, True], [4, -1], [2 ** 64], [1.0], ["1"]):
+        assert _plain_indices(needs_checks) is None
+    # Past the items checked one by one, every item's type is looked at.
+    many = [0, 1] * _SMALL_ITEMS_CHECKED
+    assert list(_plain_indices(many)) == many
+    assert _plain_indices(many + [True]) is None
+
+
+def test_generate_proofs_of_a_list_with_leaf_zero_and_one_and_bools():
+    snap = tree_of(4, 600).snapshot()
+    reference = snap.generate_proofs(np.array([0, 1, 256, 512, 1], dtype=np.uint64))
+    assert snap.generate_proofs([0, 1, 256, 512, 1]).to_bytes() == reference.to_bytes()
+    for bad, position in (([False, 5], 0), ([3, 256, True], 2), ([0, np.int64(1), False], 2)):
+        with pytest.raises(ArgumentTypeError, match=f"position {position}"):
             snap.generate_proofs(bad)
 
 

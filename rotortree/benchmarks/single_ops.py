@@ -21,6 +21,16 @@ alternates between rounds:
 
 Ratios are per round (paired); an interval is the 5th-95th percentile of
 the rounds' ratios (or, for the 2 µs target, of the rounds' times).
+
+The same rounds also time, in thread CPU time, loops that stop part way
+through a single insert and a single proof: the C call alone through cffi
+(root or proof into a reused buffer), the C call followed by the result
+object (the root's bytes; the proof's bytes and its InclusionProof), a
+one-argument cffi call (``rt_tree_rule``: the call and the GIL release and
+reacquire every call makes) and an empty loop. The "where the time goes"
+table splits each operation per round: C work = C call - cffi call, result =
+(C call + result) - C call, wrapper = the rest; each share is the median over
+the rounds.
 """
 
 from __future__ import annotations
@@ -36,7 +46,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import blake3
 
 import rotortree
-from rotortree.proofs import InclusionProof
+from rotortree._native import ffi, lib
+from rotortree.proofs import InclusionProof, _set_encoded
 
 from . import harness as rust_harness
 from ._common import Progress, deterministic_leaves, machine, write_results_to
@@ -124,6 +135,7 @@ def run(leaves: int = 1_000_000, singles: int = 50_000, proofs: int = 2_000,
                 update(message)
                 digest()
 
+    parts = _parts(growing, single_leaves, snapshot, one)
     ops: Dict[str, Tuple[Callable[[], object], int]] = {
         "insert": (insert_all, singles),
         "generate_proof": (prove_each, proofs),
@@ -132,6 +144,7 @@ def run(leaves: int = 1_000_000, singles: int = 50_000, proofs: int = 2_000,
         "verify_against (pure Python)": (verify_each, proofs),
         "blake3 calls only (floor)": (floor, proofs),
     }
+    ops.update(parts)
     samples: Dict[str, List[float]] = {name: [] for name in ops}
     cpu_samples: Dict[str, List[float]] = {name: [] for name in ops}
     crate: Dict[str, List[float]] = {"insert": [], "generate_proof": []}
@@ -164,7 +177,9 @@ def run(leaves: int = 1_000_000, singles: int = 50_000, proofs: int = 2_000,
 
     rows = [{"operation": name, "per_call_s": summary(values), "samples_s": values,
              "cpu_per_call_s": summary(cpu_samples[name]), "cpu_samples_s": cpu_samples[name]}
-            for name, values in samples.items()]
+            for name, values in samples.items() if name not in parts]
+    part_rows = [{"part": name, "cpu_per_call_s": summary(cpu_samples[name]),
+                  "cpu_samples_s": cpu_samples[name]} for name in parts]
     targets = []
     if crate["insert"]:
         ratio = ratio_summary(paired_ratios(crate["insert"], samples["insert"]))
@@ -203,10 +218,100 @@ def run(leaves: int = 1_000_000, singles: int = 50_000, proofs: int = 2_000,
     payload = {"benchmark": "single_ops", "leaves": leaves, "arity": ARITY,
                "singles": singles, "proofs": proofs, "batch": batch, "repeat": repeat,
                "threads": info["num_threads"], "simd": info["simd"], "load": load_figures,
-               "machine": machine(), "rows": rows,
+               "machine": machine(), "rows": rows, "parts": part_rows,
+               "breakdown": breakdown(cpu_samples),
                "crate_0.15_s": {k: summary(v) for k, v in crate.items() if v},
                "targets": targets, "problems": []}
     return payload, render(payload)
+
+
+INSERT_C = "insert C call only (rt_tree_insert, root into a reused buffer)"
+INSERT_C_RESULT = "insert C call, then the root's bytes (slice of a cached ffi.buffer)"
+CFFI_FLOOR = "one-argument cffi call (rt_tree_rule)"
+PROOF_C = "generate_proof C call only (rt_proof_one into a reused buffer)"
+PROOF_C_RESULT = "generate_proof C call, then the proof's bytes and InclusionProof"
+EMPTY_LOOP = "empty loop"
+
+
+def _parts(tree: rotortree.LeanIMT, leaves: List[bytes], snapshot: Any,
+           indices: List[int]) -> Dict[str, Tuple[Callable[[], object], int]]:
+    """Loops that do the first steps of an insert or a proof and stop, over
+    as many calls as the operation's own block, through the internals the
+    methods use: the split of an operation is the difference between two
+    consecutive loops. The result is made right after the C call, as the
+    method does: timed in a loop of its own it cost about half as much, even
+    on a tree small enough to stay in cache."""
+    root = ffi.new("uint8_t[]", 32)
+    root_view = ffi.buffer(root)
+    capacity = snapshot._proof_max
+    scratch = ffi.new("uint8_t[]", capacity)
+    view = ffi.buffer(scratch)
+    length = ffi.new("size_t *")
+
+    def insert_c() -> None:
+        call, handle = lib.rt_tree_insert, tree._tree
+        for leaf in leaves:
+            call(handle, leaf, root)
+
+    def insert_c_result() -> None:
+        call, handle = lib.rt_tree_insert, tree._tree
+        for leaf in leaves:
+            call(handle, leaf, root)
+            root_view[:]
+
+    def cffi_floor() -> None:
+        call, handle = lib.rt_tree_rule, tree._tree
+        for _ in leaves:
+            call(handle)
+
+    def proof_c() -> None:
+        call, handle = lib.rt_proof_one, snapshot._snap
+        for i in indices:
+            call(handle, i, scratch, capacity, length)
+
+    def proof_c_result() -> None:
+        # As generate_proof builds it (InclusionProof._from_encoded, inline).
+        call, handle, new = lib.rt_proof_one, snapshot._snap, object.__new__
+        for i in indices:
+            call(handle, i, scratch, capacity, length)
+            _set_encoded(new(InclusionProof), view[:length[0]])
+
+    def empty_loop() -> None:
+        for _ in leaves:
+            pass
+
+    return {INSERT_C: (insert_c, len(leaves)), INSERT_C_RESULT: (insert_c_result, len(leaves)),
+            CFFI_FLOOR: (cffi_floor, len(leaves)), PROOF_C: (proof_c, len(indices)),
+            PROOF_C_RESULT: (proof_c_result, len(indices)), EMPTY_LOOP: (empty_loop, len(leaves))}
+
+
+def _split(cpu: Dict[str, float]) -> Dict[str, Dict[str, float]]:
+    loop, floor = cpu[EMPTY_LOOP], cpu[CFFI_FLOOR]
+    out = {}
+    for name, c_call, with_result in (("insert", INSERT_C, INSERT_C_RESULT),
+                                      ("generate_proof", PROOF_C, PROOF_C_RESULT)):
+        out[name] = {"total": cpu[name], "c_work": cpu[c_call] - floor, "cffi": floor - loop,
+                     "result": cpu[with_result] - cpu[c_call],
+                     # The operation's own loop is part of its wrapper.
+                     "wrapper": cpu[name] - cpu[with_result] + loop}
+    return out
+
+
+def breakdown(cpu: Dict[str, List[float]]) -> Dict[str, Dict[str, float]]:
+    """Each operation's thread CPU per call split into C work (C call minus
+    the cffi floor), cffi call + GIL release (the floor minus the empty
+    loop), result object and wrapper (the rest): per round, from that
+    round's loops, then the median of the rounds for each share."""
+    rounds = [_split({name: values[r] for name, values in cpu.items()})
+              for r in range(len(cpu[EMPTY_LOOP]))]
+    return {name: {key: quantile([split[name][key] for split in rounds], 0.5)
+                   for key in rounds[0][name]}
+            for name in rounds[0]}
+
+
+def _fmt_signed(seconds: float) -> str:
+    # A difference of noisy medians can come out below zero.
+    return fmt_time(seconds) if seconds >= 0 else "-" + fmt_time(-seconds)
 
 
 def render(payload: Dict[str, Any]) -> str:
@@ -224,6 +329,21 @@ def render(payload: Dict[str, Any]) -> str:
     for command, s in payload["crate_0.15_s"].items():
         lines.append(f"| crate 0.15 {command} | {fmt_time(s['median'])} "
                      f"({fmt_time(s['min'])}, {fmt_time(s['iqr'])}) | |")
+    if payload.get("breakdown"):
+        lines += ["", "Where the time goes (thread CPU per call; each share is the median "
+                      "over the rounds of that round's difference of two loops, so the "
+                      "shares add up to the total only roughly):", "",
+                  "| operation | total | C work | cffi call + GIL release | result object "
+                  "| rest of the Python wrapper |", "|---|---:|---:|---:|---:|---:|"]
+        for name, b in payload["breakdown"].items():
+            lines.append(f"| {name} | " + " | ".join(
+                _fmt_signed(b[key]) for key in ("total", "c_work", "cffi", "result",
+                                                 "wrapper")) + " |")
+        lines += ["", "| loop | thread CPU per call: median (min, IQR) |", "|---|---:|"]
+        for row in payload["parts"]:
+            c = row["cpu_per_call_s"]
+            lines.append(f"| {row['part']} | {fmt_time(c['median'])} "
+                         f"({fmt_time(c['min'])}, {fmt_time(c['iqr'])}) |")
     lines += ["", "| target | measured: median [90%] | verdict |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['measured']} | {t['status']} |" for t in payload["targets"]]
     lines += ["", "Per-call figures are noisy on a shared machine; the verdicts use the "

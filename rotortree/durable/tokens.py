@@ -9,7 +9,26 @@ import threading
 import time
 from typing import Any, Generator, List, Optional, Tuple
 
+from .._native import ffi, lib
 from ..errors import ArgumentTypeError, DurabilityError, InvalidArgumentError
+
+# Gates of forked children's parents: never freed, since destroying a
+# condition a parent thread waited on at the fork can block for good.
+_FORKED_GATES: List[Any] = []
+
+
+# The longest a new fsync round's leader waits for the last round's
+# followers to queue again (see rt_sync_gate_wait), in nanoseconds; half
+# the last round bounds it first, so this only caps the latency it adds
+# where flushes take milliseconds.
+GATHER_MAX_NS = 2_000_000
+
+
+def _new_gate(synced: int) -> Any:
+    gate = lib.rt_sync_gate_new(synced, GATHER_MAX_NS)
+    if gate == ffi.NULL:
+        raise MemoryError("cannot allocate the group commit gate")
+    return ffi.gc(gate, lib.rt_sync_gate_free)
 
 
 class _StateCondition(threading.Condition):
@@ -29,7 +48,7 @@ class _StateCondition(threading.Condition):
 class SyncState:
     """What is durable, shared by a tree, its tokens and its finalizer."""
 
-    __slots__ = ("cond", "synced", "written", "error", "closed", "reported", "leading",
+    __slots__ = ("cond", "synced", "written", "error", "closed", "reported", "gate",
                  "awaiting")
 
     def __init__(self, synced: int) -> None:
@@ -42,36 +61,51 @@ class SyncState:
         self.error: Optional[DurabilityError] = None
         self.closed = False
         self.reported = False     # the error was raised to a caller at least once
-        self.leading = False      # an fsync round (group commit) is running
+        # The fsync rounds' leader and followers (group commit, see
+        # Wal._sync_upto); its durable point trails ``synced`` (raised after it).
+        self.gate = _new_gate(synced)
+
+    @property
+    def leading(self) -> bool:
+        """An fsync round (group commit) is running."""
+        return lib.rt_sync_gate_leading(self.gate) != 0
 
     def advance(self, seq: int) -> None:
         with self.cond:
             if seq > self.synced:
                 self.synced = seq
             self.cond.notify_all()
+        lib.rt_sync_gate_end(self.gate, seq)
 
     def wake(self) -> None:
         """Wake every thread waiting on the condition (to see a stop)."""
         with self.cond:
             self.cond.notify_all()
+        lib.rt_sync_gate_end(self.gate, 0)
 
     def fail(self, error: DurabilityError) -> None:
         with self.cond:
             if self.error is None:
                 self.error = error
             self.cond.notify_all()
+        lib.rt_sync_gate_fail(self.gate)
 
     def close(self) -> None:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+        lib.rt_sync_gate_end(self.gate, 0)
 
     def reset_after_fork(self) -> None:
-        """In a forked child: a fresh condition (a parent thread may have held
-        the old one's lock) and no awaiting coroutines (their loops live in
-        the parent)."""
+        """In a forked child: a fresh condition and gate (a parent thread may
+        have held the old ones' locks) and no awaiting coroutines (their loops
+        live in the parent)."""
         self.cond = _StateCondition(self)
         self.awaiting = []
+        _FORKED_GATES.append(self.gate)
+        self.gate = _new_gate(self.synced)
+        if self.error is not None:
+            lib.rt_sync_gate_fail(self.gate)
 
     def settle_awaiting(self) -> None:
         """Resolve the futures of awaited tokens that are now durable or can

@@ -294,17 +294,24 @@ class Wal(TreeState):
         which covers every entry written before it starts; the others
         (followers) wait for the round to end, return if it covered them,
         and otherwise one of them leads the next round for all the rest.
-        The leader is elected under the sync state's condition (the
-        ``leading`` flag), and the end of a round (acknowledging it, clearing
-        the flag, waking everyone) is one step under that lock: followers
-        never queue on the round's lock, where each would be handed it in
-        turn (a context switch each, milliseconds per waiting thread under
-        load), and no second wake-up follows the acknowledgement."""
+        Leader and followers meet at the sync state's gate (C, waited on
+        without the GIL): the end of a round wakes every follower at once,
+        and each takes the GIL once, to return, where followers of a Python
+        condition each took the GIL and the condition's lock again in turn
+        (a convoy of context switches per round, the bound on rounds per
+        second with many writers). The sync state's condition is still
+        notified for token.wait() and awaited tokens, before the gate."""
         state = self._state
         if state.synced >= seq:
             return
         cond = state.cond
-        lead = False
+        gate = state.gate
+        # Set before every wait: the gate may make this thread the leader,
+        # and an interrupt can strike as the wait returns, before its
+        # outcome is seen; the finally block then gives the lead up
+        # (rt_sync_gate_end releases it only if this thread holds it), so a
+        # stuck lead never blocks later callers.
+        may_lead = False
         # True from the acknowledgement until the wake-up has run: an
         # interrupt in between (at the entry of notify_all, or between its
         # notify and the settling of awaited tokens) must not leave threads
@@ -313,34 +320,34 @@ class Wal(TreeState):
         waking = False
         target = 0
         try:
-            with cond:
-                # The timeout only bounds the wait if a leader was interrupted
-                # before notifying; every round notifies when it ends.
-                while state.leading and state.synced < seq and state.error is None:
-                    cond.wait(0.05)
+            while True:
+                may_lead = True
+                # The timeout lets a waiting main thread see Ctrl-C.
+                outcome = lib.rt_sync_gate_wait(gate, seq, 50)
+                if outcome != lib.RT_SYNC_LEAD:
+                    may_lead = False
                 if state.synced >= seq:
                     return
-                if not state.leading:   # else failed: the round below reports it
-                    # One statement: an interrupt cannot fall between the two.
-                    state.leading = lead = True
+                if outcome != lib.RT_SYNC_TIMEOUT:
+                    break   # leading, or failed: the round below reports it
             with self._sync_lock:
                 target = self._sync_round(seq, report)
                 with cond:
                     waking = True
                     if target > state.synced:
                         state.synced = target
-                    if lead:
-                        state.leading = lead = False
                     cond.notify_all()
                     waking = False
+                lib.rt_sync_gate_end(gate, target)   # gives up the lead, wakes the followers
+                may_lead = False
         finally:
-            if lead:
-                # The round failed or was interrupted before it ended: the
-                # flag goes first (a plain store, which nothing interrupts),
-                # so that a stuck flag never blocks later callers.
-                state.leading = False
-                waking = True
-            if waking:
+            if may_lead:
+                try:
+                    lib.rt_sync_gate_end(gate, 0)
+                finally:
+                    with cond:
+                        cond.notify_all()
+            elif waking:
                 with cond:
                     cond.notify_all()
 
