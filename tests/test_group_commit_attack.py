@@ -93,3 +93,217 @@ def test_gate_waits_ignore_a_wall_clock_step(tmp_path):
         pytest.fail("a gate wait lasted as long as the wall clock's step")
     assert run.returncode == 0, run.stderr
     assert "gate waits returned" in run.stdout
+
+
+class Injected(BaseException):
+    """Stands for a KeyboardInterrupt or any asynchronous exception (a
+    BaseException: no handler for Exception may swallow it)."""
+
+
+def throw_into(thread: threading.Thread) -> None:
+    """Raise Injected in ``thread`` at its next check for asynchronous
+    exceptions (as a call returns, at a loop's back edge, on entering a
+    function), as PyThreadState_SetAsyncExc does for any library."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                               ctypes.py_object(Injected))
+
+
+def track_wal_fsyncs(monkeypatch, tree) -> list:
+    """[n]: every entry up to seq n was written before a WAL fsync that has
+    completed (a conservative account: the sequence number is read as the
+    fsync starts)."""
+    real = storage_io.sys_fsync
+    covered = [0]
+    lock = threading.Lock()
+
+    def tracking(fd):
+        upto = tree._seq
+        real(fd)
+        if fd == tree._files.segment.fd:
+            with lock:
+                covered[0] = max(covered[0], upto)
+    monkeypatch.setattr(storage_io, "sys_fsync", tracking)
+    return covered
+
+
+@pytest.mark.parametrize("acknowledge", sorted(POLICIES))
+def test_async_exceptions_thrown_at_random_into_many_writers(tmp_path, monkeypatch,
+                                                             acknowledge):
+    """Six writers append and wait for their rounds while asynchronous
+    exceptions strike them at random points, as leaders, gathering
+    leaders and followers (also as the gate's wait returns). No writer
+    returns from its wait before a WAL fsync covering its entry completed,
+    none is stranded, and the lead is free afterwards: one more durable
+    insert and a flush complete."""
+    tree = manual(tmp_path / "t", arity=4, flush_policy=POLICIES[acknowledge])
+    covered = track_wal_fsyncs(monkeypatch, tree)
+    early = []
+    injecting = threading.Event()
+    stop = threading.Event()
+    counts = {"returned": 0, "interrupted": 0}
+
+    def writer(k: int) -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                n += 1
+                _, token = tree.insert_many(leaf(k * 10**6 + n))
+                tree._sync_upto(token.seq)   # what insert_durable does after its insert
+                if token.seq > covered[0]:
+                    early.append((token.seq, covered[0]))
+                counts["returned"] += 1
+            except Injected:
+                counts["interrupted"] += 1
+
+    writers = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+    for thread in writers:
+        thread.start()
+    rng = random.Random(20)
+    injecting.set()
+    for _ in range(300):
+        throw_into(rng.choice(writers))
+        threading.Event().wait(rng.random() * 0.004)
+    # Writers run on, so that every exception thrown is delivered in the loop.
+    threading.Event().wait(0.3)
+    stop.set()
+    for thread in writers:
+        thread.join(JOIN)
+    assert not any(thread.is_alive() for thread in writers), "a writer was stranded"
+    assert early == []
+    assert counts["interrupted"] > 0 and counts["returned"] > 0
+    assert not tree._state.leading
+    tree.insert_durable(leaf(10**9))
+    tree.flush()
+    assert tree.stats()["synced_seq"] == tree.stats()["seq"]
+    tree.close()
+
+
+def hold_fsyncs(monkeypatch, fail: bool = False):
+    """WAL fsyncs block until released (then succeed, or fail with EIO):
+    (entered, release) events."""
+    real = storage_io.sys_fsync
+    entered, release = threading.Event(), threading.Event()
+
+    def held(fd):
+        entered.set()
+        release.wait(JOIN)
+        if fail:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd)
+    monkeypatch.setattr(storage_io, "sys_fsync", held)
+    return entered, release
+
+
+def start_waiting_round(tree, monkeypatch, followers: int, fail: bool = False):
+    """A round's leader blocked in its fsync and ``followers`` threads
+    waiting at the gate for entries written after the round started (the
+    round cannot cover them). Returns (release, threads, outcomes)."""
+    _, first = tree.insert(leaf(0))
+    entered, release = hold_fsyncs(monkeypatch, fail)
+    outcomes: dict = {}
+
+    def wait_for(token, name) -> None:
+        try:
+            tree._sync_upto(token.seq)
+            outcomes[name] = "durable" if token.durable else "returned early"
+        except Exception as error:   # noqa: BLE001 (the outcome is checked)
+            outcomes[name] = type(error).__name__
+
+    threads = [threading.Thread(target=wait_for, args=(first, "leader"))]
+    threads[0].start()
+    assert entered.wait(JOIN)
+    for k in range(followers):
+        _, token = tree.insert(leaf(k + 1))
+        threads.append(threading.Thread(target=wait_for, args=(token, k)))
+        threads[-1].start()
+    gate = tree._state.gate
+    while lib_waiting(gate) < followers:
+        threading.Event().wait(0.001)
+    return release, threads, outcomes
+
+
+def lib_waiting(gate) -> int:
+    from rotortree._native import lib
+    return lib.rt_sync_gate_waiting(gate)
+
+
+def joined(threads) -> bool:
+    for thread in threads:
+        thread.join(JOIN)
+    return not any(thread.is_alive() for thread in threads)
+
+
+@pytest.mark.parametrize("acknowledge", sorted(POLICIES))
+def test_close_while_followers_wait_at_the_gate(tmp_path, monkeypatch, acknowledge):
+    """close() while a round runs and followers wait for the next: close's
+    own fsync covers them, so each returns durable, nobody is stranded,
+    and a reopened tree holds every entry."""
+    tree = manual(tmp_path / "t", arity=4, flush_policy=POLICIES[acknowledge])
+    release, threads, outcomes = start_waiting_round(tree, monkeypatch, 4)
+    closer = threading.Thread(target=tree.close)
+    closer.start()
+    release.set()
+    assert joined(threads + [closer])
+    assert outcomes == {"leader": "durable", **{k: "durable" for k in range(4)}}
+    monkeypatch.undo()
+    with manual(tmp_path / "t") as reopened:
+        assert reopened.size == 5
+    with pytest.raises(ClosedTreeError):
+        tree.insert_durable(leaf(9))
+
+
+@pytest.mark.parametrize("acknowledge", sorted(POLICIES))
+def test_a_failing_fsync_fails_every_follower_waiting_at_the_gate(tmp_path, monkeypatch,
+                                                                  acknowledge):
+    """The round's fsync fails while followers wait: the gate is failed,
+    every follower raises DurabilityError (none returns as if durable, none
+    is stranded), and later durable inserts are refused."""
+    tree = manual(tmp_path / "t", arity=4, flush_policy=POLICIES[acknowledge])
+    release, threads, outcomes = start_waiting_round(tree, monkeypatch, 4, fail=True)
+    release.set()
+    assert joined(threads)
+    assert outcomes == {"leader": "DurabilityError",
+                        **{k: "DurabilityError" for k in range(4)}}
+    with pytest.raises(DurabilityError):
+        tree.insert_durable(leaf(9))
+    tree.close()   # the failure was reported to the callers above
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is not available")
+def test_fork_while_followers_wait_at_the_gate(tmp_path, monkeypatch):
+    """A fork while a round's leader and its followers are blocked: the
+    child's copy has a fresh gate (no lead, nobody waiting) and refuses
+    durable writes at once instead of waiting for a round no thread of its
+    own runs; the parent's round and the next one then cover everyone."""
+    tree = manual(tmp_path / "t", arity=4)
+    release, threads, outcomes = start_waiting_round(tree, monkeypatch, 3)
+    pid = os.fork()
+    if pid == 0:   # the child: only this thread exists here
+        code = 1
+        try:
+            state = tree._state
+            if not state.leading and lib_waiting(state.gate) == 0:
+                try:
+                    tree.insert_durable(leaf(7))
+                except Exception as error:  # noqa: BLE001
+                    code = 0 if "fork" in str(error) else 3
+                else:
+                    code = 4
+        finally:
+            os._exit(code)
+    release.set()
+    assert joined(threads)
+    deadline = threading.Event()
+    for _ in range(JOIN * 100):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        deadline.wait(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child was stranded")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert outcomes == {"leader": "durable", **{k: "durable" for k in range(3)}}
+    monkeypatch.undo()
+    tree.close()
