@@ -85,7 +85,9 @@ def test_gate_waits_ignore_a_wall_clock_step(tmp_path):
     shim = tmp_path / "shim.so"
     subprocess.run(cc + ["-shared", "-fPIC", str(src), "-o", str(shim)], check=True,
                    capture_output=True, timeout=JOIN)
-    env = dict(os.environ, LD_PRELOAD=str(shim), PYTHONPATH=ROOT)
+    # After any preload already there (an ASan runtime must come first).
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(shim)]))
+    env = dict(os.environ, LD_PRELOAD=preload, PYTHONPATH=ROOT)
     try:
         run = subprocess.run([sys.executable, "-c", _GATE_WAITS], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=JOIN)
