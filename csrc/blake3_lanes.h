@@ -77,10 +77,15 @@ LANE_INLINE void set_iv_lanes(lane_vec cv[8])
 struct lane_group {
     const uint8_t *children[LANES];
     uint8_t *out[LANES];
-    /* The next group's children, or NULL: with arity >= 16 each lane reads a
-     * short run of its own, too short for the hardware prefetcher to lock
-     * on to, so the group ahead is prefetched a block at a time. */
-    const uint8_t *const *upcoming;
+    /* Where the next group's children start (0: nowhere to prefetch). A
+     * group's children are one contiguous run, LANES * arity nodes, but a
+     * block reads them a line per lane, strided, which the hardware
+     * prefetcher does not follow. Each block prefetches LANES lines of the
+     * next group's run in address order (a group has at least arity / 2
+     * blocks, enough to cover its LANES * arity / 2 lines): as many as one
+     * line per lane, but in an order the hardware prefetcher streams on
+     * from. */
+    uintptr_t upcoming;
 #ifdef LANES_STORING_ENTRY
     /* Storing entries only: where each lane's children are copied (NULL:
      * not copied, a padding lane), and whether with streaming stores. */
@@ -175,9 +180,11 @@ LANE_INLINE void chunk_lanes(const struct lane_group *group, unsigned arity,
             if (end == total_blocks)
                 block_len = (uint32_t)(message_len - 64 * block);
         }
-        if (group->upcoming != NULL)
-            for (int k = 0; k < LANES; k++)
-                __builtin_prefetch(group->upcoming[k] + 64 * block, 0, 3);
+        if (group->upcoming) {
+            size_t lines = (size_t)LANES * arity * RT_HASH_LEN / 64;
+            for (size_t line = block * LANES; line < (block + 1) * LANES && line < lines; line++)
+                __builtin_prefetch((const void *)(group->upcoming + 64 * line), 0, 3);
+        }
 #ifdef LANES_STORING_ENTRY
         if (storing)
             load_storing_block(group, arity, block, tagged, carry, m);
@@ -292,7 +299,6 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
     const size_t stride = (size_t)arity * RT_HASH_LEN;
     const int storing = stored != NULL;
     size_t groups = count / LANES;
-    const uint8_t *next_children[LANES];
     struct lane_group group;
 #ifdef LANES_STORING_ENTRY
     group.stream = 0;
@@ -311,12 +317,13 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
         if (storing)
             group.stream = lanes_may_stream(&group, stride);
 #endif
-        group.upcoming = NULL;
-        if (g + 1 < groups) {
-            for (int k = 0; k < LANES; k++)
-                next_children[k] = children + (first + LANES + k) * stride;
-            group.upcoming = next_children;
-        }
+        /* The last group prefetches what follows this call's children too:
+         * where they are a piece of a longer run (the caller's leaves, cut
+         * at every level-1 chunk), the next call starts on them, and a
+         * group started cold costs several groups' worth of prefetching
+         * to catch up. Past the end of a buffer this reads nothing: a
+         * prefetch never faults, and the address is only an integer. */
+        group.upcoming = (uintptr_t)children + (first + LANES) * stride;
         parents_lanes(&group, arity, tagged, storing);
     }
 
@@ -371,7 +378,7 @@ LANE_INLINE void lanes_entry(const uint8_t *children, size_t count, unsigned ari
         if (storing)
             group.stream = lanes_may_stream(&group, stride);
 #endif
-        group.upcoming = NULL;
+        group.upcoming = 0;
         parents_lanes(&group, arity, tagged, storing);
     } else if (left == 1) {
         const uint8_t header[2] = {0x01, (uint8_t)arity};

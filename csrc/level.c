@@ -247,14 +247,9 @@ void rt_memory_fork_child(void)
 
 /* ---- carving ------------------------------------------------------------------ */
 
-/* Make sure the level's carver has room for at least one chunk, starting a
- * new slab sized for `wanted` more chunks when it is full. */
-static rt_slab *carver_with_room(rt_level *level, unsigned chunk_cap, size_t stride,
-                                 size_t wanted)
+/* Chunks for a new slab of `level` that must hold at least `wanted`. */
+static size_t slab_chunks_for(const rt_level *level, size_t wanted)
 {
-    rt_slab *slab = level->carver;
-    if (slab && slab->bytes - slab->carved >= stride)
-        return slab;
     size_t chunks = level->table ? level->table->count : 0;
     // Room for this batch and one more like it, which prefault_ahead can
     // then populate in the background (only address space until then).
@@ -264,8 +259,22 @@ static rt_slab *carver_with_room(rt_level *level, unsigned chunk_cap, size_t str
         chunks = SLAB_MIN_CHUNKS;
     if (chunks > SLAB_MAX_CHUNKS)
         chunks = SLAB_MAX_CHUNKS;
-    rt_slab *fresh = slab_new(chunks * stride, chunk_cap);
-    if (!fresh)
+    return chunks;
+}
+
+/* Make sure the level's carver has room for at least one chunk, moving on
+ * to the spare slab (made and pre-faulted ahead by prefault_ahead) or to a
+ * new slab sized for `wanted` more chunks when it is full. */
+static rt_slab *carver_with_room(rt_level *level, unsigned chunk_cap, size_t stride,
+                                 size_t wanted)
+{
+    rt_slab *slab = level->carver;
+    if (slab && slab->bytes - slab->carved >= stride)
+        return slab;
+    rt_slab *fresh = level->spare;
+    if (fresh)
+        level->spare = NULL;
+    else if (!(fresh = slab_new(slab_chunks_for(level, wanted) * stride, chunk_cap)))
         return NULL;
     if (slab)
         slab_release(slab);
@@ -325,32 +334,93 @@ static size_t carve_chunks(rt_level *level, unsigned chunk_cap, size_t wanted, r
     return count;
 }
 
-// Growth that needs less than this is not worth a request: pre-faulting
-// pays off in huge pages, which the kernel hands out 2 MiB at a time.
-#define PREFAULT_MIN RT_HUGE_PAGE
+// Growth that needs less than this is not worth a request (a lock and a
+// wake-up of the background thread). Not a huge page: the upper levels of
+// a tree that grows by 1M leaves take ~160 4 KiB pages per batch from small
+// slabs (malloc'd, no huge pages), faulted one by one on the calling thread
+// while the pool waits for it.
+#ifndef PREFAULT_MIN
+#define PREFAULT_MIN (64u << 10)
+#endif
+
+/* Mark [slab->prefaulted or carved, up to `bytes` past carved) of `slab`
+ * as ahead range `which` of the level; returns the bytes of that span that
+ * lie in the slab (marked or already marked before). */
+static size_t mark_ahead(rt_level *level, unsigned which, rt_slab *slab, size_t bytes)
+{
+    size_t room = slab->bytes - slab->carved;
+    size_t covered = bytes < room ? bytes : room;
+    size_t to = slab->carved + covered;
+    // A mapping starts on a huge page, which the kernel faults in whole:
+    // marking to the end of the one the range ends in costs nothing more,
+    // and a level that grows by less than a huge page a batch then asks
+    // once per huge page instead of waking the background thread per batch.
+    if (slab->mapped) {
+        to = (to + RT_HUGE_PAGE - 1) & ~(size_t)(RT_HUGE_PAGE - 1);
+        if (to > slab->bytes)
+            to = slab->bytes;
+    }
+    size_t from = slab->carved > slab->prefaulted ? slab->carved : slab->prefaulted;
+    // malloc'd slabs too: populating never changes memory's contents, so
+    // pages of the heap beside the slab are unharmed.
+    if (to > from) {
+        level->ahead_base[which] = slab->base + from;
+        level->ahead_bytes[which] = to - from;
+        slab->prefaulted = to;
+    }
+    return covered;
+}
 
 /* A level that just took `chunks` new chunks will likely take as many with
- * its next batch (a service appends batches of similar sizes): the part of
- * its slab they would come from is marked to be pre-faulted in the
- * background, so the next batch's page faults (the kernel zeroing fresh
- * pages) are off its path. Only mapped slabs: small ones come from
- * malloc's heap. */
+ * its next batch (a service appends batches of similar sizes): the memory
+ * they would come from is marked to be pre-faulted in the background, so
+ * the next batch's page faults (the kernel zeroing fresh pages) are off its
+ * path. When the carver cannot hold that batch, the slab carving moves on
+ * to next is made ahead (the spare, by rt_level_take_prefault once the
+ * batch is written) and its start is marked too: otherwise
+ * every batch that crossed a slab boundary (every other one for a level
+ * that grows by big batches) would fault all of its new slab itself.
+ * Marked only: the caller issues the requests once its insert is done
+ * (rt_level_take_prefault), as populating now would take CPU from the
+ * batch that is about to hash. */
 static void prefault_ahead(rt_level *level, size_t stride, size_t chunks)
 {
     rt_slab *slab = level->carver;
-    if (!slab || !slab->mapped || chunks * stride < PREFAULT_MIN)
+    size_t bytes = chunks * stride;
+    if (!slab || bytes < PREFAULT_MIN)
         return;
-    size_t from = slab->carved > slab->prefaulted ? slab->carved : slab->prefaulted;
-    size_t to = slab->carved + (slab->bytes - slab->carved < chunks * stride
-                                    ? slab->bytes - slab->carved
-                                    : chunks * stride);
-    if (to <= from)
+    // When the pool leaves a CPU idle, the background thread populates the
+    // batch after next on it while the next batch runs, so back-to-back
+    // batches find their memory ready too. When every CPU hashes, it could
+    // only take CPU from that batch: one batch ahead, populated in the gaps
+    // the caller leaves.
+    uint32_t threads;
+    rt_pool_tunables(&threads, NULL, NULL);
+    if (threads < rt_pool_cpus())
+        bytes *= 2;
+    size_t covered = mark_ahead(level, 0, slab, bytes);
+    level->spare_want = 0;
+    if (covered >= bytes)
         return;
-    // Issued by the caller once its insert is done (rt_level_take_prefault):
-    // populating now would take CPU from the batch that is about to hash.
-    level->ahead_base = slab->base + from;
-    level->ahead_bytes = to - from;
-    slab->prefaulted = to;
+    if (level->spare)
+        mark_ahead(level, 1, level->spare, bytes - covered);
+    else
+        level->spare_want = bytes - covered; // made by rt_level_take_prefault
+}
+
+void rt_level_make_spare(rt_level *level)
+{
+    size_t want = level->spare_want;
+    level->spare_want = 0;
+    if (level->spare || !level->carver)
+        return;
+    unsigned chunk_cap = level->carver->chunk_cap;
+    size_t stride = chunk_stride(chunk_cap);
+    // Advice only: without a spare the next batch makes its slab itself.
+    level->spare = slab_new(slab_chunks_for(level, (want + stride - 1) / stride) * stride,
+                            chunk_cap);
+    if (level->spare)
+        mark_ahead(level, 1, level->spare, want);
 }
 
 void rt_chunk_retain(rt_chunk *chunk)
@@ -401,6 +471,8 @@ void rt_level_destroy(rt_level *level)
     rt_table_release(level->table);
     if (level->carver)
         slab_release(level->carver);
+    if (level->spare)
+        slab_release(level->spare);
     rt_level_init(level);
 }
 

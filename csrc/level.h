@@ -84,6 +84,10 @@ typedef struct rt_chunk_table {
     rt_chunk *slots[];
 } rt_chunk_table;
 
+/* Pre-fault ranges a level marks per batch: its carver's rest and its
+ * spare's start. */
+#define RT_LEVEL_AHEAD 2
+
 /*
  * A level may start with a cold prefix: nodes [0, cold_len) read in place
  * from caller memory (a memory-mapped checkpoint file), so trees larger
@@ -97,8 +101,15 @@ typedef struct rt_level {
     uint64_t cold_len;
     rt_chunk_table *table; /* NULL until the first chunk is needed */
     rt_slab *carver;       /* where this level's next chunks come from */
-    uint8_t *ahead_base;   /* slab memory to pre-fault for the next batch, */
-    size_t ahead_bytes;    /* marked by rt_level_reserve */
+    /* The slab carving moves on to once the carver is full, made ahead of
+     * need when the next batch will not fit in the carver: its memory can
+     * then be pre-faulted like the carver's (NULL until then). */
+    rt_slab *spare;
+    size_t spare_want;     /* bytes of the next batch(es) the spare is to hold */
+    /* Slab memory to pre-fault for the next batch (or two), marked by
+     * rt_level_reserve: the carver's rest and the spare's start. */
+    uint8_t *ahead_base[RT_LEVEL_AHEAD];
+    size_t ahead_bytes[RT_LEVEL_AHEAD];
 } rt_level;
 
 unsigned rt_chunk_capacity(unsigned arity);
@@ -110,15 +121,39 @@ void rt_table_retain(rt_chunk_table *table);
 void rt_table_release(rt_chunk_table *table);
 
 void rt_level_init(rt_level *level);
-/* The range rt_level_reserve marked for pre-faulting (NULL, 0 if none),
- * cleared: the caller hands it to rt_mapping_prefault once its writes are
- * done and the tree is unlocked. Inline: every insert asks every level. */
-static inline void rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes)
+/* Make the spare slab rt_level_reserve asked for and mark its start (advice:
+ * nothing happens if it cannot be had). */
+void rt_level_make_spare(rt_level *level);
+/* Up to RT_LEVEL_AHEAD ranges rt_level_reserve marked for pre-faulting,
+ * into base[] and bytes[], cleared; returns how many. The caller hands them
+ * to rt_mapping_prefault once its writes are done and the tree is unlocked.
+ * Only callers that do so make spare slabs (the others, restore and scratch
+ * levels, would make them for nothing). Inline: every insert asks every
+ * level. */
+static inline unsigned rt_level_take_prefault(rt_level *level, uint8_t **base, size_t *bytes)
 {
-    *base = level->ahead_base;
-    *bytes = level->ahead_bytes;
-    level->ahead_base = NULL;
-    level->ahead_bytes = 0;
+    if (level->spare_want)
+        rt_level_make_spare(level);
+    unsigned taken = 0;
+    for (unsigned i = 0; i < RT_LEVEL_AHEAD; i++) {
+        if (level->ahead_bytes[i]) {
+            base[taken] = level->ahead_base[i];
+            bytes[taken++] = level->ahead_bytes[i];
+        }
+        level->ahead_base[i] = NULL;
+        level->ahead_bytes[i] = 0;
+    }
+    return taken;
+}
+/* Drop what rt_level_reserve marked: a reserve that was no batch (restoring
+ * a tree) says nothing about the next batch's size. */
+static inline void rt_level_forget_prefault(rt_level *level)
+{
+    level->spare_want = 0;
+    for (unsigned i = 0; i < RT_LEVEL_AHEAD; i++) {
+        level->ahead_base[i] = NULL;
+        level->ahead_bytes[i] = 0;
+    }
 }
 void rt_level_destroy(rt_level *level);
 

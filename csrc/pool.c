@@ -239,9 +239,13 @@ static int placement_setting(const char *env)
     return *env ? 1 : value;
 }
 
+// The CPUs this process may run on (what the default thread count is).
+static uint32_t pool_cpus;
+
 static void pool_init_once(void)
 {
-    atomic_store_explicit(&pool.num_threads, default_num_threads(), memory_order_relaxed);
+    pool_cpus = default_num_threads();
+    atomic_store_explicit(&pool.num_threads, pool_cpus, memory_order_relaxed);
     atomic_store_explicit(&pool.threshold, RT_POOL_DEFAULT_THRESHOLD, memory_order_relaxed);
     atomic_store_explicit(&pool.chunk, RT_POOL_DEFAULT_CHUNK, memory_order_relaxed);
     pool.placement = placement_setting(getenv("ROTORTREE_POOL_PLACEMENT"));
@@ -673,6 +677,12 @@ void rt_pool_tunables(uint32_t *num_threads, uint64_t *parallel_threshold,
         *parallel_threshold = atomic_load_explicit(&pool.threshold, memory_order_relaxed);
     if (par_chunk_size)
         *par_chunk_size = atomic_load_explicit(&pool.chunk, memory_order_relaxed);
+}
+
+uint32_t rt_pool_cpus(void)
+{
+    pool_init();
+    return pool_cpus;
 }
 
 int rt_pool_configure(const struct rt_pool_config *config)

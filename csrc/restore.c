@@ -57,6 +57,7 @@ int rt_tree_restore(rt_tree *tree, uint64_t size, const struct rt_level_source *
         level->cold = levels[l].nodes;
         level->cold_len = cold_limit(len, tree->chunk_cap, levels[l].borrow);
         status = rt_level_reserve(level, level->cold_len, len, tree->chunk_cap);
+        rt_level_forget_prefault(level);
         if (status == RT_OK) {
             node_store store = store_of_level(level, tree->chunk_cap);
             const uint8_t *last = levels[l].last ? levels[l].last : levels[l].nodes + (len - 1) * 32u;

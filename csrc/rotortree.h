@@ -548,7 +548,8 @@ void rt_wal_fail_next_write(int error_number, size_t after_bytes);
  * holds it, and wakes every waiter. rt_sync_gate_fail makes every wait,
  * present and future, return RT_SYNC_FAILED. rt_sync_gate_leading and
  * rt_sync_gate_waiting report whether a round runs and how many followers
- * wait. */
+ * wait. Timed waits run on the monotonic clock (a step of the system time
+ * does not stretch them). */
 typedef struct rt_sync_gate rt_sync_gate;
 #define RT_SYNC_DURABLE 0
 #define RT_SYNC_LEAD 1

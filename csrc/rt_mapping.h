@@ -23,9 +23,10 @@ void rt_mapping_put(uint8_t *base, size_t bytes);
 /* Bytes held by the cache now. */
 size_t rt_mapping_cached_bytes(void);
 
-/* Ask the background thread to populate [base, base + bytes) of one of
- * these mappings ahead of use (advice: dropped when the queue is full or
- * the kernel cannot; never changes the memory's contents). */
+/* Ask the background thread to populate [base, base + bytes) of anonymous
+ * private memory (one of these mappings, or malloc'd) ahead of use (advice:
+ * dropped when the queue is full or the kernel cannot; never changes the
+ * memory's contents). */
 void rt_mapping_prefault(uint8_t *base, size_t bytes);
 /* Wait until every queued pre-fault is done and the background thread has
  * ended (it ends after a short idle time): tests that check for leaks. */

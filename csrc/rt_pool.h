@@ -22,6 +22,10 @@ void rt_pool_parallel_for(size_t n, size_t grain, rt_range_fn fn, void *ctx);
 void rt_pool_tunables(uint32_t *num_threads, uint64_t *parallel_threshold,
                       uint64_t *par_chunk_size);
 
+/* The CPUs this process may run on, as counted when the pool started (its
+ * default thread count, at most RT_POOL_MAX_THREADS). */
+uint32_t rt_pool_cpus(void);
+
 /* pthread_create with every signal blocked in the new thread, so that
  * signals meant for the application (Python's SIGINT handling in
  * particular) land on its own threads and never interrupt the library's

@@ -342,13 +342,11 @@ static int insert_many_from(rt_tree *tree, const uint8_t *leaves, const rt_leaf_
         rt_index_plan_end(tree);
     // Memory the next batch will likely need, pre-faulted in the background
     // from now on: after this batch, so that it never competes with it.
-    uint8_t *ahead[RT_MAX_DEPTH_LIMIT + 1];
-    size_t ahead_bytes[RT_MAX_DEPTH_LIMIT + 1];
+    uint8_t *ahead[(RT_MAX_DEPTH_LIMIT + 1) * RT_LEVEL_AHEAD];
+    size_t ahead_bytes[(RT_MAX_DEPTH_LIMIT + 1) * RT_LEVEL_AHEAD];
     unsigned aheads = 0;
-    for (unsigned l = 0; l <= tree->depth; l++) {
-        rt_level_take_prefault(&tree->levels[l], &ahead[aheads], &ahead_bytes[aheads]);
-        aheads += ahead_bytes[aheads] != 0;
-    }
+    for (unsigned l = 0; l <= tree->depth; l++)
+        aheads += rt_level_take_prefault(&tree->levels[l], &ahead[aheads], &ahead_bytes[aheads]);
     pthread_rwlock_unlock(&tree->lock);
     for (unsigned i = 0; i < aheads; i++)
         rt_mapping_prefault(ahead[i], ahead_bytes[i]);

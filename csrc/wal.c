@@ -441,17 +441,42 @@ static uint64_t gate_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static struct timespec realtime_after_ns(uint64_t ns)
+/* The gate's waits end at a deadline on the monotonic clock: a deadline on
+ * the wall clock (pthread_cond_timedwait's default) moves with it, so a
+ * step back of the system time (NTP, an administrator, a VM resumed) would
+ * make a 50 ms follower wait, or a gathering bounded by 2 ms, last as long
+ * as the step. */
+static int gate_cond_init(pthread_cond_t *cond)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)(ns / 1000000000u);
-    until.tv_nsec += (long)(ns % 1000000000u);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    return until;
+#if defined(__APPLE__)
+    return pthread_cond_init(cond, NULL);   /* waits are relative there */
+#else
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr))
+        return -1;
+    int failed = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) ||
+                 pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+    return failed ? -1 : 0;
+#endif
+}
+
+/* Wait on `cond` (gate->lock held) until woken or gate_now_ns() reaches
+ * `deadline_ns`: ETIMEDOUT once it has. */
+static int gate_timedwait(rt_sync_gate *gate, pthread_cond_t *cond, uint64_t deadline_ns)
+{
+    uint64_t now = gate_now_ns();
+    if (now >= deadline_ns)
+        return ETIMEDOUT;
+#if defined(__APPLE__)
+    uint64_t left = deadline_ns - now;
+    struct timespec wait = {(time_t)(left / 1000000000u), (long)(left % 1000000000u)};
+    return pthread_cond_timedwait_relative_np(cond, &gate->lock, &wait);
+#else
+    struct timespec until = {(time_t)(deadline_ns / 1000000000u),
+                             (long)(deadline_ns % 1000000000u)};
+    return pthread_cond_timedwait(cond, &gate->lock, &until);
+#endif
 }
 
 rt_sync_gate *rt_sync_gate_new(uint64_t synced, uint64_t gather_max_ns)
@@ -463,12 +488,12 @@ rt_sync_gate *rt_sync_gate_new(uint64_t synced, uint64_t gather_max_ns)
         free(gate);
         return NULL;
     }
-    if (pthread_cond_init(&gate->wake, NULL)) {
+    if (gate_cond_init(&gate->wake)) {
         pthread_mutex_destroy(&gate->lock);
         free(gate);
         return NULL;
     }
-    if (pthread_cond_init(&gate->gathered, NULL)) {
+    if (gate_cond_init(&gate->gathered)) {
         pthread_cond_destroy(&gate->wake);
         pthread_mutex_destroy(&gate->lock);
         free(gate);
@@ -500,17 +525,17 @@ static void gather(rt_sync_gate *gate)
         budget = gate->gather_max_ns;
     if (!budget)
         return;
-    struct timespec until = realtime_after_ns(budget);
+    uint64_t until = gate_now_ns() + budget;
     gate->gathering = 1;
     while (gate->waiting < gate->expected - 1 && !gate->failed)
-        if (pthread_cond_timedwait(&gate->gathered, &gate->lock, &until) == ETIMEDOUT)
+        if (gate_timedwait(gate, &gate->gathered, until) == ETIMEDOUT)
             break;
     gate->gathering = 0;
 }
 
 int rt_sync_gate_wait(rt_sync_gate *gate, uint64_t seq, uint32_t timeout_ms)
 {
-    struct timespec until = realtime_after_ns((uint64_t)timeout_ms * 1000000u);
+    uint64_t until = gate_now_ns() + (uint64_t)timeout_ms * 1000000u;
     int outcome;
     pthread_mutex_lock(&gate->lock);
     for (;;) {
@@ -533,7 +558,7 @@ int rt_sync_gate_wait(rt_sync_gate *gate, uint64_t seq, uint32_t timeout_ms)
         gate->waiting++;
         if (gate->gathering)
             pthread_cond_signal(&gate->gathered);
-        int timed_out = pthread_cond_timedwait(&gate->wake, &gate->lock, &until) == ETIMEDOUT;
+        int timed_out = gate_timedwait(gate, &gate->wake, until) == ETIMEDOUT;
         gate->waiting--;
         if (timed_out) {
             outcome = gate->synced >= seq ? RT_SYNC_DURABLE : RT_SYNC_TIMEOUT;

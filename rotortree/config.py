@@ -283,7 +283,9 @@ def memory_stats() -> Dict[str, int]:
 
     ``chunk_bytes``: all level storage alive (slabs), including
     ``free_chunk_bytes`` of freed chunks kept in them for reuse (the copies
-    dropped snapshots held, for instance); ``slabs``: how many slabs;
+    dropped snapshots held, for instance) and the slab a growing level
+    made ahead of its next batch (address space until that batch or the
+    background pre-faulting touches it); ``slabs``: how many slabs;
     ``cached_bytes``: freed large mappings kept for new trees, up to
     ``ROTORTREE_MEMORY_CACHE_MB``.
     """

@@ -15,12 +15,14 @@ come from :mod:`hashlib`.
 from __future__ import annotations
 
 import hashlib
+import io
 from array import array
 from itertools import accumulate
+from operator import countOf
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._validate import int_arg, shown
-from .errors import ArgumentTypeError, InvalidArgumentError
+from .errors import ArgumentTypeError, InvalidArgumentError, OutOfMemoryError
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
@@ -35,10 +37,6 @@ try:
     from ._native import lib as _lib
 except ImportError:  # light client: hashlib only
     _lib = None
-else:
-    # Output buffers are written whole by C before anyone reads them: not
-    # clearing them first saves a pass over memory the size of the result.
-    _new_uncleared = _ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def _byte_view(value: object, what: str) -> memoryview:
@@ -102,10 +100,18 @@ def _hashed(batch: _Batch) -> bytes:
     if _lib is None:
         return b"".join(hashlib.sha256(LEAF_PREFIX + bytes(entry)).digest()
                         for entry in _split(data, offsets, count, size))
-    out = _new_uncleared("uint8_t[]", count * HASH_LEN)
-    _check(_lib.rt_rfc6962_leaf_hashes(*_c_batch(data, offsets, count, size), out),
-           "leaf_hashes")
-    return bytes(_ffi.buffer(out))
+    nbytes = count * HASH_LEN
+    # From the core's cache of mappings, not malloc: malloc hands large
+    # frees back to the system, so each call could get 32 MB per million
+    # entries of fresh memory that the kernel zeroes page by page, a third
+    # as much work as the hashing.
+    out = _lib.rt_buffer_alloc(nbytes)
+    if out == _ffi.NULL:
+        raise OutOfMemoryError(f"cannot allocate the leaf hashes of {count:,} entries")
+    out = _ffi.gc(out, _lib.rt_buffer_free, size=nbytes)
+    _check(_lib.rt_rfc6962_leaf_hashes(*_c_batch(data, offsets, count, size),
+                                       _ffi.cast("uint8_t *", out)), "leaf_hashes")
+    return bytes(_ffi.buffer(out, nbytes))
 
 
 def insert_entries(tree: Any, entries: Union[BytesLike, Iterable[BytesLike]],
@@ -190,34 +196,45 @@ def _batch(entries: Union[BytesLike, Iterable[BytesLike]],
     return b"".join(parts), _offsets(parts), len(parts), 0
 
 
-def _offsets(items: Sequence[Any], sizes: Optional[Iterable[int]] = None) -> "array[int]":
+def _offsets(items: Sequence[Any]) -> "array[int]":
     offsets = array("Q", [0])
-    offsets.extend(accumulate(map(len, items) if sizes is None else sizes))
+    offsets.extend(accumulate(map(len, items)))
     return offsets
 
 
 def _joined(items: Sequence[Any]) -> Optional[_Batch]:
-    """A list of byte strings as a batch from one join, with every pass over
-    the list at C speed (a million entries have no Python-level loop); None
-    sends the list down the item-by-item path, which names a bad item.
+    """A list of byte strings as a batch from one concatenation, with every
+    pass over the list at C speed (a million entries have no Python-level
+    loop); None sends the list down the item-by-item path, which names a bad
+    item.
+
     ``len`` is the byte length exactly for byte strings and 1-D byte
-    buffers, and at most it for any other buffer, so the lengths summing to
-    the joined length proves each one is a byte length."""
+    buffers, and at most it for any other buffer. So when the concatenation
+    is a whole number ``size`` of bytes per item and every ``len`` is
+    ``size``, every item is ``size`` bytes (none can hold more without
+    another holding less); otherwise the lengths summing to the total proves
+    each one is a byte length."""
     try:
-        data = b"".join(items)
-        # A list and one count: a quarter cheaper than a set of the sizes,
-        # and reused for the offsets when the sizes differ.
-        sizes = list(map(len, items))
+        # BytesIO.writelines copies item by item; bytes.join first fills an
+        # 80-byte buffer record per item, 8 MB of scratch for 100k entries.
+        # Once large frees elsewhere have handed such memory back to the
+        # system, every call page-faults its scratch in afresh: that cost
+        # more than the copy of short entries itself.
+        writer = io.BytesIO()
+        writer.writelines(items)
+        data = writer.getvalue()  # in CPython the written buffer itself, not a copy
+        count = len(items)
+        size = len(data) // count if count else 0
+        # One counting pass, with no list of lengths: a length below 257 is
+        # a cached int, so each comparison is an identity check.
+        if size and size * count == len(data) and countOf(map(len, items), size) == count:
+            return _fixed(memoryview(data), size)
+        offsets = _offsets(items)
     except (TypeError, ValueError, BufferError):  # str, int, strided or released views
         return None
-    if sizes and sizes.count(sizes[0]) == len(sizes):
-        size = sizes[0]
-        if size and len(data) == size * len(items):  # one size: no offsets to build
-            return _fixed(memoryview(data), size)
-    offsets = _offsets(items, sizes)
     if offsets[-1] != len(data):
         return None
-    return data, offsets, len(items), 0
+    return data, offsets, count, 0
 
 
 def _fixed(view: memoryview, entry_len: object) -> _Batch:

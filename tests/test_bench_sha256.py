@@ -37,6 +37,14 @@ def test_tiny_run_writes_judged_results(tmp_path):
     assert "hashlib" in hashlib_target["target"] and hashlib_target["status"] != NOT_MEASURED
     assert [row["impl"] for row in data["parents"]][0] == "portable"
     assert "## Targets" in text and "load average" in text
+    # Page faults per tree build, beside the times they are part of.
+    if sys.platform != "win32":
+        faults = data["tree"]["minor_faults_median"]
+        assert set(faults) == {f"{key} {threads}" for key in ("tree ours", "scaling ours",
+                                                              "scaling two-pass")
+                               for threads in (1, 2)}
+        assert all(isinstance(count, int) and count >= 0 for count in faults.values())
+        assert "Minor page faults per build" in text
     assert "sha256" in suite.SECTIONS
 
 
@@ -52,3 +60,22 @@ def test_suite_runs_the_section_at_smoke_size(tmp_path):
     assert settings["tree_leaves"] == 500 and settings["repeat"] == 3
     assert "## SHA-256 and RFC 6962 trees" in (out / "report.md").read_text()
     assert any(t["section"] == "sha256" for t in results["targets"])
+
+
+def test_switching_to_two_threads_starts_the_workers_before_the_clock():
+    """configure() stops the pool's workers when its size changes and the
+    next parallel job starts them again: the benchmark does that untimed,
+    so the first timed 2-thread build does not pay for thread creation."""
+    import rotortree
+    from rotortree.benchmarks import sha256 as bench
+
+    before = rotortree.pool_info()["num_threads"]
+    try:
+        bench.use_threads(1, b"")
+        assert rotortree.pool_info()["threads_started"] == 0
+        warm = bytes(bench.WARM_ENTRIES * bench.ENTRY_LEN)
+        bench.use_threads(2, warm)
+        assert rotortree.pool_info()["num_threads"] == 2
+        assert rotortree.pool_info()["threads_started"] >= 1
+    finally:
+        rotortree.configure(num_threads=before)

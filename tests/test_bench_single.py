@@ -77,3 +77,8 @@ def test_growth_benchmark_reports_its_target():
     assert len(target["references"]) == 2 and "Target:" in text
     assert all(b > 0 for run in payload["workloads"][0]["rows"][1]["per_run"]
                for b in run["chunk_bytes_added"][:1])
+    # The configuration that leaves the pre-faulting time between batches,
+    # against the same reused-memory references.
+    idle = payload["workloads"][0]["idle"]
+    assert idle["over_reused"]["n"] == 2 and idle["idle_s"] > 0
+    assert growth.IDLE_CONFIG in text and "idle before each batch" in text

@@ -10,55 +10,26 @@ silently survive.
 
 from __future__ import annotations
 
-import os
-import pathlib
 import re
-import shutil
 import subprocess
 
 import pytest
 
+from c_build import (ASAN_UBSAN, DRIVER_TIMEOUT, DRIVERS, HASH_SOURCES,  # noqa: F401
+                     asan_ubsan_env, build_drivers, cc, sanitizer_prefix)
 from rotortree import config as rt_config
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-CSRC = ROOT / "csrc"
-DRIVER = ROOT / "tests" / "c" / "test_hash.c"
-HASH_SOURCES = [
-    CSRC / "blake3_portable.c",
-    CSRC / "blake3_sse41.c",
-    CSRC / "blake3_avx2.c",
-    CSRC / "blake3_avx512.c",
-    CSRC / "blake3_neon.c",
-    CSRC / "hash_dispatch.c",
-]
-SANITIZERS = "-fsanitize=address,undefined"
 
 
 @pytest.mark.slow
-def test_hash_driver_under_sanitizers(tmp_path):
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc not found on PATH: cannot build the C hash driver")
-
-    binary = tmp_path / "test_hash"
-    build = subprocess.run(
-        [gcc, "-O1", "-g", "-std=c11", "-D_GNU_SOURCE", SANITIZERS,
-         "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
-         "-Wall", "-Wextra", "-Werror", f"-I{CSRC}", str(DRIVER),
-         *map(str, HASH_SOURCES), "-o", str(binary)],
-        capture_output=True, text=True, timeout=120,
-    )
-    if build.returncode != 0 and "sanitize" in build.stderr and "cannot find" in build.stderr:
-        pytest.skip(f"gcc has no sanitizer runtime: {build.stderr.strip()[:200]}")
-    assert build.returncode == 0, build.stderr
-
-    # The interpreter is not instrumented, but the driver is its own process:
-    # drop any ASan preload inherited from a debug test session.
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
-    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
-    run = subprocess.run([str(binary)], capture_output=True, text=True,
-                         timeout=120, env=env)
+def test_hash_driver_under_sanitizers(cc, tmp_path):  # noqa: F811 (cc is a fixture)
+    env = asan_ubsan_env()
+    prefix = sanitizer_prefix(cc, ASAN_UBSAN, tmp_path, "ASan/UBSan", env, 120)
+    binary = build_drivers(cc, ASAN_UBSAN, tmp_path / "build", [DRIVERS / "test_hash.c"],
+                           HASH_SOURCES)["test_hash"]
+    # A hang guard only: under ASan on a loaded 2-core machine the run alone
+    # took over the 120 s this used to allow.
+    run = subprocess.run(prefix + [str(binary)], capture_output=True, text=True,
+                         timeout=DRIVER_TIMEOUT, env=env)
 
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     summary = re.search(r"hash driver: (\d+) passed, (\d+) failed", run.stdout)

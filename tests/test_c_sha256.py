@@ -6,37 +6,28 @@ path of the leaf-hash batch."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import subprocess
 
-from c_build import cc  # noqa: F401  (fixture)
+from c_build import ASAN_UBSAN, DRIVERS, build_drivers, cc  # noqa: F401  (cc is a fixture)
 from rotortree._native import ffi, lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
-DRIVER = ROOT / "tests" / "c" / "test_sha256.c"
 SOURCES = sorted(CSRC.glob("sha256_*.c")) + sorted(CSRC.glob("blake3_*.c")) + [
     CSRC / "hash_dispatch.c", CSRC / "pool.c", CSRC / "status.c"]
 
 
 def test_sha256_driver_under_sanitizers(cc, tmp_path):  # noqa: F811
-    from c_build import sanitizer_prefix
+    from c_build import asan_ubsan_env, sanitizer_prefix
 
-    flags = ["-O1", "-g", "-std=c11", "-fsanitize=address,undefined",
-             "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
-    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
-    prefix = sanitizer_prefix(cc, flags, tmp_path, "AddressSanitizer", env, 120)
-    binary = tmp_path / "test_sha256"
-    build = subprocess.run(
-        cc + flags + ["-Wall", "-Wextra", "-Werror", "-pthread", f"-I{CSRC}", str(DRIVER),
-                      *map(str, SOURCES), "-o", str(binary)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert build.returncode == 0, build.stderr[-4000:]
+    env = asan_ubsan_env()
+    prefix = sanitizer_prefix(cc, ASAN_UBSAN, tmp_path, "AddressSanitizer", env, 120)
+    # The hash drivers' flags: the sanitized BLAKE3 kernels linked here are
+    # the objects those drivers already compiled.
+    binary = build_drivers(cc, ASAN_UBSAN, tmp_path / "build", [DRIVERS / "test_sha256.c"],
+                           SOURCES)["test_sha256"]
     run = subprocess.run(prefix + [str(binary)], capture_output=True, text=True,
                          timeout=300, env=env)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

@@ -481,7 +481,7 @@ def test_bench_out_must_be_a_directory(tmp_path, capsys):
 def test_bench_quick_end_to_end(tmp_path):
     """A tiny run of the whole suite: the report, the JSON and the plots."""
     out = tmp_path / "report"
-    proc = run_cli("bench", "--quick", "--leaves", "20000", "--out", str(out), timeout=300)
+    proc = run_cli("bench", "--quick", "--leaves", "5000", "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     report = (out / "report.md").read_text()
     for heading in ("# rotortree benchmark report", "## Summary", "## Throughput vs arity",

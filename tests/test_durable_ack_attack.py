@@ -276,7 +276,8 @@ def test_close_after_a_failed_wal_fsync_records_what_was_acknowledged(tmp_path, 
 
 
 @pytest.mark.parametrize("acknowledge", sorted(POLICIES))
-def test_an_interrupted_close_never_leaves_the_directory_locked(tmp_path, acknowledge):
+def test_an_interrupted_close_never_leaves_the_directory_locked(tmp_path, acknowledge,
+                                                               frozen_heap):
     """A KeyboardInterrupt at any point of close(), then the tree dropped:
     the finalizer finishes the job, so the directory opens again (and
     holds what was acknowledged). An interrupt between closing a WAL

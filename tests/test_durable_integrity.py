@@ -92,7 +92,8 @@ def warnings_of_rotortree(caplog):
 # Failed checkpoints leak nothing
 
 
-def test_repeated_checkpoint_failures_keep_files_and_descriptors(tmp_path, monkeypatch):
+def test_repeated_checkpoint_failures_keep_files_and_descriptors(tmp_path, monkeypatch,
+                                                                 frozen_heap):
     path = tmp_path / "t"
     tree = manual(path, arity=4)
     tree.insert_many(leaves(0, 100))

@@ -187,6 +187,28 @@ def test_leaf_hashes_accepts_buffers_of_every_kind():
     assert rfc6962.leaf_hashes(b"", 0) == b""
 
 
+def test_lists_of_one_total_but_different_lengths_split_at_their_own_boundaries():
+    """A list's entries are read from one concatenation; when the total is
+    a whole number of equal-size entries but the lengths differ, each entry
+    must still end where it ends, whatever kind of buffer it is."""
+    rng = random.Random("boundaries")
+    cases = [
+        [b"ab", b"", b"abcd"],                      # 6 bytes, three entries, not 2 each
+        [b"abc", b"a", b"ab"],
+        [b"a" * 32] * 50 + [b"b" * 31, b"c" * 33],  # equal but for one pair
+        [rand_bytes(rng, 300) for _ in range(40)],  # one size past the cached ints
+        [rand_bytes(rng, 1015) for _ in range(3)] + [rand_bytes(rng, 1014), rand_bytes(rng, 1016)],
+        [bytearray(b"wxyz"), memoryview(b"abcd"), b"1234"],
+        [memoryview(bytes(range(48))).cast("B", (6, 8)), bytes(40), bytes(56)],
+    ]
+    for entries in cases:
+        expected = oracle_leaf_hashes([bytes(e) for e in entries])
+        assert rfc6962.leaf_hashes(entries) == expected
+        tree = rotortree.LeanIMT(2, rule="rfc6962")
+        assert rfc6962.insert_entries(tree, entries) == \
+            rotortree.compute_root(expected, 2, rule="rfc6962")
+
+
 @pytest.mark.parametrize("call, error", [
     (lambda: rfc6962.leaf_hash("text"), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hash(5), rotortree.ArgumentTypeError),
@@ -200,6 +222,11 @@ def test_leaf_hashes_accepts_buffers_of_every_kind():
      rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes([b"abcdefgh", memoryview(bytes(8)).cast("I")]),
      rotortree.ArgumentTypeError),
+    # Sized but not buffers: a length is trusted only once the item is known
+    # to be bytes, so a huge one is refused without being allocated.
+    (lambda: rfc6962.leaf_hashes([range(10**15)]), rotortree.ArgumentTypeError),
+    (lambda: rfc6962.leaf_hashes([b"ab", range(10**15)]), rotortree.ArgumentTypeError),
+    (lambda: rfc6962.leaf_hashes([[1, 2], [3, 4]]), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes(5), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes(b"abcd"), rotortree.ArgumentTypeError),
     (lambda: rfc6962.leaf_hashes([b"ab"], 2), rotortree.ArgumentTypeError),
@@ -239,6 +266,26 @@ def test_c_leaf_hashes_checks_everything_before_writing():
     ok = lib.rt_rfc6962_leaf_hashes(data, 8, ffi.new("uint64_t[]", [2, 5, 8]), 2, 0, out)
     assert ok == lib.RT_OK
     assert bytes(ffi.buffer(out)[:64]) == oracle_leaf_hashes([data[2:5], data[5:8]])
+
+
+def test_leaf_hashes_out_of_memory_is_a_clear_error(monkeypatch):
+    """The leaf hashes are written into memory from the core's cache of
+    mappings; when none can be had, OutOfMemoryError (a MemoryError) says
+    so instead of a crash or a write through NULL."""
+
+    class NoMemory:
+        def __getattr__(self, name):
+            return getattr(lib, name)
+
+        def rt_buffer_alloc(self, size):
+            return ffi.NULL
+
+    monkeypatch.setattr(rfc6962, "_lib", NoMemory())
+    with pytest.raises(rotortree.OutOfMemoryError) as info:
+        rfc6962.leaf_hashes([b"a", b"b", b"c"])
+    assert isinstance(info.value, MemoryError)
+    monkeypatch.undo()
+    assert rfc6962.leaf_hashes([b"a"]) == hashlib.sha256(b"\x00a").digest()
 
 
 def test_light_client_fallback_matches(monkeypatch):

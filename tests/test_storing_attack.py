@@ -242,6 +242,31 @@ def test_batches_against_unmapped_pages(rule):
                     assert tree.insert_many(batch) == expected_grown, (arity, count, kernel)
 
 
+@pytest.mark.parametrize("rule", RULES)
+def test_kernels_read_from_caller_memory_against_unmapped_pages(rule):
+    """Every kernel, the lane driver's reads of the caller's leaves (compute_root
+    hashes them in place; insert_many too where the kernel stores level 0):
+    the last lane group of a call prefetches what follows the call's
+    children, which past the end of a buffer is an unmapped page here; a
+    prefetch must stay a hint there, and every real read stays inside."""
+    region = GuardedRegion(pages=8)
+    capacity = 8 * PAGE // 32
+    for arity in (2, 3, 4, 5, 8, 16, 17, 32, 33, 64, 255):
+        for count in sorted({arity, 16 * arity, 16 * arity + 1, 128 * arity + 3, capacity}):
+            if count > capacity:
+                continue
+            leaves = leaves_of(count * 7 + arity, count)
+            expected = reference_root(leaves, arity, rule)
+            for kernel in rt_config.available_kernels():
+                rt_config.configure(simd=kernel)
+                for place in (region.at_end, region.at_start):
+                    batch = place(leaves)
+                    assert rotortree.compute_root(batch, arity, rule=rule) == expected, (
+                        arity, count, kernel)
+                    tree = rotortree.LeanIMT(arity=arity, rule=rule)
+                    assert tree.insert_many(batch) == expected, (arity, count, kernel)
+
+
 # ---- restored and durable trees ------------------------------------------
 
 

@@ -16,7 +16,6 @@ the registers it hashed (AVX2, AVX-512), instead of through a staging copy.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -27,13 +26,11 @@ import pytest
 import rotortree
 from rotortree import config as rt_config
 
-from c_build import (CSRC, DRIVERS, build_drivers, cc,  # noqa: F401 (cc is a fixture)
-                     sanitizer_prefix, summary)
+from c_build import (ASAN_UBSAN, DRIVERS, HASH_SOURCES, build_drivers,  # noqa: F401
+                     asan_ubsan_env, cc, sanitizer_prefix, summary)
 from reference import root_of
 
 STORING_KERNELS = {"avx2", "avx512"}
-HASH_SOURCES = ["blake3_portable.c", "blake3_sse41.c", "blake3_avx2.c", "blake3_avx512.c",
-                "blake3_neon.c", "hash_dispatch.c"]
 CHUNK_NODES = 128  # RT_CHUNK_TARGET_NODES: level chunks hold about this many nodes
 # A kernel that reads a leaf twice is caught only if a flip lands between
 # the two reads. With one substituted (hash from the caller, then copy from
@@ -42,19 +39,12 @@ CHUNK_NODES = 128  # RT_CHUNK_TARGET_NODES: level chunks hold about this many no
 INSERTS_WHILE_FLIPPING = 6
 
 
-SANITIZERS = ["-O1", "-g", "-std=c11", "-D_GNU_SOURCE", "-fsanitize=address,undefined",
-              "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
-              "-Wall", "-Wextra", "-Werror"]
-
-
 @pytest.mark.slow
 def test_storing_driver_under_sanitizers(cc, tmp_path):  # noqa: F811 (cc is a fixture)
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
-    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
-    prefix = sanitizer_prefix(cc, SANITIZERS, tmp_path, "ASan/UBSan", env, 120)
-    binary = build_drivers(cc, SANITIZERS, tmp_path / "build", [DRIVERS / "test_storing.c"],
-                           [CSRC / name for name in HASH_SOURCES])["test_storing"]
+    env = asan_ubsan_env()
+    prefix = sanitizer_prefix(cc, ASAN_UBSAN, tmp_path, "ASan/UBSan", env, 120)
+    binary = build_drivers(cc, ASAN_UBSAN, tmp_path / "build", [DRIVERS / "test_storing.c"],
+                           HASH_SOURCES)["test_storing"]
     run = subprocess.run(prefix + [str(binary)], capture_output=True, text=True, timeout=300,
                          env=env)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

@@ -10,7 +10,10 @@ faults are recorded: a growing tree writes into memory it has never touched,
 so the kernel's page-fault work, which the fresh-tree figures with reused
 memory never see, is part of every batch.
 
-Configurations: this package sequentially and on 2 threads; with the Rust
+Configurations: this package sequentially and on 2 threads, and on 2
+threads with idle time before each batch (a service waiting for its next
+input: the time the background pre-faulting of the next batch's memory
+needs, which back-to-back batches never leave it); with the Rust
 harness, the crate 0.15 (sequential build; rayon build in a 2-thread pool)
 and 0.17 (sequential build). Each repetition runs every configuration once,
 in rotated order; this package's configurations and the crate's are paired
@@ -44,8 +47,10 @@ GROWTH_GOAL = 1.5
 WORKLOADS = ((1_000_000, 10_000_000), (4_096, 1_000_000))   # (batch, final size)
 Config = Dict[str, Any]
 # This package's configurations and the crate's, with the pairs compared.
+IDLE_CONFIG = "rotortree, 2 threads, idle between batches"
 PYTHON_CONFIGS: Tuple[Config, ...] = ({"label": "rotortree, 1 thread", "threads": 1},
-                                      {"label": "rotortree, 2 threads", "threads": 2})
+                                      {"label": "rotortree, 2 threads", "threads": 2},
+                                      {"label": IDLE_CONFIG, "threads": 2, "idle": True})
 CRATE_CONFIGS: Tuple[Config, ...] = (
     {"label": "crate 0.15, sequential", "rust": 15, "build": "sequential", "threads": 0,
      "peer": "rotortree, 1 thread"},
@@ -56,8 +61,15 @@ CRATE_CONFIGS: Tuple[Config, ...] = (
 )
 
 
+def idle_between(batch: int) -> float:
+    """Seconds left idle before each batch in the idle configuration: 50 ms
+    per million leaves (at least 1 ms), several times what first touch of a
+    batch's new memory costs on one thread."""
+    return max(0.001, batch * 5e-8)
+
+
 def python_growth(leaves: memoryview, batch: int, total: int, threads: int,
-                  heap: Heap) -> Dict[str, Any]:
+                  heap: Heap, idle_s: float = 0.0) -> Dict[str, Any]:
     rotortree.configure(num_threads=threads)
     heap.release()   # start from memory returned to the OS, as a new process does
     tree = rotortree.LeanIMT(ARITY)
@@ -65,6 +77,8 @@ def python_growth(leaves: memoryview, batch: int, total: int, threads: int,
     clock = time.perf_counter
     for first in range(0, total, batch):
         part = leaves[first * 32: min(total, first + batch) * 32]
+        if idle_s:
+            time.sleep(idle_s)
         u0, s0 = cpu_times()
         f0 = minor_faults()
         b0 = rotortree.memory_stats()["chunk_bytes"]
@@ -156,7 +170,8 @@ def measure(workloads: List[Tuple[int, int]], repeat: int,
                                 crate_growth(harness, config, batch, total))
                         else:
                             runs[config["label"]].append(python_growth(
-                                data, batch, total, config["threads"], heap))
+                                data, batch, total, config["threads"], heap,
+                                idle_between(batch) if config.get("idle") else 0.0))
                     # The target's references, in the same repetition: the
                     # same batch into reused memory, and first touch of the
                     # memory a growing batch adds.
@@ -178,6 +193,7 @@ def measure(workloads: List[Tuple[int, int]], repeat: int,
                                             f"compute_root {expected}")
                 result = summarise(batch, total, configs, runs, meter.report())
                 result["target"] = growth_target(batch, runs[TARGET_CONFIG], references)
+                result["idle"] = idle_summary(batch, runs[IDLE_CONFIG], references)
                 results.append(result)
     finally:
         rotortree.configure(num_threads=before["num_threads"])
@@ -213,6 +229,17 @@ def growth_target(batch: int, runs: List[Dict[str, Any]],
     status = MET if MET in verdicts else NOT_MET if verdicts == {NOT_MET} else INCONCLUSIVE
     return dict(by_reused, status=status, references=references,
                 over_reused=first, over_reused_plus_touch=second)
+
+
+def idle_summary(batch: int, runs: List[Dict[str, Any]],
+                 references: List[Dict[str, List[float]]]) -> Dict[str, Any]:
+    """The idle configuration against the same reused-memory references as
+    the target: per repetition, the median appended batch over the median
+    reused batch. Not a target: it shows what the pre-faulting gives a
+    caller that leaves it time."""
+    ratios = [quantile(run["wall_s"][1:] or run["wall_s"], 0.5) / quantile(ref["reused_s"], 0.5)
+              for run, ref in zip(runs, references)]
+    return {"idle_s": idle_between(batch), "over_reused": ratio_summary(ratios)}
 
 
 def summarise(batch: int, total: int, configs: List[Config],
@@ -281,6 +308,11 @@ def render(payload: Dict[str, Any]) -> str:
                           f" ms, first touch of one batch's new memory on one thread "
                           f"{fmt_ms(quantile([x for r in ref for x in r['first_touch_s']], 0.5) * 1e3)}"
                           f" ms, medians)."]
+        idle = workload.get("idle")
+        if idle:
+            lines += ["", f"With {fmt_ms(idle['idle_s'] * 1e3)} ms idle before each batch "
+                          f"({IDLE_CONFIG}; time for the background pre-faulting of its "
+                          f"memory): growing / reused {fmt_interval(idle['over_reused'])}."]
         lines += ["", f"During this workload: {fmt_load(workload['load'])}.", ""]
     lines.append("The crate 0.17 hashes parents with another rule: its figures are not like "
                  "for like. Roots: this package's and the crate 0.15's final roots equal "

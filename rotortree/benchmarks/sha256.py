@@ -23,7 +23,9 @@ machine drift hits all alike (figures: median, min, IQR; ratios per round):
   (``insert_entries(tree, buffer, entry_len)``, no Python pass over a list)
   at 2 threads against 1 (target: 1.8x). Beside it, the same buffer built in
   two passes (``insert_many(leaf_hashes(buffer, entry_len))``): what the
-  one-pass build gains.
+  one-pass build gains. Each build runs at 1 and 2 threads back to back,
+  the order alternating by round, with the pool's workers started before
+  the clock.
 
 Writes DIR/sha256.{md,json}; DIR defaults to bench/results.
 """
@@ -41,6 +43,11 @@ import rotortree
 from rotortree import rfc6962
 from rotortree._native import ffi, lib
 
+try:
+    import resource
+except ImportError:  # no getrusage (Windows): builds go without fault counts
+    resource = None  # type: ignore[assignment]
+
 from ._common import deterministic_leaves, fmt_rate, machine, positive_int, write_results_to
 from .environment import LoadMeter, fmt_load
 from .stats import fmt_interval, fmt_summary, paired_ratios, ratio_summary, summary, target
@@ -55,6 +62,14 @@ IMPLS = (("portable", lib.RT_SHA256_PORTABLE), ("sha-ni", lib.RT_SHA256_SHANI),
          ("avx2-8way", lib.RT_SHA256_AVX2), ("avx512-16way", lib.RT_SHA256_AVX512))
 # hashlib per-parent calls are slow; they run on this share of the batch.
 HASHLIB_PARENT_SHARE = 16
+WARM_ENTRIES = 16384
+
+
+def minor_faults() -> Optional[int]:
+    """The process's minor page faults so far (every thread), or None."""
+    if resource is None:
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 def clock(run: Callable[[], object]) -> float:
@@ -99,6 +114,17 @@ def build_two_pass_from_buffer(entries: bytes) -> bytes:
     tree = rotortree.LeanIMT(2, rule="rfc6962")
     tree.insert_many(rfc6962.leaf_hashes(entries, ENTRY_LEN))
     return tree_root(tree)
+
+
+def use_threads(threads: int, warm_entries: bytes) -> None:
+    """Set the pool's size, and with more than one thread start its workers
+    outside the clock: a service sizes its pool once, so a build that paid
+    for starting threads would not measure the steady state."""
+    if rotortree.pool_info()["num_threads"] == threads:
+        return
+    rotortree.configure(num_threads=threads)
+    if threads > 1:
+        build_ours_from_buffer(warm_entries)
 
 
 def tree_root(tree: Any) -> bytes:
@@ -153,6 +179,8 @@ def run(buffer_mb: int, parents: int, tree_leaves: int, scaling_leaves: int, rep
     # list, the Python passes over it (join, lengths) run on one thread
     # whatever the pool's size and would cap the ratio by Amdahl's law.
     scaling_entries = b"".join(entries_of(scaling_leaves)) if tree_ok else b""
+    # Enough entries for the pool's default threshold: warming it up runs a job.
+    warm_entries = scaling_entries[:WARM_ENTRIES * ENTRY_LEN]
     problems: List[str] = []
 
     def ours_buffer(impl: int) -> Callable[[], object]:
@@ -172,6 +200,7 @@ def run(buffer_mb: int, parents: int, tree_leaves: int, scaling_leaves: int, rep
             sha(b"\x01" + children[64 * i:64 * i + 64]).digest()
 
     rounds = Rounds()
+    faults: Dict[str, List[int]] = {}
     try:
         for r in range(repeat + 1):  # round 0 warms up and is dropped
             if show_progress:
@@ -189,13 +218,26 @@ def run(buffer_mb: int, parents: int, tree_leaves: int, scaling_leaves: int, rep
                 if tree_class is not None:
                     sample.add("tree pymerkle", clock(lambda: build_pymerkle(tree_class,
                                                                              tree_entries)))
-                for threads in (1, 2):
-                    rotortree.configure(num_threads=threads)
-                    sample.add(f"tree ours {threads}", clock(lambda: build_ours(tree_entries)))
-                    sample.add(f"scaling ours {threads}",
-                               clock(lambda: build_ours_from_buffer(scaling_entries)))
-                    sample.add(f"scaling two-pass {threads}",
-                               clock(lambda: build_two_pass_from_buffer(scaling_entries)))
+                # Each build runs at both thread counts back to back, in an
+                # order that alternates by round: a 2-over-1 ratio pairs
+                # samples taken moments apart, so load that comes and goes
+                # on a shared machine hits both, and neither count always
+                # runs first after pymerkle's build has flushed the caches.
+                order = (1, 2) if r % 2 else (2, 1)
+                for key, build in (("tree ours", lambda: build_ours(tree_entries)),
+                                   ("scaling ours",
+                                    lambda: build_ours_from_buffer(scaling_entries)),
+                                   ("scaling two-pass",
+                                    lambda: build_two_pass_from_buffer(scaling_entries))):
+                    for threads in order:
+                        use_threads(threads, warm_entries)
+                        before_faults = minor_faults()
+                        sample.add(f"{key} {threads}", clock(build))
+                        if r > 0 and before_faults is not None:
+                            # Fresh memory the build touched: the kernel zeroes
+                            # it in the build's time, which the times alone hide.
+                            faults.setdefault(f"{key} {threads}", []).append(
+                                (minor_faults() or 0) - before_faults)
             if r > 0:
                 for key, values in sample.samples.items():
                     rounds.add(key, values[0])
@@ -258,6 +300,9 @@ def run(buffer_mb: int, parents: int, tree_leaves: int, scaling_leaves: int, rep
                     "scaling ours 2", "scaling two-pass 1", "scaling two-pass 2"):
             if key in rounds.samples:
                 tree[key] = summary(rounds.samples[key])
+        if faults:
+            tree["minor_faults_median"] = {key: sorted(counts)[len(counts) // 2]
+                                           for key, counts in faults.items()}
         for threads in (1, 2):
             gain = rounds.ratio(f"scaling two-pass {threads}", f"scaling ours {threads}")
             if gain is not None:
@@ -355,6 +400,12 @@ def markdown(p: Payload) -> str:
         if gains:
             out += ["", "Two-pass time / one-pass time (above 1: one pass is faster): "
                     + ", ".join(gains) + "."]
+        counts = tree.get("minor_faults_median")
+        if counts:
+            out += ["", "Minor page faults per build, median (the whole process; fresh memory "
+                    "the kernel zeroes inside the build's time): "
+                    + "; ".join(f"{labels[key]}: {count:,}" for key, count in counts.items()
+                                if key in labels) + "."]
     out += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     out += [f"| {t['target']} | {t['measured']} | **{t['status']}** |" for t in p["targets"]]
     for problem in p["problems"]:

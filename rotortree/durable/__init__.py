@@ -125,13 +125,18 @@ All methods may be called from any thread. Inserts are serialised by one lock
 are serialised by another. Concurrent ``insert_durable`` callers share
 fsyncs (group commit): one caller leads a round (fsync the WAL, then write
 and fdatasync the sync record unless it lags) covering every entry written
-before it started, the others wait on the sync state's condition and
+before it started, the others wait at a gate in C, without the GIL, and
 return when a round covers them; one of those not covered leads the next
-round. The leader is elected under that condition, and a round's end
-(acknowledge, clear the leader, wake all) is one step under it. A round
-therefore costs two flushes however many callers it acknowledges, or one
-with ``acknowledge="wal"``, whose recorder thread writes the record on
-its own.
+round, after waiting (at most half the last round, never over 2 ms) for as
+many writers as the last round covered. The leader acknowledges on the sync
+state's condition (for ``token.wait()``) and then wakes every follower at
+the gate at once. A round therefore costs two flushes however many callers
+it acknowledges, or one with ``acknowledge="wal"``, whose recorder thread
+writes the record on its own.
+Do not call ``insert_durable``, ``flush`` or ``close`` from a signal
+handler: a handler that interrupts its own thread's fsync round or insert
+would wait for that thread forever (the locks are not reentrant). Set a
+flag in the handler and flush from ordinary code.
 Checkpoints are serialised by a third lock and run concurrently with
 inserts (they write from a snapshot; writers wait only while the snapshot
 is taken and the WAL segment switched). The lock order is

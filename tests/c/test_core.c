@@ -33,6 +33,7 @@
 #include "rt_index.h"
 #include "rt_mapping.h"
 #include "rt_pool.h"
+#include "rt_tree.h"
 
 #include "harness.h"
 
@@ -779,6 +780,24 @@ static void test_result_buffers(void)
     CHECK(rt_buffer_alloc(SIZE_MAX - 64) == NULL, "SIZE_MAX - 64 buffer");
 }
 
+/* 1 when MADV_POPULATE_WRITE really makes memory resident here. */
+static int populate_works(void)
+{
+#if defined(__linux__) && defined(MADV_POPULATE_WRITE)
+    uint8_t *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int supported = probe != MAP_FAILED && madvise(probe, 4096, MADV_POPULATE_WRITE) == 0;
+    // qemu-user accepts any madvise advice and does nothing: the probe page
+    // must really have become resident for residency checks to mean anything.
+    unsigned char probe_resident = 0;
+    supported = supported && mincore(probe, 4096, &probe_resident) == 0 && (probe_resident & 1);
+    if (probe != MAP_FAILED)
+        munmap(probe, 4096);
+    return supported;
+#else
+    return 0;
+#endif
+}
+
 /* Pre-faulting ahead of a growing tree: the background thread populates a
  * mapping while this thread writes into it; nothing written may change,
  * and (where the kernel supports it) the range ends up resident. */
@@ -806,16 +825,9 @@ static void test_prefault(void)
 #if defined(__linux__) && defined(MADV_POPULATE_WRITE)
     // The last third was never written: only pre-faulting can have made it
     // resident, which it must have if this kernel has MADV_POPULATE_WRITE.
-    uint8_t *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    int supported = probe != MAP_FAILED && madvise(probe, 4096, MADV_POPULATE_WRITE) == 0;
-    // qemu-user accepts any madvise advice and does nothing: the probe page
-    // must really have become resident for the check below to mean anything.
-    unsigned char probe_resident = 0;
-    supported = supported && mincore(probe, 4096, &probe_resident) == 0 && (probe_resident & 1);
+    int supported = populate_works();
     if (!supported)
         printf("test_prefault: MADV_POPULATE_WRITE does not populate here; residency not checked\n");
-    if (probe != MAP_FAILED)
-        munmap(probe, 4096);
     static unsigned char resident[(6u << 20) / 4096];
     size_t first = 2 * (bytes / 3) / 4096 + 1, last = (bytes - 200) / 4096, missing = 0;
     if (supported && mincore(memory, bytes, resident) == 0) {
@@ -825,6 +837,106 @@ static void test_prefault(void)
     }
 #endif
     rt_mapping_put(memory, got);
+}
+
+/* A tree growing by batches of one size: every chunk a batch appends must
+ * already be resident when the batch starts (a batch before asked for it
+ * to be pre-faulted) at every level that grows by at least 64 KiB a batch,
+ * whether its slab is a mapping or malloc'd, and including the chunks of a
+ * batch that crosses from one slab into the next, which used to be made,
+ * and faulted, by the batch itself. With a CPU the pool leaves idle, the
+ * batch after next is ready too (`ahead` batches are checked at a time). */
+#define GROWTH_LEVELS 3
+static void prefault_growth(uint32_t threads, unsigned ahead)
+{
+    struct rt_pool_config config;
+    rt_pool_get_config(&config);
+    config.num_threads = threads;
+    REQUIRE(rt_pool_configure(&config) == RT_OK, "pool of %u", threads);
+    // Per batch: 625 level-0 chunks (2.6 MB, mapped slabs; a few batches
+    // fill one), 157 at level 1 and 40 at level 2 (malloc'd slabs).
+    const uint64_t batch = 80000;
+    const unsigned rounds = 6;
+    const uintptr_t page = 4096;
+    uint8_t *leaves = make_leaves(global_seed ^ 0x6e0, batch), root[32];
+    rt_tree *tree = NULL;
+    REQUIRE(rt_tree_new(4, 32, RT_RULE_ROTORTREE_015, &tree) == RT_OK, "new tree");
+    unsigned crossed = 0;
+    for (unsigned r = 0; r < rounds; r++) {
+        // Per level, where its next chunks can come from (the slab it
+        // carves from and its spare), and what of that is resident.
+        rt_slab *from[GROWTH_LEVELS][2];
+        uint8_t *start[GROWTH_LEVELS][2];
+        unsigned char *resident[GROWTH_LEVELS][2];
+        size_t before[GROWTH_LEVELS];
+        for (unsigned l = 0; l < GROWTH_LEVELS; l++) {
+            rt_level *level = &tree->levels[l];
+            from[l][0] = level->carver;
+            from[l][1] = level->spare;
+            before[l] = level->table ? level->table->count : 0;
+            for (int i = 0; i < 2; i++) {
+                resident[l][i] = NULL;
+                if (!from[l][i])
+                    continue;
+                start[l][i] = (uint8_t *)((uintptr_t)from[l][i]->base & ~(page - 1));
+                size_t span = (size_t)(from[l][i]->base + from[l][i]->bytes - start[l][i]);
+                resident[l][i] = xmalloc(span / page + 1);
+                REQUIRE(mincore(start[l][i], span, resident[l][i]) == 0, "mincore");
+            }
+        }
+        // The first round starts an empty tree: nothing was asked for yet.
+        unsigned batches = r ? ahead : 1;
+        for (unsigned b = 0; b < batches; b++)
+            REQUIRE(rt_tree_insert_many(tree, leaves, batch, root) == RT_OK, "round %u", r);
+        for (unsigned l = 0; l < GROWTH_LEVELS; l++) {
+            rt_level *level = &tree->levels[l];
+            size_t cold = 0, other_slab = 0;
+            for (size_t c = before[l]; r > 0 && c < level->table->count; c++) {
+                rt_chunk *chunk = level->table->slots[c];
+                int warm = 0;
+                for (int i = 0; i < 2; i++)
+                    if (resident[l][i] && (uint8_t *)chunk >= from[l][i]->base &&
+                        (uint8_t *)chunk < from[l][i]->base + from[l][i]->bytes)
+                        warm = resident[l][i][(size_t)((uint8_t *)chunk - start[l][i]) / page] & 1;
+                cold += !warm;
+                other_slab += chunk->slab != from[l][0];
+            }
+            crossed += l == 0 && other_slab > 0;
+            // A page at either end of a pre-faulted range may be left out
+            // (requests cover whole 4 KiB pages inside the range), and where
+            // the kernel gives no huge page the chunk starting there is cold.
+            CHECK(cold <= 2 * batches,
+                  "%u thread(s), round %u: %zu of %zu new level-%u chunks were not pre-faulted",
+                  threads, r, cold, level->table->count - before[l], l);
+            free(resident[l][0]);
+            free(resident[l][1]);
+        }
+        rt_mapping_prefault_wait();
+    }
+    CHECK(crossed > 0, "no batch crossed into a new level-0 slab: the test proves nothing");
+    rt_tree_free(tree);
+    free(leaves);
+}
+
+static void test_prefault_growth(void)
+{
+    if (!P->big_tree) {
+        printf("test_prefault_growth: no big trees in this profile\n");
+        return;
+    }
+    if (!populate_works()) {
+        printf("test_prefault_growth: MADV_POPULATE_WRITE does not populate here\n");
+        return;
+    }
+    struct rt_pool_config initial;
+    rt_pool_get_config(&initial);
+    uint32_t cpus = rt_pool_cpus();
+    prefault_growth(cpus, 1);
+    if (cpus > 1)
+        prefault_growth(1, 2);
+    else
+        printf("test_prefault_growth: one CPU, two batches ahead not checked\n");
+    REQUIRE(rt_pool_configure(&initial) == RT_OK, "restore pool config");
 }
 
 static void test_api_errors(void)
@@ -2791,6 +2903,7 @@ int main(int argc, char **argv)
     RUN(test_api_errors);
     RUN(test_result_buffers);
     RUN(test_prefault);
+    RUN(test_prefault_growth);
     RUN(test_random_trees, &g);
     RUN(test_big_tree, &g);
     RUN(test_restore, &g);
