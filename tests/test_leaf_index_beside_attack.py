@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import rotortree
 from rotortree import DuplicateLeafError, LeanIMT
-
+from test_leaf_index_beside import first_positions
 
 
 @pytest.fixture
@@ -27,14 +27,9 @@ def beside():
     rotortree.configure(num_threads=2, parallel_threshold=2, par_chunk_size=1)
 
 
-def first_positions(leaves):
-    first = {}
-    for position, value in enumerate(leaves):
-        first.setdefault(value, position)
-    return first
-
-
 def agree(reader, leaves, probes):
+    """`reader` (tree or snapshot) answers for `probes` as the model of
+    `leaves` does: the least position of each, or absent."""
     first = first_positions(leaves)
     want = [first.get(p, -1) for p in probes]
     assert reader.index_of_many(probes).tolist() == want
@@ -45,6 +40,7 @@ def agree(reader, leaves, probes):
 
 
 def leaf_of(n):
+    """Leaf n: its 8 big-endian bytes four times (as in the C driver)."""
     return n.to_bytes(8, "big") * 4
 
 
