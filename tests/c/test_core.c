@@ -2260,7 +2260,8 @@ static void test_leaf_index(rng *g)
 
 #if RT_TEST_WRAP
 /* Every allocation of an indexed insert (a growing index, the duplicate
- * check's table, the skip mode's copy) failing in turn: RT_ERR_NOMEM, and
+ * check's table, the skip mode's copy; mode 0 plain, 1 unique-skip, 2 plain
+ * of a stable batch, 3 unique-reject, refused in the end) failing in turn: RT_ERR_NOMEM, and
  * the tree, its index and its snapshot exactly as before. */
 static void inject_index_sweep(rng *g, uint64_t size, uint64_t k, int mode)
 {
@@ -2289,10 +2290,22 @@ static void inject_index_sweep(rng *g, uint64_t size, uint64_t k, int mode)
                                                    RT_UNIQUE_SKIP, marks, &dups, root)
                  : mode == 2 ? rt_tree_insert_many_stable(tree, leaves + 32u * size, (size_t)k,
                                                           root)
+                 : mode == 3 ? rt_tree_insert_unique(tree, leaves + 32u * size, (size_t)k,
+                                                     RT_UNIQUE_REJECT, marks, &dups, root)
                              : rt_tree_insert_many(tree, leaves + 32u * size, (size_t)k, root);
         long injected = disarm();
         if (rc == RT_OK)
             break;
+        if (mode == 3 && rc == RT_ERR_DUPLICATE) {
+            // Refused once its allocations succeed (hashed while checked on
+            // the pool): as unchanged as after any injected failure.
+            struct rt_tree_state state;
+            rt_tree_state(tree, &state);
+            CHECK(state.size == size && same_hash(state.root, before), "%s: refused, changed",
+                  what);
+            check_index(tree, NULL, pool, (size_t)n, first, what);
+            break;
+        }
         CHECK(rc == RT_ERR_NOMEM && injected > 0, "%s: failure at %ld gave %d", what, target, rc);
         struct rt_tree_state state;
         rt_tree_state(tree, &state);
@@ -2335,10 +2348,13 @@ static void test_index_injection(rng *g)
     inject_index_sweep(g, 40, 30, 1);
     inject_index_sweep(g, 1000, 5, 1);  // in place
     inject_index_sweep(g, 40, 30, 2);
+    inject_index_sweep(g, 40, 30, 3);
     set_pool(2, 64, 1);
     inject_index_sweep(g, 3000, 5000, 1); // on the pool, the index beside the hashing
     inject_index_sweep(g, 3000, 5000, 2);
     inject_index_sweep(g, 1000, 600, 2);  // in place
+    inject_index_sweep(g, 3000, 5000, 3);
+    inject_index_sweep(g, 1000, 600, 3);
     set_pool(1, 1024, 64);
 }
 #endif
