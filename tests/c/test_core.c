@@ -881,7 +881,7 @@ static void prefault_growth(uint32_t threads, unsigned ahead)
                 start[l][i] = (uint8_t *)((uintptr_t)from[l][i]->base & ~(page - 1));
                 size_t span = (size_t)(from[l][i]->base + from[l][i]->bytes - start[l][i]);
                 resident[l][i] = xmalloc(span / page + 1);
-                REQUIRE(mincore(start[l][i], span, resident[l][i]) == 0, "mincore");
+                REQUIRE(mincore(start[l][i], span, (void *)resident[l][i]) == 0, "mincore");
             }
         }
         // The first round starts an empty tree: nothing was asked for yet.
