@@ -295,6 +295,11 @@ class InterruptingLib:
         self._real.rt_tree_insert_many(*args)
         raise KeyboardInterrupt
 
+    def rt_tree_insert_many_stable(self, *args):
+        # LeanIMT.insert_many's call for a batch no thread can change (bytes).
+        self._real.rt_tree_insert_many_stable(*args)
+        raise KeyboardInterrupt
+
     def rt_wal_append(self, *args):
         # The durable tree's insert: frame write and insert in one C call.
         self._real.rt_wal_append(*args)
@@ -320,16 +325,18 @@ def test_keyboard_interrupt_after_the_c_insert(tmp_path, monkeypatch):
     tree.close()
 
 
-def test_leanimt_batch_is_whole_or_absent_when_interrupted(monkeypatch):
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_leanimt_batch_is_whole_or_absent_when_interrupted(monkeypatch, kind):
     """LeanIMT's contract: an exception raised after the C call returns
-    leaves the batch applied (check tree.size), never half of it."""
+    leaves the batch applied (check tree.size), never half of it; bytes and
+    a mutable buffer take different C calls."""
     import rotortree.tree as tree_module
 
     tree = LeanIMT(ARITY)
     tree.insert_many(leaves(0, 4))
     monkeypatch.setattr(tree_module, "lib", InterruptingLib(tree_module.lib))
     with pytest.raises(KeyboardInterrupt):
-        tree.insert_many(leaves(4, 1000))
+        tree.insert_many(kind(leaves(4, 1000)))
     monkeypatch.undo()
     assert tree.size == 1004 and tree.root == reference_root(1004)
     assert "KeyboardInterrupt" in LeanIMT.insert_many.__doc__
