@@ -534,6 +534,15 @@ int rt_wal_append(rt_tree *tree, int fd, uint64_t offset, uint8_t *header,
  * `after_bytes` bytes of the frame, then fails with `error_number` (0
  * disarms). */
 void rt_wal_fail_next_write(int error_number, size_t after_bytes);
+/* Reserve disk blocks for [offset, offset + length) of a WAL segment without
+ * changing its size (fallocate with FALLOC_FL_KEEP_SIZE): later frame writes
+ * into the range need no block allocation, and what recovery reads (the file
+ * up to its size) is unchanged. Returns 0, or an errno (EOPNOTSUPP where the
+ * system or file system has no such call); a failure changes nothing. */
+int rt_wal_reserve(int fd, uint64_t offset, uint64_t length);
+/* How many frames written by the writer thread had their writeback started
+ * at once (sync_file_range, Linux); for tests. */
+uint64_t rt_wal_writeback_started(void);
 
 /* Group commit: the fsync rounds of a durable tree and the callers waiting
  * for them. rt_sync_gate_wait blocks (without the GIL) until `seq` is

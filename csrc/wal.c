@@ -13,6 +13,7 @@
 #include "rt_config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -262,6 +263,63 @@ static int write_frame(wal_job *job)
     return 0;
 }
 
+/* ---- block reservation ---------------------------------------------------- */
+
+int rt_wal_reserve(int fd, uint64_t offset, uint64_t length)
+{
+    if (fd < 0 || length == 0 || offset > (uint64_t)INT64_MAX ||
+        length > (uint64_t)INT64_MAX - offset)
+        return EINVAL;
+#if defined(__linux__) && defined(FALLOC_FL_KEEP_SIZE)
+    // Appending past the end makes ext4 (and XFS) allocate blocks at
+    // writeback, under the inode's block-map lock: a frame write then
+    // stalls behind the background fsync of the same file, and pays for
+    // delayed allocation on every page. Blocks reserved beyond the end are
+    // invisible to readers and to recovery (the size does not move), and a
+    // truncate to the size gives them back.
+    for (;;) {
+        if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0)
+            return 0;
+        if (errno != EINTR)
+            return errno ? errno : EIO;
+    }
+#else
+    (void)offset;
+    return EOPNOTSUPP;
+#endif
+}
+
+/* ---- writeback ahead of the fsync ----------------------------------------- */
+
+static _Atomic uint64_t writeback_started;
+
+uint64_t rt_wal_writeback_started(void)
+{
+    return atomic_load(&writeback_started);
+}
+
+/* Start writing a large frame to disk now, on the writer thread, instead of
+ * leaving all of it to the next fsync: that fsync (the background flusher's
+ * or a flush()) then finds little left to write, so it ends sooner and
+ * holds the file's locks, which the next frame write waits for, for less
+ * time. Only a hint, never waited for: durability still comes from the
+ * fsync alone, and SYNC_FILE_RANGE_WRITE without the WAIT flags does not
+ * consume a writeback error (the file's error sequence is only advanced by
+ * the waits and by fsync), so a failed writeback is still reported by the
+ * fsync. Frames written inline (below OVERLAP_MIN_BYTES) are not hinted:
+ * the work would move onto the hashing thread. */
+static void start_writeback(int fd, uint64_t offset, size_t length)
+{
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+    if (sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE) == 0)
+        atomic_fetch_add(&writeback_started, 1);
+#else
+    (void)fd;
+    (void)offset;
+    (void)length;
+#endif
+}
+
 /* ---- the writer thread --------------------------------------------------- */
 
 // One thread for the whole process: the frame write is one system call of
@@ -287,6 +345,8 @@ static void *writer_main(void *arg)
             queue_tail = NULL;
         pthread_mutex_unlock(&writer_lock);
         job->error = write_frame(job);
+        if (!job->error)
+            start_writeback(job->fd, job->offset, RT_WAL_FRAME_HEADER_LEN + job->nbytes);
         pthread_mutex_lock(&writer_lock);
         atomic_store_explicit(&job->done, 1, memory_order_release);
         pthread_cond_broadcast(&writer_done);

@@ -29,7 +29,7 @@ CREATION_LEFTOVERS = frozenset((LOCK_NAME, storage.META_NAME + ".tmp", storage.S
 
 
 class Segment:
-    __slots__ = ("gen", "path", "fd", "offset", "synced")
+    __slots__ = ("gen", "path", "fd", "offset", "synced", "reserved")
 
     def __init__(self, gen: int, path: str, fd: int, offset: int) -> None:
         self.gen = gen
@@ -37,6 +37,9 @@ class Segment:
         self.fd = fd           # -1 when not open
         self.offset = offset   # where the next frame goes
         self.synced = fd < 0
+        # Disk blocks are reserved (beyond the size) up to here: see
+        # Wal._reserve.
+        self.reserved = 0
 
 
 # An append in progress: (LeanIMT, segment, frame offset, frame end, seq,

