@@ -57,6 +57,24 @@ static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 static int crc_hw;
 
+/* The CRC instructions take 3 cycles each but can start one per cycle, so
+ * one dependent chain over a frame runs at a third of their speed: the
+ * instruction paths checksum three blocks of CRC_BLOCK bytes side by side
+ * and join them. The raw CRC register (no inversions) is linear: after
+ * A||B it is shift(crc(A)) ^ crc0(B), where crc0 starts from 0 and shift
+ * advances a register over CRC_BLOCK zero bytes; shift is linear too, so
+ * it is four table lookups (one per byte of the register). A frame of
+ * 100,000 leaves spent 7% of a durable insert_many's samples in the
+ * single chain, on the writer thread, which is its critical path. */
+#define CRC_BLOCK 4096u
+static uint32_t crc_shift_table[4][256];
+
+static uint32_t crc_shift(uint32_t c)
+{
+    return crc_shift_table[0][c & 0xffu] ^ crc_shift_table[1][(c >> 8) & 0xffu] ^
+           crc_shift_table[2][(c >> 16) & 0xffu] ^ crc_shift_table[3][c >> 24];
+}
+
 static void crc_init(void)
 {
     for (unsigned i = 0; i < 256; i++) {
@@ -69,6 +87,21 @@ static void crc_init(void)
     for (unsigned i = 0; i < 256; i++)
         for (unsigned t = 1; t < 8; t++)
             crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xffu];
+    uint32_t basis[32];
+    for (unsigned bit = 0; bit < 32; bit++) {
+        uint32_t c = 1u << bit;
+        for (unsigned i = 0; i < CRC_BLOCK; i++)
+            c = (c >> 8) ^ crc_table[0][c & 0xffu];
+        basis[bit] = c;
+    }
+    for (unsigned k = 0; k < 4; k++)
+        for (unsigned b = 0; b < 256; b++) {
+            uint32_t v = 0;
+            for (unsigned j = 0; j < 8; j++)
+                if (b >> j & 1u)
+                    v ^= basis[8 * k + j];
+            crc_shift_table[k][b] = v;
+        }
 #if RT_X86
     __builtin_cpu_init();
     crc_hw = __builtin_cpu_supports("sse4.2");
@@ -112,6 +145,21 @@ __attribute__((target("sse4.2,crc32"))) static uint32_t crc_sse42(uint32_t c, co
         n--;
     }
     uint64_t c64 = c;
+    while (n >= 3 * CRC_BLOCK) {
+        uint64_t c1 = 0, c2 = 0;
+        for (size_t i = 0; i < CRC_BLOCK; i += 8) {
+            uint64_t w0, w1, w2;
+            memcpy(&w0, p + i, 8);
+            memcpy(&w1, p + CRC_BLOCK + i, 8);
+            memcpy(&w2, p + 2 * CRC_BLOCK + i, 8);
+            c64 = _mm_crc32_u64(c64, w0);
+            c1 = _mm_crc32_u64(c1, w1);
+            c2 = _mm_crc32_u64(c2, w2);
+        }
+        c64 = crc_shift(crc_shift((uint32_t)c64) ^ (uint32_t)c1) ^ (uint32_t)c2;
+        p += 3 * CRC_BLOCK;
+        n -= 3 * CRC_BLOCK;
+    }
     while (n >= 8) {
         uint64_t word;
         memcpy(&word, p, 8);
@@ -134,6 +182,21 @@ RT_CRC_TARGET static uint32_t crc_armv8(uint32_t c, const uint8_t *p, size_t n)
     while (n && ((uintptr_t)p & 7u)) {
         c = __crc32cb(c, *p++);
         n--;
+    }
+    while (n >= 3 * CRC_BLOCK) {
+        uint32_t c1 = 0, c2 = 0;
+        for (size_t i = 0; i < CRC_BLOCK; i += 8) {
+            uint64_t w0, w1, w2;
+            memcpy(&w0, p + i, 8);
+            memcpy(&w1, p + CRC_BLOCK + i, 8);
+            memcpy(&w2, p + 2 * CRC_BLOCK + i, 8);
+            c = __crc32cd(c, w0);
+            c1 = __crc32cd(c1, w1);
+            c2 = __crc32cd(c2, w2);
+        }
+        c = crc_shift(crc_shift(c) ^ c1) ^ c2;
+        p += 3 * CRC_BLOCK;
+        n -= 3 * CRC_BLOCK;
     }
     while (n >= 8) {
         uint64_t word;

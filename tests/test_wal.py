@@ -55,7 +55,8 @@ def test_crc32c_check_value_and_rfc3720_vectors():
         lib.rt_crc32c_force_portable(0)
 
 
-@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 63, 4096 + 5, 100_003])
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 63, 4096 + 5, 3 * 4096 - 1, 3 * 4096,
+                                  3 * 4096 + 1, 6 * 4096 + 7, 100_003, 3_200_048])
 def test_crc32c_portable_and_detected_agree_and_continue(size):
     data = os.urandom(size)
     try:

@@ -42,10 +42,15 @@ int main(int argc, char **argv)
     known_answers();
     rt_crc32c_force_portable(0);
 
-    enum { MAX = 5000 };
+    // Up to 5 blocks of three 4 KiB pieces (the instruction paths checksum
+    // three pieces side by side from 12 KiB on), and the lengths around
+    // their multiples.
+    enum { MAX = 5 * 3 * 4096 + 64 };
     uint8_t *buffer = xmalloc(MAX + 8);
     for (int round = 0; round < 2000; round++) {
-        size_t len = (size_t)rng_below(&r, round < 100 ? 80 : MAX);
+        size_t len = (size_t)rng_below(&r, round < 100 ? 80 : round < 1000 ? 5000 : MAX);
+        if (round % 10 == 0 && round >= 1000)   // a multiple of 12 KiB, give or take 8
+            len = 3 * 4096 * (1 + rng_below(&r, 4)) + rng_below(&r, 17) - 8;
         size_t shift = (size_t)rng_below(&r, 8);
         for (size_t i = 0; i < len; i++)
             buffer[shift + i] = (uint8_t)rng_next(&r);
