@@ -58,7 +58,10 @@ Guarantees
 * An insert's frame is checksummed (CRC-32C) and written in C without the
   GIL, by a writer thread while the batch is hashed when the batch is 64 KiB
   or more; the batch is published to readers only once its whole frame is
-  written, under the tree's write lock. If the write fails, the hashed
+  written, under the tree's write lock. Segments reserve disk blocks ahead
+  of their end without changing their size, and the writer thread starts
+  the writeback of what it wrote (hints only: the fsync makes entries
+  durable). If the write fails, the hashed
   batch is discarded (the last node of each level, which hashing rewrote in
   place, is put back), the partial frame is cut, and the call raises
   ``DurabilityError``; if the insert fails, the written frame is cut. Either
