@@ -23,7 +23,7 @@ _SYS_PWRITE = storage_io.sys_pwrite
 reserve_blocks = lib.rt_wal_reserve
 # Blocks reserved ahead of the write position of the live segment, at least;
 # four frames ahead when frames are larger.
-RESERVE_AHEAD = 16 << 20
+RESERVE_AHEAD = 4 << 20
 
 
 def _immutable(leaves: object) -> bool:
