@@ -190,3 +190,56 @@ def test_the_writer_thread_starts_the_writeback_of_large_frames(tmp_path):
         assert tree.root == root_of(split(leaves(0, 4100)), tree.arity)
     finally:
         tree.close()
+
+
+@pytest.mark.parametrize("ack", ["record", "wal"])
+@pytest.mark.parametrize("zeroed", ["every unsynced frame", "the last frame's leaves",
+                                    "the first unsynced header"])
+def test_unsynced_frames_read_as_zeros_within_the_size_are_a_torn_tail(tmp_path, caplog,
+                                                                       ack, zeroed):
+    """The crash state reserved blocks add: ext4 can commit a grown size
+    before it marks the reserved blocks written, so frames no fsync covered
+    read as zeros within the size. Recovery keeps the fsynced prefix, cuts
+    the rest as a torn tail and logs it, under both acknowledge settings."""
+    from rotortree import CheckpointPolicy, FlushPolicy, RotorTree
+
+    def opened(create: bool = False) -> RotorTree:
+        return RotorTree.open(tmp_path / "t", create=create,
+                              flush_policy=FlushPolicy.manual(acknowledge=ack),
+                              checkpoint_policy=CheckpointPolicy.manual())
+
+    data = leaves(0, 50)
+    tree = opened(create=True)
+    tree.insert_many(data[:32 * 20])
+    tree.insert_many(data[32 * 20:32 * 30])
+    tree.flush()                              # entries 1-2 acknowledged
+    synced_end = tree._files.segment.offset
+    tree.insert_many(data[32 * 30:32 * 40])   # entries 3-4: written, never fsynced
+    tree.insert_many(data[32 * 40:])
+    segment = current_segment(tmp_path / "t")
+    size = os.path.getsize(segment)
+    abandon(tree)
+    frame = FRAME + 10 * 32
+    start, length = {"every unsynced frame": (synced_end, size - synced_end),
+                     "the last frame's leaves": (size - 10 * 32, 10 * 32),
+                     "the first unsynced header": (synced_end, FRAME)}[zeroed]
+    with open(segment, "r+b") as handle:
+        handle.seek(start)
+        handle.write(bytes(length))
+    assert os.path.getsize(segment) == size == synced_end + 2 * frame
+    kept = 40 if zeroed == "the last frame's leaves" else 30
+    with caplog.at_level(logging.WARNING, logger="rotortree"):
+        reopened = opened()
+    try:
+        assert reopened.size == kept
+        assert reopened.root == root_of(split(data[:32 * kept]), reopened.arity)
+        assert [r for r in caplog.records if "torn" in r.getMessage()]
+        reopened.insert_many(leaves(kept, 5))
+        reopened.flush()
+    finally:
+        reopened.close()
+    again = opened()
+    try:
+        assert again.size == kept + 5
+    finally:
+        again.close()
