@@ -11,6 +11,10 @@
 #include <string.h>
 #include <time.h>
 
+#if RT_X86
+#include <emmintrin.h>
+#endif
+
 #include "level.h"
 #include "rotortree.h"
 #include "rt_index.h"
@@ -47,8 +51,14 @@
 // next to the cache misses of a probe.
 static inline uint64_t leaf_hash(const uint8_t *leaf, uint64_t seed)
 {
+    // Four word loads: one 32-byte copy into an array was compiled into
+    // vector stores to the stack read back as words, a store-forwarding
+    // stall on every leaf (about a sixth of a put's time).
     uint64_t w[4];
-    memcpy(w, leaf, 32);
+    memcpy(&w[0], leaf, 8);
+    memcpy(&w[1], leaf + 8, 8);
+    memcpy(&w[2], leaf + 16, 8);
+    memcpy(&w[3], leaf + 24, 8);
     uint64_t a = (w[0] ^ seed) * 0x9E3779B97F4A7C15ull;
     uint64_t b = (w[1] + seed) * 0xC2B2AE3D27D4EB4Full;
     uint64_t c = (w[2] ^ (seed >> 7)) * 0x165667B19E3779F9ull;
@@ -117,6 +127,79 @@ static inline uint64_t tag_of(const rt_leaf_index *ix, uint64_t h)
     return bits ? h >> (64u - bits) : 0;
 }
 
+/* ---- the rest of a probe's first cache line at once ------------------------ */
+
+// At the load the table runs at, a put's first slot is full about half the
+// time, so the scalar probe's "empty?" branch is a coin toss: a mispredict
+// on most puts, which cost more than the put's cache miss once that is
+// prefetched. Reading the rest of the home slot's cache line (the line the
+// put prefetched; the next one is not there yet) in one go and taking its
+// first empty slot when no slot before it carries the leaf's tag decides
+// most puts with predictable branches; anything else (a tag seen, no empty
+// slot left in the line, wide slots) takes the scalar probe, which decides
+// exactly as before. The line is read with plain loads, so this is only
+// used where no other thread can write those slots meanwhile: puts by the
+// table's only writer (readers of snapshots only load). Tables are whole
+// lines (at least MIN_SLOTS, a power of two) on 64-byte aligned buffers
+// (rt_buffer_alloc), and the regions of partitioned puts are whole lines
+// too, so a line never crosses the table's end or another thread's region.
+#define LINE_SLOTS 16u
+
+#if RT_X86
+static inline __m128i tag_lanes(__m128i slots, __m128i tag_mask, __m128i tag)
+{
+    return _mm_cmpeq_epi32(_mm_and_si128(slots, tag_mask), tag);
+}
+
+/* In the aligned line of LINE_SLOTS narrow slots at `line`: bit k of *empty
+ * set when slot k is 0, of *tagged when its high bits equal `tag_bits`. */
+static inline void line_scan(const uint32_t *line, uint32_t tag_mask, uint32_t tag_bits,
+                             unsigned *empty, unsigned *tagged)
+{
+    const __m128i zero = _mm_setzero_si128(), mask = _mm_set1_epi32((int)tag_mask),
+                  tag = _mm_set1_epi32((int)tag_bits);
+    __m128i a = _mm_load_si128((const __m128i *)line);
+    __m128i b = _mm_load_si128((const __m128i *)(line + 4));
+    __m128i c = _mm_load_si128((const __m128i *)(line + 8));
+    __m128i d = _mm_load_si128((const __m128i *)(line + 12));
+    __m128i ab = _mm_packs_epi32(_mm_cmpeq_epi32(a, zero), _mm_cmpeq_epi32(b, zero));
+    __m128i cd = _mm_packs_epi32(_mm_cmpeq_epi32(c, zero), _mm_cmpeq_epi32(d, zero));
+    *empty = (unsigned)_mm_movemask_epi8(_mm_packs_epi16(ab, cd));
+    ab = _mm_packs_epi32(tag_lanes(a, mask, tag), tag_lanes(b, mask, tag));
+    cd = _mm_packs_epi32(tag_lanes(c, mask, tag), tag_lanes(d, mask, tag));
+    *tagged = (unsigned)_mm_movemask_epi8(_mm_packs_epi16(ab, cd));
+}
+#define HAVE_LINE_SCAN 1
+#else
+#define HAVE_LINE_SCAN 0
+#endif
+
+/* The slot a put by the table's only writer takes, decided from the home
+ * slot's line alone: the first empty slot from `home` on when no slot
+ * between carries `tag`, else UINT64_MAX (the scalar probe decides). */
+static inline uint64_t line_slot(const rt_leaf_index *ix, uint64_t home, uint64_t tag)
+{
+#if HAVE_LINE_SCAN
+    if (ix->wide)
+        return UINT64_MAX;
+    unsigned empty, tagged, skip = (unsigned)(home % LINE_SLOTS);
+    line_scan((const uint32_t *)ix->slots + (home - skip), ~(uint32_t)0 << ix->pos_bits,
+              (uint32_t)(tag << ix->pos_bits), &empty, &tagged);
+    empty >>= skip;
+    if (!empty)
+        return UINT64_MAX;
+    unsigned first = (unsigned)__builtin_ctz(empty);
+    if ((tagged >> skip) & ((1u << first) - 1u))
+        return UINT64_MAX;
+    return home + first;
+#else
+    (void)ix;
+    (void)home;
+    (void)tag;
+    return UINT64_MAX;
+#endif
+}
+
 /* Where probes read the leaf a slot names: the tree's level 0 or a
  * snapshot's, and positions from tail_from on in `tail` (a batch being
  * checked before it is in the tree); `limit` is the size rule (positions at
@@ -174,6 +257,13 @@ static int index_put(const rt_leaf_index *ix, const leaf_reader *r, const uint8_
     const uint64_t tag = tag_of(ix, h);
     const uint64_t want = (tag << ix->pos_bits) | (p + 1);
     uint64_t i = h & ix->mask;
+    if (!shared) {
+        uint64_t free_slot = line_slot(ix, i, tag);
+        if (free_slot != UINT64_MAX) {
+            slot_store(ix, free_slot, want);
+            return 1;
+        }
+    }
     for (;;) {
         uint64_t s = slot_load(ix, i);
         if (!s) {
@@ -463,6 +553,11 @@ static int part_put(const part_job *job, uint64_t item, uint64_t stop)
     const uint64_t pos_mask = ((uint64_t)1 << ix->pos_bits) - 1;
     const uint64_t want = item & 0xFFFFFFFFu, tag = want >> ix->pos_bits;
     const uint64_t p = (want & pos_mask) - 1;
+    uint64_t free_slot = line_slot(ix, item >> 32, tag);
+    if (free_slot != UINT64_MAX) {
+        slot_store(ix, free_slot, want);
+        return 1;
+    }
     for (uint64_t i = item >> 32;;) {
         uint64_t s = slot_load(ix, i);
         if (!s) {
@@ -780,14 +875,25 @@ struct rt_index_build {
     rt_leaf_index *ix; /* NULL: out of memory */
 };
 
+// The build runs on this thread alone, with the single writer's plain
+// puts, not on the pool: recovery's own work (verifying the checkpoint on
+// the pool, replaying the log) leaves about one core idle, which this
+// thread uses, where pool jobs took pool time from the verification, and
+// the partitioned fill's scratch (16 bytes per leaf, 144 MB at 9M leaves)
+// was fresh memory on every first open: its page faults cost more CPU
+// than the puts themselves.
 static void *index_build_main(void *arg)
 {
     rt_index_build *build = arg;
-    build->ix = index_new(build->expected, build->expected);
-    if (build->ix) {
+    rt_leaf_index *ix = index_new(build->expected, build->expected);
+    if (ix) {
         leaf_reader reader = {NULL, NULL, 0, build->count, build->leaves, 0};
-        index_fill_new(build->ix, &reader, build->count);
+        fill_job job = {ix, &reader, 0, 0, 0};
+        memset(ix->slots, 0, ix->bytes);
+        fill_units(&job, 0, (size_t)build->count);
+        ix->entries = atomic_load_explicit(&job.added, memory_order_relaxed);
     }
+    build->ix = ix;
     return NULL;
 }
 
