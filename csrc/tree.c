@@ -270,6 +270,7 @@ static int insert_from_locked(rt_tree *tree, const uint8_t *leaves,
     for (unsigned l = 0; l <= new_depth; l++) {
         if (rt_level_ready(&tree->levels[l], first[l], len[l], cap))
             continue;
+        tree->ahead_marked = 1;
         int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
         if (status != RT_OK) {
             rt_index_release(fresh_index);
@@ -345,8 +346,11 @@ static int insert_many_from(rt_tree *tree, const uint8_t *leaves, const rt_leaf_
     uint8_t *ahead[(RT_MAX_DEPTH_LIMIT + 1) * RT_LEVEL_AHEAD];
     size_t ahead_bytes[(RT_MAX_DEPTH_LIMIT + 1) * RT_LEVEL_AHEAD];
     unsigned aheads = 0;
-    for (unsigned l = 0; l <= tree->depth; l++)
-        aheads += rt_level_take_prefault(&tree->levels[l], &ahead[aheads], &ahead_bytes[aheads]);
+    if (tree->ahead_marked) {
+        for (unsigned l = 0; l <= tree->depth; l++)
+            aheads += rt_level_take_prefault(&tree->levels[l], &ahead[aheads], &ahead_bytes[aheads]);
+        tree->ahead_marked = 0;
+    }
     pthread_rwlock_unlock(&tree->lock);
     for (unsigned i = 0; i < aheads; i++)
         rt_mapping_prefault(ahead[i], ahead_bytes[i]);
