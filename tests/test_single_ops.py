@@ -189,6 +189,36 @@ def test_one_proof_in_one_c_call():
     assert lib.rt_proof_one(snap._snap, 0, out, 4096, ffi.NULL) == lib.RT_ERR_INVALID_ARGUMENT
 
 
+def test_one_proof_with_its_length_as_the_result():
+    snap = tree_of(4, 1000).snapshot()
+    expected = snap.generate_proofs([123]).proof_bytes(0)
+    out = ffi.new("uint8_t[]", 4096)
+    assert lib.rt_proof_one_sized(snap._snap, 123, out, 4096) == len(expected)
+    assert ffi.buffer(out, len(expected))[:] == expected
+    # Too small: minus the status, and nothing is written.
+    small = ffi.new("uint8_t[]", len(expected) - 1)
+    assert lib.rt_proof_one_sized(snap._snap, 123, small,
+                                  len(expected) - 1) == -lib.RT_ERR_INVALID_ARGUMENT
+    assert ffi.buffer(small)[:] == bytes(len(expected) - 1)
+    assert lib.rt_proof_one_sized(snap._snap, 1000, out, 4096) == -lib.RT_ERR_INDEX
+    assert lib.rt_proof_one_sized(ffi.NULL, 0, out, 4096) == -lib.RT_ERR_INVALID_ARGUMENT
+
+
+def test_generate_proof_raises_the_c_status_and_keeps_its_scratch(monkeypatch):
+    from rotortree import snapshot as snapshot_module
+
+    snap = tree_of(4, 100).snapshot()
+    snap.generate_proof(5)  # a scratch buffer is on the free list now
+    spare = len(snapshot_module._proof_scratch)
+    monkeypatch.setattr(snapshot_module, "_proof_one_sized",
+                        lambda *args: -lib.RT_ERR_INDEX)
+    with pytest.raises(NodeIndexError):
+        snap.generate_proof(5)
+    assert len(snapshot_module._proof_scratch) == spare
+    monkeypatch.undo()
+    assert snap.generate_proof(5).to_bytes() == snap.generate_proofs([5]).proof_bytes(0)
+
+
 @pytest.mark.parametrize("arity", [2, 5, 255])
 def test_generate_proof_is_the_batch_proof_at_every_index(arity):
     size = 300
@@ -322,6 +352,8 @@ def test_an_insert_nested_inside_an_insert_gets_its_own_root_buffer(monkeypatch)
     for i in range(50):
         assert outer.insert(data[32 * i: 32 * i + 32]) == rotortree.compute_root(data[: 32 * i + 32])
     assert nested_roots[-1] == inner.root and len(set(nested_roots)) == 50
+    # Each root is its own bytes object, not a view of the reused buffer.
+    assert all(type(root) is bytes for root in nested_roots)
 
 
 def test_insert_argument_rules_are_unchanged():
