@@ -39,6 +39,9 @@ struct rt_tree {
         unsigned blocks;
         uint32_t cv[8];
     } prefix[RT_MAX_DEPTH_LIMIT];
+    // The level-0 prefix the next single insert will need, hashed ahead by
+    // the last one (append_one's rider); members 0: none.
+    struct prefix_cache next_prefix;
     // Links in the registry of live trees (fork.c, under its lock), which the
     // fork handlers walk; fork_locked: prepare holds this tree's lock.
     struct rt_tree *live_prev, *live_next;

@@ -30,6 +30,7 @@
 #endif
 
 #include "rotortree.h"
+#include "rt_blake3.h"
 #include "rt_index.h"
 #include "rt_mapping.h"
 #include "rt_pool.h"
@@ -916,6 +917,58 @@ static void prefault_growth(uint32_t threads, unsigned ahead)
     CHECK(crossed > 0, "no batch crossed into a new level-0 slab: the test proves nothing");
     rt_tree_free(tree);
     free(leaves);
+}
+
+static int refuse_gate(void *ctx)
+{
+    (void)ctx;
+    return RT_ERR_IO;
+}
+
+/* A single insert hashes the level-0 prefix the next one will need (on
+ * kernels with a paired compression); that prefix ends with its own leaf, so
+ * a refused insert must leave none behind, whichever leaf comes next. */
+static void test_prefix_hashed_ahead_is_dropped_when_refused(void)
+{
+    const int initial = rt_kernel_active();
+    for (int kernel = RT_KERNEL_PORTABLE; kernel <= RT_KERNEL_NEON; kernel++) {
+        if (!rt_kernel_available(kernel))
+            continue;
+        REQUIRE(rt_kernel_select(kernel) == RT_OK, "select %d", kernel);
+        int paired = rt_active_compress2_fn() != NULL;
+        for (int rule = RT_RULE_ROTORTREE_015; rule <= RT_RULE_LEANIMT; rule++) {
+            const unsigned arity = 8;
+            uint8_t *leaves = make_leaves(global_seed ^ 0x9a1, 40), root[32], want[32];
+            uint8_t other[32];
+            leaf_of(global_seed ^ 0x9a2, 0, other);
+            rt_tree *tree = NULL;
+            REQUIRE(rt_tree_new(arity, 8, rule, &tree) == RT_OK, "new tree");
+            // Leaves 0..4 one by one: after leaf 4 (the fifth of group 0)
+            // the prefix of six members is hashed ahead.
+            for (unsigned i = 0; i < 5; i++)
+                REQUIRE(rt_tree_insert(tree, leaves + 32 * i, root) == RT_OK, "insert %u", i);
+            CHECK(!paired || tree->next_prefix.members == 6,
+                  "kernel %d rule %d: no prefix hashed ahead (%u members)", kernel, rule,
+                  tree->next_prefix.members);
+            // Leaf 5 refused after hashing: its prefix for six members
+            // covers leaf 5, and must not be kept.
+            CHECK(rt_tree_insert_many_gated(tree, leaves + 32 * 5, 1, root, refuse_gate, NULL) ==
+                      RT_ERR_IO, "refused insert");
+            CHECK(tree->size == 5 && tree->next_prefix.members == 0,
+                  "kernel %d rule %d: a refused insert kept its prefix (%u members)", kernel,
+                  rule, tree->next_prefix.members);
+            // Another leaf at 5, then the rest: every root as the batch's.
+            memcpy(leaves + 32 * 5, other, 32);
+            for (unsigned i = 5; i < 40; i++) {
+                REQUIRE(rt_tree_insert(tree, leaves + 32 * i, root) == RT_OK, "insert %u", i);
+                REQUIRE(rt_compute_root(leaves, i + 1, arity, rule, want) == RT_OK, "root");
+                CHECK(same_hash(root, want), "kernel %d rule %d: root at %u", kernel, rule, i + 1);
+            }
+            rt_tree_free(tree);
+            free(leaves);
+        }
+    }
+    REQUIRE(rt_kernel_select(initial) == RT_OK, "restore kernel");
 }
 
 /* 1 when every 4 KiB page of [from, from + bytes) is resident (mincore),
@@ -3018,6 +3071,7 @@ int main(int argc, char **argv)
     RUN(test_prefault);
     RUN(test_prefault_growth);
     RUN(test_prefault_single_inserts);
+    RUN(test_prefix_hashed_ahead_is_dropped_when_refused);
     RUN(test_random_trees, &g);
     RUN(test_big_tree, &g);
     RUN(test_restore, &g);
