@@ -34,6 +34,24 @@ AVX2_INLINE void storeu256(void *p, __m256i x)
 
 AVX2_INLINE __m256i set1_u32(uint32_t x) { return _mm256_set1_epi32((int)x); }
 
+/* ---- two single compressions at once (blake3_rows2.h) -------------------- */
+
+AVX2_INLINE __m256i rotr12_256(__m256i x)
+{
+    return _mm256_or_si256(_mm256_srli_epi32(x, 12), _mm256_slli_epi32(x, 20));
+}
+
+AVX2_INLINE __m256i rotr7_256(__m256i x)
+{
+    return _mm256_or_si256(_mm256_srli_epi32(x, 7), _mm256_slli_epi32(x, 25));
+}
+
+#define ROW2_TARGET AVX2
+#define ROWS2_ENTRY rt_compress2_avx2
+#define row2_rotr12 rotr12_256
+#define row2_rotr7 rotr7_256
+#include "blake3_rows2.h"
+
 /*
  * The compression function, eight lanes, as inline assembly. Written with
  * intrinsics, GCC 12 needs one register more than x86 has (16 state vectors

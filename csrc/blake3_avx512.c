@@ -48,6 +48,15 @@ AVX512_INLINE __m128i ror7_128(__m128i x) { return _mm_ror_epi32(x, 7); }
 #define row_rotr7 ror7_128
 #include "blake3_rows.h"
 
+AVX512_INLINE __m256i ror12_256(__m256i x) { return _mm256_ror_epi32(x, 12); }
+AVX512_INLINE __m256i ror7_256(__m256i x) { return _mm256_ror_epi32(x, 7); }
+
+#define ROW2_TARGET AVX512
+#define ROWS2_ENTRY rt_compress2_avx512
+#define row2_rotr12 ror12_256
+#define row2_rotr7 ror7_256
+#include "blake3_rows2.h"
+
 /* ---- sixteen messages at once, one per lane ------------------------------ */
 
 AVX512_INLINE __m512i set1_u32(uint32_t x) { return _mm512_set1_epi32((int)x); }

@@ -237,6 +237,21 @@ rt_compress_fn rt_active_compress_fn(void)
     return rt_compress_portable;
 }
 
+rt_compress2_fn rt_active_compress2_fn(void)
+{
+#if RT_X86
+    switch (rt_kernel_active()) {
+    case RT_KERNEL_AVX512:
+        return rt_compress2_avx512;
+    case RT_KERNEL_AVX2:
+        return rt_compress2_avx2;
+    default:
+        break;
+    }
+#endif
+    return NULL;
+}
+
 void rt_hash_parents(const uint8_t *children, size_t count, unsigned arity,
                      uint8_t *out)
 {

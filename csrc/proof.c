@@ -160,6 +160,14 @@ int rt_proof_one(const rt_snapshot *snap, uint64_t index, uint8_t *out, size_t c
     return RT_OK;
 }
 
+int64_t rt_proof_one_sized(const rt_snapshot *snap, uint64_t index, uint8_t *out,
+                           size_t capacity)
+{
+    size_t length = 0;
+    int status = rt_proof_one(snap, index, out, capacity, &length);
+    return status == RT_OK ? (int64_t)length : -(int64_t)status;
+}
+
 typedef struct fill_job {
     const rt_snapshot *snap;
     const uint64_t *indices;

@@ -463,6 +463,13 @@ size_t rt_indices_find_small(const uint64_t *indices, size_t count, size_t start
  * No proof is longer than 88 + depth * (2 + 32 * (arity - 1)) bytes. */
 int rt_proof_one(const rt_snapshot *snap, uint64_t index, uint8_t *out, size_t capacity,
                  size_t *length);
+/* rt_proof_one with the length as the result: the proof's length in bytes
+ * (written to out), or minus the status when there is none (-RT_ERR_INDEX,
+ * -RT_ERR_INVALID_ARGUMENT, the latter writing nothing when the proof does
+ * not fit). A single proof from Python then needs no length out-parameter,
+ * whose read costs as much as a tenth of the call. */
+int64_t rt_proof_one_sized(const rt_snapshot *snap, uint64_t index, uint8_t *out,
+                           size_t capacity);
 
 /* RT_OK if the serialized inclusion proof is well formed and its leaf,
  * index and siblings hash, under the proof's rule, to its root;

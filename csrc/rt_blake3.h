@@ -124,10 +124,27 @@ void rt_blake3_prefixed(rt_compress_fn compress, const uint8_t *prefix,
                         size_t prefix_len, const uint8_t *body, size_t body_len,
                         uint8_t out[32]);
 
+/* Two independent compressions, A and B, each as rt_compress_fn with
+ * counter 0, in about the time of one (blake3_rows2.h). */
+typedef void (*rt_compress2_fn)(uint32_t cv_a[8], const uint8_t block_a[64], uint8_t len_a,
+                                uint8_t flags_a, uint32_t cv_b[8], const uint8_t block_b[64],
+                                uint8_t len_b, uint8_t flags_b);
+#if RT_X86
+void rt_compress2_avx2(uint32_t cv_a[8], const uint8_t block_a[64], uint8_t len_a,
+                       uint8_t flags_a, uint32_t cv_b[8], const uint8_t block_b[64],
+                       uint8_t len_b, uint8_t flags_b);
+void rt_compress2_avx512(uint32_t cv_a[8], const uint8_t block_a[64], uint8_t len_a,
+                         uint8_t flags_a, uint32_t cv_b[8], const uint8_t block_b[64],
+                         uint8_t len_b, uint8_t flags_b);
+#endif
+
 /* Dispatch (hash_dispatch.c): the active kernel's functions. */
 rt_parents_fn rt_active_parents_fn(void);
 rt_parents_fn rt_active_untagged_parents_fn(void);
 rt_compress_fn rt_active_compress_fn(void);
+/* The active kernel's paired compression, or NULL where it has none (two
+ * rt_active_compress_fn calls then do the same). */
+rt_compress2_fn rt_active_compress2_fn(void);
 /* The active kernel's storing entry for tagged or untagged parents, or NULL
  * where the kernel has none. */
 rt_parents_storing_fn rt_active_storing_parents_fn(int tagged);

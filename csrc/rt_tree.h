@@ -27,6 +27,10 @@ struct rt_tree {
     uint64_t size;
     uint64_t capacity; /* arity**max_depth, saturated at UINT64_MAX */
     rt_level levels[RT_MAX_DEPTH_LIMIT + 1];
+    // Set when an insert reserved level memory, which is all that marks
+    // pre-fault requests or asks for a spare slab: most single inserts
+    // reserve nothing, and then skip asking every level for requests.
+    int ahead_marked;
     // Single inserts: per level, the BLAKE3 state after the message blocks
     // that precede the group's last child (see append_one).
     struct prefix_cache {
@@ -35,6 +39,9 @@ struct rt_tree {
         unsigned blocks;
         uint32_t cv[8];
     } prefix[RT_MAX_DEPTH_LIMIT];
+    // The level-0 prefix the next single insert will need, hashed ahead by
+    // the last one (append_one's rider); members 0: none.
+    struct prefix_cache next_prefix;
     // Links in the registry of live trees (fork.c, under its lock), which the
     // fork handlers walk; fork_locked: prepare holds this tree's lock.
     struct rt_tree *live_prev, *live_next;

@@ -110,9 +110,47 @@ static void store_cv(const uint32_t cv[8], uint8_t *out)
 #endif
 }
 
-static void hash_last_parent(struct prefix_cache *cache, uint64_t group,
-                             const uint8_t *children, unsigned members, uint8_t *out,
-                             rt_compress_fn compress, int rule)
+/* The prefix the next single insert will need at level 0, hashed by this
+ * one: a block of it rides beside each compression of this insert's chain,
+ * in the other half of a paired compression (rt_compress2_fn), nearly free
+ * where the chain leaves the vector units idle. The leaves it covers end
+ * with this insert's leaf, so it is kept only once the insert is published
+ * (rt_tree.next_prefix). */
+typedef struct rider {
+    struct prefix_cache prefix; /* blocks to hash; cv after `done` of them */
+    const uint8_t *children;
+    size_t header_len;
+    unsigned done;
+} rider;
+
+typedef struct chain {
+    rt_compress_fn compress;
+    rt_compress2_fn compress2; /* NULL: no rider */
+    rider *rider;
+} chain;
+
+/* One compression of the insert's chain, with the rider's next block beside
+ * it if it has one left. */
+static void chain_compress(chain *ch, uint32_t cv[8], const uint8_t block[64], uint8_t len,
+                           uint8_t flags)
+{
+    rider *r = ch->rider;
+    if (r && r->done < r->prefix.blocks) {
+        uint8_t other[64], other_len;
+        parent_block(r->children, r->prefix.members, r->header_len, r->done, other, &other_len);
+        ch->compress2(cv, block, len, flags, r->prefix.cv, other, 64,
+                      r->done == 0 ? RT_FLAG_CHUNK_START : 0);
+        r->done++;
+    } else {
+        ch->compress(cv, block, len, 0, flags);
+    }
+}
+
+/* `ready` (may be NULL): a prefix hashed ahead for some group, used when it
+ * is this one's. */
+static void hash_last_parent(struct prefix_cache *cache, const struct prefix_cache *ready,
+                             uint64_t group, const uint8_t *children, unsigned members,
+                             uint8_t *out, chain *ch, int rule)
 {
     size_t header_len = rule == RT_RULE_ROTORTREE_015 ? 2 : 0;
     size_t total = header_len + 32u * (size_t)members;
@@ -125,14 +163,18 @@ static void hash_last_parent(struct prefix_cache *cache, uint64_t group,
     uint64_t blocks = (total + 63) / 64;
     uint8_t block[64], len;
     if (cache->group != group || cache->members != members) {
-        cache->group = group;
-        cache->members = members;
-        // Blocks that end before the last child's first byte.
-        cache->blocks = (unsigned)((header_len + 32u * (members - 1)) / 64);
-        memcpy(cache->cv, rt_blake3_iv, sizeof(cache->cv));
-        for (unsigned b = 0; b < cache->blocks; b++) {
-            parent_block(children, members, header_len, b, block, &len);
-            compress(cache->cv, block, 64, 0, b == 0 ? RT_FLAG_CHUNK_START : 0);
+        if (ready && ready->members == members && ready->group == group) {
+            *cache = *ready;
+        } else {
+            cache->group = group;
+            cache->members = members;
+            // Blocks that end before the last child's first byte.
+            cache->blocks = (unsigned)((header_len + 32u * (members - 1)) / 64);
+            memcpy(cache->cv, rt_blake3_iv, sizeof(cache->cv));
+            for (unsigned b = 0; b < cache->blocks; b++) {
+                parent_block(children, members, header_len, b, block, &len);
+                chain_compress(ch, cache->cv, block, 64, b == 0 ? RT_FLAG_CHUNK_START : 0);
+            }
         }
     }
     // The message from the first uncached block to its end, zero-padded to
@@ -156,7 +198,7 @@ static void hash_last_parent(struct prefix_cache *cache, uint64_t group,
         if (b + 1 == blocks)
             flags |= RT_FLAG_CHUNK_END | RT_FLAG_ROOT;
         size_t left = tail - (size_t)(at - message);
-        compress(cv, at, (uint8_t)(left < 64 ? left : 64), 0, flags);
+        chain_compress(ch, cv, at, (uint8_t)(left < 64 ? left : 64), flags);
     }
     store_cv(cv, out);
 }
@@ -167,8 +209,26 @@ static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *first
                        const uint64_t *len, unsigned depth)
 {
     const unsigned arity = tree->arity, cap = tree->chunk_cap;
-    rt_compress_fn compress = rt_active_compress_fn();
+    const size_t header_len = tree->rule == RT_RULE_ROTORTREE_015 ? 2 : 0;
     memcpy((uint8_t *)rt_level_node(&tree->levels[0], first[0], cap), leaf, 32);
+    chain ch = {rt_active_compress_fn(), rt_active_compress2_fn(), NULL};
+    // The next insert's level-0 parent has one member more (unless this
+    // leaf completes its group), so its prefix ends with this leaf.
+    rider ahead;
+    uint64_t next_group = first[1];
+    unsigned next_members = (unsigned)(first[0] + 2 - next_group * arity);
+    if (ch.compress2 && tree->rule != RT_RULE_RFC6962 && next_members <= arity &&
+        header_len + 32u * (size_t)next_members <= RT_BLAKE3_CHUNK_LEN) {
+        ahead.prefix.group = next_group;
+        ahead.prefix.members = next_members;
+        ahead.prefix.blocks = (unsigned)((header_len + 32u * (next_members - 1)) / 64);
+        memcpy(ahead.prefix.cv, rt_blake3_iv, sizeof(ahead.prefix.cv));
+        ahead.children = rt_level_node(&tree->levels[0], next_group * arity, cap);
+        ahead.header_len = header_len;
+        ahead.done = 0;
+        if (ahead.prefix.blocks)
+            ch.rider = &ahead;
+    }
     for (unsigned l = 0; l < depth; l++) {
         uint64_t group = first[l + 1], first_child = group * arity;
         unsigned members = (unsigned)(len[l] - first_child);
@@ -178,8 +238,19 @@ static void append_one(rt_tree *tree, const uint8_t *leaf, const uint64_t *first
         if (members == 1)
             memcpy(parent, children, 32);
         else
-            hash_last_parent(&tree->prefix[l], group, children, members, parent, compress,
-                             tree->rule);
+            hash_last_parent(&tree->prefix[l], l == 0 ? &tree->next_prefix : NULL, group,
+                             children, members, parent, &ch, tree->rule);
+    }
+    if (ch.rider) {
+        // A chain shorter than the prefix (small trees, wide groups).
+        uint8_t block[64], block_len;
+        for (; ahead.done < ahead.prefix.blocks; ahead.done++) {
+            parent_block(ahead.children, next_members, header_len, ahead.done, block,
+                         &block_len);
+            ch.compress(ahead.prefix.cv, block, 64, 0,
+                        ahead.done == 0 ? RT_FLAG_CHUNK_START : 0);
+        }
+        tree->next_prefix = ahead.prefix; // cleared if the insert is refused
     }
 }
 
@@ -270,6 +341,7 @@ static int insert_from_locked(rt_tree *tree, const uint8_t *leaves,
     for (unsigned l = 0; l <= new_depth; l++) {
         if (rt_level_ready(&tree->levels[l], first[l], len[l], cap))
             continue;
+        tree->ahead_marked = 1;
         int status = rt_level_reserve(&tree->levels[l], first[l], len[l], cap);
         if (status != RT_OK) {
             rt_index_release(fresh_index);
@@ -296,6 +368,8 @@ static int insert_from_locked(rt_tree *tree, const uint8_t *leaves,
         status = gate(gate_ctx);
     if (status != RT_OK) {
         // The write lock is still held, so no reader saw the new nodes.
+        // The prefix hashed ahead covers the refused leaf.
+        tree->next_prefix.members = 0;
         for (unsigned l = 1; l <= new_depth; l++)
             if (first[l] < tree->levels[l].len)
                 memcpy((uint8_t *)rt_level_node(&tree->levels[l], first[l], cap), edge[l], 32);
@@ -345,8 +419,11 @@ static int insert_many_from(rt_tree *tree, const uint8_t *leaves, const rt_leaf_
     uint8_t *ahead[(RT_MAX_DEPTH_LIMIT + 1) * RT_LEVEL_AHEAD];
     size_t ahead_bytes[(RT_MAX_DEPTH_LIMIT + 1) * RT_LEVEL_AHEAD];
     unsigned aheads = 0;
-    for (unsigned l = 0; l <= tree->depth; l++)
-        aheads += rt_level_take_prefault(&tree->levels[l], &ahead[aheads], &ahead_bytes[aheads]);
+    if (tree->ahead_marked) {
+        for (unsigned l = 0; l <= tree->depth; l++)
+            aheads += rt_level_take_prefault(&tree->levels[l], &ahead[aheads], &ahead_bytes[aheads]);
+        tree->ahead_marked = 0;
+    }
     pthread_rwlock_unlock(&tree->lock);
     for (unsigned i = 0; i < aheads; i++)
         rt_mapping_prefault(ahead[i], ahead_bytes[i]);

@@ -165,7 +165,7 @@ _proof_scratch: List[_ProofScratch] = []
 # Bound once: a global load is cheaper per call than a method lookup.
 _take_proof_scratch = _proof_scratch.pop
 _give_proof_scratch = _proof_scratch.append
-_proof_one = lib.rt_proof_one
+_proof_one_sized = lib.rt_proof_one_sized
 _proof_one_at = lib.rt_proof_one_at
 _new_object = object.__new__
 
@@ -421,14 +421,21 @@ class Snapshot(IndexReads):
         if scratch.capacity < self._proof_max:
             scratch.grow(self._proof_max)
         if size is None:
-            status = _proof_one(self._snap, index, scratch.out, scratch.capacity, scratch.length)
+            # The length as the result: reading an out-parameter back costs
+            # a tenth of the call.
+            length = _proof_one_sized(self._snap, index, scratch.out, scratch.capacity)
+            if length < 0:
+                _give_proof_scratch(scratch)
+                raise_status(-length, "generate_proof")
         else:  # a view for this call only (no Snapshot object, nothing kept)
             status = _proof_one_at(self._snap, limit, index, scratch.out, scratch.capacity,
                                    scratch.length)
-        data: bytes = scratch.view[:scratch.length[0]]
+            if status:
+                _give_proof_scratch(scratch)
+                raise_status(status, "generate_proof")
+            length = scratch.length[0]
+        data: bytes = scratch.view[:length]
         _give_proof_scratch(scratch)
-        if status:
-            raise_status(status, "generate_proof")
         # InclusionProof._from_encoded, inline: a call frame is a visible
         # share of a single proof.
         proof = _new_object(InclusionProof)

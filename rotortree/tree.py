@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from .snapshot import ProofBatch, Snapshot
 
 # Single inserts write the root into a C buffer allocated once, read back
-# through a cached ffi.buffer view: an insert is one short C call, next to
-# which allocating a cdata and a view every time is not small (slicing the
-# cached view makes the bytes in about half the time of bytes(bytearray)).
+# through a cached view: an insert is one short C call, next to which
+# allocating a cdata and a view every time is not small (the bound tobytes
+# of a memoryview over the buffer makes the bytes in half the time of
+# slicing an ffi.buffer, 25 against 50 ns, and a quarter of bytes(bytearray)).
 # A call takes a buffer from a shared free list and puts it back: list pop
 # and append are atomic, so threads, and signal handlers that insert in
 # between, never share one (cheaper than a thread-local, which costs two
@@ -38,9 +39,9 @@ _insert_one = lib.rt_tree_insert
 
 
 def _new_root_buffer() -> "Tuple[Any, Any]":
-    """(view, cdata): the view's [:] is the bytes C wrote into cdata."""
+    """(read, cdata): read() is the bytes C wrote into cdata."""
     out = ffi.new("uint8_t[]", HASH_LEN)
-    return ffi.buffer(out), out
+    return memoryview(ffi.buffer(out)).tobytes, out
 
 
 def _stable(leaves: object, buffer: Any) -> int:
@@ -130,7 +131,7 @@ class LeanIMT(IndexReads):
         except IndexError:
             buffer = _new_root_buffer()
         status = _insert_one(self._tree, leaf, buffer[1])
-        new_root: bytes = buffer[0][:]
+        new_root: bytes = buffer[0]()
         _give_root_buffer(buffer)
         if status:
             if status == lib.RT_ERR_MAX_DEPTH:

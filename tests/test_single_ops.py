@@ -189,6 +189,36 @@ def test_one_proof_in_one_c_call():
     assert lib.rt_proof_one(snap._snap, 0, out, 4096, ffi.NULL) == lib.RT_ERR_INVALID_ARGUMENT
 
 
+def test_one_proof_with_its_length_as_the_result():
+    snap = tree_of(4, 1000).snapshot()
+    expected = snap.generate_proofs([123]).proof_bytes(0)
+    out = ffi.new("uint8_t[]", 4096)
+    assert lib.rt_proof_one_sized(snap._snap, 123, out, 4096) == len(expected)
+    assert ffi.buffer(out, len(expected))[:] == expected
+    # Too small: minus the status, and nothing is written.
+    small = ffi.new("uint8_t[]", len(expected) - 1)
+    assert lib.rt_proof_one_sized(snap._snap, 123, small,
+                                  len(expected) - 1) == -lib.RT_ERR_INVALID_ARGUMENT
+    assert ffi.buffer(small)[:] == bytes(len(expected) - 1)
+    assert lib.rt_proof_one_sized(snap._snap, 1000, out, 4096) == -lib.RT_ERR_INDEX
+    assert lib.rt_proof_one_sized(ffi.NULL, 0, out, 4096) == -lib.RT_ERR_INVALID_ARGUMENT
+
+
+def test_generate_proof_raises_the_c_status_and_keeps_its_scratch(monkeypatch):
+    from rotortree import snapshot as snapshot_module
+
+    snap = tree_of(4, 100).snapshot()
+    snap.generate_proof(5)  # a scratch buffer is on the free list now
+    spare = len(snapshot_module._proof_scratch)
+    monkeypatch.setattr(snapshot_module, "_proof_one_sized",
+                        lambda *args: -lib.RT_ERR_INDEX)
+    with pytest.raises(NodeIndexError):
+        snap.generate_proof(5)
+    assert len(snapshot_module._proof_scratch) == spare
+    monkeypatch.undo()
+    assert snap.generate_proof(5).to_bytes() == snap.generate_proofs([5]).proof_bytes(0)
+
+
 @pytest.mark.parametrize("arity", [2, 5, 255])
 def test_generate_proof_is_the_batch_proof_at_every_index(arity):
     size = 300
@@ -322,6 +352,8 @@ def test_an_insert_nested_inside_an_insert_gets_its_own_root_buffer(monkeypatch)
     for i in range(50):
         assert outer.insert(data[32 * i: 32 * i + 32]) == rotortree.compute_root(data[: 32 * i + 32])
     assert nested_roots[-1] == inner.root and len(set(nested_roots)) == 50
+    # Each root is its own bytes object, not a view of the reused buffer.
+    assert all(type(root) is bytes for root in nested_roots)
 
 
 def test_insert_argument_rules_are_unchanged():
@@ -355,3 +387,67 @@ def test_single_inserts_past_chunk_ends_and_under_snapshots_keep_every_root(arit
         assert (snap.root, snap.size) == (root, count)
         assert snap.get_node(snap.depth, 0) == root
         assert snap.generate_proof(count - 1).verify_against(root, count)
+
+
+# -- the level-0 prefix hashed ahead by single inserts ---------------------------
+
+
+def _mixed_operations(tree, rng, arity, rule, steps, accepted, snapshots, tmp_path):
+    """Random single inserts (plain and unique), refused unique inserts of
+    leaves already in the tree, batches of every size around a group, and
+    snapshots; every few steps the root is checked against compute_root of
+    the accepted leaves."""
+    for step in range(steps):
+        action = rng.random()
+        if action < 0.6:
+            leaf = rng.randbytes(32)
+            root = tree.insert(leaf, unique=rng.random() < 0.3)
+            accepted.append(leaf)
+        elif action < 0.75 and accepted:
+            # Refused after its nodes were hashed: the tree and whatever it
+            # hashed ahead for the next insert must be as before.
+            with pytest.raises(rotortree.DuplicateLeafError):
+                tree.insert(rng.choice(accepted), unique=True)
+            root = tree.root
+        elif action < 0.9:
+            batch = [rng.randbytes(32) for _ in range(rng.randrange(1, 2 * arity + 2))]
+            root = tree.insert_many(b"".join(batch))
+            accepted.extend(batch)
+        else:
+            snapshots.append((tree.snapshot(), len(accepted)))
+            root = tree.root
+        if accepted and (step % 9 == 0 or step == steps - 1):
+            assert root == rotortree.compute_root(b"".join(accepted), arity, rule=rule), step
+
+
+@pytest.mark.parametrize("rule", ["rotortree-0.15", "leanimt"])
+def test_single_inserts_with_prefixes_hashed_ahead_agree_with_batches(rule, tmp_path):
+    # Single inserts hash the next insert's level-0 prefix beside their own
+    # chain (paired compressions on AVX2 and AVX-512), and keep it only once
+    # published. Every kernel (those without a paired compression hash the
+    # same prefixes one by one), 1 and 2 threads, arities 2..40, each tree
+    # mixing single and unique inserts, refused ones, batches, snapshots,
+    # and a save/load in the middle (a loaded tree has nothing hashed ahead).
+    from rotortree import config as rt_config
+
+    for kernel in rt_config.available_kernels():
+        for threads in (1, 2):
+            rt_config.configure(simd=kernel, num_threads=threads, parallel_threshold=1,
+                                par_chunk_size=1)
+            for arity in range(2, 41):
+                rng = random.Random(f"{kernel}-{threads}-{arity}-{rule}")
+                tree = rotortree.LeanIMT(arity, rule=rule, index=True)
+                accepted, snapshots = [], []
+                steps = 60 + 3 * arity
+                _mixed_operations(tree, rng, arity, rule, steps, accepted, snapshots, tmp_path)
+                path = tmp_path / f"{kernel}-{threads}-{arity}.rt"
+                tree.save(path)
+                tree = rotortree.LeanIMT.load(path)
+                if not tree.indexed:
+                    tree.enable_index()
+                _mixed_operations(tree, rng, arity, rule, steps, accepted, snapshots, tmp_path)
+                for snap, count in snapshots:
+                    assert snap.size == count
+                    if count:
+                        assert snap.root == rotortree.compute_root(
+                            b"".join(accepted[:count]), arity, rule=rule)

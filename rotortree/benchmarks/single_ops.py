@@ -226,9 +226,9 @@ def run(leaves: int = 1_000_000, singles: int = 50_000, proofs: int = 2_000,
 
 
 INSERT_C = "insert C call only (rt_tree_insert, root into a reused buffer)"
-INSERT_C_RESULT = "insert C call, then the root's bytes (slice of a cached ffi.buffer)"
+INSERT_C_RESULT = "insert C call, then the root's bytes (tobytes of a cached memoryview)"
 CFFI_FLOOR = "one-argument cffi call (rt_tree_rule)"
-PROOF_C = "generate_proof C call only (rt_proof_one into a reused buffer)"
+PROOF_C = "generate_proof C call only (rt_proof_one_sized into a reused buffer)"
 PROOF_C_RESULT = "generate_proof C call, then the proof's bytes and InclusionProof"
 EMPTY_LOOP = "empty loop"
 
@@ -242,11 +242,10 @@ def _parts(tree: rotortree.LeanIMT, leaves: List[bytes], snapshot: Any,
     method does: timed in a loop of its own it cost about half as much, even
     on a tree small enough to stay in cache."""
     root = ffi.new("uint8_t[]", 32)
-    root_view = ffi.buffer(root)
+    root_bytes = memoryview(ffi.buffer(root)).tobytes
     capacity = snapshot._proof_max
     scratch = ffi.new("uint8_t[]", capacity)
     view = ffi.buffer(scratch)
-    length = ffi.new("size_t *")
 
     def insert_c() -> None:
         call, handle = lib.rt_tree_insert, tree._tree
@@ -257,7 +256,7 @@ def _parts(tree: rotortree.LeanIMT, leaves: List[bytes], snapshot: Any,
         call, handle = lib.rt_tree_insert, tree._tree
         for leaf in leaves:
             call(handle, leaf, root)
-            root_view[:]
+            root_bytes()
 
     def cffi_floor() -> None:
         call, handle = lib.rt_tree_rule, tree._tree
@@ -265,16 +264,15 @@ def _parts(tree: rotortree.LeanIMT, leaves: List[bytes], snapshot: Any,
             call(handle)
 
     def proof_c() -> None:
-        call, handle = lib.rt_proof_one, snapshot._snap
+        call, handle = lib.rt_proof_one_sized, snapshot._snap
         for i in indices:
-            call(handle, i, scratch, capacity, length)
+            call(handle, i, scratch, capacity)
 
     def proof_c_result() -> None:
         # As generate_proof builds it (InclusionProof._from_encoded, inline).
-        call, handle, new = lib.rt_proof_one, snapshot._snap, object.__new__
+        call, handle, new = lib.rt_proof_one_sized, snapshot._snap, object.__new__
         for i in indices:
-            call(handle, i, scratch, capacity, length)
-            _set_encoded(new(InclusionProof), view[:length[0]])
+            _set_encoded(new(InclusionProof), view[:call(handle, i, scratch, capacity)])
 
     def empty_loop() -> None:
         for _ in leaves:

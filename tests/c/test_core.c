@@ -30,6 +30,7 @@
 #endif
 
 #include "rotortree.h"
+#include "rt_blake3.h"
 #include "rt_index.h"
 #include "rt_mapping.h"
 #include "rt_pool.h"
@@ -914,6 +915,145 @@ static void prefault_growth(uint32_t threads, unsigned ahead)
         rt_mapping_prefault_wait();
     }
     CHECK(crossed > 0, "no batch crossed into a new level-0 slab: the test proves nothing");
+    rt_tree_free(tree);
+    free(leaves);
+}
+
+static int refuse_gate(void *ctx)
+{
+    (void)ctx;
+    return RT_ERR_IO;
+}
+
+/* A single insert hashes the level-0 prefix the next one will need (on
+ * kernels with a paired compression); that prefix ends with its own leaf, so
+ * a refused insert must leave none behind, whichever leaf comes next. */
+static void test_prefix_hashed_ahead_is_dropped_when_refused(void)
+{
+    const int initial = rt_kernel_active();
+    for (int kernel = RT_KERNEL_PORTABLE; kernel <= RT_KERNEL_NEON; kernel++) {
+        if (!rt_kernel_available(kernel))
+            continue;
+        REQUIRE(rt_kernel_select(kernel) == RT_OK, "select %d", kernel);
+        int paired = rt_active_compress2_fn() != NULL;
+        for (int rule = RT_RULE_ROTORTREE_015; rule <= RT_RULE_LEANIMT; rule++) {
+            const unsigned arity = 8;
+            uint8_t *leaves = make_leaves(global_seed ^ 0x9a1, 40), root[32], want[32];
+            uint8_t other[32];
+            leaf_of(global_seed ^ 0x9a2, 0, other);
+            rt_tree *tree = NULL;
+            REQUIRE(rt_tree_new(arity, 8, rule, &tree) == RT_OK, "new tree");
+            // Leaves 0..4 one by one: after leaf 4 (the fifth of group 0)
+            // the prefix of six members is hashed ahead.
+            for (unsigned i = 0; i < 5; i++)
+                REQUIRE(rt_tree_insert(tree, leaves + 32 * i, root) == RT_OK, "insert %u", i);
+            CHECK(!paired || tree->next_prefix.members == 6,
+                  "kernel %d rule %d: no prefix hashed ahead (%u members)", kernel, rule,
+                  tree->next_prefix.members);
+            // Leaf 5 refused after hashing: its prefix for six members
+            // covers leaf 5, and must not be kept.
+            CHECK(rt_tree_insert_many_gated(tree, leaves + 32 * 5, 1, root, refuse_gate, NULL) ==
+                      RT_ERR_IO, "refused insert");
+            CHECK(tree->size == 5 && tree->next_prefix.members == 0,
+                  "kernel %d rule %d: a refused insert kept its prefix (%u members)", kernel,
+                  rule, tree->next_prefix.members);
+            // Another leaf at 5, then the rest: every root as the batch's.
+            memcpy(leaves + 32 * 5, other, 32);
+            for (unsigned i = 5; i < 40; i++) {
+                REQUIRE(rt_tree_insert(tree, leaves + 32 * i, root) == RT_OK, "insert %u", i);
+                REQUIRE(rt_compute_root(leaves, i + 1, arity, rule, want) == RT_OK, "root");
+                CHECK(same_hash(root, want), "kernel %d rule %d: root at %u", kernel, rule, i + 1);
+            }
+            rt_tree_free(tree);
+            free(leaves);
+        }
+    }
+    REQUIRE(rt_kernel_select(initial) == RT_OK, "restore kernel");
+}
+
+/* 1 when every 4 KiB page of [from, from + bytes) is resident (mincore),
+ * 0 when one is not, -1 when unknown. */
+static int range_resident(const uint8_t *from, size_t bytes)
+{
+    uintptr_t first = (uintptr_t)from & ~(uintptr_t)4095;
+    size_t pages = (size_t)(((uintptr_t)from + bytes + 4095 - first) / 4096);
+    unsigned char resident[8];
+    if (pages > sizeof resident || mincore((void *)first, pages * 4096, resident) != 0)
+        return -1;
+    for (size_t i = 0; i < pages; i++)
+        if (!(resident[i] & 1))
+            return 0;
+    return 1;
+}
+
+/* A tree growing by single inserts takes a chunk at a time, below the batch
+ * rule's pre-fault threshold; its mapped slabs must still be populated ahead
+ * of carving, or every huge page is zeroed on the inserting thread (before
+ * the fix, the chunk running into each new huge page, and the first chunk of
+ * each new slab, were cold). Before each insert that takes a new level-0
+ * chunk, the pre-fault thread is waited for and the places the chunk can
+ * come from (its carver's next chunk, its spare slab's first) are probed;
+ * the chunk it takes must be one of them, and resident. */
+static void test_prefault_single_inserts(void)
+{
+    if (!P->big_tree) {
+        printf("test_prefault_single_inserts: no big trees in this profile\n");
+        return;
+    }
+    if (!populate_works()) {
+        printf("test_prefault_single_inserts: MADV_POPULATE_WRITE does not populate here\n");
+        return;
+    }
+    // The batch makes level 0 carve from mapped slabs (over 2 MiB); the
+    // single inserts then fill them, crossing huge pages and into new slabs.
+    const uint64_t batch = 100000, singles = 300000;
+    // Mappings cached from earlier tests' trees are resident already.
+    rt_release_cached_memory();
+    uint8_t *leaves = make_leaves(global_seed ^ 0x51e, batch), root[32];
+    rt_tree *tree = NULL;
+    REQUIRE(rt_tree_new(4, 32, RT_RULE_ROTORTREE_015, &tree) == RT_OK, "new tree");
+    REQUIRE(rt_tree_insert_many(tree, leaves, batch, root) == RT_OK, "batch");
+    rt_level *level = &tree->levels[0];
+    const size_t node_bytes = (size_t)tree->chunk_cap * 32u;
+    size_t new_chunks = 0, cold = 0, unknown = 0, new_slabs = 0;
+    for (uint64_t i = 0; i < singles; i++) {
+        uint8_t leaf[32];
+        leaf_of(global_seed ^ 0x51f, i, leaf);
+        int takes_chunk = tree->size % tree->chunk_cap == 0;
+        const uint8_t *candidates[2] = {NULL, NULL};
+        int resident[2] = {0, 0};
+        rt_slab *carver = level->carver;
+        if (takes_chunk) {
+            rt_mapping_prefault_wait();
+            rt_slab *spare = level->spare;
+            if (carver && carver->bytes > carver->carved)
+                candidates[0] = carver->base + carver->carved;
+            if (spare)
+                candidates[1] = spare->base + spare->carved;
+            for (int c = 0; c < 2; c++)
+                if (candidates[c])
+                    resident[c] = range_resident(candidates[c], sizeof(rt_chunk) + node_bytes);
+        }
+        REQUIRE(rt_tree_insert(tree, leaf, root) == RT_OK, "single insert %llu",
+                (unsigned long long)i);
+        if (!takes_chunk)
+            continue;
+        new_chunks++;
+        new_slabs += level->carver != carver;
+        const uint8_t *chunk = (const uint8_t *)level->table->slots[level->table->count - 1];
+        int warm = 0;
+        for (int c = 0; c < 2; c++)
+            if (candidates[c] == chunk) {
+                warm = resident[c] == 1;
+                unknown += resident[c] < 0;
+            }
+        cold += !warm;
+    }
+    CHECK(new_chunks > 2000 && new_slabs > 0 && level->carver->mapped && unknown == 0,
+          "%zu new level-0 chunks, %zu new slabs, %zu unknown residencies: the test proves nothing",
+          new_chunks, new_slabs, unknown);
+    CHECK(cold == 0, "%zu of %zu level-0 chunks taken by single inserts were not pre-faulted",
+          cold, new_chunks);
     rt_tree_free(tree);
     free(leaves);
 }
@@ -2930,6 +3070,8 @@ int main(int argc, char **argv)
     RUN(test_result_buffers);
     RUN(test_prefault);
     RUN(test_prefault_growth);
+    RUN(test_prefault_single_inserts);
+    RUN(test_prefix_hashed_ahead_is_dropped_when_refused);
     RUN(test_random_trees, &g);
     RUN(test_big_tree, &g);
     RUN(test_restore, &g);

@@ -233,6 +233,35 @@ static void test_compress(rt_compress_fn compress, const char *what)
     }
 }
 
+#if RT_X86
+/* A paired compression against two portable ones: random states, blocks at
+ * odd addresses, every length and flag combination in each half, counter 0
+ * (all it takes), and the same block in both halves sometimes. */
+static void test_compress2(rt_compress2_fn compress2, const char *what)
+{
+    for (unsigned t = 0; t < 20000; t++) {
+        uint32_t want_a[8], want_b[8], got_a[8], got_b[8];
+        uint8_t storage_a[65], storage_b[65];
+        uint8_t *block_a = storage_a + (t & 1), *block_b = storage_b + ((t >> 1) & 1);
+        for (int i = 0; i < 8; i++) {
+            want_a[i] = got_a[i] = (uint32_t)next_random();
+            want_b[i] = got_b[i] = (uint32_t)next_random();
+        }
+        fill_random(block_a, 64);
+        fill_random(block_b, 64);
+        if (t % 7 == 0)
+            memcpy(block_b, block_a, 64);
+        uint8_t len_a = (uint8_t)(next_random() % 65), len_b = (uint8_t)(next_random() % 65);
+        uint8_t flags_a = (uint8_t)(next_random() & 0x1F), flags_b = (uint8_t)(next_random() & 0x1F);
+        rt_compress_portable(want_a, block_a, len_a, 0, flags_a);
+        rt_compress_portable(want_b, block_b, len_b, 0, flags_b);
+        compress2(got_a, block_a, len_a, flags_a, got_b, block_b, len_b, flags_b);
+        check(memcmp(want_a, got_a, sizeof got_a) == 0 && memcmp(want_b, got_b, sizeof got_b) == 0,
+              what, t, flags_a);
+    }
+}
+#endif
+
 static void test_api(void)
 {
     uint8_t children[2 * 32] = {0}, out[32];
@@ -316,6 +345,10 @@ int main(void)
         test_compress(rt_compress_sse41, "rt_compress_sse41 == portable");
     if (rt_kernel_available(RT_KERNEL_AVX512))
         test_compress(rt_compress_avx512, "rt_compress_avx512 == portable");
+    if (rt_kernel_available(RT_KERNEL_AVX2))
+        test_compress2(rt_compress2_avx2, "rt_compress2_avx2 == two portable");
+    if (rt_kernel_available(RT_KERNEL_AVX512))
+        test_compress2(rt_compress2_avx512, "rt_compress2_avx512 == two portable");
 #endif
     test_parents(kernels, kernel_count, 1);
     test_parents(kernels, kernel_count, 0);
