@@ -46,3 +46,40 @@ def test_line_puts_under_asan_and_ubsan(cc, tmp_path):  # noqa: F811
     prefix = sanitizer_prefix(cc, ASAN_UBSAN, tmp_path, "ASan/UBSan", env, 120)
     exe = build_drivers(cc, ASAN_UBSAN, tmp_path / "build", [DRIVER], SOURCES)
     run_driver(exe["test_index_lines"], prefix, env)
+
+
+# ---------------------------------------------------------------------------
+# The background build (recovery), now one thread's plain puts: a table it
+# cannot have (too large to size, or to allocate) leaves adopt the full build.
+
+def first_positions(leaves, probes):
+    first = {}
+    for position, row in enumerate(leaves):
+        first.setdefault(row.tobytes(), position)
+    return [first.get(row.tobytes(), -1) for row in probes], len(first)
+
+
+@pytest.mark.parametrize("expected", [2**61, 2**50], ids=["unsizable", "unallocatable"])
+def test_a_build_without_its_table_falls_back_to_a_full_build(expected):
+    import numpy as np
+
+    from rotortree import LeanIMT
+    from rotortree._native import ffi, lib
+
+    rng = np.random.default_rng(17)
+    leaves = rng.integers(0, 256, size=(5_000, 32), dtype=np.uint8)
+    leaves[4_000:] = leaves[rng.integers(0, 4_000, size=1_000)]   # repeats
+    buffer = leaves[:3_000].tobytes()
+    out = ffi.new("rt_index_build **")
+    assert lib.rt_index_build_start(ffi.from_buffer("uint8_t[]", buffer), 3_000, expected,
+                                    out) == lib.RT_OK
+    tree = LeanIMT(4, 20)
+    tree.insert_many(leaves)
+    assert lib.rt_tree_index_adopt(tree._tree, out[0]) == lib.RT_OK
+    assert tree.indexed
+    probes = np.concatenate([leaves, rng.integers(0, 256, size=(50, 32), dtype=np.uint8)])
+    positions, distinct = first_positions(leaves, probes)
+    assert list(np.frombuffer(tree.index_of_many(probes), dtype=np.int64)) == positions
+    assert tree.index_stats()["entries"] == distinct
+    # A table sized for the tree it serves, not for the build's request.
+    assert tree.index_stats()["slots"] <= 16_384
