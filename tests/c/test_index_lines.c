@@ -42,7 +42,7 @@ static rt_leaf_index *table(uint64_t slots, unsigned pos_bits, uint64_t seed)
  * empty slot takes the leaf; a slot naming the same leaf (same tag, same
  * bytes) ends the probe, keeping the lower position. `stop` as part_put's. */
 static int reference_put(uint32_t *slots, uint64_t mask, unsigned pos_bits, const uint8_t *by_pos,
-                         uint64_t h, uint64_t p, uint64_t stop, uint64_t *evicted)
+                         uint64_t base, uint64_t h, uint64_t p, uint64_t stop, uint64_t *evicted)
 {
     const uint64_t tag_bits = 32u - pos_bits;
     const uint64_t tag = tag_bits ? h >> (64u - tag_bits) : 0;
@@ -55,7 +55,7 @@ static int reference_put(uint32_t *slots, uint64_t mask, unsigned pos_bits, cons
             return 1;
         }
         const uint64_t s = slots[i], q = (s & pos_mask) - 1;
-        if ((s >> pos_bits) == tag && !memcmp(by_pos + 32 * q, by_pos + 32 * p, 32)) {
+        if ((s >> pos_bits) == tag && !memcmp(by_pos + 32 * (q - base), by_pos + 32 * (p - base), 32)) {
             if (q > p) {
                 slots[i] = want;
                 *evicted = q;
@@ -116,6 +116,9 @@ static void round_of_puts(rng *r, unsigned pos_bits, uint64_t slots, enum crowd 
     // empty slot, far past the load the tree allows, for long clusters.
     const size_t distinct = 1 + (size_t)rng_below(r, slots - 1);
     const size_t count = distinct + (size_t)rng_below(r, 3 * distinct);
+    // Positions from 0, or ending at the largest the table holds (position
+    // + 1 then has every position bit set, next to the tag).
+    const uint64_t base = rng_below(r, 2) ? ((uint64_t)1 << pos_bits) - 1 - count : 0;
     uint8_t *pool = xmalloc(32 * distinct), *by_pos = xmalloc(32 * count);
     uint64_t *order = xmalloc(8 * count);
     crowded_leaves(pool, distinct, crowd, seed, slots, r);
@@ -130,21 +133,22 @@ static void round_of_puts(rng *r, unsigned pos_bits, uint64_t slots, enum crowd 
             order[p] = order[o];
             order[o] = t;
         }
-    leaf_reader reader = {NULL, NULL, 0, count, by_pos, 0};
+    leaf_reader reader = {NULL, NULL, 0, base + count, by_pos, base};
     part_job job = {0};
     job.ix = part;
     job.reader = &reader;
     int put_all = 1;
     for (size_t k = 0; k < count; k++) {
-        const uint64_t p = order[k];
-        const uint8_t *leaf = by_pos + 32 * p;
+        const uint64_t p = base + order[k];
+        const uint8_t *leaf = by_pos + 32 * order[k];
         const uint64_t h = leaf_hash(leaf, seed);
         uint64_t ev_plain = ABSENT, ev_cas = ABSENT, ev_model;
         int got_plain = index_put(plain, &reader, leaf, h, p, &ev_plain, 0);
         int got_cas = index_put(cas, &reader, leaf, h, p, &ev_cas, 1);
         uint64_t item = ((h & part->mask) << 32) | (tag_of(part, h) << part->pos_bits) | (p + 1);
         int got_part = part_put(&job, item, UINT64_MAX);
-        int want = reference_put(model, slots - 1, pos_bits, by_pos, h, p, UINT64_MAX, &ev_model);
+        int want = reference_put(model, slots - 1, pos_bits, by_pos, base, h, p, UINT64_MAX,
+                                 &ev_model);
         CHECK(got_plain == want && got_cas == want && got_part == want &&
                   (want || (ev_plain == ev_model && ev_cas == ev_model)),
               "%u bits, %llu slots, crowd %d, put %zu (position %llu, home %llu): plain %d "
@@ -168,7 +172,7 @@ static void round_of_puts(rng *r, unsigned pos_bits, uint64_t slots, enum crowd 
         uint64_t first = ABSENT;
         for (size_t p = 0; p < count && first == ABSENT; p++)
             if (!memcmp(by_pos + 32 * p, leaf, 32))
-                first = p;
+                first = base + p;
         uint64_t got = index_find(plain, &reader, leaf, leaf_hash(leaf, seed));
         CHECK(got == first, "%u bits: leaf %zu found at %llu, first at %llu", pos_bits, d,
               (unsigned long long)got, (unsigned long long)first);
@@ -194,6 +198,9 @@ static void round_of_regions(rng *r, unsigned pos_bits, uint64_t slots, uint64_t
     memset(model, 0, sizeof model);
     const size_t distinct = 1 + (size_t)rng_below(r, slots - 1);
     const size_t count = distinct + (size_t)rng_below(r, 3 * distinct);
+    // Positions from 0, or ending at the largest the table holds (position
+    // + 1 then has every position bit set, next to the tag).
+    const uint64_t base = rng_below(r, 2) ? ((uint64_t)1 << pos_bits) - 1 - count : 0;
     uint8_t *pool = xmalloc(32 * distinct), *by_pos = xmalloc(32 * count);
     uint8_t *marks = xmalloc(count), *model_marks = xmalloc(count);
     uint64_t *aside = xmalloc(8 * count), *model_aside = xmalloc(8 * count);
@@ -202,18 +209,19 @@ static void round_of_regions(rng *r, unsigned pos_bits, uint64_t slots, uint64_t
         memcpy(by_pos + 32 * p, pool + 32 * rng_below(r, distinct), 32);
     memset(marks, 0, count);
     memset(model_marks, 0, count);
-    leaf_reader reader = {NULL, NULL, 0, count, by_pos, 0};
+    leaf_reader reader = {NULL, NULL, 0, base + count, by_pos, base};
     part_job job = {0};
     job.ix = part;
     job.reader = &reader;
     job.marks = marks;
+    job.mark_from = base;
     size_t n_aside = 0, n_model_aside = 0;
     uint64_t added = 0, model_added = 0;
     for (int pass = 0; pass < 2; pass++) {
         size_t n = pass ? n_aside : count;
         for (size_t k = 0; k < n; k++) {
-            const uint64_t p = pass ? aside[k] : k;
-            const uint64_t h = leaf_hash(by_pos + 32 * p, seed);
+            const uint64_t p = pass ? aside[k] : base + k;
+            const uint64_t h = leaf_hash(by_pos + 32 * (p - base), seed);
             const uint64_t home = h & part->mask;
             const uint64_t stop = pass ? UINT64_MAX : (home / region + 1) * region & part->mask;
             uint64_t item = (home << 32) | (tag_of(part, h) << part->pos_bits) | (p + 1);
@@ -223,13 +231,14 @@ static void round_of_regions(rng *r, unsigned pos_bits, uint64_t slots, uint64_t
             else
                 added += (uint64_t)got;
             uint64_t evicted;
-            int want = reference_put(model, slots - 1, pos_bits, by_pos, h, p, stop, &evicted);
+            int want =
+                reference_put(model, slots - 1, pos_bits, by_pos, base, h, p, stop, &evicted);
             if (want < 0)
                 model_aside[n_model_aside++] = p;
             else if (want)
                 model_added++;
             else
-                model_marks[evicted == ABSENT ? p : evicted] = 1;
+                model_marks[(evicted == ABSENT ? p : evicted) - base] = 1;
             CHECK(got == want, "regions of %llu, %u bits, crowd %d, pass %d, position %llu: "
                   "part_put %d, model %d", (unsigned long long)region, pos_bits, (int)crowd,
                   pass, (unsigned long long)p, got, want);
