@@ -182,8 +182,13 @@ static inline uint64_t line_slot(const rt_leaf_index *ix, uint64_t home, uint64_
 #if HAVE_LINE_SCAN
     if (ix->wide)
         return UINT64_MAX;
+    // Shifted as 64-bit values: a table whose positions take all 32 bits
+    // has no tag, and every full slot must then count as carrying the
+    // leaf's (a 32-bit shift by 32 is undefined, and x86 left the mask
+    // whole: full slots were passed over, and repeats put again).
+    const uint32_t tag_mask = (uint32_t)(~(uint64_t)0 << ix->pos_bits);
     unsigned empty, tagged, skip = (unsigned)(home % LINE_SLOTS);
-    line_scan((const uint32_t *)ix->slots + (home - skip), ~(uint32_t)0 << ix->pos_bits,
+    line_scan((const uint32_t *)ix->slots + (home - skip), tag_mask,
               (uint32_t)(tag << ix->pos_bits), &empty, &tagged);
     empty >>= skip;
     if (!empty)

@@ -317,7 +317,7 @@ int rt_tree_index_enable(rt_tree *tree);
 int rt_tree_index_enabled(rt_tree *tree);
 
 /* An index of `count` leaves read from a buffer, built on a background
- * thread (and the pool) while the caller goes on: durable recovery starts
+ * thread of its own (not the pool) while the caller goes on: durable recovery starts
  * it on the checkpoint's mapped leaves, then verifies the checkpoint and
  * replays the WAL meanwhile. Sized for `expected` leaves (the tree it will
  * serve, at least `count`). The buffer must stay mapped and unchanged until

@@ -20,7 +20,8 @@ from rotortree.durable import recovery
 from rotortree.storage import level_file_name
 
 # Small pool units, so that trees of tens of thousands of leaves take the
-# pool's and the partitioned fill's paths in the background build too.
+# pool's and the partitioned fill's paths in the builds after the replay
+# and in adopt (the background build itself runs on its own thread).
 CHUNK = 1
 CHECKPOINTED, REPLAYED, UNFLUSHED = 60_000, 9_000, 3_000
 
