@@ -69,11 +69,13 @@ static int crc_hw;
 #define CRC_BLOCK 4096u
 static uint32_t crc_shift_table[4][256];
 
+#if RT_X86 || RT_ARM_CRC // only the instruction paths join blocks
 static uint32_t crc_shift(uint32_t c)
 {
     return crc_shift_table[0][c & 0xffu] ^ crc_shift_table[1][(c >> 8) & 0xffu] ^
            crc_shift_table[2][(c >> 16) & 0xffu] ^ crc_shift_table[3][c >> 24];
 }
+#endif
 
 static void crc_init(void)
 {

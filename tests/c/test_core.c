@@ -977,8 +977,9 @@ static int range_resident(const uint8_t *from, size_t bytes)
 {
     uintptr_t first = (uintptr_t)from & ~(uintptr_t)4095;
     size_t pages = (size_t)(((uintptr_t)from + bytes + 4095 - first) / 4096);
+    // mincore takes unsigned char * on Linux, char * on macOS: through void *.
     unsigned char resident[8];
-    if (pages > sizeof resident || mincore((void *)first, pages * 4096, resident) != 0)
+    if (pages > sizeof resident || mincore((void *)first, pages * 4096, (void *)resident) != 0)
         return -1;
     for (size_t i = 0; i < pages; i++)
         if (!(resident[i] & 1))
