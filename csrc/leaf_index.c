@@ -675,12 +675,12 @@ static int part_fill(const rt_leaf_index *ix, const leaf_reader *reader, uint64_
     return 1;
 }
 
-/* Put positions [first, end) of `reader` into `ix`. */
-static void index_fill(rt_leaf_index *ix, const leaf_reader *reader, uint64_t first,
-                       uint64_t end)
+/* Put positions [first, end) of `reader` into `ix`, in units of `grain`
+ * on the pool (0: on this thread alone, with the single writer's puts). */
+static void index_fill_grained(rt_leaf_index *ix, const leaf_reader *reader, uint64_t first,
+                               uint64_t end, size_t grain)
 {
     uint64_t count = end - first;
-    size_t grain = pool_grain(count);
     uint64_t added;
     if (part_fill(ix, reader, first, (size_t)count, grain, NULL, 0, 0, &added)) {
         ix->entries += added;
@@ -692,6 +692,13 @@ static void index_fill(rt_leaf_index *ix, const leaf_reader *reader, uint64_t fi
     else
         fill_units(&job, 0, (size_t)count);
     ix->entries += atomic_load_explicit(&job.added, memory_order_relaxed);
+}
+
+/* Put positions [first, end) of `reader` into `ix`. */
+static void index_fill(rt_leaf_index *ix, const leaf_reader *reader, uint64_t first,
+                       uint64_t end)
+{
+    index_fill_grained(ix, reader, first, end, pool_grain(end - first));
 }
 
 /* Clear the new table `ix` and put positions [0, end) of `reader` in it. */
@@ -893,10 +900,8 @@ static void *index_build_main(void *arg)
     rt_leaf_index *ix = index_new(build->expected, build->expected);
     if (ix) {
         leaf_reader reader = {NULL, NULL, 0, build->count, build->leaves, 0};
-        fill_job job = {ix, &reader, 0, 0, 0};
-        memset(ix->slots, 0, ix->bytes);
-        fill_units(&job, 0, (size_t)build->count);
-        ix->entries = atomic_load_explicit(&job.added, memory_order_relaxed);
+        memset(ix->slots, 0, ix->bytes); // not index_clear: that runs on the pool
+        index_fill_grained(ix, &reader, 0, build->count, 0);
     }
     build->ix = ix;
     return NULL;

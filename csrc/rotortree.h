@@ -317,9 +317,9 @@ int rt_tree_index_enable(rt_tree *tree);
 int rt_tree_index_enabled(rt_tree *tree);
 
 /* An index of `count` leaves read from a buffer, built on a background
- * thread of its own (not the pool) while the caller goes on: durable recovery starts
- * it on the checkpoint's mapped leaves, then verifies the checkpoint and
- * replays the WAL meanwhile. Sized for `expected` leaves (the tree it will
+ * thread of its own (not the pool) while the caller goes on: durable
+ * recovery starts it on the checkpoint's mapped leaves, then verifies the
+ * checkpoint and replays the WAL meanwhile. Sized for `expected` leaves (the tree it will
  * serve, at least `count`). The buffer must stay mapped and unchanged until
  * exactly one of rt_tree_index_adopt and rt_index_build_discard consumes
  * the build. RT_ERR_NOMEM or RT_ERR_THREAD: nothing was started. */
